@@ -1,0 +1,3 @@
+"""twistedock: a Docker-Engine-compatible container daemon on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The implementations behind the routers' backend interfaces."""

@@ -1,0 +1,178 @@
+"""
+The daemon as a service tree: backends, the composed API resource, and one
+listener per -H address, under one MultiService that twistd runs.
+"""
+
+import os
+import signal
+import tracemalloc
+import uuid
+from typing import List, Optional
+
+import attr
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from . import __version__
+from .atomic import write_atomic
+from .backend import host
+from .backend.debug import DebugBackend
+from .backend.events import EventLog
+from .backend.swarm import InactiveCluster
+from .backend.system import SystemBackend, SystemSettings
+from .config import ConfigError, DaemonConfig, read_config_file
+from .listeners import ListenerService, check_addresses
+from .routers.build import BuildRouter
+from .routers.checkpoint import CheckpointRouter
+from .routers.container import ContainerRouter
+from .routers.debug import DebugRouter
+from .routers.distribution import DistributionRouter
+from .routers.image import ImageRouter
+from .routers.network import NetworkRouter
+from .routers.plugin import PluginRouter
+from .routers.session import SessionRouter
+from .routers.swarm import SwarmRouter
+from .routers.system import SystemRouter
+from .routers.volume import VolumeRouter
+from .server.middleware import APIConfig
+from .server.root import APIResource, compose
+
+log = Logger()
+
+
+def build_routers(reactor, system, cluster, debug=None) -> list:
+    """Every router, in dockerd's registration order: the first match wins,
+    so checkpoint comes before container."""
+    routers = [
+        CheckpointRouter(),
+        ContainerRouter(),
+        ImageRouter(),
+        SystemRouter(system, reactor),
+        VolumeRouter(),
+        BuildRouter(),
+        SessionRouter(),
+        SwarmRouter(cluster),
+        PluginRouter(),
+        DistributionRouter(),
+        NetworkRouter(),
+    ]
+    if debug is not None:
+        routers.append(DebugRouter(debug))
+    return routers
+
+
+class APISite(Site):
+    """The HTTP server for the API; request logging is the debug middleware's."""
+
+    displayTracebacks = False
+
+    def log(self, request) -> None:
+        pass
+
+
+def daemon_id(data_root: str) -> str:
+    """The engine ID, made once and kept in the data root."""
+    path = os.path.join(data_root, "engine-id")
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = str(uuid.uuid4())
+    write_atomic(path, value.encode("ascii") + b"\n", mode=0o600)
+    return value
+
+
+class Daemon(MultiService):
+    def __init__(self, reactor, config: DaemonConfig) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        addresses = check_addresses(config)
+        for directory in (config.data_root, config.exec_root):
+            os.makedirs(directory, mode=0o711, exist_ok=True)
+        self.id = daemon_id(config.data_root)
+        self.events = EventLog()
+        self.settings = SystemSettings(
+            daemon_id=self.id,
+            data_root=os.path.abspath(config.data_root),
+            exec_root=os.path.abspath(config.exec_root),
+            experimental=config.experimental,
+            debug=config.debug,
+            live_restore=config.live_restore,
+            labels=tuple(config.labels),
+            criu=config.criu_path,
+            min_api_version=config.min_api_version,
+        )
+        self.system = SystemBackend(reactor, self.settings, self.events)
+        routers = build_routers(
+            reactor,
+            self.system,
+            InactiveCluster(),
+            DebugBackend(reactor) if config.debug else None,
+        )
+        api = APIConfig(
+            experimental=config.experimental,
+            debug=config.debug,
+            min_version=config.min_api_version,
+        )
+        self.resource = APIResource(compose(routers, api))
+        self.site = APISite(self.resource)
+        self.listeners: List[ListenerService] = []
+        for address in addresses:
+            listener = ListenerService(reactor, address, config, self.site)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+        self._previous_sighup = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.config.debug:
+            # Heap profiles (/debug/pprof/heap) see what was allocated since.
+            tracemalloc.start()
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        log.info(
+            "twistedock {version} started: data root {root}, experimental {experimental}",
+            version=__version__,
+            root=self.config.data_root,
+            experimental=self.config.experimental,
+        )
+
+    def stopService(self):
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        self.events.close()
+        log.info("twistedock stopping")
+        return super().stopService()
+
+    def _sighup(self, signum, frame) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> Optional[dict]:
+        """Re-read the configuration file's reloadable directives (labels), as
+        dockerd does on SIGHUP, and log a daemon reload event."""
+        path = self.config.config_file
+        try:
+            values = read_config_file(path) if os.path.exists(path) else {}
+        except ConfigError as e:
+            log.error("configuration not reloaded: {error}", error=str(e))
+            return None
+        labels = values.get("labels", list(self.config.labels))
+        if isinstance(labels, list):
+            self.config.labels = labels
+            self.settings = self.system.settings = attr.evolve(self.settings, labels=tuple(labels))
+        attributes = {
+            "debug": "true" if self.config.debug else "false",
+            "labels": "[" + " ".join(self.config.labels) + "]",
+            "live-restore": "true" if self.config.live_restore else "false",
+            "name": host.hostname(),
+        }
+        self.events.log("daemon", "reload", self.id, attributes)
+        log.info("configuration reloaded from {path}", path=path)
+        return attributes
+
+

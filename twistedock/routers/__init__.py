@@ -1,0 +1,13 @@
+"""
+One module per Engine API router.  Each holds its route table (moby's paths
+and methods, one line a route, in moby's registration order), the backend
+interface it calls, and its handlers.  A route whose handler is C{None} is
+listed but not served yet: it answers 501.
+"""
+
+
+class Router:
+    """A route table and the handlers it names (methods of the router)."""
+
+    name: str = ""
+    routes: tuple = ()

@@ -1,0 +1,147 @@
+"""
+Reading requests and writing responses, once for every router (moby's
+httputils): query values with dockerd's rules, JSON bodies, filters, and the
+JSON, empty and streamed answers a handler gives.
+"""
+
+import json
+from typing import Any, Dict, List, Optional
+
+from twisted.web.iweb import IRequest
+
+from ..errors import InvalidParameter
+from ..filters import Filters
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact JSON with a newline, HTML characters literal: Go's encoder."""
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
+        "utf-8"
+    )
+
+
+def bool_value(value: Optional[str]) -> bool:
+    """dockerd's BoolValue: false for empty, 0, no, false and none."""
+    if value is None:
+        return False
+    return value.strip().lower() not in ("", "0", "no", "false", "none")
+
+
+class APIRequest:
+    """One API request as handlers see it: inputs parsed, answers written."""
+
+    def __init__(self, request: IRequest, variables: Dict[str, str]) -> None:
+        self.request = request
+        self.vars = variables
+        #: Set by the version middleware: the API version the client speaks.
+        self.version: Optional[str] = None
+        self.method = request.method.decode("ascii", "replace")
+        self.uri = request.uri.decode("utf-8", "replace")
+        self._body: Optional[bytes] = None
+
+    # -- inputs ---------------------------------------------------------
+
+    def query(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = self.request.args.get(name.encode("utf-8"))
+        if not values:
+            return default
+        return values[0].decode("utf-8", "replace")
+
+    def query_all(self, name: str) -> List[str]:
+        return [
+            v.decode("utf-8", "replace")
+            for v in self.request.args.get(name.encode("utf-8"), [])
+        ]
+
+    def has_query(self, name: str) -> bool:
+        return name.encode("utf-8") in self.request.args
+
+    def bool_query(self, name: str, default: bool = False) -> bool:
+        if not self.has_query(name):
+            return default
+        return bool_value(self.query(name))
+
+    def int_query(self, name: str, default: int = 0) -> int:
+        value = self.query(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value, 10)
+        except ValueError:
+            raise InvalidParameter(
+                'strconv.ParseInt: parsing "%s": invalid syntax' % (value,)
+            )
+
+    def filters(self) -> Filters:
+        return Filters.from_json(self.query("filters"))
+
+    def header(self, name: str) -> Optional[str]:
+        value = self.request.getHeader(name)
+        if value is None:
+            return None
+        return value.decode("latin-1") if isinstance(value, bytes) else value
+
+    def body(self) -> bytes:
+        if self._body is None:
+            content = self.request.content
+            if content is None:
+                self._body = b""
+            else:
+                content.seek(0)
+                self._body = content.read()
+        return self._body
+
+    def json_body(self, default: Any = None) -> Any:
+        """The JSON body, checked as dockerd checks it; C{default} when empty."""
+        body = self.body()
+        content_type = self.header("Content-Type")
+        if body.strip() == b"":
+            return default
+        if content_type is not None:
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                raise InvalidParameter(
+                    "unsupported Content-Type header (%s): must be 'application/json'"
+                    % (content_type,)
+                )
+        try:
+            decoder = json.JSONDecoder()
+            text = body.decode("utf-8")
+            value, end = decoder.raw_decode(text.lstrip())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidParameter("invalid JSON: %s" % (e,))
+        if text.lstrip()[end:].strip():
+            raise InvalidParameter("unexpected content after JSON")
+        return value
+
+    # -- outputs --------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return bool(self.request.startedWriting)
+
+    def set_header(self, name: str, value: str) -> None:
+        self.request.setHeader(name, value)
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        data = encode_json(obj)
+        self.request.setResponseCode(status)
+        self.request.setHeader("Content-Type", "application/json")
+        self.request.setHeader("Content-Length", str(len(data)))
+        self.request.write(data)
+
+    def write_status(self, status: int) -> None:
+        """An answer with no body (204, 201 or an empty 200)."""
+        self.request.setResponseCode(status)
+        if status not in (204, 304):
+            self.request.setHeader("Content-Length", "0")
+        self.request.write(b"")
+
+    def start_stream(self, content_type: str, status: int = 200) -> None:
+        """Send the status and headers now; the body follows in chunks."""
+        self.request.setResponseCode(status)
+        self.request.setHeader("Content-Type", content_type)
+        self.request.write(b"")
+
+    def write(self, data: bytes) -> None:
+        self.request.write(data)

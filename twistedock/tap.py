@@ -1,0 +1,136 @@
+"""
+C{twistd dockerd}: the command line, mirroring dockerd's flags, and the
+service it makes.
+"""
+
+import os
+import sys
+
+from twisted.python import usage
+
+from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
+from .listeners import check_addresses
+from .server import versions
+
+BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "A Docker-Engine-compatible container daemon. Point the docker CLI at it "
+        "with DOCKER_HOST=unix://PATH."
+    )
+
+    optFlags = [
+        ["debug", "D", "Log every API request; serve /debug/vars and /debug/pprof"],
+        ["experimental", None, "Serve experimental routes (checkpoints)"],
+        ["tls", None, "Serve TCP addresses over TLS (--tls=false: say plain TCP is meant)"],
+        ["tlsverify", None, "TLS, and require client certificates signed by --tlscacert"],
+        ["live-restore", None, "Keep containers running while the daemon is down"],
+    ]
+    optParameters = [
+        ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
+        ["exec-root", None, None, "Where runtime state lives [default: /run/twistedock]"],
+        ["config-file", None, DEFAULT_CONFIG_FILE, "daemon.json to read"],
+        ["tlscacert", None, None, "CA certificate clients must be signed by"],
+        ["tlscert", None, None, "The daemon's TLS certificate"],
+        ["tlskey", None, None, "The daemon's TLS key"],
+        ["group", "G", None, "Group owning the unix socket [default: docker]"],
+        ["criu-path", None, None, "The CRIU binary [default: criu on PATH]"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["host"] = []
+        self.explicit = set()
+        self.false_flags = set()
+
+    def opt_host(self, value: str) -> None:
+        """Address to serve the API on: unix://PATH, tcp://HOST:PORT, fd:// (repeatable)"""
+        self["host"].append(value)
+        self.explicit.add("hosts")
+
+    opt_H = opt_host
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        rewritten = []
+        for option in options:
+            name, sep, value = option.partition("=")
+            if sep and name.startswith("--") and name[2:] in BOOLEAN_FLAGS:
+                if value.lower() in ("1", "true", "t"):
+                    rewritten.append(name)
+                elif value.lower() in ("0", "false", "f"):
+                    self.false_flags.add(name[2:])
+                    self.explicit.add(name[2:].replace("-", "_"))
+                else:
+                    raise usage.UsageError("invalid boolean value %r for %s" % (value, name))
+                continue
+            rewritten.append(option)
+        self._record_explicit()
+        super().parseOptions(rewritten)
+
+    def _record_explicit(self) -> None:
+        for name, handler in list(self._dispatch.items()):
+            if name in ("host", "H"):
+                continue
+            self._dispatch[name] = _Recorder(self, name, handler)
+
+    def postOptions(self) -> None:
+        flags = {
+            "hosts": list(self["host"]),
+            "experimental": bool(self["experimental"]),
+            "debug": bool(self["debug"]),
+            "tls": True if self["tls"] else (False if "tls" in self.false_flags else None),
+            "tlsverify": bool(self["tlsverify"]),
+            "live_restore": bool(self["live-restore"]),
+        }
+        defaults = DaemonConfig()
+        for option, attribute in (
+            ("data-root", "data_root"),
+            ("exec-root", "exec_root"),
+            ("tlscacert", "tlscacert"),
+            ("tlscert", "tlscert"),
+            ("tlskey", "tlskey"),
+            ("group", "group"),
+            ("criu-path", "criu_path"),
+        ):
+            value = self[option]
+            flags[attribute] = value if value is not None else getattr(defaults, attribute)
+        flags["min_api_version"] = os.environ.get("DOCKER_MIN_API_VERSION") or versions.MIN_API_VERSION
+        path = self["config-file"]
+        explicit_file = "config_file" in self.explicit
+        try:
+            if explicit_file or os.path.exists(path):
+                file_values = read_config_file(path)
+            else:
+                file_values = {}
+            self.config = merge(flags, self.explicit, file_values, path)
+            check_addresses(self.config)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+class _Recorder:
+    """Notes which options the command line gave, for daemon.json conflicts."""
+
+    def __init__(self, options: Options, name: str, handler) -> None:
+        self.options = options
+        self.name = name
+        self.handler = handler
+
+    def __call__(self, name, value):
+        self.options.explicit.add(name.replace("-", "_"))
+        if isinstance(self.handler, usage.CoerceParameter):
+            return self.handler.dispatch(name, value)
+        return self.handler(name, value)
+
+
+def makeService(options: Options):
+    from twisted.internet import reactor
+
+    from .daemon import Daemon
+
+    return Daemon(reactor, options.config)
