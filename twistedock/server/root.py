@@ -9,7 +9,7 @@ headers, as dockerd's mux answers.
 """
 
 from typing import Iterable, List, Sequence
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
@@ -164,7 +164,7 @@ class APIResource(Resource):
 
     def _redirect(self, request, cleaned: str):
         request.responseHeaders.removeHeader(b"server")
-        location = cleaned
+        location = quote(cleaned, safe="/:@!$&'()*+,;=~")
         query = request.uri.split(b"?", 1)
         if len(query) == 2:
             location += "?" + query[1].decode("latin-1")
