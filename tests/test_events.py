@@ -150,3 +150,20 @@ def test_event_filters(filters, matches):
         "container", "start", "abcdef", name="web", image="docker.io/library/busybox:1.36", tier="front"
     )
     assert event_matches(Filters(filters), ev) is matches
+
+
+@pytest.mark.route("GET", "/events")
+def test_client_going_away_ends_its_subscription():
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+    from twisted.web.test.requesthelper import DummyRequest
+
+    api = API()
+    request = DummyRequest([b""])
+    request.method = b"GET"
+    request.uri = request.path = b"/v1.41/events"
+    api.resource.render(request)
+    assert api.system.events.listeners == 1
+    request._disconnected = True  # what twisted.web's Request records
+    request.processingFailed(Failure(ConnectionDone()))
+    assert api.system.events.listeners == 0
