@@ -164,6 +164,5 @@ def test_client_going_away_ends_its_subscription():
     request.uri = request.path = b"/v1.41/events"
     api.resource.render(request)
     assert api.system.events.listeners == 1
-    request._disconnected = True  # what twisted.web's Request records
     request.processingFailed(Failure(ConnectionDone()))
     assert api.system.events.listeners == 0

@@ -38,6 +38,8 @@ class APIRequest:
         self.method = request.method.decode("ascii", "replace")
         self.uri = request.uri.decode("utf-8", "replace")
         self._body: Optional[bytes] = None
+        #: Set when the client went away before the answer was finished.
+        self.gone = False
 
     # -- inputs ---------------------------------------------------------
 

@@ -123,15 +123,14 @@ def debug_middleware(clock=time) -> Middleware:
                 form_data=body,
             )
 
-            def finished(result):
+            def finished(_):
                 log.debug(
                     "{method} {uri} {status} {duration_ms:.1f}ms",
                     method=req.method,
                     uri=req.uri,
-                    status=499 if getattr(request, "_disconnected", False) else request.code,
+                    status=499 if req.gone else request.code,
                     duration_ms=(clock.monotonic() - started) * 1000,
                 )
-                return result
 
             request.notifyFinish().addBoth(finished)
             await handler(req)

@@ -124,8 +124,16 @@ class APIResource(Resource):
         if compiled is None:
             return self._not_found(request)
         req = APIRequest(request, variables)
+        # Asked for before the handler runs, so it is told first when the
+        # client goes away: every later listener sees req.gone.
+        finished = request.notifyFinish()
         d = ensureDeferred(compiled.handler(req))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+
+        def gone(_):
+            req.gone = True
+            d.cancel()
+
+        finished.addErrback(gone)
         d.addErrback(self._failed, req, compiled)
         d.addBoth(self._finish, req)
         return NOT_DONE_YET
@@ -144,13 +152,13 @@ class APIResource(Resource):
                 method=req.method,
                 uri=req.uri,
             )
-        if not getattr(req.request, "_disconnected", False):
+        if not req.gone:
             write_error(req, failure.value)
         return None
 
     def _finish(self, result, req: APIRequest):
         request = req.request
-        if not request.finished and not getattr(request, "_disconnected", False):
+        if not request.finished and not req.gone:
             if not request.startedWriting:
                 request.setHeader("Content-Length", "0")
             request.finish()
