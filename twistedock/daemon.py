@@ -134,6 +134,7 @@ class Daemon(MultiService):
             # Heap profiles (/debug/pprof/heap) see what was allocated since.
             tracemalloc.start()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        self.reactor.callWhenRunning(self._handle_stop_signals)
         log.info(
             "twistedock {version} started: data root {root}, experimental {experimental}",
             version=__version__,
@@ -148,6 +149,16 @@ class Daemon(MultiService):
         self.events.close()
         log.info("twistedock stopping")
         return super().stopService()
+
+    def _handle_stop_signals(self) -> None:
+        # The reactor's own handlers make twistd end by re-raising the
+        # signal; dockerd exits 0 after a clean shutdown on SIGTERM.
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._stop_signal)
+
+    def _stop_signal(self, signum, frame) -> None:
+        log.info("received signal {signal}: shutting down", signal=signal.Signals(signum).name)
+        self.reactor.callFromThread(self.reactor.stop)
 
     def _sighup(self, signum, frame) -> None:
         self.reactor.callFromThread(self.reload)

@@ -9,6 +9,7 @@ import grp
 import ipaddress
 import os
 import socket
+import sys
 from typing import List, Optional, Tuple
 
 import attr
@@ -178,6 +179,12 @@ def endpoints_for(reactor, address: Address, config: DaemonConfig) -> list:
     return endpoints
 
 
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 class ListenerService(Service):
     """Serve C{factory} on one address; prepare and tidy its socket file."""
 
@@ -212,6 +219,8 @@ class ListenerService(Service):
             address=str(self.address),
             error=failure.getErrorMessage(),
         )
+        # The daemon cannot do its job: stop, and say so with the exit status.
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def _set_group(self) -> None:

@@ -115,13 +115,9 @@ def debug_middleware(clock=time) -> Middleware:
                         body = json.dumps(mask_secrets(json.loads(raw)))
                     except ValueError:
                         body = None
-            log.debug(
-                "Calling {method} {uri}",
-                method=req.method,
-                uri=req.uri,
-                vars=req.vars,
-                form_data=body,
-            )
+            log.debug("Calling {method} {uri}", method=req.method, uri=req.uri, vars=req.vars)
+            if body is not None:
+                log.debug("form data: {form_data}", form_data=body)
 
             def finished(_):
                 log.debug(
