@@ -80,7 +80,10 @@ class API:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)  # a wall-clock time, for since/until
         self.system = system or MemorySystemBackend(self.clock)
-        self.routers = build_routers(self.clock, self.system, InactiveCluster(), debug_backend)
+        self.containers = MemoryContainerBackend()
+        self.routers = build_routers(
+            self.clock, self.system, InactiveCluster(), debug_backend, containers=self.containers
+        )
         config = APIConfig(experimental=experimental, debug=False)
         if min_version is not None:
             config = attr.evolve(config, min_version=min_version)
@@ -129,3 +132,111 @@ def result_of(d):
     if isinstance(result, Failure):
         result.raiseException()
     return result
+
+
+@implementer(__import__("twistedock.routers.container", fromlist=["IContainerBackend"]).IContainerBackend)
+class MemoryContainerBackend:
+    """Containers as dicts: enough life cycle to exercise the router."""
+
+    def __init__(self):
+        from twisted.internet.defer import Deferred
+
+        self._Deferred = Deferred
+        self.containers = {}
+        self.calls = []
+        self.waiters = {}
+
+    def _get(self, name):
+        from twistedock.errors import NotFound
+
+        if name not in self.containers:
+            raise NotFound("No such container: %s" % name)
+        return self.containers[name]
+
+    async def create(self, name, config, host_config, networking_config, api_version):
+        self.containers[name] = {
+            "Id": name, "Running": False, "Tty": bool(config.get("Tty")), "ExitCode": 0,
+            "Config": config, "HostConfig": host_config, "Logs": [],
+        }
+        return {"Id": name, "Warnings": []}
+
+    async def start(self, name):
+        from twistedock.errors import NotModified
+
+        c = self._get(name)
+        if c["Running"]:
+            raise NotModified("Container already started")
+        c["Running"] = True
+
+    def exit(self, name, code):
+        c = self._get(name)
+        c["Running"], c["ExitCode"] = False, code
+        for d in self.waiters.pop(name, []):
+            d.callback({"StatusCode": code, "Error": None})
+
+    async def stop(self, name, signal, timeout):
+        self.calls.append(("stop", name, signal, timeout))
+        self.exit(name, 143)
+
+    async def kill(self, name, signal):
+        self.calls.append(("kill", name, signal))
+        self.exit(name, 137)
+
+    async def restart(self, name, signal, timeout):
+        self.calls.append(("restart", name, signal, timeout))
+
+    async def pause(self, name):
+        self._get(name)
+
+    async def unpause(self, name):
+        self._get(name)
+
+    def wait(self, name, condition):
+        from twisted.internet.defer import succeed
+
+        c = self._get(name)
+        if condition == "not-running" and not c["Running"]:
+            return succeed({"StatusCode": c["ExitCode"], "Error": None})
+        d = self._Deferred()
+        self.waiters.setdefault(name, []).append(d)
+        return d
+
+    async def remove(self, name, force, volumes):
+        self._get(name)
+        del self.containers[name]
+
+    async def rename(self, name, new_name):
+        self.containers[new_name] = self.containers.pop(name)
+
+    async def update(self, name, update):
+        self._get(name)["HostConfig"].update(update)
+        return {"Warnings": []}
+
+    async def top(self, name, ps_args):
+        return {"Titles": ["PID"], "Processes": [], "ps_args": ps_args}
+
+    async def list(self, all, limit, size, filters, api_version):
+        return [{"Id": c["Id"]} for c in self.containers.values() if all or c["Running"]]
+
+    async def inspect(self, name, size, api_version):
+        c = self._get(name)
+        return {"Id": c["Id"], "State": {"Running": c["Running"]}}
+
+    async def prune(self, filters):
+        return {"ContainersDeleted": None, "SpaceReclaimed": 0}
+
+    def tty(self, name):
+        return self._get(name)["Tty"]
+
+    async def logs(self, name, options, write):
+        for stream, data in self._get(name)["Logs"]:
+            write(stream, data)
+
+    def check_attach(self, name, options):
+        self._get(name)
+
+    async def attach(self, name, options, stream):
+        stream.close()
+
+    async def resize(self, name, height, width):
+        self.calls.append(("resize", name, height, width))

@@ -114,29 +114,28 @@ def test_checkpoint_delete_is_not_masked_by_container_delete():
     assert answer.code == 501
     assert answer.json()["message"].startswith("This experimental feature is disabled")
     answer = api.request("DELETE", "/v1.41/containers/web")
-    assert answer.json()["message"] == "DELETE /containers/{name:.*} is not implemented yet"
+    assert answer.json()["message"] == "No such container: web"
 
 
-@pytest.mark.route("GET", "/images/{name:.*}/json")
+@pytest.mark.route("GET", "/images/{name:.*}/get")
 def test_names_may_hold_slashes_and_escapes():
     api = API()
     for path in (
-        "/v1.41/images/docker.io/library/busybox:latest/json",
-        "/images/docker.io%2Flibrary%2Fbusybox/json",
+        "/v1.41/images/docker.io/library/busybox:latest/get",
+        "/images/docker.io%2Flibrary%2Fbusybox/get",
     ):
         answer = api.request("GET", path)
         assert answer.code == 501
-        assert answer.json() == {"message": "GET /images/{name:.*}/json is not implemented yet"}
+        assert answer.json() == {"message": "GET /images/{name:.*}/get is not implemented yet"}
 
 
 @pytest.mark.route("GET", "/containers/json")
 def test_first_registered_route_wins():
     api = API()
     # /containers/json is registered before /containers/{name:.*}/json.
-    answer = api.request("GET", "/containers/json")
-    assert answer.json()["message"] == "GET /containers/json is not implemented yet"
+    assert api.request("GET", "/containers/json").json() == []
     answer = api.request("GET", "/containers/web/json")
-    assert answer.json()["message"] == "GET /containers/{name:.*}/json is not implemented yet"
+    assert answer.json()["message"] == "No such container: web"
 
 
 @pytest.mark.route("OPTIONS", "/{anyroute:.*}")
@@ -158,7 +157,7 @@ def test_route_minimum_version():
         "message": "POST /containers/prune requires minimum API version 1.25"
     }
     answer = api.request("POST", "/v1.25/containers/prune")
-    assert answer.code == 501
+    assert answer.code == 200
     answer = api.request("GET", "/images/busybox/attestations")
     assert answer.code == 400
     assert answer.json()["message"] == (

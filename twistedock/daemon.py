@@ -4,25 +4,30 @@ listener per -H address, under one MultiService that twistd runs.
 """
 
 import os
+import shutil
 import signal
 import tracemalloc
 import uuid
 from typing import List, Optional
 
 import attr
-from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, ensureDeferred
+from .logs import Logger, set_debug
 from twisted.web.server import Site
 
 from . import __version__
 from .atomic import write_atomic
 from .backend import host
 from .backend.debug import DebugBackend
+from .backend.containers import ContainerBackend
 from .backend.events import EventLog
+from .backend.images import ImageStore
+from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .config import ConfigError, DaemonConfig, read_config_file
-from .listeners import ListenerService, check_addresses
+from .listeners import ListenerService, exit_failed, check_addresses
 from .routers.build import BuildRouter
 from .routers.checkpoint import CheckpointRouter
 from .routers.container import ContainerRouter
@@ -40,14 +45,17 @@ from .server.root import APIResource, compose
 
 log = Logger()
 
+RUNC = shutil.which("runc") or "runc"
+CONMON = shutil.which("conmon") or "conmon"
 
-def build_routers(reactor, system, cluster, debug=None) -> list:
+
+def build_routers(reactor, system, cluster, debug=None, containers=None, images=None) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
     routers = [
         CheckpointRouter(),
-        ContainerRouter(),
-        ImageRouter(),
+        ContainerRouter(containers),
+        ImageRouter(images),
         SystemRouter(system, reactor),
         VolumeRouter(),
         BuildRouter(),
@@ -91,6 +99,7 @@ class Daemon(MultiService):
         super().__init__()
         self.reactor = reactor
         self.config = config
+        set_debug(config.debug)
         addresses = check_addresses(config)
         for directory in (config.data_root, config.exec_root):
             os.makedirs(directory, mode=0o711, exist_ok=True)
@@ -107,12 +116,31 @@ class Daemon(MultiService):
             criu=config.criu_path,
             min_api_version=config.min_api_version,
         )
-        self.system = SystemBackend(reactor, self.settings, self.events)
+        self.images = ImageStore(reactor, config.data_root, self.events)
+        runtime_root = os.path.join(config.exec_root, "runc")
+        self.runtime = Runtime(reactor, runc=RUNC, conmon=CONMON, state_root=runtime_root)
+        self.containers = ContainerBackend(
+            reactor,
+            data_root=config.data_root,
+            exec_root=config.exec_root,
+            images=self.images,
+            events=self.events,
+            runtime=self.runtime,
+            exit_watcher=ExitWatcher(reactor, os.path.join(config.exec_root, "exits")),
+            log_reader_factory=lambda path: LogReader(reactor, path),
+            live_restore=config.live_restore,
+            init_path=shutil.which("tini-static") or shutil.which("tini"),
+        )
+        self.system = SystemBackend(
+            reactor, self.settings, self.events, inventories=[self.containers, self.images]
+        )
         routers = build_routers(
             reactor,
             self.system,
             InactiveCluster(),
             DebugBackend(reactor) if config.debug else None,
+            containers=self.containers,
+            images=self.images,
         )
         api = APIConfig(
             experimental=config.experimental,
@@ -129,7 +157,10 @@ class Daemon(MultiService):
         self._previous_sighup = None
 
     def startService(self) -> None:
-        super().startService()
+        # The listeners start once the stores are loaded: no request sees a
+        # daemon that has not yet found its containers.
+        Service.startService(self)
+        self._loading = ensureDeferred(self._load())
         if self.config.debug:
             # Heap profiles (/debug/pprof/heap) see what was allocated since.
             tracemalloc.start()
@@ -142,13 +173,32 @@ class Daemon(MultiService):
             experimental=self.config.experimental,
         )
 
+    async def _load(self) -> None:
+        try:
+            await self.images.load()
+            await self.containers.load()
+        except CancelledError:
+            return
+        except Exception:
+            log.failure("cannot load the daemon's state from {root}", root=self.config.data_root)
+            self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+            self.reactor.callWhenRunning(self.reactor.stop)
+            return
+        for child in self:
+            child.startService()
+
     def stopService(self):
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        self.events.close()
         log.info("twistedock stopping")
-        return super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._loading.cancel()
+        await MultiService.stopService(self)
+        await self.containers.shutdown()
+        self.events.close()
 
     def _handle_stop_signals(self) -> None:
         # The reactor's own handlers make twistd end by re-raising the

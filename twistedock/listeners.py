@@ -23,7 +23,7 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
     UNIXServerEndpoint,
 )
-from twisted.logger import Logger
+from .logs import Logger
 
 from .config import DEFAULT_UNIX_SOCKET, ConfigError, DaemonConfig
 
@@ -179,7 +179,7 @@ def endpoints_for(reactor, address: Address, config: DaemonConfig) -> list:
     return endpoints
 
 
-def _exit_failed() -> None:
+def exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
@@ -220,7 +220,7 @@ class ListenerService(Service):
             error=failure.getErrorMessage(),
         )
         # The daemon cannot do its job: stop, and say so with the exit status.
-        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def _set_group(self) -> None:

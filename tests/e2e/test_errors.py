@@ -79,13 +79,13 @@ def test_oldest_supported_version_is_served(default_daemon):
     assert resp.json()["DockerRootDir"] == default_daemon.data_root
 
 
-@pytest.mark.route("GET", "/containers/json")
+@pytest.mark.route("GET", "/volumes")
 def test_unimplemented_route(default_daemon):
-    resp = default_daemon.request("GET", "/v1.51/containers/json")
-    assert_json_error(resp, 501, "GET /containers/json is not implemented yet")
-    result = default_daemon.docker("container", "ls", check=False)
+    resp = default_daemon.request("GET", "/v1.51/volumes")
+    assert_json_error(resp, 501, "GET /volumes is not implemented yet")
+    result = default_daemon.docker("volume", "ls", check=False)
     assert result.returncode != 0
-    assert "Error response from daemon: GET /containers/json is not implemented yet" in result.stderr
+    assert "Error response from daemon: GET /volumes is not implemented yet" in result.stderr
 
 
 @pytest.mark.route("GET", "/swarm")

@@ -9,7 +9,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, DeferredQueue, QueueOverflow
-from twisted.logger import Logger
+from ..logs import Logger
 
 from ..filters import Filters
 from ..reference import familiar_name
@@ -43,8 +43,10 @@ class Event:
     def to_json(self) -> dict:
         doc: dict = {}
         if self.type in _LEGACY_TYPES:
+            # Go's omitempty: empty legacy keys are left out.
             doc["status"] = self.action
-            doc["id"] = self.actor.id
+            if self.actor.id:
+                doc["id"] = self.actor.id
             source = self.actor.attributes.get("image")
             if self.type == "container" and source:
                 doc["from"] = source

@@ -1,25 +1,351 @@
-"""The image router. Not served yet."""
+"""
+The image router: import (C{POST /images/create?fromSrc=-}), list, inspect,
+history, tag, delete and prune.  The backend answers with attrs values; the
+JSON shapes, and what each API version keeps of them, are decided here, as
+moby's image router decides them.
+"""
 
+import functools
+import io
+import os
+from typing import Any, Dict, List, Optional
+
+from zope.interface import Interface
+
+from ..errors import DockerError, InternalError, NotImplementedYet
+from ..server import versions
+from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from . import Router
 
 ROUTES = (
-    route("GET", "/images/json", None),
+    route("GET", "/images/json", "get_images_json"),
     route("GET", "/images/search", None),
     route("GET", "/images/get", None),
     route("GET", "/images/{name:.*}/get", None),
-    route("GET", "/images/{name:.*}/history", None),
-    route("GET", "/images/{name:.*}/json", None),
+    route("GET", "/images/{name:.*}/history", "get_images_history"),
+    route("GET", "/images/{name:.*}/json", "get_images_by_name"),
     route("GET", "/images/{name:.*}/attestations", None, min_version="1.55"),
     route("POST", "/images/load", None),
-    route("POST", "/images/create", None),
+    route("POST", "/images/create", "post_images_create"),
     route("POST", "/images/{name:.*}/push", None),
-    route("POST", "/images/{name:.*}/tag", None),
-    route("POST", "/images/prune", None, min_version="1.25"),
-    route("DELETE", "/images/{name:.*}", None),
+    route("POST", "/images/{name:.*}/tag", "post_images_tag"),
+    route("POST", "/images/prune", "post_images_prune", min_version="1.25"),
+    route("DELETE", "/images/{name:.*}", "delete_images"),
 )
+
+
+class IImageBackend(Interface):
+    """The image store, as the image router sees it.  Every method is async."""
+
+    def pull_image(image, tag, platform):
+        """Pull C{image} (C{fromImage}) from a registry."""
+
+    def import_image(source, src, repo, tag, message, changes, platform):
+        """Import the tar file object C{source} (closed once read) as an
+        image: its ID."""
+
+    def images(filters, all, shared_size):
+        """The image summaries C{GET /images/json} lists, newest first."""
+
+    def inspect(name):
+        """The image C{name} names (an C{Image})."""
+
+    def history(name):
+        """The history of image C{name}, newest first (C{HistoryItem}s)."""
+
+    def tag(name, repo, tag):
+        """Point C{repo:tag} at image C{name}."""
+
+    def delete(name, force, prune):
+        """Untag or delete image C{name}: C{DeleteResponse}s."""
+
+    def prune(filters):
+        """Delete unused images: a C{PruneReport}."""
+
+
+#: container.Config fields as API < 1.50 shows an image's Config (Go's order;
+#: the starred ones only when set).
+_LEGACY_CONFIG = (
+    ("Hostname", ""),
+    ("Domainname", ""),
+    ("User", ""),
+    ("AttachStdin", False),
+    ("AttachStdout", False),
+    ("AttachStderr", False),
+    ("*ExposedPorts", None),
+    ("Tty", False),
+    ("OpenStdin", False),
+    ("StdinOnce", False),
+    ("Env", None),
+    ("Cmd", None),
+    ("*Healthcheck", None),
+    ("*ArgsEscaped", None),
+    ("Image", ""),
+    ("Volumes", None),
+    ("WorkingDir", ""),
+    ("Entrypoint", None),
+    ("*NetworkDisabled", None),
+    ("*MacAddress", None),
+    ("OnBuild", None),
+    ("Labels", None),
+    ("*StopSignal", None),
+    ("*StopTimeout", None),
+    ("*Shell", None),
+)
+
+#: The OCI image config fields API >= 1.50 shows (starred: only when set).
+_OCI_CONFIG = (
+    ("User", ""),
+    ("*ExposedPorts", None),
+    ("Env", None),
+    ("Entrypoint", None),
+    ("Cmd", None),
+    ("Volumes", None),
+    ("WorkingDir", ""),
+    ("Labels", None),
+    ("*StopSignal", None),
+    ("*ArgsEscaped", None),
+    ("*Healthcheck", None),
+    ("OnBuild", None),
+    ("*Shell", None),
+)
+
+
+def _fields(config: Optional[dict], fields) -> dict:
+    config = config or {}
+    out: Dict[str, Any] = {}
+    for name, default in fields:
+        optional = name.startswith("*")
+        key = name.lstrip("*")
+        value = config.get(key, default)
+        if optional and not value:
+            continue
+        if isinstance(value, dict):
+            value = {k: value[k] for k in sorted(value)}
+        out[key] = value
+    return out
+
+
+def config_json(config: Optional[dict], version: str) -> dict:
+    """An image's Config as API C{version} shows it."""
+    if versions.less_than(version, "1.50"):
+        return _fields(config, _LEGACY_CONFIG)
+    return _fields(config, _OCI_CONFIG)
+
+
+def graph_driver_json(image) -> dict:
+    layers = list(image.layers)
+    if not layers:
+        return {"Data": None, "Name": "overlay2"}
+    top = layers[-1]
+    data: Dict[str, str] = {}
+    if len(layers) > 1:
+        data["LowerDir"] = ":".join(layer.diff_dir for layer in reversed(layers[:-1]))
+    data["MergedDir"] = top.path + "/merged"
+    data["UpperDir"] = top.diff_dir
+    data["WorkDir"] = top.path + "/work"
+    return {"Data": data, "Name": "overlay2"}
+
+
+def inspect_json(image, version: str) -> dict:
+    """GET /images/{name}/json for API C{version}."""
+    config = image.config
+    doc: Dict[str, Any] = {
+        "Id": image.id,
+        "RepoTags": list(image.repo_tags),
+        "RepoDigests": list(image.repo_digests),
+        "Parent": image.parent,
+        "Comment": config.get("comment") or "",
+        "Created": config.get("created") or "0001-01-01T00:00:00Z",
+    }
+    if versions.less_than(version, "1.45"):
+        doc["Container"] = config.get("container") or ""
+        doc["ContainerConfig"] = _fields(config.get("container_config"), _LEGACY_CONFIG)
+    doc["DockerVersion"] = config.get("docker_version") or ""
+    doc["Author"] = config.get("author") or ""
+    doc["Config"] = config_json(config.get("config"), version)
+    doc["Architecture"] = config.get("architecture") or ""
+    if config.get("variant"):
+        doc["Variant"] = config["variant"]
+    doc["Os"] = config.get("os") or ""
+    if config.get("os.version"):
+        doc["OsVersion"] = config["os.version"]
+    doc["Size"] = image.size
+    if versions.less_than(version, "1.44"):
+        doc["VirtualSize"] = image.size
+    doc["GraphDriver"] = graph_driver_json(image)
+    rootfs: Dict[str, Any] = {"Type": (config.get("rootfs") or {}).get("type") or "layers"}
+    if image.diff_ids:
+        rootfs["Layers"] = list(image.diff_ids)
+    doc["RootFS"] = rootfs
+    doc["Metadata"] = {"LastTagTime": image.last_tag_time or "0001-01-01T00:00:00Z"}
+    return doc
+
+
+def summary_json(summary, version: str) -> dict:
+    """One entry of GET /images/json for API C{version}."""
+    tags, digests = summary.repo_tags, summary.repo_digests
+    if versions.less_than(version, "1.43"):
+        if not tags and not digests:
+            tags, digests = ["<none>:<none>"], ["<none>@<none>"]
+    else:
+        tags = tags if tags is not None else []
+        digests = digests if digests is not None else []
+    doc = {
+        "Containers": summary.containers if not versions.less_than(version, "1.51") else -1,
+        "Created": summary.created,
+        "Id": summary.id,
+        "Labels": summary.labels,
+        "ParentId": summary.parent_id,
+        "RepoDigests": digests,
+        "RepoTags": tags,
+        "SharedSize": summary.shared_size,
+        "Size": summary.size,
+    }
+    if versions.less_than(version, "1.44"):
+        doc["VirtualSize"] = summary.size
+    return doc
+
+
+def history_json(item) -> dict:
+    return {
+        "Comment": item.comment,
+        "Created": item.created,
+        "CreatedBy": item.created_by,
+        "Id": item.id,
+        "Size": item.size,
+        "Tags": item.tags,
+    }
+
+
+def delete_json(item) -> dict:
+    if item.untagged is not None:
+        return {"Untagged": item.untagged}
+    return {"Deleted": item.deleted}
+
+
+def _stream_status(text: str) -> bytes:
+    """streamformatter.FormatStatus: one JSON message and CRLF."""
+    return encode_json({"status": text})[:-1] + b"\r\n"
+
+
+def _stream_error(message: str) -> bytes:
+    """streamformatter.FormatError."""
+    return encode_json({"errorDetail": {"message": message}, "error": message})[:-1] + b"\r\n"
+
+
+def _body(req: APIRequest):
+    """The request body as a file of its own: twisted.web closes its copy
+    when the client goes away, while the store may still be reading."""
+    content = req.request.content
+    if content is None:
+        return io.BytesIO(b"")
+    try:
+        fd = content.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        content.seek(0)
+        return io.BytesIO(content.read())
+    body = os.fdopen(os.dup(fd), "rb")
+    body.seek(0)
+    return body
+
+
+def _served(handler):
+    """Without an image store a route answers as an unserved one (501)."""
+    (listed,) = [r for r in ROUTES if r.handler == handler.__name__]
+
+    @functools.wraps(handler)
+    async def guarded(self, req: APIRequest) -> None:
+        if self.backend is None:
+            raise NotImplementedYet("%s %s is not implemented yet" % (listed.method, listed.path))
+        await handler(self, req)
+
+    return guarded
 
 
 class ImageRouter(Router):
     name = "image"
     routes = ROUTES
+
+    def __init__(self, backend: Optional[IImageBackend] = None) -> None:
+        self.backend = backend
+
+    @_served
+    async def post_images_create(self, req: APIRequest) -> None:
+        image = req.query("fromImage", "") or ""
+        repo = req.query("repo", "") or ""
+        tag = req.query("tag", "") or ""
+        message = req.query("message", "") or ""
+        platform = ""
+        if not versions.less_than(req.version or versions.MAX_API_VERSION, "1.32"):
+            platform = req.query("platform", "") or ""
+        try:
+            if image:
+                await self.backend.pull_image(image, tag, platform)
+                return
+            src = req.query("fromSrc", "") or ""
+            if src != "-":
+                # dockerd fetches the URL; twistedock does not (yet).
+                if src == "":
+                    raise InternalError('Get "http:": http: no Host in request URL')
+                raise NotImplementedYet(
+                    "import from a URL is not implemented yet: send the tar as the body (fromSrc=-)"
+                )
+            source = _body(req)
+            image_id = await self.backend.import_image(
+                source, src, repo, tag, message, req.query_all("changes"), platform
+            )
+        except DockerError as e:
+            if not req.started:
+                raise
+            req.write(_stream_error(str(e)))
+            return
+        req.start_stream("application/json")
+        req.write(_stream_status(image_id))
+
+    @_served
+    async def get_images_json(self, req: APIRequest) -> None:
+        version = req.version or versions.MAX_API_VERSION
+        filters = req.filters()
+        if versions.less_than(version, "1.25") and not filters.contains("reference"):
+            legacy = req.query("filter", "")
+            if legacy:
+                filters.fields.setdefault("reference", set()).add(legacy)
+        shared_size = False
+        if not versions.less_than(version, "1.42"):
+            shared_size = req.bool_query("shared-size")
+        summaries = await self.backend.images(filters, req.bool_query("all"), shared_size)
+        req.write_json([summary_json(s, version) for s in summaries])
+
+    @_served
+    async def get_images_by_name(self, req: APIRequest) -> None:
+        image = await self.backend.inspect(req.vars["name"])
+        req.write_json(inspect_json(image, req.version or versions.MAX_API_VERSION))
+
+    @_served
+    async def get_images_history(self, req: APIRequest) -> None:
+        items = await self.backend.history(req.vars["name"])
+        req.write_json([history_json(item) for item in items])
+
+    @_served
+    async def post_images_tag(self, req: APIRequest) -> None:
+        await self.backend.tag(
+            req.vars["name"], req.query("repo", "") or "", req.query("tag", "") or ""
+        )
+        req.write_status(201)
+
+    @_served
+    async def delete_images(self, req: APIRequest) -> None:
+        items = await self.backend.delete(
+            req.vars["name"], req.bool_query("force"), not req.bool_query("noprune")
+        )
+        req.write_json([delete_json(item) for item in items])
+
+    @_served
+    async def post_images_prune(self, req: APIRequest) -> None:
+        report = await self.backend.prune(req.filters())
+        deleted: Optional[List[dict]] = None
+        if report.images_deleted:
+            deleted = [delete_json(item) for item in report.images_deleted]
+        req.write_json({"ImagesDeleted": deleted, "SpaceReclaimed": report.space_reclaimed})

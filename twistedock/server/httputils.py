@@ -40,6 +40,8 @@ class APIRequest:
         self._body: Optional[bytes] = None
         #: Set when the client went away before the answer was finished.
         self.gone = False
+        #: Set when the connection was taken over (attach, exec).
+        self.hijacked = False
 
     # -- inputs ---------------------------------------------------------
 

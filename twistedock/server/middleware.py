@@ -10,7 +10,7 @@ import time
 from typing import Awaitable, Callable, Optional
 
 import attr
-from twisted.logger import Logger
+from ..logs import Logger
 
 from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet

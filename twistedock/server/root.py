@@ -12,7 +12,7 @@ from typing import Iterable, List, Sequence
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.logger import Logger
+from ..logs import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -152,13 +152,16 @@ class APIResource(Resource):
                 method=req.method,
                 uri=req.uri,
             )
+        if req.hijacked:
+            # Too late for an HTTP answer: the stream just ends.
+            return None
         if not req.gone:
             write_error(req, failure.value)
         return None
 
     def _finish(self, result, req: APIRequest):
         request = req.request
-        if not request.finished and not req.gone:
+        if not request.finished and not req.gone and not req.hijacked:
             if not request.startedWriting:
                 request.setHeader("Content-Length", "0")
             request.finish()

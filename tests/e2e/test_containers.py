@@ -1,0 +1,341 @@
+"""Containers that really run, driven with the real docker CLI and docker-py."""
+
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from .conftest import wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
+
+BUSYBOX = "/bin/busybox"
+
+
+def busybox_rootfs_tar(path) -> str:
+    """A busybox image's root filesystem: the static binary, its applet
+    links, and the /etc files a user lookup needs."""
+    out = str(path / "busybox.tar")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    with tarfile.open(out, "w") as tar:
+        for directory in ("bin", "etc", "tmp", "root", "home", "home/app", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if directory == "tmp" else 0o755
+            if directory == "home/app":
+                info.uid = info.gid = 1000
+            tar.addfile(info)
+        tar.add(BUSYBOX, "bin/busybox")
+        for applet in applets:
+            if applet == "busybox":
+                continue
+            info = tarfile.TarInfo("bin/" + applet)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+        for name, text in (
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+             "nobody:x:65534:65534:nobody:/:/bin/false\n"),
+            ("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n"),
+        ):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            import io
+
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemons, tmp_path_factory):
+    d = module_daemons.start()
+    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
+    with open(tar, "rb") as f:
+        result = subprocess.run(
+            ["docker", "import", "-", "busybox:latest"],
+            stdin=f,
+            env=d.cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    return d
+
+
+def state(daemon, name) -> dict:
+    return daemon.docker_json("inspect", name, format="{{json .State}}")
+
+
+def remove(daemon, *names):
+    daemon.docker("rm", "-f", *names, check=False)
+
+
+@pytest.mark.route("POST", "/containers/create")
+@pytest.mark.route("POST", "/containers/{name:.*}/attach")
+@pytest.mark.route("POST", "/containers/{name:.*}/wait")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_run_rm_prints_and_removes(daemon):
+    result = daemon.docker("run", "--rm", "--name", "hello", "busybox", "echo", "hello")
+    assert result.stdout == "hello\n"
+    assert daemon.docker("ps", "-a", "--filter", "name=hello", "-q").stdout == ""
+
+
+def test_exit_code_and_streams(daemon):
+    result = daemon.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert result.returncode == 3
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+
+
+@pytest.mark.route("GET", "/containers/json")
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+@pytest.mark.route("GET", "/containers/{name:.*}/top")
+@pytest.mark.route("GET", "/containers/{name:.*}/logs")
+@pytest.mark.route("POST", "/containers/{name:.*}/stop")
+@pytest.mark.route("POST", "/containers/{name:.*}/restart")
+@pytest.mark.route("POST", "/containers/{name:.*}/rename")
+@pytest.mark.route("POST", "/containers/{name:.*}/pause")
+@pytest.mark.route("POST", "/containers/{name:.*}/unpause")
+@pytest.mark.route("DELETE", "/containers/{name:.*}")
+def test_detached_lifecycle(daemon):
+    remove(daemon, "web", "web2")
+    cid = daemon.docker("run", "-d", "--name", "web", "busybox", "sh", "-c",
+                        "echo started; exec sleep 1000").stdout.strip()
+    assert len(cid) == 64
+    try:
+        ps = daemon.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Command}}").stdout
+        assert cid[:12] + " web Up " in ps
+        s = state(daemon, "web")
+        assert s["Status"] == "running" and s["Running"] and s["Pid"] > 0
+        assert os.path.exists("/proc/%d" % s["Pid"])
+        top = daemon.docker("top", "web").stdout
+        assert "sleep 1000" in top
+        wait_for(lambda: "started" in daemon.docker("logs", "web").stdout, 10, what="log line")
+
+        started = time.monotonic()
+        daemon.docker("stop", "-t", "1", "web")
+        # sleep ignores SIGTERM as pid 1: killed after the 1 s timeout.
+        assert time.monotonic() - started < 8
+        s = state(daemon, "web")
+        assert s["Status"] == "exited" and s["ExitCode"] == 137
+
+        daemon.docker("start", "web")
+        assert state(daemon, "web")["Running"]
+        pid = state(daemon, "web")["Pid"]
+        daemon.docker("restart", "-t", "0", "web")
+        assert state(daemon, "web")["Running"]
+        assert state(daemon, "web")["Pid"] != pid
+
+        daemon.docker("rename", "web", "web2")
+        assert daemon.docker_json("inspect", "web2", format="{{json .Name}}") == "/web2"
+        assert daemon.docker("inspect", "web", check=False).returncode != 0
+
+        daemon.docker("pause", "web2")
+        assert state(daemon, "web2")["Status"] == "paused"
+        assert "(Paused)" in daemon.docker("ps", "--filter", "name=web2", "--format", "{{.Status}}").stdout
+        daemon.docker("unpause", "web2")
+        assert state(daemon, "web2")["Status"] == "running"
+
+        daemon.docker("rm", "-f", "web2")
+        assert daemon.docker("ps", "-aq", "--filter", "id=" + cid).stdout == ""
+    finally:
+        remove(daemon, "web", "web2")
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/kill")
+def test_kill_and_wait(daemon):
+    remove(daemon, "kk")
+    daemon.docker("run", "-d", "--name", "kk", "busybox", "sleep", "1000")
+    try:
+        waiter = daemon.docker_popen("wait", "kk")
+        daemon.docker("kill", "-s", "TERM", "kk")  # pid 1 ignores TERM: still running
+        time.sleep(0.3)
+        assert state(daemon, "kk")["Running"]
+        daemon.docker("kill", "kk")
+        out, _ = waiter.communicate(timeout=15)
+        assert out.strip() == "137"
+        assert state(daemon, "kk")["ExitCode"] == 137
+    finally:
+        remove(daemon, "kk")
+
+
+def test_memory_limit_oom_kill(daemon):
+    remove(daemon, "oom")
+    result = daemon.docker(
+        "run", "--name", "oom", "--memory", "16m", "--memory-swap", "16m", "busybox",
+        "sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo ${#x}",
+        check=False, timeout=60,
+    )
+    try:
+        assert result.returncode == 137, result
+        s = state(daemon, "oom")
+        assert s["OOMKilled"] is True
+        assert s["ExitCode"] == 137
+    finally:
+        remove(daemon, "oom")
+
+
+def test_restart_on_failure_twice(daemon):
+    remove(daemon, "flaky")
+    daemon.docker("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox",
+                  "sh", "-c", "echo run; exit 1")
+    try:
+        wait_for(
+            lambda: daemon.docker_json("inspect", "flaky", format="{{json .RestartCount}}") == 2
+            and not state(daemon, "flaky")["Running"],
+            20,
+            what="two restarts",
+        )
+        time.sleep(0.5)
+        assert daemon.docker_json("inspect", "flaky", format="{{json .RestartCount}}") == 2
+        assert state(daemon, "flaky")["ExitCode"] == 1
+        assert daemon.docker("logs", "flaky").stdout == "run\nrun\nrun\n"
+    finally:
+        remove(daemon, "flaky")
+
+
+def test_inside_the_container(daemon, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "from-host").write_text("host data\n")
+    script = (
+        "echo env=$GREETING; pwd; id -u; id -g; cat /data/from-host; echo made > /data/from-ctr;"
+        " mount | grep ' /scratch ' | cut -d' ' -f5; hostname; cat /etc/hostname"
+    )
+    result = daemon.docker(
+        "run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "app", "--hostname", "box",
+        "-v", "%s:/data" % shared, "--tmpfs", "/scratch", "busybox", "sh", "-c", script,
+    )
+    assert result.stdout.splitlines() == [
+        "env=hi", "/tmp", "1000", "1000", "host data", "tmpfs", "box", "box",
+    ]
+    assert (shared / "from-ctr").read_text() == "made\n"
+
+
+@pytest.mark.route("GET", "/containers/{name:.*}/logs")
+def test_logs_follow(daemon):
+    remove(daemon, "ticker")
+    daemon.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                  "for i in 1 2 3 4 5; do echo tick $i; sleep 0.3; done")
+    try:
+        result = daemon.docker("logs", "-f", "ticker", timeout=20)
+        assert result.stdout == "".join("tick %d\n" % i for i in range(1, 6))
+        stamped = daemon.docker("logs", "-t", "--tail", "2", "ticker").stdout.splitlines()
+        assert len(stamped) == 2 and stamped[1].endswith(" tick 5")
+        assert stamped[0][:4].isdigit() and "T" in stamped[0].split()[0]
+    finally:
+        remove(daemon, "ticker")
+
+
+def test_docker_py(daemon):
+    import docker
+
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        container = client.containers.run("busybox", ["sh", "-c", "echo py; sleep 30"], detach=True, name="py")
+        container.reload()
+        assert container.status == "running"
+        assert container.attrs["Config"]["Cmd"] == ["sh", "-c", "echo py; sleep 30"]
+        wait_for(lambda: container.logs() == b"py\n", 10, what="docker-py logs")
+        container.kill()
+        assert container.wait(timeout=15)["StatusCode"] == 137
+        container.remove()
+        assert client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
+    finally:
+        try:
+            client.containers.get("py").remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        client.close()
+
+
+@pytest.mark.route("POST", "/containers/prune")
+def test_prune_and_filters(daemon):
+    daemon.docker("container", "prune", "-f")
+    daemon.docker("create", "--name", "c1", "--label", "tier=a", "busybox", "true")
+    daemon.docker("run", "--name", "c2", "busybox", "sh", "-c", "exit 4", check=False)
+    try:
+        assert daemon.docker("ps", "-a", "--filter", "label=tier=a", "--format", "{{.Names}}").stdout == "c1\n"
+        assert daemon.docker("ps", "-a", "--filter", "exited=4", "--format", "{{.Names}}").stdout == "c2\n"
+        assert daemon.docker("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}").stdout == "c1\n"
+        bad = daemon.docker("ps", "--filter", "bogus=1", check=False)
+        assert bad.returncode != 0 and "invalid filter 'bogus'" in bad.stderr
+        out = daemon.docker("container", "prune", "-f").stdout
+        assert "Deleted Containers:" in out
+        assert daemon.docker("ps", "-aq").stdout == ""
+    finally:
+        remove(daemon, "c1", "c2")
+
+
+def test_bad_create_requests(daemon):
+    def create(body, query=""):
+        return daemon.request("POST", "/v1.41/containers/create" + query, body=body)
+
+    answer = create({"Image": "nosuchimage"})
+    assert answer.status == 404
+    assert answer.json() == {"message": "No such image: nosuchimage:latest"}
+    answer = create({"Image": "busybox", "Cmd": ["true"]}, "?name=bad%20name")
+    assert answer.status == 400
+    assert answer.json()["message"].startswith("Invalid container name (bad name)")
+    remove(daemon, "taken")
+    daemon.docker("create", "--name", "taken", "busybox", "true")
+    try:
+        answer = create({"Image": "busybox", "Cmd": ["true"]}, "?name=taken")
+        assert answer.status == 409
+        assert answer.json()["message"].startswith('Conflict. The container name "/taken" is already in use')
+    finally:
+        remove(daemon, "taken")
+    answer = create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}})
+    assert answer.status == 400
+    answer = create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Memory": 1024}})
+    assert answer.status == 400
+    assert "Minimum memory limit allowed is 6MB" in answer.json()["message"]
+    answer = daemon.request("POST", "/containers/nosuch/start")
+    assert answer.status == 404
+    assert answer.json() == {"message": "No such container: nosuch"}
+
+
+def test_events_for_a_run(daemon):
+    since = "%.3f" % time.time()
+    daemon.docker("run", "--rm", "--name", "ev", "busybox", "true")
+    until = "%.3f" % (time.time() + 0.5)
+    time.sleep(0.6)
+    out = daemon.docker("events", "--since", since, "--until", until, "--filter", "container=ev",
+                        "--format", "{{.Action}}").stdout.split()
+    assert out == ["create", "attach", "start", "die", "destroy"] or out == ["create", "start", "die", "destroy"]
+
+
+def test_daemon_killed_and_restarted(module_daemons, daemon):
+    """kill -9 of the daemon while containers run: a restarted daemon shows
+    every container with its true state and keeps their logs."""
+    remove(daemon, "keep", "done", "always")
+    daemon.docker("run", "-d", "--name", "keep", "busybox", "sh", "-c", "echo kept; exec sleep 1000")
+    daemon.docker("run", "--name", "done", "busybox", "sh", "-c", "echo finished; exit 2", check=False)
+    daemon.docker("run", "-d", "--name", "always", "--restart", "always", "busybox", "sh", "-c",
+                  "echo up; exec sleep 1000")
+    wait_for(lambda: "kept" in daemon.docker("logs", "keep").stdout, 10, what="log")
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    daemon.start()
+    try:
+        # Without --live-restore, what was left running is stopped; "always" runs again.
+        keep = state(daemon, "keep")
+        assert keep["Status"] == "exited" and keep["ExitCode"] == 137
+        done = state(daemon, "done")
+        assert done["Status"] == "exited" and done["ExitCode"] == 2
+        wait_for(lambda: state(daemon, "always")["Status"] == "running", 15, what="always restarted")
+        assert daemon.docker("logs", "keep").stdout == "kept\n"
+        assert daemon.docker("logs", "done").stdout == "finished\n"
+    finally:
+        remove(daemon, "keep", "done", "always")

@@ -1,0 +1,144 @@
+"""
+A container's root filesystem: overlayfs with the image's layers as lower
+directories and the container's own upper directory, and the /etc files the
+daemon writes for it (hostname, hosts, resolv.conf).  Blocking calls: run
+them in a thread.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from typing import List, Optional, Sequence
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+MNT_DETACH = 2
+
+HOSTS = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+#: Where dockerd falls back to when the host's resolvers are all on loopback.
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, "%s: %s" % (what, os.strerror(code)))
+
+
+def is_mounted(target: str) -> bool:
+    target = os.path.realpath(target)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.split()[4] == target:
+                return True
+    return False
+
+
+def mount_overlay(lower_dirs: Sequence[str], upper: str, work: str, target: str) -> None:
+    """Mount the overlay; C{lower_dirs} lowest layer first (as images list them)."""
+    for directory in (upper, work, target):
+        os.makedirs(directory, exist_ok=True)
+    if is_mounted(target):
+        return
+    lower = list(reversed(lower_dirs))
+    if not lower:
+        empty = os.path.join(os.path.dirname(upper), "empty")
+        os.makedirs(empty, exist_ok=True)
+        lower = [empty]
+    options = "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(lower), upper, work)
+    _check(
+        _libc.mount(b"overlay", target.encode(), b"overlay", 0, options.encode()),
+        "mounting the container's root filesystem",
+    )
+
+
+def unmount(target: str) -> None:
+    if not os.path.exists(target) or not is_mounted(target):
+        return
+    if _libc.umount2(target.encode(), 0) != 0:
+        code = ctypes.get_errno()
+        if code in (errno.EBUSY,):
+            _check(_libc.umount2(target.encode(), MNT_DETACH), "unmounting " + target)
+        elif code not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(code, "unmounting %s: %s" % (target, os.strerror(code)))
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, path)
+
+
+def write_etc_files(
+    directory: str,
+    hostname: str,
+    domainname: str,
+    network_mode: str,
+    extra_hosts: Optional[List[str]],
+    dns: Optional[List[str]],
+    dns_search: Optional[List[str]],
+    dns_options: Optional[List[str]],
+) -> None:
+    """hostname, hosts and resolv.conf in the container's directory."""
+    _write(os.path.join(directory, "hostname"), hostname + "\n")
+    if network_mode == "host":
+        try:
+            with open("/etc/hosts") as f:
+                hosts = f.read()
+        except OSError:
+            hosts = HOSTS
+    else:
+        hosts = HOSTS
+        for entry in extra_hosts or []:
+            name, _, address = entry.partition(":")
+            hosts += "%s\t%s\n" % (address, name)
+    _write(os.path.join(directory, "hosts"), hosts)
+    _write(os.path.join(directory, "resolv.conf"), resolv_conf(network_mode, dns, dns_search, dns_options))
+
+
+def resolv_conf(network_mode, dns, dns_search, dns_options, host_path="/etc/resolv.conf") -> str:
+    try:
+        with open(host_path) as f:
+            host = f.read().splitlines()
+    except OSError:
+        host = []
+    servers = [l.split()[1] for l in host if l.startswith("nameserver") and len(l.split()) > 1]
+    search = [l for l in host if l.startswith(("search", "domain"))]
+    options = [l for l in host if l.startswith("options")]
+    if network_mode != "host":
+        servers = [s for s in servers if not (s.startswith("127.") or s == "::1")]
+        if not servers:
+            servers = list(DEFAULT_NAMESERVERS)
+    if dns:
+        servers = list(dns)
+    if dns_search:
+        search = ["search " + " ".join(dns_search)]
+    if dns_options:
+        options = ["options " + " ".join(dns_options)]
+    lines = ["nameserver " + s for s in servers] + search + options
+    return "\n".join(lines) + "\n"
+
+
+def directory_size(path: str) -> int:
+    """Bytes used by the files below C{path} (hard links once)."""
+    total, seen = 0, set()
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
