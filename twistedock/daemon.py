@@ -3,6 +3,7 @@ The daemon as a service tree: backends, the composed API resource, and one
 listener per -H address, under one MultiService that twistd runs.
 """
 
+import fcntl
 import os
 import shutil
 import signal
@@ -94,6 +95,27 @@ def daemon_id(data_root: str) -> str:
     return value
 
 
+def lock_data_root(data_root: str):
+    """Hold the data root for this daemon's life: two daemons on one data
+    root would each think the containers are theirs."""
+    path = os.path.join(data_root, "twistedock.lock")
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise ConfigError(
+            "the data root %s is in use by another daemon (pid %s)" % (data_root, holder)
+        )
+    f.seek(0)
+    f.truncate()
+    f.write("%d\n" % os.getpid())
+    f.flush()
+    return f
+
+
 class Daemon(MultiService):
     def __init__(self, reactor, config: DaemonConfig) -> None:
         super().__init__()
@@ -103,6 +125,7 @@ class Daemon(MultiService):
         addresses = check_addresses(config)
         for directory in (config.data_root, config.exec_root):
             os.makedirs(directory, mode=0o711, exist_ok=True)
+        self._lock = lock_data_root(config.data_root)
         self.id = daemon_id(config.data_root)
         self.events = EventLog()
         self.settings = SystemSettings(

@@ -133,4 +133,7 @@ def makeService(options: Options):
 
     from .daemon import Daemon
 
-    return Daemon(reactor, options.config)
+    try:
+        return Daemon(reactor, options.config)
+    except ConfigError as e:
+        raise SystemExit("twistd dockerd: %s" % (e,))

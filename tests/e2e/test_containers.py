@@ -339,3 +339,147 @@ def test_daemon_killed_and_restarted(module_daemons, daemon):
         assert daemon.docker("logs", "done").stdout == "finished\n"
     finally:
         remove(daemon, "keep", "done", "always")
+
+
+def test_tty_run_and_logs(daemon):
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-t", "busybox", "sh", "-c", "echo in-tty"],
+        env=daemon.cli_env(), capture_output=True, timeout=30,
+    )
+    assert result.stdout == b"in-tty\r\n"
+    remove(daemon, "tty")
+    daemon.docker("run", "-d", "-t", "--name", "tty", "busybox", "sh", "-c", "echo out; echo err >&2")
+    try:
+        wait_for(lambda: not state(daemon, "tty")["Running"], 10, what="exit")
+        logs = subprocess.run(["docker", "logs", "tty"], env=daemon.cli_env(), capture_output=True, timeout=30)
+        # A TTY merges the streams: all of it is stdout, raw.
+        assert logs.stdout == b"out\r\nerr\r\n" and logs.stderr == b""
+    finally:
+        remove(daemon, "tty")
+
+
+def test_stdin_round_trip(daemon, tmp_path):
+    data = os.urandom(10 * 1024 * 1024)
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-i", "busybox", "cat"],
+        input=data, env=daemon.cli_env(), capture_output=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/update")
+def test_update_resources_and_policy(daemon):
+    remove(daemon, "upd")
+    daemon.docker("run", "-d", "--name", "upd", "--memory", "32m", "busybox", "sleep", "1000")
+    try:
+        daemon.docker("update", "--memory", "64m", "--memory-swap", "128m", "--restart", "on-failure:3", "upd")
+        hc = daemon.docker_json("inspect", "upd", format="{{json .HostConfig}}")
+        assert hc["Memory"] == 64 * 1024 * 1024
+        assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+        pid = state(daemon, "upd")["Pid"]
+        cgroup = [l for l in open("/proc/%d/cgroup" % pid).read().splitlines() if ":memory:" in l or l.startswith("0::")]
+        assert cgroup
+        path = cgroup[0].split(":", 2)[2]
+        for candidate in ("/sys/fs/cgroup/memory%s/memory.limit_in_bytes" % path, "/sys/fs/cgroup%s/memory.max" % path):
+            if os.path.exists(candidate):
+                assert int(open(candidate).read()) == 64 * 1024 * 1024
+                break
+        else:
+            pytest.fail("no memory cgroup found for pid %d" % pid)
+    finally:
+        remove(daemon, "upd")
+
+
+def test_top_ps_args_and_not_running(daemon):
+    remove(daemon, "tp")
+    daemon.docker("run", "-d", "--name", "tp", "busybox", "sleep", "1000")
+    try:
+        out = daemon.docker("top", "tp", "-o", "pid,comm").stdout.splitlines()
+        assert out[0].split() == ["PID", "COMMAND"]
+        assert [line.split()[1] for line in out[1:]] == ["sleep"]
+        daemon.docker("kill", "tp")
+        bad = daemon.docker("top", "tp", check=False)
+        assert bad.returncode != 0 and "is not running" in bad.stderr
+    finally:
+        remove(daemon, "tp")
+
+
+def test_unless_stopped_and_always_after_a_clean_restart(daemons, tmp_path):
+    d = daemons.start()
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox"], stdin=f, env=d.cli_env(), check=True, capture_output=True)
+    d.docker("run", "-d", "--name", "al", "--restart", "always", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "--name", "us", "--restart", "unless-stopped", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "--name", "us-stopped", "--restart", "unless-stopped", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "--name", "plain", "busybox", "sleep", "1000")
+    d.docker("stop", "-t", "0", "us-stopped")
+    pids = {n: state(d, n)["Pid"] for n in ("al", "us", "plain")}
+    # SIGTERM: the daemon stops what runs (no live restore), then exits.
+    assert d.stop(timeout=30) == 0
+    for name, pid in pids.items():
+        assert not os.path.exists("/proc/%d" % pid), name
+    d.start()
+    wait_for(lambda: state(d, "al")["Running"] and state(d, "us")["Running"], 15, what="restarts")
+    assert not state(d, "us-stopped")["Running"]
+    assert not state(d, "plain")["Running"]
+    d.docker("rm", "-f", "al", "us", "us-stopped", "plain")
+
+
+def test_live_restore_keeps_containers(daemons, tmp_path):
+    d = daemons.start("--live-restore")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox"], stdin=f, env=d.cli_env(), check=True, capture_output=True)
+    d.docker("run", "-d", "--name", "counter", "busybox", "sh", "-c",
+             "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done")
+    pid = state(d, "counter")["Pid"]
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    time.sleep(0.5)
+    assert os.path.exists("/proc/%d" % pid)
+    d.start()
+    s = state(d, "counter")
+    assert s["Running"] and s["Pid"] == pid
+    lines = d.docker("logs", "counter").stdout.split()
+    assert lines[:3] == ["0", "1", "2"]
+    # The re-adopted container's exit is still noticed.
+    d.docker("kill", "counter")
+    assert state(d, "counter")["ExitCode"] == 137
+    d.docker("rm", "counter")
+
+
+def test_second_daemon_on_the_same_data_root(daemons):
+    first = daemons.start()
+    other = daemons.make(workdir=daemons.workdir("x"))
+    other.data_root = first.data_root
+    other.spawn()
+    assert other.wait_exit(15) != 0
+    assert "is in use by another daemon (pid %d)" % first.proc.pid in other.log_text()
+
+
+def test_command_not_found(daemon):
+    before = set(daemon.docker("ps", "-aq").stdout.split())
+    result = daemon.docker("run", "--rm", "busybox", "nonexistent", check=False, timeout=30)
+    assert result.returncode == 127
+    assert 'exec: "nonexistent": executable file not found in $PATH' in result.stderr
+    # --rm: the container that could not start is gone.
+    assert set(daemon.docker("ps", "-aq").stdout.split()) == before
+
+
+def test_logs_since_until(daemon):
+    remove(daemon, "slow")
+    daemon.docker("run", "-d", "--name", "slow", "busybox", "sh", "-c", "echo one; sleep 1.2; echo two")
+    try:
+        wait_for(lambda: not state(daemon, "slow")["Running"], 10, what="exit")
+        stamped = daemon.docker("logs", "-t", "slow").stdout.splitlines()
+        assert [l.split(" ", 1)[1] for l in stamped] == ["one", "two"]
+        from datetime import datetime
+
+        second = datetime.strptime(stamped[1].split()[0][:26] + "Z", "%Y-%m-%dT%H:%M:%S.%fZ")
+        cut = second.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert daemon.docker("logs", "--since", cut, "slow").stdout == "two\n"
+        first = stamped[0].split()[0]
+        assert daemon.docker("logs", "--until", first, "slow").stdout in ("", "one\n")
+        assert daemon.docker("logs", "--until", cut, "slow").stdout == "one\n"
+    finally:
+        remove(daemon, "slow")

@@ -39,6 +39,7 @@ from ..errors import (
 from ..filters import Filters
 from ..reference import familiar_name
 from ..routers.container import IContainerBackend
+from ..server.versions import MAX_API_VERSION
 from ..streams import STDERR, STDOUT
 from . import rootfs, spec
 from .container import Container, State, go_time
@@ -499,7 +500,14 @@ class ContainerBackend:
             c.manually_stopped = False
             c.state.restarting = False
             self._restart_delay.pop(c.id, None)
-            await self._run(c)
+            try:
+                await self._run(c)
+            except Exception:
+                # As dockerd: a --rm container that cannot start is removed
+                # (docker run waits for that).
+                if c.host_config.get("AutoRemove"):
+                    await self._remove(c)
+                raise
 
     async def _start_logged(self, c: Container) -> None:
         try:
@@ -924,7 +932,7 @@ class ContainerBackend:
                 "Name": policy.get("Name") or "no",
                 "MaximumRetryCount": int(policy.get("MaximumRetryCount") or 0),
             }
-        spec.validate_create(c.config, host_config, None)
+        spec.validate_create(c.config, host_config, MAX_API_VERSION)
         if c.state.running and not c.state.restarting and changes:
             await self.runtime.update(c.id, spec.linux_resources(host_config))
         c.host_config = host_config
