@@ -44,6 +44,7 @@ from ..streams import STDERR, STDOUT
 from . import rootfs, spec
 from .container import Container, State, go_time
 from .events import EventLog
+from .images import empty_container_config
 from .system import IInventory
 
 log = Logger()
@@ -85,25 +86,8 @@ LIST_FILTERS = (
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-CONFIG_DEFAULTS = {
-    "Hostname": "",
-    "Domainname": "",
-    "User": "",
-    "AttachStdin": False,
-    "AttachStdout": False,
-    "AttachStderr": False,
-    "Tty": False,
-    "OpenStdin": False,
-    "StdinOnce": False,
-    "Env": None,
-    "Cmd": None,
-    "Image": "",
-    "Volumes": None,
-    "WorkingDir": "",
-    "Entrypoint": None,
-    "OnBuild": None,
-    "Labels": {},
-}
+#: An empty Config as dockerd shows it for a container (labels an empty map).
+CONFIG_DEFAULTS = dict(empty_container_config(), Labels={})
 
 HOST_CONFIG_DEFAULTS = {
     "Binds": None,

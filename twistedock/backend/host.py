@@ -14,9 +14,6 @@ from typing import Dict, List, Optional
 import attr
 from twisted.internet.utils import getProcessOutputAndValue
 
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
 def _read(path: str) -> Optional[str]:
     try:
         with open(path) as f:
@@ -44,56 +41,6 @@ def ncpu() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class CgroupFacts:
-    version: str
-    memory: bool
-    swap: bool
-    cpu_cfs_period: bool
-    cpu_cfs_quota: bool
-    cpu_shares: bool
-    cpuset: bool
-    pids: bool
-    oom_kill_disable: bool
-
-
-def cgroup_facts(root: str = CGROUP_ROOT) -> CgroupFacts:
-    """Which resource controls the kernel offers, on cgroup v2 or v1."""
-    controllers = _read(os.path.join(root, "cgroup.controllers"))
-    if controllers is not None:
-        names = set(controllers.split())
-        return CgroupFacts(
-            version="2",
-            memory="memory" in names,
-            swap="memory" in names
-            and any(
-                os.path.exists(os.path.join(root, sub, "memory.swap.max"))
-                for sub in ("init.scope", "system.slice")
-            ),
-            cpu_cfs_period="cpu" in names,
-            cpu_cfs_quota="cpu" in names,
-            cpu_shares="cpu" in names,
-            cpuset="cpuset" in names,
-            pids="pids" in names,
-            oom_kill_disable=False,
-        )
-
-    def has(*parts: str) -> bool:
-        return os.path.exists(os.path.join(root, *parts))
-
-    return CgroupFacts(
-        version="1",
-        memory=has("memory", "memory.limit_in_bytes"),
-        swap=has("memory", "memory.memsw.limit_in_bytes"),
-        cpu_cfs_period=has("cpu", "cpu.cfs_period_us"),
-        cpu_cfs_quota=has("cpu", "cpu.cfs_quota_us"),
-        cpu_shares=has("cpu", "cpu.shares"),
-        cpuset=has("cpuset", "cpuset.cpus"),
-        pids=has("pids", "pids.max"),
-        oom_kill_disable=has("memory", "memory.oom_control"),
-    )
 
 
 def proc_flag(path: str) -> bool:

@@ -17,6 +17,7 @@ from ..errors import NotImplementedYet
 from ..routers.system import ISystemBackend, PingInfo
 from ..server import versions
 from . import host
+from .spec import current_sysinfo
 from .events import EventLog
 
 
@@ -122,12 +123,12 @@ class SystemBackend:
         s = self.settings
         components = await self.components()
         runc = components["runc"]
-        cgroups = host.cgroup_facts()
+        cgroups = current_sysinfo()
         release = host.os_release()
         security = []
         if host.seccomp_supported():
             security.append("name=seccomp,profile=builtin")
-        if cgroups.version == "2":
+        if cgroups.cgroup_version == "2":
             security.append("name=cgroupns")
         warnings = []
         if not cgroups.memory:
@@ -152,8 +153,8 @@ class SystemBackend:
                 },
                 "MemoryLimit": cgroups.memory,
                 "SwapLimit": cgroups.swap,
-                "CpuCfsPeriod": cgroups.cpu_cfs_period,
-                "CpuCfsQuota": cgroups.cpu_cfs_quota,
+                "CpuCfsPeriod": cgroups.cpu_cfs,
+                "CpuCfsQuota": cgroups.cpu_cfs,
                 "CPUShares": cgroups.cpu_shares,
                 "CPUSet": cgroups.cpuset,
                 "PidsLimit": cgroups.pids,
@@ -171,7 +172,7 @@ class SystemBackend:
                 "SystemTime": _rfc3339_nano(self.reactor.seconds()),
                 "LoggingDriver": "json-file",
                 "CgroupDriver": "cgroupfs",
-                "CgroupVersion": cgroups.version,
+                "CgroupVersion": cgroups.cgroup_version,
                 "NEventsListener": self.events.listeners,
                 "KernelVersion": host.kernel_version(),
                 "OperatingSystem": release.get("PRETTY_NAME", "Linux"),
