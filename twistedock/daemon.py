@@ -50,12 +50,15 @@ RUNC = shutil.which("runc") or "runc"
 CONMON = shutil.which("conmon") or "conmon"
 
 
-def build_routers(reactor, system, cluster, debug=None, containers=None, images=None) -> list:
+def build_routers(
+    reactor, system, cluster, debug=None, containers=None, images=None,
+    execs=None, copies=None, checkpoints=None,
+) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
     routers = [
-        CheckpointRouter(),
-        ContainerRouter(containers),
+        CheckpointRouter(checkpoints),
+        ContainerRouter(containers, execs=execs, copies=copies),
         ImageRouter(images),
         SystemRouter(system, reactor),
         VolumeRouter(),

@@ -15,3 +15,6 @@ ROUTES = (
 class CheckpointRouter(Router):
     name = "checkpoint"
     routes = ROUTES
+
+    def __init__(self, backend=None) -> None:
+        self.backend = backend

@@ -133,11 +133,17 @@ def _resize_value(req: APIRequest, name: str, label: str) -> int:
 
 
 class ContainerRouter(Router):
+    """Handlers for the container routes.  As moby's, the router's backend
+    is split by concern: C{backend} (life cycle, logs, attach), C{execs}
+    (exec), C{copies} (archives, export, changes, commit)."""
+
     name = "container"
     routes = ROUTES
 
-    def __init__(self, backend: IContainerBackend) -> None:
+    def __init__(self, backend: IContainerBackend, execs=None, copies=None) -> None:
         self.backend = backend
+        self.execs = execs
+        self.copies = copies
 
     async def get_containers_json(self, req: APIRequest) -> None:
         filters = req.filters()
@@ -279,3 +285,7 @@ class ContainerRouter(Router):
         stream = hijack(req, MULTIPLEXED if multiplexed else RAW)
         stream.framed = not tty
         await self.backend.attach(name, options, stream)
+
+    # -- exec handlers ------------------------------------------------------
+
+    # -- archive, export, changes and commit handlers ------------------------
