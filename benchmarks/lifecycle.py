@@ -54,7 +54,6 @@ API = "/v1.41"  # the highest version dockerd 20.10 serves; twistedock serves it
 BUSYBOX = "/bin/busybox"
 IMAGE = "busybox:latest"
 LABEL = "twistedock.benchmark"
-MiB = 1024.0 * 1024.0
 
 
 class BenchError(Exception):
@@ -253,15 +252,29 @@ class MemoryProbe:
     process whose command line names a path under its exec root (conmon for
     twistedock; containerd and containerd-shim for dockerd)."""
 
-    def __init__(self, pid: int, exec_root: Optional[str]) -> None:
+    def __init__(self, pid: int, exec_root: Optional[str], ours: Optional[Callable[[], Sequence[str]]] = None) -> None:
         self.pid = pid
         self.exec_root = exec_root
+        #: The ids of the containers made here: a containerd shim (-id ID)
+        #: serving another user's container is left out.
+        self.ours = ours
+        self.excluded = 0
 
     def processes(self) -> List[int]:
         pids = {self.pid}
         pids.update(descendants(self.pid))
         if self.exec_root:
             pids.update(pids_mentioning(self.exec_root))
+        if self.ours is not None:
+            ours = set(self.ours())
+            kept = set()
+            for pid in pids:
+                shim_id = option_value(_cmdline(pid), "-id") if _comm(pid).startswith("containerd-shim") else None
+                if shim_id is not None and shim_id not in ours:
+                    continue
+                kept.add(pid)
+            self.excluded = len(pids) - len(kept)
+            pids = kept
         return sorted(pids)
 
     def measure(self) -> Tuple[float, Dict[str, Tuple[int, float]]]:
@@ -277,7 +290,10 @@ class MemoryProbe:
             entry = groups.setdefault(name, [0, 0])
             entry[0] += 1
             entry[1] += kib
-        return total / 1024.0, {k: (v[0], v[1] / 1024.0) for k, v in groups.items()}
+        out = {k: (v[0], v[1] / 1024.0) for k, v in groups.items()}
+        if self.excluded:
+            out["(other users' shims left out)"] = (self.excluded, 0.0)
+        return total / 1024.0, out
 
 
 # -- the busybox image and the bare runc bundle ------------------------------------
@@ -313,9 +329,7 @@ def busybox_tar() -> bytes:
     return buf.getvalue()
 
 
-def make_bundle(runc: str, bundle: str, tar_bytes: bytes) -> None:
-    """``runc spec``, adjusted: the busybox rootfs (writable, as an overlay is),
-    ``true``, no terminal, dockerd's namespaces, rlimits within ours."""
+def _extract_rootfs(bundle: str, tar_bytes: bytes) -> str:
     rootfs = os.path.join(bundle, "rootfs")
     os.makedirs(rootfs)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
@@ -323,6 +337,25 @@ def make_bundle(runc: str, bundle: str, tar_bytes: bytes) -> None:
             tar.extractall(rootfs, filter="fully_trusted")
         else:
             tar.extractall(rootfs)
+    return rootfs
+
+
+def _clamp_rlimits(process: dict) -> None:
+    """Root here may lack CAP_SYS_RESOURCE: no rlimit above our hard limits."""
+    for rlimit in process.get("rlimits", []):
+        number = getattr(resource, rlimit["type"], None)
+        if number is None:
+            continue
+        _, hard = resource.getrlimit(number)
+        if hard != resource.RLIM_INFINITY:
+            rlimit["hard"] = min(rlimit["hard"], hard)
+            rlimit["soft"] = min(rlimit["soft"], rlimit["hard"])
+
+
+def make_bundle(runc: str, bundle: str, tar_bytes: bytes) -> None:
+    """``runc spec``, adjusted: the busybox rootfs (writable, as an overlay is),
+    ``true``, no terminal, dockerd's namespaces, rlimits within ours."""
+    rootfs = _extract_rootfs(bundle, tar_bytes)
     subprocess.run([runc, "spec", "--bundle", bundle], check=True)
     path = os.path.join(bundle, "config.json")
     with open(path) as f:
@@ -331,15 +364,7 @@ def make_bundle(runc: str, bundle: str, tar_bytes: bytes) -> None:
     process["terminal"] = False
     process["args"] = ["true"]
     process["env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    for rlimit in process.get("rlimits", []):
-        name = rlimit["type"]
-        number = getattr(resource, name, None)
-        if number is None:
-            continue
-        _, hard = resource.getrlimit(number)
-        if hard != resource.RLIM_INFINITY:
-            rlimit["hard"] = min(rlimit["hard"], hard)
-            rlimit["soft"] = min(rlimit["soft"], rlimit["hard"])
+    _clamp_rlimits(process)
     spec["root"] = {"path": rootfs, "readonly": False}
     # dockerd's set: mount, network, uts, pid, ipc, plus cgroup on cgroup v2.
     namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
@@ -350,10 +375,64 @@ def make_bundle(runc: str, bundle: str, tar_bytes: bytes) -> None:
         json.dump(spec, f, indent=1)
 
 
-class BareRunc:
-    name = "bare runc"
+def make_daemon_spec_bundle(spec: dict, bundle: str, tar_bytes: bytes, token: str) -> None:
+    """The OCI spec twistedock wrote for a `busybox true` container (see
+    L{capture_spec}), made to run by itself: a plain copy of the busybox
+    rootfs instead of the overlay, a cgroup of its own beside the daemon's.
+    Seccomp, masked paths, device rules, sysctls, the /etc bind mounts and
+    the rest are kept as they are."""
+    rootfs = _extract_rootfs(bundle, tar_bytes)
+    spec = json.loads(json.dumps(spec))
+    spec["root"] = {"path": rootfs, "readonly": bool(spec.get("root", {}).get("readonly"))}
+    process = spec["process"]
+    process["terminal"] = False
+    process["args"] = ["true"]
+    _clamp_rlimits(process)
+    linux = spec.setdefault("linux", {})
+    if linux.get("cgroupsPath"):
+        linux["cgroupsPath"] = os.path.join(os.path.dirname(linux["cgroupsPath"]), "bench-" + token)
+    spec.pop("annotations", None)
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f, indent=1)
 
-    def __init__(self, runc: str, bundle: str, state_root: str) -> None:
+
+def capture_spec(target: "Target", exec_root: str, roots: Sequence[str], files: str) -> Optional[dict]:
+    """Run a `busybox true` container and read the OCI spec twistedock wrote
+    for it (config.json in a bundle directory named after the container);
+    the files it bind-mounts from under C{roots} (/etc/hosts, ...) are
+    copied to C{files} before the container goes, and the spec points there."""
+    roots = [os.path.realpath(r).rstrip("/") + "/" for r in roots]
+    with closing(target.client()) as c:
+        cid = target.create(c, ["true"], "spec")
+        try:
+            target.start(c, cid)
+            target.wait(c, cid)
+            spec = None
+            for directory, _dirs, names in os.walk(exec_root):
+                if "config.json" in names and cid in directory:
+                    with open(os.path.join(directory, "config.json")) as f:
+                        spec = json.load(f)
+                    break
+            if spec is None:
+                return None
+            os.makedirs(files, exist_ok=True)
+            for i, mount in enumerate(spec.get("mounts", [])):
+                source = mount.get("source") or ""
+                if mount.get("type") == "bind" and any((os.path.realpath(source) + "/").startswith(r) for r in roots):
+                    copy = os.path.join(files, "%d-%s" % (i, os.path.basename(source)))
+                    if os.path.isdir(source):
+                        shutil.copytree(source, copy, symlinks=True)
+                    else:
+                        shutil.copy2(source, copy)
+                    mount["source"] = copy
+            return spec
+        finally:
+            target.remove(c, cid, force=True)
+
+
+class BareRunc:
+    def __init__(self, name: str, runc: str, bundle: str, state_root: str) -> None:
+        self.name = name
         self.runc = runc
         self.bundle = bundle
         self.state_root = state_root
@@ -570,7 +649,7 @@ def mounts_under(path: str) -> List[str]:
     return found
 
 
-def scrub(workdir: str, ids: Sequence[str]) -> List[str]:
+def scrub(workdir: str, ids: Sequence[str], extra_cgroup: Optional[str] = None) -> List[str]:
     """Remove what a stopped twistedock left behind under C{workdir}; say what it was."""
     leftovers = []
     for pid in pids_mentioning(workdir):
@@ -582,9 +661,11 @@ def scrub(workdir: str, ids: Sequence[str]) -> List[str]:
     for point in sorted(mounts_under(workdir), key=len, reverse=True):
         leftovers.append("mount %s" % point)
         _libc.umount2(point.encode(), 2)  # MNT_DETACH
-    for cid in ids:
-        for controller in ("memory", "pids", "cpu", "devices", "freezer", "unified"):
-            path = "/sys/fs/cgroup/%s/twistedock/%s" % (controller, cid)
+    cgroups = ["twistedock/" + cid for cid in ids] + ([extra_cgroup.strip("/")] if extra_cgroup else [])
+    for relative in cgroups:
+        for controller in ("", "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer",
+                           "systemd", "unified"):
+            path = os.path.join("/sys/fs/cgroup", controller, relative)
             if os.path.isdir(path):
                 leftovers.append("cgroup %s" % path)
                 try:
@@ -635,9 +716,9 @@ def table(rows: List[List[str]], header: List[str]) -> None:
 # -- the benchmarks ------------------------------------------------------------------
 
 
-def bench_lifecycle(targets: List[Target], runc: BareRunc, rounds: int, warmup: int):
+def bench_lifecycle(targets: List[Target], bare: List[BareRunc], rounds: int, warmup: int):
     """Rounds interleaved: in each, every runner once, the order rotating."""
-    runners: List = [runc] + targets
+    runners: List = bare + targets
     clients = {t.name: t.client() for t in targets}
     totals: Dict[str, List[float]] = {r.name: [] for r in runners}
     phases: Dict[str, List[List[float]]] = {t.name: [] for t in targets}
@@ -645,7 +726,7 @@ def bench_lifecycle(targets: List[Target], runc: BareRunc, rounds: int, warmup: 
         for i in range(warmup + rounds):
             order = runners[i % len(runners):] + runners[: i % len(runners)]
             for r in order:
-                if r is runc:
+                if isinstance(r, BareRunc):
                     elapsed, parts = r.once(), None
                 else:
                     elapsed, parts = r.lifecycle_once(clients[r.name])
@@ -754,8 +835,15 @@ def measure_memory(target: Target) -> Optional[Tuple[float, Dict[str, Tuple[int,
 
 
 def describe_memory(groups: Dict[str, Tuple[int, float]]) -> str:
-    return ", ".join("%s %.1f (%d processes)" % (name, mib, count) if count > 1 else "%s %.1f" % (name, mib)
-                     for name, (count, mib) in sorted(groups.items(), key=lambda kv: -kv[1][1]))
+    parts = []
+    for name, (count, mib) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+        if name.startswith("("):
+            parts.append("%d %s" % (count, name.strip("()")))
+        elif count > 1:
+            parts.append("%s %.1f (%d processes)" % (name, mib, count))
+        else:
+            parts.append("%s %.1f" % (name, mib))
+    return ", ".join(parts)
 
 
 # -- main ------------------------------------------------------------------------
@@ -776,6 +864,8 @@ def parse_args(argv=None):
     p.add_argument("--concurrent", type=int, default=20, help="containers started at once (20)")
     p.add_argument("--start-trials", type=int, default=3, help="repetitions of the concurrent start (3)")
     p.add_argument("--runc", default=shutil.which("runc") or "/usr/sbin/runc")
+    p.add_argument("--no-spec-baseline", action="store_true",
+                   help="leave out the second bare runc row (runc run of the OCI spec twistedock writes)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (daemon log) at the end")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     p.add_argument("--quick", action="store_true",
@@ -797,7 +887,7 @@ def main(argv=None) -> int:
     td = Target("twistedock", own.sock, token)
     peer: Optional[Target] = None
     runc: Optional[BareRunc] = None
-    results: dict = {"rounds": args.rounds}
+    results: dict = {"rounds": args.rounds, "loadavg_before": os.getloadavg()[0]}
     problems: List[str] = []
     started = time.monotonic()
     try:
@@ -811,8 +901,24 @@ def main(argv=None) -> int:
         with closing(td.client()) as c:
             c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
                    tar_bytes, headers={"Content-Type": "application/x-tar"})
-        runc = BareRunc(args.runc, os.path.join(workdir, "bundle"), os.path.join(workdir, "runc-root"))
+        state_root = os.path.join(workdir, "runc-root")
+        runc = BareRunc("bare runc", args.runc, os.path.join(workdir, "bundle"), state_root)
         make_bundle(args.runc, runc.bundle, tar_bytes)
+        bare = [runc]
+        if not args.no_spec_baseline:
+            spec = capture_spec(td, own.exec_root, [own.data_root, own.exec_root],
+                                os.path.join(workdir, "bundle-spec-files"))
+            if spec is None:
+                log("could not find the OCI spec twistedock wrote: no `bare runc, twistedock's spec` row")
+            else:
+                runc_spec = BareRunc("bare runc, twistedock's spec", args.runc,
+                                     os.path.join(workdir, "bundle-spec"), state_root)
+                make_daemon_spec_bundle(spec, runc_spec.bundle, tar_bytes, token)
+                runc_spec.once()  # fail here, not in the middle, if it cannot run
+                bare.append(runc_spec)
+                spec_cgroup = spec.get("linux", {}).get("cgroupsPath")
+                if spec_cgroup:
+                    results["spec_cgroup"] = os.path.join(os.path.dirname(spec_cgroup), "bench-" + token)
         targets = [td]
         if args.peer:
             if not args.peer.startswith("unix://"):
@@ -834,9 +940,9 @@ def main(argv=None) -> int:
             else:
                 argv_ = _cmdline(pid)
                 exec_root = args.peer_exec_root or option_value(argv_, "--exec-root") or "/var/run/docker"
-                peer.memory = MemoryProbe(pid, exec_root)
-                peer.memory_note = ("%s (pid %d) + its descendants + processes naming %s "
-                                    "(containerd, containerd-shim-runc-v2)" % (_comm(pid), pid, exec_root))
+                peer.memory = MemoryProbe(pid, exec_root, ours=lambda peer=peer: list(peer.created_ids))
+                peer.memory_note = ("%s (pid %d) + its descendants + processes naming %s (containerd, and "
+                                    "the containerd-shim-runc-v2 of our containers)" % (_comm(pid), pid, exec_root))
             targets.append(peer)
         names = [t.name for t in targets]
 
@@ -846,8 +952,9 @@ def main(argv=None) -> int:
             memory[t.name]["idle"] = measure_memory(t)
 
         # -- 1. life cycle --
-        log("life cycle: %d rounds (+%d warm-up), interleaved: %s" % (args.rounds, args.warmup, ", ".join([runc.name] + names)))
-        totals, phases = bench_lifecycle(targets, runc, args.rounds, args.warmup)
+        log("life cycle: %d rounds (+%d warm-up), interleaved: %s" % (
+            args.rounds, args.warmup, ", ".join([b.name for b in bare] + names)))
+        totals, phases = bench_lifecycle(targets, bare, args.rounds, args.warmup)
 
         # -- 3. concurrent starts (and 4b. memory with them running) --
         log("%d concurrent create+start, %d trial(s)" % (args.concurrent, args.start_trials))
@@ -908,7 +1015,7 @@ def main(argv=None) -> int:
         elapsed = time.monotonic() - started
 
         # -- the report --
-        report(args, targets, runc, totals, phases, rps, listed, walls, memory, elapsed, results)
+        report(args, targets, bare, totals, phases, rps, listed, walls, memory, elapsed, results)
         return 0
     finally:
         for t in ([peer] if peer is not None else []):
@@ -929,7 +1036,7 @@ def main(argv=None) -> int:
             problems.append(complaint)
         if runc is not None:
             problems.extend(runc.cleanup())
-        leftovers = scrub(workdir, td.created_ids)
+        leftovers = scrub(workdir, td.created_ids, results.get("spec_cgroup"))
         if leftovers:
             problems.append("left behind by twistedock after SIGTERM (now removed): " + "; ".join(leftovers))
         if args.keep:
@@ -942,8 +1049,9 @@ def main(argv=None) -> int:
             print("daemon log tail:\n" + own.log_tail(), file=sys.stderr)
 
 
-def report(args, targets, runc, totals, phases, rps, listed, walls, memory, elapsed, results) -> None:
+def report(args, targets, bare, totals, phases, rps, listed, walls, memory, elapsed, results) -> None:
     td, peer = targets[0], (targets[1] if len(targets) > 1 else None)
+    runc = bare[0]
     ms = 1000.0
 
     def med(name):
@@ -954,7 +1062,7 @@ def report(args, targets, runc, totals, phases, rps, listed, walls, memory, elap
 
     heading("1. Life cycle of `busybox true`: create + start + wait + remove (%d rounds, interleaved)" % args.rounds)
     rows = []
-    for name in [runc.name] + [t.name for t in targets]:
+    for name in [b.name for b in bare] + [t.name for t in targets]:
         v = totals[name]
         rows.append([name, fmt(med(name)), fmt(p90(name)), fmt(min(v) * ms), fmt(max(v) * ms),
                      ratio(med(name), med(runc.name)), ratio(p90(name), p90(runc.name))])
@@ -1013,6 +1121,10 @@ def report(args, targets, runc, totals, phases, rps, listed, walls, memory, elap
     td_med, runc_med = med(td.name), med(runc.name)
     rows.append(["life cycle median vs bare runc", "%.1f / %.1f ms" % (td_med, runc_med),
                  ratio(td_med, runc_med), "<= 2x", "met" if td_med <= 2 * runc_med else "MISSED"])
+    if len(bare) > 1:
+        sm = med(bare[1].name)
+        rows.append(["life cycle median vs %s" % bare[1].name, "%.1f / %.1f ms" % (td_med, sm),
+                     ratio(td_med, sm), "(for information)", ""])
     if peer:
         pm = med(peer.name)
         rows.append(["life cycle median vs %s" % peer.name, "%.1f / %.1f ms" % (td_med, pm), ratio(td_med, pm),
@@ -1035,7 +1147,9 @@ def report(args, targets, runc, totals, phases, rps, listed, walls, memory, elap
                          "met" if mi[0] < 100 else "MISSED"])
     table(rows, ["figure", "twistedock / peer" if peer else "twistedock / runc", "ratio", "target", ""])
     print()
-    print("Whole run: %.0f s." % elapsed)
+    print("Whole run: %.0f s on %d CPUs; 1-minute load average %.2f before, %.2f after (other work on the "
+          "machine skews every figure; the interleaving spreads it over all columns)."
+          % (elapsed, os.cpu_count() or 0, results["loadavg_before"], os.getloadavg()[0]))
 
     if args.json:
         results.update({

@@ -228,9 +228,9 @@ class MemoryContainerBackend:
     def tty(self, name):
         return self._get(name)["Tty"]
 
-    async def logs(self, name, options, write):
+    async def logs(self, name, options, writer):
         for stream, data in self._get(name)["Logs"]:
-            write(stream, data)
+            writer.write(stream, data)
 
     def check_attach(self, name, options):
         self._get(name)
@@ -240,3 +240,93 @@ class MemoryContainerBackend:
 
     async def resize(self, name, height, width):
         self.calls.append(("resize", name, height, width))
+
+
+@implementer(__import__("twistedock.routers.container", fromlist=["IExecBackend"]).IExecBackend)
+class MemoryExecBackend:
+    """Execs as dicts in the containers of a L{MemoryContainerBackend}.  A
+    started exec echoes its stdin to stdout (as C{cat}), then writes its
+    C{Output} pieces and ends with its C{Code} once its stdin closed, or
+    when L{finish} says so; C{Fail} makes the start fail."""
+
+    def __init__(self, containers):
+        self.containers = containers
+        self.execs = {}
+        self.calls = []
+        self._ends = {}
+
+    def _get(self, exec_id):
+        from twistedock.errors import NotFound
+
+        if exec_id not in self.execs:
+            raise NotFound("No such exec instance: %s" % (exec_id,))
+        return self.execs[exec_id]
+
+    def _running_container(self, name):
+        from twistedock.errors import Conflict
+
+        c = self.containers._get(name)
+        if not c["Running"]:
+            raise Conflict("Container %s is not running" % (c["Id"],))
+        return c
+
+    async def create_exec(self, name, config):
+        c = self._running_container(name)
+        exec_id = "%064x" % (len(self.execs) + 1)
+        self.execs[exec_id] = {
+            "ID": exec_id, "Container": c["Id"], "Config": config, "Running": False,
+            "ExitCode": None, "Output": [], "Code": 0, "Fail": None,
+        }
+        return exec_id
+
+    def inspect_exec(self, exec_id):
+        e = self._get(exec_id)
+        return {"ID": e["ID"], "Running": e["Running"], "ExitCode": e["ExitCode"],
+                "ContainerID": e["Container"]}
+
+    def check_exec(self, exec_id):
+        self._running_container(self._get(exec_id)["Container"])
+
+    async def start_exec(self, exec_id, stream, console_size):
+        from twistedock.errors import Conflict
+
+        e = self._get(exec_id)
+        self.calls.append(("start", exec_id, stream is None, console_size))
+        if e["ExitCode"] is not None:
+            raise Conflict("Error: Exec command %s has already run" % (exec_id,))
+        if e["Running"]:
+            raise Conflict("Error: Exec command %s is already running" % (exec_id,))
+        if e["Fail"] is not None:
+            e["ExitCode"] = 126
+            raise e["Fail"]
+        e["Running"] = True
+        if stream is None:
+            return
+        from twisted.internet.defer import Deferred
+
+        ended = Deferred()
+        self._ends[exec_id] = ended
+
+        def stdin_closed():
+            e.setdefault("StdinClosed", True)
+            self.finish(exec_id)
+
+        stream.read_input(lambda data: stream.write(1, data), stdin_closed)
+        stream.closed.addCallback(lambda _: self.finish(exec_id))
+        await ended
+        for stream_id, data in e["Output"]:
+            stream.write(stream_id, data)
+
+    def finish(self, exec_id, code=None):
+        """End a running exec (with C{code}, else its C{Code})."""
+        e = self._get(exec_id)
+        if e["Running"]:
+            e["Running"] = False
+            e["ExitCode"] = e["Code"] if code is None else code
+            ended = self._ends.pop(exec_id, None)
+            if ended is not None and not ended.called:
+                ended.callback(None)
+
+    async def resize_exec(self, exec_id, height, width):
+        self.check_exec(exec_id)
+        self.calls.append(("resize", exec_id, height, width))

@@ -162,6 +162,8 @@ def test_client_going_away_ends_its_subscription():
     request = DummyRequest([b""])
     request.method = b"GET"
     request.uri = request.path = b"/v1.41/events"
+    # DummyRequest drives a push producer in a loop; a real request does not.
+    request.registerProducer = lambda producer, streaming: None
     api.resource.render(request)
     assert api.system.events.listeners == 1
     request.processingFailed(Failure(ConnectionDone()))

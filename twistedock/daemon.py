@@ -21,8 +21,12 @@ from . import __version__
 from .atomic import write_atomic
 from .backend import host
 from .backend.debug import DebugBackend
+from .backend.checkpoints import CheckpointBackend
 from .backend.containers import ContainerBackend
+from .backend.criu import Criu
 from .backend.events import EventLog
+from .backend.execs import ExecBackend
+from .backend.archives import CopyBackend
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.swarm import InactiveCluster
@@ -131,6 +135,8 @@ class Daemon(MultiService):
         self._lock = lock_data_root(config.data_root)
         self.id = daemon_id(config.data_root)
         self.events = EventLog()
+        # CRIU: --criu-path, else scripts/install's wrapper, else PATH.
+        self.criu = Criu(reactor, config.criu_path)
         self.settings = SystemSettings(
             daemon_id=self.id,
             data_root=os.path.abspath(config.data_root),
@@ -139,7 +145,7 @@ class Daemon(MultiService):
             debug=config.debug,
             live_restore=config.live_restore,
             labels=tuple(config.labels),
-            criu=config.criu_path,
+            criu=self.criu.path,
             min_api_version=config.min_api_version,
         )
         self.images = ImageStore(reactor, config.data_root, self.events)
@@ -157,8 +163,18 @@ class Daemon(MultiService):
             live_restore=config.live_restore,
             init_path=shutil.which("tini-static") or shutil.which("tini"),
         )
+        self.checkpoints = CheckpointBackend(reactor, self.containers, self.criu)
+        if config.experimental:
+            # Restoring is a start with a checkpoint: experimental too.
+            self.containers.checkpoints = self.checkpoints
+        self.execs = ExecBackend(reactor, self.containers)
+        self.copies = CopyBackend(reactor, self.containers, self.images)
         self.system = SystemBackend(
-            reactor, self.settings, self.events, inventories=[self.containers, self.images]
+            reactor,
+            self.settings,
+            self.events,
+            inventories=[self.containers, self.images],
+            criu=self.criu,
         )
         routers = build_routers(
             reactor,
@@ -167,6 +183,9 @@ class Daemon(MultiService):
             DebugBackend(reactor) if config.debug else None,
             containers=self.containers,
             images=self.images,
+            execs=self.execs,
+            copies=self.copies,
+            checkpoints=self.checkpoints,
         )
         api = APIConfig(
             experimental=config.experimental,
@@ -186,6 +205,9 @@ class Daemon(MultiService):
         # The listeners start once the stores are loaded: no request sees a
         # daemon that has not yet found its containers.
         Service.startService(self)
+        # `criu check`, once, in the background: /info and checkpoints wait
+        # for its verdict.
+        self.criu.status().addErrback(lambda f: log.failure("criu check", f))
         self._loading = ensureDeferred(self._load())
         if self.config.debug:
             # Heap profiles (/debug/pprof/heap) see what was allocated since.

@@ -28,11 +28,13 @@ def unframe(data: bytes):
 
 
 class StdWriter:
-    """Write container output to C{sink}, framed unless the container has a TTY."""
+    """Write container output to C{sink}, framed unless the container has a
+    TTY; C{flow} (an L{httputils.Flow}) paces the writer to the client."""
 
-    def __init__(self, sink: Callable[[bytes], None], framed: bool) -> None:
+    def __init__(self, sink: Callable[[bytes], None], framed: bool, flow=None) -> None:
         self.sink = sink
         self.framed = framed
+        self.flow = flow
 
     def write(self, stream: int, data: bytes) -> None:
         self.sink(frame(stream, data) if self.framed else data)

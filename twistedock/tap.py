@@ -37,7 +37,7 @@ class Options(usage.Options):
         ["tlscert", None, None, "The daemon's TLS certificate"],
         ["tlskey", None, None, "The daemon's TLS key"],
         ["group", "G", None, "Group owning the unix socket [default: docker]"],
-        ["criu-path", None, None, "The CRIU binary [default: criu on PATH]"],
+        ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
     ]
 
     def __init__(self) -> None:

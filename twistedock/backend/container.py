@@ -211,10 +211,12 @@ class Container:
             graph=record.get("GraphDriver") or {},
         )
 
+    def record_bytes(self) -> bytes:
+        return json.dumps(self.to_record(), separators=(",", ":")).encode("utf-8")
+
     def save(self) -> None:
-        """Write the record atomically (small: done on the caller's thread)."""
-        data = json.dumps(self.to_record(), separators=(",", ":")).encode("utf-8")
-        write_atomic(self.record_path, data, mode=0o600)
+        """Write the record atomically, on the caller's thread."""
+        write_atomic(self.record_path, self.record_bytes(), mode=0o600)
 
     # -- views ----------------------------------------------------------
 

@@ -36,14 +36,17 @@ from ..errors import (
     NotFound,
     NotModified,
 )
+from ..atomic import write_atomic
 from ..filters import Filters
 from ..reference import familiar_name
 from ..routers.container import IContainerBackend
 from ..server.versions import MAX_API_VERSION
 from ..streams import STDERR, STDOUT
 from . import rootfs, spec
+from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
 from .container import Container, State, go_time
 from .events import EventLog
+from .runtime import LogChunks, LogFollower
 from .images import empty_container_config
 from .system import IInventory
 
@@ -173,6 +176,13 @@ UPDATABLE = (
 )
 
 
+#: A file in the container's directory saying that its last run ended in a
+#: checkpoint (docker checkpoint create without --leave-running): no restart
+#: policy revives it, not even "always" when the daemon starts; a start
+#: removes it.
+CHECKPOINTED_MARK = "checkpointed"
+
+
 class _Run:
     """What belongs to one run of a container (from start to exit)."""
 
@@ -180,6 +190,9 @@ class _Run:
         self.started = time.monotonic()
         self.exit_watch: Optional[Deferred] = None
         self.attached: List["_Attachment"] = []
+        #: The run ends because it was checkpointed (not a crash): no
+        #: restart policy applies to its exit.
+        self.checkpointed = False
 
 
 class _Attachment:
@@ -192,6 +205,7 @@ class _Attachment:
         self.stream = stream
         self.connection = None
         self.done = Deferred()
+        self.escape = EscapeKeys(parse_detach_keys(options.get("detach_keys") or DEFAULT_DETACH_KEYS))
 
     def output(self, stream_id: int, data: bytes) -> None:
         if stream_id == STDOUT and not self.options["stdout"]:
@@ -205,12 +219,24 @@ class _Attachment:
         self.connection = await self.backend.runtime.attach(
             self.backend.attach_socket(c), self.output, self._ended
         )
+        transport = self.connection.transport
+        if transport is not None:
+            self.stream.add_source(transport.pauseProducing, transport.resumeProducing)
         if self.options["stdin"] and c.config.get("OpenStdin"):
-            self.stream.read_input(self.connection.write, self._stdin_ended)
+            self.stream.read_input(self._input, self._stdin_ended)
         self.stream.closed.addCallback(lambda _: self.connection.close())
 
+    def _input(self, data: bytes) -> None:
+        passed, detach = self.escape.feed(data)
+        if passed:
+            self.connection.write(passed)
+        if detach:
+            # The client leaves; the container goes on (stdin stays open).
+            log.info("attach to {id}: detach keys read", id=self.container.short_id)
+            self.stream.close()
+
     def _stdin_ended(self) -> None:
-        if self.container.config.get("StdinOnce") and self.connection is not None:
+        if _closes_stdin(self.container) and self.connection is not None:
             self.connection.close_stdin()
 
     def _ended(self) -> None:
@@ -243,6 +269,8 @@ class ContainerBackend:
         self.log_reader_factory = log_reader_factory
         self.live_restore = live_restore
         self.init_path = init_path
+        #: The checkpoint backend (--experimental only): start restores.
+        self.checkpoints = None
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root
@@ -253,6 +281,7 @@ class ContainerBackend:
         self.containers: Dict[str, Container] = {}
         self.names: Dict[str, str] = {}
         self._locks: Dict[str, DeferredLock] = {}
+        self._save_locks: Dict[str, DeferredLock] = {}
         self._runs: Dict[str, _Run] = {}
         self._exit_waiters: Dict[str, List[Deferred]] = {}
         self._removed_waiters: Dict[str, List[Deferred]] = {}
@@ -260,6 +289,9 @@ class ContainerBackend:
         self._restart_timers: Dict[str, object] = {}
         self._restart_delay: Dict[str, float] = {}
         self.shutting_down = False
+        #: The exec backend, once there is one (it sets itself here): inspect
+        #: lists its ExecIDs, and a run's end waits for its execs' ends.
+        self.execs = None
         images.set_usage(self.image_usage)
 
     # -- helpers --------------------------------------------------------
@@ -272,6 +304,17 @@ class ContainerBackend:
 
     def _lock(self, c: Container) -> DeferredLock:
         return self._locks.setdefault(c.id, DeferredLock())
+
+    async def _save(self, c: Container) -> None:
+        """Write the record (atomically, fsynced) off the reactor thread.
+        The record is taken now and writes of one container keep their order."""
+        data = c.record_bytes()
+        lock = self._save_locks.setdefault(c.id, DeferredLock())
+        await lock.acquire()
+        try:
+            await self._thread(write_atomic, c.record_path, data, 0o600)
+        finally:
+            lock.release()
 
     def get(self, ref: str) -> Container:
         if ref in self.containers:
@@ -337,7 +380,9 @@ class ContainerBackend:
             except Exception:
                 log.failure("recovering container {id}", id=c.id)
         for c in list(self.containers.values()):
-            if not c.state.running and self._should_restart(c, boot=True):
+            if c.state.running or os.path.exists(c.path_of(CHECKPOINTED_MARK)):
+                continue
+            if self._should_restart(c, boot=True):
                 ensureDeferred(self._start_logged(c))
 
     async def _recover(self, c: Container) -> None:
@@ -353,7 +398,7 @@ class ContainerBackend:
             c.state.restarting = False
             self._runs[c.id] = _Run()
             self._watch(c)
-            c.save()
+            await self._save(c)
             return
         if alive:
             # Without live restore the daemon does not keep what it did not
@@ -367,7 +412,7 @@ class ContainerBackend:
             return
         if c.state.restarting:
             c.state.running = c.state.restarting = False
-            c.save()
+            await self._save(c)
             return
         await self._finish_run(c, code if code is not None else 255, boot=True)
 
@@ -435,7 +480,7 @@ class ContainerBackend:
             directory=directory,
         )
         c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(image.layer_dirs)))
-        c.save()
+        await self._save(c)
         self.containers[ident] = c
         self.names[name] = ident
         self._event(c, "create")
@@ -471,7 +516,9 @@ class ContainerBackend:
 
     # -- start ----------------------------------------------------------
 
-    async def start(self, ref) -> None:
+    async def start(self, ref, checkpoint: str = "", checkpoint_dir: str = "") -> None:
+        if checkpoint and self.checkpoints is None:
+            raise InvalidParameter("checkpoint is only supported in experimental mode")
         c = self.get(ref)
         async with self._lock(c):
             if c.state.paused:
@@ -480,12 +527,19 @@ class ContainerBackend:
                 raise NotModified("Container already started")
             if c.state.removing:
                 raise Conflict("container is marked for removal and cannot be started")
+            restore = None
+            if checkpoint:
+                restore = await self.checkpoints.restore_plan(c, checkpoint, checkpoint_dir)
             self._cancel_restart(c)
             c.manually_stopped = False
+            try:
+                os.unlink(c.path_of(CHECKPOINTED_MARK))
+            except FileNotFoundError:
+                pass
             c.state.restarting = False
             self._restart_delay.pop(c.id, None)
             try:
-                await self._run(c)
+                await self._run(c, restore=restore)
             except Exception:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
@@ -502,8 +556,10 @@ class ContainerBackend:
         except Exception as e:
             log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
 
-    async def _run(self, c: Container) -> None:
-        """Set up and start one run; on failure leave the container exited."""
+    async def _run(self, c: Container, restore=None) -> None:
+        """Set up and start one run; on failure leave the container exited.
+        With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
+        checkpoint instead of creating the container afresh."""
         image = self.images.get(c.image_id)
         paths = self.overlay(c)
         bundle = self.bundle(c)
@@ -551,8 +607,9 @@ class ContainerBackend:
                 socket_dir=self.socket_dir,
                 terminal=c.tty,
                 stdin=bool(c.config.get("OpenStdin")),
-                leave_stdin_open=bool(c.config.get("OpenStdin")) and not c.config.get("StdinOnce"),
+                leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
                 socket_name=c.id[:12],
+                **(restore.create_arguments() if restore is not None else {}),
             )
             for attachment in self._pending_attach.pop(c.id, []):
                 try:
@@ -561,10 +618,13 @@ class ContainerBackend:
                 except Exception as e:
                     log.warn("attach to {id} failed: {e}", id=c.short_id, e=e)
                     attachment.stream.close()
-            await self.runtime.start(c.id)
+            if restore is None:
+                await self.runtime.start(c.id)
         except DockerError as e:
+            if restore is not None:
+                e = restore.failed(e, bundle)
             await self._failed_start(c, e)
-            raise
+            raise e
         except OSError as e:
             await self._failed_start(c, e)
             raise InternalError(str(e))
@@ -574,7 +634,7 @@ class ContainerBackend:
             started_at=self._now(),
             finished_at=c.state.finished_at,
         )
-        c.save()
+        await self._save(c)
         self._event(c, "start")
         self._watch(c)
 
@@ -597,7 +657,7 @@ class ContainerBackend:
         c.state.exit_code = code
         c.state.error = message
         if c.id in self.containers:
-            c.save()
+            await self._save(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
         if isinstance(error, DockerError) and error.status == 500 and code in (126, 127):
@@ -643,11 +703,13 @@ class ContainerBackend:
         c.state.exit_code = code
         c.state.oom_killed = oom
         c.state.finished_at = self._now()
-        restart = not boot and self._should_restart(c)
+        restart = not boot and not (run is not None and run.checkpointed) and self._should_restart(c)
         if restart:
             c.state.running = True
             c.state.restarting = True
-        c.save()
+        await self._save(c)
+        if self.execs is not None:
+            await self.execs.container_stopped(c)
         if oom:
             self._event(c, "oom")
         self._event(c, "die", exitCode=code)
@@ -704,7 +766,7 @@ class ContainerBackend:
             delay = min(delay * 2, RESTART_DELAY_MAX)
         self._restart_delay[c.id] = delay
         c.restart_count += 1
-        c.save()
+        ensureDeferred(self._save(c))
 
         def restart():
             self._restart_timers.pop(c.id, None)
@@ -725,8 +787,17 @@ class ContainerBackend:
             # A frozen process only acts on the signal once thawed.
             await self.runtime.resume(c.id)
 
+    async def _settled(self, c: Container) -> None:
+        """Wait until no operation holds the container (a start, a
+        checkpoint): a signal must not reach a process being dumped."""
+        lock = self._lock(c)
+        if lock.locked:
+            await lock.acquire()
+            lock.release()
+
     async def stop(self, ref, signal, timeout) -> None:
         c = self.get(ref)
+        await self._settled(c)
         if not c.state.running:
             raise NotModified("Container already stopped")
         await self._stop(c, signal, timeout, manual=True)
@@ -738,11 +809,11 @@ class ContainerBackend:
         if c.state.restarting:
             self._cancel_restart(c)
             c.state.running = c.state.restarting = False
-            c.save()
+            await self._save(c)
             self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
             return
         if manual:
-            c.save()
+            await self._save(c)
         number = spec.parse_signal(signal or c.config.get("StopSignal") or "SIGTERM")
         if timeout is None:
             timeout = c.config.get("StopTimeout")
@@ -774,13 +845,14 @@ class ContainerBackend:
 
     async def kill(self, ref, signal) -> None:
         c = self.get(ref)
+        await self._settled(c)
         number = spec.parse_signal(signal) if signal else int(signals.SIGKILL)
         if not c.state.running or c.state.restarting:
             raise Conflict(
                 "Cannot kill container: %s: Container %s is not running" % (ref, c.id)
             )
         c.manually_stopped = True
-        c.save()
+        await self._save(c)
         exited = self._next_exit(c) if number == signals.SIGKILL else None
         await self._signal(c, number)
         self._event(c, "kill", signal=number)
@@ -790,6 +862,7 @@ class ContainerBackend:
 
     async def restart(self, ref, signal, timeout) -> None:
         c = self.get(ref)
+        await self._settled(c)
         if c.state.running:
             await self._stop(c, signal, timeout, manual=True)
         async with self._lock(c):
@@ -809,7 +882,7 @@ class ContainerBackend:
                 raise Conflict("Container %s is already paused" % (c.id,))
             await self.runtime.pause(c.id)
             c.state.paused = True
-            c.save()
+            await self._save(c)
         self._event(c, "pause")
 
     async def unpause(self, ref) -> None:
@@ -819,7 +892,7 @@ class ContainerBackend:
                 raise Conflict("Container %s is not paused" % (c.id,))
             await self.runtime.resume(c.id)
             c.state.paused = False
-            c.save()
+            await self._save(c)
         self._event(c, "unpause")
 
     # -- wait, remove, rename, update ------------------------------------
@@ -841,6 +914,8 @@ class ContainerBackend:
 
     async def remove(self, ref, force, volumes) -> None:
         c = self.get(ref)
+        if force:
+            await self._settled(c)
         if c.state.running and not c.state.restarting:
             if not force:
                 if c.state.paused:
@@ -867,10 +942,17 @@ class ContainerBackend:
         c.state.running = c.state.restarting = False
         self.containers.pop(c.id, None)
         self.names.pop(c.name, None)
-        try:
-            await self.runtime.delete(c.id, force=True)
-        except Exception:
-            pass
+        if self._runs.pop(c.id, None) is not None:
+            # A run not yet wound up by _finish_run (which deletes it itself).
+            try:
+                await self.runtime.delete(c.id, force=True)
+            except Exception:
+                pass
+        saving = self._save_locks.pop(c.id, None)
+        if saving is not None:
+            # Let a record write in flight land before its directory goes.
+            await saving.acquire()
+            saving.release()
         paths = self.overlay(c)
         await self._thread(rootfs.unmount, paths["MergedDir"])
         for directory in (c.directory, os.path.dirname(paths["UpperDir"]), self.bundle(c)):
@@ -899,7 +981,7 @@ class ContainerBackend:
         self.names.pop(old, None)
         c.name = name
         self.names[name] = c.id
-        c.save()
+        await self._save(c)
         self._event(c, "rename", oldName=old)
 
     async def update(self, ref, update) -> dict:
@@ -920,7 +1002,7 @@ class ContainerBackend:
         if c.state.running and not c.state.restarting and changes:
             await self.runtime.update(c.id, spec.linux_resources(host_config))
         c.host_config = host_config
-        c.save()
+        await self._save(c)
         self._event(c, "update")
         return {"Warnings": []}
 
@@ -972,6 +1054,8 @@ class ContainerBackend:
         c = self.get(ref)
         sizes = await self._sizes(c) if size else None
         doc = c.inspect(sizes)
+        if self.execs is not None:
+            doc["ExecIDs"] = self.execs.exec_ids(c.id)
         if c.state.running:
             doc["NetworkSettings"]["SandboxKey"] = (
                 "/proc/%d/ns/net" % c.state.pid if c.state.pid else ""
@@ -1105,9 +1189,11 @@ class ContainerBackend:
     def tty(self, ref) -> bool:
         return self.get(ref).tty
 
-    async def logs(self, ref, options, write) -> None:
+    async def logs(self, ref, options, writer) -> None:
+        """Stream the log at the client's pace: read a block, write it, wait
+        until the client has taken it, read the next; then, with follow,
+        what conmon appends until the run ends."""
         c = self.get(ref)
-        reader = self.log_reader_factory(c.log_path)
         since = _log_time(options.get("since"))
         until = _log_time(options.get("until"))
         tail = options.get("tail", "all")
@@ -1122,6 +1208,7 @@ class ContainerBackend:
             streams.add("stdout")
         if options.get("stderr"):
             streams.add("stderr")
+        flow = getattr(writer, "flow", None)
 
         def emit(entry) -> None:
             ts, stream, data = entry
@@ -1133,19 +1220,51 @@ class ContainerBackend:
                 return
             if options.get("timestamps"):
                 data = _log_timestamp(ts).encode() + b" " + data
-            write(STDOUT if stream == "stdout" else STDERR, data)
+            writer.write(STDOUT if stream == "stdout" else STDERR, data)
 
-        entries = await reader.read(tail=tail_n)
-        for entry in entries:
-            emit(entry)
-        if not options.get("follow") or not c.state.running or (until is not None and until <= self._now()):
-            return
-        ended = self._next_exit(c)
-        follower = reader.follow(emit, start_after=entries[-1] if entries else None)
+        follow = bool(options.get("follow")) and (until is None or until > self._now())
+        ended = self._next_exit(c) if follow and c.state.running else None
         try:
-            await ended
+            if tail_n is not None:
+                reader = self.log_reader_factory(c.log_path)
+                for entry in await reader.read(tail=tail_n):
+                    emit(entry)
+                offset = reader.position or 0
+            else:
+                chunks = LogChunks(c.log_path)
+                while True:
+                    entries, at_end = await self._thread(chunks.read)
+                    for entry in entries:
+                        emit(entry)
+                    if at_end:
+                        break
+                    if flow is not None:
+                        await flow.writable()
+                        if flow.stopped:
+                            return
+                offset = chunks.offset
+                if ended is None:
+                    for entry in chunks.partial():
+                        emit(entry)
+            if ended is None:
+                return
+            follower = LogFollower(self.reactor, c.log_path, emit, offset, since=since, until=until)
+            follower.start()
+            pacing = (follower.pause, follower.resume)
+            if flow is not None:
+                flow.listeners.append(pacing)
+                if flow.paused:
+                    follower.pause()
+            try:
+                await ended
+            finally:
+                if flow is not None and pacing in flow.listeners:
+                    flow.listeners.remove(pacing)
+                follower.resume()
+                await follower.stop()
         finally:
-            await follower.stop()
+            if ended is not None and not ended.called:
+                ended.cancel()
 
     def check_attach(self, ref, options) -> None:
         c = self.get(ref)
@@ -1155,8 +1274,6 @@ class ContainerBackend:
             raise Conflict("container is restarting, wait until the container is running")
         keys = options.get("detach_keys") or ""
         if keys:
-            from .detachkeys import parse_detach_keys
-
             parse_detach_keys(keys)
 
     async def attach(self, ref, options, stream) -> None:
@@ -1187,6 +1304,12 @@ class ContainerBackend:
             raise Conflict("Container %s is not running" % (c.id,))
         if c.tty:
             await self.runtime.resize(self.bundle(c), height, width)
+
+
+def _closes_stdin(c: Container) -> bool:
+    """dockerd closes a container's stdin when its attached client leaves
+    only for StdinOnce containers without a TTY (docker run -i, not -it)."""
+    return bool(c.config.get("StdinOnce")) and not c.tty
 
 
 def _write_bundle(bundle: str, oci: dict) -> None:

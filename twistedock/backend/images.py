@@ -1221,6 +1221,8 @@ IMAGE_DIR = "image"
 IMAGEDB_DIR = "imagedb"
 LAYERS_DIR = "layers"
 STATE_FILE = "repositories.json"
+#: The diff ID of an empty layer (Go's empty tar: 1024 zero bytes).
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -1720,6 +1722,109 @@ class ImageStore:
         if ref is not None:
             await self._add_reference(record.id, ref)
         self._log("import", record.id, record.id)
+        return record.id
+
+    async def commit_image(
+        self,
+        source: BinaryIO,
+        parent_id: str,
+        *,
+        container_id: str,
+        container_config: dict,
+        config: dict,
+        author: str = "",
+        comment: str = "",
+        ref: Optional[Reference] = None,
+    ) -> str:
+        """docker commit: the uncompressed layer tar C{source} on top of
+        image C{parent_id}'s layers, and an image config as dockerd's
+        NewChildImage writes it (an empty layer adds no layer, only an
+        C{empty_layer} history entry).  The store reads C{source} in a
+        thread and closes it.  The new image's ID."""
+        parent = self._images.get(parent_id)
+        if parent is None:
+            source.close()
+            raise NotFound("No such image: %s" % (parent_id,))
+
+        def stage() -> StagedLayer:
+            try:
+                return self.layers.stage_blocking(source, parent.top)
+            finally:
+                source.close()
+
+        try:
+            staged = await self._thread(stage, on_abandon=self.layers.discard_blocking)
+        except archive.ArchiveError as e:
+            raise InternalError("Error processing tar file(exit status 1): %s" % (e,))
+        return await self._locked(
+            self._commit_child,
+            staged,
+            parent,
+            container_id,
+            container_config,
+            config,
+            author,
+            comment,
+            ref,
+        )
+
+    async def _commit_child(
+        self,
+        staged: StagedLayer,
+        parent: _Record,
+        container_id: str,
+        container_config: dict,
+        config: dict,
+        author: str,
+        comment: str,
+        ref: Optional[Reference],
+    ) -> str:
+        empty = staged.layer.diff_id == EMPTY_LAYER_DIFF_ID
+        diff_ids = list(parent.diff_ids)
+        if empty:
+            await self._thread(self.layers.discard_blocking, staged)
+        else:
+            layer = await self._thread(self.layers.commit_blocking, staged)
+            self.layers.add(layer)
+            diff_ids.append(layer.diff_id)
+        created = rfc3339_nano(self._now())
+        entry: Dict[str, Any] = {"created": created}
+        if author:
+            entry["author"] = author
+        created_by = " ".join(container_config.get("Cmd") or [])
+        if created_by:
+            entry["created_by"] = created_by
+        if comment:
+            entry["comment"] = comment
+        if empty:
+            entry["empty_layer"] = True
+        image: Dict[str, Any] = {
+            "architecture": parent.config.get("architecture") or go_arch(),
+            "config": config,
+            "container": container_id,
+            "container_config": container_config,
+            "created": created,
+            "docker_version": __version__,
+            "history": list(parent.config.get("history") or []) + [entry],
+            "os": parent.config.get("os") or "linux",
+            "parent": parent.id,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        if author:
+            image["author"] = author
+        if comment:
+            image["comment"] = comment
+        if parent.config.get("variant"):
+            image["variant"] = parent.config["variant"]
+        raw = encode_image_config(image)
+        record = _record(raw)
+        await self._thread(
+            write_atomic, os.path.join(self.imagedb, record.id.split(":", 1)[1]), raw, 0o600
+        )
+        self._images[record.id] = record
+        self._retained.pop(record.id, None)
+        if ref is not None:
+            await self._add_reference(record.id, ref)
         return record.id
 
     async def _add_reference(self, image_id: str, ref: Reference) -> None:

@@ -334,6 +334,7 @@ class Runtime:
         socket_name: Optional[str] = None,
         name: Optional[str] = None,
         log_size_max: Optional[int] = None,
+        runtime_args: Sequence[str] = (),
     ) -> List[str]:
         """conmon's command line (argv[0] included) for L{create}."""
         bundle = os.path.abspath(bundle)
@@ -352,6 +353,9 @@ class Runtime:
             "--socket-dir-path", os.path.abspath(socket_dir),
             "--runtime-arg", "--root=" + self.state_root,
         ]  # fmt: skip
+        # runc's global options (e.g. --criu=PATH for a restore).
+        for arg in runtime_args:
+            args += ["--runtime-arg", arg]
         if persist_dir:
             args += ["--persist-dir", os.path.abspath(persist_dir)]
         if terminal:
@@ -384,6 +388,7 @@ class Runtime:
         socket_name: Optional[str] = None,
         name: Optional[str] = None,
         log_size_max: Optional[int] = None,
+        runtime_args: Sequence[str] = (),
     ) -> int:
         """Create the container under a new conmon; its pid once runc made it.
 
@@ -408,6 +413,7 @@ class Runtime:
             socket_name=socket_name,
             name=name,
             log_size_max=log_size_max,
+            runtime_args=runtime_args,
         )
         for directory in (exit_dir, socket_dir, self.state_root):
             os.makedirs(directory, mode=0o711, exist_ok=True)
@@ -1000,6 +1006,45 @@ def _read_log(path: str, since: Optional[int], until: Optional[int], tail: Optio
     return entries, end
 
 
+class LogChunks:
+    """A log read piece by piece from an offset, for streaming it at the
+    client's pace: each L{read} (run it in a thread) returns the entries of
+    the next block and whether the end of the complete lines was reached."""
+
+    def __init__(self, path: str, offset: int = 0) -> None:
+        self.path = path
+        self.offset = offset
+        self._assembler = _Assembler()
+        self._remainder = b""
+
+    def read(self, limit: int = _READ_BLOCK) -> Tuple[List[LogEntry], bool]:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return [], True
+        with f:
+            end = _whole_lines_end(f, os.fstat(f.fileno()).st_size)
+            start = self.offset + len(self._remainder)
+            if start >= end:
+                return [], True
+            f.seek(start)
+            chunk = f.read(min(limit, end - start))
+        data = self._remainder + chunk
+        lines = data.split(b"\n")
+        self._remainder = lines.pop()
+        entries = []
+        for line in lines:
+            self.offset += len(line) + 1
+            entry = self._assembler.feed(line, self.offset)
+            if entry is not None:
+                entries.append(entry)
+        return entries, start + len(chunk) >= end
+
+    def partial(self) -> List[LogEntry]:
+        """Partial lines held back at the end (the container has stopped)."""
+        return self._assembler.flush(self.offset)
+
+
 class LogReader:
     """A container's C{k8s-file} log: read in a thread, followed through
     inotify."""
@@ -1097,8 +1142,21 @@ class LogFollower:
             self._read_available(reopen=True)
         self._schedule()
 
+    _paused = False
+
+    def pause(self) -> None:
+        """The reader of the entries is behind: read no more until L{resume}."""
+        self._paused = True
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+
+    def resume(self) -> None:
+        self._paused = False
+        self._schedule()
+
     def _schedule(self) -> None:
-        if self._scheduled is None and not self._finished:
+        if self._scheduled is None and not self._finished and not self._paused:
             self._scheduled = self.reactor.callLater(0, self._run)
 
     def _run(self) -> None:

@@ -84,11 +84,15 @@ class SystemBackend:
         settings: SystemSettings,
         events: EventLog,
         inventories: Sequence = (),
+        criu=None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
         self.events = events
         self.inventories = list(inventories)
+        #: The daemon's L{criu.Criu}: with --experimental, /info warns when
+        #: it does not work (checkpoints are unavailable then).
+        self.criu = criu
         self._components = Once(self._probe_components)
 
     async def _probe_components(self) -> Dict[str, host.Component]:
@@ -139,6 +143,13 @@ class SystemBackend:
             warnings.append("WARNING: runc not found: containers cannot run")
         if not components["conmon"].found:
             warnings.append("WARNING: conmon not found: containers cannot run")
+        if s.experimental and self.criu is not None:
+            criu_status = await self.criu.status()
+            if not criu_status.works:
+                warnings.append(
+                    "WARNING: CRIU does not work: checkpoint and restore are unavailable: "
+                    + criu_status.problem
+                )
         info = {"ID": s.daemon_id}
         info.update(self._counts())
         info.update(

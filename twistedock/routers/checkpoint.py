@@ -1,15 +1,164 @@
 """The checkpoint router (experimental). Registered before the container router
 so that DELETE /containers/{name}/checkpoints/{checkpoint} is not taken by
-DELETE /containers/{name:.*}. Not served yet."""
+DELETE /containers/{name:.*}.
 
+dockerd 20.10 answers these routes' failures as plain errors (500), decodes
+the create body with Go's C{json.Decoder} (its messages are reproduced by
+L{decode_create_options}), and lists checkpoints as C{[{"Name": ...}]}, or
+C{null} when there are none.  Restoring is C{POST /containers/{name}/start}
+with C{checkpoint} (and C{checkpoint-dir}), served by the container router."""
+
+import json
+from typing import Any, Dict
+
+from zope.interface import Interface
+
+from ..errors import InternalError, InvalidParameter, NotImplementedYet
+from ..server.httputils import APIRequest
 from ..server.routing import route
 from . import Router
 
 ROUTES = (
-    route("GET", "/containers/{name:.*}/checkpoints", None, experimental=True),
-    route("POST", "/containers/{name:.*}/checkpoints", None, experimental=True),
-    route("DELETE", "/containers/{name}/checkpoints/{checkpoint}", None, experimental=True),
+    route("GET", "/containers/{name:.*}/checkpoints", "get_container_checkpoints", experimental=True),
+    route("POST", "/containers/{name:.*}/checkpoints", "post_container_checkpoint", experimental=True),
+    route(
+        "DELETE",
+        "/containers/{name}/checkpoints/{checkpoint}",
+        "delete_container_checkpoint",
+        experimental=True,
+    ),
+    # Beyond dockerd: a checkpoint that travels between daemons.
+    route(
+        "GET",
+        "/containers/{name}/checkpoints/{checkpoint}/export",
+        "get_container_checkpoint_export",
+        experimental=True,
+    ),
+    route("POST", "/containers/checkpoints/import", "post_container_checkpoint_import", experimental=True),
 )
+
+
+class ICheckpointBackend(Interface):
+    """What the checkpoint router asks of the daemon (all async)."""
+
+    def list(name, directory):
+        """The checkpoints of container C{name}: C{[{"Name": ...}]}, or None
+        when there are none; C{directory} ("" for the container's own)."""
+
+    def create(name, options):
+        """Checkpoint C{name}: C{options} has CheckpointID, CheckpointDir
+        and Exit (stop the container once checkpointed)."""
+
+    def delete(name, checkpoint_id, directory):
+        """Remove a checkpoint."""
+
+    def export(name, checkpoint_id):
+        """A tar stream (C{write_to(consumer, flow)}, C{close()}) of the
+        checkpoint, the container's record and its root filesystem changes."""
+
+    def import_checkpoint(content, name, api_version):
+        """Create a container and its checkpoint from an export tar
+        (C{content}, a file); C{{"Id": ..., "Checkpoint": ...}}."""
+
+
+#: The create body: types.CheckpointCreateOptions's fields and Go types.
+CREATE_FIELDS = {"CheckpointID": str, "CheckpointDir": str, "Exit": bool}
+CREATE_TYPE = "types.CheckpointCreateOptions"
+
+
+def _go_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+_SYNTAX = {
+    "Expecting value": "looking for beginning of value",
+    "Expecting ',' delimiter": None,  # depends on where: object or array
+    "Expecting ':' delimiter": "after object key",
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+}
+
+
+def _syntax_error(text: str, error: json.JSONDecodeError) -> str:
+    """Go's json.Decoder message for a document Python could not parse."""
+    rest = text[error.pos :]
+    if not rest.strip():
+        return "unexpected EOF"
+    char = rest[0]
+    where = _SYNTAX.get(error.msg, "looking for beginning of value")
+    if where is None:
+        # Inside an object (after a value) or an array: look back.
+        depth = []
+        in_string = escape = False
+        for ch in text[: error.pos]:
+            if in_string:
+                if escape:
+                    escape = False
+                elif ch == "\\":
+                    escape = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "{[":
+                depth.append(ch)
+            elif ch in "}]" and depth:
+                depth.pop()
+        where = "after array element" if depth and depth[-1] == "[" else "after object key:value pair"
+    shown = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char, char)
+    if char == "'":
+        shown = "\\'"
+    return "invalid character '%s' %s" % (shown, where)
+
+
+def decode_create_options(body: bytes, content_type: str = "") -> Dict[str, Any]:
+    """The checkpoint create body as dockerd decodes it (the first JSON
+    value; unknown fields ignored, names matched regardless of case; a
+    form-encoded body is consumed by the form parser, as in Go)."""
+    options: Dict[str, Any] = {"CheckpointID": "", "CheckpointDir": "", "Exit": False}
+    if (content_type or "").split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+        body = b""
+    text = body.decode("utf-8", "replace")
+    stripped = text.lstrip()
+    if not stripped:
+        raise InternalError("EOF")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError as e:
+        raise InternalError(_syntax_error(stripped, e))
+    if value is None:
+        return options
+    if not isinstance(value, dict):
+        raise InternalError(
+            "json: cannot unmarshal %s into Go value of type %s" % (_go_kind(value), CREATE_TYPE)
+        )
+    error = None
+    for key, item in value.items():
+        field = key if key in CREATE_FIELDS else next(
+            (f for f in CREATE_FIELDS if f.lower() == key.lower()), None
+        )
+        if field is None or item is None:
+            continue
+        wanted = CREATE_FIELDS[field]
+        if isinstance(item, wanted) and not (wanted is not bool and isinstance(item, bool)):
+            options[field] = item
+        elif error is None:
+            error = "json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (
+                _go_kind(item),
+                CREATE_TYPE.split(".")[-1],
+                field,
+                "bool" if wanted is bool else "string",
+            )
+    if error is not None:
+        raise InternalError(error)
+    return options
 
 
 class CheckpointRouter(Router):
@@ -18,3 +167,41 @@ class CheckpointRouter(Router):
 
     def __init__(self, backend=None) -> None:
         self.backend = backend
+
+    def _backend(self):
+        if self.backend is None:
+            raise NotImplementedYet("checkpoints are not available in this daemon")
+        return self.backend
+
+    async def get_container_checkpoints(self, req: APIRequest) -> None:
+        backend = self._backend()
+        req.write_json(await backend.list(req.vars["name"], req.query("dir", "") or ""))
+
+    async def post_container_checkpoint(self, req: APIRequest) -> None:
+        backend = self._backend()
+        options = decode_create_options(req.body(), req.header("Content-Type") or "")
+        await backend.create(req.vars["name"], options)
+        req.write_status(201)
+
+    async def delete_container_checkpoint(self, req: APIRequest) -> None:
+        backend = self._backend()
+        await backend.delete(req.vars["name"], req.vars["checkpoint"], req.query("dir", "") or "")
+        req.write_status(204)
+
+    async def get_container_checkpoint_export(self, req: APIRequest) -> None:
+        backend = self._backend()
+        stream = await backend.export(req.vars["name"], req.vars["checkpoint"])
+        try:
+            flow = req.start_stream("application/x-tar")
+            await stream.write_to(req.request, flow)
+        finally:
+            stream.close()
+
+    async def post_container_checkpoint_import(self, req: APIRequest) -> None:
+        backend = self._backend()
+        content = req.request.content
+        if content is None:
+            raise InvalidParameter("a checkpoint archive (tar) is required as the body")
+        content.seek(0)
+        result = await backend.import_checkpoint(content, req.query("name", "") or "", req.version)
+        req.write_json(result, status=201)

@@ -1,29 +1,29 @@
-"""The container router: lifecycle, logs, attach, and (not yet) exec and archives."""
+"""The container router: life cycle, logs, attach, exec, archives, export, changes and commit."""
 
 from typing import Optional
 
 from zope.interface import Interface
 
-from ..errors import InvalidParameter
+from ..errors import DockerError, InvalidParameter
 from ..server import versions
-from ..server.hijack import hijack
+from ..server.hijack import hijack, hijack_error, websocket
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from ..streams import MULTIPLEXED, RAW, StdWriter
 from . import Router
 
 ROUTES = (
-    route("HEAD", "/containers/{name:.*}/archive", None),
+    route("HEAD", "/containers/{name:.*}/archive", "head_containers_archive"),
     route("GET", "/containers/json", "get_containers_json"),
-    route("GET", "/containers/{name:.*}/export", None),
-    route("GET", "/containers/{name:.*}/changes", None),
+    route("GET", "/containers/{name:.*}/export", "get_containers_export"),
+    route("GET", "/containers/{name:.*}/changes", "get_containers_changes"),
     route("GET", "/containers/{name:.*}/json", "get_containers_by_name"),
     route("GET", "/containers/{name:.*}/top", "get_containers_top"),
     route("GET", "/containers/{name:.*}/logs", "get_containers_logs"),
     route("GET", "/containers/{name:.*}/stats", None),
-    route("GET", "/containers/{name:.*}/attach/ws", None),
-    route("GET", "/exec/{id:.*}/json", None),
-    route("GET", "/containers/{name:.*}/archive", None),
+    route("GET", "/containers/{name:.*}/attach/ws", "ws_containers_attach"),
+    route("GET", "/exec/{id:.*}/json", "get_exec_by_id"),
+    route("GET", "/containers/{name:.*}/archive", "get_containers_archive"),
     route("POST", "/containers/create", "post_containers_create"),
     route("POST", "/containers/{name:.*}/kill", "post_containers_kill"),
     route("POST", "/containers/{name:.*}/pause", "post_containers_pause"),
@@ -34,14 +34,14 @@ ROUTES = (
     route("POST", "/containers/{name:.*}/wait", "post_containers_wait"),
     route("POST", "/containers/{name:.*}/resize", "post_containers_resize"),
     route("POST", "/containers/{name:.*}/attach", "post_containers_attach"),
-    route("POST", "/containers/{name:.*}/exec", None),
-    route("POST", "/exec/{name:.*}/start", None),
-    route("POST", "/exec/{name:.*}/resize", None),
+    route("POST", "/containers/{name:.*}/exec", "post_container_exec_create"),
+    route("POST", "/exec/{name:.*}/start", "post_container_exec_start"),
+    route("POST", "/exec/{name:.*}/resize", "post_container_exec_resize"),
     route("POST", "/containers/{name:.*}/rename", "post_container_rename"),
     route("POST", "/containers/{name:.*}/update", "post_container_update"),
     route("POST", "/containers/prune", "post_containers_prune", min_version="1.25"),
-    route("POST", "/commit", None),
-    route("PUT", "/containers/{name:.*}/archive", None),
+    route("POST", "/commit", "post_commit"),
+    route("PUT", "/containers/{name:.*}/archive", "put_containers_archive"),
     route("DELETE", "/containers/{name:.*}", "delete_containers"),
 )
 
@@ -55,8 +55,9 @@ class IContainerBackend(Interface):
     def create(name, config, host_config, networking_config, api_version):
         """Create a container: C{{"Id": ..., "Warnings": [...]}}."""
 
-    def start(name):
-        """Start a created or stopped container (NotModified if running)."""
+    def start(name, checkpoint="", checkpoint_dir=""):
+        """Start a created or stopped container (NotModified if running);
+        with C{checkpoint}, restore it from that checkpoint."""
 
     def stop(name, signal, timeout):
         """Stop: the stop signal, then SIGKILL after C{timeout} seconds."""
@@ -100,8 +101,9 @@ class IContainerBackend(Interface):
     def tty(name):
         """Whether the container has a TTY (sync; NotFound if no such container)."""
 
-    def logs(name, options, write):
-        """Call C{write(stream, data)} for each log entry; follow if asked."""
+    def logs(name, options, writer):
+        """Write each log entry with C{writer.write(stream, data)}, at the
+        pace of C{writer.flow}; follow if asked."""
 
     def attach(name, options, stream):
         """Join C{stream} (a hijacked connection) to the container's stdio."""
@@ -111,6 +113,56 @@ class IContainerBackend(Interface):
 
     def resize(name, height, width):
         """Resize the container's TTY."""
+
+
+class ICopyBackend(Interface):
+    """What the archive, export, changes and commit routes ask of the
+    daemon (moby's copyBackend, plus commit).  All async."""
+
+    def stat_path(name, path):
+        """C{path} in the container, stat-ed: C{{"name", "size", "mode",
+        "mtime", "linkTarget"}} (NotFound if it does not exist)."""
+
+    def archive_path(name, path):
+        """C{(stat, stream)}: the stat as L{stat_path}, and a tar stream of
+        the path (C{stream.write_to(consumer, flow)}, C{stream.close()})."""
+
+    def extract_to_dir(name, path, no_overwrite_dir_non_dir, copy_uid_gid, content):
+        """Unpack the tar C{content} (a file) into the directory C{path}."""
+
+    def export(name):
+        """A tar stream of the container's whole root filesystem."""
+
+    def changes(name):
+        """C{[{"Path", "Kind"}]}: the container's changes to its image (or None)."""
+
+    def commit(name, options):
+        """Make an image of the container (options: repo, tag, author,
+        comment, changes, pause, config): its ID."""
+
+
+class IExecBackend(Interface):
+    """What the exec routes ask of the daemon (moby's execBackend). Methods
+    are async unless said otherwise."""
+
+    def create_exec(name, config):
+        """Set up an exec (the request's ExecOptions) in the running
+        container C{name}: its ID."""
+
+    def inspect_exec(exec_id):
+        """The exec as C{GET /exec/{id}/json} shows it (sync)."""
+
+    def check_exec(exec_id):
+        """Refuse a start or resize before anything is written (sync):
+        NotFound, or Conflict when the exec's container does not run."""
+
+    def start_exec(exec_id, stream, console_size):
+        """Run the exec.  With C{stream} (a hijacked connection), join it to
+        the exec's stdio and return once the exec ended and its output was
+        written (or the client left); with None, return once it runs."""
+
+    def resize_exec(exec_id, height, width):
+        """Resize the exec's TTY."""
 
 
 def _timeout(req: APIRequest) -> Optional[int]:
@@ -181,11 +233,14 @@ class ContainerRouter(Router):
                 "starting container with non-empty request body was deprecated since "
                 "API v1.22 and removed in v1.24"
             )
-        if req.query("checkpoint"):
-            from ..errors import NotImplementedYet
-
-            raise NotImplementedYet("restoring from a checkpoint is not implemented yet")
-        await self.backend.start(req.vars["name"])
+        checkpoint = req.query("checkpoint") or ""
+        if checkpoint:
+            # Restore from a checkpoint (experimental, as in dockerd).
+            await self.backend.start(
+                req.vars["name"], checkpoint=checkpoint, checkpoint_dir=req.query("checkpoint-dir") or ""
+            )
+        else:
+            await self.backend.start(req.vars["name"])
         req.write_status(204)
 
     async def post_containers_stop(self, req: APIRequest) -> None:
@@ -265,9 +320,9 @@ class ContainerRouter(Router):
         tty = self.backend.tty(name)
         multiplexed = not tty
         content_type = MULTIPLEXED if multiplexed and not versions.less_than(req.version, "1.42") else RAW
-        req.start_stream(content_type)
-        writer = StdWriter(req.write, multiplexed)
-        await self.backend.logs(name, options, writer.write)
+        flow = req.start_stream(content_type)
+        writer = StdWriter(req.write, multiplexed, flow)
+        await self.backend.logs(name, options, writer)
 
     async def post_containers_attach(self, req: APIRequest) -> None:
         name = req.vars["name"]
@@ -279,13 +334,239 @@ class ContainerRouter(Router):
             "logs": req.bool_query("logs"),
             "detach_keys": req.query("detachKeys", ""),
         }
-        self.backend.check_attach(name, options)
-        tty = self.backend.tty(name)
+        try:
+            self.backend.check_attach(name, options)
+            tty = self.backend.tty(name)
+        except DockerError as e:
+            # dockerd answers a failed attach on the taken-over connection.
+            hijack_error(req, e.status, str(e))
+            return
         multiplexed = not tty and not versions.less_than(req.version, "1.42")
         stream = hijack(req, MULTIPLEXED if multiplexed else RAW)
         stream.framed = not tty
         await self.backend.attach(name, options, stream)
 
+    async def ws_containers_attach(self, req: APIRequest) -> None:
+        name = req.vars["name"]
+        forced = versions.less_than(req.version, "1.42")
+        options = {
+            "stream": req.bool_query("stream"),
+            "stdin": forced or req.bool_query("stdin"),
+            "stdout": forced or req.bool_query("stdout"),
+            "stderr": forced or req.bool_query("stderr"),
+            "logs": req.bool_query("logs"),
+            "detach_keys": req.query("detachKeys", ""),
+        }
+        self.backend.check_attach(name, options)
+        stream = websocket(req, binary=not versions.less_than(req.version, "1.28"))
+        await stream.opened
+        if stream.lost:
+            return
+        await self.backend.attach(name, options, stream)
+
     # -- exec handlers ------------------------------------------------------
 
+    #: The request bodies of exec create and start, as Go decodes them.
+    EXEC_OPTIONS = {
+        "User": "string", "Privileged": "bool", "Tty": "bool", "ConsoleSize": "[2]uint",
+        "AttachStdin": "bool", "AttachStderr": "bool", "AttachStdout": "bool",
+        "DetachKeys": "string", "Env": "[]string", "WorkingDir": "string",
+        "Cmd": "[]string", "Detach": "bool",
+    }  # fmt: skip
+    EXEC_START_OPTIONS = {"Detach": "bool", "Tty": "bool", "ConsoleSize": "[2]uint"}
+
+    def _exec_backend(self):
+        if self.execs is None:
+            from ..errors import NotImplementedYet
+
+            raise NotImplementedYet("exec is not available in this daemon")
+        return self.execs
+
+    @staticmethod
+    def _exec_options(body, struct: str, fields: dict) -> dict:
+        """A JSON body decoded as Go decodes it into C{container.STRUCT}:
+        field names matched regardless of case, unknown ones ignored, the
+        first value of a wrong type refused."""
+
+        def kind(value) -> str:
+            if isinstance(value, bool):
+                return "bool"
+            if isinstance(value, (int, float)):
+                return "number"
+            if isinstance(value, str):
+                return "string"
+            return "array" if isinstance(value, list) else "object"
+
+        def problem(value, wanted: str):
+            if wanted in ("string", "bool"):
+                return None if kind(value) == wanted else (kind(value), wanted)
+            if not isinstance(value, list):
+                return kind(value), wanted
+            element = "string" if wanted == "[]string" else "uint"
+            for item in value:
+                if item is None:
+                    continue
+                if kind(item) != ("string" if element == "string" else "number"):
+                    return kind(item), element
+                if element == "uint" and (item < 0 or item != int(item) or item > 0xFFFFFFFFFFFFFFFF):
+                    return "number %s" % (item,), element
+            return None
+
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise InvalidParameter(
+                "invalid JSON: json: cannot unmarshal %s into Go value of type container.%s"
+                % (kind(body), struct)
+            )
+        options = {}
+        for key, value in body.items():
+            name = key if key in fields else next((f for f in fields if f.lower() == key.lower()), None)
+            if name is None or value is None:
+                continue
+            wrong = problem(value, fields[name])
+            if wrong is not None:
+                raise InvalidParameter(
+                    "invalid JSON: json: cannot unmarshal %s into Go struct field %s.%s of type %s"
+                    % (wrong[0], struct, name, wrong[1])
+                )
+            if fields[name] == "[2]uint":
+                value = [int(v or 0) for v in (list(value) + [0, 0])[:2]]
+            elif fields[name] == "[]string":
+                value = [v or "" for v in value]
+            options[name] = value
+        return options
+
+    async def get_exec_by_id(self, req: APIRequest) -> None:
+        req.write_json(self._exec_backend().inspect_exec(req.vars["id"]))
+
+    async def post_container_exec_create(self, req: APIRequest) -> None:
+        execs = self._exec_backend()
+        options = self._exec_options(req.json_body({}), "ExecOptions", self.EXEC_OPTIONS)
+        if not options.get("Cmd"):
+            raise InvalidParameter("No exec command specified")
+        if versions.less_than(req.version, "1.42"):
+            options.pop("ConsoleSize", None)
+        exec_id = await execs.create_exec(req.vars["name"], options)
+        req.write_json({"Id": exec_id}, status=201)
+
+    async def post_container_exec_start(self, req: APIRequest) -> None:
+        execs = self._exec_backend()
+        options = self._exec_options(req.json_body({}), "ExecStartOptions", self.EXEC_START_OPTIONS)
+        name = req.vars["name"]
+        execs.check_exec(name)
+        tty = bool(options.get("Tty"))
+        console_size = options.get("ConsoleSize")
+        if versions.less_than(req.version, "1.42") or not tty:
+            console_size = None
+        if options.get("Detach"):
+            await execs.start_exec(name, None, console_size)
+            req.write_status(200)
+            return
+        # Framing follows the start request's Tty, as dockerd's.
+        multiplexed = not tty and not versions.less_than(req.version, "1.42")
+        stream = hijack(req, MULTIPLEXED if multiplexed else RAW)
+        stream.framed = not tty
+        try:
+            await execs.start_exec(name, stream, console_size)
+        except DockerError as e:
+            # Too late for a status: dockerd writes the error as output.
+            from ..streams import STDOUT
+
+            stream.write(STDOUT, (str(e) + "\r\n").encode("utf-8"))
+        finally:
+            stream.close()
+
+    async def post_container_exec_resize(self, req: APIRequest) -> None:
+        execs = self._exec_backend()
+        height = _resize_value(req, "h", "height")
+        width = _resize_value(req, "w", "width")
+        await execs.resize_exec(req.vars["name"], height, width)
+        req.write_status(200)
+
     # -- archive, export, changes and commit handlers ------------------------
+
+    def _copy_backend(self):
+        if self.copies is None:
+            from ..errors import NotImplementedYet
+
+            raise NotImplementedYet("archives are not available in this daemon")
+        return self.copies
+
+    @staticmethod
+    def _archive_path(req: APIRequest) -> str:
+        path = req.query("path") or ""
+        if not path:
+            # dockerd 20.10's message, missing space included.
+            raise InvalidParameter("bad parameter: pathcannot be empty")
+        return path
+
+    @staticmethod
+    def _set_path_stat(req: APIRequest, stat: dict) -> None:
+        """X-Docker-Container-Path-Stat: base64 (standard) of Go's JSON."""
+        import base64
+        import json
+
+        text = json.dumps(stat, separators=(",", ":"), ensure_ascii=False)
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        req.set_header(
+            "X-Docker-Container-Path-Stat", base64.b64encode(text.encode("utf-8")).decode("ascii")
+        )
+
+    async def head_containers_archive(self, req: APIRequest) -> None:
+        path = self._archive_path(req)
+        stat = await self._copy_backend().stat_path(req.vars["name"], path)
+        self._set_path_stat(req, stat)
+        req.write_status(200)
+
+    async def get_containers_archive(self, req: APIRequest) -> None:
+        path = self._archive_path(req)
+        stat, stream = await self._copy_backend().archive_path(req.vars["name"], path)
+        try:
+            self._set_path_stat(req, stat)
+            flow = req.start_stream("application/x-tar")
+            await stream.write_to(req.request, flow)
+        finally:
+            stream.close()
+
+    async def put_containers_archive(self, req: APIRequest) -> None:
+        path = self._archive_path(req)
+        await self._copy_backend().extract_to_dir(
+            req.vars["name"],
+            path,
+            req.bool_query("noOverwriteDirNonDir"),
+            req.bool_query("copyUIDGID"),
+            req.request.content,
+        )
+        req.write_status(200)
+
+    async def get_containers_export(self, req: APIRequest) -> None:
+        stream = await self._copy_backend().export(req.vars["name"])
+        try:
+            flow = req.start_stream("application/octet-stream")
+            await stream.write_to(req.request, flow)
+        finally:
+            stream.close()
+
+    async def get_containers_changes(self, req: APIRequest) -> None:
+        req.write_json(await self._copy_backend().changes(req.vars["name"]))
+
+    async def post_commit(self, req: APIRequest) -> None:
+        copies = self._copy_backend()
+        config = req.json_body()
+        if config is not None and not isinstance(config, dict):
+            raise InvalidParameter("invalid JSON: the body must be an object")
+        pause = req.bool_query("pause")
+        if not req.query("pause") and not versions.less_than(req.version, "1.13"):
+            pause = True
+        options = {
+            "repo": req.query("repo", ""),
+            "tag": req.query("tag", ""),
+            "author": req.query("author", ""),
+            "comment": req.query("comment", ""),
+            "changes": req.query_all("changes"),
+            "pause": pause,
+            "config": config,
+        }
+        image_id = await copies.commit(req.query("container", ""), options)
+        req.write_json({"Id": image_id}, status=201)

@@ -9,7 +9,7 @@ This is the one place that knows how twisted.web's connection is taken over
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -22,11 +22,17 @@ _REASONS = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Interna
             501: "Not Implemented", 503: "Service Unavailable"}
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class HijackedStream(Protocol):
-    """A taken-over connection: client bytes in (stdin), container output out."""
+    """A taken-over connection: client bytes in (stdin), container output out.
+
+    It is its transport's producer: when the client falls behind, the
+    sources of the output (see L{add_source}) are paused until it catches up,
+    so a fast container and a slow client cannot fill the daemon's memory."""
 
     def __init__(self) -> None:
+        self._sources = []
+        self.paused = False
         #: Frame output with the stdcopy header (containers without a TTY).
         self.framed = False
         self.on_input: Optional[Callable[[bytes], None]] = None
@@ -72,6 +78,27 @@ class HijackedStream(Protocol):
         if self._input_ended:
             on_input_closed()
 
+    # -- backpressure ---------------------------------------------------
+
+    def add_source(self, pause, resume) -> None:
+        """Pause and resume what produces this stream's output."""
+        self._sources.append((pause, resume))
+        if self.paused:
+            pause()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        for pause, _ in list(self._sources):
+            pause()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        for _, resume in list(self._sources):
+            resume()
+
+    def stopProducing(self) -> None:
+        self.close()
+
     # -- to the client --------------------------------------------------
 
     @property
@@ -107,9 +134,13 @@ def _take_over(req: APIRequest, protocol: Protocol):
         pass
     if isinstance(transport, ProtocolWrapper):
         transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol  # TLS wrapping the socket
     else:
         transport.protocol = protocol
     protocol.makeConnection(transport)
+    if IPushProducer.providedBy(protocol):
+        transport.registerProducer(protocol, True)
     transport.resumeProducing()
     return transport
 
@@ -149,3 +180,107 @@ def hijack_error(req: APIRequest, status: int, message: str) -> None:
         % (status, _REASONS.get(status, "Error").encode(), RAW.encode(), message.encode("utf-8"))
     )
     transport.loseConnection()
+
+
+class WebSocketStream:
+    """The websocket side of C{GET /containers/{id}/attach/ws}: what the
+    attach code writes to a L{HijackedStream} goes out as websocket messages
+    (binary from API 1.28, text before; never multiplexed), and messages in
+    are the container's stdin.  autobahn's WebSocketResource takes the
+    connection over from twisted.web."""
+
+    framed = False
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+        self.protocol = None
+        self.closed = Deferred()
+        self.opened = Deferred()
+        self.on_input = None
+        self.on_input_closed = None
+        self._buffered = []
+        self._lost = False
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def write(self, stream: int, data: bytes) -> None:
+        if self.protocol is not None and not self._lost and data:
+            self.protocol.sendMessage(data, isBinary=self.binary)
+
+    def write_raw(self, data: bytes) -> None:
+        self.write(1, data)
+
+    def read_input(self, on_input, on_input_closed) -> None:
+        self.on_input, self.on_input_closed = on_input, on_input_closed
+        buffered, self._buffered = self._buffered, []
+        for data in buffered:
+            on_input(data)
+        if self._lost:
+            on_input_closed()
+
+    def add_source(self, pause, resume) -> None:
+        if self.protocol is not None:
+            self.protocol.pausing.append((pause, resume))
+
+    def close(self) -> None:
+        if self.protocol is not None and not self._lost:
+            self.protocol.sendClose()
+
+    # from the protocol
+    def _message(self, payload: bytes) -> None:
+        if self.on_input is None:
+            self._buffered.append(payload)
+        else:
+            self.on_input(payload)
+
+    def _gone(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self.on_input_closed is not None:
+            self.on_input_closed()
+        self.closed.callback(None)
+
+
+def websocket(req: APIRequest, binary: bool) -> WebSocketStream:
+    """Take C{req}'s connection over as a websocket (autobahn does the handshake)."""
+    from autobahn.twisted.resource import WebSocketResource
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    stream = WebSocketStream(binary)
+
+    class AttachProtocol(WebSocketServerProtocol):
+        def __init__(self):
+            super().__init__()
+            self.pausing = []
+
+        def onOpen(self):
+            stream.protocol = self
+            if not stream.opened.called:
+                stream.opened.callback(stream)
+
+        def onMessage(self, payload, isBinary):
+            stream._message(payload)
+
+        def onClose(self, wasClean, code, reason):
+            stream._gone()
+            if not stream.opened.called:
+                stream.opened.callback(stream)
+
+        def pauseProducing(self):
+            super().pauseProducing()
+            for pause, _ in self.pausing:
+                pause()
+
+        def resumeProducing(self):
+            super().resumeProducing()
+            for _, resume in self.pausing:
+                resume()
+
+    factory = WebSocketServerFactory()
+    factory.protocol = AttachProtocol
+    req.hijacked = True
+    WebSocketResource(factory).render(req.request)
+    return stream

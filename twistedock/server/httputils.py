@@ -7,7 +7,10 @@ JSON, empty and streamed answers a handler gives.
 import json
 from typing import Any, Dict, List, Optional
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from ..errors import InvalidParameter
 from ..filters import Filters
@@ -27,6 +30,45 @@ def bool_value(value: Optional[str]) -> bool:
     return value.strip().lower() not in ("", "0", "no", "false", "none")
 
 
+@implementer(IPushProducer)
+class Flow:
+    """Backpressure for a streamed answer: registered as the transport's
+    producer, it is paused while the client is behind, and lets the writer
+    wait until it is not (C{writable}) or be told (C{listeners})."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self._waiting = []
+        #: (pause, resume) callables told when the client falls behind or catches up.
+        self.listeners = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        for pause, _ in list(self.listeners):
+            pause()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+        for _, resume in list(self.listeners):
+            resume()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+    def writable(self) -> Deferred:
+        """Fires once the client has room for more."""
+        if not self.paused:
+            return succeed(None)
+        d = Deferred(lambda d: d in self._waiting and self._waiting.remove(d))
+        self._waiting.append(d)
+        return d
+
+
 class APIRequest:
     """One API request as handlers see it: inputs parsed, answers written."""
 
@@ -42,6 +84,8 @@ class APIRequest:
         self.gone = False
         #: Set when the connection was taken over (attach, exec).
         self.hijacked = False
+        #: The backpressure of a streamed answer (see L{start_stream}).
+        self.flow: Optional[Flow] = None
 
     # -- inputs ---------------------------------------------------------
 
@@ -141,11 +185,15 @@ class APIRequest:
             self.request.setHeader("Content-Length", "0")
         self.request.write(b"")
 
-    def start_stream(self, content_type: str, status: int = 200) -> None:
-        """Send the status and headers now; the body follows in chunks."""
+    def start_stream(self, content_type: str, status: int = 200) -> Flow:
+        """Send the status and headers now; the body follows in chunks, at
+        the pace the returned L{Flow} allows."""
         self.request.setResponseCode(status)
         self.request.setHeader("Content-Type", content_type)
         self.request.write(b"")
+        self.flow = Flow()
+        self.request.registerProducer(self.flow, True)
+        return self.flow
 
     def write(self, data: bytes) -> None:
         self.request.write(data)

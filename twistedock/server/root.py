@@ -164,6 +164,9 @@ class APIResource(Resource):
         if not request.finished and not req.gone and not req.hijacked:
             if not request.startedWriting:
                 request.setHeader("Content-Length", "0")
+            if req.flow is not None:
+                # twisted.web wants a streamed answer's producer gone first.
+                request.unregisterProducer()
             request.finish()
 
     def _not_found(self, request):

@@ -1,0 +1,766 @@
+"""
+The checkpoint router and backend in process: the create body decoded as Go
+decodes it, the routes composed with an in-memory backend, the backend's
+runc invocations and bookkeeping with a fake runtime, CRIU found and
+checked with stand-in binaries, and the container backend's restore and
+"checkpointed" exit paths.
+"""
+
+import json
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from twistedock.backend import checkpoints as checkpoints_module
+from twistedock.backend.checkpoints import (
+    METADATA,
+    RUNC_OPTIONS,
+    CheckpointBackend,
+    RestorePlan,
+    checkpoint_dir,
+    criu_log_errors,
+)
+from twistedock.backend.container import Container, State
+from twistedock.backend.containers import ContainerBackend, _Run
+from twistedock.backend.criu import Criu, CriuStatus, find_criu
+from twistedock.backend.events import EventLog
+from twistedock.errors import InternalError, InvalidParameter, NotFound
+from twistedock.routers.checkpoint import ICheckpointBackend, decode_create_options
+from twistedock.server.middleware import APIConfig
+from twistedock.server.root import APIResource, compose
+
+from .memory import API, MemoryContainerBackend, result_of
+
+NAME_RULE = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+
+
+# -- the create body ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "EOF"),
+        (b"   \n", "EOF"),
+        (b"{", "unexpected EOF"),
+        (b'{"CheckpointID":"ok7", "Exit":false', "unexpected EOF"),
+        (b"x", "invalid character 'x' looking for beginning of value"),
+        (b'{"CheckpointID":"ok8" "Exit":false}', "invalid character '\"' after object key:value pair"),
+        (b"[]", "json: cannot unmarshal array into Go value of type types.CheckpointCreateOptions"),
+        (b'"str"', "json: cannot unmarshal string into Go value of type types.CheckpointCreateOptions"),
+        (b"12", "json: cannot unmarshal number into Go value of type types.CheckpointCreateOptions"),
+        (b"true", "json: cannot unmarshal bool into Go value of type types.CheckpointCreateOptions"),
+        (
+            b'{"CheckpointID":5}',
+            "json: cannot unmarshal number into Go struct field CheckpointCreateOptions.CheckpointID of type string",
+        ),
+        (
+            b'{"CheckpointID":"a","Exit":"yes"}',
+            "json: cannot unmarshal string into Go struct field CheckpointCreateOptions.Exit of type bool",
+        ),
+        (
+            b'{"CheckpointID":"a","Exit":0}',
+            "json: cannot unmarshal number into Go struct field CheckpointCreateOptions.Exit of type bool",
+        ),
+    ],
+)
+def test_create_body_errors_are_go_json_decoder_messages(body, message):
+    # What dockerd 20.10 answered for each (500).
+    with pytest.raises(InternalError) as e:
+        decode_create_options(body, "application/json")
+    assert str(e.value) == message
+
+
+def test_create_body_as_go_reads_it():
+    assert decode_create_options(b"null") == {"CheckpointID": "", "CheckpointDir": "", "Exit": False}
+    # Names match regardless of case, unknown fields and trailing data are ignored.
+    assert decode_create_options(b'{"checkpointid":"low","exit":true,"Unknown":1} trailing') == {
+        "CheckpointID": "low", "CheckpointDir": "", "Exit": True,
+    }
+    assert decode_create_options(b'{"CheckpointID":"a","Exit":null,"CheckpointDir":"/d"}') == {
+        "CheckpointID": "a", "CheckpointDir": "/d", "Exit": False,
+    }
+    # A form-encoded body is eaten by Go's form parser before the decoder runs.
+    with pytest.raises(InternalError, match="^EOF$"):
+        decode_create_options(b'{"CheckpointID":"a"}', "application/x-www-form-urlencoded")
+
+
+# -- the router ----------------------------------------------------------------------
+
+
+@implementer(ICheckpointBackend)
+class MemoryCheckpoints:
+    def __init__(self):
+        self.checkpoints = {}
+        self.calls = []
+
+    async def list(self, name, directory):
+        self.calls.append(("list", name, directory))
+        if name == "nope":
+            raise NotFound("No such container: nope")
+        found = sorted(self.checkpoints.get((name, directory), []))
+        return [{"Name": n} for n in found] or None
+
+    async def create(self, name, options):
+        self.calls.append(("create", name, options))
+        self.checkpoints.setdefault((name, options["CheckpointDir"]), []).append(options["CheckpointID"])
+
+    async def delete(self, name, checkpoint_id, directory):
+        self.calls.append(("delete", name, checkpoint_id, directory))
+        names = self.checkpoints.get((name, directory), [])
+        if checkpoint_id not in names:
+            raise InternalError("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+        names.remove(checkpoint_id)
+
+    async def export(self, name, checkpoint_id):
+        self.calls.append(("export", name, checkpoint_id))
+        raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+
+    async def import_checkpoint(self, content, name, api_version):
+        self.calls.append(("import", name, content.read()))
+        return {"Id": "f" * 64, "Checkpoint": "cp1"}
+
+
+class RestoringContainers(MemoryContainerBackend):
+    async def start(self, name, checkpoint="", checkpoint_dir=""):
+        self.calls.append(("start", name, checkpoint, checkpoint_dir))
+        await super().start(name)
+
+
+def checkpoint_api(experimental=True):
+    api = API(experimental=experimental)
+    backend = MemoryCheckpoints()
+    containers = RestoringContainers()
+    from twistedock.backend.swarm import InactiveCluster
+    from twistedock.daemon import build_routers
+    from treq.testing import StubTreq
+
+    routers = build_routers(api.clock, api.system, InactiveCluster(), containers=containers, checkpoints=backend)
+    api.resource = APIResource(compose(routers, APIConfig(experimental=experimental, debug=False)))
+    api.treq = StubTreq(api.resource)
+    api.containers = containers
+    return api, backend
+
+
+def test_memory_backend_provides_the_interface():
+    assert verifyObject(ICheckpointBackend, MemoryCheckpoints())
+
+
+@pytest.mark.route("GET", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("DELETE", "/containers/{name}/checkpoints/{checkpoint}")
+def test_routes_answer_as_dockerd():
+    api, backend = checkpoint_api()
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints")
+    assert (answer.code, answer.body) == (200, b"null\n")
+    answer = api.request("POST", "/v1.41/containers/web/checkpoints", json_body={"CheckpointID": "cp1", "Exit": True})
+    assert (answer.code, answer.body) == (201, b"")
+    assert backend.calls[-1] == ("create", "web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True})
+    api.request("POST", "/v1.41/containers/web/checkpoints", json_body={"CheckpointID": "a0"})
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints")
+    assert answer.json() == [{"Name": "a0"}, {"Name": "cp1"}]
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints?dir=/elsewhere")
+    assert answer.json() is None and backend.calls[-1] == ("list", "web", "/elsewhere")
+    answer = api.request("DELETE", "/v1.41/containers/web/checkpoints/cp1")
+    assert (answer.code, answer.body) == (204, b"")
+    answer = api.request("DELETE", "/v1.41/containers/web/checkpoints/cp1?dir=/d")
+    assert answer.code == 500
+    assert answer.json() == {"message": "checkpoint cp1 does not exist for container web"}
+    assert backend.calls[-1] == ("delete", "web", "cp1", "/d")
+    answer = api.request("GET", "/v1.41/containers/nope/checkpoints")
+    assert (answer.code, answer.json()) == (404, {"message": "No such container: nope"})
+    answer = api.request("POST", "/v1.41/containers/web/checkpoints", body=b"[]",
+                         headers={"Content-Type": "application/json"})
+    assert (answer.code, answer.json()) == (
+        500, {"message": "json: cannot unmarshal array into Go value of type types.CheckpointCreateOptions"}
+    )
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+def test_export_and_import_routes_are_ours():
+    """Not taken by the container router's /containers/{name:.*}/export,
+    nor by POST /containers/{name:.*}/checkpoints; experimental."""
+    api, backend = checkpoint_api()
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints/cp1/export")
+    assert (answer.code, answer.json()) == (404, {"message": "checkpoint cp1 does not exist for container web"})
+    assert backend.calls[-1] == ("export", "web", "cp1")
+    answer = api.request("POST", "/v1.41/containers/checkpoints/import?name=moved", body=b"TAR",
+                         headers={"Content-Type": "application/x-tar"})
+    assert (answer.code, answer.json()) == (201, {"Id": "f" * 64, "Checkpoint": "cp1"})
+    assert backend.calls[-1] == ("import", "moved", b"TAR")
+    api, backend = checkpoint_api(experimental=False)
+    answer = api.request("POST", "/v1.41/containers/checkpoints/import", body=b"TAR")
+    assert answer.code == 501 and not backend.calls
+
+
+@pytest.mark.route("DELETE", "/containers/{name}/checkpoints/{checkpoint}")
+def test_routes_are_experimental():
+    api, backend = checkpoint_api(experimental=False)
+    for method, path in (
+        ("GET", "/v1.41/containers/web/checkpoints"),
+        ("POST", "/v1.41/containers/web/checkpoints"),
+        ("DELETE", "/v1.41/containers/web/checkpoints/cp1"),
+    ):
+        answer = api.request(method, path)
+        assert answer.code == 501
+        assert answer.json()["message"].startswith("This experimental feature is disabled by default")
+    assert backend.calls == []
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_start_with_a_checkpoint_goes_to_the_backend():
+    api, backend = checkpoint_api()
+    result_of(ensureDeferred(api.containers.create("web", {}, {}, {}, "1.41")))
+    answer = api.request("POST", "/v1.41/containers/web/start?checkpoint=cp1&checkpoint-dir=/d")
+    assert answer.code == 204
+    assert api.containers.calls[-1] == ("start", "web", "cp1", "/d")
+    api.containers.containers["web"]["Running"] = False
+    api.request("POST", "/v1.41/containers/web/start")
+    assert api.containers.calls[-1] == ("start", "web", "", "")
+
+
+def test_router_without_a_backend_says_so():
+    api = API(experimental=True)
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints")
+    assert answer.code == 501
+
+
+# -- the backend, with a fake runtime --------------------------------------------------
+
+
+class FakeExits:
+    def __init__(self):
+        self.waiting = {}
+
+    def wait(self, container_id):
+        d = Deferred()
+        self.waiting.setdefault(container_id, []).append(d)
+        return d
+
+    def exit(self, container_id, code):
+        for d in self.waiting.pop(container_id, []):
+            if not d.called:
+                d.callback(code)
+
+
+class FakeRuntime:
+    """runc as seen by the checkpoint backend: C{exec_runc} records its
+    arguments and answers C{result} (a Deferred, to hold a call)."""
+
+    def __init__(self):
+        self.calls = []
+        self.result = None
+        self.pending = []
+
+    def exec_runc(self, args):
+        self.calls.append(list(args))
+        images = args[args.index("--image-path") + 1]
+        with open(os.path.join(images, "inventory.img"), "wb") as f:
+            f.write(b"images")
+        if self.result is None:
+            d = Deferred()
+            self.pending.append(d)
+            return d
+        return succeed(self.result)
+
+
+class FakeContainers:
+    """The parts of L{ContainerBackend} the checkpoint backend uses."""
+
+    def __init__(self, root):
+        self.root = root
+        self.containers = {}
+        self.names = {}
+        self._runs = {}
+        self._locks = {}
+        self.exits = FakeExits()
+        self.runtime = FakeRuntime()
+        self.events = []
+        self.finished = []
+
+    def add(self, name, running=True, tty=False):
+        ident = (name * 64)[:64]
+        directory = os.path.join(self.root, "containers", ident)
+        os.makedirs(directory)
+        c = Container(
+            id=ident, name="/" + name, created=1, image_id="sha256:img", config={"Image": "busybox", "Tty": tty},
+            host_config={}, path="sh", args=[], directory=directory,
+            state=State(running=running, pid=42 if running else 0),
+        )
+        self.containers[ident] = c
+        self.names[c.name] = ident
+        if running:
+            self._runs[ident] = _Run()
+        return c
+
+    def get(self, ref):
+        name = "/" + ref.lstrip("/")
+        if name in self.names:
+            return self.containers[self.names[name]]
+        raise NotFound("No such container: %s" % (ref,))
+
+    def _lock(self, c):
+        return self._locks.setdefault(c.id, DeferredLock())
+
+    def _thread(self, function, *args):
+        return succeed(function(*args))
+
+    def _now(self):
+        return 1_700_000_000_000_000_000
+
+    def _event(self, c, action, **extra):
+        self.events.append((c.name, action))
+
+    def bundle(self, c):
+        return os.path.join(self.root, "exec", c.id)
+
+    def overlay(self, c):
+        return {"MergedDir": os.path.join(self.root, "merged", c.id)}
+
+    async def _finish_run(self, c, code):
+        self.finished.append((c.name, code, self._runs[c.id].checkpointed))
+        self._runs.pop(c.id, None)
+        c.state.running = False
+        c.state.exit_code = code
+
+
+class FakeCriu:
+    def __init__(self, works=True):
+        self.works = works
+        self.checked = CriuStatus("/opt/criu", "4.1.1", works, "" if works else "/opt/criu failed \"criu check\": no")
+
+    async def require(self, what):
+        if not self.works:
+            raise InternalError("%s needs CRIU: %s" % (what, self.checked.problem))
+        return "/opt/criu"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    from twisted.internet.task import Clock
+
+    containers = FakeContainers(str(tmp_path))
+    os.makedirs(os.path.join(str(tmp_path), "exec"))
+    clock = Clock()
+    backend = CheckpointBackend(clock, containers, FakeCriu())
+    backend.clock = clock
+    return backend, containers
+
+
+def test_backend_provides_the_interface(fake):
+    assert verifyObject(ICheckpointBackend, fake[0])
+
+
+def failure_of(d):
+    results = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    from twisted.python.failure import Failure
+
+    assert isinstance(results[0], Failure), results[0]
+    return results[0].value
+
+
+def test_checkpoint_that_stops_the_container(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    containers.runtime.result = (b"", b"", 0)
+    d = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
+    directory = os.path.join(c.directory, "checkpoints", "cp1")
+    work = os.path.join(containers.bundle(c), "checkpoint-work")
+    assert containers.runtime.calls == [
+        ["--criu", "/opt/criu", "checkpoint", "--image-path", directory, "--work-path", work]
+        + list(RUNC_OPTIONS) + [c.id]
+    ]
+    # Not answered before the exit the checkpoint caused is recorded...
+    assert not d.called
+    assert c.manually_stopped and containers._runs[c.id].checkpointed
+    containers.exits.exit(c.id, 137)
+    result_of(d)
+    # ...as a checkpoint's exit, not a crash; then the event.
+    assert containers.finished == [("/web", 137, True)]
+    assert not c.state.running and c.state.exit_code == 137
+    assert containers.events == [("/web", "checkpoint")]
+    with open(os.path.join(directory, METADATA)) as f:
+        metadata = json.load(f)
+    assert metadata["Name"] == "cp1" and metadata["Exit"] is True and metadata["Terminal"] is False
+    assert metadata["Container"] == {"ID": c.id, "Name": "/web", "Image": "busybox", "ImageID": "sha256:img"}
+    assert metadata["RuncOptions"] == list(RUNC_OPTIONS)
+    assert metadata["CRIU"] == {"Path": "/opt/criu", "Version": "4.1.1"}
+    assert not os.path.exists(work)
+    assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "cp1"}]
+    # Marked until the next start: no restart policy revives it, even at boot.
+    assert os.path.exists(c.path_of("checkpointed"))
+
+
+def test_checkpoint_leaving_it_running(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    containers.runtime.result = (b"", b"", 0)
+    result_of(ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": False})))
+    assert "--leave-running" in containers.runtime.calls[0]
+    assert c.state.running and not c.manually_stopped and not containers._runs[c.id].checkpointed
+    assert containers.finished == [] and containers.events == [("/web", "checkpoint")]
+    assert not os.path.exists(c.path_of("checkpointed"))
+
+
+def test_checkpoint_that_fails_leaves_nothing(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    containers.runtime.result = (b"", b'time="x" level=error msg="criu failed: type NOTIFY errno 0"\n', 1)
+    work = os.path.join(containers.bundle(c), "checkpoint-work")
+    real_fresh = checkpoints_module._fresh_dir
+
+    def fresh(path):
+        real_fresh(path)
+        with open(os.path.join(path, "dump.log"), "w") as f:
+            f.write("(00.01) Warn (a.c:1): fine\n(00.02) Error (criu/sk-unix.c:12): unix: Can't dump socket\n")
+
+    checkpoints_module._fresh_dir = fresh
+    try:
+        error = failure_of(ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": True})))
+    finally:
+        checkpoints_module._fresh_dir = real_fresh
+    assert error.status == 500
+    assert str(error) == (
+        "Cannot checkpoint container web: criu failed: type NOTIFY errno 0: "
+        "Error (criu/sk-unix.c:12): unix: Can't dump socket"
+    )
+    assert not os.path.exists(os.path.join(c.directory, "checkpoints", "cp1"))
+    assert os.path.exists(os.path.join(work, "dump.log"))  # kept to look at
+    assert c.state.running and not c.manually_stopped and not containers._runs[c.id].checkpointed
+    assert containers.exits.waiting.get(c.id, []) == [] or all(d.called for d in containers.exits.waiting[c.id])
+    assert containers.events == []
+
+
+def test_refusals(fake):
+    backend, containers = fake
+    containers.add("web")
+    containers.add("off", running=False)
+    containers.runtime.result = (b"", b"", 0)
+
+    def refused(name, options):
+        return str(failure_of(ensureDeferred(backend.create(name, options))))
+
+    assert refused("nope", {"CheckpointID": "cp1"}) == "No such container: nope"
+    assert refused("off", {"CheckpointID": "cp1"}) == "Container off not running"
+    for bad in ("", "a", "-a", "a/b", ".."):
+        assert refused("web", {"CheckpointID": bad}) == (
+            "Invalid checkpoint ID (%s), only %s are allowed" % (bad, NAME_RULE)
+        )
+    result_of(ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": False})))
+    assert refused("web", {"CheckpointID": "cp1"}) == (
+        "cannot checkpoint container web: checkpoint with name cp1 already exists for container web"
+    )
+    assert containers.runtime.calls and len(containers.runtime.calls) == 1
+
+
+def test_without_criu_the_error_names_what_is_missing(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    backend.criu = FakeCriu(works=False)
+    error = failure_of(ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": True})))
+    assert (error.status, str(error)) == (
+        500, 'Cannot checkpoint container web: checkpoint needs CRIU: /opt/criu failed "criu check": no'
+    )
+    assert containers.runtime.calls == []
+    assert not os.path.exists(os.path.join(c.directory, "checkpoints", "cp1"))
+    # Listing and removing need no CRIU.
+    assert result_of(ensureDeferred(backend.list("web", ""))) is None
+
+
+def test_one_operation_at_a_time(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    first = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": True}))
+    second = ensureDeferred(backend.create("web", {"CheckpointID": "cp2", "Exit": True}))
+    assert len(containers.runtime.calls) == 1 and backend.in_progress == 1
+    containers.runtime.pending.pop().callback((b"", b"", 0))
+    containers.exits.exit(c.id, 137)
+    result_of(first)
+    # The second ran once the first was over: the container had stopped.
+    assert str(failure_of(second)) == "Container web not running"
+    assert len(containers.runtime.calls) == 1 and backend.in_progress == 0
+
+
+def test_list_and_delete(fake, tmp_path):
+    backend, containers = fake
+    c = containers.add("web")
+    base = os.path.join(c.directory, "checkpoints")
+    for name in ("b", "a", "c"):
+        os.makedirs(os.path.join(base, name))
+    with open(os.path.join(base, "not-a-dir"), "w"):
+        pass
+    assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "a"}, {"Name": "b"}, {"Name": "c"}]
+    result_of(ensureDeferred(backend.delete("web", "b", "")))
+    assert sorted(os.listdir(base)) == ["a", "c", "not-a-dir"]
+    assert str(failure_of(ensureDeferred(backend.delete("web", "b", "")))) == (
+        "checkpoint b does not exist for container web"
+    )
+    nowhere = str(tmp_path / "nowhere")
+    assert str(failure_of(ensureDeferred(backend.list("web", nowhere)))) == (
+        "checkpoint  does not exist for container web"
+    )
+    assert str(failure_of(ensureDeferred(backend.list("web", os.path.join(base, "not-a-dir"))))) == (
+        "%s exists and is not a directory" % os.path.join(base, "not-a-dir")
+    )
+    other = tmp_path / "other"
+    (other / "x1").mkdir(parents=True)
+    assert result_of(ensureDeferred(backend.list("web", str(other)))) == [{"Name": "x1"}]
+    result_of(ensureDeferred(backend.delete("web", "x1", str(other))))
+    assert os.listdir(str(other)) == []
+
+
+def test_checkpoint_dir_rules(tmp_path):
+    base = str(tmp_path)
+    made = checkpoint_dir("", "cp1", "web", base, create=True)
+    assert made == os.path.join(base, "cp1") and os.path.isdir(made)
+    with pytest.raises(InternalError, match="^checkpoint with name cp1 already exists for container web$"):
+        checkpoint_dir("", "cp1", "web", base, create=True)
+    with open(os.path.join(base, "file"), "w"):
+        pass
+    with pytest.raises(InternalError, match="exists and is not a directory$"):
+        checkpoint_dir("", "file", "web", base, create=True)
+    assert checkpoint_dir(base, "cp1", "web", "/elsewhere", create=False) == made
+    with pytest.raises(InternalError, match="^checkpoint zz does not exist for container /web$"):
+        checkpoint_dir("", "zz", "/web", base, create=False)
+
+
+def test_restore_plan(fake):
+    backend, containers = fake
+    c = containers.add("web", running=False)
+    error = failure_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    assert (error.status, str(error)) == (500, "checkpoint cp1 does not exist for container /web")
+    directory = os.path.join(c.directory, "checkpoints", "cp1")
+    os.makedirs(directory)
+    plan = result_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    assert plan.create_arguments() == {
+        "restore_from": directory,
+        "restore_options": list(RUNC_OPTIONS),
+        "runtime_args": ["--criu=/opt/criu"],
+    }
+    # The options it was taken with are the ones it is restored with.
+    with open(os.path.join(directory, METADATA), "w") as f:
+        json.dump({"RuncOptions": ["--file-locks", "--bogus"]}, f)
+    plan = result_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    assert plan.options == ["--file-locks"]
+    backend.criu = FakeCriu(works=False)
+    error = failure_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    assert str(error) == 'Cannot restore container web: restore needs CRIU: /opt/criu failed "criu check": no'
+
+
+def test_restore_failure_says_what_criu_said(tmp_path):
+    bundle = str(tmp_path)
+    with open(os.path.join(bundle, "restore.log"), "w") as f:
+        f.write(
+            "(00.052324) Warn (criu/util.c:1533): rlimit: fine\n"
+            "(00.1)      1: Error (criu/files-reg.c:1): File bin/x has bad size 1 (expect 2)\n"
+            "(00.2)      1: Error (criu/cr-restore.c:2320): Restoring FAILED.\n"
+            "(00.3) Error (criu/cgroup.c:1998): cg: cgroupd: recv req error\n"
+        )
+    plan = RestorePlan("/c/checkpoints/cp1", "/opt/criu")
+    error = plan.failed(InternalError("criu failed: type RESTORE errno 0\nlog file: /b/restore.log"), bundle)
+    assert str(error) == (
+        "Cannot restore container from /c/checkpoints/cp1: criu failed: type RESTORE errno 0; "
+        "log file: /b/restore.log: Error (criu/files-reg.c:1): File bin/x has bad size 1 (expect 2); "
+        "Error (criu/cr-restore.c:2320): Restoring FAILED.; Error (criu/cgroup.c:1998): cg: cgroupd: recv req error"
+    )
+    assert criu_log_errors(os.path.join(bundle, "missing.log")) == ""
+
+
+# -- the container backend's part ------------------------------------------------------
+
+
+class _Images:
+    def set_usage(self, function):
+        pass
+
+
+class _Runtime:
+    def __init__(self):
+        self.deleted = []
+
+    def oom_killed(self, bundle, container_id):
+        return False
+
+    async def delete(self, container_id, force=False):
+        self.deleted.append(container_id)
+
+
+class _Exits:
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+def container_backend(tmp_path):
+    from twisted.internet import reactor
+
+    return ContainerBackend(
+        reactor,
+        data_root=str(tmp_path / "root"),
+        exec_root=str(tmp_path / "exec"),
+        images=_Images(),
+        events=EventLog(),
+        runtime=_Runtime(),
+        exit_watcher=_Exits(),
+        log_reader_factory=lambda path: None,
+    )
+
+
+def _container(backend, tmp_path, policy="always"):
+    directory = str(tmp_path / "root" / "containers" / ("c" * 64))
+    os.makedirs(directory)
+    c = Container(
+        id="c" * 64, name="/web", created=1, image_id="sha256:img", config={"Image": "busybox"},
+        host_config={"RestartPolicy": {"Name": policy, "MaximumRetryCount": 0}}, path="sh", args=[],
+        directory=directory, state=State(running=True, pid=42),
+    )
+    backend.containers[c.id] = c
+    backend.names[c.name] = c.id
+    return c
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_checkpointed_run_is_not_restarted(tmp_path):
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    run = _Run()
+    run.checkpointed = True
+    backend._runs[c.id] = run
+    await backend._finish_run(c, 137)
+    assert not c.state.running and not c.state.restarting and c.state.exit_code == 137
+    assert backend._restart_timers == {}
+    # Without the mark the same exit is a crash that "always" restarts.
+    c.state.running = True
+    backend._runs[c.id] = _Run()
+    await backend._finish_run(c, 137)
+    assert c.state.restarting
+    backend._cancel_restart(c)
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_with_a_checkpoint(tmp_path):
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    c.state = State(running=False, exit_code=137)
+    c.manually_stopped = True
+    with pytest.raises(InvalidParameter, match="^checkpoint is only supported in experimental mode$"):
+        await backend.start("web", checkpoint="cp1")
+
+    plans = []
+
+    class Checkpoints:
+        async def restore_plan(self, container, checkpoint, directory):
+            plans.append((container.name, checkpoint, directory))
+            if checkpoint == "zz":
+                raise InternalError("checkpoint zz does not exist for container /web")
+            return RestorePlan("/d/" + checkpoint, "/opt/criu")
+
+    runs = []
+
+    async def fake_run(container, restore=None):
+        runs.append(restore)
+        container.state.running = True
+
+    backend.checkpoints = Checkpoints()
+    backend._run = fake_run
+    with pytest.raises(InternalError):
+        await backend.start("web", checkpoint="zz")
+    # A missing checkpoint changes nothing.
+    assert runs == [] and c.manually_stopped
+    with open(c.path_of("checkpointed"), "w"):
+        pass
+    await backend.start("web", checkpoint="cp1", checkpoint_dir="/x")
+    assert plans[-1] == ("/web", "cp1", "/x")
+    assert runs[-1].directory == "/d/cp1" and not c.manually_stopped
+    assert not os.path.exists(c.path_of("checkpointed"))
+    # Running: 304 before any checkpoint is looked at.
+    from twistedock.errors import NotModified
+
+    with pytest.raises(NotModified):
+        await backend.start("web", checkpoint="cp1")
+    assert len(plans) == 2
+
+
+# -- finding and checking CRIU -------------------------------------------------------------
+
+
+def _script(path, text):
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + text)
+    os.chmod(path, 0o755)
+    return str(path)
+
+
+def test_find_criu_order(tmp_path, monkeypatch):
+    provisioned = _script(tmp_path / "provisioned", "exit 0\n")
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    _script(on_path / "criu", "exit 0\n")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert find_criu("/given/criu", provisioned) == ("/given/criu", ["/given/criu"])
+    assert find_criu(None, provisioned) == (provisioned, [provisioned])
+    assert find_criu(None, str(tmp_path / "absent")) == (
+        str(on_path / "criu"), [str(tmp_path / "absent"), "criu on PATH"]
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_criu(None, str(tmp_path / "absent"))[0] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_criu_check_verdicts(tmp_path, monkeypatch):
+    from twisted.internet import reactor
+
+    good = _script(tmp_path / "good", 'case "$1" in --version) echo "Version: 4.1.1";; check) echo "Looks good.";; esac\n')
+    status = await Criu(reactor, good).status()
+    assert status == CriuStatus(good, "4.1.1", True, "")
+    assert await Criu(reactor, good).require("checkpoint") == good
+
+    bad = _script(
+        tmp_path / "bad",
+        'case "$1" in --version) echo "Version: 3.17.1";; check) '
+        'echo "Warn (criu/kerndat.c:1): whatever" >&2; '
+        'echo "Error (criu/vdso.c:2): vdso: Unexpected rt vDSO area bounds" >&2; exit 1;; esac\n',
+    )
+    criu = Criu(reactor, bad)
+    status = await criu.status()
+    assert not status.works and status.version == "3.17.1"
+    assert status.problem == '%s failed "criu check": vdso: Unexpected rt vDSO area bounds' % bad
+    with pytest.raises(InternalError) as e:
+        await criu.require("checkpoint")
+    assert str(e.value) == "checkpoint needs CRIU: " + status.problem
+
+    status = await Criu(reactor, "/bin/false").status()
+    assert status.problem == '/bin/false failed "criu check": exit status 1'
+
+    missing = str(tmp_path / "missing")
+    status = await Criu(reactor, missing).status()
+    assert status.problem.startswith("%s is not an executable file" % missing)
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    status = await Criu(reactor, None, provisioned=str(tmp_path / "absent")).status()
+    assert status.problem.startswith("no criu binary found (looked at %s, criu on PATH)" % (tmp_path / "absent"))
+
+
+def test_a_client_going_away_does_not_cut_a_checkpoint_short(fake):
+    backend, containers = fake
+    c = containers.add("web")
+    d = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": True}))
+    d.cancel()
+    failure_of(d)
+    # runc goes on; when it is done the run is finished as a checkpoint's.
+    assert backend.in_progress == 1
+    containers.runtime.pending.pop().callback((b"", b"", 0))
+    containers.exits.exit(c.id, 137)
+    assert backend.in_progress == 0
+    assert containers.finished == [("/web", 137, True)]
+    assert os.path.isdir(os.path.join(c.directory, "checkpoints", "cp1"))
+    assert containers.events == [("/web", "checkpoint")]

@@ -1,0 +1,631 @@
+"""
+The checkpoint backend: containers checkpointed with C{runc checkpoint}
+(CRIU) and restored through conmon's restore mode, as dockerd does with
+C{--experimental}.
+
+Where checkpoints live: C{<container dir>/checkpoints/<name>/} (or
+C{<CheckpointDir>/<name>/} when the client names a directory, as dockerd
+allows), holding CRIU's images as runc writes them (dockerd's layout, so a
+checkpoint directory made by one can be read by the other) plus
+L{METADATA}, a small JSON document saying what was checkpointed: the
+container (ID, name, image), when, with which runc options (the restore
+passes the same), whether the container was left running, whether it has
+a terminal, and which CRIU made it.  A checkpoint is removed with its
+container (it lives in the container's directory).
+
+One operation at a time per container: a checkpoint holds the container's
+lock (the one start and restart-policy restarts take), and stop, kill,
+restart and forced removal wait for the holder to finish first, so a
+checkpoint never sees its process signalled half-way through the dump.
+
+After a checkpoint that stops the container (C{Exit}, the CLI's default),
+the container is reported exited (exit code 137, as dockerd reports it)
+before the request returns; the run is marked checkpointed, the container
+treated as stopped by its user and marked (C{CHECKPOINTED_MARK}) until its
+next start, so its restart policy does not revive it, not even "always"
+when the daemon starts again (dockerd's would, from scratch).
+
+A restore is a start (L{ContainerBackend.start} with a checkpoint): the
+same bundle and overlay, and conmon given C{--restore DIR}, so that conmon
+runs C{runc restore} instead of C{runc create}; the restored process is
+then supervised, logged and waited on like any other, and its log goes on
+in the same file.
+"""
+
+import json
+import os
+import re
+import shutil
+from typing import List, Optional
+
+import attr
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..atomic import write_atomic
+from ..errors import DockerError, InternalError, InvalidParameter, NotFound
+from ..logs import Logger
+from ..routers.checkpoint import ICheckpointBackend
+from .container import Container, go_time
+from .containers import CHECKPOINTED_MARK
+from .criu import Criu
+from .runtime import runc_message
+
+log = Logger()
+
+#: dockerd's rule for checkpoint names (daemon/names: RestrictedNamePattern).
+VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+VALID_NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+
+#: The document beside CRIU's images.
+METADATA = "checkpoint.json"
+METADATA_VERSION = 1
+
+#: runc options every checkpoint is taken with (and so restored with):
+#: established TCP connections (in the container's own network namespace)
+#: and file locks would otherwise make CRIU refuse the dump.
+RUNC_OPTIONS = ("--tcp-established", "--file-locks")
+
+#: How long conmon may take to report a checkpointed container's exit.
+EXIT_TIMEOUT = 30.0
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RestorePlan:
+    """What L{ContainerBackend._run} needs to restore instead of create."""
+
+    directory: str
+    criu: str
+    options: List[str] = attr.Factory(list)
+    metadata: Optional[dict] = None
+
+    def failed(self, error: DockerError, bundle: str) -> DockerError:
+        """The error for a restore that conmon reported failed, with what
+        CRIU said (conmon runs runc restore with the bundle as its work
+        directory, where CRIU leaves restore.log)."""
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        details = criu_log_errors(os.path.join(bundle, "restore.log"))
+        if details and details not in message:
+            message = "%s: %s" % (message, details)
+        return InternalError("Cannot restore container from %s: %s" % (self.directory, message))
+
+    def create_arguments(self) -> dict:
+        """Keyword arguments for L{Runtime.create}: conmon's restore mode,
+        runc told where CRIU is, and the options of the checkpoint."""
+        return {
+            "restore_from": self.directory,
+            "restore_options": list(self.options),
+            "runtime_args": ["--criu=" + self.criu],
+        }
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
+
+
+def checkpoint_dir(requested: str, checkpoint_id: str, name: str, default: str, create: bool) -> str:
+    """dockerd's getCheckpointDir: the checkpoint's directory, made when
+    C{create}; the errors are dockerd's (plain errors: 500)."""
+    base = requested or default
+    path = os.path.normpath(os.path.join(base, checkpoint_id)) if checkpoint_id else os.path.normpath(base)
+    exists = os.path.lexists(path)
+    if create:
+        if exists and _is_dir(path):
+            raise InternalError(
+                "checkpoint with name %s already exists for container %s" % (checkpoint_id, name)
+            )
+        if exists:
+            raise InternalError("%s exists and is not a directory" % (path,))
+        os.makedirs(path, mode=0o700)
+        return path
+    if not exists:
+        raise InternalError("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+    if not _is_dir(path):
+        raise InternalError("%s exists and is not a directory" % (path,))
+    return path
+
+
+def read_metadata(directory: str) -> Optional[dict]:
+    """The checkpoint's L{METADATA}, or None (a checkpoint made elsewhere)."""
+    try:
+        with open(os.path.join(directory, METADATA), "rb") as f:
+            value = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def criu_log_errors(path: str, limit: int = 3) -> str:
+    """The last error lines of a CRIU log (dump.log, restore.log)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    errors = [line.strip() for line in text.splitlines() if "Error (" in line]
+    # "(00.123456)      1: Error (file.c:12): what" -> "Error (file.c:12): what";
+    # the first errors are the cause, the later ones its consequences.
+    cleaned = [re.sub(r"^\(\s*[\d.]+\)\s*(\d+:\s*)?", "", line) for line in errors[:limit]]
+    return "; ".join(cleaned)
+
+
+@implementer(ICheckpointBackend)
+class CheckpointBackend:
+    """Checkpoints of the containers of a L{ContainerBackend}."""
+
+    def __init__(self, reactor, containers, criu: Criu, exit_timeout: float = EXIT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.containers = containers
+        self.criu = criu
+        self.exit_timeout = exit_timeout
+        #: How many checkpoints are being taken (for tests and /debug).
+        self.in_progress = 0
+
+    # -- where ------------------------------------------------------------
+
+    @staticmethod
+    def default_dir(c: Container) -> str:
+        """Where a container's checkpoints live unless told otherwise."""
+        return os.path.join(c.directory, "checkpoints")
+
+    def _work_dir(self, c: Container) -> str:
+        return os.path.join(self.containers.bundle(c), "checkpoint-work")
+
+    def _thread(self, function, *args):
+        return self.containers._thread(function, *args)
+
+    async def _save(self, c: Container) -> None:
+        """Save the container's record as the container backend does."""
+        save = getattr(self.containers, "_save", None)
+        if save is not None:
+            await save(c)
+        else:
+            c.save()
+
+    # -- list, delete ------------------------------------------------------
+
+    async def list(self, name: str, directory: str = "") -> Optional[list]:
+        c = self.containers.get(name)
+        default = self.default_dir(c)
+        if not directory and not os.path.isdir(default):
+            return None
+        base = checkpoint_dir(directory, "", name, default, create=False)
+        entries = await self._thread(_list_dirs, base)
+        return [{"Name": entry} for entry in entries] or None
+
+    async def delete(self, name: str, checkpoint_id: str, directory: str = "") -> None:
+        c = self.containers.get(name)
+        path = checkpoint_dir(directory, checkpoint_id, name, self.default_dir(c), create=False)
+        await self._thread(shutil.rmtree, path, True)
+
+    # -- create --------------------------------------------------------------
+
+    async def create(self, name: str, options: dict) -> None:
+        # A client that goes away does not stop a checkpoint half-way: runc
+        # and CRIU go on, and so must the bookkeeping.
+        await _shielded(ensureDeferred(self._create(name, options)), "checkpoint of %s" % (name,))
+
+    async def _create(self, name: str, options: dict) -> None:
+        c = self.containers.get(name)
+        async with self.containers._lock(c):
+            if c.id not in self.containers.containers:
+                raise NotFound("No such container: %s" % (name,))
+            if not c.state.running or c.state.restarting:
+                raise InternalError("Container %s not running" % (name,))
+            checkpoint_id = options.get("CheckpointID") or ""
+            if not VALID_NAME.match(checkpoint_id):
+                raise InternalError(
+                    "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
+                )
+            try:
+                directory = checkpoint_dir(
+                    options.get("CheckpointDir") or "", checkpoint_id, name, self.default_dir(c), create=True
+                )
+            except DockerError as e:
+                raise InternalError("cannot checkpoint container %s: %s" % (name, e))
+            except OSError as e:
+                raise InternalError("cannot checkpoint container %s: %s" % (name, e))
+            self.in_progress += 1
+            try:
+                await self._checkpoint(c, name, checkpoint_id, directory, exit=bool(options.get("Exit")))
+            except BaseException:
+                await self._thread(shutil.rmtree, directory, True)
+                raise
+            finally:
+                self.in_progress -= 1
+        self.containers._event(c, "checkpoint")
+
+    async def _checkpoint(self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool) -> None:
+        try:
+            criu = await self.criu.require("checkpoint")
+        except DockerError as e:
+            raise InternalError("Cannot checkpoint container %s: %s" % (name, e))
+        work = self._work_dir(c)
+        await self._thread(_fresh_dir, work)
+        args = ["--criu", criu, "checkpoint", "--image-path", directory, "--work-path", work]
+        if not exit:
+            args.append("--leave-running")
+        args += list(RUNC_OPTIONS)
+        args.append(c.id)
+        run = self.containers._runs.get(c.id)
+        was_stopped_by_user = c.manually_stopped
+        if exit:
+            # From here the coming exit is the checkpoint's, not a crash:
+            # no restart policy may bring the container back.
+            if run is not None:
+                run.checkpointed = True
+            c.manually_stopped = True
+        exited = self.containers.exits.wait(c.id) if exit else None
+        try:
+            out, err, code = await self.containers.runtime.exec_runc(args)
+            if code != 0:
+                message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
+                message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+                details = criu_log_errors(os.path.join(work, "dump.log"))
+                if details:
+                    message = "%s: %s" % (message, details)
+                raise InternalError("Cannot checkpoint container %s: %s" % (name, message))
+        except BaseException:
+            if exit:
+                if run is not None:
+                    run.checkpointed = False
+                c.manually_stopped = was_stopped_by_user
+                exited.addErrback(lambda _: None)
+                exited.cancel()
+            raise
+        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu)
+        await self._thread(shutil.rmtree, work, True)
+        if exit:
+            await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
+            await self._save(c)
+            await self._finish_checkpointed_run(c, exited)
+
+    async def _finish_checkpointed_run(self, c: Container, exited) -> None:
+        """Record the exit that the checkpoint caused before answering, so
+        the container is seen exited as soon as the request returns."""
+        timer = self.reactor.callLater(self.exit_timeout, exited.cancel)
+        try:
+            code = await exited
+        except Exception:
+            log.warn("no exit reported for checkpointed container {id}", id=c.short_id)
+            code = 137
+        finally:
+            if timer.active():
+                timer.cancel()
+        if c.state.running:
+            await self.containers._finish_run(c, code)
+
+    def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str) -> None:
+        status = self.criu.checked
+        document = {
+            "Version": METADATA_VERSION,
+            "Name": checkpoint_id,
+            "Created": go_time(self.containers._now()),
+            "Container": {
+                "ID": c.id,
+                "Name": c.name,
+                "Image": c.config.get("Image", ""),
+                "ImageID": c.image_id,
+            },
+            "Exit": exit,
+            "Terminal": c.tty,
+            "Paused": bool(c.state.paused),
+            "RuncOptions": list(RUNC_OPTIONS),
+            "CRIU": {"Path": criu, "Version": getattr(status, "version", "")},
+            "Rootfs": self.containers.overlay(c)["MergedDir"],
+        }
+        write_atomic(os.path.join(directory, METADATA), json.dumps(document, indent=1).encode(), mode=0o600)
+
+    # -- restore -------------------------------------------------------------
+
+    async def restore_plan(self, c: Container, checkpoint_id: str, directory: str = "") -> RestorePlan:
+        """Check that C{c} can be restored from the checkpoint: its
+        directory exists and CRIU works.  Called by the container backend's
+        start, which holds the container's lock."""
+        path = checkpoint_dir(directory, checkpoint_id, c.name, self.default_dir(c), create=False)
+        try:
+            criu = await self.criu.require("restore")
+        except DockerError as e:
+            raise InternalError("Cannot restore container %s: %s" % (c.name.lstrip("/"), e))
+        metadata = await self._thread(read_metadata, path)
+        options = list(RUNC_OPTIONS)
+        if metadata is not None and isinstance(metadata.get("RuncOptions"), list):
+            options = [str(o) for o in metadata["RuncOptions"] if str(o) in RUNC_OPTIONS]
+        return RestorePlan(path, criu, options, metadata)
+
+    # -- export, import --------------------------------------------------------
+
+    async def export(self, name: str, checkpoint_id: str):
+        """A L{TarStream} of the checkpoint (see L{write_checkpoint_export})."""
+        from .archives import TarStream
+
+        c = self.containers.get(name)
+        if not VALID_NAME.match(checkpoint_id or ""):
+            raise InvalidParameter(
+                "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
+            )
+        path = os.path.join(self.default_dir(c), checkpoint_id)
+        if not os.path.isdir(path):
+            raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+        metadata = await self._thread(read_metadata, path) or {}
+        image_ref = c.config.get("Image", "")
+        manifest = {
+            "Version": EXPORT_VERSION,
+            "Checkpoint": checkpoint_id,
+            "Container": {"ID": c.id, "Name": c.name, "Image": image_ref, "ImageID": c.image_id},
+            "Exit": bool(metadata.get("Exit", True)),
+            "CRIU": metadata.get("CRIU") or {},
+            "Layout": {
+                "checkpoint": EXPORT_CHECKPOINT + "/",
+                "record": EXPORT_RECORD,
+                "rootfs": EXPORT_ROOTFS + "/",
+                "files": EXPORT_FILES + "/",
+            },
+        }
+        record = c.record_bytes()
+        upper = self.containers.overlay(c)["UpperDir"]
+        try:
+            layer_dirs = list(self.containers.images.get_layer_dirs(c.image_id))
+        except Exception:
+            layer_dirs = []
+        stream = TarStream(
+            self.reactor,
+            lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory),
+        )
+        self.containers._event(c, "checkpoint-export")
+        return stream
+
+
+    async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41") -> dict:
+        """Create a container and its checkpoint from an export tarball
+        (C{content}, a file): C{{"Id", "Checkpoint"}}."""
+        staging = os.path.join(self.containers.layers_dir, ".import-" + os.urandom(8).hex())
+        try:
+            parsed = await self._thread(unpack_checkpoint_export, content, staging)
+            manifest, record = parsed["manifest"], parsed["record"]
+            checkpoint_id = str(manifest.get("Checkpoint") or "")
+            if not VALID_NAME.match(checkpoint_id):
+                raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %r" % (checkpoint_id,))
+            config = dict(record["Config"])
+            image_ref = config.get("Image") or ""
+            # The image is not carried: it must be here (404 naming it).
+            self.containers.images.get(image_ref)
+            new_name = name or str(record.get("Name") or "").lstrip("/")
+            created = await self.containers.create(
+                new_name,
+                config,
+                dict(record.get("HostConfig") or {}),
+                dict(record.get("NetworkingConfig") or {}),
+                api_version,
+            )
+            c = self.containers.get(created["Id"])
+            try:
+                await self._thread(
+                    install_import, staging, self.default_dir(c), checkpoint_id,
+                    self.containers.overlay(c)["UpperDir"], c.directory,
+                )
+            except BaseException:
+                try:
+                    await self.containers.remove(c.id, True, False)
+                except Exception as e:
+                    log.warn("removing half-imported container {id}: {e}", id=c.short_id, e=e)
+                raise
+            self.containers._event(c, "checkpoint-import")
+            return {"Id": c.id, "Checkpoint": checkpoint_id}
+        finally:
+            await self._thread(shutil.rmtree, staging, True)
+
+
+def _list_dirs(base: str) -> List[str]:
+    try:
+        names = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if os.path.isdir(os.path.join(base, n))]
+
+
+def _shielded(operation: Deferred, what: str) -> Deferred:
+    """C{operation}'s result; cancelling what is returned leaves the
+    operation running to its end (and logs how it ended)."""
+    result = Deferred()
+
+    def done(outcome):
+        if not result.called:
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+        elif isinstance(outcome, Failure):
+            log.warn("{what} (its client gone) failed: {error}", what=what, error=outcome.getErrorMessage())
+        return None
+
+    operation.addBoth(done)
+    return result
+
+
+def _touch(path: str) -> None:
+    with open(path, "w"):
+        pass
+
+
+def _fresh_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, mode=0o700)
+
+
+# =============================================================================
+# Export and import: a checkpoint that travels between daemons
+# =============================================================================
+
+#: The export tarball's layout (see L{write_checkpoint_export}).
+EXPORT_MANIFEST = "manifest.json"
+EXPORT_VERSION = 1
+EXPORT_CHECKPOINT = "checkpoint"
+EXPORT_RECORD = "container.json"
+EXPORT_ROOTFS = "rootfs-diff"
+EXPORT_FILES = "files"
+#: The container's own files exported beside it (the daemon rewrites them
+#: at start; carried for reference and for a restore that needs them).
+CONTAINER_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+def _tar_bytes(writer, name: str, data: bytes, mtime: float) -> None:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(mtime)
+    info.uname = info.gname = ""
+    writer.header(info)
+    writer._write(data)
+    rest = len(data) % tarfile.BLOCKSIZE
+    if rest:
+        writer._write(b"\0" * (tarfile.BLOCKSIZE - rest))
+
+
+def _rebase_entry(entry, prefix: str) -> None:
+    """Every entry of the upper dir kept (a migration needs all of it, the
+    init layer's stubs included), named below C{prefix}."""
+    stack = [entry]
+    while stack:
+        e = stack.pop()
+        e.parts = [prefix] + list(e.parts)
+        e.keep = True
+        stack.extend(e.children)
+
+
+def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: str, upper: str,
+                            layer_dirs, files_dir: str) -> None:
+    """The export tarball (blocking, in a thread): C{manifest.json},
+    C{container.json}, C{checkpoint/} (CRIU's images and checkpoint.json),
+    C{files/} (hostname, hosts, resolv.conf) and C{rootfs-diff/}: the
+    container's upper directory as an OCI layer (overlay whiteouts as
+    C{.wh.NAME}, opaque directories with C{.wh..wh..opq})."""
+    import time as _time
+
+    from .archives import _DIR_FLAGS, LowerView, TarWriter, _write_layer_dir, scan_upper
+
+    now = _time.time()
+    writer = TarWriter(write)
+    _tar_bytes(writer, EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode(), now)
+    _tar_bytes(writer, EXPORT_RECORD, record, now)
+    fd = os.open(checkpoint, _DIR_FLAGS)
+    try:
+        writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
+    finally:
+        os.close(fd)
+    for name in CONTAINER_FILES:
+        path = os.path.join(files_dir, name)
+        if os.path.isfile(path):
+            writer.mounted(path, EXPORT_FILES + "/" + name)
+    if os.path.isdir(upper):
+        _, root = scan_upper(upper, LowerView(list(layer_dirs)))
+        _rebase_entry(root, EXPORT_ROOTFS)
+        upper_fd = os.open(upper, _DIR_FLAGS)
+        try:
+            sub = writer.entry(upper_fd, None, EXPORT_ROOTFS, os.fstat(upper_fd))
+            if sub is not None:
+                os.close(sub)
+            _write_layer_dir(writer, upper_fd, root)
+        finally:
+            os.close(upper_fd)
+    writer.close()
+
+
+def _safe_parts(name: str) -> List[str]:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts) or name.startswith("/"):
+        raise InvalidParameter("invalid entry in checkpoint archive: %r" % (name,))
+    return parts
+
+
+def unpack_checkpoint_export(content, staging: str) -> dict:
+    """Unpack an export tarball (blocking) into C{staging}: C{checkpoint/},
+    C{files/} and C{diff/} (the upper directory, whiteouts made overlay
+    whiteouts again); the manifest and the record, parsed."""
+    import tarfile
+
+    from .. import archive
+
+    os.makedirs(staging, mode=0o700)
+    diff = os.path.join(staging, "diff")
+    os.makedirs(diff, mode=0o755)
+    found: dict = {}
+    diff_fd = os.open(diff, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        extractor = archive._Extractor(diff_fd)
+        try:
+            tar = tarfile.open(fileobj=content, mode="r|", errorlevel=2)
+        except tarfile.ReadError as e:
+            raise InvalidParameter("not a checkpoint archive: %s" % (e,))
+        with tar:
+            for member in tar:
+                tar.members = []
+                parts = _safe_parts(member.name)
+                top = parts[0]
+                if top == EXPORT_ROOTFS:
+                    if len(parts) == 1:
+                        continue
+                    member.name = "/".join(parts[1:])
+                    if member.islnk() and member.linkname:
+                        link = _safe_parts(member.linkname)
+                        if link[0] != EXPORT_ROOTFS:
+                            raise InvalidParameter("invalid link in checkpoint archive: %r" % (member.name,))
+                        member.linkname = "/".join(link[1:])
+                    extractor.extract(tar, member)
+                    continue
+                if len(parts) == 1 and top in (EXPORT_MANIFEST, EXPORT_RECORD) and member.isfile():
+                    found[top] = tar.extractfile(member).read(16 * 1024 * 1024)
+                    continue
+                if top in (EXPORT_CHECKPOINT, EXPORT_FILES):
+                    path = os.path.join(staging, *parts)
+                    if member.isdir():
+                        os.makedirs(path, mode=0o700, exist_ok=True)
+                    elif member.isfile():
+                        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                        source = tar.extractfile(member)
+                        with open(path, "wb") as out:
+                            shutil.copyfileobj(source, out, 1 << 20)
+                        os.chmod(path, 0o600)
+                    else:
+                        raise InvalidParameter("unexpected entry in checkpoint archive: %r" % (member.name,))
+                    continue
+                # Unknown entries (a later version's additions) are ignored.
+            extractor.finish()
+    except (tarfile.TarError, archive.ArchiveError, EOFError) as e:
+        raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
+    finally:
+        os.close(diff_fd)
+    for name in (EXPORT_MANIFEST, EXPORT_RECORD):
+        if name not in found:
+            raise InvalidParameter("invalid checkpoint archive: no %s" % (name,))
+    try:
+        manifest = json.loads(found[EXPORT_MANIFEST])
+        record = json.loads(found[EXPORT_RECORD])
+    except ValueError as e:
+        raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
+    if not isinstance(manifest, dict) or not isinstance(record, dict) or not isinstance(record.get("Config"), dict):
+        raise InvalidParameter("invalid checkpoint archive: bad manifest or container record")
+    if not os.path.isdir(os.path.join(staging, EXPORT_CHECKPOINT)):
+        raise InvalidParameter("invalid checkpoint archive: no checkpoint/")
+    return {"manifest": manifest, "record": record}
+
+
+def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper: str, container_dir: str) -> None:
+    """Move what was unpacked into place for the new container (blocking)."""
+    os.makedirs(checkpoints_dir, mode=0o700, exist_ok=True)
+    os.rename(os.path.join(staging, EXPORT_CHECKPOINT), os.path.join(checkpoints_dir, checkpoint_id))
+    os.makedirs(os.path.dirname(upper), mode=0o710, exist_ok=True)
+    if os.path.isdir(upper):
+        shutil.rmtree(upper)
+    os.rename(os.path.join(staging, "diff"), upper)
+    files = os.path.join(staging, EXPORT_FILES)
+    for name in CONTAINER_FILES:
+        path = os.path.join(files, name)
+        if os.path.isfile(path):
+            shutil.copyfile(path, os.path.join(container_dir, name))

@@ -1,0 +1,154 @@
+"""
+Finding CRIU and telling whether it works here, once, without blocking.
+
+runc checkpoints and restores through CRIU (C{runc --criu PATH ...}).  The
+binary used is the first of: C{--criu-path}; the wrapper that
+C{scripts/install} provisions on Debian 12 (Debian 13's CRIU 4.x run through
+its own loader from a private prefix, L{PROVISIONED}); C{criu} on PATH.
+C{criu check} runs once, when the daemon starts; its verdict is what
+C{/info} warns about and what a checkpoint or restore is refused with when
+CRIU does not work.
+"""
+
+import os
+import re
+import shutil
+from typing import List, Optional, Tuple
+
+import attr
+from twisted.internet.defer import Deferred
+
+from ..errors import InternalError
+from ..logs import Logger
+from .runtime import _Collect
+from .system import Once
+
+log = Logger()
+
+#: Where scripts/install puts its CRIU wrapper (Debian 12).
+PROVISIONED = "/opt/twistedock/bin/criu"
+
+#: How long C{criu check} (or C{--version}) may take.
+CHECK_TIMEOUT = 60.0
+
+INSTALL_HINT = "scripts/install provisions CRIU 4.x; --criu-path names another binary"
+
+
+def find_criu(configured: Optional[str] = None, provisioned: str = PROVISIONED) -> Tuple[Optional[str], List[str]]:
+    """The CRIU binary to use, and the places looked at (for messages)."""
+    looked: List[str] = []
+    if configured:
+        path = configured if os.path.sep in configured else (shutil.which(configured) or configured)
+        return os.path.abspath(path) if os.path.sep in path else path, [configured]
+    looked.append(provisioned)
+    if os.access(provisioned, os.X_OK):
+        return provisioned, looked
+    looked.append("criu on PATH")
+    found = shutil.which("criu")
+    if found:
+        return found, looked
+    return None, looked
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CriuStatus:
+    """What C{criu --version} and C{criu check} said."""
+
+    path: Optional[str]
+    version: str = ""
+    works: bool = False
+    #: Why CRIU does not work (empty when it works).
+    problem: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.path is not None
+
+    def describe(self) -> str:
+        """One line for logs and /info."""
+        if self.works:
+            return "CRIU %s at %s works" % (self.version or "?", self.path)
+        return self.problem
+
+
+def _check_message(out: bytes, err: bytes) -> str:
+    """What CRIU said went wrong: its error lines, else its last lines."""
+    text = (err + b"\n" + out).decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Warn")] or lines
+    errors = [line for line in lines if line.startswith("Error") or "error" in line.lower()]
+    chosen = errors or lines[-3:]
+    return "; ".join(re.sub(r"^Error \([^)]*\):\s*", "", line) for line in chosen)
+
+
+class Criu:
+    """The CRIU this daemon uses: found at once, checked once (L{status})."""
+
+    def __init__(self, reactor, configured: Optional[str] = None, provisioned: str = PROVISIONED, timeout: float = CHECK_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.configured = configured
+        self.path, self.looked = find_criu(configured, provisioned)
+        self.timeout = timeout
+        #: The L{CriuStatus} once checked.
+        self.checked: Optional[CriuStatus] = None
+        self._status = Once(self._check)
+
+    async def _run(self, *args: str) -> Tuple[bytes, bytes, int]:
+        collect = _Collect(None)
+        try:
+            process = self.reactor.spawnProcess(collect, self.path, [self.path] + list(args), env=dict(os.environ))
+        except OSError as e:
+            return b"", ("cannot run it: %s" % (e.strerror or e,)).encode(), 127
+
+        def too_long() -> None:
+            try:
+                process.signalProcess("KILL")
+            except Exception:
+                pass
+
+        timer = self.reactor.callLater(self.timeout, too_long)
+        try:
+            return await collect.done
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    async def _check(self) -> CriuStatus:
+        if self.path is None:
+            return CriuStatus(
+                None,
+                problem="no criu binary found (looked at %s); %s" % (", ".join(self.looked), INSTALL_HINT),
+            )
+        if not os.access(self.path, os.X_OK):
+            return CriuStatus(self.path, problem="%s is not an executable file; %s" % (self.path, INSTALL_HINT))
+        out, err, code = await self._run("--version")
+        match = re.search(r"Version: (\S+)", (out + err).decode("utf-8", "replace"))
+        version = match.group(1) if match else ""
+        out, err, code = await self._run("check")
+        if code == 0 and b"Looks good" in out + err:
+            status = CriuStatus(self.path, version, True)
+        else:
+            message = _check_message(out, err) or "exit status %d" % (code,)
+            status = CriuStatus(
+                self.path, version, False, '%s failed "criu check": %s' % (self.path, message)
+            )
+        self.checked = status
+        if status.works:
+            log.info("{status}", status=status.describe())
+        else:
+            log.warn("CRIU does not work, checkpoints are unavailable: {problem}", problem=status.problem)
+        return status
+
+    def status(self) -> Deferred:
+        """A Deferred firing with the L{CriuStatus} (checked once)."""
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._status.get())
+
+    async def require(self, what: str) -> str:
+        """The path of a CRIU that works, else L{InternalError} naming what
+        is missing (C{what} needs it: "checkpoint", "restore")."""
+        status = await self.status()
+        if not status.works:
+            raise InternalError("%s needs CRIU: %s" % (what, status.problem))
+        return status.path

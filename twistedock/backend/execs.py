@@ -1,0 +1,859 @@
+"""
+Exec: processes started in a running container (C{docker exec}), each under
+a conmon of its own in exec mode, so that its output, its stdin, its
+terminal and its exit code are handled as a container's are.
+
+What conmon 2.1.6's exec mode does, as verified on this host (runc 1.1.5):
+
+- C{conmon --api-version 1 -c CONTAINER -u NAME -b DIR ... -e
+  --exec-process-spec FILE} runs C{runc exec -d --pid-file ... --process
+  FILE CONTAINER} (C{--console-socket} too with C{-t}).  FILE is an OCI
+  process (args, env, cwd, user, capabilities, terminal, consoleSize...);
+  C{-b DIR} is a directory of the exec's own: conmon makes its control fifo
+  (C{DIR/ctl}: resize as for a container), its attach socket and its pid
+  file there.  The attach socket is C{SOCKET_DIR/NAME/attach}, C{SOCKET_DIR/NAME}
+  a symbolic link to DIR that conmon leaves behind.
+- The sync pipe (C{_OCI_SYNCPIPE}) carries two JSON lines:
+  C{{"data": PID}} once the process runs, then C{{"data": EXIT_CODE}} once
+  it ended and its output was drained (128 + signal when killed); or one
+  line C{{"data": -1, "message": RUNC_STDERR}} when runc exec failed.  Both
+  lines can come in one read.  The pipe then closes.
+- The exit code also goes to C{EXIT_DIR/CONTAINER} (named by C{-c}, not by
+  C{-u}): an exec must have an exit directory of its own, or it would
+  write its exit code where the container's is awaited.
+- C{--exec-attach} with C{_OCI_STARTPIPE} and C{_OCI_ATTACHPIPE}: conmon
+  reads the start pipe once before anything (podman moves it to a cgroup
+  then), says C{{"data": 0}} on the attach pipe once its attach socket
+  listens, and runs runc only after a second write to the start pipe, so a
+  client attached in between misses no output.
+- C{-i}: stdin is a pipe fed from the attach socket; when the client
+  half-closes, conmon closes it (unless C{--leave-stdin-open}).  With
+  C{-t} all output comes as stdout.
+- C{-l none}: no log (output only goes to the attach socket).
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal as signals
+from typing import Dict, List, Optional
+
+import attr
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..atomic import write_atomic
+from ..errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound
+from ..logs import Logger
+from ..routers.container import IExecBackend
+from ..streams import STDERR, STDOUT
+from . import spec
+from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
+from .runtime import Runtime, runc_message
+
+log = Logger()
+
+#: The file descriptors conmon gets its pipes on.
+SYNC_FD, START_FD, ATTACH_FD = 3, 4, 5
+
+#: How long C{POST /exec/{id}/resize} waits for the exec to start, as dockerd.
+RESIZE_WAIT = 10.0
+#: dockerd's exec garbage collection: ended execs are forgotten after one
+#: to two periods.
+GC_INTERVAL = 300.0
+#: When a container stops, how long its execs may take to report their end
+#: before they are killed, then how long after that.
+STOP_GRACE = 2.0
+STOP_KILL_WAIT = 5.0
+
+_FAILED_TO_START = 126  # dockerd's exitEaccess: an exec that could not start
+_NOT_FOUND = 127  # its command (or a file it needs) does not exist
+
+
+@attr.s(auto_attribs=True, eq=False)
+class Exec:
+    """One exec instance, as dockerd's ExecConfig."""
+
+    id: str
+    container_id: str
+    entrypoint: str
+    args: List[str]
+    env: List[str]
+    user: str
+    working_dir: str
+    tty: bool = False
+    privileged: bool = False
+    open_stdin: bool = False
+    open_stdout: bool = False
+    open_stderr: bool = False
+    detach_keys: bytes = b""
+    console_size: Optional[List[int]] = None
+    running: bool = False
+    exit_code: Optional[int] = None
+    pid: int = 0
+    can_remove: bool = False
+    #: Created or running: listed in the container's ExecIDs.
+    live: bool = True
+    bundle: str = ""
+    conmon: Optional["_ExecConmon"] = None
+    #: Fire once a start was tried (for resize), once the process ended.
+    _started: List[Deferred] = attr.Factory(list)
+    _ended: List[Deferred] = attr.Factory(list)
+    start_tried: bool = False
+
+    def command(self) -> str:
+        """The command as exec events show it (a trailing space without args)."""
+        return self.entrypoint + " " + " ".join(self.args)
+
+    def wait_started(self) -> Deferred:
+        if self.start_tried:
+            return succeed(self.pid)
+        d = Deferred(lambda d: d in self._started and self._started.remove(d))
+        self._started.append(d)
+        return d
+
+    def wait_ended(self) -> Deferred:
+        if self.exit_code is not None:
+            return succeed(self.exit_code)
+        d = Deferred(lambda d: d in self._ended and self._ended.remove(d))
+        self._ended.append(d)
+        return d
+
+    def _fire(self, waiters: List[Deferred], value) -> None:
+        pending, waiters[:] = list(waiters), []
+        for d in pending:
+            if not d.called:
+                d.callback(value)
+
+    def inspect(self) -> dict:
+        process = {
+            "tty": self.tty,
+            "entrypoint": self.entrypoint,
+            "arguments": list(self.args),
+            "privileged": self.privileged,
+        }
+        if self.user:
+            process["user"] = self.user
+        return {
+            "ID": self.id,
+            "Running": self.running,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": process,
+            "OpenStdin": self.open_stdin,
+            "OpenStderr": self.open_stderr,
+            "OpenStdout": self.open_stdout,
+            "CanRemove": self.can_remove,
+            "ContainerID": self.container_id,
+            # Go's []byte: base64.
+            "DetachKeys": base64.b64encode(self.detach_keys).decode("ascii"),
+            "Pid": self.pid,
+        }
+
+
+def exec_process(
+    container_process: dict, e: Exec, rootfs: str, group_add=(), console_size=None, sysinfo=None
+) -> dict:
+    """The OCI process of exec C{e}: the container's process (rlimits,
+    no-new-privileges, AppArmor profile, user and capabilities) with the
+    exec's command, environment, working directory, terminal, user
+    (resolved in C{rootfs}) and privileges, as dockerd's ContainerExecStart."""
+    process = {
+        k: v
+        for k, v in (container_process or {}).items()
+        if k not in ("args", "env", "cwd", "terminal", "consoleSize", "user", "capabilities")
+    }
+    process["terminal"] = e.tty
+    if e.tty and console_size and len(console_size) == 2 and all(console_size):
+        process["consoleSize"] = {"height": int(console_size[0]), "width": int(console_size[1])}
+    if e.user:
+        user = spec.resolve_user(rootfs, e.user, group_add)
+    else:
+        user = dict((container_process or {}).get("user") or {"uid": 0, "gid": 0})
+    process["user"] = user
+    process["args"] = [e.entrypoint] + list(e.args)
+    process["env"] = list(e.env)
+    process["cwd"] = e.working_dir or "/"
+    if e.privileged:
+        caps = spec.grantable_capabilities(sysinfo)
+    else:
+        caps = list(((container_process or {}).get("capabilities") or {}).get("bounding") or ())
+    # As for the container's own process: a process of root gets its
+    # capabilities, any other user only the bounding set (the kernel drops
+    # the rest when runc changes user).
+    if user.get("uid", 0) == 0:
+        process["capabilities"] = {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
+    else:
+        process["capabilities"] = {"bounding": caps}
+    return process
+
+
+def daemon_environment(config: dict, tty: bool) -> List[str]:
+    """dockerd's CreateDaemonEnvironment: PATH, HOSTNAME, TERM for a
+    terminal, then the container's Env."""
+    defaults = ["PATH=" + spec.DEFAULT_PATH_ENV, "HOSTNAME=" + (config.get("Hostname") or "")]
+    if tty:
+        defaults.append("TERM=xterm")
+    return spec.replace_or_append_env(defaults, config.get("Env") or ())
+
+
+def start_error(message: str, entrypoint: str):
+    """(exit code, error) for an exec runc could not start, as dockerd
+    translates the runtime's error: 127 and 400 for a command not found,
+    126 and 400 for one that cannot be run, 126 and 500 otherwise."""
+    text = "OCI runtime exec failed: %s: unknown" % (message,)
+    lowered = text.lower()
+    code, error = _FAILED_TO_START, InternalError(text)
+    if entrypoint.lower() in lowered and any(
+        s in lowered for s in ("executable file not found", "no such file or directory")
+    ):
+        code, error = _NOT_FOUND, InvalidParameter(text)
+    if "permission denied" in lowered:
+        code, error = _FAILED_TO_START, InvalidParameter(text)
+    if "not a directory" in lowered:
+        text += (
+            ": Are you trying to mount a directory onto a file (or vice-versa)? "
+            "Check if the specified host path exists and is the expected type"
+        )
+        code, error = _NOT_FOUND, InvalidParameter(text)
+    return code, error
+
+
+class _ExecConmon(ProcessProtocol):
+    """The conmon of one exec, from our side of its pipes.
+
+    C{attach_ready} fires with True once its attach socket listens (False
+    if conmon went away first), C{started} with its first report (C{{"data":
+    PID}} or C{{"data": -1, "message": ...}}), C{exited} with the exit code
+    (None when conmon vanished without saying).
+    """
+
+    OUTPUT_LIMIT = 16 * 1024
+
+    def __init__(self) -> None:
+        self.attach_ready: Deferred = Deferred()
+        self.started: Deferred = Deferred()
+        self.exited: Deferred = Deferred()
+        self._sync = b""
+        self._output: List[bytes] = []
+        self._size = 0
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+        # conmon's first read of the start pipe, before it forks.
+        self.transport.writeToChild(START_FD, b"0")
+
+    def go(self, attached: bool = True) -> None:
+        """Let conmon run the process: the second write of the start pipe
+        when attached (conmon reads it no more otherwise)."""
+        try:
+            if attached:
+                self.transport.writeToChild(START_FD, b"1")
+            self.transport.closeChildFD(START_FD)
+        except Exception:
+            pass
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == SYNC_FD:
+            self._sync += data
+            while b"\n" in self._sync:
+                line, _, self._sync = self._sync.partition(b"\n")
+                if line.strip():
+                    self._report(line)
+        elif childFD == ATTACH_FD:
+            if not self.attach_ready.called:
+                self.attach_ready.callback(True)
+        elif self._size < self.OUTPUT_LIMIT:
+            self._output.append(data)
+            self._size += len(data)
+
+    def _report(self, line: bytes) -> None:
+        try:
+            report = json.loads(line.decode("utf-8", "replace"))
+            if not isinstance(report, dict):
+                raise ValueError(line)
+        except ValueError:
+            report = {"data": -1, "message": "unreadable report from conmon: %r" % (line,)}
+        if not self.started.called:
+            self.started.callback(report)
+            data = report.get("data")
+            if not isinstance(data, int) or data <= 0:
+                self._exit(None)
+        elif not self.exited.called:
+            code = report.get("data")
+            self._exit(code if isinstance(code, int) and code >= 0 else None)
+
+    def _exit(self, code) -> None:
+        if not self.exited.called:
+            self.exited.callback(code)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == SYNC_FD:
+            if self._sync.strip():
+                line, self._sync = self._sync, b""
+                self._report(line)
+            if not self.started.called:
+                self.started.callback({"data": -1, "message": self.output() or "conmon exited"})
+            self._exit(None)
+            self._not_attached()
+        elif childFD == ATTACH_FD:
+            self._not_attached()
+
+    def _not_attached(self) -> None:
+        if not self.attach_ready.called:
+            self.attach_ready.callback(False)
+
+    def processEnded(self, reason: Failure) -> None:
+        self._not_attached()
+        if not self.started.called:
+            self.started.callback({"data": -1, "message": self.output() or "conmon exited"})
+        self._exit(None)
+
+    def output(self) -> str:
+        text = b"".join(self._output).decode("utf-8", "replace")
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("[conmon:d]") or not line.strip():
+                continue
+            lines.append(line.split("]: ", 1)[-1].strip())
+        return "\n".join(lines)
+
+
+@implementer(IPushProducer)
+class _ClientPacer:
+    """Registered with the exec's attach connection: when conmon falls
+    behind with stdin, stop reading from the client (never closes it)."""
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+
+    def resumeProducing(self) -> None:
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IExecBackend)
+class ExecBackend:
+    """dockerd's exec store and exec life cycle, over the container backend
+    (which it joins: ExecIDs in inspect, execs ended with their container)."""
+
+    def __init__(self, reactor, containers, runtime=None) -> None:
+        self.reactor = reactor
+        self.containers = containers
+        self.runtime = runtime or containers.runtime
+        self.exec_dir = os.path.join(containers.exec_root, "execs")
+        self.socket_dir = containers.socket_dir
+        self.execs: Dict[str, Exec] = {}
+        self._gc_call = None
+        containers.execs = self
+        self._clean_leftovers()
+
+    # -- helpers --------------------------------------------------------
+
+    def _thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    def _clean_leftovers(self) -> None:
+        """What execs of a previous daemon left: their directories and links."""
+        if os.path.isdir(self.socket_dir):
+            for name in os.listdir(self.socket_dir):
+                path = os.path.join(self.socket_dir, name)
+                if name.startswith("x") and os.path.islink(path):
+                    if os.readlink(path).startswith(self.exec_dir + os.sep):
+                        os.unlink(path)
+        shutil.rmtree(self.exec_dir, ignore_errors=True)
+        os.makedirs(self.exec_dir, mode=0o700, exist_ok=True)
+
+    def _socket_name(self, e: Exec) -> str:
+        # As short as a container's (its ID's first 12): sockaddr_un is small.
+        # "x" is no hexadecimal digit, so no container's name.
+        return "x" + e.id[:11]
+
+    def _active(self, exec_id: str):
+        """dockerd's getExecConfig: the exec, its container running."""
+        e = self.execs.get(exec_id)
+        if e is None:
+            raise NotFound("No such exec instance: %s" % (exec_id,))
+        c = self.containers.containers.get(e.container_id)
+        if c is None:
+            raise NotFound("No such container: %s" % (exec_id,))
+        if not c.state.running:
+            raise Conflict("Container %s is not running" % (c.id,))
+        if c.state.paused:
+            raise Conflict("Container %s is paused, unpause the container before exec" % (c.id,))
+        if c.state.restarting:
+            raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
+        return e, c
+
+    def _event(self, c, action: str, **attributes) -> None:
+        self.containers._event(c, action, **attributes)
+
+    # -- the exec store, as the container backend sees it -----------------
+
+    def exec_ids(self, container_id: str) -> Optional[List[str]]:
+        """The container's execs that were created or run (inspect's ExecIDs)."""
+        ids = [e.id for e in self.execs.values() if e.container_id == container_id and e.live]
+        return ids or None
+
+    async def container_stopped(self, c) -> None:
+        """The container's run ended: execs never started are forgotten, the
+        running ones (killed with the container's processes) are awaited,
+        so that their exec_die comes before the container's die."""
+        try:
+            for e in list(self.execs.values()):
+                if e.container_id == c.id and not e.running and e.exit_code is None:
+                    del self.execs[e.id]
+            running = [e for e in self.execs.values() if e.container_id == c.id and e.running]
+            if not running:
+                return
+            if not await self._all_ended(running, STOP_GRACE):
+                for e in running:
+                    if e.running and e.pid:
+                        try:
+                            os.kill(e.pid, signals.SIGKILL)
+                        except OSError:
+                            pass
+                if not await self._all_ended(running, STOP_KILL_WAIT):
+                    log.warn("execs of {id} did not report their end", id=c.short_id)
+        except Exception:
+            log.failure("ending the execs of {id}", id=c.short_id)
+
+    async def _all_ended(self, execs: List[Exec], timeout: float) -> bool:
+        waits = [e.wait_ended() for e in execs if e.running]
+        if not waits:
+            return True
+        done = DeferredList(waits, consumeErrors=True)
+        timer = self.reactor.callLater(timeout, done.cancel)
+        try:
+            await done
+        except Exception:
+            pass
+        finally:
+            if timer.active():
+                timer.cancel()
+        for d in waits:
+            if not d.called:
+                d.cancel()
+        return not any(e.running for e in execs)
+
+    def _schedule_gc(self) -> None:
+        if self._gc_call is None or not self._gc_call.active():
+            self._gc_call = self.reactor.callLater(GC_INTERVAL, self._gc)
+
+    def _gc(self) -> None:
+        """dockerd's execCommandGC: an exec no longer live is marked
+        removable, and forgotten at the next pass."""
+        self._gc_call = None
+        for e in list(self.execs.values()):
+            if e.container_id not in self.containers.containers:
+                del self.execs[e.id]
+            elif e.can_remove:
+                del self.execs[e.id]
+            elif not e.live:
+                e.can_remove = True
+        if self.execs:
+            self._schedule_gc()
+
+    # -- create, inspect --------------------------------------------------
+
+    async def create_exec(self, name: str, config: dict) -> str:
+        c = self.containers.get(name)
+        self._check_running(c, name)
+        cmd = list(config.get("Cmd") or ())
+        user = config.get("User") or ""
+        if user:
+            # dockerd looks the user up early, for an early error.
+            try:
+                await self._thread(self._resolve_user, c, user)
+            except DockerError as error:
+                raise InvalidParameter(str(error))
+            self._check_running(c, name)
+        keys = b""
+        if config.get("DetachKeys"):
+            try:
+                keys = bytes(parse_detach_keys(config["DetachKeys"]))
+            except InvalidParameter:
+                raise InternalError("Invalid escape keys (%s) provided" % (config["DetachKeys"],))
+        tty = bool(config.get("Tty"))
+        e = Exec(
+            id=os.urandom(32).hex(),
+            container_id=c.id,
+            entrypoint=cmd[0],
+            args=cmd[1:],
+            env=spec.replace_or_append_env(daemon_environment(c.config, tty), config.get("Env") or ()),
+            user=user or c.config.get("User") or "",
+            working_dir=config.get("WorkingDir") or c.config.get("WorkingDir") or "",
+            tty=tty,
+            privileged=bool(config.get("Privileged")),
+            open_stdin=bool(config.get("AttachStdin")),
+            open_stdout=bool(config.get("AttachStdout")),
+            open_stderr=bool(config.get("AttachStderr")),
+            detach_keys=keys,
+            console_size=config.get("ConsoleSize"),
+        )
+        self.execs[e.id] = e
+        self._schedule_gc()
+        self._event(c, "exec_create: " + e.command(), execID=e.id)
+        return e.id
+
+    def _check_running(self, c, name: str) -> None:
+        """dockerd's getActiveContainer (the paused message names the
+        container as it was asked for)."""
+        if not c.state.running:
+            raise Conflict("Container %s is not running" % (c.id,))
+        if c.state.paused:
+            raise Conflict("Container %s is paused, unpause the container before exec" % (name,))
+        if c.state.restarting:
+            raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
+
+    def _container_spec(self, c) -> dict:
+        with open(os.path.join(self.containers.bundle(c), "config.json"), "rb") as f:
+            return json.loads(f.read())
+
+    def _rootfs(self, c, oci: Optional[dict] = None) -> str:
+        root = ((oci or {}).get("root") or {}).get("path")
+        if root:
+            return root if os.path.isabs(root) else os.path.join(self.containers.bundle(c), root)
+        return self.containers.overlay(c)["MergedDir"]
+
+    def _resolve_user(self, c, user: str) -> dict:
+        return spec.resolve_user(self._rootfs(c), user, c.host_config.get("GroupAdd") or ())
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        e = self.execs.get(exec_id)
+        if e is None or e.container_id not in self.containers.containers:
+            raise NotFound("No such exec instance: %s" % (exec_id,))
+        return e.inspect()
+
+    def check_exec(self, exec_id: str) -> None:
+        self._active(exec_id)
+
+    # -- start --------------------------------------------------------------
+
+    async def start_exec(self, exec_id: str, stream, console_size) -> None:
+        e, c = self._active(exec_id)
+        if e.exit_code is not None:
+            raise Conflict("Error: Exec command %s has already run" % (e.id,))
+        if e.running:
+            raise Conflict("Error: Exec command %s is already running" % (e.id,))
+        e.running = True
+        self._event(c, "exec_start: " + e.command(), execID=e.id)
+        if console_size is None:
+            console_size = e.console_size
+        output = _Output(e, stream)
+        try:
+            connection = await self._launch(c, e, stream, console_size, output)
+        except DockerError as error:
+            self._start_failed(e, error)
+            raise
+        except OSError as error:
+            failure = InternalError(str(error))
+            self._start_failed(e, failure)
+            raise failure
+        if stream is None:
+            return
+        await self._serve(c, e, stream, connection, output)
+
+    def _prepare(self, c, e: Exec, bundle: str, console_size) -> str:
+        """Write the exec's process file (in a thread); its path."""
+        oci = self._container_spec(c)
+        process = exec_process(
+            oci.get("process") or {},
+            e,
+            self._rootfs(c, oci),
+            c.host_config.get("GroupAdd") or (),
+            console_size,
+        )
+        os.makedirs(os.path.join(bundle, "exits"), mode=0o700, exist_ok=True)
+        path = os.path.join(bundle, "process.json")
+        write_atomic(path, json.dumps(process).encode("utf-8"), mode=0o600)
+        return path
+
+    def conmon_args(self, c, e: Exec, bundle: str, process_file: str, attached: bool) -> List[str]:
+        """conmon's command line (argv[0] included) for one exec."""
+        runtime = self.runtime
+        args = [
+            runtime.conmon,
+            "--api-version", "1",
+            "-c", c.id,
+            "-u", self._socket_name(e),
+            "-n", c.name.lstrip("/") or c.id,
+            "-r", runtime.runc,
+            "-b", bundle,
+            "-p", os.path.join(bundle, "pidfile"),
+            "--conmon-pidfile", os.path.join(bundle, "conmon.pid"),
+            "-l", "none",
+            "--exit-dir", os.path.join(bundle, "exits"),
+            "--socket-dir-path", self.socket_dir,
+            "--runtime-arg", "--root=" + runtime.state_root,
+            "-e", "--exec-process-spec", process_file,
+        ]  # fmt: skip
+        if attached:
+            args.append("--exec-attach")
+        if e.tty:
+            args.append("-t")
+        if attached and e.open_stdin:
+            args.append("-i")
+            if e.tty:
+                # dockerd keeps a terminal's stdin open when its client leaves.
+                args.append("--leave-stdin-open")
+        return args
+
+    async def _launch(self, c, e: Exec, stream, console_size, output: "_Output"):
+        """Run the exec's conmon; its attach connection (None if detached)
+        once the process runs."""
+        bundle = os.path.join(self.exec_dir, e.id)
+        e.bundle = bundle
+        process_file = await self._thread(self._prepare, c, e, bundle, console_size)
+        attached = stream is not None
+        args = self.conmon_args(c, e, bundle, process_file, attached)
+        env = dict(os.environ)
+        env.update(_OCI_SYNCPIPE=str(SYNC_FD), _OCI_STARTPIPE=str(START_FD))
+        env.pop("_OCI_ATTACHPIPE", None)
+        if attached:
+            env["_OCI_ATTACHPIPE"] = str(ATTACH_FD)
+        conmon = _ExecConmon()
+        e.conmon = conmon
+        try:
+            self.reactor.spawnProcess(
+                conmon,
+                self.runtime.conmon,
+                args,
+                env=env,
+                path=bundle,
+                childFDs={0: "w", 1: "r", 2: "r", SYNC_FD: "r", START_FD: "w", ATTACH_FD: "r"},
+            )
+        except OSError as error:
+            raise InternalError("cannot run %s: %s" % (self.runtime.conmon, error.strerror or error))
+        conmon.exited.addCallback(lambda code: self._exited(e, code))
+        conmon.exited.addErrback(lambda f: log.failure("exit of exec {id}", f, id=e.id))
+
+        def too_long() -> None:
+            log.error("conmon for exec {id} did not report in time", id=e.id)
+            for d, value in (
+                (conmon.attach_ready, False),
+                (conmon.started, {"data": -1, "message": "conmon did not report in time"}),
+            ):
+                if not d.called:
+                    d.callback(value)
+            self._kill_conmon(e)
+
+        timer = self.reactor.callLater(self.runtime.create_timeout, too_long)
+        connection = None
+        try:
+            if attached:
+                if await conmon.attach_ready:
+                    try:
+                        connection = await self.runtime.attach(
+                            os.path.join(self.socket_dir, self._socket_name(e), "attach"),
+                            output.write,
+                            output.drained,
+                        )
+                    except DockerError as error:
+                        log.warn("attach to exec {id}: {e}", id=e.id, e=error)
+            conmon.go(attached)
+            report = await conmon.started
+        finally:
+            if timer.active():
+                timer.cancel()
+        pid = report.get("data")
+        if not isinstance(pid, int) or pid <= 0:
+            if connection is not None:
+                connection.close()
+            message = runc_message(report.get("message")) or "conmon failed to run the exec"
+            code, error = start_error(message, e.entrypoint)
+            error.exit_code = code
+            raise error
+        e.pid = pid
+        e.start_tried = True
+        e._fire(e._started, pid)
+        if connection is None:
+            output.drained()
+        return connection
+
+    def _kill_conmon(self, e: Exec) -> None:
+        pid = Runtime.conmon_pid(e.bundle) if e.bundle else None
+        if pid:
+            try:
+                os.kill(pid, signals.SIGKILL)
+            except OSError:
+                pass
+
+    def _start_failed(self, e: Exec, error: DockerError) -> None:
+        """As dockerd: no exec_die, exit code 126 (127 for a command not
+        found), no longer listed in the container's ExecIDs."""
+        e.running = False
+        e.live = False
+        e.exit_code = getattr(error, "exit_code", _FAILED_TO_START)
+        e.conmon = None
+        e.start_tried = True
+        e._fire(e._started, 0)
+        e._fire(e._ended, e.exit_code)
+        self._schedule_cleanup(e)
+
+    def _exited(self, e: Exec, code: Optional[int]) -> None:
+        """conmon reported the end of a process that ran."""
+        if e.exit_code is not None:
+            return
+        if e.pid <= 0:
+            return  # it never ran: the start reports the failure
+        if code is None:
+            code = Runtime.exit_code(os.path.join(e.bundle, "exits"), e.container_id)
+            if code is None:
+                log.warn("conmon of exec {id} went away without its exit code", id=e.id)
+                code = 255
+        e.exit_code = code
+        e.running = False
+        e.live = False
+        e.conmon = None
+        c = self.containers.containers.get(e.container_id)
+        if c is not None:
+            self._event(c, "exec_die", execID=e.id, exitCode=code)
+        e._fire(e._ended, code)
+        self._schedule_cleanup(e)
+
+    def _schedule_cleanup(self, e: Exec) -> None:
+        if not e.bundle:
+            return
+        link = os.path.join(self.socket_dir, self._socket_name(e))
+        bundle = e.bundle
+
+        def clean() -> None:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
+            shutil.rmtree(bundle, ignore_errors=True)
+
+        d = self._thread(clean)
+        d.addErrback(lambda f: log.failure("cleaning exec {id}", f, id=e.id))
+
+    async def _serve(self, c, e: Exec, stream, connection, output: "_Output") -> None:
+        """Join the client to the running exec until it ended and its output
+        was drained, or until the client left or detached."""
+        finished = Deferred()
+
+        def finish(why: str) -> None:
+            if not finished.called:
+                finished.callback(why)
+
+        stdin = connection is not None and e.open_stdin
+        escape = None
+        if e.tty and stdin:
+            escape = EscapeKeys(list(e.detach_keys or bytes(parse_detach_keys(DEFAULT_DETACH_KEYS))))
+
+        def on_input(data: bytes) -> None:
+            if not stdin:
+                return
+            detach = False
+            if escape is not None:
+                data, detach = escape.feed(data)
+            if data:
+                connection.write(data)
+            if detach:
+                finish("detached")
+
+        pacer = None
+
+        def on_input_closed() -> None:
+            if not stdin:
+                return
+            if pacer is not None and connection.transport is not None:
+                # A transport whose producer is paused when its buffer drains
+                # resumes the producer and forgets a pending half-close.
+                # (Nothing more comes from the client: it needs no pacing.)
+                if connection.transport.producer is pacer:
+                    connection.transport.unregisterProducer()
+            connection.close_stdin()
+
+        if connection is not None and connection.transport is not None:
+            transport = connection.transport
+            stream.add_source(transport.pauseProducing, transport.resumeProducing)
+            client = getattr(stream, "transport", None)
+            if stdin and client is not None:
+                try:
+                    transport.registerProducer(_ClientPacer(client), True)
+                    pacer = transport.producer
+                except RuntimeError:
+                    pass
+        stream.read_input(on_input, on_input_closed)
+        stream.closed.addCallback(lambda _: finish("gone"))
+        ended = e.wait_ended()
+
+        def check(_=None) -> None:
+            if ended.called and output.done.called:
+                finish("ended")
+
+        ended.addCallback(check)
+        output.done.addCallback(check)
+        check()
+        try:
+            why = await finished
+        finally:
+            if not ended.called:
+                ended.cancel()
+        if why != "ended" and connection is not None:
+            # The exec goes on; conmon closes its stdin unless it has a terminal.
+            connection.close()
+        if why == "detached":
+            self._event(c, "exec_detach", execID=e.id)
+        stream.close()
+
+    # -- resize ---------------------------------------------------------------
+
+    async def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        e, c = self._active(exec_id)
+        started = e.wait_started()
+        timer = self.reactor.callLater(RESIZE_WAIT, started.cancel)
+        try:
+            await started
+        except Exception:
+            raise InternalError("timeout waiting for exec session ready")
+        finally:
+            if timer.active():
+                timer.cancel()
+        if e.pid <= 0:
+            raise InvalidParameter("exec process is not started")
+        if not e.tty or not e.running:
+            return
+        try:
+            await self.runtime.resize(e.bundle, height, width)
+        except DockerError as error:
+            # The process may just have ended.
+            log.debug("resize of exec {id}: {e}", id=e.id, e=error)
+
+
+class _Output:
+    """An attached exec's output on its way to the client: only the
+    streams it asked for; C{done} fires once conmon closed the socket."""
+
+    def __init__(self, e: Exec, stream) -> None:
+        self.exec = e
+        self.stream = stream
+        self.done: Deferred = Deferred()
+
+    def write(self, stream_id: int, data: bytes) -> None:
+        if self.stream is None:
+            return
+        if stream_id == STDOUT and not self.exec.open_stdout:
+            return
+        if stream_id == STDERR and not self.exec.open_stderr:
+            return
+        self.stream.write(stream_id, data)
+
+    def drained(self) -> None:
+        if not self.done.called:
+            self.done.callback(None)
