@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from .conftest import wait_for
-from .test_containers import busybox_rootfs_tar
+from .test_containers import daemon  # noqa: F401  (the module's daemon with busybox)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,21 +24,6 @@ pytestmark = [
 
 
 
-@pytest.fixture(scope="module")
-def daemon(module_daemons, tmp_path_factory):
-    d = module_daemons.start()
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(
-            ["docker", "import", "-", "busybox:latest"],
-            stdin=f,
-            env=d.cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    return d
 
 
 @pytest.fixture
