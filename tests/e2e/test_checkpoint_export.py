@@ -1,0 +1,168 @@
+"""
+A checkpoint that travels: exported from one twistedock daemon as a tar
+(GET /containers/{name}/checkpoints/{checkpoint}/export), imported into
+another (POST /containers/checkpoints/import), and restored there with the
+real `docker start --checkpoint`.  Two daemons on this machine, each with
+its own data root and socket, both --experimental and both with the busybox
+image imported; the busybox counter must go on counting on the target from
+where it was checkpointed, not from 0.
+"""
+
+import io
+import os
+import stat
+import tarfile
+
+import pytest
+
+from .conftest import wait_for
+from .test_checkpoint import (  # noqa: F401  (the criu fixture)
+    _import_busybox,
+    assert_continues,
+    criu,
+    numbers,
+    state,
+    wait_numbers,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export"),
+    pytest.mark.route("POST", "/containers/checkpoints/import"),
+    pytest.mark.route("POST", "/containers/{name:.*}/checkpoints"),
+    pytest.mark.route("POST", "/containers/{name:.*}/start"),
+]
+
+#: The counter, after changing its root filesystem (a file added, one removed).
+SCRIPT = "echo moved > /marker; rm /bin/true; i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done"
+
+
+@pytest.fixture(scope="module")
+def pair(module_daemons, tmp_path_factory, criu):  # noqa: F811
+    a = module_daemons.start("--experimental")
+    b = module_daemons.start("--experimental")
+    _import_busybox(a, tmp_path_factory)
+    _import_busybox(b, tmp_path_factory)
+    yield a, b
+    for d in (a, b):
+        _remove_all(d)
+
+
+def _remove_all(daemon):
+    """Leave no counter running (sh as PID 1 ignores SIGTERM: a daemon
+    stopping it would wait for its stop timeout)."""
+    if daemon.running:
+        ids = daemon.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            daemon.docker("rm", "-f", *ids, check=False)
+
+
+def counter(daemon, name):
+    daemon.docker("rm", "-f", name, check=False)
+    daemon.docker("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", SCRIPT)
+    return name
+
+
+def export(daemon, name, checkpoint):
+    answer = daemon.request(
+        "GET", "/v1.41/containers/%s/checkpoints/%s/export" % (name, checkpoint), timeout=60
+    )
+    assert answer.status == 200, answer
+    assert answer.headers["Content-Type"] == "application/x-tar"
+    return answer.body
+
+
+def import_(daemon, body, name=""):
+    target = "/v1.41/containers/checkpoints/import" + ("?name=" + name if name else "")
+    return daemon.request("POST", target, body=body, headers={"Content-Type": "application/x-tar"}, timeout=60)
+
+
+def test_export_import_restore_continues_on_the_other_daemon(pair):
+    a, b = pair
+    counter(a, "travel")
+    wait_numbers(a, "travel", 5)
+    assert a.docker("checkpoint", "create", "travel", "cp1").stdout == "cp1\n"
+    last = numbers(a, "travel")[-1]
+    body = export(a, "travel", "cp1")
+
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        assert names[:2] == ["manifest.json", "container.json"]
+        assert "checkpoint/checkpoint.json" in names
+        assert any(n.startswith("checkpoint/") and n.endswith(".img") for n in names)
+        assert "rootfs-diff/marker" in names
+        assert "rootfs-diff/bin/.wh.true" in names  # the overlay whiteout, as OCI writes it
+
+    answer = import_(b, body, "arrived")
+    assert answer.status == 201, answer
+    result = answer.json()
+    assert result["Checkpoint"] == "cp1" and len(result["Id"]) == 64
+    assert b.docker("checkpoint", "ls", "arrived").stdout.split() == ["CHECKPOINT", "NAME", "cp1"]
+    assert state(b, "arrived")["Status"] == "created"
+
+    b.docker("start", "--checkpoint", "cp1", "arrived")
+    s = state(b, "arrived")
+    assert s["Status"] == "running" and s["Pid"] > 0
+    after = wait_numbers(b, "arrived", 5)
+    assert_continues(after, last)
+    # Its root filesystem changes came with it: the whiteout is one again.
+    upper = os.path.join(b.data_root, "overlay2", result["Id"], "diff")
+    with open(os.path.join(upper, "marker")) as f:
+        assert f.read() == "moved\n"
+    st = os.lstat(os.path.join(upper, "bin", "true"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    b.docker("rm", "-f", "arrived")
+    a.docker("rm", "-f", "travel")
+
+
+def test_leave_running_then_import_keeps_both(pair):
+    a, b = pair
+    counter(a, "twin")
+    wait_numbers(a, "twin", 5)
+    before = numbers(a, "twin")[-1]
+    a.docker("checkpoint", "create", "--leave-running", "twin", "snap")
+    after_checkpoint = numbers(a, "twin")[-1]
+    assert state(a, "twin")["Status"] == "running"
+    body = export(a, "twin", "snap")
+    # Without ?name=, the container keeps its name (free on the target).
+    answer = import_(b, body)
+    assert answer.status == 201, answer
+    b.docker("start", "--checkpoint", "snap", "twin")
+    restored = wait_numbers(b, "twin", 5)
+    assert before - 1 <= restored[0] <= after_checkpoint + 2, (before, after_checkpoint, restored[:5])
+    assert restored == list(range(restored[0], restored[0] + len(restored)))
+    wait_for(lambda: len(numbers(a, "twin")) > len(restored) + 10 or numbers(a, "twin")[-1] > after_checkpoint + 5,
+             15, what="the original going on")
+    assert state(a, "twin")["Status"] == "running"
+    # Importing the same export again: its name is now taken.
+    answer = import_(b, body)
+    assert answer.status == 409, answer
+    b.docker("rm", "-f", "twin")
+    a.docker("rm", "-f", "twin")
+
+
+def test_missing_image_on_the_target_is_404_naming_it(pair, module_daemons):
+    a, _ = pair
+    bare = module_daemons.start("--experimental")
+    counter(a, "lonely")
+    wait_numbers(a, "lonely", 3)
+    a.docker("checkpoint", "create", "--leave-running", "lonely", "cp1")
+    body = export(a, "lonely", "cp1")
+    answer = import_(bare, body)
+    assert (answer.status, answer.json()) == (404, {"message": "No such image: busybox:latest"})
+    assert bare.docker("ps", "-aq").stdout == ""
+    a.docker("rm", "-f", "lonely")
+
+
+def test_bad_requests(pair):
+    a, b = pair
+    answer = import_(b, b"this is not a tar")
+    assert answer.status == 400, answer
+    assert "checkpoint archive" in answer.json()["message"]
+    answer = a.request("GET", "/v1.41/containers/nope/checkpoints/cp1/export")
+    assert (answer.status, answer.json()) == (404, {"message": "No such container: nope"})
+    counter(a, "plain")
+    answer = a.request("GET", "/v1.41/containers/plain/checkpoints/none/export")
+    assert (answer.status, answer.json()) == (404, {"message": "checkpoint none does not exist for container plain"})
+    a.docker("rm", "-f", "plain")

@@ -1,0 +1,153 @@
+"""
+twistedock-migrate moves a running busybox counter between two twistedock
+daemons on this machine (separate data roots and sockets, both
+--experimental): the counter goes on counting on the target, the source no
+longer has it; and a target killed in the middle of a migration leaves the
+container running on the source.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO_ROOT, wait_for
+from .test_checkpoint import (  # noqa: F401  (the criu fixture)
+    LOOP,
+    _import_busybox,
+    criu,
+    numbers,
+    state,
+    wait_numbers,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export"),
+    pytest.mark.route("POST", "/containers/checkpoints/import"),
+    pytest.mark.route("POST", "/containers/{name:.*}/checkpoints"),
+    pytest.mark.route("POST", "/containers/{name:.*}/start"),
+]
+
+
+def migrate_command(*args):
+    return [sys.executable, "-m", "twistedock.migrate"] + list(args)
+
+
+def migrate_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_migrate(*args, timeout=120):
+    return subprocess.run(
+        migrate_command(*args), env=migrate_env(), capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def counter(daemon, name):
+    daemon.docker("rm", "-f", name, check=False)
+    daemon.docker("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", LOOP)
+
+
+@pytest.fixture
+def pair(daemons, tmp_path_factory, criu):  # noqa: F811
+    a = daemons.start("--experimental")
+    b = daemons.start("--experimental")
+    _import_busybox(a, tmp_path_factory)
+    _import_busybox(b, tmp_path_factory)
+    yield a, b
+    for d in (a, b):
+        _remove_all(d)
+
+
+def _remove_all(daemon):
+    """Leave no counter running (sh as PID 1 ignores SIGTERM: a daemon
+    stopping it would wait for its stop timeout)."""
+    if daemon.running:
+        ids = daemon.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            daemon.docker("rm", "-f", *ids, check=False)
+
+
+def test_migrate_moves_a_running_counter(pair):
+    a, b = pair
+    counter(a, "mover")
+    wait_numbers(a, "mover", 5)
+    before = numbers(a, "mover")[-1]
+    result = run_migrate(a.host, b.host, "mover", "--json")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    downtime = re.search(r"downtime: (\d+) ms", result.stdout)
+    moved = re.search(r"bytes moved: (\d+)", result.stdout)
+    assert downtime and moved, result.stdout
+    assert int(moved.group(1)) > 0
+    # The source no longer has it; the target runs it, counting on.
+    gone = a.docker("container", "inspect", "mover", check=False)
+    assert gone.returncode != 0 and "No such" in gone.stderr
+    s = state(b, "mover")
+    assert s["Status"] == "running" and s["Pid"] > 0
+    after = wait_numbers(b, "mover", 5)
+    assert before - 1 <= after[0] <= before + 100, (before, after[:5])
+    assert after == list(range(after[0], after[0] + len(after)))
+    b.docker("rm", "-f", "mover")
+
+
+def test_missing_container_or_image_changes_nothing(pair, daemons):
+    a, b = pair
+    result = run_migrate(a.host, b.host, "nope")
+    assert result.returncode == 1 and "No such container: nope" in result.stderr
+    bare = daemons.start("--experimental")
+    counter(a, "stay")
+    result = run_migrate(a.host, bare.host, "stay")
+    assert result.returncode == 1 and "No such image: busybox:latest" in result.stderr
+    assert state(a, "stay")["Status"] == "running"
+    result = run_migrate(a.host, b.host, "stay", "--pre-copy", "2")
+    assert result.returncode == 1 and "--pre-copy is not supported" in result.stderr
+    assert state(a, "stay")["Status"] == "running"
+    a.docker("rm", "-f", "stay")
+
+
+def test_target_killed_mid_migration_leaves_the_source_running(pair):
+    a, b = pair
+    counter(a, "survivor")
+    wait_numbers(a, "survivor", 5)
+    proc = subprocess.Popen(
+        migrate_command(a.host, b.host, "survivor", "--pause-before", "import"),
+        env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            assert line, "migrate ended early: %s %s" % (lines, proc.stderr.read())
+            lines.append(line)
+            if "paused before import" in line:
+                break
+        # Checkpointed and exported: the source's container is stopped now.
+        assert state(a, "survivor")["Status"] == "exited"
+        logged = numbers(a, "survivor")
+        b.signal(signal.SIGKILL)
+        b.wait_exit(10)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (out, err)
+    assert "the container runs on the source again" in out, (out, err)
+    s = state(a, "survivor")
+    assert s["Status"] == "running" and s["Pid"] > 0
+    after = wait_for(
+        lambda: (lambda n: n if len(n) >= len(logged) + 5 else None)(numbers(a, "survivor")),
+        15, what="the counter going on on the source",
+    )[len(logged):]
+    assert logged[-1] - 1 <= after[0] <= logged[-1] + 2, (logged[-1], after[:5])
+    a.docker("rm", "-f", "survivor")

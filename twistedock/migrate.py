@@ -1,0 +1,299 @@
+"""
+twistedock-migrate: move a running container from one twistedock daemon to
+another over their Engine APIs (both run with --experimental).
+
+    twistedock-migrate SOURCE_HOST TARGET_HOST CONTAINER [--pre-copy N] [--keep-source]
+
+Hosts are C{unix:///path/to/docker.sock} or C{tcp://host:port} (TLS with
+C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
+
+ 1. inspect the container on the source (it must run) and check that its
+    image exists on the target (a missing image stops here, nothing done);
+ 2. pre-copy rounds (C{--pre-copy N}): not supported yet by the daemon's
+    checkpoint API, so N > 0 is refused with a clear message;
+ 3. the final checkpoint on the source (C{Exit}: the process is frozen and
+    stops there) - the downtime starts here;
+ 4. export from the source, import on the target (same name);
+ 5. C{start --checkpoint} on the target - the downtime ends when it answers
+    and the target reports the container running;
+ 6. only then the container is removed from the source (kept, exited with its
+    checkpoint, with C{--keep-source}).
+
+A failure at any step leaves the container running on the source: before
+the checkpoint nothing was changed; after it, what was made on the target
+is removed and the container is restored on the source from its checkpoint
+(if even that fails, the checkpoint is left and the command to restore it
+printed).  The downtime (checkpoint start to restored start) and the bytes
+moved are printed at the end.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Optional
+from urllib.parse import quote
+
+import treq
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.threads import deferToThread
+from twisted.web.client import Agent, FileBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+API = "/v1.41"
+
+
+class MigrationError(Exception):
+    """A step failed; the message says which and why."""
+
+
+@implementer(IAgentEndpointFactory)
+class _UnixEndpoints:
+    def __init__(self, reactor, path: str) -> None:
+        self.reactor = reactor
+        self.path = path
+
+    def endpointForURI(self, uri):
+        return UNIXClientEndpoint(self.reactor, self.path)
+
+
+@implementer(IAgentEndpointFactory)
+class _TcpEndpoints:
+    def __init__(self, reactor, host: str, port: int, tls_options=None) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.tls_options = tls_options
+
+    def endpointForURI(self, uri):
+        endpoint = HostnameEndpoint(self.reactor, self.host, self.port)
+        if self.tls_options is not None:
+            endpoint = wrapClientTLS(self.tls_options, endpoint)
+        return endpoint
+
+
+def _tls_options(host: str, args):
+    from twisted.internet import ssl
+
+    def read(path):
+        with open(os.path.expanduser(path), "rb") as f:
+            return f.read()
+
+    trust = ssl.Certificate.loadPEM(read(args.tlscacert)) if args.tlscacert else None
+    client = None
+    if args.tlscert and args.tlskey:
+        client = ssl.PrivateCertificate.loadPEM(read(args.tlscert) + b"\n" + read(args.tlskey))
+    kwargs = {"clientCertificate": client}
+    if trust is not None:
+        kwargs["trustRoot"] = trust
+    return ssl.optionsForClientTLS(host, **kwargs)
+
+
+class Daemon:
+    """One daemon's Engine API, through treq."""
+
+    def __init__(self, reactor, host: str, args) -> None:
+        self.host = host
+        if host.startswith("unix://"):
+            factory = _UnixEndpoints(reactor, host[len("unix://"):])
+        elif host.startswith("tcp://"):
+            netloc = host[len("tcp://"):].rstrip("/")
+            name, _, port = netloc.rpartition(":")
+            name = name.strip("[]")
+            use_tls = bool(args.tls or args.tlscacert or args.tlscert)
+            tls = _tls_options(name, args) if use_tls else None
+            factory = _TcpEndpoints(reactor, name, int(port or 2375), tls)
+        else:
+            raise MigrationError("unsupported host %r: use unix:///path or tcp://host:port" % (host,))
+        # The endpoint decides where to connect (and TLS); the URL is a label.
+        self.base = "http://docker" + API
+        self.client = treq.client.HTTPClient(Agent.usingEndpointFactory(reactor, factory))
+
+    async def call(self, method: str, path: str, expect=(200,), **kwargs):
+        try:
+            response = await self.client.request(method, self.base + path, **kwargs)
+        except Exception as e:
+            raise MigrationError("%s: %s %s: %s" % (self.host, method, path, e))
+        return response
+
+    async def json(self, method: str, path: str, expect=(200,), **kwargs):
+        response = await self.call(method, path, **kwargs)
+        body = await response.content()
+        if response.code not in expect:
+            raise MigrationError("%s: %s %s: %d %s" % (self.host, method, path, response.code, _message(body)))
+        if not body.strip():
+            return None
+        return json.loads(body)
+
+
+def _message(body: bytes) -> str:
+    try:
+        return json.loads(body).get("message") or body.decode("utf-8", "replace")
+    except (ValueError, AttributeError):
+        return body.decode("utf-8", "replace").strip()
+
+
+def _say(text: str) -> None:
+    sys.stdout.write("migrate: %s\n" % (text,))
+    sys.stdout.flush()
+
+
+async def _pause(step: str, pause_before) -> None:
+    """A test hook: stop before C{step} until a line is read from stdin."""
+    if pause_before == step:
+        _say("paused before %s" % (step,))
+        await deferToThread(sys.stdin.readline)
+
+
+async def migrate(reactor, args) -> dict:
+    source = Daemon(reactor, args.source, args)
+    target = Daemon(reactor, args.target, args)
+    name = args.container
+
+    info = await source.json("GET", "/containers/%s/json" % (quote(name, safe=""),), expect=(200,))
+    cid = info["Id"]
+    cname = info["Name"].lstrip("/")
+    image = info["Config"].get("Image") or ""
+    if not info["State"].get("Running"):
+        raise MigrationError("container %s is not running on %s" % (name, args.source))
+    await target.json("GET", "/images/%s/json" % (quote(image, safe=""),), expect=(200,))
+    if args.pre_copy:
+        raise MigrationError(
+            "--pre-copy is not supported yet (the daemon's checkpoint API has no pre-dump); nothing was done"
+        )
+
+    checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("checkpoint", args.pause_before)
+    frozen = time.monotonic()
+    _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
+    await source.json("POST", "/containers/%s/checkpoints" % (cid,), expect=(201,),
+                      json={"CheckpointID": checkpoint, "Exit": True})
+    checkpointed = time.monotonic()
+    # From here the container is stopped on the source, its checkpoint kept.
+    new_id: Optional[str] = None
+    moved = 0
+    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
+    try:
+        try:
+            await _pause("export", args.pause_before)
+            response = await source.call("GET", "/containers/%s/checkpoints/%s/export" % (cid, checkpoint))
+            if response.code != 200:
+                raise MigrationError("%s: export: %d %s" % (args.source, response.code,
+                                                             _message(await response.content())))
+            await treq.collect(response, spool.write)
+            moved = spool.tell()
+            exported = time.monotonic()
+            spool.seek(0)
+            await _pause("import", args.pause_before)
+            result = await target.json(
+                "POST", "/containers/checkpoints/import?name=%s" % (quote(cname, safe=""),), expect=(201,),
+                data=FileBodyProducer(spool), headers={"Content-Type": ["application/x-tar"]},
+            )
+            new_id = result["Id"]
+            imported = time.monotonic()
+            await _pause("restore", args.pause_before)
+            await target.json("POST", "/containers/%s/start?checkpoint=%s" % (new_id, checkpoint), expect=(204,))
+            restored = time.monotonic()
+            state = await target.json("GET", "/containers/%s/json" % (new_id,))
+            if not state["State"].get("Running"):
+                raise MigrationError("the restored container is not running on %s" % (args.target,))
+        except BaseException as e:
+            await _recover(source, target, cid, new_id, checkpoint, args, e)
+            raise
+    finally:
+        spool.close()
+    downtime = restored - frozen
+    if not args.keep_source:
+        try:
+            await source.json("DELETE", "/containers/%s?force=1" % (cid,), expect=(204,))
+        except MigrationError as e:
+            _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
+    figures = {
+        "Id": new_id,
+        "Downtime": downtime,
+        "Checkpoint": checkpointed - frozen,
+        "Transfer": imported - checkpointed,
+        "Export": exported - checkpointed,
+        "Restore": restored - imported,
+        "Bytes": moved,
+    }
+    _say("%s runs on %s as %s" % (cname, args.target, new_id[:12]))
+    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms)" % (
+        downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
+        (imported - exported) * 1000, figures["Restore"] * 1000))
+    _say("bytes moved: %d (%.1f MiB)" % (moved, moved / 1048576.0))
+    return figures
+
+
+async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None:
+    """After a failure past the checkpoint: nothing left on the target, the
+    container restored on the source."""
+    _say("failed: %s" % (error,))
+    if new_id is not None:
+        try:
+            await target.json("DELETE", "/containers/%s?force=1" % (new_id,), expect=(204, 404))
+        except Exception as e:
+            _say("warning: could not remove the half-made container on the target: %s" % (e,))
+    _say("restoring the container on the source from checkpoint %s" % (checkpoint,))
+    try:
+        await source.json("POST", "/containers/%s/start?checkpoint=%s" % (cid, checkpoint), expect=(204, 304))
+        _say("the container runs on the source again")
+    except Exception as e:
+        _say("could not restore it on the source (%s); it can be restored with: "
+             "docker -H %s start --checkpoint %s %s" % (e, args.source, checkpoint, cid[:12]))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="twistedock-migrate",
+        description="Move a running container between two twistedock daemons (checkpoint, transfer, restore).",
+    )
+    p.add_argument("source", metavar="SOURCE_HOST", help="unix:///path or tcp://host:port")
+    p.add_argument("target", metavar="TARGET_HOST", help="unix:///path or tcp://host:port")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("--pre-copy", type=int, default=0, metavar="N",
+                   help="pre-copy rounds before the final checkpoint (not supported yet)")
+    p.add_argument("--keep-source", action="store_true",
+                   help="keep the (exited, checkpointed) container on the source")
+    p.add_argument("--tls", action="store_true", help="use TLS for tcp:// hosts")
+    p.add_argument("--tlscacert", default="")
+    p.add_argument("--tlscert", default="")
+    p.add_argument("--tlskey", default="")
+    p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    p.add_argument("--pause-before", default="", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    """The console command: 0 when the container moved, 1 when it did not
+    (it is then running on the source, or restorable there: see above)."""
+    from twisted.internet import reactor
+
+    args = parser().parse_args(argv)
+    outcome = {"code": 1}
+
+    async def run():
+        try:
+            figures = await migrate(reactor, args)
+            if args.json:
+                sys.stdout.write(json.dumps(figures) + "\n")
+            outcome["code"] = 0
+        except MigrationError as e:
+            sys.stderr.write("twistedock-migrate: %s\n" % (e,))
+        except Exception as e:
+            sys.stderr.write("twistedock-migrate: unexpected error: %r\n" % (e,))
+
+    def go():
+        defer.ensureDeferred(run()).addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    return outcome["code"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
