@@ -23,6 +23,7 @@ from .test_checkpoint import (  # noqa: F401  (the criu fixture)
     state,
     wait_numbers,
 )
+from .test_checkpoint_export import _remove_all
 
 pytestmark = [
     pytest.mark.e2e,
@@ -66,14 +67,6 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
     for d in (a, b):
         _remove_all(d)
 
-
-def _remove_all(daemon):
-    """Leave no counter running (sh as PID 1 ignores SIGTERM: a daemon
-    stopping it would wait for its stop timeout)."""
-    if daemon.running:
-        ids = daemon.docker("ps", "-aq", check=False).stdout.split()
-        if ids:
-            daemon.docker("rm", "-f", *ids, check=False)
 
 
 def test_migrate_moves_a_running_counter(pair):
