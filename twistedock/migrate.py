@@ -163,7 +163,8 @@ async def migrate(reactor, args) -> dict:
     await target.json("GET", "/images/%s/json" % (quote(image, safe=""),), expect=(200,))
     if args.pre_copy:
         raise MigrationError(
-            "--pre-copy is not supported yet (the daemon's checkpoint API has no pre-dump); nothing was done"
+            "--pre-copy is not supported yet (the daemon's checkpoint API has no pre-dump, which "
+            "needs a kernel with soft-dirty page tracking); nothing was done"
         )
 
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
