@@ -14,25 +14,25 @@ from typing import List, Optional
 import attr
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import CancelledError, ensureDeferred
-from .logs import Logger, set_debug
 from twisted.web.server import Site
 
 from . import __version__
 from .atomic import write_atomic
 from .backend import host
-from .backend.debug import DebugBackend
+from .backend.archives import CopyBackend
 from .backend.checkpoints import CheckpointBackend
 from .backend.containers import ContainerBackend
 from .backend.criu import Criu
+from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend
-from .backend.archives import CopyBackend
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .config import ConfigError, DaemonConfig, read_config_file
-from .listeners import ListenerService, exit_failed, check_addresses
+from .listeners import ListenerService, check_addresses, exit_failed
+from .logs import Logger, set_debug
 from .routers.build import BuildRouter
 from .routers.checkpoint import CheckpointRouter
 from .routers.container import ContainerRouter

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import socket
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import attr
 from twisted.application.service import Service

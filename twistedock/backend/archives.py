@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import archive
+from ..deferreds import shield
 from ..errors import (
     Conflict,
     DockerError,
@@ -1429,30 +1430,6 @@ def merge_commit_config(user: dict, container: dict) -> dict:
 # =============================================================================
 
 
-def _shield(d: Deferred, on_abandon: Optional[Callable[[Any], Any]] = None) -> Deferred:
-    """A Deferred for C{d}'s result whose cancellation does not cancel
-    C{d}: the work (a thread) goes on, and C{on_abandon} gets its result
-    when nobody waits for it any more."""
-    outer: Deferred = Deferred()
-
-    def relay(result):
-        if outer.called:
-            if not isinstance(result, Failure) and on_abandon is not None:
-                try:
-                    on_abandon(result)
-                except Exception:
-                    log.failure("cleaning up abandoned copy work")
-            return None
-        if isinstance(result, Failure):
-            outer.errback(result)
-        else:
-            outer.callback(result)
-        return None
-
-    d.addBoth(relay)
-    return outer
-
-
 @implementer(ICopyBackend)
 class CopyBackend:
     """Archives, export, changes and commit over the container backend's
@@ -1486,7 +1463,7 @@ class CopyBackend:
         caller go away meanwhile, what was acquired is released."""
         self._users[c.id] = self._users.get(c.id, 0) + 1
         d = ensureDeferred(self._acquire_root(c))
-        return _shield(d, lambda fd: self._release(c, fd))
+        return shield(d, lambda fd: self._release(c, fd))
 
     async def _acquire_root(self, c) -> int:
         merged = self.containers.overlay(c)["MergedDir"]
@@ -1551,7 +1528,7 @@ class CopyBackend:
             self._release(c, fd)
             raise
         work.addBoth(lambda result: (self._release(c, fd), result)[1])
-        return await _shield(work)
+        return await shield(work)
 
     def _merged(self, c) -> str:
         return self.containers.overlay(c)["MergedDir"]
@@ -1596,7 +1573,7 @@ class CopyBackend:
             self._release(c, fd)
 
         work.addErrback(failed)
-        doc, target = await _shield(work, abandoned)
+        doc, target = await shield(work, abandoned)
 
         def cleanup():
             target.close()
@@ -1665,7 +1642,7 @@ class CopyBackend:
         try:
             upper = self.containers.overlay(c)["UpperDir"]
             tmp_dir = os.path.dirname(upper)
-            layer = _shield(
+            layer = shield(
                 self._thread(_layer_tar, upper, self._layer_dirs(c), tmp_dir),
                 lambda handle: handle.close(),
             )

@@ -39,11 +39,11 @@ import shutil
 from typing import List, Optional
 
 import attr
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import ensureDeferred
 from zope.interface import implementer
 
 from ..atomic import write_atomic
+from ..deferreds import shield
 from ..errors import DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
@@ -207,7 +207,7 @@ class CheckpointBackend:
     async def create(self, name: str, options: dict) -> None:
         # A client that goes away does not stop a checkpoint half-way: runc
         # and CRIU go on, and so must the bookkeeping.
-        await _shielded(ensureDeferred(self._create(name, options)), "checkpoint of %s" % (name,))
+        await shield(ensureDeferred(self._create(name, options)), what="checkpoint of %s" % (name,))
 
     async def _create(self, name: str, options: dict) -> None:
         c = self.containers.get(name)
@@ -426,25 +426,6 @@ def _list_dirs(base: str) -> List[str]:
     except FileNotFoundError:
         return []
     return [n for n in names if os.path.isdir(os.path.join(base, n))]
-
-
-def _shielded(operation: Deferred, what: str) -> Deferred:
-    """C{operation}'s result; cancelling what is returned leaves the
-    operation running to its end (and logs how it ended)."""
-    result = Deferred()
-
-    def done(outcome):
-        if not result.called:
-            if isinstance(outcome, Failure):
-                result.errback(outcome)
-            else:
-                result.callback(outcome)
-        elif isinstance(outcome, Failure):
-            log.warn("{what} (its client gone) failed: {error}", what=what, error=outcome.getErrorMessage())
-        return None
-
-    operation.addBoth(done)
-    return result
 
 
 def _touch(path: str) -> None:

@@ -25,9 +25,9 @@ from twisted.internet.defer import (
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.utils import getProcessOutputAndValue
-from ..logs import Logger
 from zope.interface import implementer
 
+from ..atomic import write_atomic
 from ..errors import (
     Conflict,
     DockerError,
@@ -36,18 +36,17 @@ from ..errors import (
     NotFound,
     NotModified,
 )
-from ..atomic import write_atomic
 from ..filters import Filters
-from ..reference import familiar_name
+from ..logs import Logger
 from ..routers.container import IContainerBackend
 from ..server.versions import MAX_API_VERSION
 from ..streams import STDERR, STDOUT
 from . import rootfs, spec
+from .container import Container, State
 from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
-from .container import Container, State, go_time
 from .events import EventLog
-from .runtime import LogChunks, LogFollower
 from .images import empty_container_config
+from .runtime import LogChunks, LogFollower
 from .system import IInventory
 
 log = Logger()

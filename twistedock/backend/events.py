@@ -9,9 +9,9 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, DeferredQueue, QueueOverflow
-from ..logs import Logger
 
 from ..filters import Filters
+from ..logs import Logger
 from ..reference import familiar_name
 
 log = Logger()

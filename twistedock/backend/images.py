@@ -62,12 +62,12 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequ
 import attr
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
-from ..logs import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import __version__, archive
 from ..atomic import write_atomic
+from ..deferreds import shield
+from ..logs import Logger
 from ..errors import (
     Conflict,
     DockerError,
@@ -1342,32 +1342,6 @@ def encode_image_config(config: dict) -> bytes:
     return go_json(doc)
 
 
-def _shielded(d: Deferred, on_abandon: Optional[Callable[[Any], None]] = None) -> Deferred:
-    """A Deferred for C{d}'s result whose cancellation does not stop C{d}:
-    the work finishes, and C{on_abandon} gets a result nobody waits for."""
-    outer: Deferred = Deferred()
-
-    def relay(result):
-        if outer.called:
-            if isinstance(result, Failure):
-                if not result.check(DockerError, archive.ArchiveError):
-                    log.failure("abandoned image operation failed", result)
-            elif on_abandon is not None:
-                try:
-                    on_abandon(result)
-                except Exception:
-                    log.failure("cleaning up an abandoned image operation")
-            return None
-        if isinstance(result, Failure):
-            outer.errback(result)
-        else:
-            outer.callback(result)
-        return None
-
-    d.addBoth(relay)
-    return outer
-
-
 class _DeleteConflict(Conflict):
     def __init__(self, image_id: str, hard: bool, used: bool, message: str) -> None:
         super().__init__(
@@ -1436,13 +1410,13 @@ class ImageStore:
 
     def _thread(self, function, *args, on_abandon=None) -> Deferred:
         d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
-        return _shielded(d, on_abandon)
+        return shield(d, on_abandon, "image operation", (DockerError, archive.ArchiveError))
 
     def _locked(self, function, *args) -> Deferred:
         """Run the coroutine function under the store's lock, to its end even
         if the caller goes away."""
         d = self._lock.run(lambda: ensureDeferred(function(*args)))
-        return _shielded(d)
+        return shield(d, None, "image operation", (DockerError, archive.ArchiveError))
 
     def set_usage(self, fn: Callable[[str], List[Tuple[str, bool]]]) -> None:
         """C{fn(image_id)}: the containers using an image, as

@@ -35,10 +35,10 @@ import tempfile
 from typing import BinaryIO, Dict, List, Optional, Sequence
 
 import attr
-from ..logs import Logger
 
 from .. import archive
 from ..atomic import write_atomic
+from ..logs import Logger
 
 log = Logger()
 

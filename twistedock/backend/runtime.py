@@ -55,11 +55,11 @@ from twisted.internet import inotify
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.threads import deferToThreadPool
-from ..logs import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from ..errors import Conflict, DockerError, InternalError, NotFound
+from ..logs import Logger
 
 log = Logger()
 

@@ -10,10 +10,10 @@ import time
 from typing import Awaitable, Callable, Optional
 
 import attr
-from ..logs import Logger
 
 from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet
+from ..logs import Logger
 from . import versions
 from .httputils import APIRequest
 

@@ -12,12 +12,12 @@ from typing import Iterable, List, Sequence
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import CancelledError, ensureDeferred
-from ..logs import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ..errors import DockerError, status_for
+from ..logs import Logger
 from . import versions
 from .httputils import APIRequest, encode_json
 from .middleware import (
