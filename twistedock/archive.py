@@ -478,26 +478,34 @@ def unpack(stream: BinaryIO, dest: str) -> None:
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
         extractor = _Extractor(root_fd)
-        try:
-            tar = tarfile.open(fileobj=source, mode="r|", errorlevel=2)
-        except tarfile.ReadError as e:
-            raise ArchiveError(_tar_error(e, len(head)))
-        with tar:
-            while True:
-                try:
-                    member = tar.next()
-                except tarfile.ReadError as e:
-                    raise ArchiveError(_tar_error(e, tarfile.BLOCKSIZE))
-                if member is None:
-                    break
-                # Stream mode keeps every member it saw; this one is enough.
-                tar.members = []
-                extractor.extract(tar, member)
+        for tar, member in members(source, len(head)):
+            extractor.extract(tar, member)
         extractor.finish()
     except OSError as e:
         raise ArchiveError(_os_error(e))
     finally:
         os.close(root_fd)
+
+
+def members(source: BinaryIO, head_length: int):
+    """(tar, member) for each entry of the tar stream C{source}, read once
+    in stream mode; a damaged stream raises L{ArchiveError} with dockerd's
+    words (C{head_length}: how much of it was read to tell it is a tar)."""
+    try:
+        tar = tarfile.open(fileobj=source, mode="r|", errorlevel=2)
+    except tarfile.ReadError as e:
+        raise ArchiveError(_tar_error(e, head_length))
+    with tar:
+        while True:
+            try:
+                member = tar.next()
+            except tarfile.ReadError as e:
+                raise ArchiveError(_tar_error(e, tarfile.BLOCKSIZE))
+            if member is None:
+                return
+            # Stream mode keeps every member it saw; the one at hand is enough.
+            tar.members = []
+            yield tar, member
 
 
 def _tar_error(error: tarfile.ReadError, read: int) -> str:

@@ -907,31 +907,17 @@ def _scan_for_breakouts(stream: BinaryIO, dest: str) -> None:
     if len(head) < tarfile.BLOCKSIZE:
         return
     source = io.BufferedReader(archive._Prefixed(head, stream), archive._CHUNK)
-    try:
-        tar = tarfile.open(fileobj=source, mode="r|", errorlevel=2)
-    except tarfile.ReadError as e:
-        raise archive.ArchiveError(archive._tar_error(e, len(head)))
-    with tar:
-        while True:
-            try:
-                member = tar.next()
-            except tarfile.ReadError as e:
-                raise archive.ArchiveError(archive._tar_error(e, tarfile.BLOCKSIZE))
-            if member is None:
-                break
-            tar.members = []
-            name = go_clean(member.name)
-            joined = go_clean(dest + "/" + name)
-            if not _inside(joined, dest):
+    for _, member in archive.members(source, len(head)):
+        name = go_clean(member.name)
+        joined = go_clean(dest + "/" + name)
+        if not _inside(joined, dest):
+            raise archive.BreakoutError("%s is outside of %s" % (_go_quote(name), _go_quote(dest)))
+        if member.islnk():
+            target = go_clean(dest + "/" + member.linkname)
+            if not _inside(target, dest):
                 raise archive.BreakoutError(
-                    "%s is outside of %s" % (_go_quote(name), _go_quote(dest))
+                    "invalid hardlink %s -> %s" % (_go_quote(target), _go_quote(member.linkname))
                 )
-            if member.islnk():
-                target = go_clean(dest + "/" + member.linkname)
-                if not _inside(target, dest):
-                    raise archive.BreakoutError(
-                        "invalid hardlink %s -> %s" % (_go_quote(target), _go_quote(member.linkname))
-                    )
 
 
 def _inside(path: str, dest: str) -> bool:
@@ -1025,20 +1011,8 @@ def extract_into(
     source = io.BufferedReader(archive._Prefixed(head, stream), archive._CHUNK)
     extractor = CopyExtractor(root_fd, dest_parts, no_overwrite_dir_non_dir, owner)
     try:
-        tar = tarfile.open(fileobj=source, mode="r|", errorlevel=2)
-    except tarfile.ReadError as e:
-        raise archive.ArchiveError(archive._tar_error(e, len(head)))
-    try:
-        with tar:
-            while True:
-                try:
-                    member = tar.next()
-                except tarfile.ReadError as e:
-                    raise archive.ArchiveError(archive._tar_error(e, tarfile.BLOCKSIZE))
-                if member is None:
-                    break
-                tar.members = []
-                extractor.extract(tar, member)
+        for tar, member in archive.members(source, len(head)):
+            extractor.extract(tar, member)
         extractor.finish()
     except OSError as e:
         raise archive.ArchiveError(archive._os_error(e))
