@@ -45,7 +45,7 @@ from . import rootfs, spec
 from .container import Container, State
 from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
 from .events import EventLog
-from .images import empty_container_config
+from .images import empty_container_config, get_timestamp
 from .runtime import LogChunks, LogFollower
 from .system import IInventory
 
@@ -1141,7 +1141,10 @@ class ContainerBackend:
         filters.validate(("until", "label", "label!"))
         until = None
         for value in filters.get("until"):
-            until = _parse_until(value, self._now())
+            try:
+                until = get_timestamp(value, self._now())
+            except DockerError:
+                raise InvalidParameter("invalid filter 'until=%s'" % (value,))
         deleted, reclaimed = [], 0
         for c in list(self.containers.values()):
             if c.state.running:
@@ -1353,17 +1356,3 @@ def _log_time(value) -> Optional[int]:
 def _log_timestamp(ns: int) -> str:
     seconds, nanos = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%09dZ" % nanos
-
-
-def _parse_until(value: str, now_ns: int) -> int:
-    """A prune C{until}: a timestamp, or a Go duration before now."""
-    import re
-
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", value)
-    if match:
-        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}[match.group(2)]
-        return now_ns - int(float(match.group(1)) * scale)
-    parsed = _log_time(value)
-    if parsed is None:
-        raise InvalidParameter("invalid filter 'until=%s'" % (value,))
-    return parsed
