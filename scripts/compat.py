@@ -66,7 +66,7 @@ def _import_twistedock():
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from twistedock import daemon
-    from twistedock.server import versions
+    from twistedock import versions
 
     return daemon, versions
 

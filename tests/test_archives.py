@@ -4,7 +4,6 @@ the streaming of tars with backpressure, and the routes over it."""
 
 import base64
 import io
-import json
 import os
 import stat
 import tarfile
@@ -13,7 +12,8 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
+from twistedock import golang
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -34,9 +34,6 @@ from twistedock.backend.archives import (
     container_path,
     encode_path_stat,
     extract_into,
-    go_base,
-    go_file_mode,
-    go_time,
     merge_commit_config,
     resolve,
     write_export,
@@ -149,17 +146,6 @@ def collect(function, *args) -> bytes:
 # -- Go's formats ---------------------------------------------------------------
 
 
-def test_go_file_modes_and_times():
-    assert go_file_mode(stat.S_IFDIR | 0o755) == 2147484141
-    assert go_file_mode(stat.S_IFLNK | 0o777) == 134218239
-    assert go_file_mode(stat.S_IFREG | 0o644) == 420
-    assert go_file_mode(stat.S_IFCHR | 0o666) == (1 << 26) | (1 << 21) | 0o666
-    assert go_file_mode(stat.S_IFDIR | 0o1777) == (1 << 31) | (1 << 20) | 0o777
-    assert go_file_mode(stat.S_IFREG | 0o4755) == (1 << 23) | 0o755
-    assert go_time(MTIME_NS) == "2023-11-14T22:13:20.5Z"
-    assert go_time(0) == "1970-01-01T00:00:00Z"
-
-
 @pytest.mark.parametrize(
     "given, absolute, base",
     [
@@ -175,7 +161,7 @@ def test_go_file_modes_and_times():
 )
 def test_container_paths_keep_a_trailing_slash_or_dot(given, absolute, base):
     assert container_path(given) == absolute
-    assert go_base(absolute) == base
+    assert golang.base(absolute) == base
 
 
 # -- resolution inside the root -------------------------------------------------

@@ -29,7 +29,6 @@ from twistedock.backend.images import (
     ImageStore,
     apply_changes,
     empty_container_config,
-    go_path_match,
     parse_any_reference,
     parse_normalized_named,
 )
@@ -812,7 +811,6 @@ def test_references():
     with pytest.raises(InvalidParameter) as caught:
         parse_normalized_named("a:b:c")
     assert str(caught.value) == "invalid reference format"
-    assert go_path_match("*", "web") and not go_path_match("*", "team/web")
 
 
 def test_changes_as_dockerd_applies_them():

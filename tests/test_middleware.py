@@ -4,7 +4,7 @@ import pytest
 from twisted.logger import globalLogPublisher
 
 from twistedock import errors
-from twistedock.server import versions
+from twistedock import versions
 from twistedock.server.middleware import mask_secrets
 
 from .memory import API

@@ -38,11 +38,11 @@ import hashlib
 import io
 import lzma
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
 from typing import BinaryIO, List, Optional, Tuple
+from . import golang
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -180,27 +180,14 @@ def _stream_error(error: BaseException) -> str:
 # -- paths -------------------------------------------------------------------
 
 
-def clean(name: str) -> str:
-    """Go's filepath.Clean for the relative names of tar entries."""
-    cleaned = posixpath.normpath(name) if name else "."
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
-
-
 def entry_path(name: str) -> str:
     """The cleaned relative path of entry C{name}; refuse one that escapes."""
     if name.startswith("/"):
-        raise BreakoutError("%s is an absolute path" % (_quote(name),))
-    cleaned = clean(name)
+        raise BreakoutError("%s is an absolute path" % (golang.quote(name),))
+    cleaned = golang.clean(name)
     if cleaned == ".." or cleaned.startswith("../"):
-        raise BreakoutError("%s is outside of %s" % (_quote(name), _quote("/")))
+        raise BreakoutError("%s is outside of %s" % (golang.quote(name), golang.quote("/")))
     return cleaned
-
-
-def _quote(text: str) -> str:
-    """Go's %q for the names in dockerd's messages."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _split(path: str) -> List[str]:
@@ -309,7 +296,7 @@ class _Extractor:
 
     def whiteout(self, parent_fd: int, name: str, member: tarfile.TarInfo, path: str) -> None:
         if not name or name in (".", ".."):
-            raise ArchiveError("invalid whiteout %s" % (_quote(path),))
+            raise ArchiveError("invalid whiteout %s" % (golang.quote(path),))
         self.remove_existing(parent_fd, name, keep_dir=False)
         os.mknod(name, stat.S_IFCHR, 0, dir_fd=parent_fd)
         os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
@@ -383,10 +370,10 @@ class _Extractor:
     def hardlink(self, member: tarfile.TarInfo, parent_fd: int, base: str, path: str) -> bool:
         """Link C{base} to the entry's target, inside the root; whether the
         target is a symbolic link (then it must not be chmod-ed)."""
-        target = clean(member.linkname.lstrip("/") or ".")
+        target = golang.clean(member.linkname.lstrip("/") or ".")
         if target == ".." or target.startswith("../") or target == ".":
             raise BreakoutError(
-                "invalid hardlink %s -> %s" % (_quote("/" + path), _quote(member.linkname))
+                "invalid hardlink %s -> %s" % (golang.quote("/" + path), golang.quote(member.linkname))
             )
         target_parts = target.split("/")
         shown = "%s /%s" % (target, path)

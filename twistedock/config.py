@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import attr
 
-from .server import versions
+from . import versions
 
 DEFAULT_UNIX_SOCKET = "/var/run/docker.sock"
 DEFAULT_DATA_ROOT = "/var/lib/twistedock"

@@ -10,7 +10,7 @@ from twisted.python import usage
 
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
 from .listeners import check_addresses
-from .server import versions
+from . import versions
 
 BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore")
 

@@ -1,6 +1,5 @@
 """Containers that really run, driven with the real docker CLI and docker-py."""
 
-import json
 import os
 import signal
 import subprocess

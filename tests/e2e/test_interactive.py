@@ -6,7 +6,7 @@ import pytest
 
 from .ptys import PtyProcess
 from .test_containers import daemon, remove, state  # noqa: F401  (module fixture)
-from .conftest import DOCKER, wait_for
+from .conftest import DOCKER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")]
 

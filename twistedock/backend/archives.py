@@ -40,12 +40,10 @@ import errno
 import io
 import json
 import os
-import posixpath
 import stat
 import tarfile
 import tempfile
 import threading
-import time
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -66,6 +64,7 @@ from ..errors import (
 from ..logs import Logger
 from ..routers.container import ICopyBackend
 from . import rootfs
+from .. import golang
 
 log = Logger()
 
@@ -107,89 +106,20 @@ MODIFIED, ADDED, DELETED = 0, 1, 2
 # Go's view of paths, modes and times
 # =============================================================================
 
-_GO_DIR = 1 << 31
-_GO_SYMLINK = 1 << 27
-_GO_DEVICE = 1 << 26
-_GO_NAMED_PIPE = 1 << 25
-_GO_SOCKET = 1 << 24
-_GO_SETUID = 1 << 23
-_GO_SETGID = 1 << 22
-_GO_CHAR_DEVICE = 1 << 21
-_GO_STICKY = 1 << 20
-
-
-def go_file_mode(st_mode: int) -> int:
-    """Go's os.FileMode of a stat's mode, as JSON carries it."""
-    mode = st_mode & 0o777
-    kind = stat.S_IFMT(st_mode)
-    if kind == stat.S_IFDIR:
-        mode |= _GO_DIR
-    elif kind == stat.S_IFLNK:
-        mode |= _GO_SYMLINK
-    elif kind == stat.S_IFBLK:
-        mode |= _GO_DEVICE
-    elif kind == stat.S_IFCHR:
-        mode |= _GO_DEVICE | _GO_CHAR_DEVICE
-    elif kind == stat.S_IFIFO:
-        mode |= _GO_NAMED_PIPE
-    elif kind == stat.S_IFSOCK:
-        mode |= _GO_SOCKET
-    if st_mode & stat.S_ISUID:
-        mode |= _GO_SETUID
-    if st_mode & stat.S_ISGID:
-        mode |= _GO_SETGID
-    if st_mode & stat.S_ISVTX:
-        mode |= _GO_STICKY
-    return mode
-
-
-def go_time(ns: int) -> str:
-    """A time.Time in JSON (RFC 3339, nanoseconds without trailing zeros), UTC."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if nanos:
-        text += ("." + "%09d" % nanos).rstrip("0")
-    return text + "Z"
-
-
-def go_clean(path: str) -> str:
-    """Go's filepath.Clean."""
-    if not path:
-        return "."
-    cleaned = posixpath.normpath(path)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
-
-
-def go_base(path: str) -> str:
-    """Go's filepath.Base."""
-    if not path:
-        return "."
-    path = path.rstrip("/")
-    if not path:
-        return "/"
-    return path.rsplit("/", 1)[-1]
 
 
 def container_path(path: str) -> str:
     """C{path} as an absolute path in the container, cleaned, with a trailing
     C{/} or C{/.} kept (moby's PreserveTrailingDotOrSeparator): they mean
     "the directory itself" or "its content" to docker cp."""
-    cleaned = go_clean("/" + path)
-    if go_base(cleaned) != "." and go_base(path) == ".":
+    cleaned = golang.clean("/" + path)
+    if golang.base(cleaned) != "." and golang.base(path) == ".":
         if not cleaned.endswith("/"):
             cleaned += "/"
         cleaned += "."
     if not cleaned.endswith("/") and path.endswith("/"):
         cleaned += "/"
     return cleaned
-
-
-def go_split(path: str) -> Tuple[str, str]:
-    """Go's filepath.Split: everything up to the last slash, and the rest."""
-    i = path.rfind("/")
-    return path[: i + 1], path[i + 1 :]
 
 
 def _shown(parts: Sequence[str]) -> str:
@@ -360,13 +290,13 @@ class Scope:
         except TooManyLinks:
             raise InternalError(
                 "evalSymlinksInScope: too many links in %s%s"
-                % (self.shown_root, go_clean("/" + path))
+                % (self.shown_root, golang.clean("/" + path))
             )
 
     def target(self, path: str) -> Target:
         """Resolve C{path} as dockerd's ResolvePath, and lstat it."""
         abs_path = container_path(path)
-        directory, base = go_split(abs_path)
+        directory, base = golang.split(abs_path)
         dir_parts = self.resolve(directory)
         shown = self.shown_root + _shown(dir_parts).rstrip("/") + "/" + base
         try:
@@ -410,10 +340,10 @@ class Scope:
             if stat.S_ISLNK(target.st.st_mode):
                 link_target = _shown(self.resolve(target.abs_path))
             doc = {
-                "name": go_base(target.abs_path),
+                "name": golang.base(target.abs_path),
                 "size": target.st.st_size,
-                "mode": go_file_mode(target.st.st_mode),
-                "mtime": go_time(target.st.st_mtime_ns),
+                "mode": golang.file_mode(target.st.st_mode),
+                "mtime": golang.rfc3339_nano(target.st.st_mtime_ns),
                 "linkTarget": link_target,
             }
         except BaseException:
@@ -632,7 +562,7 @@ def write_path_archive(target: Target, write: Callable[[bytes], None]) -> None:
     """GET archive: the target (and what is below it), named after the
     base name of the asked path (moby's TarResourceRebase)."""
     writer = TarWriter(write)
-    rebase = go_base(target.abs_path)
+    rebase = golang.base(target.abs_path)
     arcname = "" if rebase == "/" else rebase
     name = None if target.is_dir_itself else target.base
     writer.tree(target.dir_fd, name, arcname, target.st, parts=target.parts, mounts=target.mounts)
@@ -895,10 +825,6 @@ class OverwriteConflict(archive.ArchiveError):
     """noOverwriteDirNonDir refused an entry (400)."""
 
 
-def _go_quote(text: str) -> str:
-    return archive._quote(text)
-
-
 def _scan_for_breakouts(stream: BinaryIO, dest: str) -> None:
     """Refuse the whole tar when an entry, or a hard link's target, would
     land outside C{dest} (moby checks each entry as it comes; refusing
@@ -908,15 +834,15 @@ def _scan_for_breakouts(stream: BinaryIO, dest: str) -> None:
         return
     source = io.BufferedReader(archive._Prefixed(head, stream), archive._CHUNK)
     for _, member in archive.members(source, len(head)):
-        name = go_clean(member.name)
-        joined = go_clean(dest + "/" + name)
+        name = golang.clean(member.name)
+        joined = golang.clean(dest + "/" + name)
         if not _inside(joined, dest):
-            raise archive.BreakoutError("%s is outside of %s" % (_go_quote(name), _go_quote(dest)))
+            raise archive.BreakoutError("%s is outside of %s" % (golang.quote(name), golang.quote(dest)))
         if member.islnk():
-            target = go_clean(dest + "/" + member.linkname)
+            target = golang.clean(dest + "/" + member.linkname)
             if not _inside(target, dest):
                 raise archive.BreakoutError(
-                    "invalid hardlink %s -> %s" % (_go_quote(target), _go_quote(member.linkname))
+                    "invalid hardlink %s -> %s" % (golang.quote(target), golang.quote(member.linkname))
                 )
 
 
@@ -945,7 +871,7 @@ class CopyExtractor(archive._Extractor):
         self._entry = ""
 
     def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = go_clean(member.name).lstrip("/") or "."
+        name = golang.clean(member.name).lstrip("/") or "."
         if name == "." or name.startswith("../") or name == "..":
             # "." merges into the existing directory (its metadata kept);
             # escaping names were refused before anything was written.
@@ -974,18 +900,18 @@ class CopyExtractor(archive._Extractor):
                 if is_dir and not keep_dir:
                     raise OverwriteConflict(
                         "cannot overwrite directory %s with non-directory %s"
-                        % (_go_quote(self._entry), _go_quote(self.dest_shown))
+                        % (golang.quote(self._entry), golang.quote(self.dest_shown))
                     )
                 if not is_dir and keep_dir:
                     raise OverwriteConflict(
                         "cannot overwrite non-directory %s with directory %s"
-                        % (_go_quote(self._entry), _go_quote(self.dest_shown))
+                        % (golang.quote(self._entry), golang.quote(self.dest_shown))
                     )
         super().remove_existing(parent_fd, base, keep_dir)
 
     def hardlink(self, member: tarfile.TarInfo, parent_fd: int, base: str, path: str) -> bool:
         # Link names are relative to the directory extracted into.
-        target = go_clean(self.dest_shown + "/" + member.linkname)
+        target = golang.clean(self.dest_shown + "/" + member.linkname)
         relocated = copy.copy(member)
         relocated.linkname = target.lstrip("/")
         return super().hardlink(relocated, parent_fd, base, path)
@@ -1314,7 +1240,7 @@ def _write_layer_dir(writer: TarWriter, dir_fd: int, entry: _Entry) -> None:
         except FileNotFoundError:
             continue
         if _is_whiteout(st):
-            directory, base = go_split(arcname)
+            directory, base = golang.split(arcname)
             info = TarWriter.info_for(directory + archive.WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
             info.mode = 0o600
             writer.header(info)

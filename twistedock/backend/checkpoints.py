@@ -47,7 +47,8 @@ from ..deferreds import shield
 from ..errors import DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
-from .container import Container, go_time
+from .. import golang
+from .container import Container
 from .containers import CHECKPOINTED_MARK
 from .criu import Criu
 from .runtime import runc_message
@@ -304,7 +305,7 @@ class CheckpointBackend:
         document = {
             "Version": METADATA_VERSION,
             "Name": checkpoint_id,
-            "Created": go_time(self.containers._now()),
+            "Created": golang.rfc3339_nano(self.containers._now()),
             "Container": {
                 "ID": c.id,
                 "Name": c.name,

@@ -5,55 +5,14 @@ of it (inspect, list, the Status text).
 """
 
 import json
-import math
 import os
-import time
 from typing import Dict, List, Optional
 
 import attr
 
 from ..atomic import write_atomic
+from .. import golang
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def go_time(ns: int) -> str:
-    """Go's RFC3339Nano in UTC: trailing zeros of the fraction dropped."""
-    if not ns:
-        return ZERO_TIME
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if nanos:
-        text += ("." + "%09d" % nanos).rstrip("0")
-    return text + "Z"
-
-
-def human_duration(seconds: float) -> str:
-    """docker/go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return "%d seconds" % s
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return "%d minutes" % minutes
-    hours = int(math.floor(seconds / 3600 + 0.5))
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return "%d hours" % hours
-    if hours < 24 * 7 * 2:
-        return "%d days" % (hours // 24)
-    if hours < 24 * 30 * 2:
-        return "%d weeks" % (hours // 24 // 7)
-    if hours < 24 * 365 * 2:
-        return "%d months" % (hours // 24 // 30)
-    return "%d years" % (int(seconds / 3600) // 24 // 365)
 
 
 @attr.s(auto_attribs=True)
@@ -90,7 +49,7 @@ class State:
         """The Status column of docker ps."""
 
         def since(ns: int) -> str:
-            return human_duration((now_ns - ns) / 1e9)
+            return golang.human_duration((now_ns - ns) / 1e9)
 
         if self.running:
             if self.paused:
@@ -119,8 +78,8 @@ class State:
             "Pid": self.pid,
             "ExitCode": self.exit_code,
             "Error": self.error,
-            "StartedAt": go_time(self.started_at),
-            "FinishedAt": go_time(self.finished_at),
+            "StartedAt": golang.json_time(self.started_at),
+            "FinishedAt": golang.json_time(self.finished_at),
         }
 
 
@@ -292,7 +251,7 @@ class Container:
     def inspect(self, size: Optional[Dict[str, int]] = None, sandbox_key: str = "") -> dict:
         doc = {
             "Id": self.id,
-            "Created": go_time(self.created),
+            "Created": golang.json_time(self.created),
             "Path": self.path,
             "Args": list(self.args),
             "State": self.state.to_json(),

@@ -39,7 +39,7 @@ from ..errors import (
 from ..filters import Filters
 from ..logs import Logger
 from ..routers.container import IContainerBackend
-from ..server.versions import MAX_API_VERSION
+from ..versions import MAX_API_VERSION
 from ..streams import STDERR, STDOUT
 from . import rootfs, spec
 from .container import Container, State
@@ -48,6 +48,7 @@ from .events import EventLog
 from .images import empty_container_config, get_timestamp
 from .runtime import LogChunks, LogFollower
 from .system import IInventory
+from .. import golang
 
 log = Logger()
 
@@ -1221,7 +1222,7 @@ class ContainerBackend:
             if until is not None and ts > until:
                 return
             if options.get("timestamps"):
-                data = _log_timestamp(ts).encode() + b" " + data
+                data = golang.rfc3339_nano_fixed(ts).encode() + b" " + data
             writer.write(STDOUT if stream == "stdout" else STDERR, data)
 
         follow = bool(options.get("follow")) and (until is None or until > self._now())
@@ -1351,8 +1352,3 @@ def _log_time(value) -> Optional[int]:
     if whole == 0 and nanos == 0:
         return None
     return whole * 1_000_000_000 + nanos
-
-
-def _log_timestamp(ns: int) -> str:
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%09dZ" % nanos

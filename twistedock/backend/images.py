@@ -53,10 +53,8 @@ import hashlib
 import io
 import json
 import os
-import platform as _platform
 import re
 import time
-from decimal import Decimal
 from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import attr
@@ -78,6 +76,7 @@ from ..errors import (
     NotImplementedYet,
 )
 from ..filters import Filters
+from .. import golang
 from ..routers.image import IImageBackend, summary_json
 from .events import EventLog
 from .system import IInventory
@@ -280,80 +279,8 @@ def short_id(image_id: str) -> str:
 
 
 # =============================================================================
-# Go's formats: times, durations, globs, JSON
+# docker's timetypes: --since, --until and until filters
 # =============================================================================
-
-
-def rfc3339_nano(ns: int) -> str:
-    """Go's time.RFC3339Nano in UTC (trailing zeros of the fraction dropped)."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if nanos:
-        text += "." + ("%09d" % nanos).rstrip("0")
-    return text + "Z"
-
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
-)
-
-
-def parse_rfc3339(text: str) -> Optional[int]:
-    """Nanoseconds since the epoch of an RFC 3339 time; None if it is not one."""
-    match = _RFC3339.match(text or "")
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    try:
-        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (ValueError, OverflowError):
-        return None
-    fraction = match.group(7) or ""
-    nanos = int((fraction + "000000000")[:9]) if fraction else 0
-    zone = match.group(8)
-    if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    return seconds * 1_000_000_000 + nanos
-
-
-_DURATION_UNITS = {
-    "ns": Decimal(1),
-    "us": Decimal(1_000),
-    "\u00b5s": Decimal(1_000),
-    "\u03bcs": Decimal(1_000),
-    "ms": Decimal(1_000_000),
-    "s": Decimal(1_000_000_000),
-    "m": Decimal(60_000_000_000),
-    "h": Decimal(3_600_000_000_000),
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds; ValueError if it is not one."""
-    body = text
-    sign = 1
-    if body[:1] in ("+", "-"):
-        sign = -1 if body[0] == "-" else 1
-        body = body[1:]
-    if body == "0":
-        return 0
-    if not body:
-        raise ValueError('time: invalid duration "%s"' % (text,))
-    total = Decimal(0)
-    pos = 0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None:
-            if re.match(r"(\d+(?:\.\d*)?|\.\d+)$", body[pos:]):
-                raise ValueError('time: missing unit in duration "%s"' % (text,))
-            raise ValueError('time: invalid duration "%s"' % (text,))
-        total += Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return sign * int(total)
 
 
 def get_timestamp(value: str, now_ns: int) -> int:
@@ -361,7 +288,7 @@ def get_timestamp(value: str, now_ns: int) -> int:
     Unix time or an RFC 3339-like time, as nanoseconds since the epoch."""
     if value != "0":
         try:
-            return now_ns - parse_duration(value)
+            return now_ns - golang.parse_duration(value)
         except ValueError:
             pass
     parsed = _parse_time_value(value)
@@ -387,7 +314,7 @@ _LOCAL_FORMATS = (
 
 
 def _parse_time_value(value: str) -> Optional[int]:
-    exact = parse_rfc3339(value)
+    exact = golang.parse_rfc3339(value)
     if exact is not None:
         return exact
     if any(c in value for c in "zZ+") or value.count("-") == 3:
@@ -428,162 +355,6 @@ def _parse_local(text: str) -> Optional[int]:
             continue
         return calendar.timegm(parsed) * 1_000_000_000 + nanos
     return None
-
-
-class BadPattern(Exception):
-    """path.ErrBadPattern: "syntax error in pattern"."""
-
-    def __init__(self) -> None:
-        super().__init__("syntax error in pattern")
-
-
-def go_path_match(pattern: str, name: str) -> bool:
-    """Go's path.Match: shell globs whose C{*} and C{?} stop at C{/};
-    raises L{BadPattern} for a malformed pattern."""
-    while pattern:
-        star, chunk, pattern = _scan_chunk(pattern)
-        if star and chunk == "":
-            return "/" not in name
-        rest, ok = _match_chunk(chunk, name)
-        if ok and (rest == "" or pattern):
-            name = rest
-            continue
-        if star:
-            found = False
-            i = 0
-            while i < len(name) and name[i] != "/":
-                rest, ok = _match_chunk(chunk, name[i + 1 :])
-                if ok:
-                    if not pattern and rest:
-                        i += 1
-                        continue
-                    name = rest
-                    found = True
-                    break
-                i += 1
-            if found:
-                continue
-        while pattern:
-            _, chunk, pattern = _scan_chunk(pattern)
-            _match_chunk(chunk, "")
-        return False
-    return name == ""
-
-
-def _scan_chunk(pattern: str) -> Tuple[bool, str, str]:
-    star = False
-    while pattern.startswith("*"):
-        pattern = pattern[1:]
-        star = True
-    in_range = False
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            if i + 1 < len(pattern):
-                i += 1
-        elif c == "[":
-            in_range = True
-        elif c == "]":
-            in_range = False
-        elif c == "*" and not in_range:
-            break
-        i += 1
-    return star, pattern[:i], pattern[i:]
-
-
-def _match_chunk(chunk: str, s: str) -> Tuple[str, bool]:
-    """Go's matchChunk: (the rest of C{s}, matched); once the match failed
-    the chunk is still read through, to check its syntax."""
-    failed = False
-    while chunk:
-        if not failed and not s:
-            failed = True
-        c = chunk[0]
-        if c == "[":
-            r = ""
-            if not failed:
-                r, s = s[0], s[1:]
-            chunk = chunk[1:]
-            negated = False
-            if chunk.startswith("^"):
-                negated = True
-                chunk = chunk[1:]
-            matched = False
-            ranges = 0
-            while True:
-                if chunk.startswith("]") and ranges > 0:
-                    chunk = chunk[1:]
-                    break
-                lo, chunk = _get_esc(chunk)
-                hi = lo
-                if chunk[0] == "-":
-                    hi, chunk = _get_esc(chunk[1:])
-                if r and lo <= r <= hi:
-                    matched = True
-                ranges += 1
-            if matched == negated:
-                failed = True
-        elif c == "?":
-            if not failed:
-                if s[0] == "/":
-                    failed = True
-                s = s[1:]
-            chunk = chunk[1:]
-        else:
-            if c == "\\":
-                chunk = chunk[1:]
-                if not chunk:
-                    raise BadPattern()
-            if not failed:
-                if chunk[0] != s[0]:
-                    failed = True
-                s = s[1:]
-            chunk = chunk[1:]
-    if failed:
-        return "", False
-    return s, True
-
-
-def _get_esc(chunk: str) -> Tuple[str, str]:
-    if not chunk or chunk[0] in "-]":
-        raise BadPattern()
-    if chunk[0] == "\\":
-        chunk = chunk[1:]
-        if not chunk:
-            raise BadPattern()
-    rest = chunk[1:]
-    if not rest:
-        raise BadPattern()
-    return chunk[0], rest
-
-
-def go_json(obj: Any) -> bytes:
-    """Go's json.Marshal: compact, HTML characters escaped."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    text = (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-    return text.encode("utf-8")
-
-
-def go_arch() -> str:
-    machine = _platform.machine()
-    return {
-        "x86_64": "amd64",
-        "aarch64": "arm64",
-        "armv7l": "arm",
-        "armv6l": "arm",
-        "i686": "386",
-        "i386": "386",
-        "ppc64le": "ppc64le",
-        "s390x": "s390x",
-        "riscv64": "riscv64",
-    }.get(machine, machine)
 
 
 # =============================================================================
@@ -1059,7 +830,7 @@ def _healthcheck(rest: str) -> dict:
         if not value:
             continue
         try:
-            duration = parse_duration(value)
+            duration = golang.parse_duration(value)
         except ValueError as e:
             raise InvalidParameter(str(e))
         if duration < 1_000_000:
@@ -1324,7 +1095,7 @@ def _record(raw: bytes, image_id: Optional[str] = None) -> _Record:
         id=image_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
         raw=raw,
         config=config,
-        created_ns=parse_rfc3339(config.get("created") or "") or 0,
+        created_ns=golang.parse_rfc3339(config.get("created") or "") or 0,
         diff_ids=diff_ids,
         chain_ids=tuple(chain_ids(diff_ids)),
     )
@@ -1339,7 +1110,7 @@ def encode_image_config(config: dict) -> bytes:
         if key in ("config", "container_config") and isinstance(value, dict):
             value = ordered_container_config(value)
         doc[key] = value
-    return go_json(doc)
+    return golang.json_marshal(doc)
 
 
 class _DeleteConflict(Conflict):
@@ -1517,7 +1288,7 @@ class ImageStore:
             "LastTagTime": dict(sorted(self._last_tag.items())),
             "Retained": dict(sorted(self._retained.items())),
         }
-        return go_json(state)
+        return golang.json_marshal(state)
 
     async def _save_state(self) -> None:
         await self._thread(write_atomic, self.state_path, self._state_bytes(), 0o600)
@@ -1672,7 +1443,7 @@ class ImageStore:
     ) -> str:
         layer = await self._thread(self.layers.commit_blocking, staged)
         self.layers.add(layer)
-        created = rfc3339_nano(self._now())
+        created = golang.rfc3339_nano(self._now())
         config: Dict[str, Any] = {
             "architecture": architecture,
             "comment": comment,
@@ -1761,7 +1532,7 @@ class ImageStore:
             layer = await self._thread(self.layers.commit_blocking, staged)
             self.layers.add(layer)
             diff_ids.append(layer.diff_id)
-        created = rfc3339_nano(self._now())
+        created = golang.rfc3339_nano(self._now())
         entry: Dict[str, Any] = {"created": created}
         if author:
             entry["author"] = author
@@ -1773,7 +1544,7 @@ class ImageStore:
         if empty:
             entry["empty_layer"] = True
         image: Dict[str, Any] = {
-            "architecture": parent.config.get("architecture") or go_arch(),
+            "architecture": parent.config.get("architecture") or golang.goarch(),
             "config": config,
             "container": container_id,
             "container_config": container_config,
@@ -1804,7 +1575,7 @@ class ImageStore:
     async def _add_reference(self, image_id: str, ref: Reference) -> None:
         """Point C{ref} at the image (moving it from another), save, log."""
         self._refs[str(ref)] = (ref, image_id)
-        self._last_tag[image_id] = rfc3339_nano(self._now())
+        self._last_tag[image_id] = golang.rfc3339_nano(self._now())
         await self._save_state()
         self._log("tag", image_id, ref.familiar_string())
 
@@ -1846,7 +1617,7 @@ class ImageStore:
                 0,
                 HistoryItem(
                     id="<missing>",
-                    created=(parse_rfc3339(entry.get("created") or "") or 0) // 1_000_000_000,
+                    created=(golang.parse_rfc3339(entry.get("created") or "") or 0) // 1_000_000_000,
                     created_by=entry.get("created_by") or "",
                     tags=None,
                     size=size,
@@ -2196,10 +1967,10 @@ class ImageStore:
 
 def _familiar_match(pattern: str, ref: Reference) -> bool:
     try:
-        if go_path_match(pattern, ref.familiar_string()):
+        if golang.path_match(pattern, ref.familiar_string()):
             return True
-        return go_path_match(pattern, ref.familiar_name())
-    except BadPattern as e:
+        return golang.path_match(pattern, ref.familiar_name())
+    except golang.BadPattern as e:
         raise InternalError(str(e))
 
 
@@ -2238,7 +2009,7 @@ def _is_single_reference(refs: List[Reference]) -> bool:
 def _platform_of(text: str) -> Tuple[str, str, str]:
     """The (os, architecture, variant) an import is for: the host's, or
     the C{platform} form value's."""
-    arch = go_arch()
+    arch = golang.goarch()
     if not text:
         return "linux", arch, ""
     parts = text.lower().split("/")

@@ -60,6 +60,7 @@ from twisted.python.filepath import FilePath
 
 from ..errors import Conflict, DockerError, InternalError, NotFound
 from ..logs import Logger
+from .. import golang
 
 log = Logger()
 
@@ -89,22 +90,6 @@ _SYNC_FD = 3
 # -- runc's messages --------------------------------------------------------
 
 _LOGRUS_LINE = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
-_GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)', re.S)
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-
-
-def _go_unquote(text: str) -> str:
-    """Undo Go's C{strconv.Quote} escaping (what logrus applies to C{msg})."""
-
-    def one(match) -> str:
-        code = match.group(1)
-        if code[0] in "xuU" and len(code) > 1:
-            return chr(int(code[1:], 16))
-        if len(code) == 3 and code.isdigit():
-            return chr(int(code, 8))
-        return _SIMPLE_ESCAPES.get(code, code)
-
-    return _GO_ESCAPE.sub(one, text)
 
 
 def runc_message(output: Union[bytes, str, None]) -> str:
@@ -115,7 +100,7 @@ def runc_message(output: Union[bytes, str, None]) -> str:
         return ""
     if isinstance(output, bytes):
         output = output.decode("utf-8", "replace")
-    found = [(m.group(1), _go_unquote(m.group(2))) for m in _LOGRUS_LINE.finditer(output)]
+    found = [(m.group(1), golang.unquote_body(m.group(2))) for m in _LOGRUS_LINE.finditer(output)]
     errors = [msg for level, msg in found if level in ("error", "fatal", "panic")]
     chosen = errors or [msg for _, msg in found]
     if chosen:

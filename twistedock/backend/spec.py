@@ -28,7 +28,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import attr
 
 from ..errors import InternalError, InvalidParameter, NotImplementedYet
-from ..server.versions import less_than
+from ..versions import less_than
+from .. import golang
 
 # -- dockerd's constants ----------------------------------------------------
 
@@ -318,30 +319,6 @@ def current_sysinfo() -> SysInfo:
 # -- small Go-compatible helpers ---------------------------------------------
 
 
-def _go_quote(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
-
-
-def _go_clean(p: str) -> str:
-    """Go's path.Clean (posixpath.normpath keeps a leading '//')."""
-    if p == "":
-        return "."
-    cleaned = posixpath.normpath(p)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
-
-
-_ATOI = re.compile(r"^[+-]?[0-9]+$")
-
-
-def _atoi(s: str) -> Optional[int]:
-    if not _ATOI.match(s):
-        return None
-    v = int(s)
-    if not -(2**63) <= v < 2**63:
-        return None
-    return v
 
 
 def _strslice(value: Any) -> Optional[List[str]]:
@@ -388,7 +365,7 @@ _SIGNALS.update({"RTMAX-%d" % i: 64 - i for i in range(1, 15)})
 def parse_signal(raw) -> int:
     """A signal number from a number, C{KILL} or C{SIGKILL} (dockerd's ParseSignal)."""
     raw = str(raw)
-    number = _atoi(raw)
+    number = golang.atoi(raw)
     if number is not None:
         if number == 0:
             raise InvalidParameter("Invalid signal: %s" % raw)
@@ -425,7 +402,7 @@ def _parse_uint_list(val: str, maximum: int = 0) -> set:
     found = set()
     for r in val.split(","):
         if "-" not in r:
-            v = _atoi(r)
+            v = golang.atoi(r)
             if v is None:
                 raise invalid
             if maximum and v > maximum:
@@ -433,7 +410,7 @@ def _parse_uint_list(val: str, maximum: int = 0) -> set:
             found.add(v)
         else:
             lo_s, hi_s = r.split("-", 1)
-            lo, hi = _atoi(lo_s), _atoi(hi_s)
+            lo, hi = golang.atoi(lo_s), golang.atoi(hi_s)
             if lo is None or hi is None or hi < lo:
                 raise invalid
             if maximum and hi > maximum:
@@ -485,7 +462,7 @@ def normalize_capabilities(
         if not c.startswith("CAP_"):
             c = "CAP_" + c
         if c not in valid:
-            raise InvalidParameter("unknown capability: %s" % _go_quote(c))
+            raise InvalidParameter("unknown capability: %s" % golang.quote(c))
         normalized.append(c)
     return normalized
 
@@ -548,7 +525,7 @@ def parse_security_opt(security_opt: Optional[Iterable[str]]) -> SecurityOptions
         elif ":" in opt:
             key, value = opt.split(":", 1)
         else:
-            raise InvalidParameter("invalid --security-opt 1: %s" % _go_quote(opt))
+            raise InvalidParameter("invalid --security-opt 1: %s" % golang.quote(opt))
         if key == "label":
             labels.append(value)
         elif key == "apparmor":
@@ -561,9 +538,9 @@ def parse_security_opt(security_opt: Optional[Iterable[str]]) -> SecurityOptions
             elif value in _GO_FALSE:
                 nnp = False
             else:
-                raise InvalidParameter("invalid --security-opt 2: %s" % _go_quote(opt))
+                raise InvalidParameter("invalid --security-opt 2: %s" % golang.quote(opt))
         else:
-            raise InvalidParameter("invalid --security-opt 2: %s" % _go_quote(opt))
+            raise InvalidParameter("invalid --security-opt 2: %s" % golang.quote(opt))
     return SecurityOptions(nnp, seccomp, apparmor, tuple(labels))
 
 
@@ -578,12 +555,12 @@ _DEFAULT_PROPAGATION = "rprivate"
 
 def _mount_error(mount_type: str, message: str) -> InvalidParameter:
     return InvalidParameter(
-        "invalid mount config for type %s: %s" % (_go_quote(mount_type), message)
+        "invalid mount config for type %s: %s" % (golang.quote(mount_type), message)
     )
 
 
 def _not_root_error(p: str) -> Optional[str]:
-    if _go_clean(p.replace("\\", "/")) == "/":
+    if golang.clean(p.replace("\\", "/")) == "/":
         return "invalid specification: destination can't be '/'"
     return None
 
@@ -692,7 +669,7 @@ def _mount_point_from_spec(mount: dict) -> dict:
     mtype = _mode(mount.get("Type"))
     point = {
         "Type": mtype,
-        "Destination": _go_clean(_mode(mount.get("Target"))),
+        "Destination": golang.clean(_mode(mount.get("Target"))),
         "RW": not mount.get("ReadOnly"),
         "Source": "",
         "Name": "",
@@ -704,7 +681,7 @@ def _mount_point_from_spec(mount: dict) -> dict:
     if mtype == "volume":
         point["Name"] = _mode(mount.get("Source"))
     elif mtype == "bind":
-        point["Source"] = _go_clean(_mode(mount.get("Source")))
+        point["Source"] = golang.clean(_mode(mount.get("Source")))
         point["Propagation"] = _mode(bind_options.get("Propagation")) or _DEFAULT_PROPAGATION
         point["NonRecursive"] = bool(bind_options.get("NonRecursive"))
     elif mtype == "tmpfs":
@@ -818,7 +795,7 @@ def merge_tmpfs_options(options: Sequence[str]) -> List[str]:
         parts = option.split("=", 1)
         if len(parts) != 2 or parts[0] not in _TMPFS_DATA:
             raise InternalError(
-                "invalid tmpfs option [%s]" % " ".join(_go_quote(p) for p in parts)
+                "invalid tmpfs option [%s]" % " ".join(golang.quote(p) for p in parts)
             )
         if parts[0] not in data:
             merged.insert(0, option)
@@ -876,7 +853,7 @@ def _validate_decoded(config: dict, hc: dict, si: SysInfo) -> None:
     isolation = _mode(hc.get("Isolation"))
     if isolation and isolation.lower() != "default":
         raise InvalidParameter(
-            "Invalid isolation: %s - linux only supports 'default'" % _go_quote(isolation)
+            "Invalid isolation: %s - linux only supports 'default'" % golang.quote(isolation)
         )
     if _int(hc.get("IOMaximumBandwidth")):
         raise InvalidParameter(
@@ -968,17 +945,17 @@ def _validate_host_config(hc: dict, si: SysInfo) -> None:
     for extra in hc.get("ExtraHosts") or ():
         parts = extra.split(":", 1)
         if len(parts) != 2 or not parts[0]:
-            raise InvalidParameter("bad format for add-host: %s" % _go_quote(extra))
+            raise InvalidParameter("bad format for add-host: %s" % golang.quote(extra))
         if parts[1] != "host-gateway" and not _validate_ip(parts[1]):
-            raise InvalidParameter("invalid IP address in add-host: %s" % _go_quote(parts[1]))
+            raise InvalidParameter("invalid IP address in add-host: %s" % golang.quote(parts[1]))
     for port, bindings in (hc.get("PortBindings") or {}).items():
         _, port_str = _split_proto_port(port)
         if port_str and _parse_port16(port_str) is None:
-            raise InvalidParameter("invalid port specification: %s" % _go_quote(port_str))
+            raise InvalidParameter("invalid port specification: %s" % golang.quote(port_str))
         for binding in bindings or ():
             host_port = _mode((binding or {}).get("HostPort"))
             if not _host_port_valid(host_port):
-                raise InvalidParameter("invalid port specification: %s" % _go_quote(host_port))
+                raise InvalidParameter("invalid port specification: %s" % golang.quote(host_port))
     retries = _int(restart.get("MaximumRetryCount"))
     if policy in ("always", "unless-stopped", "no"):
         if retries != 0:
@@ -1442,7 +1419,7 @@ def _field(fields: List[str], i: int) -> str:
 
 
 def _id_field(fields: List[str], i: int) -> int:
-    v = _atoi(_field(fields, i))
+    v = golang.atoi(_field(fields, i))
     return v if v is not None else 0
 
 
@@ -1456,7 +1433,7 @@ def resolve_user(rootfs: str, user: str = "", group_add: Iterable[str] = ()) -> 
     groups = _read_lines(rootfs, "/etc/group")
     user_arg, _, rest = (user or "").partition(":")
     group_arg = rest.split(":", 1)[0]
-    uid_arg, gid_arg = _atoi(user_arg), _atoi(group_arg)
+    uid_arg, gid_arg = golang.atoi(user_arg), golang.atoi(group_arg)
 
     uid, gid, sgids = 0, 0, []
     matched_name = ""
@@ -1517,7 +1494,7 @@ def resolve_user(rootfs: str, user: str = "", group_add: Iterable[str] = ()) -> 
         if match is not None:
             number = _id_field(match, 2)
         else:
-            number = _atoi(wanted)
+            number = golang.atoi(wanted)
             if number is None:
                 raise InternalError(
                     "Unable to find group %s: no matching entries in group file" % wanted
@@ -1735,7 +1712,7 @@ def _devices_from_path(on_host: str, in_container: str, permissions: str) -> Tup
     if not devices:
         raise InternalError(
             "error gathering device information while adding custom device %s: not a device node"
-            % _go_quote(on_host)
+            % golang.quote(on_host)
         )
     return devices, rules
 
@@ -1826,7 +1803,7 @@ def _check_propagation(source: str, propagation: str) -> None:
 
 
 def _depth(destination: str) -> int:
-    return len(_go_clean(destination).split("/"))
+    return len(golang.clean(destination).split("/"))
 
 
 # -- the spec -----------------------------------------------------------------
@@ -2052,7 +2029,7 @@ def build_spec(
     if devices:
         linux["devices"] = devices
     parent = hc.get("CgroupParent") or cgroup_parent
-    linux["cgroupsPath"] = _go_clean(posixpath.join(parent, container_id))
+    linux["cgroupsPath"] = golang.clean(posixpath.join(parent, container_id))
 
     # namespaces
     namespaces: List[dict] = [{"type": "mount"}]

@@ -4,7 +4,6 @@ import os
 import platform
 import sys
 import threading
-import time
 from typing import Dict, List, Optional, Sequence
 
 import attr
@@ -15,10 +14,11 @@ from zope.interface import Interface, implementer
 from .. import __version__
 from ..errors import NotImplementedYet
 from ..routers.system import ISystemBackend, PingInfo
-from ..server import versions
+from .. import versions
 from . import host
 from .spec import current_sysinfo
 from .events import EventLog
+from .. import golang
 
 
 class IInventory(Interface):
@@ -180,7 +180,7 @@ class SystemBackend:
                 "NFd": _open_fds(),
                 "OomKillDisable": cgroups.oom_kill_disable,
                 "NGoroutines": threading.active_count(),
-                "SystemTime": _rfc3339_nano(self.reactor.seconds()),
+                "SystemTime": golang.rfc3339_nano_fixed(golang.seconds_to_ns(self.reactor.seconds())),
                 "LoggingDriver": "json-file",
                 "CgroupDriver": "cgroupfs",
                 "CgroupVersion": cgroups.cgroup_version,
@@ -250,7 +250,7 @@ class SystemBackend:
         components = await self.components()
         engine_details = {
             "ApiVersion": s.max_api_version,
-            "Arch": _goarch(),
+            "Arch": golang.goarch(),
             "BuildTime": "",
             "Experimental": "true" if s.experimental else "false",
             "GitCommit": "",
@@ -328,16 +328,3 @@ def _open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
-
-
-def _goarch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
-        machine, machine
-    )
-
-
-def _rfc3339_nano(seconds: float) -> str:
-    whole = int(seconds)
-    nanos = int(round((seconds - whole) * 1e9))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%09dZ" % (nanos,)

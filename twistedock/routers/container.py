@@ -5,7 +5,7 @@ from typing import Optional
 from zope.interface import Interface
 
 from ..errors import DockerError, InvalidParameter
-from ..server import versions
+from .. import versions
 from ..server.hijack import hijack, hijack_error, websocket
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from zope.interface import Interface
 
 from ..errors import DockerError, InternalError, NotImplementedYet
-from ..server import versions
+from .. import versions
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from . import Router

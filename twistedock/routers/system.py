@@ -6,7 +6,7 @@ import attr
 from zope.interface import Interface
 
 from ..errors import InvalidParameter
-from ..server import versions
+from .. import versions
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from . import Router

@@ -14,7 +14,7 @@ import attr
 from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet
 from ..logs import Logger
-from . import versions
+from .. import versions
 from .httputils import APIRequest
 
 Handler = Callable[[APIRequest], Awaitable[None]]

@@ -18,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ..errors import DockerError, status_for
 from ..logs import Logger
-from . import versions
+from .. import versions
 from .httputils import APIRequest, encode_json
 from .middleware import (
     APIConfig,
