@@ -752,12 +752,12 @@ class FakeContainers:
             "MergedDir": str(c.base / "merged"),
         }
 
-    def _lock(self, c):
+    def lock(self, c):
         from twisted.internet.defer import DeferredLock
 
         return DeferredLock()
 
-    def _event(self, c, action, **extra):
+    def log_event(self, c, action, **extra):
         self.events.append((action, extra))
 
     async def pause(self, ref):

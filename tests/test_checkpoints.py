@@ -304,16 +304,16 @@ class FakeContainers:
             return self.containers[self.names[name]]
         raise NotFound("No such container: %s" % (ref,))
 
-    def _lock(self, c):
+    def lock(self, c):
         return self._locks.setdefault(c.id, DeferredLock())
 
-    def _thread(self, function, *args):
+    def run_in_thread(self, function, *args):
         return succeed(function(*args))
 
-    def _now(self):
+    def now(self):
         return 1_700_000_000_000_000_000
 
-    def _event(self, c, action, **extra):
+    def log_event(self, c, action, **extra):
         self.events.append((c.name, action))
 
     def bundle(self, c):
@@ -322,7 +322,7 @@ class FakeContainers:
     def overlay(self, c):
         return {"MergedDir": os.path.join(self.root, "merged", c.id)}
 
-    async def _finish_run(self, c, code):
+    async def finish_run(self, c, code):
         self.finished.append((c.name, code, self._runs[c.id].checkpointed))
         self._runs.pop(c.id, None)
         c.state.running = False
@@ -635,13 +635,13 @@ async def test_a_checkpointed_run_is_not_restarted(tmp_path):
     run = _Run()
     run.checkpointed = True
     backend._runs[c.id] = run
-    await backend._finish_run(c, 137)
+    await backend.finish_run(c, 137)
     assert not c.state.running and not c.state.restarting and c.state.exit_code == 137
     assert backend._restart_timers == {}
     # Without the mark the same exit is a crash that "always" restarts.
     c.state.running = True
     backend._runs[c.id] = _Run()
-    await backend._finish_run(c, 137)
+    await backend.finish_run(c, 137)
     assert c.state.restarting
     backend._cancel_restart(c)
 

@@ -498,7 +498,7 @@ class FakeContainers:
             raise NotFound("No such container: %s" % ref)
         return self.containers[ref]
 
-    def _event(self, c, action, **extra):
+    def log_event(self, c, action, **extra):
         self.events.log("container", action, c.id, {k: str(v) for k, v in extra.items()})
 
 

@@ -1368,7 +1368,7 @@ class CopyBackend:
     async def _acquire_root(self, c) -> int:
         merged = self.containers.overlay(c)["MergedDir"]
         try:
-            async with self.containers._lock(c):
+            async with self.containers.lock(c):
                 if not await self._thread(rootfs.is_mounted, merged):
                     paths = self.containers.overlay(c)
                     await self._thread(
@@ -1406,7 +1406,7 @@ class CopyBackend:
         self._users.pop(c.id, None)
         if c.id not in self._mounted:
             return
-        async with self.containers._lock(c):
+        async with self.containers.lock(c):
             if self._users.get(c.id) or c.id not in self._mounted:
                 return
             self._mounted.discard(c.id)
@@ -1480,7 +1480,7 @@ class CopyBackend:
             return self._release(c, fd)
 
         stream = TarStream(self.reactor, lambda write: write_path_archive(target, write), cleanup)
-        self.containers._event(c, "archive-path")
+        self.containers.log_event(c, "archive-path")
         return doc, stream
 
     async def extract_to_dir(
@@ -1492,7 +1492,7 @@ class CopyBackend:
         await self._in_root(
             c, name, _extract_blocking, c, path, no_overwrite_dir_non_dir, copy_uid_gid, content
         )
-        self.containers._event(c, "extract-to-dir")
+        self.containers.log_event(c, "extract-to-dir")
 
     # -- export and changes ----------------------------------------------------
 
@@ -1502,7 +1502,7 @@ class CopyBackend:
         stream = TarStream(
             self.reactor, lambda write: write_export(fd, write), lambda: self._release(c, fd)
         )
-        self.containers._event(c, "export")
+        self.containers.log_event(c, "export")
         return stream
 
     async def changes(self, name: str) -> Optional[List[dict]]:
@@ -1563,7 +1563,7 @@ class CopyBackend:
             comment=options.get("comment") or "",
             ref=ref,
         )
-        self.containers._event(
+        self.containers.log_event(
             c,
             "commit",
             comment=options.get("comment") or "",

@@ -177,7 +177,7 @@ class CheckpointBackend:
         return os.path.join(self.containers.bundle(c), "checkpoint-work")
 
     def _thread(self, function, *args):
-        return self.containers._thread(function, *args)
+        return self.containers.run_in_thread(function, *args)
 
     async def _save(self, c: Container) -> None:
         """Save the container's record as the container backend does."""
@@ -212,7 +212,7 @@ class CheckpointBackend:
 
     async def _create(self, name: str, options: dict) -> None:
         c = self.containers.get(name)
-        async with self.containers._lock(c):
+        async with self.containers.lock(c):
             if c.id not in self.containers.containers:
                 raise NotFound("No such container: %s" % (name,))
             if not c.state.running or c.state.restarting:
@@ -238,7 +238,7 @@ class CheckpointBackend:
                 raise
             finally:
                 self.in_progress -= 1
-        self.containers._event(c, "checkpoint")
+        self.containers.log_event(c, "checkpoint")
 
     async def _checkpoint(self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool) -> None:
         try:
@@ -298,14 +298,14 @@ class CheckpointBackend:
             if timer.active():
                 timer.cancel()
         if c.state.running:
-            await self.containers._finish_run(c, code)
+            await self.containers.finish_run(c, code)
 
     def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str) -> None:
         status = self.criu.checked
         document = {
             "Version": METADATA_VERSION,
             "Name": checkpoint_id,
-            "Created": golang.rfc3339_nano(self.containers._now()),
+            "Created": golang.rfc3339_nano(self.containers.now()),
             "Container": {
                 "ID": c.id,
                 "Name": c.name,
@@ -377,7 +377,7 @@ class CheckpointBackend:
             self.reactor,
             lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory),
         )
-        self.containers._event(c, "checkpoint-export")
+        self.containers.log_event(c, "checkpoint-export")
         return stream
 
 
@@ -415,7 +415,7 @@ class CheckpointBackend:
                 except Exception as e:
                     log.warn("removing half-imported container {id}: {e}", id=c.short_id, e=e)
                 raise
-            self.containers._event(c, "checkpoint-import")
+            self.containers.log_event(c, "checkpoint-import")
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)

@@ -296,13 +296,13 @@ class ContainerBackend:
 
     # -- helpers --------------------------------------------------------
 
-    def _now(self) -> int:
+    def now(self) -> int:
         return int(self.reactor.seconds() * 1_000_000_000)
 
-    def _thread(self, function, *args):
+    def run_in_thread(self, function, *args):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
-    def _lock(self, c: Container) -> DeferredLock:
+    def lock(self, c: Container) -> DeferredLock:
         return self._locks.setdefault(c.id, DeferredLock())
 
     async def _save(self, c: Container) -> None:
@@ -312,7 +312,7 @@ class ContainerBackend:
         lock = self._save_locks.setdefault(c.id, DeferredLock())
         await lock.acquire()
         try:
-            await self._thread(write_atomic, c.record_path, data, 0o600)
+            await self.run_in_thread(write_atomic, c.record_path, data, 0o600)
         finally:
             lock.release()
 
@@ -330,7 +330,7 @@ class ContainerBackend:
                 raise InvalidParameter("multiple IDs found with provided prefix: %s" % (ref,))
         raise NotFound("No such container: %s" % (ref,))
 
-    def _event(self, c: Container, action: str, **extra) -> None:
+    def log_event(self, c: Container, action: str, **extra) -> None:
         attributes = dict(c.config.get("Labels") or {})
         attributes["image"] = c.config.get("Image", "")
         attributes["name"] = c.name.lstrip("/")
@@ -370,7 +370,7 @@ class ContainerBackend:
                 continue
             if c is None:
                 # Created but never recorded: the daemon died inside create.
-                await self._thread(shutil.rmtree, directory, True)
+                await self.run_in_thread(shutil.rmtree, directory, True)
                 continue
             self.containers[c.id] = c
             self.names[c.name] = c.id
@@ -414,7 +414,7 @@ class ContainerBackend:
             c.state.running = c.state.restarting = False
             await self._save(c)
             return
-        await self._finish_run(c, code if code is not None else 255, boot=True)
+        await self.finish_run(c, code if code is not None else 255, boot=True)
 
     async def shutdown(self) -> None:
         """Stop what runs (unless live restore keeps it), as dockerd does."""
@@ -470,7 +470,7 @@ class ContainerBackend:
         c = Container(
             id=ident,
             name=name,
-            created=self._now(),
+            created=self.now(),
             image_id=image.id,
             config=config,
             host_config=host_config,
@@ -483,7 +483,7 @@ class ContainerBackend:
         await self._save(c)
         self.containers[ident] = c
         self.names[name] = ident
-        self._event(c, "create")
+        self.log_event(c, "create")
         return {"Id": ident, "Warnings": warnings}
 
     def _host_config(self, requested: Optional[dict], api_version: str) -> dict:
@@ -520,7 +520,7 @@ class ContainerBackend:
         if checkpoint and self.checkpoints is None:
             raise InvalidParameter("checkpoint is only supported in experimental mode")
         c = self.get(ref)
-        async with self._lock(c):
+        async with self.lock(c):
             if c.state.paused:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if c.state.running and not c.state.restarting:
@@ -549,7 +549,7 @@ class ContainerBackend:
 
     async def _start_logged(self, c: Container) -> None:
         try:
-            async with self._lock(c):
+            async with self.lock(c):
                 if c.id not in self.containers or (c.state.running and not c.state.restarting):
                     return
                 await self._run(c)
@@ -564,11 +564,11 @@ class ContainerBackend:
         paths = self.overlay(c)
         bundle = self.bundle(c)
         try:
-            await self._thread(
+            await self.run_in_thread(
                 rootfs.mount_overlay, image.layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
             )
             hc = c.host_config
-            await self._thread(
+            await self.run_in_thread(
                 rootfs.write_etc_files,
                 c.directory,
                 c.config.get("Hostname", ""),
@@ -591,7 +591,7 @@ class ContainerBackend:
                 netns_path=None,
                 init_path=self.init_path,
             )
-            await self._thread(_write_bundle, bundle, oci)
+            await self.run_in_thread(_write_bundle, bundle, oci)
             try:
                 os.unlink(os.path.join(self.exit_dir, c.id))
             except FileNotFoundError:
@@ -631,11 +631,11 @@ class ContainerBackend:
         c.state = State(
             running=True,
             pid=pid,
-            started_at=self._now(),
+            started_at=self.now(),
             finished_at=c.state.finished_at,
         )
         await self._save(c)
-        self._event(c, "start")
+        self.log_event(c, "start")
         self._watch(c)
 
     async def _failed_start(self, c: Container, error) -> None:
@@ -650,7 +650,7 @@ class ContainerBackend:
             await self.runtime.delete(c.id, force=True)
         except Exception:
             pass
-        await self._thread(rootfs.unmount, self.overlay(c)["MergedDir"])
+        await self.run_in_thread(rootfs.unmount, self.overlay(c)["MergedDir"])
         c.state.running = False
         c.state.restarting = False
         c.state.pid = 0
@@ -676,12 +676,12 @@ class ContainerBackend:
         d.addErrback(lambda f: None if f.check(CancelledError) else log.failure("exit of {id}", f, id=c.short_id))
 
     async def _exited(self, c: Container, code: int) -> None:
-        async with self._lock(c):
+        async with self.lock(c):
             if c.id not in self.containers or not c.state.running or c.state.restarting:
                 return
-            await self._finish_run(c, code)
+            await self.finish_run(c, code)
 
-    async def _finish_run(self, c: Container, code: int, boot: bool = False) -> None:
+    async def finish_run(self, c: Container, code: int, boot: bool = False) -> None:
         """The run is over: record how it ended, then apply the restart policy."""
         run = self._runs.pop(c.id, None)
         oom = False
@@ -694,7 +694,7 @@ class ContainerBackend:
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
         try:
-            await self._thread(rootfs.unmount, self.overlay(c)["MergedDir"])
+            await self.run_in_thread(rootfs.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         c.state.running = False
@@ -702,7 +702,7 @@ class ContainerBackend:
         c.state.pid = 0
         c.state.exit_code = code
         c.state.oom_killed = oom
-        c.state.finished_at = self._now()
+        c.state.finished_at = self.now()
         restart = not boot and not (run is not None and run.checkpointed) and self._should_restart(c)
         if restart:
             c.state.running = True
@@ -711,8 +711,8 @@ class ContainerBackend:
         if self.execs is not None:
             await self.execs.container_stopped(c)
         if oom:
-            self._event(c, "oom")
-        self._event(c, "die", exitCode=code)
+            self.log_event(c, "oom")
+        self.log_event(c, "die", exitCode=code)
         self._notify(self._exit_waiters, c, {"StatusCode": code, "Error": None})
         if run is not None:
             for attachment in run.attached:
@@ -790,7 +790,7 @@ class ContainerBackend:
     async def _settled(self, c: Container) -> None:
         """Wait until no operation holds the container (a start, a
         checkpoint): a signal must not reach a process being dumped."""
-        lock = self._lock(c)
+        lock = self.lock(c)
         if lock.locked:
             await lock.acquire()
             lock.release()
@@ -801,7 +801,7 @@ class ContainerBackend:
         if not c.state.running:
             raise NotModified("Container already stopped")
         await self._stop(c, signal, timeout, manual=True)
-        self._event(c, "stop")
+        self.log_event(c, "stop")
 
     async def _stop(self, c: Container, signal, timeout, manual: bool) -> None:
         if manual:
@@ -822,7 +822,7 @@ class ContainerBackend:
         exited = self._next_exit(c)
         try:
             await self._signal(c, number)
-            self._event(c, "kill", signal=number)
+            self.log_event(c, "kill", signal=number)
         except DockerError as e:
             log.warn("stop signal to {id}: {e}", id=c.short_id, e=e)
         if timeout >= 0:
@@ -838,7 +838,7 @@ class ContainerBackend:
             exited = self._next_exit(c)
             try:
                 await self._signal(c, signals.SIGKILL)
-                self._event(c, "kill", signal=int(signals.SIGKILL))
+                self.log_event(c, "kill", signal=int(signals.SIGKILL))
             except DockerError:
                 pass
         await exited
@@ -855,7 +855,7 @@ class ContainerBackend:
         await self._save(c)
         exited = self._next_exit(c) if number == signals.SIGKILL else None
         await self._signal(c, number)
-        self._event(c, "kill", signal=number)
+        self.log_event(c, "kill", signal=number)
         if exited is not None:
             # dockerd returns once a SIGKILLed container is gone.
             await exited
@@ -865,17 +865,17 @@ class ContainerBackend:
         await self._settled(c)
         if c.state.running:
             await self._stop(c, signal, timeout, manual=True)
-        async with self._lock(c):
+        async with self.lock(c):
             c.manually_stopped = False
             self._cancel_restart(c)
             c.state.restarting = False
             c.state.running = False
             await self._run(c)
-        self._event(c, "restart")
+        self.log_event(c, "restart")
 
     async def pause(self, ref) -> None:
         c = self.get(ref)
-        async with self._lock(c):
+        async with self.lock(c):
             if not c.state.running or c.state.restarting:
                 raise Conflict("Container %s is not running" % (c.id,))
             if c.state.paused:
@@ -883,17 +883,17 @@ class ContainerBackend:
             await self.runtime.pause(c.id)
             c.state.paused = True
             await self._save(c)
-        self._event(c, "pause")
+        self.log_event(c, "pause")
 
     async def unpause(self, ref) -> None:
         c = self.get(ref)
-        async with self._lock(c):
+        async with self.lock(c):
             if not c.state.paused:
                 raise Conflict("Container %s is not paused" % (c.id,))
             await self.runtime.resume(c.id)
             c.state.paused = False
             await self._save(c)
-        self._event(c, "unpause")
+        self.log_event(c, "unpause")
 
     # -- wait, remove, rename, update ------------------------------------
 
@@ -930,7 +930,7 @@ class ContainerBackend:
             exited = self._next_exit(c)
             c.manually_stopped = True
             await self._signal(c, signals.SIGKILL)
-            self._event(c, "kill", signal=int(signals.SIGKILL))
+            self.log_event(c, "kill", signal=int(signals.SIGKILL))
             await exited
         if c.id not in self.containers:
             return
@@ -954,12 +954,12 @@ class ContainerBackend:
             await saving.acquire()
             saving.release()
         paths = self.overlay(c)
-        await self._thread(rootfs.unmount, paths["MergedDir"])
+        await self.run_in_thread(rootfs.unmount, paths["MergedDir"])
         for directory in (c.directory, os.path.dirname(paths["UpperDir"]), self.bundle(c)):
-            await self._thread(shutil.rmtree, directory, True)
+            await self.run_in_thread(shutil.rmtree, directory, True)
         self._locks.pop(c.id, None)
         self._restart_delay.pop(c.id, None)
-        self._event(c, "destroy")
+        self.log_event(c, "destroy")
         self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
         self._notify(self._removed_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
 
@@ -982,7 +982,7 @@ class ContainerBackend:
         c.name = name
         self.names[name] = c.id
         await self._save(c)
-        self._event(c, "rename", oldName=old)
+        self.log_event(c, "rename", oldName=old)
 
     async def update(self, ref, update) -> dict:
         c = self.get(ref)
@@ -1003,7 +1003,7 @@ class ContainerBackend:
             await self.runtime.update(c.id, spec.linux_resources(host_config))
         c.host_config = host_config
         await self._save(c)
-        self._event(c, "update")
+        self.log_event(c, "update")
         return {"Warnings": []}
 
     # -- views ----------------------------------------------------------
@@ -1043,7 +1043,7 @@ class ContainerBackend:
 
     async def _sizes(self, c: Container) -> Dict[str, int]:
         upper = self.overlay(c)["UpperDir"]
-        rw = await self._thread(rootfs.directory_size, upper) if os.path.isdir(upper) else 0
+        rw = await self.run_in_thread(rootfs.directory_size, upper) if os.path.isdir(upper) else 0
         try:
             image_size = self.images.get(c.image_id).size
         except DockerError:
@@ -1083,7 +1083,7 @@ class ContainerBackend:
         if limit and limit > 0:
             all = True
         out = []
-        now = self._now()
+        now = self.now()
         for c in containers:
             status = c.state.status
             if not all and not c.state.running and not filters.contains("status") and not filters.contains("exited"):
@@ -1143,7 +1143,7 @@ class ContainerBackend:
         until = None
         for value in filters.get("until"):
             try:
-                until = get_timestamp(value, self._now())
+                until = get_timestamp(value, self.now())
             except DockerError:
                 raise InvalidParameter("invalid filter 'until=%s'" % (value,))
         deleted, reclaimed = [], 0
@@ -1181,7 +1181,7 @@ class ContainerBackend:
     async def disk_usage(self, types) -> dict:
         if "container" not in types:
             return {}
-        now = self._now()
+        now = self.now()
         listed = []
         for c in sorted(self.containers.values(), key=lambda c: c.created, reverse=True):
             listed.append(c.summary(self._image_name(c), now, await self._sizes(c)))
@@ -1225,7 +1225,7 @@ class ContainerBackend:
                 data = golang.rfc3339_nano_fixed(ts).encode() + b" " + data
             writer.write(STDOUT if stream == "stdout" else STDERR, data)
 
-        follow = bool(options.get("follow")) and (until is None or until > self._now())
+        follow = bool(options.get("follow")) and (until is None or until > self.now())
         ended = self._next_exit(c) if follow and c.state.running else None
         try:
             if tail_n is not None:
@@ -1236,7 +1236,7 @@ class ContainerBackend:
             else:
                 chunks = LogChunks(c.log_path)
                 while True:
-                    entries, at_end = await self._thread(chunks.read)
+                    entries, at_end = await self.run_in_thread(chunks.read)
                     for entry in entries:
                         emit(entry)
                     if at_end:

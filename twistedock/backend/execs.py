@@ -399,7 +399,7 @@ class ExecBackend:
         return e, c
 
     def _event(self, c, action: str, **attributes) -> None:
-        self.containers._event(c, action, **attributes)
+        self.containers.log_event(c, action, **attributes)
 
     # -- the exec store, as the container backend sees it -----------------
 
