@@ -1,4 +1,4 @@
-"""Safe tar extraction into layer directories (twistedock.archive)."""
+"""Safe tar extraction into layer directories (twistedock.tar.extract)."""
 
 import bz2
 import gzip
@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from twistedock import archive
+from twistedock.tar import extract, read
 
 MTIME = 1_700_000_000
 
@@ -68,7 +68,7 @@ def layer(tmp_path):
 
 def unpack(root, entries):
     data = make_tar(entries)
-    return archive.unpack_layer(io.BytesIO(data), str(root)), data
+    return extract.unpack_layer(io.BytesIO(data), str(root)), data
 
 
 def assert_outside_untouched(outside):
@@ -91,7 +91,7 @@ def assert_outside_untouched(outside):
 )
 def test_names_that_escape_are_refused(layer, name, message):
     root, outside = layer
-    with pytest.raises(archive.BreakoutError) as caught:
+    with pytest.raises(read.BreakoutError) as caught:
         unpack(root, [entry("ok", data=b"x"), entry(name, data=b"bad")])
     assert str(caught.value) == message
     assert not (root.parent / "escape").exists()
@@ -108,7 +108,7 @@ def test_symlink_parent_is_resolved_inside_the_root(layer):
     root, outside = layer
     # a -> <outside>, then a/secret: dockerd's chroot resolves the link inside
     # the root, where <outside> does not exist: refused, nothing written.
-    with pytest.raises(archive.ArchiveError) as caught:
+    with pytest.raises(read.ArchiveError) as caught:
         unpack(
             root,
             [entry("a", tarfile.SYMTYPE, linkname=str(outside)), entry("a/secret", data=b"pwned")],
@@ -148,7 +148,7 @@ def test_relative_symlink_climbing_stops_at_the_root(layer):
 
 def test_symlink_loop_is_an_error(layer):
     root, _ = layer
-    with pytest.raises(archive.ArchiveError) as caught:
+    with pytest.raises(read.ArchiveError) as caught:
         unpack(
             root,
             [
@@ -189,7 +189,7 @@ def test_entry_replacing_a_symlink_does_not_follow_it(layer):
 
 def test_hardlink_escaping_is_refused(layer):
     root, outside = layer
-    with pytest.raises(archive.BreakoutError) as caught:
+    with pytest.raises(read.BreakoutError) as caught:
         unpack(root, [entry("h", tarfile.LNKTYPE, linkname="../outside/secret")])
     assert str(caught.value) == 'invalid hardlink "/h" -> "../outside/secret"'
     assert_outside_untouched(outside)
@@ -198,7 +198,7 @@ def test_hardlink_escaping_is_refused(layer):
 def test_hardlink_through_a_symlink_stays_inside(layer):
     root, outside = layer
     # s -> <outside>: a hard link to s/secret resolves s inside the root.
-    with pytest.raises(archive.ArchiveError) as caught:
+    with pytest.raises(read.ArchiveError) as caught:
         unpack(
             root,
             [
@@ -226,7 +226,7 @@ def test_hardlink_to_a_symlink_never_chmods_its_target(layer):
 
 def test_hardlink_to_a_missing_target(layer):
     root, _ = layer
-    with pytest.raises(archive.ArchiveError) as caught:
+    with pytest.raises(read.ArchiveError) as caught:
         unpack(root, [entry("g", tarfile.LNKTYPE, linkname="nothere")])
     assert str(caught.value) == "link /nothere /g: no such file or directory"
 
@@ -244,7 +244,7 @@ def test_hardlinks_within_the_layer(layer):
     assert os.stat(root / "g").st_ino == os.stat(root / "d" / "f").st_ino
     assert os.stat(root / "h").st_ino == os.stat(root / "d" / "f").st_ino
     assert os.stat(root / "g").st_nlink == 3
-    assert archive.directory_size(str(root)) == 5
+    assert extract.directory_size(str(root)) == 5
 
 
 # -- whiteouts ----------------------------------------------------------------
@@ -280,14 +280,14 @@ def test_opaque_directory(layer):
             entry("d/kept", data=b"k"),
         ],
     )
-    assert os.getxattr(root / "d", archive.OPAQUE_XATTR) == b"y"
+    assert os.getxattr(root / "d", read.OPAQUE_XATTR) == b"y"
     assert sorted(os.listdir(root / "d")) == ["kept"]
 
 
 def test_opaque_marker_creates_its_directory(layer):
     root, _ = layer
     unpack(root, [entry("new/.wh..wh..opq")])
-    assert os.getxattr(root / "new", archive.OPAQUE_XATTR) == b"y"
+    assert os.getxattr(root / "new", read.OPAQUE_XATTR) == b"y"
 
 
 def test_aufs_metadata_is_skipped(layer):
@@ -395,45 +395,45 @@ def test_root_entry_keeps_the_layer_root(layer):
 )
 def test_diff_id_is_the_digest_of_the_uncompressed_stream(tmp_path, compress):
     data = make_tar([entry("f", data=b"content" * 1000)])
-    diff_id = archive.unpack_layer(io.BytesIO(compress(data)), str(tmp_path))
+    diff_id = extract.unpack_layer(io.BytesIO(compress(data)), str(tmp_path))
     assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
     assert (tmp_path / "f").read_bytes() == b"content" * 1000
 
 
 def test_trailing_data_counts_in_the_digest(tmp_path):
     data = make_tar([entry("f", data=b"x")]) + b"\0" * 4096
-    assert archive.unpack_layer(io.BytesIO(data), str(tmp_path)) == (
+    assert extract.unpack_layer(io.BytesIO(data), str(tmp_path)) == (
         "sha256:" + hashlib.sha256(data).hexdigest()
     )
 
 
 def test_empty_stream_is_an_empty_layer(tmp_path):
-    assert archive.unpack_layer(io.BytesIO(b""), str(tmp_path)) == (
+    assert extract.unpack_layer(io.BytesIO(b""), str(tmp_path)) == (
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
     assert os.listdir(tmp_path) == []
 
 
 def test_garbage_is_an_error(tmp_path):
-    with pytest.raises(archive.ArchiveError) as caught:
-        archive.unpack_layer(io.BytesIO(b"garbage\n"), str(tmp_path))
+    with pytest.raises(read.ArchiveError) as caught:
+        extract.unpack_layer(io.BytesIO(b"garbage\n"), str(tmp_path))
     assert str(caught.value) == "unexpected EOF"
-    with pytest.raises(archive.ArchiveError) as caught:
-        archive.unpack_layer(io.BytesIO(b"x" * 2048), str(tmp_path))
+    with pytest.raises(read.ArchiveError) as caught:
+        extract.unpack_layer(io.BytesIO(b"x" * 2048), str(tmp_path))
     assert str(caught.value) == "archive/tar: invalid tar header"
 
 
 def test_truncated_stream_is_an_error(tmp_path):
     data = make_tar([entry("f", data=b"y" * 10000)])
-    with pytest.raises(archive.ArchiveError) as caught:
-        archive.unpack_layer(io.BytesIO(data[:2048]), str(tmp_path))
+    with pytest.raises(read.ArchiveError) as caught:
+        extract.unpack_layer(io.BytesIO(data[:2048]), str(tmp_path))
     assert str(caught.value) == "unexpected EOF"
 
 
 def test_corrupt_gzip_is_an_error(tmp_path):
     data = gzip.compress(make_tar([entry("f", data=b"z" * 10000)]))
-    with pytest.raises(archive.ArchiveError):
-        archive.unpack_layer(io.BytesIO(data[: len(data) // 2]), str(tmp_path))
+    with pytest.raises(read.ArchiveError):
+        extract.unpack_layer(io.BytesIO(data[: len(data) // 2]), str(tmp_path))
 
 
 def test_directory_size_is_dockerds(tmp_path):
@@ -444,4 +444,4 @@ def test_directory_size_is_dockerds(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     # Directories and empty files count nothing, a hard link once, a
     # symbolic link its target's length.
-    assert archive.directory_size(str(tmp_path)) == 5 + len("a-target")
+    assert extract.directory_size(str(tmp_path)) == 5 + len("a-target")

@@ -18,28 +18,22 @@ from twisted.internet.task import deferLater
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistedock import archive
-from twistedock.backend import archives
-from twistedock.backend.archives import (
-    ADDED,
-    DELETED,
-    MODIFIED,
-    CopyBackend,
-    LowerView,
+from twistedock.backend import rootfs
+from twistedock.backend.commit import merge_commit_config
+from twistedock.backend.copies import CopyBackend, write_path_archive
+from twistedock.backend.rootpath import (
     PathNotDirectory,
     Scope,
-    TarStream,
     TooManyLinks,
-    changes_of,
     container_path,
     encode_path_stat,
-    extract_into,
-    merge_commit_config,
     resolve,
-    write_export,
-    write_layer,
-    write_path_archive,
 )
+from twistedock.tar import read
+from twistedock.tar.extract import OverwriteConflict, extract_into, unpack_layer
+from twistedock.tar.layer import ADDED, DELETED, MODIFIED, LowerView, changes_of, write_layer
+from twistedock.tar.stream import TarStream
+from twistedock.tar.write import write_export
 from twistedock.errors import InternalError, InvalidParameter, NotFound
 from twistedock.routers.container import ICopyBackend
 from twistedock.server.httputils import Flow
@@ -400,7 +394,7 @@ def test_extract_a_tree(world):
 )
 def test_an_escaping_tar_is_refused_whole(world, entries, message):
     world.dir("data")
-    with pytest.raises(archive.BreakoutError) as e:
+    with pytest.raises(read.BreakoutError) as e:
         extract(world, "/data", tar_bytes(entries))
     assert str(e.value) == message
     assert os.listdir(str(world.root / "data")) == []
@@ -417,7 +411,7 @@ def test_entries_through_links_land_inside_the_root(world):
     extract(world, "/data", tar_bytes([("etc/pwned", "f", b"1"), ("up/pwned", "f", b"2")]))
     assert (world.root / "etc/pwned").read_text() == "1"
     assert (world.root / "outside/pwned").read_text() == "2"
-    with pytest.raises(archive.ArchiveError):
+    with pytest.raises(read.ArchiveError):
         # The host path does not exist in the root: refused, never followed.
         extract(world, "/data", tar_bytes([("host/pwned", "f", b"3")]))
     assert world.outside_untouched()
@@ -426,10 +420,10 @@ def test_entries_through_links_land_inside_the_root(world):
 def test_no_overwrite_dir_non_dir(world):
     world.dir("data/sub")
     world.file("data/f.txt")
-    with pytest.raises(archives.OverwriteConflict) as e:
+    with pytest.raises(OverwriteConflict) as e:
         extract(world, "/data", tar_bytes([("sub", "f", b"x")]), no_overwrite=True)
     assert str(e.value) == 'cannot overwrite directory "/data/sub" with non-directory "/data"'
-    with pytest.raises(archives.OverwriteConflict) as e:
+    with pytest.raises(OverwriteConflict) as e:
         extract(world, "/data", tar_bytes([("f.txt", "d")]), no_overwrite=True)
     assert str(e.value) == 'cannot overwrite non-directory "/data/f.txt" with directory "/data"'
     # Without the flag, the entry replaces what is there.
@@ -495,7 +489,7 @@ def test_changes_as_dockerd_reports_them(layers):
     _whiteout(upper / "bin/ls")
     (upper / "home").mkdir()
     stamp_like(base / "home", upper / "home")
-    os.setxattr(str(upper / "home"), archive.OPAQUE_XATTR, b"y")
+    os.setxattr(str(upper / "home"), read.OPAQUE_XATTR, b"y")
     (upper / "home/n").write_text("n")
     (upper / "a").mkdir()
     (upper / "a/b").write_text("b")
@@ -532,7 +526,7 @@ def test_lower_view_honours_whiteouts_and_opaque_directories(layers):
     base, top, _ = layers
     _whiteout(top / "etc/passwd")
     (top / "home").mkdir()
-    os.setxattr(str(top / "home"), archive.OPAQUE_XATTR, b"y")
+    os.setxattr(str(top / "home"), read.OPAQUE_XATTR, b"y")
     (top / "home/new").write_text("")
     view = LowerView([str(base), str(top)])
     assert view.lstat(["etc", "passwd"]) is None
@@ -550,7 +544,7 @@ def test_the_commit_layer_writes_oci_whiteouts(layers, tmp_path):
     _whiteout(upper / "etc/group")
     (upper / "etc/hosts").write_text("")
     (upper / "home").mkdir()
-    os.setxattr(str(upper / "home"), archive.OPAQUE_XATTR, b"y")
+    os.setxattr(str(upper / "home"), read.OPAQUE_XATTR, b"y")
     (upper / "home/n").write_text("n")
     (upper / "new").write_text("new")
     data = collect(write_layer, str(upper), [str(base), str(top)])
@@ -565,10 +559,10 @@ def test_the_commit_layer_writes_oci_whiteouts(layers, tmp_path):
     # The image store unpacks it back into overlayfs' own format.
     out = tmp_path / "unpacked"
     out.mkdir()
-    archive.unpack_layer(io.BytesIO(data), str(out))
+    unpack_layer(io.BytesIO(data), str(out))
     st = os.lstat(str(out / "etc/group"))
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert os.getxattr(str(out / "home"), archive.OPAQUE_XATTR) == b"y"
+    assert os.getxattr(str(out / "home"), read.OPAQUE_XATTR) == b"y"
     assert not (out / "etc/hosts").exists()
     # Nothing changed: an empty layer, Go's 1024 zero bytes.
     empty = tmp_path / "empty-upper"
@@ -827,7 +821,7 @@ async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
 async def test_backend_archives_a_running_containers_root(tmp_path, monkeypatch):
     from twisted.internet import reactor
 
-    monkeypatch.setattr(archives.rootfs, "is_mounted", lambda path: True)
+    monkeypatch.setattr(rootfs, "is_mounted", lambda path: True)
     c = FakeContainer(tmp_path / "c", "sha256:" + "0" * 64)
     merged = c.base / "merged"
     (merged / "data").mkdir(parents=True)
@@ -853,7 +847,7 @@ async def test_backend_archives_a_running_containers_root(tmp_path, monkeypatch)
     await stream.write_to(consumer, Flow())
     assert "data/put" in [m[0] for m in members(b"".join(consumer.data))]
     assert [e[0] for e in containers.events] == ["archive-path", "extract-to-dir", "export"]
-    assert backend._users == {}
+    assert backend.roots._users == {}
 
 
 # -- the routes ------------------------------------------------------------------------

@@ -23,21 +23,18 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-import twistedock.archive as archive_module
+import twistedock.tar.extract as archive_module
 from twistedock.backend.events import EventLog
-from twistedock.backend.images import (
-    ImageStore,
-    apply_changes,
-    empty_container_config,
-    parse_any_reference,
-    parse_normalized_named,
-)
+from twistedock.backend.images import ImageStore
+from twistedock.backend.images.changes import apply_changes
+from twistedock.backend.images.config import empty_container_config
+from twistedock.reference import parse_any_reference, parse_normalized_named
 from twistedock.backend.swarm import InactiveCluster
 from twistedock.backend.system import IInventory
 from twistedock.daemon import build_routers
 from twistedock.errors import InvalidParameter
 from twistedock.filters import Filters
-from twistedock.routers.image import IImageBackend, ImageRouter
+from twistedock.routers.image import IImageBackend, ImageRouter, disk_usage_json
 from twistedock.server.middleware import APIConfig
 from twistedock.server.root import APIResource, compose
 
@@ -1134,7 +1131,8 @@ def test_inventory(tmp_path):
     assert api.store.counts() == {"Images": 2}
     usage = run(api.store.disk_usage({"image"}))
     assert usage["LayersSize"] == ROOTFS_SIZE
-    by_id = {image["Id"]: image for image in usage["Images"]}
+    # The store returns values; the routers shape them (/system/df).
+    by_id = {image["Id"]: image for image in map(disk_usage_json, usage["Images"])}
     assert by_id[first]["Containers"] == 2
     assert by_id[first]["SharedSize"] == ROOTFS_SIZE
     assert run(api.store.disk_usage({"volume"})) == {}

@@ -19,7 +19,7 @@ from twisted.web.server import Site
 from . import __version__
 from .atomic import write_atomic
 from .backend import host
-from .backend.archives import CopyBackend
+from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend
 from .backend.containers import ContainerBackend
 from .backend.criu import Criu

@@ -81,3 +81,19 @@ class Filters:
             if sep and sources[name] != wanted:
                 return False
         return True
+
+    def get_bool_or_default(self, key: str, default: bool) -> bool:
+        """Args.GetBoolOrDefault: C{key}'s one boolean value, C{default}
+        when absent."""
+        if not self.contains(key):
+            return default
+        values = self.get(key)
+        false = bool(values & {"0", "false"})
+        true = bool(values & {"1", "true"})
+        if not values or (false and true) or (not false and not true):
+            raise InvalidParameter(
+                "invalid filter '%s=%s'" % (key, ",".join(sorted(values)))
+                if values
+                else "invalid filter '%s'" % (key,)
+            )
+        return true

@@ -342,7 +342,7 @@ class CheckpointBackend:
 
     async def export(self, name: str, checkpoint_id: str):
         """A L{TarStream} of the checkpoint (see L{write_checkpoint_export})."""
-        from .archives import TarStream
+        from ..tar.stream import TarStream
 
         c = self.containers.get(name)
         if not VALID_NAME.match(checkpoint_id or ""):
@@ -490,13 +490,15 @@ def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: st
     C{.wh.NAME}, opaque directories with C{.wh..wh..opq})."""
     import time as _time
 
-    from .archives import _DIR_FLAGS, LowerView, TarWriter, _write_layer_dir, scan_upper
+    from ..tar import DIR_FLAGS
+    from ..tar.layer import LowerView, scan_upper, write_layer_dir
+    from ..tar.write import TarWriter
 
     now = _time.time()
     writer = TarWriter(write)
     _tar_bytes(writer, EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode(), now)
     _tar_bytes(writer, EXPORT_RECORD, record, now)
-    fd = os.open(checkpoint, _DIR_FLAGS)
+    fd = os.open(checkpoint, DIR_FLAGS)
     try:
         writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
     finally:
@@ -508,12 +510,12 @@ def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: st
     if os.path.isdir(upper):
         _, root = scan_upper(upper, LowerView(list(layer_dirs)))
         _rebase_entry(root, EXPORT_ROOTFS)
-        upper_fd = os.open(upper, _DIR_FLAGS)
+        upper_fd = os.open(upper, DIR_FLAGS)
         try:
             sub = writer.entry(upper_fd, None, EXPORT_ROOTFS, os.fstat(upper_fd))
             if sub is not None:
                 os.close(sub)
-            _write_layer_dir(writer, upper_fd, root)
+            write_layer_dir(writer, upper_fd, root)
         finally:
             os.close(upper_fd)
     writer.close()
@@ -532,7 +534,8 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
     whiteouts again); the manifest and the record, parsed."""
     import tarfile
 
-    from .. import archive
+    from ..tar.extract import Extractor
+    from ..tar.read import ArchiveError
 
     os.makedirs(staging, mode=0o700)
     diff = os.path.join(staging, "diff")
@@ -540,7 +543,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
     found: dict = {}
     diff_fd = os.open(diff, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        extractor = archive._Extractor(diff_fd)
+        extractor = Extractor(diff_fd)
         try:
             tar = tarfile.open(fileobj=content, mode="r|", errorlevel=2)
         except tarfile.ReadError as e:
@@ -579,7 +582,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
                     continue
                 # Unknown entries (a later version's additions) are ignored.
             extractor.finish()
-    except (tarfile.TarError, archive.ArchiveError, EOFError) as e:
+    except (tarfile.TarError, ArchiveError, EOFError) as e:
         raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
     finally:
         os.close(diff_fd)

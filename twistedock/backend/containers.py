@@ -41,11 +41,12 @@ from ..logs import Logger
 from ..routers.container import IContainerBackend
 from ..versions import MAX_API_VERSION
 from ..streams import STDERR, STDOUT
+from ..timetypes import get_timestamp
 from . import rootfs, spec
 from .container import Container, State
 from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
 from .events import EventLog
-from .images import empty_container_config, get_timestamp
+from .images.config import empty_container_config
 from .runtime import LogChunks, LogFollower
 from .system import IInventory
 from .. import golang

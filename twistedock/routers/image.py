@@ -208,6 +208,12 @@ def summary_json(summary, version: str) -> dict:
     return doc
 
 
+def disk_usage_json(summary) -> dict:
+    """One image of GET /system/df: the highest API version's shape, for
+    every request version (df's images have never varied with it here)."""
+    return summary_json(summary, versions.MAX_API_VERSION)
+
+
 def history_json(item) -> dict:
     return {
         "Comment": item.comment,

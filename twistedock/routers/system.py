@@ -10,6 +10,7 @@ from .. import versions
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from . import Router
+from .image import disk_usage_json
 
 ROUTES = (
     route("OPTIONS", "/{anyroute:.*}", "options"),
@@ -116,7 +117,10 @@ class SystemRouter(Router):
                 if kind not in DISK_USAGE_TYPES:
                     raise InvalidParameter("unknown object type: %s" % (kind,))
             types = set(asked)
-        req.write_json(await self.backend.disk_usage(types))
+        usage = await self.backend.disk_usage(types)
+        if usage.get("Images"):
+            usage["Images"] = [disk_usage_json(image) for image in usage["Images"]]
+        req.write_json(usage)
 
     async def post_auth(self, req: APIRequest) -> None:
         config = req.json_body({})

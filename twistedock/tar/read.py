@@ -163,7 +163,6 @@ def entry_path(name: str) -> str:
     return cleaned
 
 
-
 def read_members(stream: BinaryIO, least: int = 1):
     """The members of the uncompressed tar C{stream}, as L{members}; a
     stream shorter than C{least} bytes is empty (yields nothing)."""
@@ -207,4 +206,3 @@ def os_error(error: OSError) -> str:
     if error.filename:
         return "%s: %s" % (error.filename, reason)
     return reason
-

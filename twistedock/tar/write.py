@@ -218,4 +218,3 @@ def write_export(root_fd: int, write: Callable[[bytes], None]) -> None:
     writer = TarWriter(write)
     writer.tree(root_fd, None, "", os.fstat(root_fd), include_self=False, child_prefix="")
     writer.close()
-

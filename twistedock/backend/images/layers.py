@@ -36,9 +36,9 @@ from typing import BinaryIO, Dict, List, Optional, Sequence
 
 import attr
 
-from .. import archive
-from ..atomic import write_atomic
-from ..logs import Logger
+from ...tar import extract
+from ...atomic import write_atomic
+from ...logs import Logger
 
 log = Logger()
 
@@ -184,19 +184,19 @@ class LayerStore:
 
     def stage_blocking(self, source: BinaryIO, parent: str = "") -> StagedLayer:
         """Unpack C{source} on top of the chain C{parent} into a temporary
-        directory; raises L{archive.ArchiveError} (nothing is left then)."""
+        directory; raises L{twistedock.tar.read.ArchiveError} (nothing is left then)."""
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root)
         try:
             diff = os.path.join(tmp, DIFF_DIR)
             os.mkdir(diff, 0o755)
             os.chmod(diff, 0o755)
-            diff_id = archive.unpack_layer(source, diff)
+            diff_id = extract.unpack_layer(source, diff)
             layer = Layer(
                 chain_id=chain_id(parent, diff_id),
                 diff_id=diff_id,
                 parent=parent,
-                size=archive.directory_size(diff),
+                size=extract.directory_size(diff),
                 path=tmp,
             )
             write_atomic(

@@ -1,0 +1,164 @@
+"""
+`docker commit`: a container's own layer (its upper directory against the
+image's layers, L{twistedock.tar.layer}) and its config, merged as dockerd
+merges them, stored as a child image of the container's image.
+"""
+
+import json
+import os
+import tempfile
+from typing import BinaryIO, List
+
+from twisted.internet.threads import deferToThreadPool
+
+from ..deferreds import shield
+from ..errors import Conflict, DockerError
+from ..logs import Logger
+from ..reference import repo_tag_reference
+from ..tar.layer import write_layer
+from .images.changes import apply_changes
+from .images.config import CONTAINER_CONFIG_ORDER
+
+log = Logger()
+
+#: The container.Config fields a commit body may set (others are ignored).
+_CONFIG_FIELDS = CONTAINER_CONFIG_ORDER
+
+
+def merge_commit_config(user: dict, container: dict) -> dict:
+    """dockerd's commit merge: C{user} (the request's config with the
+    changes applied) completed from the container's config."""
+    out = dict(user)
+    if not out.get("User"):
+        out["User"] = container.get("User") or ""
+    exposed = out.get("ExposedPorts") or {}
+    if not exposed:
+        out["ExposedPorts"] = container.get("ExposedPorts")
+    else:
+        exposed = dict(exposed)
+        for port in container.get("ExposedPorts") or {}:
+            exposed.setdefault(port, {})
+        out["ExposedPorts"] = exposed
+    env = list(out.get("Env") or [])
+    if not env:
+        out["Env"] = container.get("Env")
+    else:
+        keys = {item.split("=", 1)[0] for item in env}
+        for item in container.get("Env") or []:
+            if item.split("=", 1)[0] not in keys:
+                env.append(item)
+        out["Env"] = env
+    labels = dict(out.get("Labels") or {})
+    for key, value in (container.get("Labels") or {}).items():
+        labels.setdefault(key, value)
+    out["Labels"] = labels
+    if not out.get("Entrypoint") and not out.get("Cmd"):
+        out["Cmd"] = container.get("Cmd")
+        out["Entrypoint"] = container.get("Entrypoint")
+    if container.get("Healthcheck"):
+        if not out.get("Healthcheck"):
+            out["Healthcheck"] = container.get("Healthcheck")
+        else:
+            health = dict(out["Healthcheck"])
+            for key in ("Test", "Interval", "Timeout", "StartPeriod", "Retries"):
+                if not health.get(key):
+                    health[key] = container["Healthcheck"].get(key)
+            out["Healthcheck"] = health
+    if not out.get("WorkingDir"):
+        out["WorkingDir"] = container.get("WorkingDir") or ""
+    volumes = out.get("Volumes") or {}
+    if not volumes:
+        out["Volumes"] = container.get("Volumes")
+    else:
+        volumes = dict(volumes)
+        volumes.update(container.get("Volumes") or {})
+        out["Volumes"] = volumes
+    if not out.get("StopSignal"):
+        if container.get("StopSignal"):
+            out["StopSignal"] = container.get("StopSignal")
+    return out
+
+
+class ContainerCommitter:
+    """Commits containers of the container backend (its public C{overlay},
+    C{pause}, C{unpause}, C{log_event}) into the image store."""
+
+    def __init__(self, reactor, containers, images) -> None:
+        self.reactor = reactor
+        self.containers = containers
+        self.images = images
+
+    def _thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    async def commit(self, c, options: dict) -> str:
+        """Commit container C{c} as C{options} (the request's repo, tag,
+        config, changes, author, comment, pause) say: the new image's ID."""
+        if c.state.dead:
+            raise Conflict("You cannot commit container %s which is Dead" % (c.id,))
+        if c.state.removing:
+            raise Conflict("You cannot commit container %s which is being removed" % (c.id,))
+        ref = repo_tag_reference(options.get("repo") or "", options.get("tag") or "")
+        container_config = {k: v for k, v in c.config.items() if k in _CONFIG_FIELDS}
+        body = options.get("config")
+        if isinstance(body, dict) and any(key in body for key in _CONFIG_FIELDS):
+            user_config = {k: v for k, v in body.items() if k in _CONFIG_FIELDS}
+        else:
+            user_config = json.loads(json.dumps(container_config))
+        new_config = apply_changes(user_config, list(options.get("changes") or ()))
+        new_config = merge_commit_config(new_config, container_config)
+        paused_here = False
+        if (
+            options.get("pause", True)
+            and c.state.running
+            and not c.state.paused
+            and not c.state.restarting
+        ):
+            await self.containers.pause(c.id)
+            paused_here = True
+        try:
+            upper = self.containers.overlay(c)["UpperDir"]
+            tmp_dir = os.path.dirname(upper)
+            layer = shield(
+                self._thread(_layer_tar, upper, list(self.images.get_layer_dirs(c.image_id)), tmp_dir),
+                lambda handle: handle.close(),
+            )
+            handle = await layer
+        finally:
+            if paused_here:
+                try:
+                    await self.containers.unpause(c.id)
+                except DockerError as e:
+                    log.warn("unpause {id} after commit: {e}", id=c.id[:12], e=e)
+        image_id = await self.images.commit_image(
+            handle,
+            c.image_id,
+            container_id=c.id,
+            container_config=container_config,
+            config=new_config,
+            author=options.get("author") or "",
+            comment=options.get("comment") or "",
+            ref=ref,
+        )
+        self.containers.log_event(
+            c,
+            "commit",
+            comment=options.get("comment") or "",
+            imageID=image_id,
+            imageRef=ref.familiar_string() if ref is not None else "",
+        )
+        return image_id
+
+
+def _layer_tar(upper: str, layer_dirs: List[str], tmp_dir: str) -> BinaryIO:
+    """The container's layer tar in an unlinked temporary file, rewound."""
+    os.makedirs(tmp_dir, exist_ok=True)
+    handle = tempfile.TemporaryFile(dir=tmp_dir)
+    try:
+        write_layer(upper, layer_dirs, handle.write)
+        handle.flush()
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle

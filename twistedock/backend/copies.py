@@ -1,0 +1,185 @@
+"""
+The copy backend: what `docker cp`, `docker export` and `docker diff` ask
+of a container's filesystem, as dockerd answers; `docker commit` is
+L{twistedock.backend.commit}'s.
+
+Safety first.  Every path a client names is resolved inside the
+container's root (L{twistedock.backend.rootpath}); extraction goes through
+L{twistedock.tar.extract}, which resolves the same way and refuses a tar
+with an entry or a hard link that would land outside the target directory
+whole (400) before anything is written.  Nothing of the container is ever
+executed or loaded (CVE-2019-14271).
+
+The root is held (mounted if need be) by L{ContainerRoots}; changes and
+commit read the upper directory and the image's layers directly.  Tars are
+written in a thread and handed to the request chunk by chunk with
+backpressure (L{TarStream}).
+"""
+
+import io
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+from zope.interface import implementer
+
+from .. import golang
+from ..deferreds import shield
+from ..errors import Forbidden, InternalError, InvalidParameter
+from ..routers.container import ICopyBackend
+from ..tar.extract import OverwriteConflict, extract_into
+from ..tar.layer import changes_of
+from ..tar.read import ArchiveError, BreakoutError
+from ..tar.stream import TarStream
+from ..tar.write import TarWriter, write_export
+from .commit import ContainerCommitter
+from .rootpath import Scope, Target, container_path, open_dir
+from .roots import ContainerRoots
+
+#: The files of the container's directory the daemon mounts on /etc.
+MOUNTED_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+@implementer(ICopyBackend)
+class CopyBackend:
+    """Archives, export, changes and commit over the container backend's
+    containers and the image store."""
+
+    def __init__(self, reactor, containers, images) -> None:
+        self.reactor = reactor
+        self.containers = containers
+        self.images = images
+        self.roots = ContainerRoots(reactor, containers, images)
+        self._committer = ContainerCommitter(reactor, containers, images)
+
+    def _container(self, ref: str):
+        if not ref:
+            raise InvalidParameter('invalid name or ID supplied: ""')
+        return self.containers.get(ref)
+
+    @staticmethod
+    def _mounts(c) -> Dict[Tuple[str, ...], str]:
+        """The files the daemon mounts into the container, once it ran."""
+        path_of = getattr(c, "path_of", None)
+        if path_of is None:
+            return {}
+        mounts = {}
+        for name in MOUNTED_FILES:
+            source = path_of(name)
+            if os.path.isfile(source):
+                mounts[("etc", name)] = source
+        return mounts
+
+    # -- archives ----------------------------------------------------------
+
+    async def stat_path(self, name: str, path: str) -> dict:
+        c = self._container(name)
+        mounts = await self.roots.thread(self._mounts, c)
+        return await self.roots.in_root(c, name, _path_stat_only, path, mounts)
+
+    async def archive_path(self, name: str, path: str) -> Tuple[dict, TarStream]:
+        c = self._container(name)
+        mounts = await self.roots.thread(self._mounts, c)
+        fd = await self.roots.acquire(c)
+        scope = Scope(fd, self.roots.merged(c), name, mounts)
+        try:
+            work = self.roots.thread(scope.path_stat, path)
+        except BaseException:
+            self.roots.release(c, fd)
+            raise
+
+        def failed(failure):
+            self.roots.release(c, fd)
+            return failure
+
+        def abandoned(result) -> None:
+            result[1].close()
+            self.roots.release(c, fd)
+
+        work.addErrback(failed)
+        doc, target = await shield(work, abandoned)
+
+        def cleanup():
+            target.close()
+            return self.roots.release(c, fd)
+
+        stream = TarStream(self.reactor, lambda write: write_path_archive(target, write), cleanup)
+        self.containers.log_event(c, "archive-path")
+        return doc, stream
+
+    async def extract_to_dir(
+        self, name: str, path: str, no_overwrite_dir_non_dir: bool, copy_uid_gid: bool, content
+    ) -> None:
+        c = self._container(name)
+        if content is None:
+            content = io.BytesIO()
+        await self.roots.in_root(
+            c, name, _extract_blocking, c, path, no_overwrite_dir_non_dir, copy_uid_gid, content
+        )
+        self.containers.log_event(c, "extract-to-dir")
+
+    # -- export and changes ----------------------------------------------------
+
+    async def export(self, name: str) -> TarStream:
+        c = self._container(name)
+        fd = await self.roots.acquire(c)
+        stream = TarStream(
+            self.reactor, lambda write: write_export(fd, write), lambda: self.roots.release(c, fd)
+        )
+        self.containers.log_event(c, "export")
+        return stream
+
+    async def changes(self, name: str) -> Optional[List[dict]]:
+        c = self._container(name)
+        upper = self.containers.overlay(c)["UpperDir"]
+        listed = await self.roots.thread(changes_of, upper, self.roots.layer_dirs(c))
+        return listed or None
+
+    # -- commit ----------------------------------------------------------------
+
+    async def commit(self, name: str, options: dict) -> str:
+        return await self._committer.commit(self._container(name), options)
+
+
+def write_path_archive(target: Target, write: Callable[[bytes], None]) -> None:
+    """GET archive: the target (and what is below it), named after the
+    base name of the asked path (moby's TarResourceRebase)."""
+    writer = TarWriter(write)
+    rebase = golang.base(target.abs_path)
+    arcname = "" if rebase == "/" else rebase
+    name = None if target.is_dir_itself else target.base
+    writer.tree(target.dir_fd, name, arcname, target.st, parts=target.parts, mounts=target.mounts)
+    writer.close()
+
+
+def _path_stat_only(scope: Scope, path: str, mounts) -> dict:
+    scope.mounts = dict(mounts)
+    doc, target = scope.path_stat(path)
+    target.close()
+    return doc
+
+
+def _extract_blocking(scope: Scope, c, path, no_overwrite, copy_uid_gid, content) -> None:
+    # Unlike a read, the last component is followed: extracting "into" a
+    # link to a directory extracts into that directory.
+    parts = scope.resolve(container_path(path))
+    try:
+        dest_fd = open_dir(scope.root_fd, parts)
+    except FileNotFoundError:
+        raise scope.not_found(path)
+    except NotADirectoryError:
+        raise InvalidParameter("extraction point is not a directory")
+    os.close(dest_fd)
+    if c.host_config.get("ReadonlyRootfs"):
+        raise Forbidden("container rootfs is marked read-only")
+    owner = None
+    if copy_uid_gid and (c.config.get("User") or ""):
+        from .spec import resolve_user
+
+        user = resolve_user("/proc/self/fd/%d" % scope.root_fd, c.config.get("User") or "")
+        owner = (user["uid"], user["gid"])
+    try:
+        extract_into(scope.root_fd, parts, content, no_overwrite, owner)
+    except (OverwriteConflict, BreakoutError) as e:
+        raise InvalidParameter("Error processing tar file(exit status 1): %s" % (e,))
+    except ArchiveError as e:
+        raise InternalError("Error processing tar file(exit status 1): %s" % (e,))
