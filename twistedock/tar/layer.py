@@ -63,6 +63,34 @@ def _is_opaque_fd(fd: int) -> bool:
         return False
 
 
+_FOUND, _MISSING, _HIDDEN = "found", "missing", "hidden"
+
+
+def _descend(layer: str, parts: Sequence[str]):
+    """Follow C{parts} down one layer: C{(kind, path, st, opaque_above)}.
+    C{kind} is C{_FOUND} (C{st}: the last component's stat, None for the
+    layer's root), C{_MISSING}, or C{_HIDDEN} (a whiteout, or a
+    non-directory on the way, hides it and whatever is below);
+    C{opaque_above}: whether a directory on the way is opaque."""
+    path = layer
+    opaque_above = False
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return _MISSING, path, None, opaque_above
+        if _is_whiteout(st):
+            return _HIDDEN, path, None, opaque_above
+        if i == len(parts) - 1:
+            return _FOUND, path, st, opaque_above
+        if not stat.S_ISDIR(st.st_mode):
+            return _HIDDEN, path, None, opaque_above
+        if _is_opaque(path):
+            opaque_above = True
+    return _FOUND, path, None, opaque_above
+
+
 class LowerView:
     """The image's layers merged, as overlayfs shows them below the
     container's own layer (whiteouts and opaque directories honoured)."""
@@ -74,27 +102,12 @@ class LowerView:
     def lstat(self, parts: Sequence[str]):
         """The stat of C{parts} in the merged layers, or None."""
         for layer in self.layers:
-            path = layer
-            hidden_below = False
-            found = None
-            for i, part in enumerate(parts):
-                path = os.path.join(path, part)
-                try:
-                    st = os.lstat(path)
-                except (FileNotFoundError, NotADirectoryError):
-                    break
-                if _is_whiteout(st):
-                    return None
-                if i == len(parts) - 1:
-                    found = st
-                    break
-                if not stat.S_ISDIR(st.st_mode):
-                    return None  # a file here hides whatever is below
-                if _is_opaque(path):
-                    hidden_below = True
-            if found is not None:
-                return found
-            if hidden_below:
+            kind, _, st, opaque_above = _descend(layer, parts)
+            if kind == _HIDDEN:
+                return None
+            if st is not None:
+                return st
+            if opaque_above:
                 return None
         return None
 
@@ -103,21 +116,10 @@ class LowerView:
         names: set = set()
         hidden: set = set()
         for layer in self.layers:
-            path = layer
-            blocked = False
-            present = True
-            for i, part in enumerate(parts):
-                path = os.path.join(path, part)
-                try:
-                    st = os.lstat(path)
-                except (FileNotFoundError, NotADirectoryError):
-                    present = False
-                    break
-                if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-                    return sorted(names)
-                if _is_opaque(path) and i < len(parts) - 1:
-                    blocked = True
-            if not present:
+            kind, path, st, blocked = _descend(layer, parts)
+            if kind == _HIDDEN or (st is not None and not stat.S_ISDIR(st.st_mode)):
+                return sorted(names)
+            if kind == _MISSING:
                 if blocked:
                     break
                 continue

@@ -589,11 +589,9 @@ class ImageStore(ImageDeletion):
     ) -> List[ImageSummary]:
         return self._list(filters, all, shared_size, container_count=False)
 
-    def _list(
-        self, filters: Filters, all_images: bool, shared_size: bool, container_count: bool
-    ) -> List[ImageSummary]:
-        filters.validate(_LIST_FILTERS)
-        dangling_only = filters.get_bool_or_default("dangling", False)
+    def _created_bounds(self, filters: Filters) -> Tuple[Optional[int], Optional[int]]:
+        """The (before, since) creation times, in nanoseconds, that the
+        before, until and since filters ask for (None: no bound)."""
         before: Optional[int] = None
         since: Optional[int] = None
         for value in sorted(filters.get("before")):
@@ -608,6 +606,14 @@ class ImageStore(ImageDeletion):
             created = self._resolve(value).created_ns
             if since is None or created > since:
                 since = created
+        return before, since
+
+    def _list(
+        self, filters: Filters, all_images: bool, shared_size: bool, container_count: bool
+    ) -> List[ImageSummary]:
+        filters.validate(_LIST_FILTERS)
+        dangling_only = filters.get_bool_or_default("dangling", False)
+        before, since = self._created_bounds(filters)
         patterns = sorted(filters.get("reference"))
         summaries: List[Tuple[ImageSummary, ImageRecord]] = []
         for record in self._images.values():
