@@ -1,25 +1,18 @@
-"""The copy backend (twistedock.backend.archives): path resolution inside a
-container's root, path stats, tars out and in, changes, the commit layer,
-the streaming of tars with backpressure, and the routes over it."""
+"""The copy backend (twistedock.backend.copies, rootpath, roots): path
+resolution inside a container's root, path stats, tars out and in, the
+backend over fake containers, and the routes over it."""
 
 import base64
 import io
 import os
-import stat
 import tarfile
-import threading
-import time
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import CancelledError
 from twistedock import golang
-from twisted.internet.task import deferLater
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
 from twistedock.backend import rootfs
-from twistedock.backend.commit import merge_commit_config
 from twistedock.backend.copies import CopyBackend, write_path_archive
 from twistedock.backend.rootpath import (
     PathNotDirectory,
@@ -30,13 +23,13 @@ from twistedock.backend.rootpath import (
     resolve,
 )
 from twistedock.tar import read
-from twistedock.tar.extract import OverwriteConflict, extract_into, unpack_layer
-from twistedock.tar.layer import ADDED, DELETED, MODIFIED, LowerView, changes_of, write_layer
-from twistedock.tar.stream import TarStream
+from twistedock.tar.extract import OverwriteConflict, extract_into
 from twistedock.tar.write import write_export
 from twistedock.errors import InternalError, InvalidParameter, NotFound
 from twistedock.routers.container import ICopyBackend
 from twistedock.server.httputils import Flow
+
+from .test_tar_stream import Consumer
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="device nodes, owners and trusted xattrs need root")
@@ -442,267 +435,6 @@ def test_owners_kept_or_copied(world):
     assert (st.st_uid, st.st_gid) == (1000, 50)
 
 
-# -- changes and the commit layer --------------------------------------------------------
-
-
-def _whiteout(path):
-    os.mknod(str(path), stat.S_IFCHR | 0o600, os.makedev(0, 0))
-
-
-@pytest.fixture
-def layers(tmp_path):
-    """An image of two layers and a container's upper directory."""
-    base = tmp_path / "base"
-    top = tmp_path / "top"
-    upper = tmp_path / "upper"
-    for directory in (base, top, upper):
-        directory.mkdir()
-    for rel in ("bin", "etc", "home/app", "tmp", "gone/deep"):
-        (base / rel).mkdir(parents=True)
-    for rel in ("bin/ls", "bin/cat", "etc/passwd", "etc/group", "home/app/x", "gone/deep/f", "same"):
-        (base / rel).write_text(rel)
-    (top / "etc").mkdir()
-    (top / "etc/motd").write_text("hi")
-    return base, top, upper
-
-
-def stamp_like(src, dst):
-    st = os.lstat(str(src))
-    os.chmod(str(dst), stat.S_IMODE(st.st_mode))
-    os.utime(str(dst), ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-@needs_root
-def test_changes_as_dockerd_reports_them(layers):
-    base, top, upper = layers
-    # Modified, deleted, added; the directories on the way as dockerd shows them.
-    (upper / "etc").mkdir()
-    stamp_like(top / "etc", upper / "etc")
-    (upper / "etc/passwd").write_text("changed")
-    _whiteout(upper / "etc/group")
-    # runc's mount points: the init layer's, not changes.
-    for stub in ("hosts", "hostname", "resolv.conf"):
-        (upper / "etc" / stub).write_text("")
-    (upper / "proc").mkdir()
-    (upper / "bin").mkdir()
-    stamp_like(base / "bin", upper / "bin")
-    _whiteout(upper / "bin/ls")
-    (upper / "home").mkdir()
-    stamp_like(base / "home", upper / "home")
-    os.setxattr(str(upper / "home"), read.OPAQUE_XATTR, b"y")
-    (upper / "home/n").write_text("n")
-    (upper / "a").mkdir()
-    (upper / "a/b").write_text("b")
-    (upper / "a.txt").write_text("")
-    _whiteout(upper / "gone")
-    _whiteout(upper / "never-existed")
-    # A copy-up that changed nothing.
-    (upper / "same").write_text("same")
-    stamp_like(base / "same", upper / "same")
-    os.chown(str(upper / "same"), 0, 0)
-
-    assert changes_of(str(upper), [str(base), str(top)]) == [
-        {"Path": p, "Kind": k}
-        for p, k in [
-            ("/a", ADDED),
-            ("/a.txt", ADDED),
-            ("/a/b", ADDED),
-            ("/bin", MODIFIED),
-            ("/bin/ls", DELETED),
-            ("/etc", MODIFIED),
-            ("/etc/group", DELETED),
-            ("/etc/passwd", MODIFIED),
-            ("/gone", DELETED),
-            ("/home", MODIFIED),
-            ("/home/app", DELETED),
-            ("/home/n", ADDED),
-        ]
-    ]
-    assert changes_of(str(upper.parent / "nothing"), [str(base)]) == []
-
-
-@needs_root
-def test_lower_view_honours_whiteouts_and_opaque_directories(layers):
-    base, top, _ = layers
-    _whiteout(top / "etc/passwd")
-    (top / "home").mkdir()
-    os.setxattr(str(top / "home"), read.OPAQUE_XATTR, b"y")
-    (top / "home/new").write_text("")
-    view = LowerView([str(base), str(top)])
-    assert view.lstat(["etc", "passwd"]) is None
-    assert view.lstat(["etc", "group"]) is not None
-    assert view.lstat(["etc", "motd"]) is not None
-    assert view.lstat(["home", "app"]) is None
-    assert view.listdir(["etc"]) == ["group", "motd"]
-    assert view.listdir(["home"]) == ["new"]
-
-
-@needs_root
-def test_the_commit_layer_writes_oci_whiteouts(layers, tmp_path):
-    base, top, upper = layers
-    (upper / "etc").mkdir()
-    _whiteout(upper / "etc/group")
-    (upper / "etc/hosts").write_text("")
-    (upper / "home").mkdir()
-    os.setxattr(str(upper / "home"), read.OPAQUE_XATTR, b"y")
-    (upper / "home/n").write_text("n")
-    (upper / "new").write_text("new")
-    data = collect(write_layer, str(upper), [str(base), str(top)])
-    assert members(data) == [
-        ("etc", tarfile.DIRTYPE, 0),
-        ("etc/.wh.group", tarfile.REGTYPE, 0),
-        ("home", tarfile.DIRTYPE, 0),
-        ("home/.wh..wh..opq", tarfile.REGTYPE, 0),
-        ("home/n", tarfile.REGTYPE, 1),
-        ("new", tarfile.REGTYPE, 3),
-    ]
-    # The image store unpacks it back into overlayfs' own format.
-    out = tmp_path / "unpacked"
-    out.mkdir()
-    unpack_layer(io.BytesIO(data), str(out))
-    st = os.lstat(str(out / "etc/group"))
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert os.getxattr(str(out / "home"), read.OPAQUE_XATTR) == b"y"
-    assert not (out / "etc/hosts").exists()
-    # Nothing changed: an empty layer, Go's 1024 zero bytes.
-    empty = tmp_path / "empty-upper"
-    empty.mkdir()
-    assert collect(write_layer, str(empty), [str(base)]) == b"\0" * 1024
-
-
-def test_commit_config_merge():
-    container = {
-        "User": "app",
-        "Env": ["PATH=/bin", "A=0"],
-        "Cmd": ["sh"],
-        "Entrypoint": None,
-        "Labels": {"l": "1"},
-        "WorkingDir": "/w",
-        "ExposedPorts": {"80/tcp": {}},
-        "Volumes": {"/v": {}},
-        "StopSignal": "SIGINT",
-    }
-    merged = merge_commit_config({"Env": ["A=1"], "Cmd": ["echo", "hi"], "Labels": {"x": "y"}}, container)
-    assert merged["Env"] == ["A=1", "PATH=/bin"]
-    assert merged["Cmd"] == ["echo", "hi"]
-    assert merged["Labels"] == {"x": "y", "l": "1"}
-    assert (merged["User"], merged["WorkingDir"], merged["StopSignal"]) == ("app", "/w", "SIGINT")
-    assert merged["ExposedPorts"] == {"80/tcp": {}}
-    assert merge_commit_config({}, container)["Cmd"] == ["sh"]
-
-
-# -- streaming with backpressure -----------------------------------------------------
-
-
-class Consumer:
-    def __init__(self) -> None:
-        self.data = []
-        self.aborted = False
-        outer = self
-
-        class Transport:
-            def abortConnection(self):
-                outer.aborted = True
-
-        class Channel:
-            transport = Transport()
-
-        self.channel = Channel()
-
-    def write(self, data) -> None:
-        self.data.append(data)
-
-
-async def wait_until(predicate, timeout=5.0):
-    from twisted.internet import reactor
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await deferLater(reactor, 0.01, lambda: None)
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_paused_client_holds_the_producer_back():
-    from twisted.internet import reactor
-
-    produced = []
-    cleaned = []
-
-    def produce(write):
-        for i in range(50):
-            write(bytes([i]) * 1000)
-            produced.append(i)
-
-    flow = Flow()
-    flow.pauseProducing()
-    consumer = Consumer()
-    stream = TarStream(reactor, produce, lambda: cleaned.append(True), chunk_size=1000, window=3)
-    d = stream.write_to(consumer, flow)
-    await deferLater(reactor, 0.3, lambda: None)
-    # At most the window waits (plus the chunk being offered): memory stays bounded.
-    assert len(produced) <= 4
-    assert consumer.data == []
-    flow.resumeProducing()
-    await d
-    assert b"".join(consumer.data) == b"".join(bytes([i]) * 1000 for i in range(50))
-    assert cleaned == [True]
-    assert flow.listeners == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_client_going_away_stops_the_thread():
-    from twisted.internet import reactor
-
-    cleaned = []
-    ended = threading.Event()
-
-    def produce(write):
-        try:
-            while True:
-                write(b"x" * 1000)
-        finally:
-            ended.set()
-
-    for leave in ("cancel", "stop"):
-        cleaned.clear()
-        ended.clear()
-        flow = Flow()
-        flow.pauseProducing()
-        stream = TarStream(reactor, produce, lambda: cleaned.append(True), chunk_size=1000, window=2)
-        d = stream.write_to(Consumer(), flow)
-        await deferLater(reactor, 0.1, lambda: None)
-        if leave == "cancel":
-            d.cancel()
-        else:
-            flow.stopProducing()
-        with pytest.raises(CancelledError):
-            await d
-        await wait_until(lambda: bool(cleaned))
-        assert ended.is_set()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_failing_producer_cuts_the_connection():
-    from twisted.internet import reactor
-
-    def produce(write):
-        write(b"x" * 10)
-        raise OSError(5, "Input/output error")
-
-    consumer = Consumer()
-    cleaned = []
-    stream = TarStream(reactor, produce, lambda: cleaned.append(True), chunk_size=4)
-    with pytest.raises(OSError):
-        await stream.write_to(consumer, Flow())
-    assert consumer.aborted
-    assert cleaned == [True]
-    # A stream never written still releases what it holds.
-    unused = TarStream(reactor, produce, lambda: cleaned.append("unused"))
-    unused.close()
-    assert cleaned == [True, "unused"]
-
-
 # -- the backend over fake containers ------------------------------------------------
 
 
@@ -759,62 +491,6 @@ class FakeContainers:
 
     async def unpause(self, ref):
         self.calls.append("unpause")
-
-
-@pytest_twisted.ensureDeferred
-async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
-    from twisted.internet import reactor
-
-    from twistedock.backend.events import EventLog
-    from twistedock.backend.images import ImageStore
-
-    store = ImageStore(reactor, str(tmp_path / "data"), EventLog())
-    await store.load()
-    parent = await store.import_image(
-        io.BytesIO(tar_bytes([("bin", "d"), ("bin/sh", "f", b"#!")])), "-", "base", "", "", (), ""
-    )
-    c = FakeContainer(tmp_path / "c", parent)
-    for sub in ("diff", "merged", "work"):
-        (c.base / sub).mkdir(parents=True)
-    (c.base / "diff" / "new").write_text("new\n")
-    containers = FakeContainers(c)
-    backend = CopyBackend(reactor, containers, store)
-    verifyObject(ICopyBackend, backend)
-
-    with pytest.raises(InvalidParameter) as e:
-        await backend.commit("fake", {"changes": ["BOGUS x"]})
-    assert str(e.value) == "bogus is not a valid change command"
-    with pytest.raises(NotFound):
-        await backend.commit("nope", {})
-    with pytest.raises(InvalidParameter):
-        await backend.commit("", {})
-
-    image_id = await backend.commit(
-        "fake",
-        {"repo": "child", "tag": "v1", "comment": "hello", "author": "me",
-         "changes": ['CMD ["echo","committed"]', "ENV A=1"], "pause": True},
-    )
-    assert containers.calls == ["pause", "unpause"]
-    image = store.get("child:v1")
-    assert image.id == image_id
-    assert image.parent == parent
-    assert len(image.diff_ids) == 2
-    config = image.config
-    assert config["config"]["Cmd"] == ["echo", "committed"]
-    assert config["config"]["Env"] == ["PATH=/bin", "A=1"]
-    assert config["config"]["Hostname"] == "h"
-    assert (config["container"], config["author"], config["comment"]) == (c.id, "me", "hello")
-    assert config["history"][-1]["created_by"] == "sh -c work"
-    assert open(os.path.join(image.layer_dirs[-1], "new")).read() == "new\n"
-    assert containers.events[-1] == (
-        "commit", {"comment": "hello", "imageID": image_id, "imageRef": "child:v1"}
-    )
-    # Nothing changed: no layer, an empty_layer history entry.
-    os.unlink(str(c.base / "diff" / "new"))
-    again = await backend.commit("fake", {"pause": False})
-    assert containers.calls == ["pause", "unpause"]
-    assert store.get(again).diff_ids == store.get(parent).diff_ids
-    assert store.get(again).config["history"][-1]["empty_layer"] is True
 
 
 @pytest_twisted.ensureDeferred
