@@ -1,10 +1,13 @@
-"""The OCI spec builder and dockerd's create-request checks (backend/spec.py)."""
+"""The OCI spec builder and dockerd's create-request checks (backend/spec/)."""
 
+import builtins
 import glob
+import io
 import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import uuid
 
@@ -66,6 +69,15 @@ def rootfs(tmp_path):
     return str(root)
 
 
+def build_with_inputs(*, sysinfo=None, seccomp_profile_path=PROFILE, **arguments):
+    """build_spec over what gather_inputs reads for the same request."""
+    inputs = spec.gather_inputs(
+        arguments["config"], arguments["host_config"], arguments["image_config"],
+        arguments["rootfs"], seccomp_profile_path, sysinfo,
+    )
+    return spec.build_spec(inputs=inputs, **arguments)
+
+
 def build(rootfs, config=None, host_config=None, image_config=None, **kwargs):
     files = os.path.dirname(rootfs)
     arguments = dict(
@@ -81,7 +93,7 @@ def build(rootfs, config=None, host_config=None, image_config=None, **kwargs):
         sysinfo=HOST,
     )
     arguments.update(kwargs)
-    return spec.build_spec(**arguments)
+    return build_with_inputs(**arguments)
 
 
 def mount(s, destination):
@@ -829,7 +841,7 @@ def test_namespaces(rootfs):
     s = build(rootfs, host_config={"NetworkMode": "host", "PidMode": "host", "IpcMode": "host",
                                    "Sysctls": {"kernel.msgmax": "1"}})
     assert kinds(s) == [("mount", None), ("uts", None)]
-    assert s["hostname"] == spec.socket.gethostname()
+    assert s["hostname"] == socket.gethostname()
     assert s["linux"]["sysctl"] == {"kernel.msgmax": "1"}
     s = build(rootfs, host_config={"NetworkMode": "none", "UTSMode": "host",
                                    "CgroupnsMode": "private"})
@@ -869,6 +881,74 @@ def test_rlimits(rootfs):
         build(rootfs, host_config={"Ulimits": [{"Name": "foo", "Soft": 1, "Hard": 1}]})
 
 
+# -- build_spec is pure -------------------------------------------------------
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+def test_build_spec_reads_nothing(rootfs, tmp_path, monkeypatch, privileged):
+    """What build_spec needs from the host comes in its inputs (gathered in a
+    thread): with every way to reach the host refused, it builds the same spec."""
+    files = os.path.dirname(rootfs)
+    arguments = dict(
+        container_id="0123456789abcdef" * 4,
+        config={"Cmd": ["true"], "User": "alice", "Domainname": "example.org"},
+        host_config={
+            "Privileged": privileged,
+            "GroupAdd": ["staff"],
+            "Mounts": [{"Type": "bind", "Source": str(tmp_path), "Target": "/m"}],
+            "Binds": [str(tmp_path) + ":/b:ro"],
+            "Tmpfs": {"/t": "size=1m"},
+            "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull"}],
+            "BlkioDeviceReadBps": [{"Path": "/dev/null", "Rate": 1024}],
+            "Ulimits": [{"Name": "nproc", "Soft": 100, "Hard": 200}],
+            "SecurityOpt": ["no-new-privileges"],
+        },
+        image_config={},
+        rootfs=rootfs,
+        hostname_path=os.path.join(files, "hostname"),
+        hosts_path=os.path.join(files, "hosts"),
+        resolv_conf_path=os.path.join(files, "resolv.conf"),
+        netns_path=None,
+    )
+    inputs = spec.gather_inputs(
+        arguments["config"], arguments["host_config"], {}, rootfs, PROFILE, HOST
+    )
+    expected = spec.build_spec(inputs=inputs, **arguments)
+    assert expected["process"]["user"] == {"uid": 1000, "gid": 1000,
+                                           "additionalGids": [1000, 29, 44, 50]}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("build_spec reached the host: %r" % (args,))
+
+    for module, names in (
+        (builtins, ("open",)),
+        (io, ("open",)),
+        (os, ("stat", "lstat", "listdir", "scandir", "walk", "readlink", "access")),
+        (os.path, ("exists", "lexists", "isfile", "isdir", "islink", "realpath")),
+        (socket, ("gethostname",)),
+        (resource, ("getrlimit",)),
+    ):
+        for name in names:
+            monkeypatch.setattr(module, name, refuse)
+    try:
+        built = spec.build_spec(inputs=inputs, **arguments)
+    finally:
+        monkeypatch.undo()
+    assert json.dumps(built) == json.dumps(expected)
+
+
+def test_build_spec_raises_read_errors_where_dockerd_meets_them(rootfs):
+    """A failed read is kept and raised at its step: a bad ulimit (checked
+    before devices) wins over a missing device node, as in dockerd."""
+    with pytest.raises(InvalidParameter, match="ulimit soft limit"):
+        build(rootfs, host_config={
+            "Ulimits": [{"Name": "nproc", "Soft": 2, "Hard": 1}],
+            "Devices": [{"PathOnHost": "/dev/does-not-exist"}],
+        })
+    with pytest.raises(InternalError, match="error gathering device information"):
+        build(rootfs, host_config={"Devices": [{"PathOnHost": "/dev/does-not-exist"}]})
+
+
 # -- the spec runs -------------------------------------------------------------
 
 needs_runc = pytest.mark.skipif(
@@ -897,7 +977,7 @@ def bundle(tmp_path):
 
 def run_bundle(tmp_path, config, host_config=None):
     container_id = "twistedock-test-" + uuid.uuid4().hex[:12]
-    s = spec.build_spec(
+    s = build_with_inputs(
         container_id=container_id,
         config=config,
         host_config=host_config or {},
