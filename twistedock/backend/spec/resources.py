@@ -58,6 +58,14 @@ def check_resources(hc: dict, sysinfo: Optional[SysInfo] = None) -> Tuple[List[s
     return warnings, r
 
 
+def _supported(value: int, supported: bool, warnings: List[str], warning: str) -> int:
+    """C{value}, or 0 with C{warning} when the kernel cannot apply it."""
+    if value > 0 and not supported:
+        warnings.append(warning)
+        return 0
+    return value
+
+
 def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
     if r.get("MemorySwappiness") is not None and as_int(r["MemorySwappiness"]) == -1:
         r["MemorySwappiness"] = None
@@ -97,13 +105,11 @@ def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
             raise InvalidParameter(
                 "Invalid value: %d, valid memory swappiness range is 0-100" % swappiness
             )
-    reservation = as_int(r.get("MemoryReservation"))
-    if reservation > 0 and not si.memory_reservation:
-        warnings.append(
-            "Your kernel does not support memory soft limit capabilities or the cgroup is not "
-            "mounted. Limitation discarded."
-        )
-        reservation = 0
+    reservation = _supported(
+        as_int(r.get("MemoryReservation")), si.memory_reservation, warnings,
+        "Your kernel does not support memory soft limit capabilities or the cgroup is not "
+        "mounted. Limitation discarded.",
+    )
     if 0 < reservation < LINUX_MIN_MEMORY:
         raise InvalidParameter("Minimum memory reservation allowed is 6MB")
     if memory > 0 and reservation > 0 and memory < reservation:
@@ -121,12 +127,11 @@ def _check_kernel_limits(r: dict, si: SysInfo, warnings: List[str]) -> None:
             "Specifying a kernel memory limit is deprecated and will be removed in a future "
             "release."
         )
-    if kernel_memory > 0 and not si.kernel_memory:
-        warnings.append(
-            "Your kernel does not support kernel memory limit capabilities or the cgroup is not "
-            "mounted. Limitation discarded."
-        )
-        kernel_memory = 0
+    kernel_memory = _supported(
+        kernel_memory, si.kernel_memory, warnings,
+        "Your kernel does not support kernel memory limit capabilities or the cgroup is not "
+        "mounted. Limitation discarded.",
+    )
     if 0 < kernel_memory < LINUX_MIN_MEMORY:
         raise InvalidParameter("Minimum kernel memory limit allowed is 6MB")
     r["KernelMemory"] = kernel_memory
@@ -196,6 +201,18 @@ def _check_cpu(r: dict, si: SysInfo, warnings: List[str]) -> None:
 
 
 
+def _check_cpuset_available(provided: str, available: str, field: str, what: str) -> None:
+    try:
+        ok = _cpuset_available(provided, available)
+    except InvalidParameter as e:
+        raise InvalidParameter("Invalid value %s for cpuset %s: %s" % (provided, field, e.message))
+    if not ok:
+        raise InvalidParameter(
+            "Requested %s are not available - requested %s, available: %s"
+            % (what, provided, available)
+        )
+
+
 def _check_cpuset(r: dict, si: SysInfo, warnings: List[str]) -> None:
     cpus, mems = as_str(r.get("CpusetCpus")), as_str(r.get("CpusetMems"))
     if (cpus or mems) and not si.cpuset:
@@ -203,34 +220,17 @@ def _check_cpuset(r: dict, si: SysInfo, warnings: List[str]) -> None:
             "Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded."
         )
         cpus = mems = ""
-    try:
-        available = _cpuset_available(cpus, si.cpus)
-    except InvalidParameter as e:
-        raise InvalidParameter("Invalid value %s for cpuset cpus: %s" % (cpus, e.message))
-    if not available:
-        raise InvalidParameter(
-            "Requested CPUs are not available - requested %s, available: %s" % (cpus, si.cpus)
-        )
-    try:
-        available = _cpuset_available(mems, si.mems)
-    except InvalidParameter as e:
-        raise InvalidParameter("Invalid value %s for cpuset mems: %s" % (mems, e.message))
-    if not available:
-        raise InvalidParameter(
-            "Requested memory nodes are not available - requested %s, available: %s"
-            % (mems, si.mems)
-        )
+    _check_cpuset_available(cpus, si.cpus, "cpus", "CPUs")
+    _check_cpuset_available(mems, si.mems, "mems", "memory nodes")
     r["CpusetCpus"], r["CpusetMems"] = cpus, mems
 
 
 def _check_blkio(r: dict, si: SysInfo, warnings: List[str]) -> None:
-    weight = as_int(r.get("BlkioWeight"))
-    if weight > 0 and not si.blkio_weight:
-        warnings.append(
-            "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
-            "Weight discarded."
-        )
-        weight = 0
+    weight = _supported(
+        as_int(r.get("BlkioWeight")), si.blkio_weight, warnings,
+        "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+        "Weight discarded.",
+    )
     if weight > 0 and (weight < 10 or weight > 1000):
         raise InvalidParameter("Range of blkio weight is from 10 to 1000")
     r["BlkioWeight"] = weight
