@@ -78,6 +78,8 @@ def host_devices(root: str = "/dev") -> List[dict]:
 
 
 def devices_from_path(on_host: str, in_container: str, permissions: str) -> Tuple[list, list]:
+    """The device nodes at C{on_host} (a node or a directory of them) as
+    OCI devices under C{in_container}, and the cgroup rules allowing them."""
     resolved = on_host
     if os.path.islink(on_host):
         resolved = os.path.realpath(on_host)
@@ -109,6 +111,7 @@ _CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
 
 
 def cgroup_rules(rules: Iterable[str]) -> List[dict]:
+    """HostConfig.DeviceCgroupRules ("c 1:3 rwm") as OCI cgroup device rules."""
     parsed = []
     for rule in rules or ():
         m = _CGROUP_RULE.match(rule)
@@ -125,6 +128,7 @@ def cgroup_rules(rules: Iterable[str]) -> List[dict]:
 
 
 def device_numbers(path: str) -> Tuple[int, int]:
+    """The (major, minor) of the block device at C{path} (for Blkio* limits)."""
     try:
         st = os.stat(path)
     except OSError as e:
