@@ -55,7 +55,6 @@ class SpecContext:
     host_config: dict
     inputs: SpecInputs
     security: SecurityOptions
-    rootfs: str
     network_files: Dict[str, str]
     netns_path: Optional[str]
     cgroup_parent: str
@@ -124,7 +123,6 @@ def build_spec(
         host_config=hc,
         inputs=inputs,
         security=parse_security_opt(hc.get("SecurityOpt")),
-        rootfs=rootfs,
         network_files={"/etc/resolv.conf": resolv_conf_path, "/etc/hostname": hostname_path,
                        "/etc/hosts": hosts_path},
         netns_path=netns_path,
