@@ -580,6 +580,7 @@ class ContainerBackend:
                 hc.get("DnsSearch"),
                 hc.get("DnsOptions"),
             )
+            inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
             oci = spec.build_spec(
                 container_id=c.id,
                 config=c.config,
@@ -590,6 +591,7 @@ class ContainerBackend:
                 hosts_path=c.path_of("hosts"),
                 resolv_conf_path=c.path_of("resolv.conf"),
                 netns_path=None,
+                inputs=inputs,
                 init_path=self.init_path,
             )
             await self.run_in_thread(_write_bundle, bundle, oci)
@@ -1001,7 +1003,8 @@ class ContainerBackend:
             }
         spec.validate_create(c.config, host_config, MAX_API_VERSION)
         if c.state.running and not c.state.restarting and changes:
-            await self.runtime.update(c.id, spec.linux_resources(host_config))
+            resources = await self.run_in_thread(spec.read_linux_resources, host_config)
+            await self.runtime.update(c.id, resources)
         c.host_config = host_config
         await self._save(c)
         self.log_event(c, "update")

@@ -14,7 +14,9 @@ from typing import Dict, List, Optional
 import attr
 from twisted.internet.utils import getProcessOutputAndValue
 
-def _read(path: str) -> Optional[str]:
+
+def read_text(path: str) -> Optional[str]:
+    """A small kernel or config file's text; None if it cannot be read."""
     try:
         with open(path) as f:
             return f.read()
@@ -24,7 +26,7 @@ def _read(path: str) -> Optional[str]:
 
 def os_release(path: str = "/etc/os-release") -> Dict[str, str]:
     values: Dict[str, str] = {}
-    for line in (_read(path) or "").splitlines():
+    for line in (read_text(path) or "").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key.strip()] = value.strip().strip('"')
@@ -32,23 +34,23 @@ def os_release(path: str = "/etc/os-release") -> Dict[str, str]:
 
 
 def mem_total() -> int:
-    match = re.search(r"^MemTotal:\s+(\d+) kB", _read("/proc/meminfo") or "", re.M)
+    match = re.search(r"^MemTotal:\s+(\d+) kB", read_text("/proc/meminfo") or "", re.M)
     return int(match.group(1)) * 1024 if match else 0
 
 
 def ncpu() -> int:
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:
+    except (AttributeError, OSError):
         return os.cpu_count() or 1
 
 
 def proc_flag(path: str) -> bool:
-    return (_read(path) or "").strip() == "1"
+    return (read_text(path) or "").strip() == "1"
 
 
 def seccomp_supported() -> bool:
-    return re.search(r"^Seccomp:", _read("/proc/self/status") or "", re.M) is not None
+    return re.search(r"^Seccomp:", read_text("/proc/self/status") or "", re.M) is not None
 
 
 def storage_driver_status(data_root: str) -> List[List[str]]:
@@ -69,7 +71,7 @@ def storage_driver_status(data_root: str) -> List[List[str]]:
 def _mount_fstype(path: str) -> Optional[str]:
     best, fstype = "", None
     path = os.path.abspath(path)
-    for line in (_read("/proc/self/mounts") or "").splitlines():
+    for line in (read_text("/proc/self/mounts") or "").splitlines():
         fields = line.split()
         if len(fields) < 3:
             continue
