@@ -431,6 +431,8 @@ GOARCH = {
     "ppc64le": "ppc64le",
     "s390x": "s390x",
     "riscv64": "riscv64",
+    "mips64": "mips64",
+    "mips64el": "mips64le",
 }
 
 
