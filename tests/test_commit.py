@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
-from twistedock.backend.commit import merge_commit_config
+from twistedock.backend.spec.config import merge
 from twistedock.backend.copies import CopyBackend
 from twistedock.errors import InvalidParameter, NotFound
 from twistedock.routers.container import ICopyBackend
@@ -34,13 +34,18 @@ def test_commit_config_merge():
         "Volumes": {"/v": {}},
         "StopSignal": "SIGINT",
     }
-    merged = merge_commit_config({"Env": ["A=1"], "Cmd": ["echo", "hi"], "Labels": {"x": "y"}}, container)
+    merged = merge({"Env": ["A=1"], "Cmd": ["echo", "hi"], "Labels": {"x": "y"}}, container)
     assert merged["Env"] == ["A=1", "PATH=/bin"]
     assert merged["Cmd"] == ["echo", "hi"]
     assert merged["Labels"] == {"x": "y", "l": "1"}
     assert (merged["User"], merged["WorkingDir"], merged["StopSignal"]) == ("app", "/w", "SIGINT")
     assert merged["ExposedPorts"] == {"80/tcp": {}}
-    assert merge_commit_config({}, container)["Cmd"] == ["sh"]
+    assert merge({}, container)["Cmd"] == ["sh"]
+    # moby's merge: a command of the commit's own keeps the container's
+    # entrypoint, which only an entrypoint of its own replaces.
+    container["Entrypoint"] = ["/init"]
+    assert merge({"Cmd": ["x"]}, container)["Entrypoint"] == ["/init"]
+    assert merge({"Entrypoint": ["/e"]}, container).get("Cmd") is None
 
 
 @pytest_twisted.ensureDeferred

@@ -18,65 +18,12 @@ from ..reference import repo_tag_reference
 from ..tar.layer import write_layer
 from .images.changes import apply_changes
 from .images.config import CONTAINER_CONFIG_ORDER
+from .spec.config import merge as merge_config
 
 log = Logger()
 
 #: The container.Config fields a commit body may set (others are ignored).
 _CONFIG_FIELDS = CONTAINER_CONFIG_ORDER
-
-
-def merge_commit_config(user: dict, container: dict) -> dict:
-    """dockerd's commit merge: C{user} (the request's config with the
-    changes applied) completed from the container's config."""
-    out = dict(user)
-    if not out.get("User"):
-        out["User"] = container.get("User") or ""
-    exposed = out.get("ExposedPorts") or {}
-    if not exposed:
-        out["ExposedPorts"] = container.get("ExposedPorts")
-    else:
-        exposed = dict(exposed)
-        for port in container.get("ExposedPorts") or {}:
-            exposed.setdefault(port, {})
-        out["ExposedPorts"] = exposed
-    env = list(out.get("Env") or [])
-    if not env:
-        out["Env"] = container.get("Env")
-    else:
-        keys = {item.split("=", 1)[0] for item in env}
-        for item in container.get("Env") or []:
-            if item.split("=", 1)[0] not in keys:
-                env.append(item)
-        out["Env"] = env
-    labels = dict(out.get("Labels") or {})
-    for key, value in (container.get("Labels") or {}).items():
-        labels.setdefault(key, value)
-    out["Labels"] = labels
-    if not out.get("Entrypoint") and not out.get("Cmd"):
-        out["Cmd"] = container.get("Cmd")
-        out["Entrypoint"] = container.get("Entrypoint")
-    if container.get("Healthcheck"):
-        if not out.get("Healthcheck"):
-            out["Healthcheck"] = container.get("Healthcheck")
-        else:
-            health = dict(out["Healthcheck"])
-            for key in ("Test", "Interval", "Timeout", "StartPeriod", "Retries"):
-                if not health.get(key):
-                    health[key] = container["Healthcheck"].get(key)
-            out["Healthcheck"] = health
-    if not out.get("WorkingDir"):
-        out["WorkingDir"] = container.get("WorkingDir") or ""
-    volumes = out.get("Volumes") or {}
-    if not volumes:
-        out["Volumes"] = container.get("Volumes")
-    else:
-        volumes = dict(volumes)
-        volumes.update(container.get("Volumes") or {})
-        out["Volumes"] = volumes
-    if not out.get("StopSignal"):
-        if container.get("StopSignal"):
-            out["StopSignal"] = container.get("StopSignal")
-    return out
 
 
 class ContainerCommitter:
@@ -106,7 +53,7 @@ class ContainerCommitter:
         else:
             user_config = json.loads(json.dumps(container_config))
         new_config = apply_changes(user_config, list(options.get("changes") or ()))
-        new_config = merge_commit_config(new_config, container_config)
+        new_config = merge_config(new_config, container_config)
         paused_here = False
         if (
             options.get("pause", True)

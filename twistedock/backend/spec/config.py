@@ -10,63 +10,82 @@ from ...errors import InvalidParameter
 from .fields import strslice
 
 
+def merge(user: Optional[dict], base: Optional[dict]) -> dict:
+    """
+    moby's C{merge} (daemon/commit.go): C{user} completed from C{base}, as a
+    new dict.  C{base} is the image's config when a container is created and
+    the container's when it is committed: one merge serves both.
+    """
+    out = copy.deepcopy(user or {})
+    base = base or {}
+    if not out.get("User"):
+        out["User"] = base.get("User") or ""
+    if not out.get("ExposedPorts"):
+        out["ExposedPorts"] = copy.deepcopy(base.get("ExposedPorts"))
+    elif base.get("ExposedPorts"):
+        ports = dict(out["ExposedPorts"])
+        for port, value in base["ExposedPorts"].items():
+            ports.setdefault(port, value)
+        out["ExposedPorts"] = ports
+    if not out.get("Env"):
+        out["Env"] = copy.deepcopy(base.get("Env"))
+    else:
+        keys = {e.split("=", 1)[0] for e in out["Env"]}
+        out["Env"] = list(out["Env"]) + [
+            e for e in base.get("Env") or () if e.split("=", 1)[0] not in keys
+        ]
+    labels = dict(out.get("Labels") or {})
+    for key, value in (base.get("Labels") or {}).items():
+        labels.setdefault(key, value)
+    out["Labels"] = labels
+    if not out.get("Entrypoint"):
+        if not out.get("Cmd"):
+            out["Cmd"] = copy.deepcopy(base.get("Cmd"))
+            if "ArgsEscaped" in base:
+                out["ArgsEscaped"] = base["ArgsEscaped"]
+        if out.get("Entrypoint") is None:
+            out["Entrypoint"] = copy.deepcopy(base.get("Entrypoint"))
+    if base.get("Healthcheck"):
+        if not out.get("Healthcheck"):
+            out["Healthcheck"] = copy.deepcopy(base["Healthcheck"])
+        else:
+            health = dict(out["Healthcheck"])
+            for key in ("Test", "Interval", "Timeout", "StartPeriod", "Retries"):
+                if not health.get(key):
+                    health[key] = base["Healthcheck"].get(key)
+            out["Healthcheck"] = health
+    if not out.get("WorkingDir"):
+        out["WorkingDir"] = base.get("WorkingDir") or ""
+    if not out.get("Volumes"):
+        out["Volumes"] = copy.deepcopy(base.get("Volumes"))
+    else:
+        out["Volumes"] = dict(out["Volumes"], **(base.get("Volumes") or {}))
+    if not out.get("StopSignal"):
+        out["StopSignal"] = base.get("StopSignal") or ""
+    return out
+
+
 def merge_config(config: Optional[dict], image_config: Optional[dict]) -> dict:
     """
-    dockerd's merge of the request's Config with the image's: a new dict.
-    Raises L{InvalidParameter} "No command specified" as dockerd does.
+    A create request's Config merged with its image's (L{merge}), its
+    command normalised; raises L{InvalidParameter} "No command specified"
+    as dockerd does.
     """
-    user = copy.deepcopy(config or {})
-    image = image_config or {}
+    user = dict(config or {})
     for key in ("Cmd", "Entrypoint"):
         if key in user:
             user[key] = strslice(user[key])
-    if not user.get("User"):
-        user["User"] = image.get("User") or ""
-    if not user.get("ExposedPorts"):
-        user["ExposedPorts"] = copy.deepcopy(image.get("ExposedPorts"))
-    elif image.get("ExposedPorts"):
-        for port, value in image["ExposedPorts"].items():
-            user["ExposedPorts"].setdefault(port, value)
-    if not user.get("Env"):
-        user["Env"] = list(image.get("Env") or ())
-    else:
-        keys = {e.split("=", 1)[0] for e in user["Env"]}
-        user["Env"] = list(user["Env"]) + [
-            e for e in image.get("Env") or () if e.split("=", 1)[0] not in keys
-        ]
-    labels = dict(user.get("Labels") or {})
-    for key, value in (image.get("Labels") or {}).items():
-        labels.setdefault(key, value)
-    user["Labels"] = labels
-    if not user.get("Entrypoint"):
-        if not user.get("Cmd"):
-            user["Cmd"] = strslice(image.get("Cmd"))
-            if "ArgsEscaped" in image:
-                user["ArgsEscaped"] = image["ArgsEscaped"]
-        if user.get("Entrypoint") is None:
-            user["Entrypoint"] = strslice(image.get("Entrypoint"))
-    if image.get("Healthcheck"):
-        if not user.get("Healthcheck"):
-            user["Healthcheck"] = copy.deepcopy(image["Healthcheck"])
-        else:
-            health = dict(user["Healthcheck"])
-            for key in ("Test", "Interval", "Timeout", "StartPeriod", "Retries"):
-                if not health.get(key):
-                    health[key] = image["Healthcheck"].get(key)
-            user["Healthcheck"] = health
-    if not user.get("WorkingDir"):
-        user["WorkingDir"] = image.get("WorkingDir") or ""
-    if not user.get("Volumes"):
-        user["Volumes"] = copy.deepcopy(image.get("Volumes"))
-    else:
-        user["Volumes"] = dict(user["Volumes"], **(image.get("Volumes") or {}))
-    if not user.get("StopSignal"):
-        user["StopSignal"] = image.get("StopSignal") or ""
-    if user.get("Entrypoint") == [""]:
-        user["Entrypoint"] = None
-    if not user.get("Entrypoint") and not user.get("Cmd"):
+    merged = merge(user, image_config)
+    merged["Env"] = merged.get("Env") or []
+    # The image's command may be a bare string too.
+    for key in ("Cmd", "Entrypoint"):
+        if key in merged:
+            merged[key] = strslice(merged[key])
+    if merged.get("Entrypoint") == [""]:
+        merged["Entrypoint"] = None
+    if not merged.get("Entrypoint") and not merged.get("Cmd"):
         raise InvalidParameter("No command specified")
-    return user
+    return merged
 
 
 def entrypoint_and_args(config: dict) -> Tuple[str, List[str]]:
