@@ -63,7 +63,7 @@ from ..errors import (
 )
 from ..logs import Logger
 from ..routers.container import ICopyBackend
-from . import rootfs
+from .runtime import rootfs
 from .. import golang
 
 log = Logger()
