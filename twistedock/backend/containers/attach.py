@@ -1,13 +1,8 @@
 """Attach: hijacked clients joined to a container's stdio through conmon's attach socket, as moby's daemon/attach.go; and its terminal resized."""
 
+from twisted.internet.defer import Deferred
 
-from twisted.internet.defer import (
-    Deferred,
-)
-
-from ...errors import (
-    Conflict,
-)
+from ...errors import Conflict
 from ...logs import Logger
 from ...streams import STDERR, STDOUT
 from ..detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
@@ -67,6 +62,8 @@ class Attachment:
 
 
 class AttachMixin:
+    """The attach part of L{ContainerBackend}."""
+
     def tty(self, ref) -> bool:
         return self.get(ref).tty
 

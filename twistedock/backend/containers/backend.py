@@ -1,25 +1,23 @@
-"""The container backend: the per-container lock, records saved, events, paths, and the verbs of the modules beside it."""
+"""
+L{ContainerBackend}: the verbs of the modules beside it joined in one
+object, with what they share (the containers and their names, the
+per-container lock, records saved, events, paths) and the public surface the
+checkpoint, copy and exec backends use.
+"""
 
 import os
 from typing import Callable, Dict, List, Optional
 
-from twisted.internet.defer import (
-    Deferred,
-    DeferredLock,
-)
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ...atomic import write_atomic
-from ...errors import (
-    InvalidParameter,
-    NotFound,
-)
-from ...logs import Logger
+from ...errors import InvalidParameter, NotFound
+from ...routers.container import IContainerBackend
 from ..events import EventLog
 from ..runtime.attach import socket_dir
 from ..system import IInventory
-from ...routers.container import IContainerBackend
 from .attach import Attachment, AttachMixin
 from .create import CreateMixin
 from .delete import DeleteMixin
@@ -36,10 +34,8 @@ from .stop import StopMixin
 from .top import TopMixin
 from .update import UpdateMixin
 from .usage import UsageMixin
-from .wait import WaitMixin
 from .record import Container
-
-log = Logger()
+from .wait import WaitMixin
 
 
 @implementer(IContainerBackend, IInventory)

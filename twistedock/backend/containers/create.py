@@ -4,12 +4,7 @@ import os
 from typing import Optional
 
 
-from ...errors import (
-    Conflict,
-    InvalidParameter,
-    NotFound,
-)
-from ...logs import Logger
+from ...errors import Conflict, InvalidParameter, NotFound
 from .. import host, spec
 from ..names import random_name
 from .defaults import (
@@ -21,10 +16,10 @@ from .defaults import (
 )
 from .record import Container
 
-log = Logger()
-
 
 class CreateMixin:
+    """The create part of L{ContainerBackend}."""
+
     async def create(self, name, config, host_config, networking_config, api_version):
         if name:
             spec.validate_name(name)

@@ -5,17 +5,14 @@ import shutil
 import signal as signals
 
 
-from ...errors import (
-    Conflict,
-)
-from ...logs import Logger
+from ...errors import Conflict
 from ..runtime import rootfs
 from .record import Container
 
-log = Logger()
-
 
 class DeleteMixin:
+    """The delete part of L{ContainerBackend}."""
+
     async def remove(self, ref, force, volumes) -> None:
         c = self.get(ref)
         if force:

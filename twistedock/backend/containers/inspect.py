@@ -4,17 +4,14 @@ import os
 from typing import Dict
 
 
-from ...errors import (
-    DockerError,
-)
-from ...logs import Logger
+from ...errors import DockerError
 from ..runtime import rootfs
 from .record import Container
 
-log = Logger()
-
 
 class InspectMixin:
+    """The inspect part of L{ContainerBackend}."""
+
     def _image_name(self, c: Container) -> str:
         return c.config.get("Image") or c.image_id
 

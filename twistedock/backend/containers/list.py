@@ -4,21 +4,14 @@ import re
 from typing import List, Optional
 
 
-from ...errors import (
-    DockerError,
-    InvalidParameter,
-)
+from ...errors import DockerError, InvalidParameter
 from ...filters import Filters
-from ...logs import Logger
-from .defaults import (
-    LIST_FILTERS,
-    STATUSES,
-)
-
-log = Logger()
+from .defaults import LIST_FILTERS, STATUSES
 
 
 class ListMixin:
+    """The list part of L{ContainerBackend}."""
+
     async def list(self, all, limit, size, filters: Filters, api_version) -> list:
         filters.validate(LIST_FILTERS)
         for status in filters.get("status"):

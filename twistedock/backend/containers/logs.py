@@ -3,18 +3,15 @@
 from typing import Optional
 
 
-from ...errors import (
-    InvalidParameter,
-)
-from ...logs import Logger
+from ...errors import InvalidParameter
 from ...streams import STDERR, STDOUT
 from ... import golang
 from ..runtime import LogChunks, LogFollower
 
-log = Logger()
-
 
 class LogsMixin:
+    """The logs part of L{ContainerBackend}."""
+
     async def logs(self, ref, options, writer) -> None:
         """Stream the log at the client's pace: read a block, write it, wait
         until the client has taken it, read the next; then, with follow,

@@ -3,19 +3,11 @@
 import time
 from typing import Dict, List, Optional
 
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    ensureDeferred,
-)
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
 from ...logs import Logger
 from ..runtime import rootfs
-from .defaults import (
-    RESTART_DELAY,
-    RESTART_DELAY_MAX,
-    RESTART_RESET_AFTER,
-)
+from .defaults import RESTART_DELAY, RESTART_DELAY_MAX, RESTART_RESET_AFTER
 from .record import Container
 
 log = Logger()
@@ -34,6 +26,8 @@ class Run:
 
 
 class MonitorMixin:
+    """The monitor part of L{ContainerBackend}."""
+
     def _watch(self, c: Container) -> None:
         run = self._runs.get(c.id)
         d = self.exits.wait(c.id)

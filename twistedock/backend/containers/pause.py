@@ -1,16 +1,11 @@
 """Pause and unpause (the cgroup freezer through runc), as moby's daemon/pause.go and unpause.go."""
 
-
-
-from ...errors import (
-    Conflict,
-)
-from ...logs import Logger
-
-log = Logger()
+from ...errors import Conflict
 
 
 class PauseMixin:
+    """The pause part of L{ContainerBackend}."""
+
     async def pause(self, ref) -> None:
         c = self.get(ref)
         async with self.lock(c):

@@ -1,19 +1,13 @@
 """Prune stopped containers, as moby's daemon/prune.go."""
 
-
-
-from ...errors import (
-    DockerError,
-    InvalidParameter,
-)
+from ...errors import DockerError, InvalidParameter
 from ...filters import Filters
-from ...logs import Logger
 from ..images import get_timestamp
-
-log = Logger()
 
 
 class PruneMixin:
+    """The prune part of L{ContainerBackend}."""
+
     async def prune(self, filters: Filters) -> dict:
         filters.validate(("until", "label", "label!"))
         until = None

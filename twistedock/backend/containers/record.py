@@ -14,7 +14,6 @@ from ...atomic import write_atomic
 from ... import golang
 
 
-
 @attr.s(auto_attribs=True)
 class State:
     running: bool = False

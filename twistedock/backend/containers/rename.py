@@ -1,17 +1,12 @@
 """Rename a container, as moby's daemon/rename.go."""
 
-
-
-from ...errors import (
-    InvalidParameter,
-)
-from ...logs import Logger
+from ...errors import InvalidParameter
 from .. import spec
-
-log = Logger()
 
 
 class RenameMixin:
+    """The rename part of L{ContainerBackend}."""
+
     async def rename(self, ref, new_name) -> None:
         c = self.get(ref)
         if not new_name:

@@ -4,15 +4,10 @@ import os
 import shutil
 import signal as signals
 
-from twisted.internet.defer import (
-    ensureDeferred,
-    gatherResults,
-)
+from twisted.internet.defer import ensureDeferred, gatherResults
 
 from ...logs import Logger
-from .defaults import (
-    CHECKPOINTED_MARK,
-)
+from .defaults import CHECKPOINTED_MARK
 from .monitor import Run
 from .record import Container, load
 
@@ -20,6 +15,8 @@ log = Logger()
 
 
 class RestoreMixin:
+    """The restore part of L{ContainerBackend}."""
+
     async def load(self) -> None:
         """Read every container's record; re-adopt or settle the running ones."""
         self.exits.start()

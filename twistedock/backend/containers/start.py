@@ -6,19 +6,11 @@ from typing import Dict
 
 
 from ...atomic import write_atomic
-from ...errors import (
-    Conflict,
-    DockerError,
-    InternalError,
-    InvalidParameter,
-    NotModified,
-)
+from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
 from ...logs import Logger
 from .. import spec
 from ..runtime import rootfs
-from .defaults import (
-    CHECKPOINTED_MARK,
-)
+from .defaults import CHECKPOINTED_MARK
 from .attach import _closes_stdin
 from .monitor import Run
 from .record import Container, State
@@ -27,6 +19,8 @@ log = Logger()
 
 
 class StartMixin:
+    """The start part of L{ContainerBackend}."""
+
     async def start(self, ref, checkpoint: str = "", checkpoint_dir: str = "") -> None:
         if checkpoint and self.checkpoints is None:
             raise InvalidParameter("checkpoint is only supported in experimental mode")

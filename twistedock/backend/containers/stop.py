@@ -2,26 +2,20 @@
 
 import signal as signals
 
-from twisted.internet.defer import (
-    CancelledError,
-)
+from twisted.internet.defer import CancelledError
 
-from ...errors import (
-    Conflict,
-    DockerError,
-    NotModified,
-)
+from ...errors import Conflict, DockerError, NotModified
 from ...logs import Logger
 from .. import spec
-from .defaults import (
-    DEFAULT_STOP_TIMEOUT,
-)
+from .defaults import DEFAULT_STOP_TIMEOUT
 from .record import Container
 
 log = Logger()
 
 
 class StopMixin:
+    """The stop part of L{ContainerBackend}."""
+
     async def _signal(self, c: Container, number: int) -> None:
         await self.runtime.kill(c.id, number, all=False)
         if c.state.paused and number in (signals.SIGKILL, signals.SIGTERM):

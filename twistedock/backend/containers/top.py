@@ -4,17 +4,12 @@ import os
 
 from twisted.internet.utils import getProcessOutputAndValue
 
-from ...errors import (
-    Conflict,
-    InternalError,
-    InvalidParameter,
-)
-from ...logs import Logger
-
-log = Logger()
+from ...errors import Conflict, InternalError, InvalidParameter
 
 
 class TopMixin:
+    """The top part of L{ContainerBackend}."""
+
     async def top(self, ref, ps_args) -> dict:
         c = self.get(ref)
         if not c.state.running or c.state.restarting:

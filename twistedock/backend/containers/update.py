@@ -1,21 +1,14 @@
 """Update a container's resources and restart policy, as moby's daemon/update.go."""
 
-
-
-from ...errors import (
-    InvalidParameter,
-)
-from ...logs import Logger
+from ...errors import InvalidParameter
 from ...versions import MAX_API_VERSION
 from .. import spec
-from .defaults import (
-    UPDATABLE,
-)
-
-log = Logger()
+from .defaults import UPDATABLE
 
 
 class UpdateMixin:
+    """The update part of L{ContainerBackend}."""
+
     async def update(self, ref, update) -> dict:
         c = self.get(ref)
         policy = update.get("RestartPolicy")

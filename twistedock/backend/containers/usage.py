@@ -1,13 +1,8 @@
 """Counts and disk usage of containers for /info and /system/df."""
 
-
-
-from ...logs import Logger
-
-log = Logger()
-
-
 class UsageMixin:
+    """The usage part of L{ContainerBackend}."""
+
     def counts(self) -> dict:
         running = sum(1 for c in self.containers.values() if c.state.running and not c.state.paused)
         paused = sum(1 for c in self.containers.values() if c.state.paused)

@@ -1,17 +1,11 @@
 """Wait for a container's exit or removal, as moby's daemon/wait.go."""
 
-
-from twisted.internet.defer import (
-    Deferred,
-    succeed,
-)
-
-from ...logs import Logger
-
-log = Logger()
+from twisted.internet.defer import Deferred, succeed
 
 
 class WaitMixin:
+    """The wait part of L{ContainerBackend}."""
+
     def wait(self, ref, condition) -> Deferred:
         c = self.get(ref)
         if condition == "not-running" and not c.state.running:

@@ -127,33 +127,20 @@ class Runtime:
                 pass
 
     async def create(
-        self,
-        container_id: str,
-        bundle: str,
-        *,
-        log_path: str,
-        exit_dir: str,
-        socket_dir: str,
-        persist_dir: Optional[str] = None,
-        **options,
+        self, container_id: str, bundle: str, *, exit_dir: str, socket_dir: str, persist_dir: Optional[str] = None, **options
     ) -> int:
         """Create the container under a new conmon; its pid once runc made it.
 
         The container is then in runc state I{created} (I{running} after a
         restore).  The attach socket is C{socket_dir/(socket_name or
-        container_id)/attach}; C{options} are L{conmon_argv}'s.  Raises
+        container_id)/attach}; C{options} are L{conmon_args}'s (C{log_path}
+        among them).  Raises
         L{InternalError} with runc's message when runc fails, or conmon's
         when conmon does.
         """
         bundle = os.path.abspath(bundle)
         args = self.conmon_args(
-            container_id,
-            bundle,
-            log_path=log_path,
-            exit_dir=exit_dir,
-            socket_dir=socket_dir,
-            persist_dir=persist_dir,
-            **options,
+            container_id, bundle, exit_dir=exit_dir, socket_dir=socket_dir, persist_dir=persist_dir, **options
         )
         for directory in (exit_dir, socket_dir, self.state_root):
             os.makedirs(directory, mode=0o711, exist_ok=True)
