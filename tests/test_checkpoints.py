@@ -643,6 +643,19 @@ def _container(backend, tmp_path, policy="always"):
     return c
 
 
+def test_the_surface_the_checkpoint_backend_uses(tmp_path):
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    assert backend.by_id(c.id) is c and backend.by_id("d" * 64) is None
+    backend._runs[c.id] = _Run()
+    backend.mark_checkpointed(c, True)
+    assert backend._runs[c.id].checkpointed
+    backend.mark_checkpointed(c, False)
+    assert not backend._runs[c.id].checkpointed
+    backend.exits.wait = lambda container_id: succeed(container_id)
+    assert backend.wait_exit_code(c).result == c.id
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_checkpointed_run_is_not_restarted(tmp_path):
     backend = container_backend(tmp_path)
