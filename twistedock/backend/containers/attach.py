@@ -1,4 +1,7 @@
-"""Attach: hijacked clients joined to a container's stdio through conmon's attach socket, as moby's daemon/attach.go; and its terminal resized."""
+"""
+Attach: hijacked clients joined to a container's stdio through conmon's
+attach socket, as moby's daemon/attach.go; and its terminal resized.
+"""
 
 from twisted.internet.defer import Deferred
 

@@ -1,8 +1,10 @@
-"""Create: a container's record from its Config and HostConfig, as moby's daemon/create.go."""
+"""
+Create: a container's record from its Config and HostConfig, as moby's
+daemon/create.go.
+"""
 
 import os
 from typing import Optional
-
 
 from ...errors import Conflict, InvalidParameter, NotFound
 from .. import host, spec

@@ -1,8 +1,9 @@
-"""Inspect a container, with its sizes when asked, as moby's daemon/inspect.go."""
+"""
+Inspect a container, with its sizes when asked, as moby's daemon/inspect.go.
+"""
 
 import os
 from typing import Dict
-
 
 from ...errors import DockerError
 from ..runtime import rootfs

@@ -3,7 +3,6 @@
 import re
 from typing import List, Optional
 
-
 from ...errors import DockerError, InvalidParameter
 from ...filters import Filters
 from .defaults import LIST_FILTERS, STATUSES

@@ -1,7 +1,9 @@
-"""A container's log read and followed at the client's pace, as moby's daemon/logs.go."""
+"""
+A container's log read and followed at the client's pace, as moby's
+daemon/logs.go.
+"""
 
 from typing import Optional
-
 
 from ...errors import InvalidParameter
 from ...streams import STDERR, STDOUT

@@ -1,4 +1,7 @@
-"""A run's end: the exit recorded, waiters told, the restart policy applied, as moby's daemon/monitor.go and restartmanager."""
+"""
+A run's end: the exit recorded, waiters told, the restart policy applied, as
+moby's daemon/monitor.go and restartmanager.
+"""
 
 import time
 from typing import Dict, List, Optional

@@ -1,4 +1,7 @@
-"""Pause and unpause (the cgroup freezer through runc), as moby's daemon/pause.go and unpause.go."""
+"""
+Pause and unpause (the cgroup freezer through runc), as moby's
+daemon/pause.go and unpause.go.
+"""
 
 from ...errors import Conflict
 

@@ -1,4 +1,7 @@
-"""Recovery when the daemon starts (records read, running containers re-adopted or settled) and what it does when it stops, as moby's daemon/restore."""
+"""
+Recovery when the daemon starts (records read, running containers re-adopted
+or settled) and what it does when it stops, as moby's daemon/restore.
+"""
 
 import os
 import shutil
@@ -9,7 +12,8 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from ...logs import Logger
 from .defaults import CHECKPOINTED_MARK
 from .monitor import Run
-from .record import Container, load
+from .record import Container
+from .record import load as load_record
 
 log = Logger()
 
@@ -23,7 +27,7 @@ class RestoreMixin:
         for entry in sorted(os.listdir(self.containers_dir)):
             directory = os.path.join(self.containers_dir, entry)
             try:
-                c = load(directory)
+                c = load_record(directory)
             except (ValueError, KeyError) as e:
                 log.error("unreadable container record in {dir}: {e}", dir=directory, e=e)
                 continue

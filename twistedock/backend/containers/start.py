@@ -1,9 +1,11 @@
-"""Start: one run set up (overlay, /etc files, OCI bundle) and handed to conmon, a checkpoint restored instead when asked, as moby's daemon/start.go."""
+"""
+Start: one run set up (overlay, /etc files, OCI bundle) and handed to
+conmon, a checkpoint restored instead when asked, as moby's daemon/start.go.
+"""
 
 import json
 import os
 from typing import Dict
-
 
 from ...atomic import write_atomic
 from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified

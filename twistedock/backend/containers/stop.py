@@ -1,4 +1,7 @@
-"""Stop, kill and restart: signals to a container's process, as moby's daemon/stop.go, kill.go and restart.go."""
+"""
+Stop, kill and restart: signals to a container's process, as moby's
+daemon/stop.go, kill.go and restart.go.
+"""
 
 import signal as signals
 

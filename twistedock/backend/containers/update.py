@@ -1,4 +1,7 @@
-"""Update a container's resources and restart policy, as moby's daemon/update.go."""
+"""
+Update a container's resources and restart policy, as moby's
+daemon/update.go.
+"""
 
 from ...errors import InvalidParameter
 from ...versions import MAX_API_VERSION
