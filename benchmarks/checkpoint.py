@@ -53,7 +53,7 @@ from lifecycle import (  # noqa: E402
 )
 
 sys.path.insert(0, REPO_ROOT)
-from twistedock.backend.criu import find_criu  # noqa: E402
+from twistedock.backend.runtime.criu import find_criu  # noqa: E402
 
 RUNC_OPTIONS = ["--tcp-established", "--file-locks"]
 MIB = 1024 * 1024

@@ -20,13 +20,14 @@ from twistedock.backend.checkpoints import (
     METADATA,
     RUNC_OPTIONS,
     CheckpointBackend,
+    CheckpointStore,
     RestorePlan,
     checkpoint_dir,
     criu_log_errors,
 )
-from twistedock.backend.container import Container, State
-from twistedock.backend.containers import ContainerBackend, _Run
-from twistedock.backend.criu import Criu, CriuStatus, find_criu
+from twistedock.backend.containers import Container, ContainerBackend, State
+from twistedock.backend.containers import Run as _Run
+from twistedock.backend.runtime.criu import Criu, CriuStatus, find_criu
 from twistedock.backend.events import EventLog
 from twistedock.errors import InternalError, InvalidParameter, NotFound
 from twistedock.routers.checkpoint import ICheckpointBackend, decode_create_options
@@ -307,6 +308,19 @@ class FakeContainers:
     def lock(self, c):
         return self._locks.setdefault(c.id, DeferredLock())
 
+    def by_id(self, container_id):
+        return self.containers.get(container_id)
+
+    def mark_checkpointed(self, c, checkpointed):
+        if c.id in self._runs:
+            self._runs[c.id].checkpointed = checkpointed
+
+    def wait_exit_code(self, c):
+        return self.exits.wait(c.id)
+
+    async def save(self, c):
+        c.save()
+
     def run_in_thread(self, function, *args):
         return succeed(function(*args))
 
@@ -347,7 +361,8 @@ def fake(tmp_path):
     containers = FakeContainers(str(tmp_path))
     os.makedirs(os.path.join(str(tmp_path), "exec"))
     clock = Clock()
-    backend = CheckpointBackend(clock, containers, FakeCriu())
+    store = CheckpointStore(FakeCriu(), containers.run_in_thread)
+    backend = CheckpointBackend(clock, containers, store, containers.runtime, images=None)
     backend.clock = clock
     return backend, containers
 
@@ -463,7 +478,7 @@ def test_refusals(fake):
 def test_without_criu_the_error_names_what_is_missing(fake):
     backend, containers = fake
     c = containers.add("web")
-    backend.criu = FakeCriu(works=False)
+    backend.store.criu = FakeCriu(works=False)
     error = failure_of(ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "Exit": True})))
     assert (error.status, str(error)) == (
         500, 'Cannot checkpoint container web: checkpoint needs CRIU: /opt/criu failed "criu check": no'
@@ -534,11 +549,11 @@ def test_checkpoint_dir_rules(tmp_path):
 def test_restore_plan(fake):
     backend, containers = fake
     c = containers.add("web", running=False)
-    error = failure_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    error = failure_of(ensureDeferred(backend.store.restore_plan(c, "cp1", "")))
     assert (error.status, str(error)) == (500, "checkpoint cp1 does not exist for container /web")
     directory = os.path.join(c.directory, "checkpoints", "cp1")
     os.makedirs(directory)
-    plan = result_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    plan = result_of(ensureDeferred(backend.store.restore_plan(c, "cp1", "")))
     assert plan.create_arguments() == {
         "restore_from": directory,
         "restore_options": list(RUNC_OPTIONS),
@@ -547,10 +562,10 @@ def test_restore_plan(fake):
     # The options it was taken with are the ones it is restored with.
     with open(os.path.join(directory, METADATA), "w") as f:
         json.dump({"RuncOptions": ["--file-locks", "--bogus"]}, f)
-    plan = result_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    plan = result_of(ensureDeferred(backend.store.restore_plan(c, "cp1", "")))
     assert plan.options == ["--file-locks"]
-    backend.criu = FakeCriu(works=False)
-    error = failure_of(ensureDeferred(backend.restore_plan(c, "cp1", "")))
+    backend.store.criu = FakeCriu(works=False)
+    error = failure_of(ensureDeferred(backend.store.restore_plan(c, "cp1", "")))
     assert str(error) == 'Cannot restore container web: restore needs CRIU: /opt/criu failed "criu check": no'
 
 
@@ -626,6 +641,19 @@ def _container(backend, tmp_path, policy="always"):
     backend.containers[c.id] = c
     backend.names[c.name] = c.id
     return c
+
+
+def test_the_surface_the_checkpoint_backend_uses(tmp_path):
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    assert backend.by_id(c.id) is c and backend.by_id("d" * 64) is None
+    backend._runs[c.id] = _Run()
+    backend.mark_checkpointed(c, True)
+    assert backend._runs[c.id].checkpointed
+    backend.mark_checkpointed(c, False)
+    assert not backend._runs[c.id].checkpointed
+    backend.exits.wait = lambda container_id: succeed(container_id)
+    assert backend.wait_exit_code(c).result == c.id
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,7 @@ import pytest_twisted
 from twistedock import golang
 from zope.interface import implementer
 
-from twistedock.backend import rootfs
+from twistedock.backend.runtime import rootfs
 from twistedock.backend.copies import CopyBackend, write_path_archive
 from twistedock.backend.rootpath import (
     PathNotDirectory,

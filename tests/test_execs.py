@@ -16,15 +16,14 @@ from zope.interface.verify import verifyObject
 
 from twistedock.backend import execs as execs_module
 from twistedock.backend.execs import (
-    SYNC_FD,
-    ATTACH_FD,
     Exec,
     ExecBackend,
-    _ExecConmon,
+    ExecStore,
     daemon_environment,
     exec_process,
     start_error,
 )
+from twistedock.backend.runtime.conmon import ATTACH_FD, SYNC_FD, ConmonProcess
 from twistedock.backend.events import EventLog
 from twistedock.backend.swarm import InactiveCluster
 from twistedock.daemon import build_routers
@@ -440,7 +439,7 @@ class FakeProcessTransport:
 
 
 def conmon_protocol():
-    protocol = _ExecConmon()
+    protocol = ConmonProcess(exec_mode=True)
     protocol.makeConnection(FakeProcessTransport())
     return protocol
 
@@ -489,7 +488,10 @@ class FakeContainers:
         self.runtime = object()
         self.containers = {}
         self.events = EventLog(now=lambda: 0)
-        self.execs = None
+        self.execs = ExecStore(clock)
+
+    def by_id(self, container_id):
+        return self.containers.get(container_id)
 
     def get(self, ref):
         from twistedock.errors import NotFound
@@ -525,7 +527,7 @@ class FakeContainer:
 def exec_backend(tmp_path):
     clock = Clock()
     containers = FakeContainers(tmp_path, clock)
-    backend = ExecBackend(clock, containers, runtime=object())
+    backend = ExecBackend(clock, containers, containers.execs, object(), exec_root=containers.exec_root)
     c = FakeContainer("c" * 64)
     containers.containers[c.id] = c
     return clock, containers, backend, c
@@ -542,7 +544,7 @@ def run_sync(coroutine):
 def test_backend_provides_the_interface_and_joins_the_container_backend(tmp_path):
     _, containers, backend, _ = exec_backend(tmp_path)
     assert verifyObject(IExecBackend, backend)
-    assert containers.execs is backend
+    assert containers.execs is backend.store
 
 
 def test_backend_create_rules_and_store(tmp_path):

@@ -30,6 +30,7 @@ from twistedock.backend.runtime import (
     runc_error,
     runc_message,
 )
+from twistedock.backend.runtime.conmon import SYNC_FD, ConmonProcess, conmon_argv
 from twistedock.errors import Conflict, InternalError, NotFound
 
 BUSYBOX = "/bin/busybox"
@@ -321,6 +322,60 @@ def test_conmon_command_line():
     assert {"-t", "-i", "--leave-stdin-open"} <= set(args)
     plain = runtime.conmon_args("abc", "/b", log_path="/l", exit_dir="/e", socket_dir="/s")
     assert not {"-t", "-i", "--leave-stdin-open", "--restore", "--persist-dir"} & set(plain)
+
+
+def test_one_command_line_builder_for_containers_and_execs():
+    class Names:
+        conmon, runc, state_root = "/usr/bin/conmon", "/usr/sbin/runc", "/run/x/runc"
+
+    common = dict(exit_dir="/e", socket_dir="/s", terminal=True, stdin=True, leave_stdin_open=True)
+    container = conmon_argv(Names, "abc", "/b", log="k8s-file:/l", **common)
+    an_exec = conmon_argv(Names, "abc", "/x", log="none", exec_process_spec="/x/p.json", exec_attach=True, **common)
+    assert container[:12] == an_exec[:12] == [
+        "/usr/bin/conmon", "--api-version", "1", "-c", "abc", "-u", "abc", "-n", "abc", "-r", "/usr/sbin/runc", "-b",
+    ]
+    assert container[-3:] == an_exec[-3:] == ["-t", "-i", "--leave-stdin-open"]
+    assert "-e" not in container
+    assert an_exec[an_exec.index("-e") :] == [
+        "-e", "--exec-process-spec", "/x/p.json", "--exec-attach", "-t", "-i", "--leave-stdin-open",
+    ]
+
+
+class _ConmonTransport:
+    def __init__(self):
+        self.written = []
+        self.closed = []
+
+    def closeStdin(self):
+        self.closed.append(0)
+
+    def writeToChild(self, fd, data):
+        self.written.append((fd, data))
+
+    def closeChildFD(self, fd):
+        self.closed.append(fd)
+
+
+def test_conmon_of_a_container_reports_once():
+    protocol = ConmonProcess()
+    protocol.makeConnection(_ConmonTransport())
+    assert protocol.transport.written == []  # no start pipe
+    protocol.childDataReceived(SYNC_FD, b'{"data": 42}\n{"data": 7}\n')
+    assert protocol.reported and protocol.started.result == {"data": 42}
+    assert SYNC_FD in protocol.transport.closed
+
+
+def test_conmon_that_says_nothing():
+    protocol = ConmonProcess()
+    protocol.makeConnection(_ConmonTransport())
+    protocol.childDataReceived(2, b"[conmon:d]: debug\n[conmon:e]: runtime failed\n")
+    protocol.childConnectionLost(SYNC_FD)
+    assert not protocol.reported
+    assert protocol.started.result == {"data": -1, "message": "runtime failed"}
+    timed_out = ConmonProcess()
+    timed_out.makeConnection(_ConmonTransport())
+    timed_out.give_up("conmon did not report in time")
+    assert timed_out.reported and timed_out.started.result["message"] == "conmon did not report in time"
 
 
 # -- the exit watcher ----------------------------------------------------------

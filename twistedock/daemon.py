@@ -14,20 +14,21 @@ from typing import List, Optional
 import attr
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Site
 
 from . import __version__
 from .atomic import write_atomic
 from .backend import host
 from .backend.copies import CopyBackend
-from .backend.checkpoints import CheckpointBackend
+from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.containers import ContainerBackend
-from .backend.criu import Criu
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
-from .backend.execs import ExecBackend
+from .backend.execs import ExecBackend, ExecStore
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
+from .backend.runtime.criu import Criu
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .config import ConfigError, DaemonConfig, read_config_file
@@ -149,25 +150,7 @@ class Daemon(MultiService):
             min_api_version=config.min_api_version,
         )
         self.images = ImageStore(reactor, config.data_root, self.events)
-        runtime_root = os.path.join(config.exec_root, "runc")
-        self.runtime = Runtime(reactor, runc=RUNC, conmon=CONMON, state_root=runtime_root)
-        self.containers = ContainerBackend(
-            reactor,
-            data_root=config.data_root,
-            exec_root=config.exec_root,
-            images=self.images,
-            events=self.events,
-            runtime=self.runtime,
-            exit_watcher=ExitWatcher(reactor, os.path.join(config.exec_root, "exits")),
-            log_reader_factory=lambda path: LogReader(reactor, path),
-            live_restore=config.live_restore,
-            init_path=shutil.which("tini-static") or shutil.which("tini"),
-        )
-        self.checkpoints = CheckpointBackend(reactor, self.containers, self.criu)
-        if config.experimental:
-            # Restoring is a start with a checkpoint: experimental too.
-            self.containers.checkpoints = self.checkpoints
-        self.execs = ExecBackend(reactor, self.containers)
+        self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images)
         self.system = SystemBackend(
             reactor,
@@ -200,6 +183,36 @@ class Daemon(MultiService):
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self._previous_sighup = None
+
+    def _build_container_backends(self, reactor, config: DaemonConfig) -> None:
+        """The runtime and the container, checkpoint and exec backends, each
+        given its collaborators when it is made."""
+        runtime_root = os.path.join(config.exec_root, "runc")
+        self.runtime = Runtime(reactor, runc=RUNC, conmon=CONMON, state_root=runtime_root)
+        # Shared by two backends each, so made first: the execs (run by the
+        # exec backend, listed and awaited by the container backend) and the
+        # checkpoints on disk (taken by the checkpoint backend, restored by a
+        # start; restoring is experimental too).
+        exec_store = ExecStore(reactor)
+        checkpoint_store = CheckpointStore(
+            self.criu, lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+        )
+        self.containers = ContainerBackend(
+            reactor,
+            data_root=config.data_root,
+            exec_root=config.exec_root,
+            images=self.images,
+            events=self.events,
+            runtime=self.runtime,
+            exit_watcher=ExitWatcher(reactor, os.path.join(config.exec_root, "exits")),
+            log_reader_factory=lambda path: LogReader(reactor, path),
+            live_restore=config.live_restore,
+            init_path=shutil.which("tini-static") or shutil.which("tini"),
+            execs=exec_store,
+            checkpoints=checkpoint_store if config.experimental else None,
+        )
+        self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
+        self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
 
     def startService(self) -> None:
         # The listeners start once the stores are loaded: no request sees a

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from twistedock.backend.criu import find_criu
+from twistedock.backend.runtime.criu import find_criu
 
 from .conftest import wait_for
 from .test_containers import busybox_rootfs_tar

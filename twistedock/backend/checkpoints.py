@@ -48,10 +48,9 @@ from ..errors import DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
-from .container import Container
-from .containers import CHECKPOINTED_MARK
-from .criu import Criu
+from .containers import CHECKPOINTED_MARK, Container
 from .runtime import runc_message
+from .runtime.criu import Criu
 
 log = Logger()
 
@@ -154,38 +153,64 @@ def criu_log_errors(path: str, limit: int = 3) -> str:
     return "; ".join(cleaned)
 
 
+def default_dir(c: Container) -> str:
+    """Where a container's checkpoints live unless told otherwise."""
+    return os.path.join(c.directory, "checkpoints")
+
+
+class CheckpointStore:
+    """The checkpoints on disk as a start reads them to restore one: made
+    before the container and checkpoint backends, and given to both."""
+
+    def __init__(self, criu: Criu, run_in_thread) -> None:
+        self.criu = criu
+        self.run_in_thread = run_in_thread
+
+    async def restore_plan(self, c: Container, checkpoint_id: str, directory: str = "") -> RestorePlan:
+        """Check that C{c} can be restored from the checkpoint: its
+        directory exists and CRIU works.  Called by the container backend's
+        start, which holds the container's lock."""
+        path = checkpoint_dir(directory, checkpoint_id, c.name, default_dir(c), create=False)
+        try:
+            criu = await self.criu.require("restore")
+        except DockerError as e:
+            raise InternalError("Cannot restore container %s: %s" % (c.name.lstrip("/"), e))
+        metadata = await self.run_in_thread(read_metadata, path)
+        options = list(RUNC_OPTIONS)
+        if metadata is not None and isinstance(metadata.get("RuncOptions"), list):
+            options = [str(o) for o in metadata["RuncOptions"] if str(o) in RUNC_OPTIONS]
+        return RestorePlan(path, criu, options, metadata)
+
+
 @implementer(ICheckpointBackend)
 class CheckpointBackend:
     """Checkpoints of the containers of a L{ContainerBackend}."""
 
-    def __init__(self, reactor, containers, criu: Criu, exit_timeout: float = EXIT_TIMEOUT) -> None:
+    def __init__(
+        self, reactor, containers, store: CheckpointStore, runtime, images, exit_timeout: float = EXIT_TIMEOUT
+    ) -> None:
         self.reactor = reactor
         self.containers = containers
-        self.criu = criu
+        self.store = store
+        self.runtime = runtime
+        self.images = images
         self.exit_timeout = exit_timeout
         #: How many checkpoints are being taken (for tests and /debug).
         self.in_progress = 0
 
     # -- where ------------------------------------------------------------
 
-    @staticmethod
-    def default_dir(c: Container) -> str:
-        """Where a container's checkpoints live unless told otherwise."""
-        return os.path.join(c.directory, "checkpoints")
+    default_dir = staticmethod(default_dir)
+
+    @property
+    def criu(self) -> Criu:
+        return self.store.criu
 
     def _work_dir(self, c: Container) -> str:
         return os.path.join(self.containers.bundle(c), "checkpoint-work")
 
     def _thread(self, function, *args):
         return self.containers.run_in_thread(function, *args)
-
-    async def _save(self, c: Container) -> None:
-        """Save the container's record as the container backend does."""
-        save = getattr(self.containers, "_save", None)
-        if save is not None:
-            await save(c)
-        else:
-            c.save()
 
     # -- list, delete ------------------------------------------------------
 
@@ -213,7 +238,7 @@ class CheckpointBackend:
     async def _create(self, name: str, options: dict) -> None:
         c = self.containers.get(name)
         async with self.containers.lock(c):
-            if c.id not in self.containers.containers:
+            if self.containers.by_id(c.id) is None:
                 raise NotFound("No such container: %s" % (name,))
             if not c.state.running or c.state.restarting:
                 raise InternalError("Container %s not running" % (name,))
@@ -252,17 +277,15 @@ class CheckpointBackend:
             args.append("--leave-running")
         args += list(RUNC_OPTIONS)
         args.append(c.id)
-        run = self.containers._runs.get(c.id)
         was_stopped_by_user = c.manually_stopped
         if exit:
             # From here the coming exit is the checkpoint's, not a crash:
             # no restart policy may bring the container back.
-            if run is not None:
-                run.checkpointed = True
+            self.containers.mark_checkpointed(c, True)
             c.manually_stopped = True
-        exited = self.containers.exits.wait(c.id) if exit else None
+        exited = self.containers.wait_exit_code(c) if exit else None
         try:
-            out, err, code = await self.containers.runtime.exec_runc(args)
+            out, err, code = await self.runtime.exec_runc(args)
             if code != 0:
                 message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
                 message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
@@ -272,8 +295,7 @@ class CheckpointBackend:
                 raise InternalError("Cannot checkpoint container %s: %s" % (name, message))
         except BaseException:
             if exit:
-                if run is not None:
-                    run.checkpointed = False
+                self.containers.mark_checkpointed(c, False)
                 c.manually_stopped = was_stopped_by_user
                 exited.addErrback(lambda _: None)
                 exited.cancel()
@@ -282,7 +304,7 @@ class CheckpointBackend:
         await self._thread(shutil.rmtree, work, True)
         if exit:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
-            await self._save(c)
+            await self.containers.save(c)
             await self._finish_checkpointed_run(c, exited)
 
     async def _finish_checkpointed_run(self, c: Container, exited) -> None:
@@ -321,23 +343,6 @@ class CheckpointBackend:
         }
         write_atomic(os.path.join(directory, METADATA), json.dumps(document, indent=1).encode(), mode=0o600)
 
-    # -- restore -------------------------------------------------------------
-
-    async def restore_plan(self, c: Container, checkpoint_id: str, directory: str = "") -> RestorePlan:
-        """Check that C{c} can be restored from the checkpoint: its
-        directory exists and CRIU works.  Called by the container backend's
-        start, which holds the container's lock."""
-        path = checkpoint_dir(directory, checkpoint_id, c.name, self.default_dir(c), create=False)
-        try:
-            criu = await self.criu.require("restore")
-        except DockerError as e:
-            raise InternalError("Cannot restore container %s: %s" % (c.name.lstrip("/"), e))
-        metadata = await self._thread(read_metadata, path)
-        options = list(RUNC_OPTIONS)
-        if metadata is not None and isinstance(metadata.get("RuncOptions"), list):
-            options = [str(o) for o in metadata["RuncOptions"] if str(o) in RUNC_OPTIONS]
-        return RestorePlan(path, criu, options, metadata)
-
     # -- export, import --------------------------------------------------------
 
     async def export(self, name: str, checkpoint_id: str):
@@ -370,7 +375,7 @@ class CheckpointBackend:
         record = c.record_bytes()
         upper = self.containers.overlay(c)["UpperDir"]
         try:
-            layer_dirs = list(self.containers.images.get_layer_dirs(c.image_id))
+            layer_dirs = list(self.images.get_layer_dirs(c.image_id))
         except Exception:
             layer_dirs = []
         stream = TarStream(
@@ -384,7 +389,7 @@ class CheckpointBackend:
     async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41") -> dict:
         """Create a container and its checkpoint from an export tarball
         (C{content}, a file): C{{"Id", "Checkpoint"}}."""
-        staging = os.path.join(self.containers.layers_dir, ".import-" + os.urandom(8).hex())
+        staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
         try:
             parsed = await self._thread(unpack_checkpoint_export, content, staging)
             manifest, record = parsed["manifest"], parsed["record"]
@@ -394,7 +399,7 @@ class CheckpointBackend:
             config = dict(record["Config"])
             image_ref = config.get("Image") or ""
             # The image is not carried: it must be here (404 naming it).
-            self.containers.images.get(image_ref)
+            self.images.get(image_ref)
             new_name = name or str(record.get("Name") or "").lstrip("/")
             created = await self.containers.create(
                 new_name,

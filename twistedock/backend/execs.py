@@ -3,33 +3,7 @@ Exec: processes started in a running container (C{docker exec}), each under
 a conmon of its own in exec mode, so that its output, its stdin, its
 terminal and its exit code are handled as a container's are.
 
-What conmon 2.1.6's exec mode does, as verified on this host (runc 1.1.5):
-
-- C{conmon --api-version 1 -c CONTAINER -u NAME -b DIR ... -e
-  --exec-process-spec FILE} runs C{runc exec -d --pid-file ... --process
-  FILE CONTAINER} (C{--console-socket} too with C{-t}).  FILE is an OCI
-  process (args, env, cwd, user, capabilities, terminal, consoleSize...);
-  C{-b DIR} is a directory of the exec's own: conmon makes its control fifo
-  (C{DIR/ctl}: resize as for a container), its attach socket and its pid
-  file there.  The attach socket is C{SOCKET_DIR/NAME/attach}, C{SOCKET_DIR/NAME}
-  a symbolic link to DIR that conmon leaves behind.
-- The sync pipe (C{_OCI_SYNCPIPE}) carries two JSON lines:
-  C{{"data": PID}} once the process runs, then C{{"data": EXIT_CODE}} once
-  it ended and its output was drained (128 + signal when killed); or one
-  line C{{"data": -1, "message": RUNC_STDERR}} when runc exec failed.  Both
-  lines can come in one read.  The pipe then closes.
-- The exit code also goes to C{EXIT_DIR/CONTAINER} (named by C{-c}, not by
-  C{-u}): an exec must have an exit directory of its own, or it would
-  write its exit code where the container's is awaited.
-- C{--exec-attach} with C{_OCI_STARTPIPE} and C{_OCI_ATTACHPIPE}: conmon
-  reads the start pipe once before anything (podman moves it to a cgroup
-  then), says C{{"data": 0}} on the attach pipe once its attach socket
-  listens, and runs runc only after a second write to the start pipe, so a
-  client attached in between misses no output.
-- C{-i}: stdin is a pipe fed from the attach socket; when the client
-  half-closes, conmon closes it (unless C{--leave-stdin-open}).  With
-  C{-t} all output comes as stdout.
-- C{-l none}: no log (output only goes to the attach socket).
+How conmon's exec mode works is told in L{runtime.conmon}.
 """
 
 import base64
@@ -42,9 +16,7 @@ from typing import Dict, List, Optional
 import attr
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..atomic import write_atomic
@@ -54,12 +26,11 @@ from ..routers.container import IExecBackend
 from ..streams import STDERR, STDOUT
 from . import spec
 from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
-from .runtime import Runtime, runc_message
+from .runtime import runc_message
+from .runtime.attach import socket_dir
+from .runtime.conmon import ConmonProcess, conmon_argv
 
 log = Logger()
-
-#: The file descriptors conmon gets its pipes on.
-SYNC_FD, START_FD, ATTACH_FD = 3, 4, 5
 
 #: How long C{POST /exec/{id}/resize} waits for the exec to start, as dockerd.
 RESIZE_WAIT = 10.0
@@ -100,7 +71,7 @@ class Exec:
     #: Created or running: listed in the container's ExecIDs.
     live: bool = True
     bundle: str = ""
-    conmon: Optional["_ExecConmon"] = None
+    conmon: Optional[ConmonProcess] = None
     #: Fire once a start was tried (for resize), once the process ended.
     _started: List[Deferred] = attr.Factory(list)
     _ended: List[Deferred] = attr.Factory(list)
@@ -223,106 +194,6 @@ def start_error(message: str, entrypoint: str):
     return code, error
 
 
-class _ExecConmon(ProcessProtocol):
-    """The conmon of one exec, from our side of its pipes.
-
-    C{attach_ready} fires with True once its attach socket listens (False
-    if conmon went away first), C{started} with its first report (C{{"data":
-    PID}} or C{{"data": -1, "message": ...}}), C{exited} with the exit code
-    (None when conmon vanished without saying).
-    """
-
-    OUTPUT_LIMIT = 16 * 1024
-
-    def __init__(self) -> None:
-        self.attach_ready: Deferred = Deferred()
-        self.started: Deferred = Deferred()
-        self.exited: Deferred = Deferred()
-        self._sync = b""
-        self._output: List[bytes] = []
-        self._size = 0
-
-    def connectionMade(self) -> None:
-        self.transport.closeStdin()
-        # conmon's first read of the start pipe, before it forks.
-        self.transport.writeToChild(START_FD, b"0")
-
-    def go(self, attached: bool = True) -> None:
-        """Let conmon run the process: the second write of the start pipe
-        when attached (conmon reads it no more otherwise)."""
-        try:
-            if attached:
-                self.transport.writeToChild(START_FD, b"1")
-            self.transport.closeChildFD(START_FD)
-        except Exception:
-            pass
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == SYNC_FD:
-            self._sync += data
-            while b"\n" in self._sync:
-                line, _, self._sync = self._sync.partition(b"\n")
-                if line.strip():
-                    self._report(line)
-        elif childFD == ATTACH_FD:
-            if not self.attach_ready.called:
-                self.attach_ready.callback(True)
-        elif self._size < self.OUTPUT_LIMIT:
-            self._output.append(data)
-            self._size += len(data)
-
-    def _report(self, line: bytes) -> None:
-        try:
-            report = json.loads(line.decode("utf-8", "replace"))
-            if not isinstance(report, dict):
-                raise ValueError(line)
-        except ValueError:
-            report = {"data": -1, "message": "unreadable report from conmon: %r" % (line,)}
-        if not self.started.called:
-            self.started.callback(report)
-            data = report.get("data")
-            if not isinstance(data, int) or data <= 0:
-                self._exit(None)
-        elif not self.exited.called:
-            code = report.get("data")
-            self._exit(code if isinstance(code, int) and code >= 0 else None)
-
-    def _exit(self, code) -> None:
-        if not self.exited.called:
-            self.exited.callback(code)
-
-    def childConnectionLost(self, childFD: int) -> None:
-        if childFD == SYNC_FD:
-            if self._sync.strip():
-                line, self._sync = self._sync, b""
-                self._report(line)
-            if not self.started.called:
-                self.started.callback({"data": -1, "message": self.output() or "conmon exited"})
-            self._exit(None)
-            self._not_attached()
-        elif childFD == ATTACH_FD:
-            self._not_attached()
-
-    def _not_attached(self) -> None:
-        if not self.attach_ready.called:
-            self.attach_ready.callback(False)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._not_attached()
-        if not self.started.called:
-            self.started.callback({"data": -1, "message": self.output() or "conmon exited"})
-        self._exit(None)
-
-    def output(self) -> str:
-        text = b"".join(self._output).decode("utf-8", "replace")
-        lines = []
-        for line in text.splitlines():
-            if line.startswith("[conmon:d]") or not line.strip():
-                continue
-            lines.append(line.split("]: ", 1)[-1].strip())
-        return "\n".join(lines)
-
-
 @implementer(IPushProducer)
 class _ClientPacer:
     """Registered with the exec's attach connection: when conmon falls
@@ -345,63 +216,14 @@ class _ClientPacer:
         pass
 
 
-@implementer(IExecBackend)
-class ExecBackend:
-    """dockerd's exec store and exec life cycle, over the container backend
-    (which it joins: ExecIDs in inspect, execs ended with their container)."""
+class ExecStore:
+    """The execs of every container, shared by the exec backend (which
+    creates and runs them) and the container backend (which lists them in
+    inspect's ExecIDs and, when a run ends, waits for them to end first)."""
 
-    def __init__(self, reactor, containers, runtime=None) -> None:
+    def __init__(self, reactor) -> None:
         self.reactor = reactor
-        self.containers = containers
-        self.runtime = runtime or containers.runtime
-        self.exec_dir = os.path.join(containers.exec_root, "execs")
-        self.socket_dir = containers.socket_dir
         self.execs: Dict[str, Exec] = {}
-        self._gc_call = None
-        containers.execs = self
-        self._clean_leftovers()
-
-    # -- helpers --------------------------------------------------------
-
-    def _thread(self, function, *args):
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
-
-    def _clean_leftovers(self) -> None:
-        """What execs of a previous daemon left: their directories and links."""
-        if os.path.isdir(self.socket_dir):
-            for name in os.listdir(self.socket_dir):
-                path = os.path.join(self.socket_dir, name)
-                if name.startswith("x") and os.path.islink(path):
-                    if os.readlink(path).startswith(self.exec_dir + os.sep):
-                        os.unlink(path)
-        shutil.rmtree(self.exec_dir, ignore_errors=True)
-        os.makedirs(self.exec_dir, mode=0o700, exist_ok=True)
-
-    def _socket_name(self, e: Exec) -> str:
-        # As short as a container's (its ID's first 12): sockaddr_un is small.
-        # "x" is no hexadecimal digit, so no container's name.
-        return "x" + e.id[:11]
-
-    def _active(self, exec_id: str):
-        """dockerd's getExecConfig: the exec, its container running."""
-        e = self.execs.get(exec_id)
-        if e is None:
-            raise NotFound("No such exec instance: %s" % (exec_id,))
-        c = self.containers.containers.get(e.container_id)
-        if c is None:
-            raise NotFound("No such container: %s" % (exec_id,))
-        if not c.state.running:
-            raise Conflict("Container %s is not running" % (c.id,))
-        if c.state.paused:
-            raise Conflict("Container %s is paused, unpause the container before exec" % (c.id,))
-        if c.state.restarting:
-            raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
-        return e, c
-
-    def _event(self, c, action: str, **attributes) -> None:
-        self.containers.log_event(c, action, **attributes)
-
-    # -- the exec store, as the container backend sees it -----------------
 
     def exec_ids(self, container_id: str) -> Optional[List[str]]:
         """The container's execs that were created or run (inspect's ExecIDs)."""
@@ -449,6 +271,67 @@ class ExecBackend:
                 d.cancel()
         return not any(e.running for e in execs)
 
+
+@implementer(IExecBackend)
+class ExecBackend:
+    """dockerd's exec life cycle, over the container backend: the execs
+    live in the L{ExecStore} the container backend was given too."""
+
+    def __init__(self, reactor, containers, store: ExecStore, runtime, *, exec_root: str) -> None:
+        self.reactor = reactor
+        self.containers = containers
+        self.store = store
+        self.runtime = runtime
+        self.exec_dir = os.path.join(exec_root, "execs")
+        self.socket_dir = socket_dir(exec_root)
+        self._gc_call = None
+        self._clean_leftovers()
+
+    @property
+    def execs(self) -> Dict[str, Exec]:
+        return self.store.execs
+
+    def exec_ids(self, container_id: str) -> Optional[List[str]]:
+        return self.store.exec_ids(container_id)
+
+    async def container_stopped(self, c) -> None:
+        await self.store.container_stopped(c)
+
+    # -- helpers --------------------------------------------------------
+
+    def _thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    def _clean_leftovers(self) -> None:
+        """What execs of a previous daemon left: their directories and links."""
+        if os.path.isdir(self.socket_dir):
+            for name in os.listdir(self.socket_dir):
+                path = os.path.join(self.socket_dir, name)
+                if name.startswith("x") and os.path.islink(path):
+                    if os.readlink(path).startswith(self.exec_dir + os.sep):
+                        os.unlink(path)
+        shutil.rmtree(self.exec_dir, ignore_errors=True)
+        os.makedirs(self.exec_dir, mode=0o700, exist_ok=True)
+
+    def _socket_name(self, e: Exec) -> str:
+        # As short as a container's (its ID's first 12): sockaddr_un is small.
+        # "x" is no hexadecimal digit, so no container's name.
+        return "x" + e.id[:11]
+
+    def _active(self, exec_id: str):
+        """dockerd's getExecConfig: the exec, its container running."""
+        e = self.execs.get(exec_id)
+        if e is None:
+            raise NotFound("No such exec instance: %s" % (exec_id,))
+        c = self.containers.by_id(e.container_id)
+        if c is None:
+            raise NotFound("No such container: %s" % (exec_id,))
+        self._check_running(c, c.id)
+        return e, c
+
+    def _event(self, c, action: str, **attributes) -> None:
+        self.containers.log_event(c, action, **attributes)
+
     def _schedule_gc(self) -> None:
         if self._gc_call is None or not self._gc_call.active():
             self._gc_call = self.reactor.callLater(GC_INTERVAL, self._gc)
@@ -458,7 +341,7 @@ class ExecBackend:
         removable, and forgotten at the next pass."""
         self._gc_call = None
         for e in list(self.execs.values()):
-            if e.container_id not in self.containers.containers:
+            if self.containers.by_id(e.container_id) is None:
                 del self.execs[e.id]
             elif e.can_remove:
                 del self.execs[e.id]
@@ -534,7 +417,7 @@ class ExecBackend:
 
     def inspect_exec(self, exec_id: str) -> dict:
         e = self.execs.get(exec_id)
-        if e is None or e.container_id not in self.containers.containers:
+        if e is None or self.containers.by_id(e.container_id) is None:
             raise NotFound("No such exec instance: %s" % (exec_id,))
         return e.inspect()
 
@@ -584,33 +467,22 @@ class ExecBackend:
 
     def conmon_args(self, c, e: Exec, bundle: str, process_file: str, attached: bool) -> List[str]:
         """conmon's command line (argv[0] included) for one exec."""
-        runtime = self.runtime
-        args = [
-            runtime.conmon,
-            "--api-version", "1",
-            "-c", c.id,
-            "-u", self._socket_name(e),
-            "-n", c.name.lstrip("/") or c.id,
-            "-r", runtime.runc,
-            "-b", bundle,
-            "-p", os.path.join(bundle, "pidfile"),
-            "--conmon-pidfile", os.path.join(bundle, "conmon.pid"),
-            "-l", "none",
-            "--exit-dir", os.path.join(bundle, "exits"),
-            "--socket-dir-path", self.socket_dir,
-            "--runtime-arg", "--root=" + runtime.state_root,
-            "-e", "--exec-process-spec", process_file,
-        ]  # fmt: skip
-        if attached:
-            args.append("--exec-attach")
-        if e.tty:
-            args.append("-t")
-        if attached and e.open_stdin:
-            args.append("-i")
-            if e.tty:
-                # dockerd keeps a terminal's stdin open when its client leaves.
-                args.append("--leave-stdin-open")
-        return args
+        return conmon_argv(
+            self.runtime,
+            c.id,
+            bundle,
+            socket_name=self._socket_name(e),
+            name=c.name.lstrip("/") or c.id,
+            log="none",
+            exit_dir=os.path.join(bundle, "exits"),
+            socket_dir=self.socket_dir,
+            exec_process_spec=process_file,
+            exec_attach=attached,
+            terminal=e.tty,
+            stdin=attached and e.open_stdin,
+            # dockerd keeps a terminal's stdin open when its client leaves.
+            leave_stdin_open=e.tty,
+        )
 
     async def _launch(self, c, e: Exec, stream, console_size, output: "_Output"):
         """Run the exec's conmon; its attach connection (None if detached)
@@ -619,51 +491,18 @@ class ExecBackend:
         e.bundle = bundle
         process_file = await self._thread(self._prepare, c, e, bundle, console_size)
         attached = stream is not None
-        args = self.conmon_args(c, e, bundle, process_file, attached)
-        env = dict(os.environ)
-        env.update(_OCI_SYNCPIPE=str(SYNC_FD), _OCI_STARTPIPE=str(START_FD))
-        env.pop("_OCI_ATTACHPIPE", None)
-        if attached:
-            env["_OCI_ATTACHPIPE"] = str(ATTACH_FD)
-        conmon = _ExecConmon()
+        conmon = ConmonProcess(exec_mode=True)
+        self.runtime.spawn_conmon(
+            conmon, self.conmon_args(c, e, bundle, process_file, attached), bundle, attach_pipe=attached
+        )
         e.conmon = conmon
-        try:
-            self.reactor.spawnProcess(
-                conmon,
-                self.runtime.conmon,
-                args,
-                env=env,
-                path=bundle,
-                childFDs={0: "w", 1: "r", 2: "r", SYNC_FD: "r", START_FD: "w", ATTACH_FD: "r"},
-            )
-        except OSError as error:
-            raise InternalError("cannot run %s: %s" % (self.runtime.conmon, error.strerror or error))
         conmon.exited.addCallback(lambda code: self._exited(e, code))
         conmon.exited.addErrback(lambda f: log.failure("exit of exec {id}", f, id=e.id))
-
-        def too_long() -> None:
-            log.error("conmon for exec {id} did not report in time", id=e.id)
-            for d, value in (
-                (conmon.attach_ready, False),
-                (conmon.started, {"data": -1, "message": "conmon did not report in time"}),
-            ):
-                if not d.called:
-                    d.callback(value)
-            self._kill_conmon(e)
-
-        timer = self.reactor.callLater(self.runtime.create_timeout, too_long)
+        timer = self.runtime.time_limit(conmon, bundle, "exec " + e.id)
         connection = None
         try:
-            if attached:
-                if await conmon.attach_ready:
-                    try:
-                        connection = await self.runtime.attach(
-                            os.path.join(self.socket_dir, self._socket_name(e), "attach"),
-                            output.write,
-                            output.drained,
-                        )
-                    except DockerError as error:
-                        log.warn("attach to exec {id}: {e}", id=e.id, e=error)
+            if attached and await conmon.attach_ready:
+                connection = await self._attach(e, output)
             conmon.go(attached)
             report = await conmon.started
         finally:
@@ -684,13 +523,17 @@ class ExecBackend:
             output.drained()
         return connection
 
-    def _kill_conmon(self, e: Exec) -> None:
-        pid = Runtime.conmon_pid(e.bundle) if e.bundle else None
-        if pid:
-            try:
-                os.kill(pid, signals.SIGKILL)
-            except OSError:
-                pass
+    async def _attach(self, e: Exec, output: "_Output"):
+        """Join the exec's attach socket (None when that fails)."""
+        try:
+            return await self.runtime.attach(
+                os.path.join(self.socket_dir, self._socket_name(e), "attach"),
+                output.write,
+                output.drained,
+            )
+        except DockerError as error:
+            log.warn("attach to exec {id}: {e}", id=e.id, e=error)
+            return None
 
     def _start_failed(self, e: Exec, error: DockerError) -> None:
         """As dockerd: no exec_die, exit code 126 (127 for a command not
@@ -711,7 +554,7 @@ class ExecBackend:
         if e.pid <= 0:
             return  # it never ran: the start reports the failure
         if code is None:
-            code = Runtime.exit_code(os.path.join(e.bundle, "exits"), e.container_id)
+            code = self.runtime.exit_code(os.path.join(e.bundle, "exits"), e.container_id)
             if code is None:
                 log.warn("conmon of exec {id} went away without its exit code", id=e.id)
                 code = 255
@@ -719,7 +562,7 @@ class ExecBackend:
         e.running = False
         e.live = False
         e.conmon = None
-        c = self.containers.containers.get(e.container_id)
+        c = self.containers.by_id(e.container_id)
         if c is not None:
             self._event(c, "exec_die", execID=e.id, exitCode=code)
         e._fire(e._ended, code)

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..deferreds import shield
 from ..errors import InternalError
 from ..logs import Logger
-from . import rootfs
+from .runtime import rootfs
 from .rootpath import Scope
 
 log = Logger()

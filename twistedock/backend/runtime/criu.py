@@ -18,10 +18,10 @@ from typing import List, Optional, Tuple
 import attr
 from twisted.internet.defer import Deferred
 
-from ..errors import InternalError
-from ..logs import Logger
-from .runtime import _Collect
-from .system import Once
+from ...errors import InternalError
+from ...logs import Logger
+from .processes import Collect
+from ..system import Once
 
 log = Logger()
 
@@ -94,7 +94,7 @@ class Criu:
         self._status = Once(self._check)
 
     async def _run(self, *args: str) -> Tuple[bytes, bytes, int]:
-        collect = _Collect(None)
+        collect = Collect(None)
         try:
             process = self.reactor.spawnProcess(collect, self.path, [self.path] + list(args), env=dict(os.environ))
         except OSError as e:

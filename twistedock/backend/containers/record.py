@@ -10,9 +10,8 @@ from typing import Dict, List, Optional
 
 import attr
 
-from ..atomic import write_atomic
-from .. import golang
-
+from ...atomic import write_atomic
+from ... import golang
 
 
 @attr.s(auto_attribs=True)

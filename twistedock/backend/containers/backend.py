@@ -1,0 +1,200 @@
+"""
+L{ContainerBackend}: the verbs of the modules beside it joined in one
+object, with what they share (the containers and their names, the
+per-container lock, records saved, events, paths) and the public surface the
+checkpoint, copy and exec backends use.
+"""
+
+import os
+from typing import Callable, Dict, List, Optional
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from ...atomic import write_atomic
+from ...errors import InvalidParameter, NotFound
+from ...routers.container import IContainerBackend
+from ..events import EventLog
+from ..runtime.attach import socket_dir
+from ..system import IInventory
+from .attach import Attachment, AttachMixin
+from .create import CreateMixin
+from .delete import DeleteMixin
+from .inspect import InspectMixin
+from .list import ListMixin
+from .logs import LogsMixin
+from .monitor import MonitorMixin, Run
+from .pause import PauseMixin
+from .prune import PruneMixin
+from .rename import RenameMixin
+from .restore import RestoreMixin
+from .start import StartMixin
+from .stop import StopMixin
+from .top import TopMixin
+from .update import UpdateMixin
+from .usage import UsageMixin
+from .record import Container
+from .wait import WaitMixin
+
+
+@implementer(IContainerBackend, IInventory)
+class ContainerBackend(
+    RestoreMixin,
+    CreateMixin,
+    StartMixin,
+    MonitorMixin,
+    StopMixin,
+    PauseMixin,
+    WaitMixin,
+    DeleteMixin,
+    RenameMixin,
+    UpdateMixin,
+    TopMixin,
+    InspectMixin,
+    ListMixin,
+    PruneMixin,
+    UsageMixin,
+    LogsMixin,
+    AttachMixin,
+):
+    """Containers created, run under conmon + runc, stopped, restarted by
+    their policy, and re-found after the daemon restarts.
+
+    Every state change is saved atomically in the container's record before
+    it is announced (events, waiters), so a daemon killed at any moment comes
+    back with each container's true state.  Work on one container is
+    serialised by a lock of its own; exits arrive from conmon's exit files
+    through inotify.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        *,
+        data_root: str,
+        exec_root: str,
+        images,
+        events: EventLog,
+        runtime,
+        exit_watcher,
+        log_reader_factory: Callable,
+        live_restore: bool = False,
+        init_path: Optional[str] = None,
+        execs=None,
+        checkpoints=None,
+    ) -> None:
+        """C{execs} is the L{ExecStore} shared with the exec backend (inspect
+        lists its ExecIDs, and a run's end waits for its execs' ends);
+        C{checkpoints} the L{CheckpointStore} that a start with a checkpoint
+        restores from (--experimental only: None otherwise)."""
+        self.reactor = reactor
+        self.images = images
+        self.events = events
+        self.runtime = runtime
+        self.exits = exit_watcher
+        self.log_reader_factory = log_reader_factory
+        self.live_restore = live_restore
+        self.init_path = init_path
+        self.checkpoints = checkpoints
+        self.execs = execs
+        self.containers_dir = os.path.join(data_root, "containers")
+        self.layers_dir = os.path.join(data_root, "overlay2")
+        self.exec_root = exec_root
+        self.exit_dir = os.path.join(exec_root, "exits")
+        self.socket_dir = socket_dir(exec_root)
+        for directory in (self.containers_dir, self.layers_dir, self.exit_dir, self.socket_dir):
+            os.makedirs(directory, mode=0o711, exist_ok=True)
+        self.containers: Dict[str, Container] = {}
+        self.names: Dict[str, str] = {}
+        self._locks: Dict[str, DeferredLock] = {}
+        self._save_locks: Dict[str, DeferredLock] = {}
+        self._runs: Dict[str, Run] = {}
+        self._exit_waiters: Dict[str, List[Deferred]] = {}
+        self._removed_waiters: Dict[str, List[Deferred]] = {}
+        self._pending_attach: Dict[str, List[Attachment]] = {}
+        self._restart_timers: Dict[str, object] = {}
+        self._restart_delay: Dict[str, float] = {}
+        self.shutting_down = False
+        images.set_usage(self.image_usage)
+
+    # -- the surface other backends use (checkpoint, copy, exec) ---------------
+
+    def now(self) -> int:
+        return int(self.reactor.seconds() * 1_000_000_000)
+
+    def run_in_thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    def lock(self, c: Container) -> DeferredLock:
+        return self._locks.setdefault(c.id, DeferredLock())
+
+    async def save(self, c: Container) -> None:
+        """Write the record (atomically, fsynced) off the reactor thread.
+        The record is taken now and writes of one container keep their order."""
+        data = c.record_bytes()
+        lock = self._save_locks.setdefault(c.id, DeferredLock())
+        await lock.acquire()
+        try:
+            await self.run_in_thread(write_atomic, c.record_path, data, 0o600)
+        finally:
+            lock.release()
+
+    def get(self, ref: str) -> Container:
+        if ref in self.containers:
+            return self.containers[ref]
+        name = ref if ref.startswith("/") else "/" + ref
+        if name in self.names:
+            return self.containers[self.names[name]]
+        if ref:
+            found = [c for i, c in self.containers.items() if i.startswith(ref)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise InvalidParameter("multiple IDs found with provided prefix: %s" % (ref,))
+        raise NotFound("No such container: %s" % (ref,))
+
+    def by_id(self, container_id: str) -> Optional[Container]:
+        """The container of that full ID, or None (removed)."""
+        return self.containers.get(container_id)
+
+    def mark_checkpointed(self, c: Container, checkpointed: bool) -> None:
+        """Say whether the current run ends because it was checkpointed (not
+        a crash): no restart policy then applies to its exit."""
+        run = self._runs.get(c.id)
+        if run is not None:
+            run.checkpointed = checkpointed
+
+    def wait_exit_code(self, c: Container) -> Deferred:
+        """A Deferred firing with the exit code conmon writes for the
+        current run; cancelling it forgets it."""
+        return self.exits.wait(c.id)
+
+    def log_event(self, c: Container, action: str, **extra) -> None:
+        attributes = dict(c.config.get("Labels") or {})
+        attributes["image"] = c.config.get("Image", "")
+        attributes["name"] = c.name.lstrip("/")
+        attributes.update({k: str(v) for k, v in extra.items()})
+        self.events.log("container", action, c.id, attributes)
+
+    def image_usage(self, image_id: str):
+        return [(c.id, c.state.running) for c in self.containers.values() if c.image_id == image_id]
+
+    def overlay(self, c: Container) -> Dict[str, str]:
+        base = os.path.join(self.layers_dir, c.id)
+        return {
+            "UpperDir": os.path.join(base, "diff"),
+            "WorkDir": os.path.join(base, "work"),
+            "MergedDir": os.path.join(base, "merged"),
+        }
+
+    def staging_dir(self, name: str) -> str:
+        """A path for work to be renamed into a container's layer later
+        (the same filesystem as the layers)."""
+        return os.path.join(self.layers_dir, name)
+
+    def bundle(self, c: Container) -> str:
+        return os.path.join(self.exec_root, c.id)
+
+    def attach_socket(self, c: Container) -> str:
+        return os.path.join(self.socket_dir, c.id[:12], "attach")

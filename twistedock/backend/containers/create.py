@@ -1,0 +1,102 @@
+"""
+Create: a container's record from its Config and HostConfig, as moby's
+daemon/create.go.
+"""
+
+import os
+from typing import Optional
+
+from ...errors import Conflict, InvalidParameter, NotFound
+from .. import host, spec
+from ..names import random_name
+from .defaults import (
+    CONFIG_DEFAULTS,
+    DEFAULT_LOG_DRIVER,
+    HOST_CONFIG_DEFAULTS,
+    LOG_DRIVERS,
+    NETWORK_MODES,
+)
+from .record import Container
+
+
+class CreateMixin:
+    """The create part of L{ContainerBackend}."""
+
+    async def create(self, name, config, host_config, networking_config, api_version):
+        if name:
+            spec.validate_name(name)
+            name = "/" + name.lstrip("/")
+            self._check_name_free(name)
+        image_ref = config.get("Image") or ""
+        if not image_ref:
+            raise InvalidParameter("No image was specified")
+        warnings = spec.validate_create(config, host_config, api_version) or []
+        image = self.images.get(image_ref)
+        host_config = self._host_config(host_config, api_version)
+        config = spec.merge_config(
+            dict(CONFIG_DEFAULTS, **config), (image.config or {}).get("config") or {}
+        )
+        path, args = spec.entrypoint_and_args(config)
+        ident = os.urandom(32).hex()
+        if not name:
+            name = "/" + self._generate_name()
+        if not config.get("Hostname"):
+            if host_config["NetworkMode"] == "host":
+                config["Hostname"] = host.hostname()
+            else:
+                config["Hostname"] = ident[:12]
+        directory = os.path.join(self.containers_dir, ident)
+        os.makedirs(directory, mode=0o710)
+        c = Container(
+            id=ident,
+            name=name,
+            created=self.now(),
+            image_id=image.id,
+            config=config,
+            host_config=host_config,
+            networking_config=networking_config or {},
+            path=path,
+            args=args,
+            directory=directory,
+        )
+        c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(image.layer_dirs)))
+        await self.save(c)
+        self.containers[ident] = c
+        self.names[name] = ident
+        self.log_event(c, "create")
+        return {"Id": ident, "Warnings": warnings}
+
+    def _check_name_free(self, name: str) -> None:
+        """dockerd's reserveName: a name one container has at a time."""
+        if name in self.names:
+            raise Conflict(
+                'Conflict. The container name "%s" is already in use by container "%s". '
+                "You have to remove (or rename) that container to be able to reuse that name."
+                % (name, self.names[name])
+            )
+
+    def _host_config(self, requested: Optional[dict], api_version: str) -> dict:
+        """The HostConfig kept and shown: dockerd's defaults filled in."""
+        hc = spec.adapt_host_config(dict(HOST_CONFIG_DEFAULTS, **(requested or {})), api_version)
+        mode = hc.get("NetworkMode") or "default"
+        if mode not in NETWORK_MODES and not mode.startswith("container:"):
+            raise NotFound("network %s not found" % (mode,))
+        if not hc.get("RestartPolicy") or not hc["RestartPolicy"].get("Name"):
+            hc["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
+        log_config = hc.get("LogConfig") or {}
+        if not log_config.get("Type"):
+            hc["LogConfig"] = {"Type": DEFAULT_LOG_DRIVER, "Config": log_config.get("Config") or {}}
+        elif log_config["Type"] not in LOG_DRIVERS:
+            raise InvalidParameter(
+                "logger: no log driver named '%s' is registered" % (log_config["Type"],)
+            )
+        if not hc.get("Runtime"):
+            hc["Runtime"] = "runc"
+        return hc
+
+    def _generate_name(self) -> str:
+        for _ in range(10):
+            candidate = random_name()
+            if "/" + candidate not in self.names:
+                return candidate
+        return random_name() + os.urandom(3).hex()

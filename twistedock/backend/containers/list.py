@@ -1,0 +1,104 @@
+"""List containers with dockerd's filters, as moby's daemon/list.go."""
+
+import re
+from typing import List, Optional
+
+from ...errors import DockerError, InvalidParameter
+from ...filters import Filters
+from .defaults import LIST_FILTERS, STATUSES
+
+
+class ListMixin:
+    """The list part of L{ContainerBackend}."""
+
+    async def list(self, all, limit, size, filters: Filters, api_version) -> list:
+        filters.validate(LIST_FILTERS)
+        for status in filters.get("status"):
+            if status not in STATUSES:
+                raise InvalidParameter("Invalid filter 'status=%s'" % (status,))
+        exited_codes = set()
+        for value in filters.get("exited"):
+            try:
+                exited_codes.add(int(value))
+            except ValueError:
+                raise InvalidParameter("invalid filter 'exited=%s'" % (value,))
+        for value in filters.get("health"):
+            if value not in ("starting", "healthy", "unhealthy", "none"):
+                raise InvalidParameter("Unrecognised filter value for health: %s" % (value,))
+        before = self._bound(filters, "before")
+        since = self._bound(filters, "since")
+        ancestors = self._ancestors(filters)
+        containers = sorted(self.containers.values(), key=lambda c: c.created, reverse=True)
+        if limit and limit > 0:
+            all = True
+        out = []
+        now = self.now()
+        for c in containers:
+            status = c.state.status
+            if not all and not c.state.running and not filters.contains("status") and not filters.contains("exited"):
+                continue
+            if before is not None and c.created >= before:
+                continue
+            if since is not None and c.created <= since:
+                continue
+            if filters.get("status") and status not in filters.get("status"):
+                continue
+            if exited_codes and (status != "exited" or c.state.exit_code not in exited_codes):
+                continue
+            if not _regex_match(filters, "name", [c.name, c.name.lstrip("/")]):
+                continue
+            if not _regex_match(filters, "id", [c.id]):
+                continue
+            if not filters.match_kv_list("label", c.config.get("Labels") or {}):
+                continue
+            if ancestors is not None and c.image_id not in ancestors:
+                continue
+            if filters.get("health") and "none" not in filters.get("health"):
+                continue
+            if filters.get("network"):
+                mode = c.network_mode()
+                if ("bridge" if mode == "default" else mode) not in filters.get("network"):
+                    continue
+            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+                continue
+            if filters.get("is-task") and "true" in filters.get("is-task"):
+                continue
+            sizes = await self._sizes(c) if size else None
+            out.append(c.summary(self._image_name(c), now, sizes))
+            if limit and limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _bound(self, filters: Filters, key: str) -> Optional[int]:
+        values = filters.get(key)
+        if not values:
+            return None
+        return self.get(sorted(values)[0]).created
+
+    def _ancestors(self, filters: Filters):
+        values = filters.get("ancestor")
+        if not values:
+            return None
+        found = set()
+        for value in values:
+            try:
+                found.add(self.images.get(value).id)
+            except DockerError:
+                continue
+        return found
+
+
+def _regex_match(filters: Filters, key: str, sources: List[str]) -> bool:
+    values = filters.get(key)
+    if not values:
+        return True
+    for value in values:
+        for source in sources:
+            if value == source:
+                return True
+            try:
+                if re.search(value, source):
+                    return True
+            except re.error:
+                continue
+    return False

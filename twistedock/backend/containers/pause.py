@@ -1,0 +1,32 @@
+"""
+Pause and unpause (the cgroup freezer through runc), as moby's
+daemon/pause.go and unpause.go.
+"""
+
+from ...errors import Conflict
+
+
+class PauseMixin:
+    """The pause part of L{ContainerBackend}."""
+
+    async def pause(self, ref) -> None:
+        c = self.get(ref)
+        async with self.lock(c):
+            if not c.state.running or c.state.restarting:
+                raise Conflict("Container %s is not running" % (c.id,))
+            if c.state.paused:
+                raise Conflict("Container %s is already paused" % (c.id,))
+            await self.runtime.pause(c.id)
+            c.state.paused = True
+            await self.save(c)
+        self.log_event(c, "pause")
+
+    async def unpause(self, ref) -> None:
+        c = self.get(ref)
+        async with self.lock(c):
+            if not c.state.paused:
+                raise Conflict("Container %s is not paused" % (c.id,))
+            await self.runtime.resume(c.id)
+            c.state.paused = False
+            await self.save(c)
+        self.log_event(c, "unpause")

@@ -1,0 +1,97 @@
+"""
+Recovery when the daemon starts (records read, running containers re-adopted
+or settled) and what it does when it stops, as moby's daemon/restore.
+"""
+
+import os
+import shutil
+import signal as signals
+
+from twisted.internet.defer import ensureDeferred, gatherResults
+
+from ...logs import Logger
+from .defaults import CHECKPOINTED_MARK
+from .monitor import Run
+from .record import Container
+from .record import load as load_record
+
+log = Logger()
+
+
+class RestoreMixin:
+    """The restore part of L{ContainerBackend}."""
+
+    async def load(self) -> None:
+        """Read every container's record; re-adopt or settle the running ones."""
+        self.exits.start()
+        for entry in sorted(os.listdir(self.containers_dir)):
+            directory = os.path.join(self.containers_dir, entry)
+            try:
+                c = load_record(directory)
+            except (ValueError, KeyError) as e:
+                log.error("unreadable container record in {dir}: {e}", dir=directory, e=e)
+                continue
+            if c is None:
+                # Created but never recorded: the daemon died inside create.
+                await self.run_in_thread(shutil.rmtree, directory, True)
+                continue
+            self.containers[c.id] = c
+            self.names[c.name] = c.id
+        for c in list(self.containers.values()):
+            try:
+                await self._recover(c)
+            except Exception:
+                log.failure("recovering container {id}", id=c.id)
+        for c in list(self.containers.values()):
+            if c.state.running or os.path.exists(c.path_of(CHECKPOINTED_MARK)):
+                continue
+            if self._should_restart(c, boot=True):
+                ensureDeferred(self._start_logged(c))
+
+    async def _recover(self, c: Container) -> None:
+        c.state.removing = False
+        if not c.state.running:
+            return
+        code = self.runtime.exit_code(self.exit_dir, c.id)
+        state = await self.runtime.state(c.id)
+        alive = state is not None and state.get("status") in ("running", "paused") and code is None
+        if alive and self.live_restore:
+            log.info("re-adopting running container {id}", id=c.short_id)
+            c.state.paused = state.get("status") == "paused"
+            c.state.restarting = False
+            self._runs[c.id] = Run()
+            self._watch(c)
+            await self.save(c)
+            return
+        if alive:
+            # Without live restore the daemon does not keep what it did not
+            # stop: stop it now; its policy decides whether it runs again.
+            log.info("stopping container {id} left running", id=c.short_id)
+            self._runs[c.id] = Run()
+            d = self._next_exit(c)
+            self._watch(c)
+            await self._signal(c, signals.SIGKILL)
+            await d
+            return
+        if c.state.restarting:
+            c.state.running = c.state.restarting = False
+            await self.save(c)
+            return
+        await self.finish_run(c, code if code is not None else 255, boot=True)
+
+    async def shutdown(self) -> None:
+        """Stop what runs (unless live restore keeps it), as dockerd does."""
+        self.shutting_down = True
+        for timer in self._restart_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._restart_timers.clear()
+        if self.live_restore:
+            self.exits.stop()
+            return
+        running = [c for c in self.containers.values() if c.state.running]
+        await gatherResults(
+            [ensureDeferred(self._stop(c, None, None, manual=False)) for c in running],
+            consumeErrors=True,
+        ).addErrback(lambda f: log.failure("stopping containers", f))
+        self.exits.stop()

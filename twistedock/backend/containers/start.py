@@ -1,0 +1,188 @@
+"""
+Start: one run set up (overlay, /etc files, OCI bundle) and handed to
+conmon, a checkpoint restored instead when asked, as moby's daemon/start.go.
+"""
+
+import json
+import os
+from typing import Dict
+
+from ...atomic import write_atomic
+from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
+from ...logs import Logger
+from .. import spec
+from ..runtime import rootfs
+from .defaults import CHECKPOINTED_MARK
+from .attach import _closes_stdin
+from .monitor import Run
+from .record import Container, State
+
+log = Logger()
+
+
+class StartMixin:
+    """The start part of L{ContainerBackend}."""
+
+    async def start(self, ref, checkpoint: str = "", checkpoint_dir: str = "") -> None:
+        if checkpoint and self.checkpoints is None:
+            raise InvalidParameter("checkpoint is only supported in experimental mode")
+        c = self.get(ref)
+        async with self.lock(c):
+            if c.state.paused:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.state.running and not c.state.restarting:
+                raise NotModified("Container already started")
+            if c.state.removing:
+                raise Conflict("container is marked for removal and cannot be started")
+            restore = None
+            if checkpoint:
+                restore = await self.checkpoints.restore_plan(c, checkpoint, checkpoint_dir)
+            self._cancel_restart(c)
+            c.manually_stopped = False
+            try:
+                os.unlink(c.path_of(CHECKPOINTED_MARK))
+            except FileNotFoundError:
+                pass
+            c.state.restarting = False
+            self._restart_delay.pop(c.id, None)
+            try:
+                await self._run(c, restore=restore)
+            except Exception:
+                # As dockerd: a --rm container that cannot start is removed
+                # (docker run waits for that).
+                if c.host_config.get("AutoRemove"):
+                    await self._remove(c)
+                raise
+
+    async def _start_logged(self, c: Container) -> None:
+        try:
+            async with self.lock(c):
+                if c.id not in self.containers or (c.state.running and not c.state.restarting):
+                    return
+                await self._run(c)
+        except Exception as e:
+            log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
+
+    async def _run(self, c: Container, restore=None) -> None:
+        """Set up and start one run; on failure leave the container exited.
+        With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
+        checkpoint instead of creating the container afresh."""
+        image = self.images.get(c.image_id)
+        paths = self.overlay(c)
+        bundle = self.bundle(c)
+        try:
+            await self._prepare_bundle(c, image, paths, bundle)
+            try:
+                os.unlink(os.path.join(self.exit_dir, c.id))
+            except FileNotFoundError:
+                pass
+            run = Run()
+            self._runs[c.id] = run
+            logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
+            log_path = c.log_path if logged else "/dev/null"
+            pid = await self.runtime.create(
+                c.id,
+                bundle,
+                log_path=log_path,
+                exit_dir=self.exit_dir,
+                socket_dir=self.socket_dir,
+                terminal=c.tty,
+                stdin=bool(c.config.get("OpenStdin")),
+                leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
+                socket_name=c.id[:12],
+                **(restore.create_arguments() if restore is not None else {}),
+            )
+            await self._connect_pending(c, run)
+            if restore is None:
+                await self.runtime.start(c.id)
+        except DockerError as e:
+            if restore is not None:
+                e = restore.failed(e, bundle)
+            await self._failed_start(c, e)
+            raise e
+        except OSError as e:
+            await self._failed_start(c, e)
+            raise InternalError(str(e))
+        c.state = State(
+            running=True,
+            pid=pid,
+            started_at=self.now(),
+            finished_at=c.state.finished_at,
+        )
+        await self.save(c)
+        self.log_event(c, "start")
+        self._watch(c)
+
+    async def _prepare_bundle(self, c: Container, image, paths: Dict[str, str], bundle: str) -> None:
+        """The run's root filesystem mounted, its /etc files written, its
+        OCI bundle made."""
+        await self.run_in_thread(
+            rootfs.mount_overlay, image.layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
+        )
+        hc = c.host_config
+        await self.run_in_thread(
+            rootfs.write_etc_files,
+            c.directory,
+            c.config.get("Hostname", ""),
+            c.config.get("Domainname", ""),
+            hc.get("NetworkMode", "default"),
+            hc.get("ExtraHosts"),
+            hc.get("Dns"),
+            hc.get("DnsSearch"),
+            hc.get("DnsOptions"),
+        )
+        inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
+        oci = spec.build_spec(
+            container_id=c.id,
+            config=c.config,
+            host_config=hc,
+            image_config={},
+            rootfs=paths["MergedDir"],
+            hostname_path=c.path_of("hostname"),
+            hosts_path=c.path_of("hosts"),
+            resolv_conf_path=c.path_of("resolv.conf"),
+            netns_path=None,
+            inputs=inputs,
+            init_path=self.init_path,
+        )
+        await self.run_in_thread(_write_bundle, bundle, oci)
+
+    async def _connect_pending(self, c: Container, run: Run) -> None:
+        """Join the clients that attached before the run began."""
+        for attachment in self._pending_attach.pop(c.id, []):
+            try:
+                await attachment.connect()
+                run.attached.append(attachment)
+            except Exception as e:
+                log.warn("attach to {id} failed: {e}", id=c.short_id, e=e)
+                attachment.stream.close()
+
+    async def _failed_start(self, c: Container, error) -> None:
+        message = str(error)
+        code = 128
+        if "executable file not found" in message or "no such file or directory" in message:
+            code = 127
+        elif "permission denied" in message:
+            code = 126
+        self._runs.pop(c.id, None)
+        try:
+            await self.runtime.delete(c.id, force=True)
+        except Exception:
+            pass
+        await self.run_in_thread(rootfs.unmount, self.overlay(c)["MergedDir"])
+        c.state.running = False
+        c.state.restarting = False
+        c.state.pid = 0
+        c.state.exit_code = code
+        c.state.error = message
+        if c.id in self.containers:
+            await self.save(c)
+        for attachment in self._pending_attach.pop(c.id, []):
+            attachment.stream.close()
+        if isinstance(error, DockerError) and error.status == 500 and code in (126, 127):
+            error.status = 400
+
+
+def _write_bundle(bundle: str, oci: dict) -> None:
+    os.makedirs(bundle, mode=0o700, exist_ok=True)
+    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci, indent=1).encode(), mode=0o600)
