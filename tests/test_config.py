@@ -11,6 +11,31 @@ from twistedock.listeners import Address, check_addresses, is_loopback, parse_ho
 from twistedock.tap import Options
 
 
+@pytest.fixture(autouse=True)
+def default_config_file(monkeypatch, tmp_path):
+    """Where daemon.json is read from without --config-file: a temporary
+    path (absent unless a test writes it), never the host's
+    /etc/twistedock/daemon.json."""
+    path = tmp_path / "etc" / "daemon.json"
+    parameters = [list(p) for p in Options.optParameters]
+    for parameter in parameters:
+        if parameter[0] == "config-file":
+            parameter[2] = str(path)
+    monkeypatch.setattr(Options, "optParameters", parameters)
+    return path
+
+
+def test_the_default_config_file_is_read_when_it_exists(default_config_file, tmp_path):
+    options = Options()
+    options.parseOptions(["-H", "unix://%s" % (tmp_path / "s")])
+    assert options.config.labels == [] and options.config.config_file == str(default_config_file)
+    default_config_file.parent.mkdir()
+    default_config_file.write_text(json.dumps({"labels": ["from=default"]}))
+    options = Options()
+    options.parseOptions(["-H", "unix://%s" % (tmp_path / "s")])
+    assert options.config.labels == ["from=default"]
+
+
 def test_flags(tmp_path):
     sock = tmp_path / "d.sock"
     options = Options()
@@ -43,14 +68,15 @@ def test_config_file_fills_what_flags_left(tmp_path):
 
 
 def test_flag_and_file_conflict(tmp_path):
-    path = write(tmp_path, {"debug": False, "hosts": ["unix:///tmp/x.sock"]})
+    x, y = "unix://%s" % (tmp_path / "x.sock"), "unix://%s" % (tmp_path / "y.sock")
+    path = write(tmp_path, {"debug": False, "hosts": [x]})
     options = Options()
     with pytest.raises(UsageError) as e:
-        options.parseOptions(["--config-file", path, "--debug", "-H", "unix:///tmp/y.sock"])
+        options.parseOptions(["--config-file", path, "--debug", "-H", y])
     assert str(e.value) == (
         "unable to configure the daemon with file %s: the following directives are specified "
-        "both as a flag and in the configuration file: hosts: (from flag: [unix:///tmp/y.sock], "
-        "from file: [unix:///tmp/x.sock]), debug: (from flag: true, from file: false)" % path
+        "both as a flag and in the configuration file: hosts: (from flag: [%s], "
+        "from file: [%s]), debug: (from flag: true, from file: false)" % (path, y, x)
     )
 
 

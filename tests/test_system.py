@@ -18,10 +18,10 @@ from twistedock.routers.system import ISystemBackend, event_time
 from .memory import API, MemorySystemBackend, result_of
 
 
-def test_backends_provide_their_interfaces():
+def test_backends_provide_their_interfaces(tmp_path):
     from twisted.internet import reactor
 
-    settings = SystemSettings(daemon_id="x", data_root="/tmp", exec_root="/tmp")
+    settings = SystemSettings(daemon_id="x", data_root=str(tmp_path / "root"), exec_root=str(tmp_path / "exec"))
     assert verifyObject(ISystemBackend, SystemBackend(reactor, settings, EventLog()))
     assert verifyObject(ISystemBackend, MemorySystemBackend(API().clock))
     assert verifyObject(IClusterBackend, InactiveCluster())

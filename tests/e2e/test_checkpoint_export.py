@@ -28,10 +28,6 @@ from .test_checkpoint import (  # noqa: F401  (the criu fixture)
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
-    pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export"),
-    pytest.mark.route("POST", "/containers/checkpoints/import"),
-    pytest.mark.route("POST", "/containers/{name:.*}/checkpoints"),
-    pytest.mark.route("POST", "/containers/{name:.*}/start"),
 ]
 
 #: The counter, after changing its root filesystem (a file added, one removed).
@@ -40,8 +36,8 @@ SCRIPT = "echo moved > /marker; rm /bin/true; i=0; while true; do echo $i; i=$((
 
 @pytest.fixture(scope="module")
 def pair(module_daemons, tmp_path_factory, criu):  # noqa: F811
-    a = module_daemons.start("--experimental")
-    b = module_daemons.start("--experimental")
+    a = module_daemons.start("--experimental", "--criu-path", criu)
+    b = module_daemons.start("--experimental", "--criu-path", criu)
     _import_busybox(a, tmp_path_factory)
     _import_busybox(b, tmp_path_factory)
     yield a, b
@@ -78,6 +74,11 @@ def import_(daemon, body, name=""):
     return daemon.request("POST", target, body=body, headers={"Content-Type": "application/x-tar"}, timeout=60)
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("GET", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
 def test_export_import_restore_continues_on_the_other_daemon(pair):
     a, b = pair
     counter(a, "travel")
@@ -116,6 +117,10 @@ def test_export_import_restore_continues_on_the_other_daemon(pair):
     a.docker("rm", "-f", "travel")
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
 def test_leave_running_then_import_keeps_both(pair):
     a, b = pair
     counter(a, "twin")
@@ -142,6 +147,9 @@ def test_leave_running_then_import_keeps_both(pair):
     a.docker("rm", "-f", "twin")
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
 def test_missing_image_on_the_target_is_404_naming_it(pair, module_daemons):
     a, _ = pair
     bare = module_daemons.start("--experimental")
@@ -155,6 +163,8 @@ def test_missing_image_on_the_target_is_404_naming_it(pair, module_daemons):
     a.docker("rm", "-f", "lonely")
 
 
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
 def test_bad_requests(pair):
     a, b = pair
     answer = import_(b, b"this is not a tar")

@@ -9,7 +9,6 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
 def debug_daemon(module_daemons):
     return module_daemons.start("--debug")
@@ -42,12 +41,11 @@ def test_cpu_profile_does_not_block_the_daemon(debug_daemon):
     try:
         # Wait until the profile request is being served, then ping.
         debug_daemon.wait_for_log(r"Calling GET /debug/pprof/profile\?seconds=1$")
-        started = time.monotonic()
         ping = debug_daemon.request("GET", "/_ping", timeout=5)
-        ping_elapsed = time.monotonic() - started
         assert ping.status == 200 and ping.body == b"OK"
-        assert ping_elapsed < 0.5, ping_elapsed
-        # The ping was answered while the profile was still being taken.
+        # The ping was answered while the profile was still being taken
+        # (its answer is not logged yet: it has not been sent).
+        assert not re.search(r"GET /debug/pprof/profile\?seconds=1 200 ", debug_daemon.log_text())
         assert thread.is_alive()
     finally:
         thread.join(15)
@@ -101,7 +99,7 @@ def test_post_body_is_logged_masked(debug_daemon):
     assert "e2e-user" in log
 
 
-@pytest.mark.route("GET", "/debug/vars")
+# No route mark: without --debug these routes do not exist (the catch-all answers).
 def test_debug_routes_need_debug(default_daemon):
     for target in ("/debug/vars", "/debug/pprof/heap"):
         resp = default_daemon.request("GET", target)

@@ -71,9 +71,9 @@ def test_docker_client_events(daemons):
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: client.info()["Labels"] == ["py=2"], 10, what="the reload")
         t1 = round(time.time(), 6)
-        started = time.monotonic()
+        # --until in the past: the stream ends by itself (else the client's
+        # 30 s read timeout fails the test).
         events = list(client.events(since=t0, until=t1, decode=True))
-        assert time.monotonic() - started < 10
         assert len(events) == 1, events
         event = events[0]
         assert event["Type"] == "daemon"

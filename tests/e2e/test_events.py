@@ -79,13 +79,12 @@ def test_sighup_reloads_labels_and_logs_event(daemon):
     assert daemon.docker_json("info", format="{{json .Labels}}") == labels
     assert "configuration reloaded from %s" % daemon.config_file in daemon.log_text()
 
-    started = time.monotonic()
+    # --until in the past: the command prints history and exits by itself
+    # (a stream that did not end would fail on the 15 s timeout).
     result = daemon.docker(
         "system", "events", "--since", stamp(t0), "--until", stamp(t1), "--format", "{{json .}}",
         timeout=15,
     )
-    # --until in the past: the command prints history and exits by itself.
-    assert time.monotonic() - started < 10
     events = json_lines(result.stdout)
     assert len(events) == 1, result.stdout
     assert_reload_event(events[0], daemon, labels)
@@ -162,7 +161,6 @@ def test_events_until_in_the_future_ends_by_itself(daemon):
     listeners = daemon.info()["NEventsListener"]
     since = time.time()
     until = since + 3
-    started = time.monotonic()
     proc = daemon.docker_popen(
         "events", "--since", stamp(since), "--until", stamp(until), "--format", "{{json .}}"
     )
@@ -181,9 +179,9 @@ def test_events_until_in_the_future_ends_by_itself(daemon):
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=5)
-    elapsed = time.monotonic() - started
+    # Not before --until (the daemon's clock is this machine's).
+    assert time.time() >= until
     assert proc.returncode == 0, err
-    assert 2.0 <= elapsed < 8.0, elapsed
     events = json_lines(out)
     assert len(events) == 1, out
     assert_reload_event(events[0], daemon, labels)

@@ -141,11 +141,14 @@ def test_exec_privileged_and_capabilities(daemon, box):
 
 @pytest.mark.route("POST", "/exec/{name:.*}/start")
 def test_exec_detached_runs_in_the_background(daemon, box):
-    started = time.monotonic()
-    result = daemon.docker("exec", "-d", box, "sh", "-c", "sleep 1; touch /tmp/done")
+    # The detached process waits for /tmp/go: the CLI returning before it
+    # is told to go shows it did not wait for the process.
+    result = daemon.docker("exec", "-d", box, "sh", "-c",
+                           "while [ ! -e /tmp/go ]; do sleep 0.05; done; touch /tmp/done")
     assert result.returncode == 0 and result.stdout == ""
-    assert time.monotonic() - started < 1
-    wait_for(lambda: daemon.docker("exec", box, "ls", "/tmp", check=False).stdout == "done\n", 10,
+    assert daemon.docker("exec", box, "ls", "/tmp").stdout == ""
+    daemon.docker("exec", box, "touch", "/tmp/go")
+    wait_for(lambda: daemon.docker("exec", box, "ls", "/tmp", check=False).stdout == "done\ngo\n", 10,
              what="the detached exec's file")
 
 
@@ -353,13 +356,16 @@ def test_start_hijack_headers_framing_and_half_close(daemon, box):
 @pytest.mark.route("POST", "/exec/{name:.*}/start")
 @pytest.mark.route("POST", "/exec/{name:.*}/resize")
 def test_tty_start_is_raw_and_resizes(daemon, box):
-    exec_id = exec_create(daemon, box, Cmd=["sh", "-c", "sleep 1; stty size"], Tty=True, AttachStdout=True)
+    # The process prints its size once it is no longer the start's 5x6.
+    wait_resized = 'while [ "$(stty size)" = "5 6" ]; do sleep 0.05; done; stty size'
+    exec_id = exec_create(daemon, box, Cmd=["sh", "-c", wait_resized], Tty=True, AttachStdout=True)
     resp = daemon.request("POST", "/exec/%s/resize?h=x&w=3" % exec_id)
     assert (resp.status, resp.json()) == (400, {"message": 'invalid resize height "x"'})
     import threading
 
     def resize():
-        time.sleep(0.5)
+        # Once it runs, so that the size reaches its terminal.
+        wait_for(lambda: exec_inspect(daemon, exec_id)["Running"], 10, what="the exec running")
         daemon.request("POST", "/exec/%s/resize?h=12&w=34" % exec_id)
 
     thread = threading.Thread(target=resize)

@@ -28,10 +28,6 @@ from .test_checkpoint_export import _remove_all
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
-    pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export"),
-    pytest.mark.route("POST", "/containers/checkpoints/import"),
-    pytest.mark.route("POST", "/containers/{name:.*}/checkpoints"),
-    pytest.mark.route("POST", "/containers/{name:.*}/start"),
 ]
 
 
@@ -59,8 +55,8 @@ def counter(daemon, name):
 
 @pytest.fixture
 def pair(daemons, tmp_path_factory, criu):  # noqa: F811
-    a = daemons.start("--experimental")
-    b = daemons.start("--experimental")
+    a = daemons.start("--experimental", "--criu-path", criu)
+    b = daemons.start("--experimental", "--criu-path", criu)
     _import_busybox(a, tmp_path_factory)
     _import_busybox(b, tmp_path_factory)
     yield a, b
@@ -68,7 +64,13 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
         _remove_all(d)
 
 
-
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+@pytest.mark.route("GET", "/images/{name:.*}/json")
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+@pytest.mark.route("DELETE", "/containers/{name:.*}")
 def test_migrate_moves_a_running_counter(pair):
     a, b = pair
     counter(a, "mover")
@@ -91,6 +93,8 @@ def test_migrate_moves_a_running_counter(pair):
     b.docker("rm", "-f", "mover")
 
 
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+@pytest.mark.route("GET", "/images/{name:.*}/json")
 def test_missing_container_or_image_changes_nothing(pair, daemons):
     a, b = pair
     result = run_migrate(a.host, b.host, "nope")
@@ -106,6 +110,11 @@ def test_missing_container_or_image_changes_nothing(pair, daemons):
     a.docker("rm", "-f", "stay")
 
 
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+@pytest.mark.route("GET", "/images/{name:.*}/json")
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
 def test_target_killed_mid_migration_leaves_the_source_running(pair):
     a, b = pair
     counter(a, "survivor")
