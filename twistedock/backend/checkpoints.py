@@ -395,7 +395,7 @@ class CheckpointBackend:
             manifest, record = parsed["manifest"], parsed["record"]
             checkpoint_id = str(manifest.get("Checkpoint") or "")
             if not VALID_NAME.match(checkpoint_id):
-                raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %r" % (checkpoint_id,))
+                raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %s" % (golang.quote(checkpoint_id),))
             config = dict(record["Config"])
             image_ref = config.get("Image") or ""
             # The image is not carried: it must be here (404 naming it).
@@ -529,7 +529,7 @@ def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: st
 def _safe_parts(name: str) -> List[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts) or name.startswith("/"):
-        raise InvalidParameter("invalid entry in checkpoint archive: %r" % (name,))
+        raise InvalidParameter("invalid entry in checkpoint archive: %s" % (golang.quote(name),))
     return parts
 
 
@@ -565,7 +565,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
                     if member.islnk() and member.linkname:
                         link = _safe_parts(member.linkname)
                         if link[0] != EXPORT_ROOTFS:
-                            raise InvalidParameter("invalid link in checkpoint archive: %r" % (member.name,))
+                            raise InvalidParameter("invalid link in checkpoint archive: %s" % (golang.quote(member.name),))
                         member.linkname = "/".join(link[1:])
                     extractor.extract(tar, member)
                     continue
@@ -573,17 +573,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
                     found[top] = tar.extractfile(member).read(16 * 1024 * 1024)
                     continue
                 if top in (EXPORT_CHECKPOINT, EXPORT_FILES):
-                    path = os.path.join(staging, *parts)
-                    if member.isdir():
-                        os.makedirs(path, mode=0o700, exist_ok=True)
-                    elif member.isfile():
-                        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-                        source = tar.extractfile(member)
-                        with open(path, "wb") as out:
-                            shutil.copyfileobj(source, out, 1 << 20)
-                        os.chmod(path, 0o600)
-                    else:
-                        raise InvalidParameter("unexpected entry in checkpoint archive: %r" % (member.name,))
+                    _stage_entry(tar, member, os.path.join(staging, *parts))
                     continue
                 # Unknown entries (a later version's additions) are ignored.
             extractor.finish()
@@ -605,6 +595,30 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
         raise InvalidParameter("invalid checkpoint archive: no checkpoint/")
     return {"manifest": manifest, "record": record}
 
+
+
+def _stage_entry(tar, member, path: str) -> None:
+    """Write a C{checkpoint/} or C{files/} entry (a directory or a regular
+    file, nothing else) at C{path} in the staging directory (blocking)."""
+    try:
+        if member.isdir():
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        elif member.isfile():
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            source = tar.extractfile(member)
+            with open(path, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.chmod(path, 0o600)
+        else:
+            raise InvalidParameter(
+                "unexpected entry in checkpoint archive: %s" % (golang.quote(member.name),)
+            )
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        # An entry below a file, or a file where a directory already is.
+        raise InvalidParameter(
+            "invalid checkpoint archive: %s clashes with an earlier entry"
+            % (golang.quote(member.name),)
+        )
 
 def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper: str, container_dir: str) -> None:
     """Move what was unpacked into place for the new container (blocking)."""
