@@ -15,7 +15,7 @@ from typing import List, Optional
 import attr
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import (
     AdoptedStreamServerEndpoint,
     SSL4ServerEndpoint,
@@ -195,6 +195,9 @@ class ListenerService(Service):
         self.factory = factory
         self.ports: list = []
         self.name = str(address)
+        #: Fires once every socket of this address listens (from
+        #: startService on); never, if one could not: the daemon then stops.
+        self.listening: Deferred = Deferred()
 
     def startService(self) -> None:
         Service.startService(self)
@@ -204,8 +207,12 @@ class ListenerService(Service):
             if os.path.exists(self.address.path):
                 # Checked before start: nothing answers there, it is stale.
                 os.unlink(self.address.path)
-        for endpoint in endpoints_for(self.reactor, self.address, self.config):
-            endpoint.listen(self.factory).addCallbacks(self._listening, self._failed)
+        listens = [
+            endpoint.listen(self.factory).addCallback(self._listening)
+            for endpoint in endpoints_for(self.reactor, self.address, self.config)
+        ]
+        self.listening = gatherResults(listens, consumeErrors=True)
+        self.listening.addErrback(self._failed)
 
     def _listening(self, port) -> None:
         self.ports.append(port)
@@ -213,7 +220,8 @@ class ListenerService(Service):
             self._set_group()
         log.info("API listen on {address}", address=str(self.address))
 
-    def _failed(self, failure) -> None:
+    def _failed(self, failure) -> Deferred:
+        failure = failure.value.subFailure
         log.critical(
             "cannot serve the API on {address}: {error}",
             address=str(self.address),
@@ -222,6 +230,9 @@ class ListenerService(Service):
         # The daemon cannot do its job: stop, and say so with the exit status.
         self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self.reactor.callWhenRunning(self.reactor.stop)
+        # Whatever waits on `listening` (the readiness notification) waits
+        # for ever: this Deferred never fires.
+        return Deferred()
 
     def _set_group(self) -> None:
         try:
