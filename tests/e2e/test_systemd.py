@@ -125,3 +125,13 @@ def test_containers_run_under_a_notifying_daemon(daemons, notify_socket, monkeyp
         'echo "[${NOTIFY_SOCKET-unset}]"', timeout=60,
     )
     assert result.stdout == "[unset]\n"
+
+
+def test_fd_without_passed_sockets_stops_the_daemon(daemons):
+    """Started by hand with -H fd://: it says why and exits, it does not hang."""
+    code, output = daemons.run_to_exit("-H", "fd://")
+    assert code == 1, output
+    assert (
+        "cannot serve the API on fd://: no sockets found via socket activation: "
+        "make sure the service was started by systemd" in output
+    ), output
