@@ -10,12 +10,12 @@ import ipaddress
 import os
 import socket
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import attr
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import (
     AdoptedStreamServerEndpoint,
     SSL4ServerEndpoint,
@@ -145,11 +145,33 @@ def tls_context(config: DaemonConfig):
     return ssl.CertificateOptions(**kwargs)
 
 
+def _activation_variables() -> Dict[str, str]:
+    """LISTEN_PID and LISTEN_FDS as systemd passed them.  Importing Twisted's
+    endpoints module removes them from os.environ (twisted.python.systemd
+    reads them once, for its own C{systemd:} endpoints), so they are read
+    from the environment this process started with."""
+    if "LISTEN_FDS" in os.environ:
+        return {name: os.environ.get(name, "") for name in ("LISTEN_PID", "LISTEN_FDS")}
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            initial = f.read()
+    except OSError:
+        return {}
+    variables = {}
+    for item in initial.split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name in (b"LISTEN_PID", b"LISTEN_FDS"):
+            variables[name.decode("ascii")] = value.decode("ascii", "replace")
+    return variables
+
+
 def _systemd_fds() -> List[int]:
-    if os.environ.get("LISTEN_PID") not in (None, str(os.getpid())):
+    """The sockets systemd passed in (sd_listen_fds): 3, 4, ..."""
+    variables = _activation_variables()
+    if variables.get("LISTEN_PID") != str(os.getpid()):
         return []
-    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    return list(range(3, 3 + count))
+    count = variables.get("LISTEN_FDS", "")
+    return list(range(3, 3 + int(count))) if count.isdigit() else []
 
 
 def endpoints_for(reactor, address: Address, config: DaemonConfig) -> list:
@@ -195,6 +217,9 @@ class ListenerService(Service):
         self.factory = factory
         self.ports: list = []
         self.name = str(address)
+        #: Fires once every socket of this address listens (from
+        #: startService on); never, if one could not: the daemon then stops.
+        self.listening: Deferred = Deferred()
 
     def startService(self) -> None:
         Service.startService(self)
@@ -204,8 +229,14 @@ class ListenerService(Service):
             if os.path.exists(self.address.path):
                 # Checked before start: nothing answers there, it is stale.
                 os.unlink(self.address.path)
-        for endpoint in endpoints_for(self.reactor, self.address, self.config):
-            endpoint.listen(self.factory).addCallbacks(self._listening, self._failed)
+        try:
+            endpoints = endpoints_for(self.reactor, self.address, self.config)
+        except Exception:
+            self.listening = fail()
+        else:
+            listens = [e.listen(self.factory).addCallback(self._listening) for e in endpoints]
+            self.listening = gatherResults(listens, consumeErrors=True)
+        self.listening.addErrback(self._failed)
 
     def _listening(self, port) -> None:
         self.ports.append(port)
@@ -213,7 +244,9 @@ class ListenerService(Service):
             self._set_group()
         log.info("API listen on {address}", address=str(self.address))
 
-    def _failed(self, failure) -> None:
+    def _failed(self, failure) -> Deferred:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         log.critical(
             "cannot serve the API on {address}: {error}",
             address=str(self.address),
@@ -222,6 +255,9 @@ class ListenerService(Service):
         # The daemon cannot do its job: stop, and say so with the exit status.
         self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self.reactor.callWhenRunning(self.reactor.stop)
+        # Whatever waits on `listening` (the readiness notification) waits
+        # for ever: this Deferred never fires.
+        return Deferred()
 
     def _set_group(self) -> None:
         try:

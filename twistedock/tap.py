@@ -1,16 +1,17 @@
 """
 C{twistd dockerd}: the command line, mirroring dockerd's flags, and the
-service it makes.
+service it makes; C{twistedock}, the same daemon as one command.
 """
 
 import os
 import sys
 
+from twisted.application.service import ServiceMaker
 from twisted.python import usage
 
+from . import __version__, systemd, versions
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
 from .listeners import check_addresses
-from . import versions
 
 BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore")
 
@@ -52,6 +53,13 @@ class Options(usage.Options):
         self.explicit.add("hosts")
 
     opt_H = opt_host
+
+    def opt_version(self) -> None:
+        """Print the version and exit"""
+        print("twistedock version %s" % (__version__,))
+        raise SystemExit(0)
+
+    opt_v = opt_version
 
     def parseOptions(self, options=None) -> None:
         if options is None:
@@ -133,7 +141,48 @@ def makeService(options: Options):
 
     from .daemon import Daemon
 
+    # Read before anything starts: runc and conmon must not inherit it.
+    notify_socket = systemd.take_notify_socket()
     try:
-        return Daemon(reactor, options.config)
+        daemon = Daemon(reactor, options.config)
     except ConfigError as e:
         raise SystemExit("twistd dockerd: %s" % (e,))
+    # Last child: it starts after the listeners, and stops first.
+    systemd.ReadinessService(daemon.listeners, notify_socket).setServiceParent(daemon)
+    return daemon
+
+
+#: The twistd plugin, as twisted/plugins/twistedock_dockerd.py declares it
+#: (that dropin imports nothing of twistedock: twistd imports every dropin).
+DOCKERD = ServiceMaker(
+    "twistedock dockerd", __name__, "A Docker-Engine-compatible container daemon", "dockerd"
+)
+
+
+def main(argv=None) -> None:
+    """The C{twistedock} command: C{twistedock [dockerd flags]} is
+    C{twistd -n --pidfile= dockerd [dockerd flags]}, found without twistd's
+    plugin discovery, so it works from any install; C{twistedock migrate ...}
+    is C{twistedock-migrate ...}."""
+    from twisted.scripts.twistd import ServerOptions, runApp
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["migrate"]:
+        from .migrate import main as migrate
+
+        raise SystemExit(migrate(argv[1:]))
+
+    class DaemonOptions(ServerOptions):
+        synopsis = "Usage: twistedock"
+
+        @staticmethod
+        def _getPlugins(interface):
+            return [DOCKERD]
+
+    config = DaemonOptions()
+    try:
+        config.parseOptions(["--nodaemon", "--pidfile=", "dockerd"] + argv)
+    except usage.UsageError as e:
+        sys.stderr.write("twistedock: %s\nSee 'twistedock --help'.\n" % (e,))
+        raise SystemExit(1)
+    runApp(config)
