@@ -139,6 +139,8 @@ def _clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         "DOCKER_MIN_API_VERSION",
         "LISTEN_PID",
         "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
     ):
         env.pop(name, None)
     env.update(extra or {})
