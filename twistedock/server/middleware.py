@@ -11,13 +11,17 @@ from typing import Awaitable, Callable, Optional
 
 import attr
 
+from twisted.web.resource import IResource
+
 from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet
 from ..logs import Logger
 from .. import versions
 from .httputils import APIRequest
 
-Handler = Callable[[APIRequest], Awaitable[None]]
+#: A handler answers through its APIRequest and returns None, or returns a
+#: resource that takes the connection over (attach, exec start).
+Handler = Callable[[APIRequest], Awaitable[Optional[IResource]]]
 Middleware = Callable[[Handler], Handler]
 
 log = Logger()
@@ -50,7 +54,7 @@ class APIConfig:
 
 def version_middleware(config: APIConfig) -> Middleware:
     def wrap(handler: Handler) -> Handler:
-        async def versioned(req: APIRequest) -> None:
+        async def versioned(req: APIRequest) -> Optional[IResource]:
             req.set_header("Server", config.server_header)
             req.set_header("Api-Version", config.max_version)
             req.set_header("Ostype", "linux")
@@ -67,7 +71,7 @@ def version_middleware(config: APIConfig) -> Middleware:
                     % (version, config.max_version)
                 )
             req.version = version
-            await handler(req)
+            return await handler(req)
 
         return versioned
 
@@ -78,9 +82,9 @@ def experimental_middleware(config: APIConfig) -> Middleware:
     value = "true" if config.experimental else "false"
 
     def wrap(handler: Handler) -> Handler:
-        async def marked(req: APIRequest) -> None:
+        async def marked(req: APIRequest) -> Optional[IResource]:
             req.set_header("Docker-Experimental", value)
-            await handler(req)
+            return await handler(req)
 
         return marked
 
@@ -103,7 +107,7 @@ def debug_middleware(clock=time) -> Middleware:
     """Log each request and, when it finishes, its status and duration."""
 
     def wrap(handler: Handler) -> Handler:
-        async def logged(req: APIRequest) -> None:
+        async def logged(req: APIRequest) -> Optional[IResource]:
             started = clock.monotonic()
             body: Optional[str] = None
             request = req.request
@@ -129,7 +133,7 @@ def debug_middleware(clock=time) -> Middleware:
                 )
 
             request.notifyFinish().addBoth(finished)
-            await handler(req)
+            return await handler(req)
 
         return logged
 
@@ -153,12 +157,12 @@ def experimental_route(config: APIConfig) -> Middleware:
 
 def minimum_version(method: str, template: str, minimum: str) -> Middleware:
     def wrap(handler: Handler) -> Handler:
-        async def gated(req: APIRequest) -> None:
+        async def gated(req: APIRequest) -> Optional[IResource]:
             if req.version is not None and versions.less_than(req.version, minimum):
                 raise InvalidParameter(
                     "%s %s requires minimum API version %s" % (method, template, minimum)
                 )
-            await handler(req)
+            return await handler(req)
 
         return gated
 
