@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 from ..logs import Logger
 from .app import ServedRouter, answer_failure, answer_not_found, serve_router
 from .middleware import APIConfig
-from .routing import clean_path
+from .routing import clean_path, head, literal_head
 
 log = Logger()
 
@@ -38,13 +38,37 @@ def compose(routers: Iterable, config: APIConfig) -> List[ServedRouter]:
 
 
 class Routers:
-    """The routers in registration order: the first that takes a request."""
+    """The routers in registration order: the first that takes a request.
+
+    A router is asked only if one of its routes for the method can take a
+    path with that first segment (an index made from the tables), so most
+    requests are matched once, by the router that takes them."""
 
     def __init__(self, routers: Sequence[ServedRouter]) -> None:
         self.routers = tuple(routers)
+        self._index: Dict[str, Dict[str, Tuple[ServedRouter, ...]]] = {}
+        self._any_head: Dict[str, Tuple[ServedRouter, ...]] = {}
+        heads: Dict[str, set] = {}
+        for router in self.routers:
+            for route in router.routes:
+                heads.setdefault(route.method, set()).add(literal_head(route.path))
+        for method, literal in heads.items():
+            self._any_head[method] = self._candidates(method, None)
+            self._index[method] = {h: self._candidates(method, h) for h in literal if h is not None}
+
+    def _candidates(self, method: str, first: Optional[str]) -> Tuple[ServedRouter, ...]:
+        """The routers with a route for C{method} whose first segment is a
+        variable, or is C{first}."""
+        return tuple(
+            router for router in self.routers
+            if any(r.method == method and literal_head(r.path) in (None, first) for r in router.routes)
+        )
 
     def find(self, method: str, path: str) -> Optional[Found]:
-        for router in self.routers:
+        index = self._index.get(method)
+        if index is None:
+            return None
+        for router in index.get(head(path)) or self._any_head[method]:
             found = router.map.match(method, path)
             if found is not None:
                 return router, found[0], found[1]

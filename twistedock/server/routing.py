@@ -36,6 +36,18 @@ def route(
     return Route(method, path, handler, experimental, min_version)
 
 
+def head(path: str) -> str:
+    """The first segment of a path (C{""} for C{/})."""
+    return path[1:].split("/", 1)[0]
+
+
+def literal_head(template: str) -> Optional[str]:
+    """The first segment every path a template matches has, or None when
+    a variable is part of it."""
+    first = head(template)
+    return None if "{" in first else first
+
+
 #: What dockerd puts before every route: gorilla's /v{version:[0-9.]+}.
 VERSION_PREFIX = "/v{version:[0-9.]+}"
 
