@@ -5,6 +5,7 @@ API version check and headers, then the experimental header, then the route's
 own wrappers (experimental gate, minimum version), then the handler.
 """
 
+import functools
 import json
 import time
 from typing import Awaitable, Callable, Optional
@@ -53,23 +54,32 @@ class APIConfig:
 
 
 def version_middleware(config: APIConfig) -> Middleware:
+    server = config.server_header
+
+    @functools.lru_cache(maxsize=64)
+    def refusal(version: str) -> Optional[str]:
+        """Why C{version} is refused, or None (asked on every request)."""
+        if versions.less_than(version, config.min_version):
+            return (
+                "client version %s is too old. Minimum supported API version "
+                "is %s, please upgrade your client to a newer version"
+                % (version, config.min_version)
+            )
+        if versions.greater_than(version, config.max_version):
+            return "client version %s is too new. Maximum supported API version is %s" % (
+                version, config.max_version,
+            )
+        return None
+
     def wrap(handler: Handler) -> Handler:
         async def versioned(req: APIRequest) -> Optional[IResource]:
-            req.set_header("Server", config.server_header)
+            req.set_header("Server", server)
             req.set_header("Api-Version", config.max_version)
             req.set_header("Ostype", "linux")
             version = req.vars.get("version") or config.max_version
-            if versions.less_than(version, config.min_version):
-                raise InvalidParameter(
-                    "client version %s is too old. Minimum supported API version "
-                    "is %s, please upgrade your client to a newer version"
-                    % (version, config.min_version)
-                )
-            if versions.greater_than(version, config.max_version):
-                raise InvalidParameter(
-                    "client version %s is too new. Maximum supported API version is %s"
-                    % (version, config.max_version)
-                )
+            refused = refusal(version)
+            if refused is not None:
+                raise InvalidParameter(refused)
             req.version = version
             return await handler(req)
 

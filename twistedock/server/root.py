@@ -11,7 +11,7 @@ of the middleware's headers, as dockerd's mux answers.
 """
 
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet.defer import maybeDeferred
@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 from ..logs import Logger
 from .app import ServedRouter, answer_failure, answer_not_found, serve_router
 from .middleware import APIConfig
-from .routing import clean_path, head, literal_head
+from .routing import clean_path, head, literal_head, literal_tail, tail
 
 log = Logger()
 
@@ -30,6 +30,7 @@ log = Logger()
 VERSION_PREFIX = re.compile(r"/v([0-9.]+)(/.*)", re.DOTALL)
 
 Found = Tuple[ServedRouter, str, Dict[str, str]]
+Candidate = Tuple[ServedRouter, Optional[FrozenSet[str]]]
 
 
 def compose(routers: Iterable, config: APIConfig) -> List[ServedRouter]:
@@ -41,34 +42,37 @@ class Routers:
     """The routers in registration order: the first that takes a request.
 
     A router is asked only if one of its routes for the method can take a
-    path with that first segment (an index made from the tables), so most
-    requests are matched once, by the router that takes them."""
+    path with that first and last segment (an index made from the tables),
+    so most requests are matched once, by the router that takes them."""
 
     def __init__(self, routers: Sequence[ServedRouter]) -> None:
         self.routers = tuple(routers)
-        self._index: Dict[str, Dict[str, Tuple[ServedRouter, ...]]] = {}
-        self._any_head: Dict[str, Tuple[ServedRouter, ...]] = {}
-        heads: Dict[str, set] = {}
-        for router in self.routers:
-            for route in router.routes:
-                heads.setdefault(route.method, set()).add(literal_head(route.path))
-        for method, literal in heads.items():
-            self._any_head[method] = self._candidates(method, None)
-            self._index[method] = {h: self._candidates(method, h) for h in literal if h is not None}
+        self._index: Dict[str, Dict[Optional[str], Tuple[Candidate, ...]]] = {}
+        for method in {r.method for router in self.routers for r in router.routes}:
+            heads = {literal_head(r.path) for router in self.routers for r in router.routes if r.method == method}
+            self._index[method] = {h: self._candidates(method, h) for h in heads}
 
-    def _candidates(self, method: str, first: Optional[str]) -> Tuple[ServedRouter, ...]:
+    def _candidates(self, method: str, first: Optional[str]) -> Tuple[Candidate, ...]:
         """The routers with a route for C{method} whose first segment is a
-        variable, or is C{first}."""
-        return tuple(
-            router for router in self.routers
-            if any(r.method == method and literal_head(r.path) in (None, first) for r in router.routes)
-        )
+        variable or C{first}, each with the last segments its routes want
+        (None: any)."""
+        candidates = []
+        for router in self.routers:
+            routes = [r for r in router.routes if r.method == method and literal_head(r.path) in (None, first)]
+            if routes:
+                tails = {literal_tail(r.path) for r in routes}
+                candidates.append((router, None if None in tails else frozenset(tails)))
+        return tuple(candidates)
 
     def find(self, method: str, path: str) -> Optional[Found]:
         index = self._index.get(method)
         if index is None:
             return None
-        for router in index.get(head(path)) or self._any_head[method]:
+        candidates = index.get(head(path)) or index.get(None, ())
+        last = tail(path)
+        for router, tails in candidates:
+            if tails is not None and last not in tails:
+                continue
             found = router.map.match(method, path)
             if found is not None:
                 return router, found[0], found[1]
@@ -146,10 +150,15 @@ def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], reques
     the handler is cancelled when the client leaves, failures go to the
     app's error answer, a returned resource is rendered (it takes the
     connection over), anything else finishes the request."""
-    left = []
-    request.notifyFinish().addBoth(left.append)
     d = maybeDeferred(router.app.execute_endpoint, endpoint, request, **variables)
-    request.notifyFinish().addErrback(lambda _: d.cancel())
+    # After the endpoint's own listener (it marks the request gone first).
+    left = []
+
+    def gone(reason) -> None:
+        left.append(reason)
+        d.cancel()
+
+    request.notifyFinish().addCallbacks(left.append, gone)
 
     def answered(result) -> None:
         if IResource.providedBy(result):

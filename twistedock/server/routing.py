@@ -41,11 +41,22 @@ def head(path: str) -> str:
     return path[1:].split("/", 1)[0]
 
 
+def tail(path: str) -> str:
+    """The last segment of a path (C{""} after a trailing slash)."""
+    return path.rsplit("/", 1)[1]
+
+
 def literal_head(template: str) -> Optional[str]:
     """The first segment every path a template matches has, or None when
     a variable is part of it."""
     first = head(template)
     return None if "{" in first else first
+
+
+def literal_tail(template: str) -> Optional[str]:
+    """The last segment every path a template matches has, or None."""
+    last = tail(template)
+    return None if "{" in last else last
 
 
 #: What dockerd puts before every route: gorilla's /v{version:[0-9.]+}.
