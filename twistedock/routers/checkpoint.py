@@ -14,7 +14,7 @@ from typing import Any, Dict
 from zope.interface import Interface
 
 from ..errors import InternalError, InvalidParameter, NotImplementedYet
-from ..server.httputils import APIRequest
+from ..server.httputils import APIRequest, decode_go_struct, go_syntax_error
 from ..server.routing import route
 from . import Router
 
@@ -62,60 +62,8 @@ class ICheckpointBackend(Interface):
 
 
 #: The create body: types.CheckpointCreateOptions's fields and Go types.
-CREATE_FIELDS = {"CheckpointID": str, "CheckpointDir": str, "Exit": bool}
+CREATE_FIELDS = {"CheckpointID": "string", "CheckpointDir": "string", "Exit": "bool"}
 CREATE_TYPE = "types.CheckpointCreateOptions"
-
-
-def _go_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-_SYNTAX = {
-    "Expecting value": "looking for beginning of value",
-    "Expecting ',' delimiter": None,  # depends on where: object or array
-    "Expecting ':' delimiter": "after object key",
-    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
-}
-
-
-def _syntax_error(text: str, error: json.JSONDecodeError) -> str:
-    """Go's json.Decoder message for a document Python could not parse."""
-    rest = text[error.pos :]
-    if not rest.strip():
-        return "unexpected EOF"
-    char = rest[0]
-    where = _SYNTAX.get(error.msg, "looking for beginning of value")
-    if where is None:
-        # Inside an object (after a value) or an array: look back.
-        depth = []
-        in_string = escape = False
-        for ch in text[: error.pos]:
-            if in_string:
-                if escape:
-                    escape = False
-                elif ch == "\\":
-                    escape = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch in "{[":
-                depth.append(ch)
-            elif ch in "}]" and depth:
-                depth.pop()
-        where = "after array element" if depth and depth[-1] == "[" else "after object key:value pair"
-    shown = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char, char)
-    if char == "'":
-        shown = "\\'"
-    return "invalid character '%s' %s" % (shown, where)
 
 
 def decode_create_options(body: bytes, content_type: str = "") -> Dict[str, Any]:
@@ -132,32 +80,11 @@ def decode_create_options(body: bytes, content_type: str = "") -> Dict[str, Any]
     try:
         value, _ = json.JSONDecoder().raw_decode(stripped)
     except json.JSONDecodeError as e:
-        raise InternalError(_syntax_error(stripped, e))
-    if value is None:
-        return options
-    if not isinstance(value, dict):
-        raise InternalError(
-            "json: cannot unmarshal %s into Go value of type %s" % (_go_kind(value), CREATE_TYPE)
-        )
-    error = None
-    for key, item in value.items():
-        field = key if key in CREATE_FIELDS else next(
-            (f for f in CREATE_FIELDS if f.lower() == key.lower()), None
-        )
-        if field is None or item is None:
-            continue
-        wanted = CREATE_FIELDS[field]
-        if isinstance(item, wanted) and not (wanted is not bool and isinstance(item, bool)):
-            options[field] = item
-        elif error is None:
-            error = "json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (
-                _go_kind(item),
-                CREATE_TYPE.split(".")[-1],
-                field,
-                "bool" if wanted is bool else "string",
-            )
+        raise InternalError(go_syntax_error(stripped, e))
+    decoded, error = decode_go_struct(value, CREATE_TYPE, CREATE_FIELDS)
     if error is not None:
         raise InternalError(error)
+    options.update(decoded)
     return options
 
 

@@ -6,8 +6,8 @@ from zope.interface import Interface
 
 from ..errors import DockerError, InvalidParameter
 from .. import versions
-from ..server.hijack import hijack, hijack_error, websocket
-from ..server.httputils import APIRequest, encode_json
+from ..server.hijack import hijacked, refused, websocket_attached
+from ..server.httputils import APIRequest, decode_go_struct, encode_json
 from ..server.routing import route
 from ..streams import MULTIPLEXED, RAW, StdWriter
 from . import Router
@@ -339,12 +339,12 @@ class ContainerRouter(Router):
             tty = self.backend.tty(name)
         except DockerError as e:
             # dockerd answers a failed attach on the taken-over connection.
-            hijack_error(req, e.status, str(e))
-            return
+            return refused(req, e.status, str(e))
         multiplexed = not tty and not versions.less_than(req.version, "1.42")
-        stream = hijack(req, MULTIPLEXED if multiplexed else RAW)
-        stream.framed = not tty
-        await self.backend.attach(name, options, stream)
+        return hijacked(
+            req, MULTIPLEXED if multiplexed else RAW, not tty,
+            lambda stream: self.backend.attach(name, options, stream),
+        )
 
     async def ws_containers_attach(self, req: APIRequest) -> None:
         name = req.vars["name"]
@@ -358,11 +358,14 @@ class ContainerRouter(Router):
             "detach_keys": req.query("detachKeys", ""),
         }
         self.backend.check_attach(name, options)
-        stream = websocket(req, binary=not versions.less_than(req.version, "1.28"))
-        await stream.opened
-        if stream.lost:
-            return
-        await self.backend.attach(name, options, stream)
+
+        async def serve(stream) -> None:
+            await stream.opened
+            if stream.lost:
+                return
+            await self.backend.attach(name, options, stream)
+
+        return websocket_attached(req, not versions.less_than(req.version, "1.28"), serve)
 
     # -- exec handlers ------------------------------------------------------
 
@@ -384,57 +387,10 @@ class ContainerRouter(Router):
 
     @staticmethod
     def _exec_options(body, struct: str, fields: dict) -> dict:
-        """A JSON body decoded as Go decodes it into C{container.STRUCT}:
-        field names matched regardless of case, unknown ones ignored, the
-        first value of a wrong type refused."""
-
-        def kind(value) -> str:
-            if isinstance(value, bool):
-                return "bool"
-            if isinstance(value, (int, float)):
-                return "number"
-            if isinstance(value, str):
-                return "string"
-            return "array" if isinstance(value, list) else "object"
-
-        def problem(value, wanted: str):
-            if wanted in ("string", "bool"):
-                return None if kind(value) == wanted else (kind(value), wanted)
-            if not isinstance(value, list):
-                return kind(value), wanted
-            element = "string" if wanted == "[]string" else "uint"
-            for item in value:
-                if item is None:
-                    continue
-                if kind(item) != ("string" if element == "string" else "number"):
-                    return kind(item), element
-                if element == "uint" and (item < 0 or item != int(item) or item > 0xFFFFFFFFFFFFFFFF):
-                    return "number %s" % (item,), element
-            return None
-
-        if body is None:
-            return {}
-        if not isinstance(body, dict):
-            raise InvalidParameter(
-                "invalid JSON: json: cannot unmarshal %s into Go value of type container.%s"
-                % (kind(body), struct)
-            )
-        options = {}
-        for key, value in body.items():
-            name = key if key in fields else next((f for f in fields if f.lower() == key.lower()), None)
-            if name is None or value is None:
-                continue
-            wrong = problem(value, fields[name])
-            if wrong is not None:
-                raise InvalidParameter(
-                    "invalid JSON: json: cannot unmarshal %s into Go struct field %s.%s of type %s"
-                    % (wrong[0], struct, name, wrong[1])
-                )
-            if fields[name] == "[2]uint":
-                value = [int(v or 0) for v in (list(value) + [0, 0])[:2]]
-            elif fields[name] == "[]string":
-                value = [v or "" for v in value]
-            options[name] = value
+        """A JSON body decoded as Go decodes it into C{container.STRUCT}."""
+        options, error = decode_go_struct(body, "container." + struct, fields)
+        if error is not None:
+            raise InvalidParameter("invalid JSON: " + error)
         return options
 
     async def get_exec_by_id(self, req: APIRequest) -> None:
@@ -465,17 +421,19 @@ class ContainerRouter(Router):
             return
         # Framing follows the start request's Tty, as dockerd's.
         multiplexed = not tty and not versions.less_than(req.version, "1.42")
-        stream = hijack(req, MULTIPLEXED if multiplexed else RAW)
-        stream.framed = not tty
-        try:
-            await execs.start_exec(name, stream, console_size)
-        except DockerError as e:
-            # Too late for a status: dockerd writes the error as output.
-            from ..streams import STDOUT
 
-            stream.write(STDOUT, (str(e) + "\r\n").encode("utf-8"))
-        finally:
-            stream.close()
+        async def serve(stream) -> None:
+            try:
+                await execs.start_exec(name, stream, console_size)
+            except DockerError as e:
+                # Too late for a status: dockerd writes the error as output.
+                from ..streams import STDOUT
+
+                stream.write(STDOUT, (str(e) + "\r\n").encode("utf-8"))
+            finally:
+                stream.close()
+
+        return hijacked(req, MULTIPLEXED if multiplexed else RAW, not tty, serve)
 
     async def post_container_exec_resize(self, req: APIRequest) -> None:
         execs = self._exec_backend()

@@ -4,19 +4,29 @@ line and headers are written by hand (101 UPGRADED when the client asked for
 an upgrade, 200 otherwise) and the socket then carries raw bytes both ways.
 This is the one place that knows how twisted.web's connection is taken over
 (autobahn's WebSocketResource does the same); attach and exec share it.
+
+A hijacking handler returns a L{Takeover} resource (L{hijacked}, L{refused},
+L{websocket_attached}): Klein finishes a request when its handler returns,
+but renders a returned resource instead, and that takes the connection over.
 """
 
-from typing import Callable, Optional
+from typing import Awaitable, Callable, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from ..errors import DockerError
+from ..logs import Logger
 from ..streams import RAW, frame
 from .httputils import APIRequest
+
+log = Logger()
 
 _REASONS = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error",
             501: "Not Implemented", 503: "Service Unavailable"}
@@ -284,3 +294,60 @@ def websocket(req: APIRequest, binary: bool) -> WebSocketStream:
     req.hijacked = True
     WebSocketResource(factory).render(req.request)
     return stream
+
+
+class Takeover(Resource):
+    """What a hijacking handler returns.  Rendered, it takes the connection
+    over (C{take_over()} gives the stream) and runs C{serve(stream)}, which
+    owns the stream from then on; the request is never finished."""
+
+    isLeaf = True
+
+    def __init__(self, req: APIRequest, take_over: Callable[[], object],
+                 serve: Optional[Callable[[object], Awaitable[None]]] = None) -> None:
+        super().__init__()
+        self.req = req
+        self.take_over = take_over
+        self.serve = serve
+
+    def render(self, request):
+        stream = self.take_over()
+        if self.serve is not None:
+            ensureDeferred(self.serve(stream)).addErrback(self._failed)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure) -> None:
+        # Too late for an HTTP answer: the stream just ends.
+        if not failure.check(DockerError):
+            req = self.req
+            log.failure(
+                "Unexpected error in {router} handler for {method} {uri}",
+                failure,
+                router=req.router,
+                method=req.method,
+                uri=req.uri,
+            )
+
+
+def hijacked(req: APIRequest, content_type: str, framed: bool,
+             serve: Callable[[HijackedStream], Awaitable[None]]) -> Takeover:
+    """Take the connection over as a raw stream (L{hijack}), framed with the
+    stdcopy header or not, and C{serve} it."""
+
+    def take_over() -> HijackedStream:
+        stream = hijack(req, content_type)
+        stream.framed = framed
+        return stream
+
+    return Takeover(req, take_over, serve)
+
+
+def refused(req: APIRequest, status: int, message: str) -> Takeover:
+    """Answer a refused attach on the taken-over connection (L{hijack_error})."""
+    return Takeover(req, lambda: hijack_error(req, status, message))
+
+
+def websocket_attached(req: APIRequest, binary: bool,
+                       serve: Callable[[WebSocketStream], Awaitable[None]]) -> Takeover:
+    """Take the connection over as a websocket (L{websocket}) and C{serve} it."""
+    return Takeover(req, lambda: websocket(req, binary), serve)

@@ -1,11 +1,11 @@
 """
 Reading requests and writing responses, once for every router (moby's
-httputils): query values with dockerd's rules, JSON bodies, filters, and the
-JSON, empty and streamed answers a handler gives.
+httputils): query values with dockerd's rules, JSON bodies as Go's decoder
+reads them, filters, and the JSON, empty and streamed answers a handler gives.
 """
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -72,9 +72,11 @@ class Flow:
 class APIRequest:
     """One API request as handlers see it: inputs parsed, answers written."""
 
-    def __init__(self, request: IRequest, variables: Dict[str, str]) -> None:
+    def __init__(self, request: IRequest, variables: Dict[str, str], router: str = "") -> None:
         self.request = request
         self.vars = variables
+        #: The name of the router whose route took the request.
+        self.router = router
         #: Set by the version middleware: the API version the client speaks.
         self.version: Optional[str] = None
         self.method = request.method.decode("ascii", "replace")
@@ -86,6 +88,10 @@ class APIRequest:
         self.hijacked = False
         #: The backpressure of a streamed answer (see L{start_stream}).
         self.flow: Optional[Flow] = None
+
+    def went_away(self, reason) -> None:
+        """The client left before the answer was finished."""
+        self.gone = True
 
     # -- inputs ---------------------------------------------------------
 
@@ -197,3 +203,110 @@ class APIRequest:
 
     def write(self, data: bytes) -> None:
         self.request.write(data)
+
+
+# -- Go's json.Decoder --------------------------------------------------------
+#
+# Some bodies dockerd decodes straight into a struct with Go's json.Decoder,
+# and clients see its messages; these reproduce them, once for every router.
+
+_SYNTAX = {
+    "Expecting value": "looking for beginning of value",
+    "Expecting ',' delimiter": None,  # depends on where: object or array
+    "Expecting ':' delimiter": "after object key",
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+}
+
+
+def go_kind(value: Any) -> str:
+    """The JSON kind of C{value} as Go's decoder names it in a type error."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def go_syntax_error(text: str, error: json.JSONDecodeError) -> str:
+    """Go's json.Decoder message for a document Python could not parse."""
+    rest = text[error.pos :]
+    if not rest.strip():
+        return "unexpected EOF"
+    char = rest[0]
+    where = _SYNTAX.get(error.msg, "looking for beginning of value")
+    if where is None:
+        # Inside an object (after a value) or an array: look back.
+        depth = []
+        in_string = escape = False
+        for ch in text[: error.pos]:
+            if in_string:
+                if escape:
+                    escape = False
+                elif ch == "\\":
+                    escape = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "{[":
+                depth.append(ch)
+            elif ch in "}]" and depth:
+                depth.pop()
+        where = "after array element" if depth and depth[-1] == "[" else "after object key:value pair"
+    shown = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char, char)
+    if char == "'":
+        shown = "\\'"
+    return "invalid character '%s' %s" % (shown, where)
+
+
+def _go_type_problem(value: Any, wanted: str) -> Optional[Tuple[str, str]]:
+    """(what Go saw, the type it wanted) when C{value} does not fit a field
+    of Go type C{wanted} (string, bool, []string or [2]uint); else None."""
+    if wanted in ("string", "bool"):
+        return None if go_kind(value) == wanted else (go_kind(value), wanted)
+    if not isinstance(value, list):
+        return go_kind(value), wanted
+    element = "string" if wanted == "[]string" else "uint"
+    for item in value:
+        if item is None:
+            continue
+        if go_kind(item) != ("string" if element == "string" else "number"):
+            return go_kind(item), element
+        if element == "uint" and (item < 0 or item != int(item) or item > 0xFFFFFFFFFFFFFFFF):
+            return "number %s" % (item,), element
+    return None
+
+
+def decode_go_struct(value: Any, struct: str, fields: Dict[str, str]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """A decoded JSON document as Go's decoder fills the struct C{struct}
+    (package-qualified: C{container.ExecOptions}) whose fields have the Go
+    types C{fields}: the fields it sets, and the message of the first type
+    error (None when there was none).  Field names match regardless of case;
+    unknown fields and nulls are ignored, as in Go."""
+    if value is None:
+        return {}, None
+    if not isinstance(value, dict):
+        return {}, "json: cannot unmarshal %s into Go value of type %s" % (go_kind(value), struct)
+    decoded: Dict[str, Any] = {}
+    error = None
+    for key, item in value.items():
+        name = key if key in fields else next((f for f in fields if f.lower() == key.lower()), None)
+        if name is None or item is None:
+            continue
+        wrong = _go_type_problem(item, fields[name])
+        if wrong is not None:
+            if error is None:
+                error = "json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (
+                    wrong[0], struct.split(".")[-1], name, wrong[1],
+                )
+            continue
+        if fields[name] == "[2]uint":
+            item = [int(v or 0) for v in (list(item) + [0, 0])[:2]]
+        elif fields[name] == "[]string":
+            item = [v or "" for v in item]
+        decoded[name] = item
+    return decoded, error

@@ -5,11 +5,14 @@ API version check and headers, then the experimental header, then the route's
 own wrappers (experimental gate, minimum version), then the handler.
 """
 
+import functools
 import json
 import time
 from typing import Awaitable, Callable, Optional
 
 import attr
+
+from twisted.web.resource import IResource
 
 from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet
@@ -17,7 +20,9 @@ from ..logs import Logger
 from .. import versions
 from .httputils import APIRequest
 
-Handler = Callable[[APIRequest], Awaitable[None]]
+#: A handler answers through its APIRequest and returns None, or returns a
+#: resource that takes the connection over (attach, exec start).
+Handler = Callable[[APIRequest], Awaitable[Optional[IResource]]]
 Middleware = Callable[[Handler], Handler]
 
 log = Logger()
@@ -49,25 +54,34 @@ class APIConfig:
 
 
 def version_middleware(config: APIConfig) -> Middleware:
+    server = config.server_header
+
+    @functools.lru_cache(maxsize=64)
+    def refusal(version: str) -> Optional[str]:
+        """Why C{version} is refused, or None (asked on every request)."""
+        if versions.less_than(version, config.min_version):
+            return (
+                "client version %s is too old. Minimum supported API version "
+                "is %s, please upgrade your client to a newer version"
+                % (version, config.min_version)
+            )
+        if versions.greater_than(version, config.max_version):
+            return "client version %s is too new. Maximum supported API version is %s" % (
+                version, config.max_version,
+            )
+        return None
+
     def wrap(handler: Handler) -> Handler:
-        async def versioned(req: APIRequest) -> None:
-            req.set_header("Server", config.server_header)
+        async def versioned(req: APIRequest) -> Optional[IResource]:
+            req.set_header("Server", server)
             req.set_header("Api-Version", config.max_version)
             req.set_header("Ostype", "linux")
             version = req.vars.get("version") or config.max_version
-            if versions.less_than(version, config.min_version):
-                raise InvalidParameter(
-                    "client version %s is too old. Minimum supported API version "
-                    "is %s, please upgrade your client to a newer version"
-                    % (version, config.min_version)
-                )
-            if versions.greater_than(version, config.max_version):
-                raise InvalidParameter(
-                    "client version %s is too new. Maximum supported API version is %s"
-                    % (version, config.max_version)
-                )
+            refused = refusal(version)
+            if refused is not None:
+                raise InvalidParameter(refused)
             req.version = version
-            await handler(req)
+            return await handler(req)
 
         return versioned
 
@@ -78,9 +92,9 @@ def experimental_middleware(config: APIConfig) -> Middleware:
     value = "true" if config.experimental else "false"
 
     def wrap(handler: Handler) -> Handler:
-        async def marked(req: APIRequest) -> None:
+        async def marked(req: APIRequest) -> Optional[IResource]:
             req.set_header("Docker-Experimental", value)
-            await handler(req)
+            return await handler(req)
 
         return marked
 
@@ -103,7 +117,7 @@ def debug_middleware(clock=time) -> Middleware:
     """Log each request and, when it finishes, its status and duration."""
 
     def wrap(handler: Handler) -> Handler:
-        async def logged(req: APIRequest) -> None:
+        async def logged(req: APIRequest) -> Optional[IResource]:
             started = clock.monotonic()
             body: Optional[str] = None
             request = req.request
@@ -129,7 +143,7 @@ def debug_middleware(clock=time) -> Middleware:
                 )
 
             request.notifyFinish().addBoth(finished)
-            await handler(req)
+            return await handler(req)
 
         return logged
 
@@ -153,12 +167,12 @@ def experimental_route(config: APIConfig) -> Middleware:
 
 def minimum_version(method: str, template: str, minimum: str) -> Middleware:
     def wrap(handler: Handler) -> Handler:
-        async def gated(req: APIRequest) -> None:
+        async def gated(req: APIRequest) -> Optional[IResource]:
             if req.version is not None and versions.less_than(req.version, minimum):
                 raise InvalidParameter(
                     "%s %s requires minimum API version %s" % (method, template, minimum)
                 )
-            await handler(req)
+            return await handler(req)
 
         return gated
 

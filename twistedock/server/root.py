@@ -1,106 +1,107 @@
 """
-The composition: every router's route table becomes one root resource.
+The composition: every router's Klein app under one root resource.
 
-Each route is served under the version prefix and bare, in registration
-order (the first match wins), with the middleware wrapped around its handler
-once, here.  Anything that matches no route, whatever the method, gets the
-catch-all: 404 C{{"message":"page not found"}} with none of the middleware's
-headers, as dockerd's mux answers.
+The root cleans the path (a 301 to the clean one, as gorilla/mux); the
+version prefix C{/v{version:[0-9.]+}} comes off, and a versioned path no
+route takes is tried bare, as dockerd's registration of every route both
+ways amounts to; the routers are tried in registration order (checkpoint
+before container), each matching once; and what no router takes, whatever
+the method, gets the catch-all: 404 C{{"message":"page not found"}} with none
+of the middleware's headers, as dockerd's mux answers.
 """
 
-from typing import Iterable, List, Sequence
-from urllib.parse import quote, unquote
+import re
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import quote, unquote_to_bytes
 
-from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.internet.defer import maybeDeferred
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ..errors import DockerError, status_for
 from ..logs import Logger
-from .. import versions
-from .httputils import APIRequest, encode_json
-from .middleware import (
-    APIConfig,
-    Handler,
-    debug_middleware,
-    experimental_middleware,
-    experimental_route,
-    minimum_version,
-    not_implemented,
-    version_middleware,
-)
-from .routing import VERSION_PREFIX, CompiledRoute, clean_path, compile_template, match_route
+from .app import ServedRouter, answer_failure, answer_not_found, serve_router
+from .middleware import APIConfig
+from .routing import clean_path, head, literal_head, literal_tail, tail
 
 log = Logger()
 
-PAGE_NOT_FOUND = encode_json({"message": "page not found"})
+#: gorilla's /v{version:[0-9.]+} before a route's own path.
+VERSION_PREFIX = re.compile(r"/v([0-9.]+)(/.*)", re.DOTALL)
+
+Found = Tuple[ServedRouter, str, Dict[str, str]]
+Candidate = Tuple[ServedRouter, Optional[FrozenSet[str]]]
 
 
-def _handler_for(router, route, config: APIConfig) -> Handler:
-    if route.handler is None:
-        handler = not_implemented(route.method, route.path)
-    else:
-        handler = getattr(router, route.handler)
-    if route.min_version is not None:
-        handler = minimum_version(route.method, route.path, route.min_version)(handler)
-    if route.experimental:
-        handler = experimental_route(config)(handler)
-    handler = experimental_middleware(config)(handler)
-    handler = version_middleware(config)(handler)
-    if config.debug:
-        handler = debug_middleware()(handler)
-    return handler
+def compose(routers: Iterable, config: APIConfig) -> List[ServedRouter]:
+    """The routers, in order, each served by its own Klein app."""
+    return [serve_router(router, config) for router in routers]
 
 
-def compose(routers: Iterable, config: APIConfig) -> List[CompiledRoute]:
-    """The routes of C{routers}, in order, each versioned then bare."""
-    compiled: List[CompiledRoute] = []
-    for router in routers:
-        for route in router.routes:
-            handler = _handler_for(router, route, config)
-            for template in (VERSION_PREFIX + route.path, route.path):
-                compiled.append(
-                    CompiledRoute(route, router.name, compile_template(template), handler)
-                )
-    return compiled
+class Routers:
+    """The routers in registration order: the first that takes a request.
+
+    A router is asked only if one of its routes for the method can take a
+    path with that first and last segment (an index made from the tables),
+    so most requests are matched once, by the router that takes them."""
+
+    def __init__(self, routers: Sequence[ServedRouter]) -> None:
+        self.routers = tuple(routers)
+        self._index: Dict[str, Dict[Optional[str], Tuple[Candidate, ...]]] = {}
+        for method in {r.method for router in self.routers for r in router.routes}:
+            heads = {literal_head(r.path) for router in self.routers for r in router.routes if r.method == method}
+            self._index[method] = {h: self._candidates(method, h) for h in heads}
+
+    def _candidates(self, method: str, first: Optional[str]) -> Tuple[Candidate, ...]:
+        """The routers with a route for C{method} whose first segment is a
+        variable or C{first}, each with the last segments its routes want
+        (None: any)."""
+        candidates = []
+        for router in self.routers:
+            routes = [r for r in router.routes if r.method == method and literal_head(r.path) in (None, first)]
+            if routes:
+                tails = {literal_tail(r.path) for r in routes}
+                candidates.append((router, None if None in tails else frozenset(tails)))
+        return tuple(candidates)
+
+    def find(self, method: str, path: str) -> Optional[Found]:
+        index = self._index.get(method)
+        if index is None:
+            return None
+        candidates = index.get(head(path)) or index.get(None, ())
+        last = tail(path)
+        for router, tails in candidates:
+            if tails is not None and last not in tails:
+                continue
+            found = router.map.match(method, path)
+            if found is not None:
+                return router, found[0], found[1]
+        return None
 
 
-def write_error(req: APIRequest, error: BaseException) -> None:
-    """Answer C{error} as dockerd's makeHTTPHandler does."""
-    request = req.request
-    status = status_for(error)
-    message = str(error) if isinstance(error, DockerError) else _unexpected(error)
-    if status >= 500:
-        log.error(
-            "Handler for {method} {path} returned error: {message}",
-            method=req.method,
-            path=req.uri,
-            message=message,
-        )
-    if req.started:
-        # The status is gone already: a stream can only end.
-        return
-    request.setResponseCode(status)
-    version = req.vars.get("version")
-    if version and versions.less_than(version, "1.24"):
-        # Clients too old for JSON errors still get a readable message.
-        data = (message + "\n").encode("utf-8")
-        request.setHeader("Content-Type", "text/plain; charset=utf-8")
-        request.setHeader("X-Content-Type-Options", "nosniff")
-    else:
-        data = encode_json({"message": message})
-        request.setHeader("Content-Type", "application/json")
-    if status == 304:
-        request.write(b"")
-        return
-    request.setHeader("Content-Length", str(len(data)))
-    request.write(data)
+class VersionPrefix:
+    """The version prefix in front of the routers: versioned first, then bare."""
+
+    def __init__(self, routers: Routers) -> None:
+        self.routers = routers
+
+    def find(self, method: str, path: str) -> Optional[Found]:
+        versioned = VERSION_PREFIX.fullmatch(path)
+        if versioned is not None:
+            found = self.routers.find(method, versioned.group(2))
+            if found is not None:
+                found[2]["version"] = versioned.group(1)
+                return found
+        return self.routers.find(method, path)
 
 
-def _unexpected(error: BaseException) -> str:
-    text = str(error)
-    return text if text else type(error).__name__
+class NotFound(Resource):
+    """dockerd's catch-all."""
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        return answer_not_found(request)
 
 
 class APIResource(Resource):
@@ -108,75 +109,31 @@ class APIResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: Sequence[CompiledRoute]) -> None:
+    def __init__(self, routers: Sequence[ServedRouter]) -> None:
         super().__init__()
-        self.routes = routes
+        self.routers = VersionPrefix(Routers(routers))
+        self.not_found = NotFound()
 
-    def render(self, request):
+    def find(self, method: str, path: str) -> Optional[Found]:
+        """The router, endpoint and variables that take C{method} C{path}
+        (clean and decoded), or None."""
+        return self.routers.find(method, path)
+
+    def render(self, request: IRequest):
         request.defaultContentType = None
-        raw_path = request.path.decode("latin-1")
-        path = unquote(raw_path, encoding="utf-8", errors="replace")
+        # Percent escapes and raw bytes alike: UTF-8, the invalid bytes
+        # replaced, as dockerd (Go's JSON) shows them back.
+        path = unquote_to_bytes(request.path).decode("utf-8", "replace")
         cleaned = clean_path(path)
         if cleaned != path:
             return self._redirect(request, cleaned)
-        method = request.method.decode("ascii", "replace")
-        compiled, variables = match_route(self.routes, method, path)
-        if compiled is None:
-            return self._not_found(request)
-        req = APIRequest(request, variables)
-        # Asked for before the handler runs, so it is told first when the
-        # client goes away: every later listener sees req.gone.
-        finished = request.notifyFinish()
-        d = ensureDeferred(compiled.handler(req))
+        found = self.find(request.method.decode("ascii", "replace"), path)
+        if found is None:
+            return self.not_found.render(request)
+        router, endpoint, variables = found
+        return serve(router, endpoint, variables, request)
 
-        def gone(_):
-            req.gone = True
-            d.cancel()
-
-        finished.addErrback(gone)
-        d.addErrback(self._failed, req, compiled)
-        d.addBoth(self._finish, req)
-        return NOT_DONE_YET
-
-    def _failed(self, failure: Failure, req: APIRequest, compiled: CompiledRoute):
-        if failure.check(CancelledError):
-            log.info(
-                "{method} {uri}: the client went away (499)", method=req.method, uri=req.uri
-            )
-            return None
-        if not failure.check(DockerError):
-            log.failure(
-                "Unexpected error in {router} handler for {method} {uri}",
-                failure,
-                router=compiled.router,
-                method=req.method,
-                uri=req.uri,
-            )
-        if req.hijacked:
-            # Too late for an HTTP answer: the stream just ends.
-            return None
-        if not req.gone:
-            write_error(req, failure.value)
-        return None
-
-    def _finish(self, result, req: APIRequest):
-        request = req.request
-        if not request.finished and not req.gone and not req.hijacked:
-            if not request.startedWriting:
-                request.setHeader("Content-Length", "0")
-            if req.flow is not None:
-                # twisted.web wants a streamed answer's producer gone first.
-                request.unregisterProducer()
-            request.finish()
-
-    def _not_found(self, request):
-        request.responseHeaders.removeHeader(b"server")
-        request.setResponseCode(404)
-        request.setHeader("Content-Type", "application/json")
-        request.setHeader("Content-Length", str(len(PAGE_NOT_FOUND)))
-        return PAGE_NOT_FOUND
-
-    def _redirect(self, request, cleaned: str):
+    def _redirect(self, request: IRequest, cleaned: str) -> bytes:
         request.responseHeaders.removeHeader(b"server")
         location = quote(cleaned, safe="/:@!$&'()*+,;=~")
         query = request.uri.split(b"?", 1)
@@ -186,3 +143,37 @@ class APIResource(Resource):
         request.setHeader("Location", location)
         request.setHeader("Content-Length", "0")
         return b""
+
+
+def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], request: IRequest):
+    """Run a matched endpoint as Klein's resource does after its own match:
+    the handler is cancelled when the client leaves, failures go to the
+    app's error answer, a returned resource is rendered (it takes the
+    connection over), anything else finishes the request."""
+    d = maybeDeferred(router.app.execute_endpoint, endpoint, request, **variables)
+    # After the endpoint's own listener (it marks the request gone first).
+    left = []
+
+    def gone(reason) -> None:
+        left.append(reason)
+        d.cancel()
+
+    request.notifyFinish().addCallbacks(left.append, gone)
+
+    def answered(result) -> None:
+        if IResource.providedBy(result):
+            request.render(result)
+        elif not left:
+            request.finish()
+
+    def failed(failure) -> None:
+        if left:
+            # The client is gone (the handler was cancelled): no one to tell.
+            return
+        answer_failure(request, failure)
+        if not left:
+            request.finish()
+
+    d.addCallbacks(answered, failed)
+    d.addErrback(lambda failure: log.failure("Answering {uri}", failure, uri=request.uri))
+    return NOT_DONE_YET

@@ -1,19 +1,19 @@
 """
-Route tables and path templates.
+Route tables, and the path cleaning in front of them.
 
 A route is one line of a router's table: method, gorilla/mux path template,
 the name of the router's handler method (or None for a route twistedock does
 not serve yet), whether it is experimental, and an optional minimum API
 version.  Templates use moby's syntax: C{{name}} matches one path segment,
-C{{name:REGEX}} matches REGEX (C{{name:.*}} may be empty or hold slashes).
+C{{name:REGEX}} matches REGEX (C{{name:.*}} may be empty or hold slashes);
+L{twistedock.server.mux} makes werkzeug match them so.
 """
 
-import re
-from typing import Callable, Dict, Optional, Pattern, Sequence, Tuple
+from typing import Optional
 
 import attr
 
-_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
+from .. import golang
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -36,50 +36,31 @@ def route(
     return Route(method, path, handler, experimental, min_version)
 
 
-def compile_template(template: str) -> Pattern:
-    """The anchored regular expression for a mux path template."""
-    out = []
-    pos = 0
-    for match in _VARIABLE.finditer(template):
-        out.append(re.escape(template[pos : match.start()]))
-        name, pattern = match.group(1), match.group(2)
-        out.append("(?P<%s>%s)" % (name, pattern if pattern is not None else "[^/]+"))
-        pos = match.end()
-    out.append(re.escape(template[pos:]))
-    return re.compile("^" + "".join(out) + "$", re.DOTALL)
+def head(path: str) -> str:
+    """The first segment of a path (C{""} for C{/})."""
+    return path[1:].split("/", 1)[0]
+
+
+def tail(path: str) -> str:
+    """The last segment of a path (C{""} after a trailing slash)."""
+    return path.rsplit("/", 1)[1]
+
+
+def literal_head(template: str) -> Optional[str]:
+    """The first segment every path a template matches has, or None when
+    a variable is part of it."""
+    first = head(template)
+    return None if "{" in first else first
+
+
+def literal_tail(template: str) -> Optional[str]:
+    """The last segment every path a template matches has, or None."""
+    last = tail(template)
+    return None if "{" in last else last
 
 
 #: What dockerd puts before every route: gorilla's /v{version:[0-9.]+}.
 VERSION_PREFIX = "/v{version:[0-9.]+}"
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class CompiledRoute:
-    route: Route
-    router: str
-    pattern: Pattern
-    handler: Callable
-
-    def match(self, path: str) -> Optional[Dict[str, str]]:
-        m = self.pattern.match(path)
-        return None if m is None else m.groupdict()
-
-
-def match_route(
-    routes: Sequence[CompiledRoute], method: str, path: str
-) -> Tuple[Optional[CompiledRoute], Dict[str, str]]:
-    """The first route that matches C{method} and C{path}, and its variables.
-
-    Routing misses and method mismatches are the same to dockerd: both are
-    answered by the catch-all, so a miss is simply C{(None, {})}.
-    """
-    for compiled in routes:
-        if compiled.route.method != method:
-            continue
-        found = compiled.match(path)
-        if found is not None:
-            return compiled, found
-    return None, {}
 
 
 def clean_path(p: str) -> str:
@@ -88,16 +69,7 @@ def clean_path(p: str) -> str:
         return "/"
     if not p.startswith("/"):
         p = "/" + p
-    parts = []
-    for segment in p.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(segment)
-    cleaned = "/" + "/".join(parts)
+    cleaned = golang.clean(p)
     if p.endswith("/") and cleaned != "/":
         cleaned += "/"
     return cleaned

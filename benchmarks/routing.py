@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""
+Per-request CPU of twistedock's routing and middleware, beside a bare
+twisted.web resource, in the same run.
+
+    python3 benchmarks/routing.py                 # this checkout
+    python3 benchmarks/routing.py --tree /tmp/old # another checkout, e.g. before a change
+
+One server process (``--serve``, started by the script) listens on two
+127.0.0.1 ports: one serves the composed root resource of the checkout under
+test with the in-memory backends of ``tests/memory.py`` (one container
+created), the other a bare ``twisted.web`` leaf resource that answers the same
+bytes without routing anything.  ``wrk`` (one thread, ``--connections``
+keep-alive connections) drives each port in turn for ``--seconds``; the
+server's CPU time (user + system, from ``/proc/PID/stat``) over the requests
+wrk counted gives milliseconds of CPU per 1,000 requests.  Rounds alternate
+bare and twistedock; the table gives medians and the ratio twistedock / bare
+(target: at most 1.5).  It needs ``wrk`` (``apt-get install -y wrk``) and the
+checkout's Python dependencies; nothing else.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(HERE)
+CONTAINER = "0123456789ab"
+PATHS = ("/v1.41/_ping", "/v1.41/containers/%s/json" % (CONTAINER,))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- the server process -------------------------------------------------------
+
+
+def serve(tree: str) -> None:
+    """Listen on two ports and print them; run until killed."""
+    sys.path.insert(0, tree)
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from tests.memory import API
+
+    class QuietSite(Site):
+        displayTracebacks = False
+
+        def log(self, request) -> None:
+            pass
+
+    api = API()
+    ensureDeferred(api.containers.create(CONTAINER, {}, {}, {}, "1.41"))
+    inspected = (json.dumps({"Id": CONTAINER, "State": {"Running": False}}, separators=(",", ":")) + "\n").encode()
+    answers = {
+        PATHS[0].encode(): (b"text/plain; charset=utf-8", b"OK"),
+        PATHS[1].encode(): (b"application/json", inspected),
+    }
+
+    class Bare(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            content_type, body = answers.get(request.path, (b"text/plain", b""))
+            request.setHeader(b"content-type", content_type)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return body
+
+    bare = reactor.listenTCP(0, QuietSite(Bare()), interface="127.0.0.1")
+    twistedock = reactor.listenTCP(0, QuietSite(api.resource), interface="127.0.0.1")
+    print(json.dumps({"bare": bare.getHost().port, "twistedock": twistedock.getHost().port}), flush=True)
+    reactor.run()
+
+
+# -- the driver ---------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    with open("/proc/%d/stat" % (pid,)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of the whole line (1-based).
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wrk(url: str, seconds: float, connections: int) -> int:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    match = re.search(r"(\d+) requests in", out)
+    if match is None or "Non-2xx" in out:
+        raise RuntimeError("unexpected wrk output for %s:\n%s" % (url, out))
+    return int(match.group(1))
+
+
+def measure(pid: int, url: str, seconds: float, connections: int) -> Tuple[float, float]:
+    """(ms of server CPU per 1,000 requests, requests per second)."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    requests = wrk(url, seconds, connections)
+    cpu, wall = cpu_seconds(pid) - before, time.monotonic() - started
+    return cpu / requests * 1e6, requests / wall
+
+
+def run(args) -> Dict[str, Dict[str, List[Tuple[float, float]]]]:
+    server = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", "--tree", args.tree],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        ports = json.loads(server.stdout.readline())
+        results = {path: {"bare": [], "twistedock": []} for path in PATHS}
+        for path in PATHS:  # warm-up, not counted
+            for name in ("bare", "twistedock"):
+                wrk("http://127.0.0.1:%d%s" % (ports[name], path), 1, args.connections)
+        for i in range(args.rounds):
+            order = ("bare", "twistedock") if i % 2 == 0 else ("twistedock", "bare")
+            for path in PATHS:
+                for name in order:
+                    url = "http://127.0.0.1:%d%s" % (ports[name], path)
+                    results[path][name].append(measure(server.pid, url, args.seconds, args.connections))
+        return results
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def report(results, tree: str) -> None:
+    print("routing benchmark: %s, load %s" % (tree, " ".join(open("/proc/loadavg").read().split()[:3])))
+    print("| request | bare CPU ms/1k req | twistedock CPU ms/1k req | ratio | bare req/s | twistedock req/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for path, by_name in results.items():
+        bare_cpu = statistics.median(cpu for cpu, _ in by_name["bare"])
+        ours_cpu = statistics.median(cpu for cpu, _ in by_name["twistedock"])
+        bare_rate = statistics.median(rate for _, rate in by_name["bare"])
+        ours_rate = statistics.median(rate for _, rate in by_name["twistedock"])
+        print("| GET %s | %.1f | %.1f | %.2fx | %.0f | %.0f |" % (
+            path.replace(CONTAINER, "{id}"), bare_cpu, ours_cpu, ours_cpu / bare_cpu, bare_rate, ours_rate,
+        ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", default=CHECKOUT, help="the checkout to measure (default: this one)")
+    parser.add_argument("--seconds", type=float, default=5, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per request and server")
+    parser.add_argument("--connections", type=int, default=10, help="wrk's keep-alive connections")
+    parser.add_argument("--json", help="also write the samples to this file")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.tree = os.path.abspath(args.tree)
+    if args.serve:
+        serve(args.tree)
+        return
+    results = run(args)
+    report(results, args.tree)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

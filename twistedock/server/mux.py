@@ -1,0 +1,133 @@
+"""
+gorilla/mux's matching rules on werkzeug: the one module that knows werkzeug.
+
+Each router's table becomes one werkzeug C{Map} (in a Klein app), and the
+routers are tried one after the other in moby's registration order; one
+merged Map would order rules by werkzeug's weights instead, so a checkpoint
+route could lose to a container route.  Four things make a Map choose as mux
+does:
+
+ - C{{name:REGEX}} is REGEX over the rest of the path (L{TemplateConverter}
+   is not part-isolating), so C{{name:.*}} spans slashes and may be empty;
+   C{{name}} is one non-empty segment, werkzeug's default;
+ - a GET rule implies no HEAD (werkzeug adds one to every GET rule);
+ - strict slashes, slashes never merged, and werkzeug's redirect to the
+   slashed path is a miss: cleaning the path is the root's job (a 301);
+ - a 405 is a miss too: dockerd answers a wrong method with its catch-all.
+"""
+
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from klein import Klein
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter, Map, Rule
+
+from .routing import Route
+
+#: What werkzeug raises for a request no rule of a Map takes: not found,
+#: method not allowed, the redirect of strict slashes.  All are misses.
+ROUTING_MISSES = (HTTPException,)
+
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
+
+
+class TemplateConverter(BaseConverter):
+    """C{{name:REGEX}}: the regular expression REGEX, slashes included."""
+
+    part_isolating = False
+
+    def __init__(self, map: Map, regex: str) -> None:
+        super().__init__(map)
+        self.regex = regex
+
+
+def rule_text(template: str) -> str:
+    """The werkzeug rule for a mux path template."""
+    out = []
+    pos = 0
+    for match in _VARIABLE.finditer(template):
+        out.append(template[pos : match.start()])
+        name, regex = match.group(1), match.group(2)
+        if regex is None:
+            out.append("<%s>" % (name,))
+        elif '"' in regex:
+            raise ValueError("%s: a converter argument cannot hold a double quote" % (template,))
+        else:
+            out.append('<template("%s"):%s>' % (regex, name))
+        pos = match.end()
+    out.append(template[pos:])
+    return "".join(out)
+
+
+class TemplateMap(Map):
+    """A Map with mux's rules: strict slashes, no merging, no redirects."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        super().__init__(
+            rules,
+            converters={"template": TemplateConverter},
+            strict_slashes=True,
+            merge_slashes=False,
+            redirect_defaults=False,
+        )
+
+
+class _RuleCollector:
+    """Takes the rules Klein's C{route} makes, as Klein's C{subroute} does."""
+
+    def __init__(self) -> None:
+        self.rules: List[Rule] = []
+
+    def add(self, rule: Rule) -> None:
+        self.rules.append(rule)
+
+
+#: Route table -> its Map: werkzeug compiles a URL builder for every rule,
+#: which costs milliseconds; a table's Map serves every app of that table.
+_MAPS: Dict[Tuple[Route, ...], TemplateMap] = {}
+
+
+def endpoint_name(route: Route) -> str:
+    return "%s %s" % (route.method, route.path)
+
+
+class MuxApp(Klein):
+    """A Klein app serving a route table, matching as gorilla/mux does:
+    C{handler_for(route)} serves C{route} (it is called with the request
+    and the route's variables)."""
+
+    def __init__(self, routes: Sequence[Route], handler_for: Callable[[Route], Callable]) -> None:
+        super().__init__()
+        routes = tuple(routes)
+        self._url_map = collector = _RuleCollector()
+        for route in routes:
+            self.route(rule_text(route.path), methods=[route.method], endpoint=endpoint_name(route))(
+                handler_for(route)
+            )
+        if routes not in _MAPS:
+            for route, rule in zip(routes, collector.rules):
+                # werkzeug adds HEAD to a GET rule: then HEAD /info would
+                # answer, and GET /_ping would take HEAD /_ping's requests.
+                rule.methods = {route.method}
+            _MAPS[routes] = TemplateMap(collector.rules)
+        self._url_map = _MAPS[routes]
+
+
+class RouteMap:
+    """A router's Map, bound once: one match per request and router."""
+
+    def __init__(self, app: MuxApp) -> None:
+        self._adapter = app.url_map.bind("docker")
+
+    def match(self, method: str, path: str) -> Optional[Tuple[str, Dict[str, str]]]:
+        """The endpoint and variables of the route that takes C{method}
+        C{path} (a clean, decoded path), or None."""
+        try:
+            rule, variables = self._adapter.match(path, method, return_rule=True)
+        except ROUTING_MISSES:
+            return None
+        if method not in rule.methods:
+            # werkzeug upper-cases the method; mux compares it as it is.
+            return None
+        return rule.endpoint, variables
