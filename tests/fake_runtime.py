@@ -323,11 +323,20 @@ class World:
     def now(self) -> int:
         return int(round(self.clock.seconds() * 1e9))
 
+    def crash(self) -> None:
+        """The daemon dies: from now on it sees no exit (its containers'
+        processes go on)."""
+        self.runtime.watcher.stop()
+
     def restarted(self, live_restore: bool = False) -> "World":
-        """The daemon started again on the same data root and host."""
+        """The daemon started again on the same data root and host (after
+        L{crash}, or after a clean stop), its containers loaded."""
+        self.crash()
         self.runtime.watcher = FakeExitWatcher(self.runtime)
         world = World(self.root, runtime=self.runtime, live_restore=live_restore, clock=self.clock)
-        run(world.backend.load())
+        loaded = ensureDeferred(world.backend.load())
+        world.settle()
+        result_of(loaded)
         return world
 
     def settle(self) -> None:
