@@ -190,10 +190,11 @@ def test_stop_with_the_default_timeout_of_ten_seconds(world):
     ident = world.started("web")
     d = ensureDeferred(world.backend.stop("web", None, None))
     world.clock.advance(9.99)
-    assert len(world.runtime.called("kill")) == 1
+    assert world.runtime.called("kill") == [(ident, signal.SIGTERM)]
     world.clock.advance(0.01)
     world.settle()
     assert d.called and world.state("web")["ExitCode"] == 137
+    assert world.runtime.called("kill") == [(ident, signal.SIGTERM), (ident, signal.SIGKILL)]
 
 
 def test_stop_with_a_negative_timeout_waits_for_ever(world):
@@ -273,7 +274,7 @@ def test_stopping_a_paused_container_thaws_it(world):
     run(world.backend.pause("web"))
     d = ensureDeferred(world.backend.stop("web", None, 1))
     # The frozen process gets SIGTERM and is thawed to act on it.
-    assert [call[1] for call in world.runtime.calls[-2:]] == ["kill", "resume"]
+    assert [call[1:] for call in world.runtime.calls[-2:]] == [("kill", ident, signal.SIGTERM), ("resume", ident)]
     world.clock.advance(1)
     world.settle()
     assert d.called

@@ -140,6 +140,7 @@ def test_on_failure_does_not_restart_a_kill(world):
     assert d.called
     world.clock.advance(60)
     assert world.state("web")["ExitCode"] == 137 and world.state("web")["Status"] == "exited"
+    assert ident not in world.runtime.processes
 
 
 def test_a_restarting_container_stopped_stays_stopped(world):
