@@ -12,6 +12,7 @@ from twisted.internet.defer import ensureDeferred
 from zope.interface.verify import verifyObject
 
 from twistedock.backend.containers import ContainerBackend
+from twistedock.backend.images.store import IContainerStore
 from twistedock.backend.runtime import ExitWatcher, Runtime
 from twistedock.backend.runtime.interfaces import IExitWatcher, IOverlayMounts, IRuntime
 from twistedock.backend.runtime.rootfs import OverlayMounts
@@ -34,6 +35,7 @@ def test_the_fakes_provide_what_the_real_ones_do(tmp_path, world):
     assert verifyObject(IExitWatcher, ExitWatcher(world.clock, str(tmp_path)))
     assert verifyObject(IOverlayMounts, FakeMounts())
     assert verifyObject(IOverlayMounts, OverlayMounts())
+    assert verifyObject(IContainerStore, world.store)
     assert isinstance(world.backend, ContainerBackend)
     assert verifyObject(IContainerBackend, world.backend)
     assert verifyObject(IInventory, world.backend)
@@ -151,6 +153,25 @@ def test_autoremove_removes_after_the_exit(world):
     world.runtime.exit(ident, 0)
     assert world.backend.by_id(ident) is None and not os.path.exists(c.directory)
     assert world.actions(ident) == ["create", "start", "die:0", "destroy"]
+
+
+def test_the_image_store_sees_the_containers_through_the_store(world):
+    ident = world.started("web")
+    error = failure_of(world.images.delete(world.image_id, False, False))
+    assert isinstance(error, Conflict)
+    assert str(error) == (
+        "conflict: unable to delete %s (cannot be forced) - image is being used by running container %s"
+        % (world.image_id[7:19], ident[:12])
+    )
+    world.runtime.exit(ident, 0)
+    error = failure_of(world.images.delete("busybox", False, False))
+    assert isinstance(error, Conflict)
+    assert str(error) == (
+        'conflict: unable to remove repository reference "busybox" (must force) - container %s is using '
+        "its referenced image %s" % (ident[:12], world.image_id[7:19])
+    )
+    run(world.backend.remove("web", False, False))
+    assert run(world.images.delete("busybox", False, False))[0].untagged == "busybox:latest"
 
 
 # -- stop, kill, restart ---------------------------------------------------------------
