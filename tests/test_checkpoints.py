@@ -25,9 +25,10 @@ from twistedock.backend.checkpoints import (
     checkpoint_dir,
     criu_log_errors,
 )
-from twistedock.backend.containers import Container, ContainerBackend, State
+from twistedock.backend.containers import Container, ContainerBackend, ContainerStore, State
 from twistedock.backend.containers import Run as _Run
 from twistedock.backend.runtime.criu import Criu, CriuStatus, find_criu
+from twistedock.backend.runtime.rootfs import OverlayMounts
 from twistedock.backend.events import EventLog
 from twistedock.errors import InternalError, InvalidParameter, NotFound
 from twistedock.routers.checkpoint import ICheckpointBackend, decode_create_options
@@ -591,11 +592,6 @@ def test_restore_failure_says_what_criu_said(tmp_path):
 # -- the container backend's part ------------------------------------------------------
 
 
-class _Images:
-    def set_usage(self, function):
-        pass
-
-
 class _Runtime:
     def __init__(self):
         self.deleted = []
@@ -622,10 +618,12 @@ def container_backend(tmp_path):
         reactor,
         data_root=str(tmp_path / "root"),
         exec_root=str(tmp_path / "exec"),
-        images=_Images(),
+        store=ContainerStore(),
+        images=None,
         events=EventLog(),
         runtime=_Runtime(),
         exit_watcher=_Exits(),
+        mounts=OverlayMounts(),
         log_reader_factory=lambda path: None,
     )
 

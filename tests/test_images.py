@@ -21,11 +21,13 @@ from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import twistedock.tar.extract as archive_module
 from twistedock.backend.events import EventLog
 from twistedock.backend.images import ImageStore
+from twistedock.backend.images.store import IContainerStore
 from twistedock.backend.swarm import InactiveCluster
 from twistedock.backend.system import IInventory
 from twistedock.daemon import build_routers
@@ -99,6 +101,17 @@ ROOTFS_DIFF_ID = "sha256:" + hashlib.sha256(ROOTFS).hexdigest()
 ROOTFS_SIZE = len(b"#!/bin/sh\necho tool\n") + len("tool") + len(b"x\n")
 
 
+@implementer(IContainerStore)
+class UsageOf:
+    """The containers using each image as C{usage(image_id)} says."""
+
+    def __init__(self, usage):
+        self.usage = usage
+
+    def image_users(self, image_id):
+        return self.usage(image_id)
+
+
 class ImageAPI(API):
     """tests.memory's API with a real ImageStore on C{data_root}."""
 
@@ -107,9 +120,8 @@ class ImageAPI(API):
         self.clock.advance(1_700_000_000)
         self.data_root = str(data_root)
         self.system = MemorySystemBackend(self.clock)
+        self.usage = usage
         self.store = self.new_store()
-        if usage is not None:
-            self.store.set_usage(usage)
         routers = [
             ImageRouter(self.store) if r.name == "image" else r
             for r in build_routers(self.clock, self.system, InactiveCluster())
@@ -123,6 +135,7 @@ class ImageAPI(API):
             self.data_root,
             self.system.events,
             now=lambda: int(round(self.clock.seconds() * 1e9)),
+            containers=UsageOf(self.usage) if self.usage is not None else None,
         )
         run(store.load())
         return store

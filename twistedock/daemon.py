@@ -22,13 +22,14 @@ from .atomic import write_atomic
 from .backend import host
 from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
-from .backend.containers import ContainerBackend
+from .backend.containers import ContainerBackend, ContainerStore
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.runtime.criu import Criu
+from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .config import ConfigError, DaemonConfig, read_config_file
@@ -149,7 +150,11 @@ class Daemon(MultiService):
             criu=self.criu.path,
             min_api_version=config.min_api_version,
         )
-        self.images = ImageStore(reactor, config.data_root, self.events)
+        # The containers in memory, made first as moby's container store:
+        # the image store asks it which containers use an image, the
+        # container backend keeps it.
+        self.container_store = ContainerStore()
+        self.images = ImageStore(reactor, config.data_root, self.events, containers=self.container_store)
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images)
         self.system = SystemBackend(
@@ -201,10 +206,12 @@ class Daemon(MultiService):
             reactor,
             data_root=config.data_root,
             exec_root=config.exec_root,
+            store=self.container_store,
             images=self.images,
             events=self.events,
             runtime=self.runtime,
             exit_watcher=ExitWatcher(reactor, os.path.join(config.exec_root, "exits")),
+            mounts=OverlayMounts(),
             log_reader_factory=lambda path: LogReader(reactor, path),
             live_restore=config.live_restore,
             init_path=shutil.which("tini-static") or shutil.which("tini"),

@@ -17,6 +17,7 @@ from ...errors import InvalidParameter, NotFound
 from ...routers.container import IContainerBackend
 from ..events import EventLog
 from ..runtime.attach import socket_dir
+from ..runtime.interfaces import IExitWatcher, IOverlayMounts, IRuntime
 from ..system import IInventory
 from .attach import Attachment, AttachMixin
 from .create import CreateMixin
@@ -35,6 +36,7 @@ from .top import TopMixin
 from .update import UpdateMixin
 from .usage import UsageMixin
 from .record import Container
+from .store import ContainerStore
 from .wait import WaitMixin
 
 
@@ -74,25 +76,31 @@ class ContainerBackend(
         *,
         data_root: str,
         exec_root: str,
+        store: ContainerStore,
         images,
         events: EventLog,
-        runtime,
-        exit_watcher,
+        runtime: IRuntime,
+        exit_watcher: IExitWatcher,
+        mounts: IOverlayMounts,
         log_reader_factory: Callable,
         live_restore: bool = False,
         init_path: Optional[str] = None,
         execs=None,
         checkpoints=None,
     ) -> None:
-        """C{execs} is the L{ExecStore} shared with the exec backend (inspect
-        lists its ExecIDs, and a run's end waits for its execs' ends);
-        C{checkpoints} the L{CheckpointStore} that a start with a checkpoint
-        restores from (--experimental only: None otherwise)."""
+        """C{store} is the L{ContainerStore} shared with the image store
+        (which asks it which containers use an image); C{mounts} mounts and
+        unmounts the containers' root filesystems; C{execs} is the
+        L{ExecStore} shared with the exec backend (inspect lists its
+        ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
+        the L{CheckpointStore} that a start with a checkpoint restores from
+        (--experimental only: None otherwise)."""
         self.reactor = reactor
         self.images = images
         self.events = events
         self.runtime = runtime
         self.exits = exit_watcher
+        self.mounts = mounts
         self.log_reader_factory = log_reader_factory
         self.live_restore = live_restore
         self.init_path = init_path
@@ -105,8 +113,10 @@ class ContainerBackend(
         self.socket_dir = socket_dir(exec_root)
         for directory in (self.containers_dir, self.layers_dir, self.exit_dir, self.socket_dir):
             os.makedirs(directory, mode=0o711, exist_ok=True)
-        self.containers: Dict[str, Container] = {}
-        self.names: Dict[str, str] = {}
+        self.store = store
+        # The store's own tables, read and changed here.
+        self.containers: Dict[str, Container] = store.by_id
+        self.names: Dict[str, str] = store.names
         self._locks: Dict[str, DeferredLock] = {}
         self._save_locks: Dict[str, DeferredLock] = {}
         self._runs: Dict[str, Run] = {}
@@ -116,7 +126,6 @@ class ContainerBackend(
         self._restart_timers: Dict[str, object] = {}
         self._restart_delay: Dict[str, float] = {}
         self.shutting_down = False
-        images.set_usage(self.image_usage)
 
     # -- the surface other backends use (checkpoint, copy, exec) ---------------
 
@@ -176,9 +185,6 @@ class ContainerBackend(
         attributes["name"] = c.name.lstrip("/")
         attributes.update({k: str(v) for k, v in extra.items()})
         self.events.log("container", action, c.id, attributes)
-
-    def image_usage(self, image_id: str):
-        return [(c.id, c.state.running) for c in self.containers.values() if c.image_id == image_id]
 
     def overlay(self, c: Container) -> Dict[str, str]:
         base = os.path.join(self.layers_dir, c.id)

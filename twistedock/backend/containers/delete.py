@@ -6,7 +6,6 @@ import signal as signals
 
 
 from ...errors import Conflict
-from ..runtime import rootfs
 from .record import Container
 
 
@@ -55,7 +54,7 @@ class DeleteMixin:
             await saving.acquire()
             saving.release()
         paths = self.overlay(c)
-        await self.run_in_thread(rootfs.unmount, paths["MergedDir"])
+        await self.run_in_thread(self.mounts.unmount, paths["MergedDir"])
         for directory in (c.directory, os.path.dirname(paths["UpperDir"]), self.bundle(c)):
             await self.run_in_thread(shutil.rmtree, directory, True)
         self._locks.pop(c.id, None)

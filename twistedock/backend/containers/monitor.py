@@ -3,13 +3,11 @@ A run's end: the exit recorded, waiters told, the restart policy applied, as
 moby's daemon/monitor.go and restartmanager.
 """
 
-import time
 from typing import Dict, List, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
 from ...logs import Logger
-from ..runtime import rootfs
 from .defaults import RESTART_DELAY, RESTART_DELAY_MAX, RESTART_RESET_AFTER
 from .record import Container
 
@@ -19,8 +17,10 @@ log = Logger()
 class Run:
     """What belongs to one run of a container (from start to exit)."""
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, started: float = 0.0) -> None:
+        #: When it began, on the reactor's clock (the restart back-off
+        #: starts again after a run that lasted long enough).
+        self.started = started
         self.exit_watch: Optional[Deferred] = None
         self.attached: list = []
         #: The run ends because it was checkpointed (not a crash): no
@@ -62,7 +62,7 @@ class MonitorMixin:
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
         try:
-            await self.run_in_thread(rootfs.unmount, self.overlay(c)["MergedDir"])
+            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         c.state.running = False
@@ -130,7 +130,7 @@ class MonitorMixin:
         return False
 
     def _schedule_restart(self, c: Container, run: Optional[Run]) -> None:
-        lasted = time.monotonic() - run.started if run is not None else 0
+        lasted = self.reactor.seconds() - run.started if run is not None else 0
         delay = self._restart_delay.get(c.id, 0)
         if lasted >= RESTART_RESET_AFTER or not delay:
             delay = RESTART_DELAY

@@ -59,7 +59,7 @@ class RestoreMixin:
             log.info("re-adopting running container {id}", id=c.short_id)
             c.state.paused = state.get("status") == "paused"
             c.state.restarting = False
-            self._runs[c.id] = Run()
+            self._runs[c.id] = Run(self.reactor.seconds())
             self._watch(c)
             await self.save(c)
             return
@@ -67,7 +67,7 @@ class RestoreMixin:
             # Without live restore the daemon does not keep what it did not
             # stop: stop it now; its policy decides whether it runs again.
             log.info("stopping container {id} left running", id=c.short_id)
-            self._runs[c.id] = Run()
+            self._runs[c.id] = Run(self.reactor.seconds())
             d = self._next_exit(c)
             self._watch(c)
             await self._signal(c, signals.SIGKILL)

@@ -76,7 +76,7 @@ class StartMixin:
                 os.unlink(os.path.join(self.exit_dir, c.id))
             except FileNotFoundError:
                 pass
-            run = Run()
+            run = Run(self.reactor.seconds())
             self._runs[c.id] = run
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
             log_path = c.log_path if logged else "/dev/null"
@@ -117,7 +117,7 @@ class StartMixin:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made."""
         await self.run_in_thread(
-            rootfs.mount_overlay, image.layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
+            self.mounts.mount, image.layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
         )
         hc = c.host_config
         await self.run_in_thread(
@@ -169,7 +169,7 @@ class StartMixin:
             await self.runtime.delete(c.id, force=True)
         except Exception:
             pass
-        await self.run_in_thread(rootfs.unmount, self.overlay(c)["MergedDir"])
+        await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         c.state.running = False
         c.state.restarting = False
         c.state.pid = 0

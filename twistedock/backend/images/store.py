@@ -35,9 +35,10 @@ For the container backend
 - C{store.get_layer_dirs(image_id) -> list}: the same directories by image
   ID, also for an image deleted with C{force} while a container still uses
   it (its layers stay until no container uses it).
-- C{store.set_usage(fn)}: C{fn(image_id) -> [(container_id, running)]}, the
-  containers using an image; until it is set no container uses any image.
-  Deleting an image a container uses is refused (409) as dockerd refuses it.
+- C{ImageStore(..., containers=store)}: the L{IContainerStore} (made before
+  both backends, as moby's container store) that says which containers use
+  an image; without one no container uses any image.  Deleting an image a
+  container uses is refused (409) as dockerd refuses it.
 - C{await store.collect_garbage()}: call after removing a container, so the
   layers of an image deleted while that container used it go too.
 - As an C{IInventory} for the system backend: C{counts()} and
@@ -56,7 +57,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tupl
 import attr
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from ... import __version__, golang
 from ...atomic import write_atomic
@@ -103,6 +104,13 @@ EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cd
 _LIST_FILTERS = ("dangling", "label", "before", "since", "reference", "until")
 
 
+class IContainerStore(Interface):
+    """What the image store asks of the daemon's containers."""
+
+    def image_users(image_id):
+        """The containers using the image: C{[(container_id, running)]}."""
+
+
 @implementer(IImageBackend, IInventory)
 class ImageStore(ImageDeletion):
     def __init__(
@@ -111,6 +119,7 @@ class ImageStore(ImageDeletion):
         data_root: str,
         events: EventLog,
         now: Callable[[], int] = time.time_ns,
+        containers: Optional[IContainerStore] = None,
     ) -> None:
         self.reactor = reactor
         self.events = events
@@ -125,8 +134,7 @@ class ImageStore(ImageDeletion):
         self._last_tag: Dict[str, str] = {}
         #: Images deleted while containers used them: ID -> top chain ID.
         self._retained: Dict[str, str] = {}
-        self._usage: Callable[[str], List[Tuple[str, bool]]] = lambda image_id: []
-        self._usage_known = False
+        self._containers = containers
         self._lock = DeferredLock()
         self._pruning = False
 
@@ -142,14 +150,10 @@ class ImageStore(ImageDeletion):
         d = self._lock.run(lambda: ensureDeferred(function(*args)))
         return shield(d, None, "image operation", (DockerError, ArchiveError))
 
-    def set_usage(self, fn: Callable[[str], List[Tuple[str, bool]]]) -> None:
-        """C{fn(image_id)}: the containers using an image, as
-        C{[(container_id, running)]}."""
-        self._usage = fn
-        self._usage_known = True
-
     def _users(self, image_id: str) -> List[Tuple[str, bool]]:
-        return list(self._usage(image_id) or [])
+        if self._containers is None:
+            return []
+        return list(self._containers.image_users(image_id) or [])
 
     def _log(self, action: str, image_id: str, name: str) -> None:
         attributes: Dict[str, str] = {}
@@ -692,7 +696,7 @@ class ImageStore(ImageDeletion):
 
     async def _collect_garbage(self, drop_retained: bool = True) -> None:
         dropped = []
-        if drop_retained and self._usage_known:
+        if drop_retained and self._containers is not None:
             # Without the container backend's word, a container may still
             # hold them: keep them.
             dropped = [image_id for image_id in self._retained if not self._users(image_id)]

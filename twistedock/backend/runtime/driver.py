@@ -9,6 +9,8 @@ import os
 import signal as signals
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from zope.interface import implementer
+
 from ...errors import InternalError, NotFound
 from ...logs import Logger
 from .attach import AttachConnection, CallbackAttach, attach
@@ -22,6 +24,7 @@ from .conmon import (
     conmon_argv,
     write_ctl,
 )
+from .interfaces import IRuntime
 from .processes import Collect, read_int, resolve_binary, unlink
 from .runc import runc_error, runc_message
 
@@ -31,6 +34,7 @@ log = Logger()
 CREATE_TIMEOUT = 120.0
 
 
+@implementer(IRuntime)
 class Runtime:
     """runc (under conmon) driven through child processes on the reactor.
 

@@ -7,10 +7,13 @@ from twisted.internet import inotify
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
+from .interfaces import IExitWatcher
 from .processes import read_int
 
 
+@implementer(IExitWatcher)
 class ExitWatcher:
     """Exit codes as conmon writes them to C{EXIT_DIR/ID}, through inotify.
 

@@ -11,6 +11,10 @@ import errno
 import os
 from typing import List, Optional, Sequence
 
+from zope.interface import implementer
+
+from .interfaces import IOverlayMounts
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
 
@@ -69,6 +73,18 @@ def unmount(target: str) -> None:
         elif code not in (errno.EINVAL, errno.ENOENT):
             raise OSError(code, "unmounting %s: %s" % (target, os.strerror(code)))
 
+
+
+@implementer(IOverlayMounts)
+class OverlayMounts:
+    """The host's overlay mounts, given to the container backend when it is
+    made (its tests give it a fake).  Blocking: call in a thread."""
+
+    def mount(self, lower_dirs: Sequence[str], upper: str, work: str, target: str) -> None:
+        mount_overlay(lower_dirs, upper, work, target)
+
+    def unmount(self, target: str) -> None:
+        unmount(target)
 
 def _write(path: str, text: str) -> None:
     tmp = path + ".tmp"

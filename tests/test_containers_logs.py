@@ -1,0 +1,144 @@
+"""
+`docker logs` and attach's logs in process: the container backend reading a
+log file in conmon's k8s-file format (written here, as conmon writes it)
+with since, until, tail, timestamps and the stream choice.
+"""
+
+import pytest
+
+from twistedock.streams import STDERR, STDOUT
+
+from .fake_runtime import START, World, run
+
+#: conmon's k8s-file lines: a second apart from START, a partial line joined
+#: with its end, stderr between.
+LOG = (
+    b"2023-11-14T22:13:20.000000001+00:00 stdout F one\n"
+    b"2023-11-14T22:13:21.000000000+00:00 stderr F oops\n"
+    b"2023-11-14T22:13:22.000000000+00:00 stdout P tw\n"
+    b"2023-11-14T22:13:22.500000000+00:00 stdout F o\n"
+    b"2023-11-14T22:13:23.000000000+00:00 stdout F three\n"
+    b"2023-11-14T22:13:24.000000000+00:00 stderr F last words\n"
+)
+
+
+class Writer:
+    def __init__(self):
+        self.written = []
+
+    def write(self, stream, data):
+        self.written.append((stream, data))
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    w.ident = w.create("web")
+    with open(w.backend.get("web").log_path, "wb") as f:
+        f.write(LOG)
+    w.clock.advance(10)
+    return w
+
+
+def logs(world, **options):
+    options.setdefault("stdout", True)
+    options.setdefault("stderr", True)
+    writer = Writer()
+    run(world.backend.logs("web", options, writer))
+    return writer.written
+
+
+def test_everything(world):
+    assert logs(world) == [
+        (STDOUT, b"one\n"),
+        (STDERR, b"oops\n"),
+        (STDOUT, b"two\n"),
+        (STDOUT, b"three\n"),
+        (STDERR, b"last words\n"),
+    ]
+
+
+def test_one_stream(world):
+    assert logs(world, stderr=False) == [(STDOUT, b"one\n"), (STDOUT, b"two\n"), (STDOUT, b"three\n")]
+    assert logs(world, stdout=False) == [(STDERR, b"oops\n"), (STDERR, b"last words\n")]
+    assert logs(world, stdout=False, stderr=False) == []
+
+
+def test_tail(world):
+    assert logs(world, tail="2") == [(STDOUT, b"three\n"), (STDERR, b"last words\n")]
+    # The partial line counts once, from its first piece.
+    assert logs(world, tail="3") == [(STDOUT, b"two\n"), (STDOUT, b"three\n"), (STDERR, b"last words\n")]
+    assert logs(world, tail="0") == []
+    assert len(logs(world, tail="all")) == 5
+    assert len(logs(world, tail="100")) == 5
+    # Not a number: everything, as dockerd.
+    assert len(logs(world, tail="x")) == 5
+
+
+def test_since_and_until(world):
+    # Seconds since the epoch with an optional fraction, as the CLI sends them.
+    assert logs(world, since="%d.5" % (START + 1)) == [
+        (STDOUT, b"two\n"),
+        (STDOUT, b"three\n"),
+        (STDERR, b"last words\n"),
+    ]
+    assert logs(world, until="%d" % (START + 1)) == [(STDOUT, b"one\n"), (STDERR, b"oops\n")]
+    assert logs(world, since="%d" % (START + 1), until="%d" % (START + 3)) == [
+        (STDERR, b"oops\n"),
+        (STDOUT, b"two\n"),
+        (STDOUT, b"three\n"),
+    ]
+    # 0 means no bound.
+    assert len(logs(world, since="0", until="0")) == 5
+
+
+def test_timestamps(world):
+    assert logs(world, timestamps=True, tail="3") == [
+        (STDOUT, b"2023-11-14T22:13:22.000000000Z two\n"),
+        (STDOUT, b"2023-11-14T22:13:23.000000000Z three\n"),
+        (STDERR, b"2023-11-14T22:13:24.000000000Z last words\n"),
+    ]
+    assert logs(world, timestamps=True, stderr=False)[0] == (STDOUT, b"2023-11-14T22:13:20.000000001Z one\n")
+
+
+def test_follow_of_a_stopped_container_ends_at_the_end(world):
+    assert len(logs(world, follow=True)) == 5
+
+
+def test_a_partial_line_at_the_end_is_given_as_it_is(world):
+    with open(world.backend.get("web").log_path, "ab") as f:
+        f.write(b"2023-11-14T22:13:25.000000000+00:00 stdout P no newline\n")
+    assert logs(world)[-1] == (STDOUT, b"no newline")
+
+
+def test_a_container_without_a_log_file(tmp_path):
+    w = World(tmp_path)
+    w.create("web")
+    writer = Writer()
+    run(w.backend.logs("web", {"stdout": True, "stderr": True}, writer))
+    assert writer.written == []
+
+
+class Stream:
+    """What attach writes to: the hijacked connection."""
+
+    def __init__(self):
+        from twisted.internet.defer import succeed
+
+        self.written = []
+        self.closed = succeed(None)
+        self.framed = None
+        self.close_calls = 0
+
+    def write(self, stream, data):
+        self.written.append((stream, data))
+
+    def close(self):
+        self.close_calls += 1
+
+
+def test_attach_with_logs_and_no_stream_replays_the_log(world):
+    stream = Stream()
+    run(world.backend.attach("web", {"logs": True, "stream": False, "stdout": True, "stderr": False}, stream))
+    assert stream.written == [(STDOUT, b"one\n"), (STDOUT, b"two\n"), (STDOUT, b"three\n")]
+    assert stream.framed is True and stream.close_calls == 1
