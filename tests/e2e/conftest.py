@@ -140,7 +140,6 @@ def _clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         "LISTEN_PID",
         "LISTEN_FDS",
         "LISTEN_FDNAMES",
-        "NOTIFY_SOCKET",
     ):
         env.pop(name, None)
     env.update(extra or {})
