@@ -232,10 +232,10 @@ class MemoryContainerBackend:
         for stream, data in self._get(name)["Logs"]:
             writer.write(stream, data)
 
-    def check_attach(self, name, options):
+    def check_attach(self, name, config):
         self._get(name)
 
-    async def attach(self, name, options, stream):
+    async def attach(self, name, config, stream):
         stream.close()
 
     async def resize(self, name, height, width):
@@ -287,11 +287,12 @@ class MemoryExecBackend:
     def check_exec(self, exec_id):
         self._running_container(self._get(exec_id)["Container"])
 
-    async def start_exec(self, exec_id, stream, console_size):
+    async def start_exec(self, exec_id, config):
         from twistedock.errors import Conflict
 
         e = self._get(exec_id)
-        self.calls.append(("start", exec_id, stream is None, console_size))
+        stream = config.stream
+        self.calls.append(("start", exec_id, stream is None, config.console_size))
         if e["ExitCode"] is not None:
             raise Conflict("Error: Exec command %s has already run" % (exec_id,))
         if e["Running"]:

@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 from twistedock.backend.spec.config import merge
 from twistedock.backend.copies import CopyBackend
 from twistedock.errors import InvalidParameter, NotFound
-from twistedock.routers.container import ICopyBackend
+from twistedock.routers.container import CreateImageConfig, ICopyBackend
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="device nodes, owners and trusted xattrs need root")
@@ -69,17 +69,19 @@ async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
     verifyObject(ICopyBackend, backend)
 
     with pytest.raises(InvalidParameter) as e:
-        await backend.commit("fake", {"changes": ["BOGUS x"]})
+        await backend.commit("fake", CreateImageConfig(changes=["BOGUS x"]))
     assert str(e.value) == "bogus is not a valid change command"
     with pytest.raises(NotFound):
-        await backend.commit("nope", {})
+        await backend.commit("nope", CreateImageConfig())
     with pytest.raises(InvalidParameter):
-        await backend.commit("", {})
+        await backend.commit("", CreateImageConfig())
 
     image_id = await backend.commit(
         "fake",
-        {"repo": "child", "tag": "v1", "comment": "hello", "author": "me",
-         "changes": ['CMD ["echo","committed"]', "ENV A=1"], "pause": True},
+        CreateImageConfig(
+            repo="child", tag="v1", comment="hello", author="me",
+            changes=['CMD ["echo","committed"]', "ENV A=1"], pause=True,
+        ),
     )
     assert containers.calls == ["pause", "unpause"]
     image = store.get("child:v1")
@@ -98,7 +100,7 @@ async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
     )
     # Nothing changed: no layer, an empty_layer history entry.
     os.unlink(str(c.base / "diff" / "new"))
-    again = await backend.commit("fake", {"pause": False})
+    again = await backend.commit("fake", CreateImageConfig(pause=False))
     assert containers.calls == ["pause", "unpause"]
     assert store.get(again).diff_ids == store.get(parent).diff_ids
     assert store.get(again).config["history"][-1]["empty_layer"] is True

@@ -5,10 +5,12 @@ client that attached before the start joined when the run begins, detach
 keys, and what is refused.
 """
 
+import attr
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from twistedock.errors import Conflict, InvalidParameter
+from twistedock.routers.container import ContainerAttachConfig
 
 from twistedock.streams import STDERR, STDOUT
 
@@ -38,7 +40,7 @@ class Stream:
             self.closed.callback(None)
 
 
-OPTIONS = {"stream": True, "stdin": True, "stdout": True, "stderr": False, "logs": False}
+OPTIONS = ContainerAttachConfig(stream=True, use_stdin=True, use_stdout=True, use_stderr=False, logs=False)
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def world(tmp_path):
 def test_attach_to_a_running_container(world):
     ident = world.started("web", OpenStdin=True)
     stream = Stream()
-    d = ensureDeferred(world.backend.attach("web", dict(OPTIONS), stream))
+    d = ensureDeferred(world.backend.attach("web", OPTIONS, stream))
     c = world.backend.get("web")
     assert world.runtime.called("attach") == [(world.backend.attach_socket(c),)]
     assert stream.framed is True
@@ -73,7 +75,7 @@ def test_attach_to_a_running_container(world):
 def test_a_client_attached_before_the_start_is_joined_by_it(world):
     ident = world.create("web", Tty=True)
     stream = Stream()
-    d = ensureDeferred(world.backend.attach("web", dict(OPTIONS, stdin=False), stream))
+    d = ensureDeferred(world.backend.attach("web", attr.evolve(OPTIONS, use_stdin=False), stream))
     assert world.runtime.called("attach") == [] and not d.called
     assert stream.framed is False
     run(world.backend.start("web"))
@@ -88,19 +90,19 @@ def test_a_client_attached_before_the_start_is_joined_by_it(world):
 
 def test_what_attach_and_resize_refuse(world):
     ident = world.started("web", Tty=True)
-    error = failure_of(_check(world, {"detach_keys": "ctrl-1"}))
+    error = failure_of(_check(world, ContainerAttachConfig(detach_keys="ctrl-1")))
     assert isinstance(error, InvalidParameter) and str(error) == "Invalid detach keys (ctrl-1) provided"
     run(world.backend.resize("web", 24, 80))
     c = world.backend.get("web")
     assert world.runtime.called("resize") == [(world.backend.bundle(c), 24, 80)]
     run(world.backend.pause("web"))
-    error = failure_of(_check(world, {}))
+    error = failure_of(_check(world, ContainerAttachConfig()))
     assert isinstance(error, Conflict)
     assert str(error) == "container %s is paused, unpause the container before attach" % (ident,)
     run(world.backend.unpause("web"))
     world.backend.get("web").host_config["RestartPolicy"] = {"Name": "always", "MaximumRetryCount": 0}
     world.runtime.exit(ident, 1)
-    error = failure_of(_check(world, {}))
+    error = failure_of(_check(world, ContainerAttachConfig()))
     assert str(error) == "container is restarting, wait until the container is running"
     run(world.backend.stop("web", None, 1))
     error = failure_of(world.backend.resize("web", 24, 80))

@@ -6,6 +6,7 @@ with since, until, tail, timestamps and the stream choice.
 
 import pytest
 
+from twistedock.routers.container import ContainerAttachConfig, ContainerLogsOptions
 from twistedock.streams import STDERR, STDOUT
 
 from .fake_runtime import START, World, run
@@ -44,7 +45,7 @@ def logs(world, **options):
     options.setdefault("stdout", True)
     options.setdefault("stderr", True)
     writer = Writer()
-    run(world.backend.logs("web", options, writer))
+    run(world.backend.logs("web", ContainerLogsOptions(**options), writer))
     return writer.written
 
 
@@ -115,7 +116,7 @@ def test_a_container_without_a_log_file(tmp_path):
     w = World(tmp_path)
     w.create("web")
     writer = Writer()
-    run(w.backend.logs("web", {"stdout": True, "stderr": True}, writer))
+    run(w.backend.logs("web", ContainerLogsOptions(stdout=True, stderr=True), writer))
     assert writer.written == []
 
 
@@ -139,6 +140,8 @@ class Stream:
 
 def test_attach_with_logs_and_no_stream_replays_the_log(world):
     stream = Stream()
-    run(world.backend.attach("web", {"logs": True, "stream": False, "stdout": True, "stderr": False}, stream))
+    run(world.backend.attach(
+        "web", ContainerAttachConfig(logs=True, stream=False, use_stdout=True, use_stderr=False), stream
+    ))
     assert stream.written == [(STDOUT, b"one\n"), (STDOUT, b"two\n"), (STDOUT, b"three\n")]
     assert stream.framed is True and stream.close_calls == 1

@@ -26,7 +26,7 @@ from twistedock.tar import read
 from twistedock.tar.extract import OverwriteConflict, extract_into
 from twistedock.tar.write import write_export
 from twistedock.errors import InternalError, InvalidParameter, NotFound
-from twistedock.routers.container import ICopyBackend
+from twistedock.routers.container import CreateImageConfig, ICopyBackend
 from twistedock.server.httputils import Flow
 
 from .test_tar_stream import Consumer
@@ -636,15 +636,15 @@ def test_commit_route():
     assert (answer.code, answer.json()) == (201, {"Id": "sha256:" + "1" * 64})
     name, options = copies.calls[-1][1:]
     assert name == "c"
-    assert options == {
-        "repo": "r", "tag": "t", "author": "a", "comment": "m",
-        "changes": ["CMD x", "ENV A=1"], "pause": True, "config": None,
-    }
+    assert options == CreateImageConfig(
+        repo="r", tag="t", author="a", comment="m",
+        changes=["CMD x", "ENV A=1"], pause=True, config=None,
+    )
     api.request("POST", "/v1.41/commit?container=c&pause=0", json_body={"Cmd": ["x"]})
-    assert copies.calls[-1][2]["pause"] is False
-    assert copies.calls[-1][2]["config"] == {"Cmd": ["x"]}
+    assert copies.calls[-1][2].pause is False
+    assert copies.calls[-1][2].config == {"Cmd": ["x"]}
     api.request("POST", "/v1.12/commit?container=c")
-    assert copies.calls[-1][2]["pause"] is False
+    assert copies.calls[-1][2].pause is False
     assert api.request("POST", "/v1.41/commit?container=c", body=b"[1]", headers={"Content-Type": "application/json"}).code == 400
 
 

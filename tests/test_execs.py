@@ -28,7 +28,7 @@ from twistedock.backend.events import EventLog
 from twistedock.backend.swarm import InactiveCluster
 from twistedock.daemon import build_routers
 from twistedock.errors import Conflict, InternalError, InvalidParameter
-from twistedock.routers.container import IExecBackend
+from twistedock.routers.container import ExecOptions, IExecBackend
 from twistedock.server.middleware import APIConfig
 from twistedock.server.root import APIResource, compose
 from twistedock.streams import unframe
@@ -104,7 +104,7 @@ def test_create_answers_201_with_the_id_and_inspect_finds_it():
     api = exec_api()
     exec_id = create(api, ("sh", "-c", "exit 3"), AttachStdout=True, Env=["A=1"])
     config = api.execs.execs[exec_id]["Config"]
-    assert config["Cmd"] == ["sh", "-c", "exit 3"] and config["Env"] == ["A=1"]
+    assert config.cmd == ("sh", "-c", "exit 3") and config.env == ("A=1",)
     answer = api.request("GET", "/exec/%s/json" % exec_id)
     assert answer.code == 200
     assert answer.json() == {"ID": exec_id, "Running": False, "ExitCode": None, "ContainerID": "c1"}
@@ -139,7 +139,7 @@ def test_create_decodes_as_go_does():
     # Names match regardless of case; unknown fields are ignored.
     answer = api.request("POST", "/containers/c1/exec", json_body={"cmd": ["true"], "attachstdin": True, "Whatever": 1})
     exec_id = answer.json()["Id"]
-    assert api.execs.execs[exec_id]["Config"] == {"Cmd": ["true"], "AttachStdin": True}
+    assert api.execs.execs[exec_id]["Config"] == ExecOptions(cmd=["true"], attach_stdin=True)
 
 
 @pytest.mark.route("POST", "/containers/{name:.*}/exec")
@@ -148,8 +148,8 @@ def test_create_console_size_needs_api_1_42():
     body = {"Cmd": ["sh"], "Tty": True, "ConsoleSize": [24, 80]}
     old = api.request("POST", "/v1.41/containers/c1/exec", json_body=body).json()["Id"]
     new = api.request("POST", "/v1.51/containers/c1/exec", json_body=body).json()["Id"]
-    assert "ConsoleSize" not in api.execs.execs[old]["Config"]
-    assert api.execs.execs[new]["Config"]["ConsoleSize"] == [24, 80]
+    assert api.execs.execs[old]["Config"].console_size is None
+    assert api.execs.execs[new]["Config"].console_size == (24, 80)
 
 
 @pytest.mark.route("POST", "/containers/{name:.*}/exec")
@@ -190,7 +190,7 @@ def test_detached_start_is_an_empty_200():
     answer = api.request("POST", "/exec/%s/start" % exec_id, json_body={"Detach": True, "Tty": True, "ConsoleSize": [5, 6]})
     assert answer.code == 200
     assert answer.body == b""
-    assert api.execs.calls == [("start", exec_id, True, [5, 6])]
+    assert api.execs.calls == [("start", exec_id, True, (5, 6))]
     r = start(api, create(api), Detach=True)
     head, body = r.head_and_body()
     assert head[0] == "HTTP/1.1 200 OK" and "Content-Length: 0" in head and body == b""
@@ -204,7 +204,7 @@ def test_detached_start_is_an_empty_200():
 @pytest.mark.route("POST", "/exec/{name:.*}/start")
 def test_console_size_only_with_a_tty_and_api_1_42():
     api = exec_api()
-    for version, tty, expected in (("v1.51", True, [5, 6]), ("v1.51", False, None), ("v1.41", True, None)):
+    for version, tty, expected in (("v1.51", True, (5, 6)), ("v1.51", False, None), ("v1.41", True, None)):
         exec_id = create(api)
         body = {"Detach": True, "Tty": tty, "ConsoleSize": [5, 6]}
         assert api.request("POST", "/%s/exec/%s/start" % (version, exec_id), json_body=body).code == 200
@@ -549,7 +549,7 @@ def test_backend_provides_the_interface_and_joins_the_container_backend(tmp_path
 
 def test_backend_create_rules_and_store(tmp_path):
     clock, containers, backend, c = exec_backend(tmp_path)
-    exec_id = run_sync(backend.create_exec(c.id, {"Cmd": ["sh"], "Tty": True, "Env": ["B=2"]}))
+    exec_id = run_sync(backend.create_exec(c.id, ExecOptions(cmd=["sh"], tty=True, env=["B=2"])))
     e = backend.execs[exec_id]
     assert e.env == ["PATH=" + execs_module.spec.DEFAULT_PATH_ENV, "HOSTNAME=h", "TERM=xterm", "A=1", "B=2"]
     assert e.working_dir == "/w"
@@ -558,26 +558,26 @@ def test_backend_create_rules_and_store(tmp_path):
     [event] = containers.events._history
     assert (event.action, event.actor.attributes) == ("exec_create: sh ", {"execID": exec_id})
     with pytest.raises(InternalError, match=r"Invalid escape keys \(bogus\) provided"):
-        run_sync(backend.create_exec(c.id, {"Cmd": ["sh"], "DetachKeys": "bogus"}))
+        run_sync(backend.create_exec(c.id, ExecOptions(cmd=["sh"], detach_keys="bogus")))
     c.state.paused = True
     with pytest.raises(Conflict, match="Container c1 is paused, unpause the container before exec"):
         containers.containers["c1"] = c
-        run_sync(backend.create_exec("c1", {"Cmd": ["sh"]}))
+        run_sync(backend.create_exec("c1", ExecOptions(cmd=["sh"])))
     # Start and resize name the container by its ID.
     with pytest.raises(Conflict, match="Container %s is paused" % c.id):
         backend.check_exec(exec_id)
     c.state.paused = False
     c.state.running = False
     with pytest.raises(Conflict, match="Container %s is not running$" % c.id):
-        run_sync(backend.create_exec(c.id, {"Cmd": ["sh"]}))
+        run_sync(backend.create_exec(c.id, ExecOptions(cmd=["sh"])))
     with pytest.raises(Conflict, match="Container %s is not running$" % c.id):
         backend.check_exec(exec_id)
 
 
 def test_container_stop_forgets_unstarted_execs_and_gc_forgets_ended_ones(tmp_path):
     clock, containers, backend, c = exec_backend(tmp_path)
-    unstarted = run_sync(backend.create_exec(c.id, {"Cmd": ["sh"]}))
-    ended = run_sync(backend.create_exec(c.id, {"Cmd": ["true"]}))
+    unstarted = run_sync(backend.create_exec(c.id, ExecOptions(cmd=["sh"])))
+    ended = run_sync(backend.create_exec(c.id, ExecOptions(cmd=["true"])))
     e = backend.execs[ended]
     e.running, e.pid = True, 42
     backend._exited(e, 3)
@@ -594,7 +594,7 @@ def test_container_stop_forgets_unstarted_execs_and_gc_forgets_ended_ones(tmp_pa
     clock.advance(execs_module.GC_INTERVAL)
     assert backend.execs == {}
     # An exec whose container was removed is not found.
-    again = run_sync(backend.create_exec(c.id, {"Cmd": ["true"]}))
+    again = run_sync(backend.create_exec(c.id, ExecOptions(cmd=["true"])))
     del containers.containers[c.id]
     with pytest.raises(Exception, match="No such exec instance"):
         backend.inspect_exec(again)

@@ -15,6 +15,7 @@ from ..deferreds import shield
 from ..errors import Conflict, DockerError
 from ..logs import Logger
 from ..reference import repo_tag_reference
+from ..routers.container import CreateImageConfig
 from ..tar.layer import write_layer
 from .images.changes import apply_changes
 from .images.config import CONTAINER_CONFIG_ORDER
@@ -38,25 +39,24 @@ class ContainerCommitter:
     def _thread(self, function, *args):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
-    async def commit(self, c, options: dict) -> str:
-        """Commit container C{c} as C{options} (the request's repo, tag,
-        config, changes, author, comment, pause) say: the new image's ID."""
+    async def commit(self, c, options: CreateImageConfig) -> str:
+        """Commit container C{c} as C{options} say: the new image's ID."""
         if c.state.dead:
             raise Conflict("You cannot commit container %s which is Dead" % (c.id,))
         if c.state.removing:
             raise Conflict("You cannot commit container %s which is being removed" % (c.id,))
-        ref = repo_tag_reference(options.get("repo") or "", options.get("tag") or "")
+        ref = repo_tag_reference(options.repo, options.tag)
         container_config = {k: v for k, v in c.config.items() if k in _CONFIG_FIELDS}
-        body = options.get("config")
+        body = options.config
         if isinstance(body, dict) and any(key in body for key in _CONFIG_FIELDS):
             user_config = {k: v for k, v in body.items() if k in _CONFIG_FIELDS}
         else:
             user_config = json.loads(json.dumps(container_config))
-        new_config = apply_changes(user_config, list(options.get("changes") or ()))
+        new_config = apply_changes(user_config, list(options.changes))
         new_config = merge_config(new_config, container_config)
         paused_here = False
         if (
-            options.get("pause", True)
+            options.pause
             and c.state.running
             and not c.state.paused
             and not c.state.restarting
@@ -83,14 +83,14 @@ class ContainerCommitter:
             container_id=c.id,
             container_config=container_config,
             config=new_config,
-            author=options.get("author") or "",
-            comment=options.get("comment") or "",
+            author=options.author,
+            comment=options.comment,
             ref=ref,
         )
         self.containers.log_event(
             c,
             "commit",
-            comment=options.get("comment") or "",
+            comment=options.comment,
             imageID=image_id,
             imageRef=ref.familiar_string() if ref is not None else "",
         )

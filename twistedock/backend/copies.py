@@ -25,7 +25,7 @@ from zope.interface import implementer
 from .. import golang
 from ..deferreds import shield
 from ..errors import Forbidden, InternalError, InvalidParameter
-from ..routers.container import ICopyBackend
+from ..routers.container import CreateImageConfig, ICopyBackend
 from ..tar.extract import OverwriteConflict, extract_into
 from ..tar.layer import changes_of
 from ..tar.read import ArchiveError, BreakoutError
@@ -136,7 +136,7 @@ class CopyBackend:
 
     # -- commit ----------------------------------------------------------------
 
-    async def commit(self, name: str, options: dict) -> str:
+    async def commit(self, name: str, options: CreateImageConfig) -> str:
         return await self._committer.commit(self._container(name), options)
 
 

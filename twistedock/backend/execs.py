@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import signal as signals
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -22,7 +22,7 @@ from zope.interface import implementer
 from ..atomic import write_atomic
 from ..errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
-from ..routers.container import IExecBackend
+from ..routers.container import ExecOptions, ExecStartConfig, IExecBackend
 from ..streams import STDERR, STDOUT
 from . import spec
 from .detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
@@ -63,7 +63,7 @@ class Exec:
     open_stdout: bool = False
     open_stderr: bool = False
     detach_keys: bytes = b""
-    console_size: Optional[List[int]] = None
+    console_size: Optional[Tuple[int, int]] = None
     running: bool = False
     exit_code: Optional[int] = None
     pid: int = 0
@@ -352,11 +352,11 @@ class ExecBackend:
 
     # -- create, inspect --------------------------------------------------
 
-    async def create_exec(self, name: str, config: dict) -> str:
+    async def create_exec(self, name: str, config: ExecOptions) -> str:
         c = self.containers.get(name)
         self._check_running(c, name)
-        cmd = list(config.get("Cmd") or ())
-        user = config.get("User") or ""
+        cmd = list(config.cmd)
+        user = config.user
         if user:
             # dockerd looks the user up early, for an early error.
             try:
@@ -365,27 +365,27 @@ class ExecBackend:
                 raise InvalidParameter(str(error))
             self._check_running(c, name)
         keys = b""
-        if config.get("DetachKeys"):
+        if config.detach_keys:
             try:
-                keys = bytes(parse_detach_keys(config["DetachKeys"]))
+                keys = bytes(parse_detach_keys(config.detach_keys))
             except InvalidParameter:
-                raise InternalError("Invalid escape keys (%s) provided" % (config["DetachKeys"],))
-        tty = bool(config.get("Tty"))
+                raise InternalError("Invalid escape keys (%s) provided" % (config.detach_keys,))
+        tty = config.tty
         e = Exec(
             id=os.urandom(32).hex(),
             container_id=c.id,
             entrypoint=cmd[0],
             args=cmd[1:],
-            env=spec.replace_or_append_env(daemon_environment(c.config, tty), config.get("Env") or ()),
+            env=spec.replace_or_append_env(daemon_environment(c.config, tty), config.env),
             user=user or c.config.get("User") or "",
-            working_dir=config.get("WorkingDir") or c.config.get("WorkingDir") or "",
+            working_dir=config.working_dir or c.config.get("WorkingDir") or "",
             tty=tty,
-            privileged=bool(config.get("Privileged")),
-            open_stdin=bool(config.get("AttachStdin")),
-            open_stdout=bool(config.get("AttachStdout")),
-            open_stderr=bool(config.get("AttachStderr")),
+            privileged=config.privileged,
+            open_stdin=config.attach_stdin,
+            open_stdout=config.attach_stdout,
+            open_stderr=config.attach_stderr,
             detach_keys=keys,
-            console_size=config.get("ConsoleSize"),
+            console_size=config.console_size,
         )
         self.execs[e.id] = e
         self._schedule_gc()
@@ -426,7 +426,7 @@ class ExecBackend:
 
     # -- start --------------------------------------------------------------
 
-    async def start_exec(self, exec_id: str, stream, console_size) -> None:
+    async def start_exec(self, exec_id: str, config: ExecStartConfig) -> None:
         e, c = self._active(exec_id)
         if e.exit_code is not None:
             raise Conflict("Error: Exec command %s has already run" % (e.id,))
@@ -434,6 +434,8 @@ class ExecBackend:
             raise Conflict("Error: Exec command %s is already running" % (e.id,))
         e.running = True
         self._event(c, "exec_start: " + e.command(), execID=e.id)
+        stream = config.stream
+        console_size = config.console_size
         if console_size is None:
             console_size = e.console_size
         output = _Output(e, stream)

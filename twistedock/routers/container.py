@@ -1,7 +1,8 @@
 """The container router: life cycle, logs, attach, exec, archives, export, changes and commit."""
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
+import attr
 from zope.interface import Interface
 
 from ..errors import DockerError, InvalidParameter
@@ -46,6 +47,87 @@ ROUTES = (
 )
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+
+
+def _console_size(value) -> Optional[Tuple[int, int]]:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+# -- Option values the backends are given (moby's backend.go) ---------------
+# Parsed once from the request by the handlers; the defaults are dockerd's.
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ContainerLogsOptions:
+    """C{GET /containers/{name}/logs}'s query.  C{since} and C{until} stay
+    as given (seconds, with nanoseconds after a dot), C{tail} too ("all",
+    or a number of lines), as in moby, whose daemon parses them."""
+
+    stdout: bool = False
+    stderr: bool = False
+    follow: bool = False
+    timestamps: bool = False
+    since: str = ""
+    until: str = ""
+    tail: str = "all"
+    details: bool = False
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ContainerAttachConfig:
+    """What an attach joins: which of the container's streams, whether its
+    log is replayed first (C{logs}) and the live streams follow (C{stream}),
+    and the keys that detach (empty: the default)."""
+
+    use_stdin: bool = False
+    use_stdout: bool = False
+    use_stderr: bool = False
+    logs: bool = False
+    stream: bool = False
+    detach_keys: str = ""
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ExecOptions:
+    """An exec's configuration: the body of C{POST /containers/{name}/exec}
+    (Go's container.ExecOptions; C{console_size} only from API 1.42)."""
+
+    cmd: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    user: str = ""
+    privileged: bool = False
+    tty: bool = False
+    console_size: Optional[Tuple[int, int]] = attr.ib(default=None, converter=_console_size)
+    attach_stdin: bool = False
+    attach_stdout: bool = False
+    attach_stderr: bool = False
+    detach_keys: str = ""
+    env: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    working_dir: str = ""
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ExecStartConfig:
+    """How an exec starts: joined to C{stream} (a hijacked connection), or
+    detached (None); C{console_size} its terminal's (None: the create's)."""
+
+    stream: Any = None
+    console_size: Optional[Tuple[int, int]] = attr.ib(default=None, converter=_console_size)
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class CreateImageConfig:
+    """C{POST /commit}'s query and body: the new image's repository and tag
+    (checked by the backend), author, comment, Dockerfile C{changes},
+    whether the container is paused meanwhile, and the body's container
+    config (None without a body)."""
+
+    repo: str = ""
+    tag: str = ""
+    author: str = ""
+    comment: str = ""
+    changes: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    pause: bool = True
+    config: Optional[dict] = None
 
 
 class IContainerBackend(Interface):
@@ -101,14 +183,14 @@ class IContainerBackend(Interface):
     def tty(name):
         """Whether the container has a TTY (sync; NotFound if no such container)."""
 
-    def logs(name, options, writer):
+    def logs(name, options: ContainerLogsOptions, writer):
         """Write each log entry with C{writer.write(stream, data)}, at the
         pace of C{writer.flow}; follow if asked."""
 
-    def attach(name, options, stream):
+    def attach(name, config: ContainerAttachConfig, stream):
         """Join C{stream} (a hijacked connection) to the container's stdio."""
 
-    def check_attach(name, options):
+    def check_attach(name, config: ContainerAttachConfig):
         """Refuse an attach before the connection is taken over (sync)."""
 
     def resize(name, height, width):
@@ -136,18 +218,16 @@ class ICopyBackend(Interface):
     def changes(name):
         """C{[{"Path", "Kind"}]}: the container's changes to its image (or None)."""
 
-    def commit(name, options):
-        """Make an image of the container (options: repo, tag, author,
-        comment, changes, pause, config): its ID."""
+    def commit(name, config: CreateImageConfig):
+        """Make an image of the container: its ID."""
 
 
 class IExecBackend(Interface):
     """What the exec routes ask of the daemon (moby's execBackend). Methods
     are async unless said otherwise."""
 
-    def create_exec(name, config):
-        """Set up an exec (the request's ExecOptions) in the running
-        container C{name}: its ID."""
+    def create_exec(name, config: ExecOptions):
+        """Set up an exec in the running container C{name}: its ID."""
 
     def inspect_exec(exec_id):
         """The exec as C{GET /exec/{id}/json} shows it (sync)."""
@@ -156,10 +236,10 @@ class IExecBackend(Interface):
         """Refuse a start or resize before anything is written (sync):
         NotFound, or Conflict when the exec's container does not run."""
 
-    def start_exec(exec_id, stream, console_size):
-        """Run the exec.  With C{stream} (a hijacked connection), join it to
-        the exec's stdio and return once the exec ended and its output was
-        written (or the client left); with None, return once it runs."""
+    def start_exec(exec_id, config: ExecStartConfig):
+        """Run the exec.  With C{config.stream} (a hijacked connection), join
+        it to the exec's stdio and return once the exec ended and its output
+        was written (or the client left); with None, return once it runs."""
 
     def resize_exec(exec_id, height, width):
         """Resize the exec's TTY."""
@@ -307,16 +387,16 @@ class ContainerRouter(Router):
         name = req.vars["name"]
         if not (req.bool_query("stdout") or req.bool_query("stderr")):
             raise InvalidParameter("Bad parameters: you must choose at least one stream")
-        options = {
-            "stdout": req.bool_query("stdout"),
-            "stderr": req.bool_query("stderr"),
-            "follow": req.bool_query("follow"),
-            "timestamps": req.bool_query("timestamps"),
-            "since": req.query("since", ""),
-            "until": req.query("until", ""),
-            "tail": req.query("tail", "all") or "all",
-            "details": req.bool_query("details"),
-        }
+        options = ContainerLogsOptions(
+            stdout=req.bool_query("stdout"),
+            stderr=req.bool_query("stderr"),
+            follow=req.bool_query("follow"),
+            timestamps=req.bool_query("timestamps"),
+            since=req.query("since", ""),
+            until=req.query("until", ""),
+            tail=req.query("tail", "all") or "all",
+            details=req.bool_query("details"),
+        )
         tty = self.backend.tty(name)
         multiplexed = not tty
         content_type = MULTIPLEXED if multiplexed and not versions.less_than(req.version, "1.42") else RAW
@@ -326,16 +406,16 @@ class ContainerRouter(Router):
 
     async def post_containers_attach(self, req: APIRequest) -> None:
         name = req.vars["name"]
-        options = {
-            "stream": req.bool_query("stream"),
-            "stdin": req.bool_query("stdin"),
-            "stdout": req.bool_query("stdout"),
-            "stderr": req.bool_query("stderr"),
-            "logs": req.bool_query("logs"),
-            "detach_keys": req.query("detachKeys", ""),
-        }
+        config = ContainerAttachConfig(
+            stream=req.bool_query("stream"),
+            use_stdin=req.bool_query("stdin"),
+            use_stdout=req.bool_query("stdout"),
+            use_stderr=req.bool_query("stderr"),
+            logs=req.bool_query("logs"),
+            detach_keys=req.query("detachKeys", ""),
+        )
         try:
-            self.backend.check_attach(name, options)
+            self.backend.check_attach(name, config)
             tty = self.backend.tty(name)
         except DockerError as e:
             # dockerd answers a failed attach on the taken-over connection.
@@ -343,27 +423,27 @@ class ContainerRouter(Router):
         multiplexed = not tty and not versions.less_than(req.version, "1.42")
         return hijacked(
             req, MULTIPLEXED if multiplexed else RAW, not tty,
-            lambda stream: self.backend.attach(name, options, stream),
+            lambda stream: self.backend.attach(name, config, stream),
         )
 
     async def ws_containers_attach(self, req: APIRequest) -> None:
         name = req.vars["name"]
         forced = versions.less_than(req.version, "1.42")
-        options = {
-            "stream": req.bool_query("stream"),
-            "stdin": forced or req.bool_query("stdin"),
-            "stdout": forced or req.bool_query("stdout"),
-            "stderr": forced or req.bool_query("stderr"),
-            "logs": req.bool_query("logs"),
-            "detach_keys": req.query("detachKeys", ""),
-        }
-        self.backend.check_attach(name, options)
+        config = ContainerAttachConfig(
+            stream=req.bool_query("stream"),
+            use_stdin=forced or req.bool_query("stdin"),
+            use_stdout=forced or req.bool_query("stdout"),
+            use_stderr=forced or req.bool_query("stderr"),
+            logs=req.bool_query("logs"),
+            detach_keys=req.query("detachKeys", ""),
+        )
+        self.backend.check_attach(name, config)
 
         async def serve(stream) -> None:
             await stream.opened
             if stream.lost:
                 return
-            await self.backend.attach(name, options, stream)
+            await self.backend.attach(name, config, stream)
 
         return websocket_attached(req, not versions.less_than(req.version, "1.28"), serve)
 
@@ -401,9 +481,20 @@ class ContainerRouter(Router):
         options = self._exec_options(req.json_body({}), "ExecOptions", self.EXEC_OPTIONS)
         if not options.get("Cmd"):
             raise InvalidParameter("No exec command specified")
-        if versions.less_than(req.version, "1.42"):
-            options.pop("ConsoleSize", None)
-        exec_id = await execs.create_exec(req.vars["name"], options)
+        config = ExecOptions(
+            cmd=options["Cmd"],
+            user=options.get("User", ""),
+            privileged=options.get("Privileged", False),
+            tty=options.get("Tty", False),
+            console_size=None if versions.less_than(req.version, "1.42") else options.get("ConsoleSize"),
+            attach_stdin=options.get("AttachStdin", False),
+            attach_stdout=options.get("AttachStdout", False),
+            attach_stderr=options.get("AttachStderr", False),
+            detach_keys=options.get("DetachKeys", ""),
+            env=options.get("Env", ()),
+            working_dir=options.get("WorkingDir", ""),
+        )
+        exec_id = await execs.create_exec(req.vars["name"], config)
         req.write_json({"Id": exec_id}, status=201)
 
     async def post_container_exec_start(self, req: APIRequest) -> None:
@@ -416,7 +507,7 @@ class ContainerRouter(Router):
         if versions.less_than(req.version, "1.42") or not tty:
             console_size = None
         if options.get("Detach"):
-            await execs.start_exec(name, None, console_size)
+            await execs.start_exec(name, ExecStartConfig(console_size=console_size))
             req.write_status(200)
             return
         # Framing follows the start request's Tty, as dockerd's.
@@ -424,7 +515,7 @@ class ContainerRouter(Router):
 
         async def serve(stream) -> None:
             try:
-                await execs.start_exec(name, stream, console_size)
+                await execs.start_exec(name, ExecStartConfig(stream=stream, console_size=console_size))
             except DockerError as e:
                 # Too late for a status: dockerd writes the error as output.
                 from ..streams import STDOUT
@@ -517,14 +608,14 @@ class ContainerRouter(Router):
         pause = req.bool_query("pause")
         if not req.query("pause") and not versions.less_than(req.version, "1.13"):
             pause = True
-        options = {
-            "repo": req.query("repo", ""),
-            "tag": req.query("tag", ""),
-            "author": req.query("author", ""),
-            "comment": req.query("comment", ""),
-            "changes": req.query_all("changes"),
-            "pause": pause,
-            "config": config,
-        }
+        options = CreateImageConfig(
+            repo=req.query("repo", ""),
+            tag=req.query("tag", ""),
+            author=req.query("author", ""),
+            comment=req.query("comment", ""),
+            changes=req.query_all("changes"),
+            pause=pause,
+            config=config,
+        )
         image_id = await copies.commit(req.query("container", ""), options)
         req.write_json({"Id": image_id}, status=201)

@@ -7,6 +7,7 @@ from twisted.internet.defer import Deferred
 
 from ...errors import Conflict
 from ...logs import Logger
+from ...routers.container import ContainerAttachConfig
 from ...streams import STDERR, STDOUT
 from ..detachkeys import DEFAULT_DETACH_KEYS, EscapeKeys, parse_detach_keys
 from .record import Container
@@ -17,19 +18,19 @@ log = Logger()
 class Attachment:
     """A hijacked client joined to a container's stdio through conmon."""
 
-    def __init__(self, backend, container: Container, options: dict, stream) -> None:
+    def __init__(self, backend, container: Container, config: ContainerAttachConfig, stream) -> None:
         self.backend = backend
         self.container = container
-        self.options = options
+        self.config = config
         self.stream = stream
         self.connection = None
         self.done = Deferred()
-        self.escape = EscapeKeys(parse_detach_keys(options.get("detach_keys") or DEFAULT_DETACH_KEYS))
+        self.escape = EscapeKeys(parse_detach_keys(config.detach_keys or DEFAULT_DETACH_KEYS))
 
     def output(self, stream_id: int, data: bytes) -> None:
-        if stream_id == STDOUT and not self.options["stdout"]:
+        if stream_id == STDOUT and not self.config.use_stdout:
             return
-        if stream_id == STDERR and not self.options["stderr"]:
+        if stream_id == STDERR and not self.config.use_stderr:
             return
         self.stream.write(stream_id, data)
 
@@ -41,7 +42,7 @@ class Attachment:
         transport = self.connection.transport
         if transport is not None:
             self.stream.add_source(transport.pauseProducing, transport.resumeProducing)
-        if self.options["stdin"] and c.config.get("OpenStdin"):
+        if self.config.use_stdin and c.config.get("OpenStdin"):
             self.stream.read_input(self._input, self._stdin_ended)
         self.stream.closed.addCallback(lambda _: self.connection.close())
 
@@ -70,28 +71,27 @@ class AttachMixin:
     def tty(self, ref) -> bool:
         return self.get(ref).tty
 
-    def check_attach(self, ref, options) -> None:
+    def check_attach(self, ref, config: ContainerAttachConfig) -> None:
         c = self.get(ref)
         if c.state.paused:
             raise Conflict("container %s is paused, unpause the container before attach" % (c.id,))
         if c.state.restarting:
             raise Conflict("container is restarting, wait until the container is running")
-        keys = options.get("detach_keys") or ""
-        if keys:
-            parse_detach_keys(keys)
+        if config.detach_keys:
+            parse_detach_keys(config.detach_keys)
 
-    async def attach(self, ref, options, stream) -> None:
+    async def attach(self, ref, config: ContainerAttachConfig, stream) -> None:
         c = self.get(ref)
         stream.framed = not c.tty
-        if options.get("logs"):
+        if config.logs:
             reader = self.log_reader_factory(c.log_path)
             for ts, name, data in await reader.read(tail=None):
-                if (name == "stdout" and options["stdout"]) or (name == "stderr" and options["stderr"]):
+                if (name == "stdout" and config.use_stdout) or (name == "stderr" and config.use_stderr):
                     stream.write(STDOUT if name == "stdout" else STDERR, data)
-        if not options.get("stream"):
+        if not config.stream:
             stream.close()
             return
-        attachment = Attachment(self, c, options, stream)
+        attachment = Attachment(self, c, config, stream)
         run = self._runs.get(c.id)
         if c.state.running and run is not None:
             await attachment.connect()

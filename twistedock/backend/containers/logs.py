@@ -8,20 +8,21 @@ from typing import Optional
 from ...errors import InvalidParameter
 from ...streams import STDERR, STDOUT
 from ... import golang
+from ...routers.container import ContainerLogsOptions
 from ..runtime import LogChunks, LogFollower
 
 
 class LogsMixin:
     """The logs part of L{ContainerBackend}."""
 
-    async def logs(self, ref, options, writer) -> None:
+    async def logs(self, ref, options: ContainerLogsOptions, writer) -> None:
         """Stream the log at the client's pace: read a block, write it, wait
         until the client has taken it, read the next; then, with follow,
         what conmon appends until the run ends."""
         c = self.get(ref)
-        since = _log_time(options.get("since"))
-        until = _log_time(options.get("until"))
-        tail = options.get("tail", "all")
+        since = _log_time(options.since)
+        until = _log_time(options.until)
+        tail = options.tail
         tail_n = None
         if tail not in ("", "all"):
             try:
@@ -29,9 +30,9 @@ class LogsMixin:
             except ValueError:
                 tail_n = None
         streams = set()
-        if options.get("stdout"):
+        if options.stdout:
             streams.add("stdout")
-        if options.get("stderr"):
+        if options.stderr:
             streams.add("stderr")
         flow = getattr(writer, "flow", None)
 
@@ -43,11 +44,11 @@ class LogsMixin:
                 return
             if until is not None and ts > until:
                 return
-            if options.get("timestamps"):
+            if options.timestamps:
                 data = golang.rfc3339_nano_fixed(ts).encode() + b" " + data
             writer.write(STDOUT if stream == "stdout" else STDERR, data)
 
-        follow = bool(options.get("follow")) and (until is None or until > self.now())
+        follow = options.follow and (until is None or until > self.now())
         ended = self._next_exit(c) if follow and c.state.running else None
         try:
             if tail_n is not None:
