@@ -88,6 +88,7 @@ class AttachMixin:
             for ts, name, data in await reader.read(tail=None):
                 if (name == "stdout" and options["stdout"]) or (name == "stderr" and options["stderr"]):
                     stream.write(STDOUT if name == "stdout" else STDERR, data)
+        self.log_event(c, "attach")
         if not options.get("stream"):
             stream.close()
             return
