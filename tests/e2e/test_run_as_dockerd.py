@@ -44,6 +44,15 @@ def test_unknown_network_is_refused_at_start(daemon):
         assert (s["Status"], s["ExitCode"], s["Error"]) == ("created", 128, "network nonet not found")
     finally:
         remove(daemon, "nonet")
+    # So is the container whose network a container: mode joins.
+    resp = daemon.request("POST", "/v1.41/containers/create?name=nonet",
+                          {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:nope"}})
+    assert resp.status == 201, resp
+    try:
+        resp = daemon.request("POST", "/v1.41/containers/nonet/start")
+        assert (resp.status, resp.json()) == (404, {"message": "No such container: nope"})
+    finally:
+        remove(daemon, "nonet")
     # The CLI shows the network's error, not a pull of an image it thinks missing.
     result = daemon.docker("run", "--rm", "--network", "nonet", "busybox", "true", check=False)
     assert result.returncode == 125

@@ -71,7 +71,7 @@ class StartMixin:
         paths = self.overlay(c)
         bundle = self.bundle(c)
         try:
-            _check_network(c)
+            self._check_network(c)
             await self._prepare_bundle(c, paths, bundle)
             try:
                 os.unlink(os.path.join(self.exit_dir, c.id))
@@ -150,6 +150,16 @@ class StartMixin:
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 
+    def _check_network(self, c: Container) -> None:
+        """dockerd looks the network (or the container whose network is
+        joined) up at start, not at create: the CLI takes a 404 from create
+        for a missing image."""
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode.startswith("container:"):
+            self.get(mode[len("container:"):])
+        elif mode not in NETWORK_MODES:
+            raise NotFound("network %s not found" % (mode,))
+
     async def _connect_pending(self, c: Container, run: Run) -> None:
         """Join the clients that attached before the run began."""
         for attachment in self._pending_attach.pop(c.id, []):
@@ -184,14 +194,6 @@ class StartMixin:
             attachment.stream.close()
         if isinstance(error, DockerError) and error.status == 500 and code in (126, 127):
             error.status = 400
-
-
-def _check_network(c: Container) -> None:
-    """dockerd looks the network up at start, not at create (the CLI takes a
-    404 from create for a missing image)."""
-    mode = c.host_config.get("NetworkMode") or "default"
-    if mode not in NETWORK_MODES and not mode.startswith("container:"):
-        raise NotFound("network %s not found" % (mode,))
 
 
 def _create_bind_sources(host_config: dict) -> None:
