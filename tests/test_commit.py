@@ -64,7 +64,7 @@ async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
     for sub in ("diff", "merged", "work"):
         (c.base / sub).mkdir(parents=True)
     (c.base / "diff" / "new").write_text("new\n")
-    containers = FakeContainers(c)
+    containers = FakeContainers(c, store)
     backend = CopyBackend(reactor, containers, store)
     verifyObject(ICopyBackend, backend)
 

@@ -85,7 +85,9 @@ def test_start_mounts_creates_and_starts_then_an_exit_is_recorded(world):
     c = world.backend.get("web")
     merged = world.backend.overlay(c)["MergedDir"]
     assert merged in world.mounts.mounted
-    assert world.mounts.calls[0][1] == world.images.get("busybox").layer_dirs
+    # The init layer (dockerd's /.dockerenv, /etc/mtab…) above the image's layers.
+    assert world.mounts.calls[0][1] == world.images.get("busybox").layer_dirs + [world.backend.init_layer(c)]
+    assert os.path.islink(os.path.join(world.backend.init_layer(c), "etc", "mtab"))
     assert [call[1] for call in world.runtime.calls] == ["create", "start"]
     options = world.runtime.called("create")[0][1]
     assert options["log_path"] == c.log_path and options["socket_name"] == ident[:12]

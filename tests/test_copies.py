@@ -461,10 +461,15 @@ class FakeContainers:
     """Just what the copy backend uses; the merged directory is a plain
     directory the tests say is mounted."""
 
-    def __init__(self, container) -> None:
+    def __init__(self, container, images=None) -> None:
         self.c = container
+        self.images = images
         self.events = []
         self.calls = []
+
+    def layer_dirs(self, c):
+        """The image's layers (no init layer here)."""
+        return list(self.images.get_layer_dirs(c.image_id)) if self.images is not None else []
 
     def get(self, ref):
         if ref not in ("fake", self.c.id):

@@ -398,11 +398,14 @@ def test_daemon_environment():
 
 def test_start_errors_as_dockerd_translates_them():
     code, error = start_error('exec failed: exec: "nope": executable file not found in $PATH', "nope")
-    assert code == 127 and isinstance(error, InvalidParameter)
+    # dockerd 20.10: exit code 126 for every exec that could not start.
+    assert code == 126 and isinstance(error, InvalidParameter)
     assert str(error) == (
         'OCI runtime exec failed: exec failed: exec: "nope": executable file not found in $PATH: unknown'
     )
     code, error = start_error('chdir to cwd ("/x") set in config.json failed: no such file or directory', "pwd")
+    assert code == 126 and isinstance(error, InvalidParameter)
+    code, error = start_error("exec failed: something else", "true")
     assert code == 126 and isinstance(error, InternalError)
     code, error = start_error("exec /bin/x: permission denied", "/bin/x")
     assert code == 126 and isinstance(error, InvalidParameter)

@@ -147,3 +147,35 @@ def test_the_commit_layer_writes_oci_whiteouts(layers, tmp_path):
     empty = tmp_path / "empty-upper"
     empty.mkdir()
     assert collect(write_layer, str(empty), [str(base)]) == b"\0" * 1024
+
+
+@needs_root
+def test_the_init_layer_is_below_the_containers_own(layers, tmp_path):
+    # dockerd's init layer: its files in every root, never a change nor committed.
+    from twistedock.backend.runtime.rootfs import make_init_layer
+
+    base, top, upper = layers
+    init = tmp_path / "init"
+    make_init_layer(str(init))
+    make_init_layer(str(init))  # (idempotent: made again at each start)
+    assert os.readlink(str(init / "etc/mtab")) == "/proc/mounts"
+    for rel in (".dockerenv", "dev/console", "etc/hosts", "etc/hostname", "etc/resolv.conf"):
+        st = os.lstat(str(init / rel))
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755 and st.st_size == 0, rel
+    for rel in ("dev/pts", "dev/shm", "proc", "sys"):
+        assert stat.filemode(os.lstat(str(init / rel)).st_mode) == "drwxr-xr-x", rel
+    lower = [str(base), str(top), str(init)]
+    assert changes_of(str(upper), lower) == []
+    (upper / "etc").mkdir()
+    stamp_like(init / "etc", upper / "etc")
+    _whiteout(upper / "etc/mtab")
+    (upper / "x").write_text("x")
+    assert changes_of(str(upper), lower) == [
+        {"Path": "/etc", "Kind": MODIFIED},
+        {"Path": "/etc/mtab", "Kind": DELETED},
+        {"Path": "/x", "Kind": ADDED},
+    ]
+    buf = io.BytesIO()
+    write_layer(str(upper), lower, buf.write)
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        assert sorted(tar.getnames()) == ["etc", "etc/.wh.mtab", "x"]

@@ -99,8 +99,9 @@ def test_exec_output_and_exit_codes(daemon, box):
 
 @pytest.mark.route("POST", "/exec/{name:.*}/start")
 def test_exec_of_a_missing_command(daemon, box):
+    # dockerd 20.10 answers 126 for every exec that could not start.
     result = daemon.docker("exec", box, "nosuchcmd", check=False)
-    assert result.returncode == 127
+    assert result.returncode == 126
     assert 'OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuchcmd": ' \
            "executable file not found in $PATH: unknown" in result.stdout + result.stderr
     result = daemon.docker("exec", "-w", "/nonexistent", box, "pwd", check=False)
@@ -121,9 +122,26 @@ def test_exec_env_workdir_and_user(daemon, box):
     assert "HOSTNAME=" + daemon.docker_json("inspect", box, format="{{json .Config.Hostname}}") in env
     assert not any(line.startswith("TERM=") for line in env)
     assert daemon.docker("exec", "-u", "65534:65534", box, "id", "-u").stdout == "65534\n"
+
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/exec")
+@pytest.mark.route("POST", "/exec/{name:.*}/start")
+def test_exec_as_an_unknown_user(daemon, box):
+    # As dockerd: the create is accepted, the start fails with exit code 126,
+    # the error written as output (attached) or answered 500 (detached).
+    exec_id = exec_create(daemon, box, User="nosuch", Cmd=["id"], AttachStdout=True, AttachStderr=True)
+    message = "unable to find user nosuch: no matching entries in passwd file"
     result = daemon.docker("exec", "-u", "nosuch", box, "id", check=False)
-    assert result.returncode == 1
-    assert "unable to find user nosuch: no matching entries in passwd file" in result.stderr
+    assert (result.returncode, result.stdout) == (126, message + "\n")  # (text mode reads \r\n as \n)
+    head, stream = hijacked(daemon, "/v1.41/exec/%s/start" % exec_id, {"Detach": False})
+    assert head[0] == "HTTP/1.1 101 UPGRADED"
+    assert list(unframe(stream)) == [(1, (message + "\r\n").encode())]
+    assert exec_inspect(daemon, exec_id)["ExitCode"] == 126
+    exec_id = exec_create(daemon, box, User="nosuch", Cmd=["true"])
+    resp = daemon.request("POST", "/exec/%s/start" % exec_id, {"Detach": True})
+    assert (resp.status, resp.json()) == (500, {"message": message})
+    assert exec_inspect(daemon, exec_id)["ExitCode"] == 126
 
 
 def test_exec_privileged_and_capabilities(daemon, box):

@@ -375,7 +375,7 @@ class CheckpointBackend:
         record = c.record_bytes()
         upper = self.containers.overlay(c)["UpperDir"]
         try:
-            layer_dirs = list(self.images.get_layer_dirs(c.image_id))
+            layer_dirs = self.containers.layer_dirs(c)
         except Exception:
             layer_dirs = []
         stream = TarStream(

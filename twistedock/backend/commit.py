@@ -67,7 +67,7 @@ class ContainerCommitter:
             upper = self.containers.overlay(c)["UpperDir"]
             tmp_dir = os.path.dirname(upper)
             layer = shield(
-                self._thread(_layer_tar, upper, list(self.images.get_layer_dirs(c.image_id)), tmp_dir),
+                self._thread(_layer_tar, upper, self.containers.layer_dirs(c), tmp_dir),
                 lambda handle: handle.close(),
             )
             handle = await layer

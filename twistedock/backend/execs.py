@@ -43,7 +43,6 @@ STOP_GRACE = 2.0
 STOP_KILL_WAIT = 5.0
 
 _FAILED_TO_START = 126  # dockerd's exitEaccess: an exec that could not start
-_NOT_FOUND = 127  # its command (or a file it needs) does not exist
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -173,25 +172,21 @@ def daemon_environment(config: dict, tty: bool) -> List[str]:
 
 
 def start_error(message: str, entrypoint: str):
-    """(exit code, error) for an exec runc could not start, as dockerd
-    translates the runtime's error: 127 and 400 for a command not found,
-    126 and 400 for one that cannot be run, 126 and 500 otherwise."""
+    """(exit code, error) for an exec runc could not start, as dockerd 20.10
+    translates the runtime's error: always exit code 126; 400 for a command
+    not found or that cannot be run, 500 otherwise."""
     text = "OCI runtime exec failed: %s: unknown" % (message,)
     lowered = text.lower()
-    code, error = _FAILED_TO_START, InternalError(text)
-    if entrypoint.lower() in lowered and any(
-        s in lowered for s in ("executable file not found", "no such file or directory")
-    ):
-        code, error = _NOT_FOUND, InvalidParameter(text)
-    if "permission denied" in lowered:
-        code, error = _FAILED_TO_START, InvalidParameter(text)
+    error = InternalError(text)
+    if any(s in lowered for s in ("executable file not found", "no such file or directory", "permission denied")):
+        error = InvalidParameter(text)
     if "not a directory" in lowered:
         text += (
             ": Are you trying to mount a directory onto a file (or vice-versa)? "
             "Check if the specified host path exists and is the expected type"
         )
-        code, error = _NOT_FOUND, InvalidParameter(text)
-    return code, error
+        error = InvalidParameter(text)
+    return _FAILED_TO_START, error
 
 
 @implementer(IPushProducer)
@@ -356,14 +351,8 @@ class ExecBackend:
         c = self.containers.get(name)
         self._check_running(c, name)
         cmd = list(config.cmd)
+        # An unknown user is the start's error, as dockerd's (exit code 126).
         user = config.user
-        if user:
-            # dockerd looks the user up early, for an early error.
-            try:
-                await self._thread(self._resolve_user, c, user)
-            except DockerError as error:
-                raise InvalidParameter(str(error))
-            self._check_running(c, name)
         keys = b""
         if config.detach_keys:
             try:
@@ -411,9 +400,6 @@ class ExecBackend:
         if root:
             return root if os.path.isabs(root) else os.path.join(self.containers.bundle(c), root)
         return self.containers.overlay(c)["MergedDir"]
-
-    def _resolve_user(self, c, user: str) -> dict:
-        return spec.resolve_user(self._rootfs(c), user, c.host_config.get("GroupAdd") or ())
 
     def inspect_exec(self, exec_id: str) -> dict:
         e = self.execs.get(exec_id)

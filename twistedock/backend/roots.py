@@ -40,7 +40,7 @@ class ContainerRoots:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
     def layer_dirs(self, c) -> List[str]:
-        return list(self.images.get_layer_dirs(c.image_id))
+        return self.containers.layer_dirs(c)
 
     def merged(self, c) -> str:
         return self.containers.overlay(c)["MergedDir"]

@@ -5,10 +5,11 @@ reports (L{changes_of}) and the layer tar `docker commit` stores
 (L{write_layer}: overlayfs whiteouts become C{.wh.NAME} files, opaque
 directories get a C{.wh..wh..opq} file).
 
-Containers run without dockerd's "init layer"; the mount points runc
-creates in the upper directory (C{/etc/hostname}, C{/etc/hosts},
-C{/etc/resolv.conf}, C{/proc}, ...) are treated as that layer: not changes,
-not committed.
+A container's lower layers end with its init layer (dockerd's, made by
+L{backend.runtime.rootfs.make_init_layer} from L{INIT_LAYER}), so what it
+holds is no change.  Containers made before the init layer existed have its
+mount points in their upper directory, as runc created them: those stubs
+are treated as the init layer's too (not changes, not committed).
 
 Everything here blocks: run it in a thread, never on the reactor thread.
 """

@@ -88,6 +88,7 @@ class AttachMixin:
             for ts, name, data in await reader.read(tail=None):
                 if (name == "stdout" and config.use_stdout) or (name == "stderr" and config.use_stderr):
                     stream.write(STDOUT if name == "stdout" else STDERR, data)
+        self.log_event(c, "attach")
         if not config.stream:
             stream.close()
             return

@@ -194,6 +194,16 @@ class ContainerBackend(
             "MergedDir": os.path.join(base, "merged"),
         }
 
+    def init_layer(self, c: Container) -> str:
+        """The container's init layer (dockerd's "<id>-init"), inside its
+        layer directory so that it goes with it."""
+        return os.path.join(self.layers_dir, c.id, "init")
+
+    def layer_dirs(self, c: Container) -> List[str]:
+        """The layers below the container's own, lowest first: the image's,
+        then its init layer (what diff, commit and export compare with)."""
+        return list(self.images.get_layer_dirs(c.image_id)) + [self.init_layer(c)]
+
     def staging_dir(self, name: str) -> str:
         """A path for work to be renamed into a container's layer later
         (the same filesystem as the layers)."""

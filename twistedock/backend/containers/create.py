@@ -6,15 +6,15 @@ daemon/create.go.
 import os
 from typing import Optional
 
-from ...errors import Conflict, InvalidParameter, NotFound
+from ...errors import Conflict, InvalidParameter
 from .. import host, spec
 from ..names import random_name
+from ..runtime import rootfs
 from .defaults import (
     CONFIG_DEFAULTS,
     DEFAULT_LOG_DRIVER,
     HOST_CONFIG_DEFAULTS,
     LOG_DRIVERS,
-    NETWORK_MODES,
 )
 from .record import Container
 
@@ -59,7 +59,8 @@ class CreateMixin:
             args=args,
             directory=directory,
         )
-        c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(image.layer_dirs)))
+        await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
+        c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(self.layer_dirs(c))))
         await self.save(c)
         self.containers[ident] = c
         self.names[name] = ident
@@ -78,9 +79,6 @@ class CreateMixin:
     def _host_config(self, requested: Optional[dict], api_version: str) -> dict:
         """The HostConfig kept and shown: dockerd's defaults filled in."""
         hc = spec.adapt_host_config(dict(HOST_CONFIG_DEFAULTS, **(requested or {})), api_version)
-        mode = hc.get("NetworkMode") or "default"
-        if mode not in NETWORK_MODES and not mode.startswith("container:"):
-            raise NotFound("network %s not found" % (mode,))
         if not hc.get("RestartPolicy") or not hc["RestartPolicy"].get("Name"):
             hc["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
         log_config = hc.get("LogConfig") or {}

@@ -10,6 +10,7 @@ import signal as signals
 from twisted.internet.defer import ensureDeferred, gatherResults
 
 from ...logs import Logger
+from ..runtime import rootfs
 from .defaults import CHECKPOINTED_MARK
 from .monitor import Run
 from .record import Container
@@ -37,6 +38,12 @@ class RestoreMixin:
                 continue
             self.containers[c.id] = c
             self.names[c.name] = c.id
+            # Containers made before init layers existed get theirs (export
+            # and diff mount and compare with it).
+            try:
+                await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
+            except OSError as e:
+                log.warn("init layer of {id}: {e}", id=c.short_id, e=e)
         for c in list(self.containers.values()):
             try:
                 await self._recover(c)

@@ -8,11 +8,11 @@ import os
 from typing import Dict
 
 from ...atomic import write_atomic
-from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
+from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound, NotModified
 from ...logs import Logger
 from .. import spec
 from ..runtime import rootfs
-from .defaults import CHECKPOINTED_MARK
+from .defaults import CHECKPOINTED_MARK, NETWORK_MODES
 from .attach import _closes_stdin
 from .monitor import Run
 from .record import Container, State
@@ -67,11 +67,12 @@ class StartMixin:
         """Set up and start one run; on failure leave the container exited.
         With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
         checkpoint instead of creating the container afresh."""
-        image = self.images.get(c.image_id)
+        self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
         try:
-            await self._prepare_bundle(c, image, paths, bundle)
+            self._check_network(c)
+            await self._prepare_bundle(c, paths, bundle)
             try:
                 os.unlink(os.path.join(self.exit_dir, c.id))
             except FileNotFoundError:
@@ -113,11 +114,12 @@ class StartMixin:
         self.log_event(c, "start")
         self._watch(c)
 
-    async def _prepare_bundle(self, c: Container, image, paths: Dict[str, str], bundle: str) -> None:
+    async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made."""
+        await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
         await self.run_in_thread(
-            self.mounts.mount, image.layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
+            self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
         )
         hc = c.host_config
         await self.run_in_thread(
@@ -131,6 +133,7 @@ class StartMixin:
             hc.get("DnsSearch"),
             hc.get("DnsOptions"),
         )
+        await self.run_in_thread(_create_bind_sources, hc)
         inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
         oci = spec.build_spec(
             container_id=c.id,
@@ -146,6 +149,16 @@ class StartMixin:
             init_path=self.init_path,
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
+
+    def _check_network(self, c: Container) -> None:
+        """dockerd looks the network (or the container whose network is
+        joined) up at start, not at create: the CLI takes a 404 from create
+        for a missing image."""
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode.startswith("container:"):
+            self.get(mode[len("container:"):])
+        elif mode not in NETWORK_MODES:
+            raise NotFound("network %s not found" % (mode,))
 
     async def _connect_pending(self, c: Container, run: Run) -> None:
         """Join the clients that attached before the run began."""
@@ -181,6 +194,13 @@ class StartMixin:
             attachment.stream.close()
         if isinstance(error, DockerError) and error.status == 500 and code in (126, 127):
             error.status = 400
+
+
+def _create_bind_sources(host_config: dict) -> None:
+    """As dockerd's mount point setup: a Binds source missing on the host is
+    made, root's, mode 0755 (a HostConfig.Mounts bind is refused instead)."""
+    for source in spec.missing_bind_sources(host_config):
+        os.makedirs(source, mode=0o755, exist_ok=True)
 
 
 def _write_bundle(bundle: str, oci: dict) -> None:

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from zope.interface import implementer
 
+from ...tar.layer import INIT_LAYER
 from .interfaces import IOverlayMounts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -61,6 +62,26 @@ def mount_overlay(lower_dirs: Sequence[str], upper: str, work: str, target: str)
         _libc.mount(b"overlay", target.encode(), b"overlay", 0, options.encode()),
         "mounting the container's root filesystem",
     )
+
+
+def make_init_layer(directory: str) -> None:
+    """dockerd's init layer (daemon/initlayer): the mount points and files
+    every container has (/.dockerenv, /etc/mtab -> /proc/mounts, /dev/pts,
+    ...), as a layer between the image's and the container's own, so that
+    diff, commit and checkpoint exports leave them out.  Idempotent."""
+    for rel, kind in INIT_LAYER.items():
+        path = os.path.join(directory, rel)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if os.path.lexists(path):
+            continue
+        if kind == "dir":
+            os.mkdir(path)
+            os.chmod(path, 0o755)
+        elif kind == "file":
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o755))
+            os.chmod(path, 0o755)
+        else:
+            os.symlink(kind, path)
 
 
 def unmount(target: str) -> None:
