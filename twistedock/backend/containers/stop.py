@@ -20,13 +20,14 @@ log = Logger()
 class StopMixin:
     """The stop part of L{ContainerBackend}."""
 
-    async def _signal(self, c: Container, number: int) -> None:
+    async def _signal(self, c: Container, number: int, announce: bool = True) -> None:
         """Send signal C{number} to the container's process 1 and log the
         kill, as dockerd's killWithSignal: a process already gone (its exit
         not yet handled) is no error, and a paused container is thawed when
         the signal is meant to end it (a frozen process only acts on it once
         thawed); a thaw that fails because the process is gone (runc thaws
-        for a SIGKILL itself) is no error either."""
+        for a SIGKILL itself) is no error either.  C{announce}: log the
+        kill (and the thaw) as events."""
         unpause = c.state.paused and self._ends(c, number)
         try:
             await self.runtime.kill(c.id, number, all=False)
@@ -40,11 +41,13 @@ class StopMixin:
                 resumed = True
             except DockerError as e:
                 log.warn("Cannot unpause container {id}: {e}", id=c.id, e=e)
-        self.log_event(c, "kill", signal=number)
+        if announce:
+            self.log_event(c, "kill", signal=number)
         if resumed and c.state.paused and c.state.running:
             c.state.paused = False
             await self.save(c)
-            self.log_event(c, "unpause")
+            if announce:
+                self.log_event(c, "unpause")
 
     @staticmethod
     def _ends(c: Container, number: int) -> bool:
