@@ -104,3 +104,33 @@ async def test_backend_commit_makes_a_child_image(tmp_path, monkeypatch):
     assert containers.calls == ["pause", "unpause"]
     assert store.get(again).diff_ids == store.get(parent).diff_ids
     assert store.get(again).config["history"][-1]["empty_layer"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_of_a_container_that_just_exited_ignores_the_failed_pause(tmp_path):
+    """docker-py's commit (pause=1) of a container whose process just ended
+    (its exit not yet handled): runc's pause fails; dockerd commits anyway."""
+    from twisted.internet import reactor
+
+    from twistedock.backend.events import EventLog
+    from twistedock.backend.images import ImageStore
+    from twistedock.errors import Conflict
+
+    store = ImageStore(reactor, str(tmp_path / "data"), EventLog())
+    await store.load()
+    parent = await store.import_image(io.BytesIO(tar_bytes([("bin", "d")])), "-", "base", "", "", (), "")
+    c = FakeContainer(tmp_path / "c", parent)
+    for sub in ("diff", "merged", "work"):
+        (c.base / sub).mkdir(parents=True)
+    (c.base / "diff" / "test").write_text("")
+
+    class ExitedContainers(FakeContainers):
+        async def pause(self, ref):
+            self.calls.append("pause")
+            raise Conflict("Cannot pause container %s: container not running" % (c.id,))
+
+    containers = ExitedContainers(c)
+    image_id = await CopyBackend(reactor, containers, store).commit("fake", CreateImageConfig(repo="done", pause=True))
+    assert containers.calls == ["pause"]
+    assert store.get("done:latest").id == image_id
+    assert open(os.path.join(store.get(image_id).layer_dirs[-1], "test")).read() == ""

@@ -621,3 +621,78 @@ def test_conmon_command_line(tmp_path):
     assert args[-6:] == ["--exec-process-spec", "/b/process.json", "--exec-attach", "-t", "-i", "--leave-stdin-open"]
     detached = backend.conmon_args(c, an_exec(open_stdin=True), "/b", "/b/process.json", attached=False)
     assert detached[-2:] == ["--exec-process-spec", "/b/process.json"]
+
+
+class FakeClientStream:
+    """The hijacked client side of an exec start."""
+
+    def __init__(self):
+        from twisted.internet.defer import Deferred
+
+        self.closed = Deferred()
+        self.written = []
+        self.transport = None
+        self.input = None
+
+    def add_source(self, pause, resume):
+        pass
+
+    def read_input(self, on_input, on_closed):
+        self.input = on_input
+
+    def write(self, stream_id, data):
+        self.written.append((stream_id, data))
+
+    def close(self):
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+class FakeAttachConnection:
+    transport = None
+
+    def __init__(self):
+        self.written, self.closed = [], False
+
+    def write(self, data):
+        self.written.append(data)
+
+    def close(self):
+        self.closed = True
+
+    def close_stdin(self):
+        pass
+
+
+@pytest.mark.parametrize("how", ["detached", "gone"])
+def test_a_client_leaving_an_exec_cancels_its_wait_quietly(tmp_path, how):
+    """The wait for the exec's end is cancelled when its client detaches or
+    leaves: an expected cancellation, not an unhandled error in a Deferred."""
+    from twisted.internet.defer import Deferred, ensureDeferred
+
+    _, containers, backend, c = exec_backend(tmp_path)
+    e = an_exec(tty=True, open_stdin=True, container_id=c.id)
+    e.running, e.pid = True, 42
+    waits = []
+
+    def wait_ended():
+        d = Deferred()
+        waits.append(d)
+        return d
+
+    e.wait_ended = wait_ended
+    stream, connection = FakeClientStream(), FakeAttachConnection()
+    served = ensureDeferred(backend._serve(c, e, stream, connection, execs_module._Output(e, stream)))
+    if how == "detached":
+        for typed in (b"ls", b"\x10", b"\x11"):
+            stream.input(typed)
+    else:
+        stream.close()
+    assert served.called and served.result is None
+    assert connection.written == [b"ls"] if how == "detached" else connection.written == []
+    assert connection.closed
+    [ended] = waits
+    # Consumed: no CancelledError left to be logged when it is collected.
+    assert ended.called and ended.result is None
+    actions = [event.action for event in containers.events._history]
+    assert actions == (["exec_detach"] if how == "detached" else [])

@@ -2,7 +2,7 @@
 
 from typing import Any, Callable, Optional, Tuple, Type
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from .errors import DockerError
@@ -44,3 +44,18 @@ def shield(
 
     work.addBoth(relay)
     return outer
+
+
+def cancel_quietly(d: Deferred) -> None:
+    """Cancel C{d}, which nobody may be waiting for any more (a client that
+    left): its L{CancelledError} is expected, not an error to log when the
+    Deferred is collected."""
+    if d.called:
+        return
+    d.addErrback(_ignore_cancelled)
+    d.cancel()
+
+
+def _ignore_cancelled(failure):
+    failure.trap(CancelledError)
+    return None

@@ -55,14 +55,14 @@ class ContainerCommitter:
         new_config = apply_changes(user_config, list(options.changes))
         new_config = merge_config(new_config, container_config)
         paused_here = False
-        if (
-            options.pause
-            and c.state.running
-            and not c.state.paused
-            and not c.state.restarting
-        ):
-            await self.containers.pause(c.id)
-            paused_here = True
+        if options.pause and c.state.running and not c.state.paused and not c.state.restarting:
+            # As dockerd, a pause that fails (the process just exited, its
+            # exit not yet handled) is no reason not to commit.
+            try:
+                await self.containers.pause(c.id)
+                paused_here = True
+            except DockerError as e:
+                log.info("pause {id} for commit: {e}", id=c.id[:12], e=e)
         try:
             upper = self.containers.overlay(c)["UpperDir"]
             tmp_dir = os.path.dirname(upper)

@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ..atomic import write_atomic
+from ..deferreds import cancel_quietly
 from ..errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
 from ..routers.container import ExecOptions, ExecStartConfig, IExecBackend
@@ -634,8 +635,7 @@ class ExecBackend:
         try:
             why = await finished
         finally:
-            if not ended.called:
-                ended.cancel()
+            cancel_quietly(ended)
         if why != "ended" and connection is not None:
             # The exec goes on; conmon closes its stdin unless it has a terminal.
             connection.close()

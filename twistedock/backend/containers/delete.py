@@ -4,8 +4,8 @@ import os
 import shutil
 import signal as signals
 
-
-from ...errors import Conflict
+from ...deferreds import cancel_quietly
+from ...errors import Conflict, DockerError
 from .record import Container
 
 
@@ -16,22 +16,25 @@ class DeleteMixin:
         c = self.get(ref)
         if force:
             await self._settled(c)
-        if c.state.running and not c.state.restarting:
+        if c.state.running:
             if not force:
+                procedure = "Stop the container before attempting removal or force remove"
                 if c.state.paused:
-                    raise Conflict(
-                        "You cannot remove a paused container %s. Unpause and then stop the "
-                        "container before attempting removal or force remove" % (c.id,)
-                    )
+                    procedure = "Unpause and then " + procedure[0].lower() + procedure[1:]
                 raise Conflict(
-                    "You cannot remove a running container %s. Stop the container before "
-                    "attempting removal or force remove" % (c.id,)
+                    "You cannot remove a %s container %s. %s" % (c.state.status, c.id, procedure)
                 )
-            exited = self._next_exit(c)
             c.manually_stopped = True
-            await self._signal(c, signals.SIGKILL)
-            self.log_event(c, "kill", signal=int(signals.SIGKILL))
-            await exited
+            if c.state.restarting:
+                await self._end_restarting(c)
+            else:
+                exited = self._next_exit(c)
+                try:
+                    await self._signal(c, signals.SIGKILL)
+                except DockerError:
+                    cancel_quietly(exited)
+                    raise
+                await exited
         if c.id not in self.containers:
             return
         await self._remove(c)

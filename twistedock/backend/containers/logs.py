@@ -5,6 +5,7 @@ daemon/logs.go.
 
 from typing import Optional
 
+from ...deferreds import cancel_quietly
 from ...errors import InvalidParameter
 from ...streams import STDERR, STDOUT
 from ... import golang
@@ -89,8 +90,8 @@ class LogsMixin:
                 follower.resume()
                 await follower.stop()
         finally:
-            if ended is not None and not ended.called:
-                ended.cancel()
+            if ended is not None:
+                cancel_quietly(ended)
 
 
 def _log_time(value) -> Optional[int]:

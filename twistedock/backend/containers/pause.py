@@ -3,7 +3,7 @@ Pause and unpause (the cgroup freezer through runc), as moby's
 daemon/pause.go and unpause.go.
 """
 
-from ...errors import Conflict
+from ...errors import Conflict, InternalError
 
 
 class PauseMixin:
@@ -12,10 +12,12 @@ class PauseMixin:
     async def pause(self, ref) -> None:
         c = self.get(ref)
         async with self.lock(c):
-            if not c.state.running or c.state.restarting:
+            if not c.state.running:
                 raise Conflict("Container %s is not running" % (c.id,))
             if c.state.paused:
                 raise Conflict("Container %s is already paused" % (c.id,))
+            if c.state.restarting:
+                raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
             await self.runtime.pause(c.id)
             c.state.paused = True
             await self.save(c)
@@ -25,7 +27,8 @@ class PauseMixin:
         c = self.get(ref)
         async with self.lock(c):
             if not c.state.paused:
-                raise Conflict("Container %s is not paused" % (c.id,))
+                # dockerd's plain error: a 500.
+                raise InternalError("Container %s is not paused" % (c.id,))
             await self.runtime.resume(c.id)
             c.state.paused = False
             await self.save(c)

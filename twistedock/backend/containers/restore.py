@@ -77,7 +77,7 @@ class RestoreMixin:
             self._runs[c.id] = Run(self.reactor.seconds())
             d = self._next_exit(c)
             self._watch(c)
-            await self._signal(c, signals.SIGKILL)
+            await self._signal(c, signals.SIGKILL, announce=False)
             await d
             return
         if c.state.restarting:

@@ -7,7 +7,8 @@ import signal as signals
 
 from twisted.internet.defer import CancelledError
 
-from ...errors import Conflict, DockerError, NotModified
+from ...deferreds import cancel_quietly
+from ...errors import Conflict, DockerError, NotFound, NotModified
 from ...logs import Logger
 from .. import spec
 from .defaults import DEFAULT_STOP_TIMEOUT
@@ -19,11 +20,49 @@ log = Logger()
 class StopMixin:
     """The stop part of L{ContainerBackend}."""
 
-    async def _signal(self, c: Container, number: int) -> None:
-        await self.runtime.kill(c.id, number, all=False)
-        if c.state.paused and number in (signals.SIGKILL, signals.SIGTERM):
-            # A frozen process only acts on the signal once thawed.
-            await self.runtime.resume(c.id)
+    async def _signal(self, c: Container, number: int, announce: bool = True) -> None:
+        """Send signal C{number} to the container's process 1 and log the
+        kill, as dockerd's killWithSignal: a process already gone (its exit
+        not yet handled) is no error, and a paused container is thawed when
+        the signal is meant to end it (a frozen process only acts on it once
+        thawed); a thaw that fails because the process is gone (runc thaws
+        for a SIGKILL itself) is no error either.  C{announce}: log the
+        kill (and the thaw) as events."""
+        unpause = c.state.paused and self._ends(c, number)
+        try:
+            await self.runtime.kill(c.id, number, all=False)
+        except (Conflict, NotFound) as e:
+            log.debug("signal {n} to {id}: {e}", n=number, id=c.short_id, e=e)
+            unpause = False
+        resumed = False
+        if unpause:
+            try:
+                await self.runtime.resume(c.id)
+                resumed = True
+            except DockerError as e:
+                log.warn("Cannot unpause container {id}: {e}", id=c.id, e=e)
+        if announce:
+            self.log_event(c, "kill", signal=number)
+        if resumed and c.state.paused and c.state.running:
+            c.state.paused = False
+            await self.save(c)
+            if announce:
+                self.log_event(c, "unpause")
+
+    @staticmethod
+    def _ends(c: Container, number: int) -> bool:
+        """Whether signal C{number} is meant to end the container: SIGKILL,
+        its stop signal, or any signal when it has none (dockerd's rule)."""
+        stop_signal = c.config.get("StopSignal")
+        return number == signals.SIGKILL or not stop_signal or spec.parse_signal(stop_signal) == number
+
+    async def _end_restarting(self, c: Container) -> None:
+        """A restarting container (its process gone, its restart pending)
+        is stopped where it is: the restart cancelled, its state exited."""
+        self._cancel_restart(c)
+        c.state.running = c.state.restarting = False
+        await self.save(c)
+        self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
 
     async def _settled(self, c: Container) -> None:
         """Wait until no operation holds the container (a start, a
@@ -45,10 +84,7 @@ class StopMixin:
         if manual:
             c.manually_stopped = True
         if c.state.restarting:
-            self._cancel_restart(c)
-            c.state.running = c.state.restarting = False
-            await self.save(c)
-            self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
+            await self._end_restarting(c)
             return
         if manual:
             await self.save(c)
@@ -60,7 +96,6 @@ class StopMixin:
         exited = self._next_exit(c)
         try:
             await self._signal(c, number)
-            self.log_event(c, "kill", signal=number)
         except DockerError as e:
             log.warn("stop signal to {id}: {e}", id=c.short_id, e=e)
         if timeout >= 0:
@@ -76,24 +111,35 @@ class StopMixin:
             exited = self._next_exit(c)
             try:
                 await self._signal(c, signals.SIGKILL)
-                self.log_event(c, "kill", signal=int(signals.SIGKILL))
-            except DockerError:
-                pass
+            except DockerError as e:
+                log.warn("SIGKILL to {id}: {e}", id=c.short_id, e=e)
         await exited
 
     async def kill(self, ref, signal) -> None:
         c = self.get(ref)
         await self._settled(c)
         number = spec.parse_signal(signal) if signal else int(signals.SIGKILL)
-        if not c.state.running or c.state.restarting:
+        if not c.state.running:
             raise Conflict(
                 "Cannot kill container: %s: Container %s is not running" % (ref, c.id)
             )
         c.manually_stopped = True
+        if c.state.restarting:
+            # As dockerd: no signal to send; one meant to end the container
+            # cancels its restart.
+            if self._ends(c, number):
+                await self._end_restarting(c)
+            else:
+                await self.save(c)
+            return
         await self.save(c)
         exited = self._next_exit(c) if number == signals.SIGKILL else None
-        await self._signal(c, number)
-        self.log_event(c, "kill", signal=number)
+        try:
+            await self._signal(c, number)
+        except DockerError:
+            if exited is not None:
+                cancel_quietly(exited)
+            raise
         if exited is not None:
             # dockerd returns once a SIGKILLed container is gone.
             await exited
@@ -103,8 +149,11 @@ class StopMixin:
         await self._settled(c)
         if c.state.running:
             await self._stop(c, signal, timeout, manual=True)
+            self.log_event(c, "stop")
         async with self.lock(c):
             c.manually_stopped = False
+            # As dockerd's start with its restart manager reset.
+            c.restart_count = 0
             self._cancel_restart(c)
             c.state.restarting = False
             c.state.running = False
