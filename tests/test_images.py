@@ -664,9 +664,9 @@ def test_list_filters(api):
 def test_list_filter_errors(api):
     api.imported(repo="web")
     answer = _list(api, {"foo": ["x"]})
-    assert (answer.code, answer.json()) == (400, {"message": "invalid filter 'foo'"})
+    assert (answer.code, answer.json()) == (400, {"message": "Invalid filter 'foo'"})
     answer = _list(api, {"dangling": ["xyz"]})
-    assert (answer.code, answer.json()) == (400, {"message": "invalid filter 'dangling=xyz'"})
+    assert (answer.code, answer.json()) == (400, {"message": "Invalid filter 'dangling=[xyz]'"})
     answer = _list(api, {"before": ["nope"]})
     assert (answer.code, answer.json()) == (404, {"message": "No such image: nope:latest"})
     answer = _list(api, {"reference": ["["]})

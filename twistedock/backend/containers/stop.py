@@ -7,7 +7,7 @@ import signal as signals
 
 from twisted.internet.defer import CancelledError
 
-from ...errors import Conflict, DockerError, NotModified
+from ...errors import Conflict, DockerError, NotFound, NotModified
 from ...logs import Logger
 from .. import spec
 from .defaults import DEFAULT_STOP_TIMEOUT
@@ -82,7 +82,10 @@ class StopMixin:
         await exited
 
     async def kill(self, ref, signal) -> None:
-        c = self.get(ref)
+        try:
+            c = self.get(ref)
+        except NotFound as e:
+            raise NotFound("Cannot kill container: %s: %s" % (ref, e))
         await self._settled(c)
         number = spec.parse_signal(signal) if signal else int(signals.SIGKILL)
         if not c.state.running or c.state.restarting:
