@@ -148,6 +148,13 @@ def test_info_by_api_version():
         "RuncCommit": {"ID": "v1.1.12-0-g51d5e94"},
         "InitCommit": {"ID": ""},
         "CDISpecDirs": [],
+        "BridgeNfIptables": True,
+        "BridgeNfIp6tables": True,
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "Mirrors": [],
+        },
     }
     # dockerd 20.10 at 1.41: the kernel memory flags, each commit's Expected,
     # no CDISpecDirs (added in 1.46).
@@ -157,10 +164,19 @@ def test_info_by_api_version():
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "RuncCommit": {"ID": "v1.1.12-0-g51d5e94", "Expected": "v1.1.12-0-g51d5e94"},
         "InitCommit": {"ID": "", "Expected": ""},
+        "BridgeNfIptables": True,
+        "BridgeNfIp6tables": True,
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "Mirrors": [],
+        },
     }
+    # 1.51: what later APIs removed is gone (the 1.56 spec has none of it).
     assert info_json(info, "1.51") == {
         "ContainerdCommit": {"ID": ""},
         "RuncCommit": {"ID": "v1.1.12-0-g51d5e94"},
         "InitCommit": {"ID": ""},
         "CDISpecDirs": [],
+        "RegistryConfig": {"Mirrors": []},
     }

@@ -172,13 +172,17 @@ class SystemRouter(Router):
 #: The external tools' commits in GET /info.
 _COMMITS = ("ContainerdCommit", "RuncCommit", "InitCommit")
 
+#: RegistryConfig's lists that API 1.49 removed.
+_NONDISTRIBUTABLE = ("AllowNondistributableArtifactsCIDRs", "AllowNondistributableArtifactsHostnames")
+
 
 def info_json(info: dict, version: str) -> dict:
     """
     GET /info for API C{version}: before 1.42 the KernelMemory flags
     (dockerd 20.10 writes them; later versions leave them out), CDISpecDirs
-    only from 1.46 where it was added, and each commit's C{Expected} (its own
-    ID) before 1.49, which removed it.
+    only from 1.46 where it was added, each commit's C{Expected} (its own
+    ID) and the registry's AllowNondistributableArtifacts lists before 1.49,
+    which removed them, the BridgeNf flags before 1.50, which removed them.
     """
     doc = dict(info)
     if not versions.less_than(version, "1.42"):
@@ -190,4 +194,12 @@ def info_json(info: dict, version: str) -> dict:
         for key in _COMMITS:
             if isinstance(doc.get(key), dict):
                 doc[key] = dict(doc[key], Expected=doc[key].get("ID", ""))
+    elif isinstance(doc.get("RegistryConfig"), dict):
+        registry = dict(doc["RegistryConfig"])
+        for key in _NONDISTRIBUTABLE:
+            registry.pop(key, None)
+        doc["RegistryConfig"] = registry
+    if not versions.less_than(version, "1.50"):
+        doc.pop("BridgeNfIptables", None)
+        doc.pop("BridgeNfIp6tables", None)
     return doc
