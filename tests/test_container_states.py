@@ -12,8 +12,11 @@ from twisted.internet.defer import ensureDeferred
 
 from twistedock.backend.containers import Container, ContainerBackend, State
 from twistedock.backend.containers import Run
+from twistedock.backend.containers.store import ContainerStore
 from twistedock.backend.events import EventLog
 from twistedock.errors import Conflict, InternalError
+
+from .fake_runtime import FakeMounts
 
 CID = "c" * 64
 
@@ -92,6 +95,8 @@ def backend_with(tmp_path, state, policy="no", stop_signal=None):
         runtime=runc,
         exit_watcher=_Exits(),
         log_reader_factory=lambda path: None,
+        store=ContainerStore(),
+        mounts=FakeMounts(),
     )
     directory = str(tmp_path / "root" / "containers" / CID)
     os.makedirs(directory)

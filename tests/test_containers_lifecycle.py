@@ -17,7 +17,7 @@ from twistedock.backend.runtime import ExitWatcher, Runtime
 from twistedock.backend.runtime.interfaces import IExitWatcher, IOverlayMounts, IRuntime
 from twistedock.backend.runtime.rootfs import OverlayMounts
 from twistedock.backend.system import IInventory
-from twistedock.errors import Conflict, InvalidParameter, NotFound, NotModified
+from twistedock.errors import Conflict, InternalError, InvalidParameter, NotFound, NotModified
 from twistedock.routers.container import IContainerBackend
 
 from .fake_runtime import START, FakeMounts, FakeRuntime, World, failure_of, run
@@ -257,7 +257,7 @@ def test_restart_stops_then_starts(world):
     assert state["Running"] and state["Pid"] != first_pid
     assert state["StartedAt"] == "2023-11-14T22:14:25Z"
     assert world.actions(ident) == [
-        "create", "start", "kill:15", "kill:9", "die:137", "start", "restart",
+        "create", "start", "kill:15", "kill:9", "die:137", "stop", "start", "restart",
     ]
     assert not world.backend.get("web").manually_stopped
     # A stopped container is just started.
@@ -285,7 +285,8 @@ def test_pause_and_unpause(world):
     run(world.backend.unpause("web"))
     assert world.runtime.status(ident) == "running" and world.state("web")["Status"] == "running"
     error = failure_of(world.backend.unpause("web"))
-    assert isinstance(error, Conflict) and str(error) == "Container %s is not paused" % (ident,)
+    # dockerd answers 500 here (the runtime's error, not a conflict).
+    assert isinstance(error, InternalError) and str(error) == "Container %s is not paused" % (ident,)
     assert world.actions(ident) == ["create", "start", "pause", "unpause"]
     world.runtime.exit(ident, 0)
     error = failure_of(world.backend.pause("web"))
@@ -360,7 +361,8 @@ def test_remove(world):
     assert world.backend.by_id(ident) is None and "/web" not in world.backend.names
     assert not os.path.exists(c.directory) and not os.path.exists(world.backend.bundle(c))
     assert world.store.image_users(world.image_id) == []
-    assert world.actions(ident)[-4:] == ["pause", "kill:9", "die:137", "destroy"]
+    # dockerd thaws the container it SIGKILLs: kill, then unpause.
+    assert world.actions(ident)[-4:] == ["kill:9", "unpause", "die:137", "destroy"]
     assert isinstance(failure_of(world.backend.remove("web", False, False)), NotFound)
     # The name is free again.
     world.create("web")
@@ -371,7 +373,10 @@ def test_rename(world):
     other = world.create("db")
     error = failure_of(world.backend.rename("web", "db"))
     assert isinstance(error, Conflict)
-    assert str(error).startswith('Conflict. The container name "/db" is already in use by container "%s".' % (other,))
+    assert str(error).startswith(
+        'Error when allocating new name: Conflict. The container name "/db" is already in use by container "%s".'
+        % (other,)
+    )
     error = failure_of(world.backend.rename("web", "web"))
     assert isinstance(error, InvalidParameter)
     assert str(error) == "Renaming a container with the same name as its current name"

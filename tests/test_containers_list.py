@@ -132,7 +132,7 @@ def test_limit_implies_all(world):
 
 def test_unknown_filters_and_filters_nothing_matches(world):
     error = failure_of(world.backend.list(False, 0, False, Filters({"colour": ["red"]}), "1.41"))
-    assert isinstance(error, InvalidParameter) and str(error) == "invalid filter 'colour'"
+    assert isinstance(error, InvalidParameter) and str(error) == "Invalid filter 'colour'"
     assert names(world, all=True, network=["bridge"]) == ["frozen", "fresh", "exited3", "running", "exited0"]
     assert names(world, all=True, network=["host"]) == []
     assert names(world, all=True, health=["healthy"]) == []
@@ -169,14 +169,14 @@ def test_prune_until(world):
     answer = prune(world, until=["5s"])
     assert sorted(answer["ContainersDeleted"]) == sorted([world.ids["exited3"], world.ids["fresh"]])
     error = failure_of(world.backend.prune(Filters({"until": ["tomorrow"]})))
-    assert isinstance(error, InvalidParameter) and str(error) == "invalid filter 'until=tomorrow'"
+    assert isinstance(error, InvalidParameter) and str(error) == 'failed to parse value as time or duration: "tomorrow"'
 
 
 def test_prune_label_filters(world):
     assert prune(world, label=["tier=front"])["ContainersDeleted"] == [world.ids["exited0"], world.ids["fresh"]]
     assert prune(world, **{"label!": ["tier"]})["ContainersDeleted"] == [world.ids["exited3"]]
     error = failure_of(world.backend.prune(Filters({"name": ["x"]})))
-    assert isinstance(error, InvalidParameter) and str(error) == "invalid filter 'name'"
+    assert isinstance(error, InvalidParameter) and str(error) == "Invalid filter 'name'"
 
 
 def test_prune_label_not(tmp_path):
@@ -199,4 +199,5 @@ def test_counts_and_disk_usage(world):
     assert run(world.backend.disk_usage({"image"})) == {}
     usage = run(world.backend.disk_usage({"container"}))
     assert [e["Names"][0] for e in usage["Containers"]] == ["/frozen", "/fresh", "/exited3", "/running", "/exited0"]
-    assert all(e["SizeRw"] == 0 for e in usage["Containers"])
+    # Zero sizes are left out, as dockerd's omitempty leaves them.
+    assert all("SizeRw" not in e for e in usage["Containers"])

@@ -149,11 +149,20 @@ def test_a_restarting_container_stopped_stays_stopped(world):
     assert world.state("web")["Restarting"]
     error = failure_of(world.backend.pause("web"))
     assert isinstance(error, Conflict)
-    error = failure_of(world.backend.kill("web", None))
-    assert isinstance(error, Conflict)
     waiter = world.backend.wait("web", "next-exit")
     run(world.backend.stop("web", None, 10))
     assert waiter.result == {"StatusCode": 1, "Error": None}
+    world.clock.advance(60)
+    state = world.state("web")
+    assert (state["Status"], state["Running"], state["Restarting"]) == ("exited", False, False)
+    assert len(starts(world)) == 1
+
+
+def test_a_restarting_container_killed_stays_stopped(world):
+    # dockerd: the kill is accepted (204) and ends the pending restart.
+    ident = world.started("web", host_config=policy("always"))
+    world.runtime.exit(ident, 1)
+    run(world.backend.kill("web", None))
     world.clock.advance(60)
     state = world.state("web")
     assert (state["Status"], state["Running"], state["Restarting"]) == ("exited", False, False)
@@ -173,7 +182,12 @@ def test_a_start_while_restarting_starts_now(world):
 def test_removing_a_restarting_container_cancels_its_restart(world):
     ident = world.started("web", host_config=policy("always"))
     world.runtime.exit(ident, 1)
-    run(world.backend.remove("web", False, False))
+    error = failure_of(world.backend.remove("web", False, False))
+    assert isinstance(error, Conflict) and str(error) == (
+        "You cannot remove a restarting container %s. Stop the container before attempting "
+        "removal or force remove" % (ident,)
+    )
+    run(world.backend.remove("web", True, False))
     world.clock.advance(60)
     assert len(starts(world)) == 1 and world.backend.by_id(ident) is None
 

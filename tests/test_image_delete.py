@@ -197,8 +197,8 @@ def test_prune_all_and_filters(tmp_path):
 @pytest.mark.route("POST", "/images/prune")
 def test_prune_filter_errors(api):
     for filters, status, message in (
-        ({"foo": ["x"]}, 400, "invalid filter 'foo'"),
-        ({"dangling": ["xyz"]}, 400, "invalid filter 'dangling=xyz'"),
+        ({"foo": ["x"]}, 400, "Invalid filter 'foo'"),
+        ({"dangling": ["xyz"]}, 400, "Invalid filter 'dangling=[xyz]'"),
         ({"until": ["xyz"]}, 500, 'failed to parse value as time or duration: "xyz"'),
         ({"until": ["1h", "2h"]}, 500, "more than one until filter specified"),
     ):

@@ -34,6 +34,7 @@ from twistedock.daemon import build_routers
 from twistedock.filters import Filters
 from twistedock.routers.image import IImageBackend, ImageRouter, disk_usage_json
 from twistedock.server.middleware import APIConfig
+from twistedock.versions import MAX_API_VERSION
 from twistedock.server.root import APIResource, compose
 
 from .memory import API, MemorySystemBackend, result_of
@@ -676,9 +677,9 @@ def test_list_filters(api):
 def test_list_filter_errors(api):
     api.imported(repo="web")
     answer = _list(api, {"foo": ["x"]})
-    assert (answer.code, answer.json()) == (400, {"message": "invalid filter 'foo'"})
+    assert (answer.code, answer.json()) == (400, {"message": "Invalid filter 'foo'"})
     answer = _list(api, {"dangling": ["xyz"]})
-    assert (answer.code, answer.json()) == (400, {"message": "invalid filter 'dangling=xyz'"})
+    assert (answer.code, answer.json()) == (400, {"message": "Invalid filter 'dangling=[xyz]'"})
     answer = _list(api, {"before": ["nope"]})
     assert (answer.code, answer.json()) == (404, {"message": "No such image: nope:latest"})
     answer = _list(api, {"reference": ["["]})
@@ -893,9 +894,26 @@ def test_inventory(tmp_path):
     usage = run(api.store.disk_usage({"image"}))
     assert usage["LayersSize"] == ROOTFS_SIZE
     # The store returns values; the routers shape them (/system/df).
-    by_id = {image["Id"]: image for image in map(disk_usage_json, usage["Images"])}
+    by_id = {image.id: disk_usage_json(image, MAX_API_VERSION) for image in usage["Images"]}
     assert by_id[first]["Containers"] == 2
     assert by_id[first]["SharedSize"] == ROOTFS_SIZE
+    # At 1.41, as dockerd 20.10: VirtualSize, and the counts df computes
+    # (which GET /images/json leaves at -1 there).
+    old = {image.id: disk_usage_json(image, "1.41") for image in usage["Images"]}
+    assert old[first]["VirtualSize"] == old[first]["Size"] == ROOTFS_SIZE
+    assert (old[first]["Containers"], old[first]["SharedSize"]) == (2, ROOTFS_SIZE)
+    assert old[first]["RepoDigests"] is None
+
+
+def test_disk_usage_of_an_untagged_image_at_1_41(tmp_path):
+    api = ImageAPI(tmp_path / "root")
+    untagged = api.imported(make_tar({"u": b"u"}))
+    usage = run(api.store.disk_usage({"image"}))
+    (image,) = [disk_usage_json(i, "1.41") for i in usage["Images"] if i.id == untagged]
+    assert (image["RepoTags"], image["RepoDigests"]) == (["<none>:<none>"], ["<none>@<none>"])
+    (image,) = [disk_usage_json(i, MAX_API_VERSION) for i in usage["Images"] if i.id == untagged]
+    assert (image["RepoTags"], image["RepoDigests"]) == ([], [])
+    assert "VirtualSize" not in image
     assert run(api.store.disk_usage({"volume"})) == {}
 
 

@@ -721,6 +721,11 @@ async def test_bad_spec_fails_with_runcs_message(env):
     message = str(caught.value)
     assert "executable file not found" in message and "no-such-binary" in message
     assert "level=" not in message and "time=" not in message
+    # dockerd's words, through containerd's shim (scripts grep for them).
+    assert message == (
+        "failed to create shim task: OCI runtime create failed: runc create failed: unable to start "
+        'container process: exec: "no-such-binary": executable file not found in $PATH: unknown'
+    )
     assert await env.runtime.state("bad") is None
 
 

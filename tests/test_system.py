@@ -13,7 +13,7 @@ from twistedock.backend.swarm import InactiveCluster
 from twistedock.backend.system import Once, SystemBackend, SystemSettings
 from twistedock.routers.debug import IDebugBackend
 from twistedock.routers.swarm import IClusterBackend
-from twistedock.routers.system import ISystemBackend, event_time
+from twistedock.routers.system import ISystemBackend, event_time, info_json
 
 from .memory import API, MemorySystemBackend, result_of
 
@@ -50,8 +50,12 @@ def test_ping_headers():
 def test_disk_usage_types():
     api = API()
     every = api.request("GET", "/v1.41/system/df?type=image").json()
-    # Before 1.42 the type argument is not read.
-    assert every == {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}
+    # Before 1.42 the type argument is not read; dockerd 20.10 writes an
+    # empty build cache as null and still has the deprecated BuilderSize.
+    assert every == {
+        "LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None,
+        "BuilderSize": 0,
+    }
     some = api.request("GET", "/v1.42/system/df?type=image&type=volume").json()
     assert some == {"LayersSize": 0, "Images": [], "Containers": None, "Volumes": [], "BuildCache": None}
     answer = api.request("GET", "/v1.51/system/df?type=bogus")
@@ -116,6 +120,14 @@ async def test_real_info_and_version(tmp_path):
     assert info["Debug"] is True
     assert info["Swarm"]["LocalNodeState"] == "inactive"
     assert info["Containers"] == info["Images"] == 0
+    # dockerd writes empty lists here, a nil Warnings, and no Containerd when
+    # it has none.
+    registry = info["RegistryConfig"]
+    assert registry["AllowNondistributableArtifactsCIDRs"] == []
+    assert registry["AllowNondistributableArtifactsHostnames"] == []
+    assert registry["Mirrors"] == []
+    assert "Containerd" not in info
+    assert info["Warnings"] is None or info["Warnings"]
     version = await backend.system_version()
     assert version["ApiVersion"] == "1.51"
     assert version["MinAPIVersion"] == "1.24"
@@ -126,3 +138,45 @@ async def test_real_info_and_version(tmp_path):
     if shutil.which("runc"):
         assert "runc" in names
         assert info["Runtimes"]["runc"]["path"] == shutil.which("runc")
+
+
+def test_info_by_api_version():
+    info = {
+        "KernelMemory": False,
+        "KernelMemoryTCP": False,
+        "ContainerdCommit": {"ID": ""},
+        "RuncCommit": {"ID": "v1.1.12-0-g51d5e94"},
+        "InitCommit": {"ID": ""},
+        "CDISpecDirs": [],
+        "BridgeNfIptables": True,
+        "BridgeNfIp6tables": True,
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "Mirrors": [],
+        },
+    }
+    # dockerd 20.10 at 1.41: the kernel memory flags, each commit's Expected,
+    # no CDISpecDirs (added in 1.46).
+    assert info_json(info, "1.41") == {
+        "KernelMemory": False,
+        "KernelMemoryTCP": False,
+        "ContainerdCommit": {"ID": "", "Expected": ""},
+        "RuncCommit": {"ID": "v1.1.12-0-g51d5e94", "Expected": "v1.1.12-0-g51d5e94"},
+        "InitCommit": {"ID": "", "Expected": ""},
+        "BridgeNfIptables": True,
+        "BridgeNfIp6tables": True,
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "Mirrors": [],
+        },
+    }
+    # 1.51: what later APIs removed is gone (the 1.56 spec has none of it).
+    assert info_json(info, "1.51") == {
+        "ContainerdCommit": {"ID": ""},
+        "RuncCommit": {"ID": "v1.1.12-0-g51d5e94"},
+        "InitCommit": {"ID": ""},
+        "CDISpecDirs": [],
+        "RegistryConfig": {"Mirrors": []},
+    }

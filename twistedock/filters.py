@@ -53,7 +53,7 @@ class Filters:
         allowed = set(accepted)
         for key in self.fields:
             if key not in allowed:
-                raise InvalidParameter("invalid filter '%s'" % (key,))
+                raise InvalidParameter("Invalid filter '%s'" % (key,))
 
     def exact_match(self, key: str, source: str) -> bool:
         values = self.fields.get(key)
@@ -91,9 +91,10 @@ class Filters:
         false = bool(values & {"0", "false"})
         true = bool(values & {"1", "true"})
         if not values or (false and true) or (not false and not true):
+            # dockerd's invalidFilter: the values as Go prints a []string.
             raise InvalidParameter(
-                "invalid filter '%s=%s'" % (key, ",".join(sorted(values)))
+                "Invalid filter '%s=[%s]'" % (key, " ".join(sorted(values)))
                 if values
-                else "invalid filter '%s'" % (key,)
+                else "Invalid filter '%s'" % (key,)
             )
         return true

@@ -178,6 +178,8 @@ class SystemBackend:
                 ),
                 "Debug": s.debug,
                 "NFd": _open_fds(),
+                "KernelMemory": cgroups.kernel_memory,
+                "KernelMemoryTCP": cgroups.kernel_memory_tcp,
                 "OomKillDisable": cgroups.oom_kill_disable,
                 "NGoroutines": threading.active_count(),
                 "SystemTime": golang.rfc3339_nano_fixed(golang.seconds_to_ns(self.reactor.seconds())),
@@ -192,8 +194,8 @@ class SystemBackend:
                 "Architecture": host.architecture(),
                 "IndexServerAddress": "https://index.docker.io/v1/",
                 "RegistryConfig": {
-                    "AllowNondistributableArtifactsCIDRs": None,
-                    "AllowNondistributableArtifactsHostnames": None,
+                    "AllowNondistributableArtifactsCIDRs": [],
+                    "AllowNondistributableArtifactsHostnames": [],
                     "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
                     "IndexConfigs": {
                         "docker.io": {
@@ -203,7 +205,7 @@ class SystemBackend:
                             "Official": True,
                         }
                     },
-                    "Mirrors": None,
+                    "Mirrors": [],
                 },
                 "NCPU": host.ncpu(),
                 "MemTotal": host.mem_total(),
@@ -236,8 +238,8 @@ class SystemBackend:
                 "InitCommit": {"ID": ""},
                 "SecurityOptions": security,
                 "CDISpecDirs": [],
-                "Containerd": None,
-                "Warnings": warnings,
+                # dockerd's Warnings are a nil slice when there are none.
+                "Warnings": warnings or None,
             }
         )
         criu = components["criu"]

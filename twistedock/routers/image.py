@@ -208,10 +208,13 @@ def summary_json(summary, version: str) -> dict:
     return doc
 
 
-def disk_usage_json(summary) -> dict:
-    """One image of GET /system/df: the highest API version's shape, for
-    every request version (df's images have never varied with it here)."""
-    return summary_json(summary, versions.MAX_API_VERSION)
+def disk_usage_json(summary, version: str) -> dict:
+    """One image of GET /system/df for API C{version}: a list entry of that
+    version, with the counts df computes (which the list leaves at -1)."""
+    doc = summary_json(summary, version)
+    doc["Containers"] = summary.containers
+    doc["SharedSize"] = summary.shared_size
+    return doc
 
 
 def history_json(item) -> dict:

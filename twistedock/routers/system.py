@@ -103,7 +103,7 @@ class SystemRouter(Router):
         req.write(body)
 
     async def get_info(self, req: APIRequest) -> None:
-        req.write_json(await self.backend.system_info())
+        req.write_json(info_json(await self.backend.system_info(), req.version))
 
     async def get_version(self, req: APIRequest) -> None:
         req.write_json(await self.backend.system_version())
@@ -119,7 +119,13 @@ class SystemRouter(Router):
             types = set(asked)
         usage = await self.backend.disk_usage(types)
         if usage.get("Images"):
-            usage["Images"] = [disk_usage_json(image) for image in usage["Images"]]
+            usage["Images"] = [disk_usage_json(image, req.version) for image in usage["Images"]]
+        if versions.less_than(req.version, "1.42"):
+            # dockerd 20.10: the build cache a nil slice when empty, and the
+            # deprecated BuilderSize (its total) still written.
+            cache = usage.get("BuildCache") or None
+            usage["BuildCache"] = cache
+            usage["BuilderSize"] = sum(record.get("Size", 0) for record in cache or ())
         req.write_json(usage)
 
     async def post_auth(self, req: APIRequest) -> None:
@@ -161,3 +167,39 @@ class SystemRouter(Router):
             if timer is not None and timer.active():
                 timer.cancel()
             self.backend.unsubscribe_from_events(subscription)
+
+
+#: The external tools' commits in GET /info.
+_COMMITS = ("ContainerdCommit", "RuncCommit", "InitCommit")
+
+#: RegistryConfig's lists that API 1.49 removed.
+_NONDISTRIBUTABLE = ("AllowNondistributableArtifactsCIDRs", "AllowNondistributableArtifactsHostnames")
+
+
+def info_json(info: dict, version: str) -> dict:
+    """
+    GET /info for API C{version}: before 1.42 the KernelMemory flags
+    (dockerd 20.10 writes them; later versions leave them out), CDISpecDirs
+    only from 1.46 where it was added, each commit's C{Expected} (its own
+    ID) and the registry's AllowNondistributableArtifacts lists before 1.49,
+    which removed them, the BridgeNf flags before 1.50, which removed them.
+    """
+    doc = dict(info)
+    if not versions.less_than(version, "1.42"):
+        doc.pop("KernelMemory", None)
+        doc.pop("KernelMemoryTCP", None)
+    if versions.less_than(version, "1.46"):
+        doc.pop("CDISpecDirs", None)
+    if versions.less_than(version, "1.49"):
+        for key in _COMMITS:
+            if isinstance(doc.get(key), dict):
+                doc[key] = dict(doc[key], Expected=doc[key].get("ID", ""))
+    elif isinstance(doc.get("RegistryConfig"), dict):
+        registry = dict(doc["RegistryConfig"])
+        for key in _NONDISTRIBUTABLE:
+            registry.pop(key, None)
+        doc["RegistryConfig"] = registry
+    if not versions.less_than(version, "1.50"):
+        doc.pop("BridgeNfIptables", None)
+        doc.pop("BridgeNfIp6tables", None)
+    return doc

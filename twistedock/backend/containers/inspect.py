@@ -5,7 +5,9 @@ Inspect a container, with its sizes when asked, as moby's daemon/inspect.go.
 import os
 from typing import Dict
 
+from ... import versions
 from ...errors import DockerError
+from ..images.config import ordered_container_config
 from ..runtime import rootfs
 from .record import Container
 
@@ -28,7 +30,7 @@ class InspectMixin:
     async def inspect(self, ref, size, api_version) -> dict:
         c = self.get(ref)
         sizes = await self._sizes(c) if size else None
-        doc = c.inspect(sizes)
+        doc = inspect_json(c, sizes, api_version)
         if self.execs is not None:
             doc["ExecIDs"] = self.execs.exec_ids(c.id)
         if c.state.running:
@@ -36,3 +38,31 @@ class InspectMixin:
                 "/proc/%d/ns/net" % c.state.pid if c.state.pid else ""
             )
         return doc
+
+
+def inspect_json(c: Container, sizes, api_version: str) -> dict:
+    """The record's inspect view with Config and HostConfig as dockerd
+    writes them: container.Config's omitempty fields (ExposedPorts,
+    StopSignal, ...) left out when unset, HostConfig for C{api_version}."""
+    doc = c.inspect(sizes)
+    doc["Config"] = ordered_container_config(c.config)
+    doc["HostConfig"] = host_config_json(c.host_config, api_version)
+    return doc
+
+
+def host_config_json(host_config: dict, api_version: str) -> dict:
+    """
+    HostConfig as dockerd shows it at C{api_version}: a PidsLimit of zero
+    or less is no limit (null, as moby's router stores it), and before API
+    1.42 (dockerd 20.10) KernelMemoryTCP follows KernelMemory even when unset.
+    """
+    doc = {}
+    for key, value in host_config.items():
+        if key == "PidsLimit" and isinstance(value, int) and value <= 0:
+            value = None
+        doc[key] = value
+        if key == "KernelMemory" and versions.less_than(api_version, "1.42"):
+            doc["KernelMemoryTCP"] = host_config.get("KernelMemoryTCP") or 0
+    if versions.less_than(api_version, "1.42"):
+        doc.setdefault("KernelMemoryTCP", host_config.get("KernelMemoryTCP") or 0)
+    return doc

@@ -14,8 +14,9 @@ class PruneMixin:
         for value in filters.get("until"):
             try:
                 until = get_timestamp(value, self.now())
-            except DockerError:
-                raise InvalidParameter("invalid filter 'until=%s'" % (value,))
+            except DockerError as e:
+                # dockerd's words, with a client error's status.
+                raise InvalidParameter(str(e))
         deleted, reclaimed = [], 0
         for c in list(self.containers.values()):
             if c.state.running:

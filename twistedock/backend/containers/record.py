@@ -296,8 +296,10 @@ class Container:
             "NetworkSettings": {"Networks": networks},
             "Mounts": self.mounts(),
         }
-        if size is not None:
+        # Go's omitempty on the summary's sizes: a zero size is left out.
+        if size is not None and size["rw"]:
             doc["SizeRw"] = size["rw"]
+        if size is not None and size["rootfs"]:
             doc["SizeRootFs"] = size["rootfs"]
         return doc
 

@@ -116,7 +116,10 @@ class StopMixin:
         await exited
 
     async def kill(self, ref, signal) -> None:
-        c = self.get(ref)
+        try:
+            c = self.get(ref)
+        except NotFound as e:
+            raise NotFound("Cannot kill container: %s: %s" % (ref, e))
         await self._settled(c)
         number = spec.parse_signal(signal) if signal else int(signals.SIGKILL)
         if not c.state.running:

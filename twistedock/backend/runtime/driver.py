@@ -26,7 +26,7 @@ from .conmon import (
 )
 from .interfaces import IRuntime
 from .processes import Collect, read_int, resolve_binary, unlink
-from .runc import runc_error, runc_message
+from .runc import runc_error, runc_message, shim_task_message
 
 log = Logger()
 
@@ -168,7 +168,10 @@ class Runtime:
             raise InternalError(conmon.output() or "conmon exited with status %s" % (conmon.status,))
         pid = report.get("data")
         if not isinstance(pid, int) or pid <= 0:
-            message = runc_message(report.get("message")) or conmon.output()
+            message = runc_message(report.get("message"))
+            if message and not options.get("restore_from"):
+                message = shim_task_message(message)
+            message = message or conmon.output()
             raise InternalError(message or "conmon failed to create the container")
         # The process we spawned wrote conmon.pid before it exited: reaped
         # here, it is neither a zombie nor a pid file still being written.

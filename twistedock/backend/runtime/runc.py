@@ -27,6 +27,12 @@ def runc_message(output: Union[bytes, str, None]) -> str:
     return output.strip()
 
 
+def shim_task_message(message: str) -> str:
+    """runc's create error as dockerd reports it through containerd's shim
+    (scripts grep for these words)."""
+    return "failed to create shim task: OCI runtime create failed: %s: unknown" % (message,)
+
+
 _CONFLICT_PATTERNS = (
     "not running",
     "not paused",

@@ -76,7 +76,6 @@ def merge_config(config: Optional[dict], image_config: Optional[dict]) -> dict:
         if key in user:
             user[key] = strslice(user[key])
     merged = merge(user, image_config)
-    merged["Env"] = merged.get("Env") or []
     # The image's command may be a bare string too.
     for key in ("Cmd", "Entrypoint"):
         if key in merged:
