@@ -141,3 +141,19 @@ async def test_pids_limit_zero_or_below_is_unlimited(tmp_path):
     assert c.host_config["PidsLimit"] == 0
     await backend.update("web", {"PidsLimit": None})
     assert c.host_config["PidsLimit"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_runc_update_changes_nothing_and_names_the_container(tmp_path):
+    from twistedock.errors import InternalError
+
+    backend, c = backend_with(tmp_path, {"CpuShares": 512}, running=True)
+
+    async def refuse(container_id, resources):
+        raise InternalError("the minimum allowed cpu-shares is 2")
+
+    backend.runtime.update = refuse
+    with pytest.raises(InternalError) as caught:
+        await backend.update("web", {"CpuShares": 1})
+    assert caught.value.message == "Cannot update container %s: the minimum allowed cpu-shares is 2" % c.id
+    assert c.host_config["CpuShares"] == 512

@@ -6,7 +6,7 @@ sets (non-zero) change, so what inspect shows stays what the cgroup enforces.
 
 from typing import Optional
 
-from ...errors import Conflict
+from ...errors import Conflict, DockerError
 from ...versions import MAX_API_VERSION
 from .. import spec
 from .defaults import UPDATABLE
@@ -73,7 +73,11 @@ class UpdateMixin:
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         if c.state.running and not c.state.restarting and resources_changed:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)
-            await self.runtime.update(c.id, resources)
+            try:
+                await self.runtime.update(c.id, resources)
+            except DockerError as e:
+                # The record keeps what the cgroup still enforces.
+                raise type(e)("Cannot update container %s: %s" % (c.id, e.message))
         c.host_config = host_config
         await self.save(c)
         self.log_event(c, "update")
