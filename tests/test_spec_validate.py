@@ -303,3 +303,14 @@ def test_adapt_host_config():
     assert spec.adapt_host_config({}, "1.39", sysinfo=HOST)["IpcMode"] == "shareable"
     v2 = attr.evolve(HOST, cgroup_version="2")
     assert spec.adapt_host_config({}, "1.41", sysinfo=v2)["CgroupnsMode"] == "private"
+
+
+def test_the_default_swap_wraps_as_go_int64_does():
+    # dockerd 20.10 stores twice the memory as Go computes it: wrapped; runc
+    # then gets no swap limit (a negative one is none), and the start works.
+    from twistedock.backend.spec.resources import linux_resources
+
+    for memory, swap in ((1 << 62, -(1 << 63)), ((1 << 63) - 1, -2)):
+        hc = spec.adapt_host_config({"Memory": memory}, "1.41", sysinfo=HOST)
+        assert (hc["Memory"], hc["MemorySwap"]) == (memory, swap)
+        assert "swap" not in linux_resources({"Memory": memory}, HOST, {})["memory"]

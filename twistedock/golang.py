@@ -441,3 +441,9 @@ def goarch(machine: Optional[str] = None) -> str:
     if machine is None:
         machine = platform.machine()
     return GOARCH.get(machine, machine)
+
+
+def int64(value: int) -> int:
+    """C{value} as Go's int64 arithmetic leaves it: wrapped on overflow
+    (dockerd's default swap, twice the memory, wraps for huge limits)."""
+    return (value + 2**63) % 2**64 - 2**63

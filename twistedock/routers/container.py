@@ -7,11 +7,12 @@ from zope.interface import Interface
 
 from ..errors import DockerError, InvalidParameter
 from .. import versions
+from ..server import godecode
 from ..server.hijack import hijacked, refused, websocket_attached
 from ..server.httputils import APIRequest, decode_go_struct, encode_json
 from ..server.routing import route
 from ..streams import MULTIPLEXED, RAW, StdWriter
-from . import Router
+from . import Router, types
 
 ROUTES = (
     route("HEAD", "/containers/{name:.*}/archive", "head_containers_archive"),
@@ -257,6 +258,15 @@ def _signal(req: APIRequest) -> Optional[str]:
     return req.query("signal") or None
 
 
+def _typed(body, go_type):
+    """The body as Go decodes it into C{go_type}: a value that does not fit
+    is refused with Go's message (see L{types})."""
+    try:
+        return godecode.decode(body, go_type)
+    except godecode.DecodeError as e:
+        raise InvalidParameter("invalid JSON: " + e.message)
+
+
 def _resize_value(req: APIRequest, name: str, label: str) -> int:
     value = req.query(name, "")
     if not value.isdigit() or int(value) > 0xFFFFFFFF:
@@ -297,8 +307,7 @@ class ContainerRouter(Router):
         body = req.json_body()
         if body is None:
             raise InvalidParameter("invalid JSON: EOF")
-        if not isinstance(body, dict):
-            raise InvalidParameter("invalid JSON: the body must be an object")
+        body = _typed(body, types.CONTAINER_CREATE)
         host_config = body.pop("HostConfig", None) or {}
         networking = body.pop("NetworkingConfig", None) or {}
         created = await self.backend.create(
@@ -369,9 +378,9 @@ class ContainerRouter(Router):
         req.write_status(204)
 
     async def post_container_update(self, req: APIRequest) -> None:
-        update = req.json_body({})
-        if not isinstance(update, dict):
-            raise InvalidParameter("invalid JSON: the body must be an object")
+        update = _typed(req.json_body({}), types.UPDATE_CONFIG) or {}
+        if versions.less_than(req.version, "1.40"):
+            update.pop("PidsLimit", None)
         req.write_json(await self.backend.update(req.vars["name"], update))
 
     async def post_containers_prune(self, req: APIRequest) -> None:

@@ -14,6 +14,8 @@ from zope.interface import implementer
 
 from ..errors import InvalidParameter
 from ..filters import Filters
+from . import godecode
+from .godecode import GoNumber, go_kind  # noqa: F401 - go_kind: part of this module's surface
 
 
 def encode_json(obj: Any) -> bytes:
@@ -159,7 +161,7 @@ class APIRequest:
                     % (content_type,)
                 )
         try:
-            decoder = json.JSONDecoder()
+            decoder = json.JSONDecoder(parse_float=GoNumber)
             text = body.decode("utf-8")
             value, end = decoder.raw_decode(text.lstrip())
         except (ValueError, UnicodeDecodeError) as e:
@@ -218,19 +220,6 @@ _SYNTAX = {
 }
 
 
-def go_kind(value: Any) -> str:
-    """The JSON kind of C{value} as Go's decoder names it in a type error."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def go_syntax_error(text: str, error: json.JSONDecodeError) -> str:
     """Go's json.Decoder message for a document Python could not parse."""
     rest = text[error.pos :]
@@ -263,50 +252,14 @@ def go_syntax_error(text: str, error: json.JSONDecodeError) -> str:
     return "invalid character '%s' %s" % (shown, where)
 
 
-def _go_type_problem(value: Any, wanted: str) -> Optional[Tuple[str, str]]:
-    """(what Go saw, the type it wanted) when C{value} does not fit a field
-    of Go type C{wanted} (string, bool, []string or [2]uint); else None."""
-    if wanted in ("string", "bool"):
-        return None if go_kind(value) == wanted else (go_kind(value), wanted)
-    if not isinstance(value, list):
-        return go_kind(value), wanted
-    element = "string" if wanted == "[]string" else "uint"
-    for item in value:
-        if item is None:
-            continue
-        if go_kind(item) != ("string" if element == "string" else "number"):
-            return go_kind(item), element
-        if element == "uint" and (item < 0 or item != int(item) or item > 0xFFFFFFFFFFFFFFFF):
-            return "number %s" % (item,), element
-    return None
-
-
 def decode_go_struct(value: Any, struct: str, fields: Dict[str, str]) -> Tuple[Dict[str, Any], Optional[str]]:
     """A decoded JSON document as Go's decoder fills the struct C{struct}
     (package-qualified: C{container.ExecOptions}) whose fields have the Go
-    types C{fields}: the fields it sets, and the message of the first type
-    error (None when there was none).  Field names match regardless of case;
-    unknown fields and nulls are ignored, as in Go."""
-    if value is None:
-        return {}, None
-    if not isinstance(value, dict):
-        return {}, "json: cannot unmarshal %s into Go value of type %s" % (go_kind(value), struct)
-    decoded: Dict[str, Any] = {}
-    error = None
-    for key, item in value.items():
-        name = key if key in fields else next((f for f in fields if f.lower() == key.lower()), None)
-        if name is None or item is None:
-            continue
-        wrong = _go_type_problem(item, fields[name])
-        if wrong is not None:
-            if error is None:
-                error = "json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (
-                    wrong[0], struct.split(".")[-1], name, wrong[1],
-                )
-            continue
-        if fields[name] == "[2]uint":
-            item = [int(v or 0) for v in (list(item) + [0, 0])[:2]]
-        elif fields[name] == "[]string":
-            item = [v or "" for v in item]
-        decoded[name] = item
-    return decoded, error
+    types C{fields} (names of L{godecode.BY_NAME}): the fields it sets, and
+    the message of the first type error (None when there was none).  Field
+    names match regardless of case; unknown fields and nulls are ignored, as
+    in Go.  Whole bodies with nested types decode with L{godecode.decode}."""
+    decoded, error = godecode.first_error(value, godecode.struct_of(struct, fields))
+    if error is not None or decoded is None:
+        return {}, error
+    return {k: v for k, v in decoded.items() if k in fields and v is not None}, None

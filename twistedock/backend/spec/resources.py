@@ -301,7 +301,7 @@ def _memory_resources(hc: dict, si: SysInfo) -> Dict[str, Any]:
     memory: Dict[str, Any] = {}
     limit, swap = as_int(hc.get("Memory")), as_int(hc.get("MemorySwap"))
     if limit > 0 and swap == 0 and si.swap:
-        swap = limit * 2
+        swap = golang.int64(limit * 2)
     if limit > 0:
         memory["limit"] = limit
     if as_int(hc.get("MemoryReservation")) > 0:

@@ -210,7 +210,7 @@ def adapt_host_config(
     _, resources = check_resources(hc, si)
     hc.update(resources)
     if as_int(hc.get("Memory")) > 0 and as_int(hc.get("MemorySwap")) == 0:
-        hc["MemorySwap"] = as_int(hc["Memory"]) * 2
+        hc["MemorySwap"] = golang.int64(as_int(hc["Memory"]) * 2)
     if not as_int(hc.get("ShmSize")):
         hc["ShmSize"] = DEFAULT_SHM_SIZE
     if not hc.get("IpcMode"):
