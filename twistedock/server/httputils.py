@@ -175,7 +175,8 @@ class APIRequest:
         return bool(self.request.startedWriting)
 
     def set_header(self, name: str, value: str) -> None:
-        self.request.setHeader(name, value)
+        # What Request.setHeader does, one call fewer (a dozen per answer).
+        self.request.responseHeaders.setRawHeaders(name, [value])
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         data = encode_json(obj)
