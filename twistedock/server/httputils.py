@@ -16,11 +16,13 @@ from ..errors import InvalidParameter
 from ..filters import Filters
 
 
+#: json.dumps with these arguments would make a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(obj: Any) -> bytes:
     """Compact JSON with a newline, HTML characters literal: Go's encoder."""
-    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
-        "utf-8"
-    )
+    return (_ENCODER.encode(obj) + "\n").encode("utf-8")
 
 
 def bool_value(value: Optional[str]) -> bool:
