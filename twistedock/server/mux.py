@@ -14,6 +14,11 @@ does:
  - strict slashes, slashes never merged, and werkzeug's redirect to the
    slashed path is a miss: cleaning the path is the root's job (a 301);
  - a 405 is a miss too: dockerd answers a wrong method with its catch-all.
+
+werkzeug tries rules with a C{{name:.*}} variable one by one (a regular
+expression each), and a router has a score of them; the root matches a
+request in the bucket of the router's Map that holds only the rules that
+can end as the path does (L{BucketedMap}), so a match tries a few.
 """
 
 import re
