@@ -3,18 +3,19 @@
 Per-request CPU of twistedock's routing and middleware, beside a bare
 twisted.web resource, in the same run.
 
-    python3 benchmarks/routing.py                 # this checkout
-    python3 benchmarks/routing.py --tree /tmp/old # another checkout, e.g. before a change
+    python3 benchmarks/routing.py                          # this checkout
+    python3 benchmarks/routing.py --tree /tmp/old --tree .  # two checkouts, one run
 
-One server process (``--serve``, started by the script) listens on two
-127.0.0.1 ports: one serves the composed root resource of the checkout under
-test with the in-memory backends of ``tests/memory.py`` (one container
-created), the other a bare ``twisted.web`` leaf resource that answers the same
-bytes without routing anything.  ``wrk`` (one thread, ``--connections``
-keep-alive connections) drives each port in turn for ``--seconds``; the
-server's CPU time (user + system, from ``/proc/PID/stat``) over the requests
-wrk counted gives milliseconds of CPU per 1,000 requests.  Rounds alternate
-bare and twistedock; the table gives medians and the ratio twistedock / bare
+One server process per checkout (``--serve``, started by the script) listens
+on two 127.0.0.1 ports: one serves the composed root resource of the checkout
+with the in-memory backends of ``tests/memory.py`` (one container created),
+the other a bare ``twisted.web`` leaf resource that answers the same bytes
+without routing anything.  ``wrk`` (one thread, ``--connections`` keep-alive
+connections) drives each port in turn for ``--seconds``; the server's CPU
+time (user + system, from ``/proc/PID/stat``) over the requests wrk counted
+gives milliseconds of CPU per 1,000 requests.  Each round measures every port
+once per request, the order rotated from round to round; the table gives
+medians, and the median over rounds of each round's ratio twistedock / bare
 (target: at most 1.5).  It needs ``wrk`` (``apt-get install -y wrk``) and the
 checkout's Python dependencies; nothing else.
 """
