@@ -3,18 +3,19 @@
 Per-request CPU of twistedock's routing and middleware, beside a bare
 twisted.web resource, in the same run.
 
-    python3 benchmarks/routing.py                 # this checkout
-    python3 benchmarks/routing.py --tree /tmp/old # another checkout, e.g. before a change
+    python3 benchmarks/routing.py                          # this checkout
+    python3 benchmarks/routing.py --tree /tmp/old --tree .  # two checkouts, one run
 
-One server process (``--serve``, started by the script) listens on two
-127.0.0.1 ports: one serves the composed root resource of the checkout under
-test with the in-memory backends of ``tests/memory.py`` (one container
-created), the other a bare ``twisted.web`` leaf resource that answers the same
-bytes without routing anything.  ``wrk`` (one thread, ``--connections``
-keep-alive connections) drives each port in turn for ``--seconds``; the
-server's CPU time (user + system, from ``/proc/PID/stat``) over the requests
-wrk counted gives milliseconds of CPU per 1,000 requests.  Rounds alternate
-bare and twistedock; the table gives medians and the ratio twistedock / bare
+One server process per checkout (``--serve``, started by the script) listens
+on two 127.0.0.1 ports: one serves the composed root resource of the checkout
+with the in-memory backends of ``tests/memory.py`` (one container created),
+the other a bare ``twisted.web`` leaf resource that answers the same bytes
+without routing anything.  ``wrk`` (one thread, ``--connections`` keep-alive
+connections) drives each port in turn for ``--seconds``; the server's CPU
+time (user + system, from ``/proc/PID/stat``) over the requests wrk counted
+gives milliseconds of CPU per 1,000 requests.  Each round measures every port
+once per request, the order rotated from round to round; the table gives
+medians, and the median over rounds of each round's ratio twistedock / bare
 (target: at most 1.5).  It needs ``wrk`` (``apt-get install -y wrk``) and the
 checkout's Python dependencies; nothing else.
 """
@@ -107,58 +108,79 @@ def measure(pid: int, url: str, seconds: float, connections: int) -> Tuple[float
     return cpu / requests * 1e6, requests / wall
 
 
-def run(args) -> Dict[str, Dict[str, List[Tuple[float, float]]]]:
+def start_server(tree: str) -> Tuple[subprocess.Popen, Dict[str, int]]:
     server = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", "--tree", args.tree],
+        [sys.executable, os.path.abspath(__file__), "--serve", "--tree", tree],
         stdout=subprocess.PIPE, text=True,
     )
+    return server, json.loads(server.stdout.readline())
+
+
+def run(args) -> Dict[str, Dict[str, Dict[str, List[Tuple[float, float]]]]]:
+    """tree -> path -> server -> [(CPU ms per 1,000 requests, requests/s)]:
+    one server process per tree, every round measuring each tree's bare
+    and twistedock ports in turn, the order rotated from round to round."""
+    servers = {}
     try:
-        ports = json.loads(server.stdout.readline())
-        results = {path: {"bare": [], "twistedock": []} for path in PATHS}
-        for path in PATHS:  # warm-up, not counted
-            for name in ("bare", "twistedock"):
-                wrk("http://127.0.0.1:%d%s" % (ports[name], path), 1, args.connections)
-        for i in range(args.rounds):
-            order = ("bare", "twistedock") if i % 2 == 0 else ("twistedock", "bare")
+        for tree in args.tree:
+            servers[tree] = start_server(tree)
+        slots = [(tree, name) for tree in args.tree for name in ("bare", "twistedock")]
+        results = {tree: {path: {"bare": [], "twistedock": []} for path in PATHS} for tree in args.tree}
+        for tree, name in slots:  # warm-up, not counted
             for path in PATHS:
-                for name in order:
+                wrk("http://127.0.0.1:%d%s" % (servers[tree][1][name], path), 1, args.connections)
+        for i in range(args.rounds):
+            order = slots[i % len(slots):] + slots[: i % len(slots)]
+            if i % 2:
+                order.reverse()
+            for path in PATHS:
+                for tree, name in order:
+                    server, ports = servers[tree]
                     url = "http://127.0.0.1:%d%s" % (ports[name], path)
-                    results[path][name].append(measure(server.pid, url, args.seconds, args.connections))
+                    results[tree][path][name].append(measure(server.pid, url, args.seconds, args.connections))
         return results
     finally:
-        server.terminate()
-        server.wait()
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait()
 
 
-def report(results, tree: str) -> None:
-    print("routing benchmark: %s, load %s" % (tree, " ".join(open("/proc/loadavg").read().split()[:3])))
-    print("| request | bare CPU ms/1k req | twistedock CPU ms/1k req | ratio | bare req/s | twistedock req/s |")
+def report(results) -> None:
+    """Per tree and request: median CPU per 1,000 requests of each server,
+    and the median over rounds of the round's ratio twistedock / bare (a
+    slow period of the machine falls on both halves of a ratio)."""
+    print("routing benchmark, load %s" % (" ".join(open("/proc/loadavg").read().split()[:3]),))
+    print("| tree | request | bare CPU ms/1k req | twistedock CPU ms/1k req | ratio (median of rounds) | ratio range |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for path, by_name in results.items():
-        bare_cpu = statistics.median(cpu for cpu, _ in by_name["bare"])
-        ours_cpu = statistics.median(cpu for cpu, _ in by_name["twistedock"])
-        bare_rate = statistics.median(rate for _, rate in by_name["bare"])
-        ours_rate = statistics.median(rate for _, rate in by_name["twistedock"])
-        print("| GET %s | %.1f | %.1f | %.2fx | %.0f | %.0f |" % (
-            path.replace(CONTAINER, "{id}"), bare_cpu, ours_cpu, ours_cpu / bare_cpu, bare_rate, ours_rate,
-        ))
+    for tree, by_path in results.items():
+        for path, by_name in by_path.items():
+            bare = [cpu for cpu, _ in by_name["bare"]]
+            ours = [cpu for cpu, _ in by_name["twistedock"]]
+            ratios = [o / b for o, b in zip(ours, bare)]
+            print("| %s | GET %s | %.1f | %.1f | %.2fx | %.2f-%.2f |" % (
+                tree, path.replace(CONTAINER, "{id}"), statistics.median(bare), statistics.median(ours),
+                statistics.median(ratios), min(ratios), max(ratios),
+            ))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tree", default=CHECKOUT, help="the checkout to measure (default: this one)")
-    parser.add_argument("--seconds", type=float, default=5, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per request and server")
+    parser.add_argument(
+        "--tree", action="append",
+        help="a checkout to measure (default: this one); repeat it to compare checkouts in one run",
+    )
+    parser.add_argument("--seconds", type=float, default=2, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=7, help="runs per request and server")
     parser.add_argument("--connections", type=int, default=10, help="wrk's keep-alive connections")
     parser.add_argument("--json", help="also write the samples to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.tree = os.path.abspath(args.tree)
+    args.tree = [os.path.abspath(tree) for tree in args.tree or [CHECKOUT]]
     if args.serve:
-        serve(args.tree)
+        serve(args.tree[0])
         return
     results = run(args)
-    report(results, args.tree)
+    report(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

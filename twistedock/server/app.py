@@ -9,8 +9,10 @@ resource that takes the connection over (L{twistedock.server.hijack}): Klein
 renders a returned resource instead of finishing the request.
 """
 
+from typing import Coroutine, Generator
+
 import attr
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
@@ -78,13 +80,11 @@ def serve_router(router, config: APIConfig) -> ServedRouter:
 
 def endpoint(router: str, handler: Handler):
     """The Klein endpoint of one route: C{handler} with an L{APIRequest};
-    its failures are answered here, where the request's context is."""
+    its failures are answered here, where the request's context is.  It
+    returns the handler's result, or a Deferred of it when the handler
+    waits (most answer without waiting: no Deferred for those)."""
 
-    async def serve(request: IRequest, **variables):
-        req = APIRequest(request, variables, router)
-        # Asked for before the handler runs, so it is told first when the
-        # client goes away: every later listener sees req.gone.
-        request.notifyFinish().addErrback(req.went_away)
+    async def answer(req: APIRequest):
         try:
             result = await handler(req)
         except CancelledError:
@@ -97,7 +97,46 @@ def endpoint(router: str, handler: Handler):
             end_answer(req)
         return result
 
+    def serve(request: IRequest, **variables):
+        req = APIRequest(request, variables, router)
+        # Asked for before the handler runs, so it is told first when the
+        # client goes away: every later listener sees req.gone.
+        request.notifyFinish().addErrback(req.went_away)
+        return run_coroutine(answer(req))
+
     return serve
+
+
+def run_coroutine(coro: Coroutine):
+    """Run C{coro} until it waits: its result if it finished, else, as
+    C{ensureDeferred} would, a Deferred of the rest (cancelling it cancels
+    what the coroutine waits on)."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration as done:
+        return done.value
+    return Deferred.fromCoroutine(_rest(coro, awaited))
+
+
+def _rest(coro: Coroutine, awaited) -> Generator:
+    """C{coro} from where it waits on C{awaited}, for Twisted's driver: what
+    it waits on goes to the driver, whose answer goes back to C{coro}."""
+    while True:
+        try:
+            result = yield awaited
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as error:
+            try:
+                awaited = coro.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                awaited = coro.send(result)
+            except StopIteration as done:
+                return done.value
 
 
 def end_answer(req: APIRequest) -> None:

@@ -18,11 +18,13 @@ from . import godecode
 from .godecode import GoNumber, go_kind  # noqa: F401 - go_kind: part of this module's surface
 
 
+#: json.dumps with these arguments would make a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(obj: Any) -> bytes:
     """Compact JSON with a newline, HTML characters literal: Go's encoder."""
-    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
-        "utf-8"
-    )
+    return (_ENCODER.encode(obj) + "\n").encode("utf-8")
 
 
 def bool_value(value: Optional[str]) -> bool:
@@ -177,7 +179,8 @@ class APIRequest:
         return bool(self.request.startedWriting)
 
     def set_header(self, name: str, value: str) -> None:
-        self.request.setHeader(name, value)
+        # What Request.setHeader does, one call fewer (a dozen per answer).
+        self.request.responseHeaders.setRawHeaders(name, [value])
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         data = encode_json(obj)

@@ -71,11 +71,18 @@ def version_middleware(config: APIConfig) -> Middleware:
             )
         return None
 
+    # Encoded once: set on every answer.
+    headers = (
+        (b"Server", [server.encode("utf-8")]),
+        (b"Api-Version", [config.max_version.encode("ascii")]),
+        (b"Ostype", [b"linux"]),
+    )
+
     def wrap(handler: Handler) -> Handler:
         async def versioned(req: APIRequest) -> Optional[IResource]:
-            req.set_header("Server", server)
-            req.set_header("Api-Version", config.max_version)
-            req.set_header("Ostype", "linux")
+            set_raw = req.request.responseHeaders.setRawHeaders
+            for name, values in headers:
+                set_raw(name, values)
             version = req.vars.get("version") or config.max_version
             refused = refusal(version)
             if refused is not None:
@@ -89,11 +96,11 @@ def version_middleware(config: APIConfig) -> Middleware:
 
 
 def experimental_middleware(config: APIConfig) -> Middleware:
-    value = "true" if config.experimental else "false"
+    value = [b"true" if config.experimental else b"false"]
 
     def wrap(handler: Handler) -> Handler:
         async def marked(req: APIRequest) -> Optional[IResource]:
-            req.set_header("Docker-Experimental", value)
+            req.request.responseHeaders.setRawHeaders(b"Docker-Experimental", value)
             return await handler(req)
 
         return marked

@@ -14,6 +14,11 @@ does:
  - strict slashes, slashes never merged, and werkzeug's redirect to the
    slashed path is a miss: cleaning the path is the root's job (a 301);
  - a 405 is a miss too: dockerd answers a wrong method with its catch-all.
+
+werkzeug tries rules with a C{{name:.*}} variable one by one (a regular
+expression each), and a router has a score of them; the root matches a
+request in the bucket of the router's Map that holds only the rules that
+can end as the path does (L{BucketedMap}), so a match tries a few.
 """
 
 import re
@@ -21,7 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from klein import Klein
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule
 
 from .routing import Route
 
@@ -73,6 +78,54 @@ class TemplateMap(Map):
         )
 
 
+def last_literal(template: str) -> Optional[str]:
+    """The last segment of every path C{template} matches (C{""} after a
+    trailing slash), or None when a variable is part of it (a variable's
+    regular expression may hold a slash: then a brace is after it)."""
+    last = template.rsplit("/", 1)[1]
+    return None if "{" in last or "}" in last else last
+
+
+def copy(rule: Rule) -> Rule:
+    """An unbound copy of C{rule}, its methods as they are (without the
+    HEAD werkzeug would add again)."""
+    methods = rule.methods
+    rule = rule.empty()
+    rule.methods = methods
+    return rule
+
+
+class BucketedMap:
+    """A table's Map cut into small Maps, one per method and last literal
+    segment, so a match tries a few rules instead of every C{.*} rule.
+
+    The bucket for a method and last segment holds, in the table's order,
+    that method's rules that end in that segment, in a variable (they may
+    end in anything), or in a slash (strict slashes: werkzeug answers a
+    redirect, a miss, for the path without it).  A rule outside the bucket
+    can neither take a path with that last segment nor stop the search,
+    so the bucket chooses what the whole Map chooses."""
+
+    def __init__(self, routes: Sequence[Route], rules: Sequence[Rule]) -> None:
+        by_method: Dict[str, List[Tuple[Optional[str], Rule]]] = {}
+        for route, rule in zip(routes, rules):
+            by_method.setdefault(route.method, []).append((last_literal(route.path), rule))
+        self._buckets: Dict[str, Dict[Optional[str], MapAdapter]] = {}
+        for method, tailed in by_method.items():
+            lasts = {last for last, _ in tailed} | {None}
+            self._buckets[method] = {
+                last: TemplateMap(copy(rule) for tail, rule in tailed if tail in (last, None, "")).bind("docker")
+                for last in lasts
+            }
+
+    def adapter(self, method: str, path: str) -> Optional[MapAdapter]:
+        """The bound bucket that matches C{method} C{path}, or None."""
+        buckets = self._buckets.get(method)
+        if buckets is None:
+            return None
+        return buckets.get(path[path.rfind("/") + 1 :]) or buckets[None]
+
+
 class _RuleCollector:
     """Takes the rules Klein's C{route} makes, as Klein's C{subroute} does."""
 
@@ -83,9 +136,9 @@ class _RuleCollector:
         self.rules.append(rule)
 
 
-#: Route table -> its Map: werkzeug compiles a URL builder for every rule,
-#: which costs milliseconds; a table's Map serves every app of that table.
-_MAPS: Dict[Tuple[Route, ...], TemplateMap] = {}
+#: Route table -> its Map and buckets: werkzeug compiles a URL builder for
+#: every rule, which costs milliseconds; they serve every app of that table.
+_MAPS: Dict[Tuple[Route, ...], Tuple[TemplateMap, BucketedMap]] = {}
 
 
 def endpoint_name(route: Route) -> str:
@@ -110,21 +163,25 @@ class MuxApp(Klein):
                 # werkzeug adds HEAD to a GET rule: then HEAD /info would
                 # answer, and GET /_ping would take HEAD /_ping's requests.
                 rule.methods = {route.method}
-            _MAPS[routes] = TemplateMap(collector.rules)
-        self._url_map = _MAPS[routes]
+            _MAPS[routes] = (TemplateMap(collector.rules), BucketedMap(routes, collector.rules))
+        self._url_map, self.buckets = _MAPS[routes]
 
 
 class RouteMap:
-    """A router's Map, bound once: one match per request and router."""
+    """A router's Map, bound once: one match per request and router, in
+    the bucket of the app's Map that the method and last segment choose."""
 
     def __init__(self, app: MuxApp) -> None:
-        self._adapter = app.url_map.bind("docker")
+        self._buckets = app.buckets
 
     def match(self, method: str, path: str) -> Optional[Tuple[str, Dict[str, str]]]:
         """The endpoint and variables of the route that takes C{method}
         C{path} (a clean, decoded path), or None."""
+        adapter = self._buckets.adapter(method, path)
+        if adapter is None:
+            return None
         try:
-            rule, variables = self._adapter.match(path, method, return_rule=True)
+            rule, variables = adapter.match(path, method, return_rule=True)
         except ROUTING_MISSES:
             return None
         if method not in rule.methods:

@@ -14,7 +14,8 @@ import re
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote_to_bytes
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
@@ -150,7 +151,28 @@ def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], reques
     the handler is cancelled when the client leaves, failures go to the
     app's error answer, a returned resource is rendered (it takes the
     connection over), anything else finishes the request."""
-    d = maybeDeferred(router.app.execute_endpoint, endpoint, request, **variables)
+    try:
+        result = router.app.execute_endpoint(endpoint, request, **variables)
+    except Exception:
+        answer_failure(request, Failure())
+        request.finish()
+        return NOT_DONE_YET
+    if isinstance(result, Deferred):
+        wait_for(result, request)
+        return NOT_DONE_YET
+    try:
+        if result is not None and IResource.providedBy(result):
+            request.render(result)
+        else:
+            request.finish()
+    except Exception:
+        log.failure("Answering {uri}", Failure(), uri=request.uri)
+    return NOT_DONE_YET
+
+
+def wait_for(d: Deferred, request: IRequest) -> None:
+    """Finish C{request} when the endpoint's C{d} fires, unless the client
+    left first: then C{d} is cancelled."""
     # After the endpoint's own listener (it marks the request gone first).
     left = []
 
@@ -176,4 +198,3 @@ def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], reques
 
     d.addCallbacks(answered, failed)
     d.addErrback(lambda failure: log.failure("Answering {uri}", failure, uri=request.uri))
-    return NOT_DONE_YET

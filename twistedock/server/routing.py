@@ -65,6 +65,9 @@ VERSION_PREFIX = "/v{version:[0-9.]+}"
 
 def clean_path(p: str) -> str:
     """Go's path.Clean as gorilla/mux applies it, keeping a trailing slash."""
+    if p.startswith("/") and "//" not in p and "/." not in p:
+        # No empty, "." or ".." element: clean already (most requests).
+        return p
     if p == "":
         return "/"
     if not p.startswith("/"):
