@@ -129,27 +129,7 @@ class SystemBackend:
         runc = components["runc"]
         cgroups = current_sysinfo()
         release = host.os_release()
-        security = []
-        if host.seccomp_supported():
-            security.append("name=seccomp,profile=builtin")
-        if cgroups.cgroup_version == "2":
-            security.append("name=cgroupns")
-        warnings = []
-        if not cgroups.memory:
-            warnings.append("WARNING: No memory limit support")
-        if not cgroups.swap:
-            warnings.append("WARNING: No swap limit support")
-        if not runc.found:
-            warnings.append("WARNING: runc not found: containers cannot run")
-        if not components["conmon"].found:
-            warnings.append("WARNING: conmon not found: containers cannot run")
-        if s.experimental and self.criu is not None:
-            criu_status = await self.criu.status()
-            if not criu_status.works:
-                warnings.append(
-                    "WARNING: CRIU does not work: checkpoint and restore are unavailable: "
-                    + criu_status.problem
-                )
+        warnings = await self._warnings(components, cgroups)
         info = {"ID": s.daemon_id}
         info.update(self._counts())
         info.update(
@@ -157,9 +137,7 @@ class SystemBackend:
                 "Driver": "overlay2",
                 "DriverStatus": host.storage_driver_status(s.data_root),
                 "Plugins": {
-                    "Volume": ["local"],
-                    "Network": ["bridge", "host", "null"],
-                    "Authorization": None,
+                    "Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
                     "Log": ["json-file", "k8s-file", "local", "none"],
                 },
                 "MemoryLimit": cgroups.memory,
@@ -193,20 +171,7 @@ class SystemBackend:
                 "OSType": "linux",
                 "Architecture": host.architecture(),
                 "IndexServerAddress": "https://index.docker.io/v1/",
-                "RegistryConfig": {
-                    "AllowNondistributableArtifactsCIDRs": [],
-                    "AllowNondistributableArtifactsHostnames": [],
-                    "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
-                    "IndexConfigs": {
-                        "docker.io": {
-                            "Name": "docker.io",
-                            "Mirrors": [],
-                            "Secure": True,
-                            "Official": True,
-                        }
-                    },
-                    "Mirrors": [],
-                },
+                "RegistryConfig": registry_config(),
                 "NCPU": host.ncpu(),
                 "MemTotal": host.mem_total(),
                 "GenericResources": None,
@@ -223,12 +188,8 @@ class SystemBackend:
                 "Runtimes": {"runc": {"path": runc.path or "runc"}},
                 "DefaultRuntime": "runc",
                 "Swarm": {
-                    "NodeID": "",
-                    "NodeAddr": "",
-                    "LocalNodeState": "inactive",
-                    "ControlAvailable": False,
-                    "Error": "",
-                    "RemoteManagers": None,
+                    "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                    "ControlAvailable": False, "Error": "", "RemoteManagers": None,
                 },
                 "LiveRestoreEnabled": s.live_restore,
                 "Isolation": "",
@@ -236,7 +197,7 @@ class SystemBackend:
                 "ContainerdCommit": {"ID": ""},
                 "RuncCommit": {"ID": runc.commit or runc.version},
                 "InitCommit": {"ID": ""},
-                "SecurityOptions": security,
+                "SecurityOptions": security_options(cgroups),
                 "CDISpecDirs": [],
                 # dockerd's Warnings are a nil slice when there are none.
                 "Warnings": warnings or None,
@@ -246,6 +207,26 @@ class SystemBackend:
         if criu.found:
             info["CriuVersion"] = criu.version
         return info
+
+    async def _warnings(self, components, cgroups) -> list:
+        """What /info warns of: limits the kernel lacks, parts not found."""
+        warnings = []
+        if not cgroups.memory:
+            warnings.append("WARNING: No memory limit support")
+        if not cgroups.swap:
+            warnings.append("WARNING: No swap limit support")
+        if not components["runc"].found:
+            warnings.append("WARNING: runc not found: containers cannot run")
+        if not components["conmon"].found:
+            warnings.append("WARNING: conmon not found: containers cannot run")
+        if self.settings.experimental and self.criu is not None:
+            criu_status = await self.criu.status()
+            if not criu_status.works:
+                warnings.append(
+                    "WARNING: CRIU does not work: checkpoint and restore are unavailable: "
+                    + criu_status.problem
+                )
+        return warnings
 
     async def system_version(self) -> dict:
         s = self.settings
@@ -330,3 +311,27 @@ def _open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
+
+
+def registry_config() -> dict:
+    """/info's RegistryConfig: dockerd's defaults (no mirrors, no insecure
+    registries but loopback)."""
+    return {
+        "AllowNondistributableArtifactsCIDRs": [],
+        "AllowNondistributableArtifactsHostnames": [],
+        "InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],
+        "IndexConfigs": {
+            "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+        },
+        "Mirrors": [],
+    }
+
+
+def security_options(cgroups) -> list:
+    """/info's SecurityOptions: what the spec applies to every container."""
+    security = []
+    if host.seccomp_supported():
+        security.append("name=seccomp,profile=builtin")
+    if cgroups.cgroup_version == "2":
+        security.append("name=cgroupns")
+    return security
