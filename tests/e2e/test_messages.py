@@ -3,24 +3,10 @@ Error messages in dockerd's exact words (asked of dockerd 20.10): the
 status was already right, the words are what scripts grep for.
 """
 
-import subprocess
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
-
-
-@pytest.fixture(scope="module")
-def daemon(module_daemons, tmp_path_factory):
-    d = module_daemons.start()
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(
-            ["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    return d
+from .test_containers import daemon  # noqa: F401  (the module's daemon with busybox)
 
 
 def _message(answer):

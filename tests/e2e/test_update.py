@@ -3,11 +3,10 @@ included): only what is given changes, and inspect shows what the cgroup
 enforces (dockerd 20.10's answers, asked side by side)."""
 
 import os
-import subprocess
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import daemon  # noqa: F401  (the module's daemon with busybox)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -15,19 +14,6 @@ pytestmark = [
 ]
 
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def daemon(module_daemons, tmp_path_factory):
-    d = module_daemons.start()
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(
-            ["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return d
 
 
 def memory_limit(pid: int) -> int:
