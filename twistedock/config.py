@@ -48,6 +48,8 @@ class DaemonConfig:
     criu_path: Optional[str] = None
     min_api_version: str = versions.MIN_API_VERSION
     config_file: str = DEFAULT_CONFIG_FILE
+    insecure_registries: List[str] = attr.Factory(list)
+    registry_mirrors: List[str] = attr.Factory(list)
 
     @property
     def use_tls(self) -> bool:
@@ -71,11 +73,15 @@ FILE_KEYS = {
     "labels": "labels",
     "criu-path": "criu_path",
     "min-api-version": "min_api_version",
+    "insecure-registries": "insecure_registries",
+    "registry-mirrors": "registry_mirrors",
 }
 
 _TYPES = {
     "hosts": list,
     "labels": list,
+    "insecure-registries": list,
+    "registry-mirrors": list,
     "experimental": bool,
     "debug": bool,
     "tls": bool,

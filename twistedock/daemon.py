@@ -26,6 +26,7 @@ from .backend.containers import ContainerBackend, ContainerStore
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
+from .backend.distribution import RegistryService
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.runtime.criu import Criu
@@ -33,6 +34,7 @@ from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .config import ConfigError, DaemonConfig, read_config_file
+from .errors import DockerError
 from .listeners import ListenerService, check_addresses, exit_failed
 from .logs import Logger, set_debug
 from .routers.build import BuildRouter
@@ -58,7 +60,7 @@ CONMON = shutil.which("conmon") or "conmon"
 
 def build_routers(
     reactor, system, cluster, debug=None, containers=None, images=None,
-    execs=None, copies=None, checkpoints=None,
+    execs=None, copies=None, checkpoints=None, registry=None,
 ) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
@@ -72,7 +74,7 @@ def build_routers(
         SessionRouter(),
         SwarmRouter(cluster),
         PluginRouter(),
-        DistributionRouter(),
+        DistributionRouter(registry),
         NetworkRouter(),
     ]
     if debug is not None:
@@ -154,7 +156,16 @@ class Daemon(MultiService):
         # the image store asks it which containers use an image, the
         # container backend keeps it.
         self.container_store = ContainerStore()
-        self.images = ImageStore(reactor, config.data_root, self.events, containers=self.container_store)
+        try:
+            self.registry = RegistryService(
+                reactor, config.insecure_registries, config.registry_mirrors
+            )
+        except DockerError as e:
+            raise ConfigError(str(e))
+        self.images = ImageStore(
+            reactor, config.data_root, self.events, containers=self.container_store,
+            registry=self.registry,
+        )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images)
         self.system = SystemBackend(
@@ -163,6 +174,7 @@ class Daemon(MultiService):
             self.events,
             inventories=[self.containers, self.images],
             criu=self.criu,
+            registry=self.registry,
         )
         routers = build_routers(
             reactor,
@@ -174,6 +186,7 @@ class Daemon(MultiService):
             execs=self.execs,
             copies=self.copies,
             checkpoints=self.checkpoints,
+            registry=self.registry,
         )
         api = APIConfig(
             experimental=config.experimental,
@@ -266,6 +279,7 @@ class Daemon(MultiService):
         self._loading.cancel()
         await MultiService.stopService(self)
         await self.containers.shutdown()
+        await self.registry.close()
         self.events.close()
 
     def _handle_stop_signals(self) -> None:

@@ -44,6 +44,8 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["host"] = []
+        self["insecure-registry"] = []
+        self["registry-mirror"] = []
         self.explicit = set()
         self.false_flags = set()
 
@@ -53,6 +55,16 @@ class Options(usage.Options):
         self.explicit.add("hosts")
 
     opt_H = opt_host
+
+    def opt_insecure_registry(self, value: str) -> None:
+        """A registry reached over plain HTTP or unverified TLS: host[:port] or a CIDR (repeatable; loopback always is)"""
+        self["insecure-registry"].append(value)
+        self.explicit.add("insecure_registries")
+
+    def opt_registry_mirror(self, value: str) -> None:
+        """A mirror of Docker Hub, shown in /info (repeatable)"""
+        self["registry-mirror"].append(value)
+        self.explicit.add("registry_mirrors")
 
     def opt_version(self) -> None:
         """Print the version and exit"""
@@ -82,7 +94,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -94,6 +106,8 @@ class Options(usage.Options):
             "tls": True if self["tls"] else (False if "tls" in self.false_flags else None),
             "tlsverify": bool(self["tlsverify"]),
             "live_restore": bool(self["live-restore"]),
+            "insecure_registries": list(self["insecure-registry"]),
+            "registry_mirrors": list(self["registry-mirror"]),
         }
         defaults = DaemonConfig()
         for option, attribute in (

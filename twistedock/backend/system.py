@@ -85,8 +85,11 @@ class SystemBackend:
         events: EventLog,
         inventories: Sequence = (),
         criu=None,
+        registry=None,
     ) -> None:
         self.reactor = reactor
+        #: The registry client (a RegistryService): docker login, RegistryConfig.
+        self.registry = registry
         self.settings = settings
         self.events = events
         self.inventories = list(inventories)
@@ -171,7 +174,9 @@ class SystemBackend:
                 "OSType": "linux",
                 "Architecture": host.architecture(),
                 "IndexServerAddress": "https://index.docker.io/v1/",
-                "RegistryConfig": registry_config(),
+                "RegistryConfig": (
+                    self.registry.registry_config() if self.registry is not None else registry_config()
+                ),
                 "NCPU": host.ncpu(),
                 "MemTotal": host.mem_total(),
                 "GenericResources": None,
@@ -301,6 +306,10 @@ class SystemBackend:
         self.events.unsubscribe(subscription)
 
     async def authenticate(self, auth_config) -> dict:
+        if self.registry is not None:
+            from .distribution.auth import from_json
+
+            return await self.registry.login(from_json(auth_config))
         raise NotImplementedYet(
             "registry login is not implemented yet: twistedock has no registry client"
         )

@@ -5,15 +5,17 @@ JSON shapes, and what each API version keeps of them, are decided here, as
 moby's image router decides them.
 """
 
+import base64
 import functools
 import io
+import json
 import os
 from typing import Any, Dict, List, Optional
 
 from zope.interface import Interface
 
 from ..errors import DockerError, InternalError, NotImplementedYet
-from .. import versions
+from .. import golang, versions
 from ..server.httputils import APIRequest, encode_json
 from ..server.routing import route
 from . import Router
@@ -38,8 +40,9 @@ ROUTES = (
 class IImageBackend(Interface):
     """The image store, as the image router sees it.  Every method is async."""
 
-    def pull_image(image, tag, platform):
-        """Pull C{image} (C{fromImage}) from a registry."""
+    def pull_image(image, tag, platform, auth, emit):
+        """Pull C{image} (C{fromImage}) from a registry with the credentials
+        C{auth}; C{emit(doc)} is given each progress message."""
 
     def import_image(source, src, repo, tag, message, changes, platform):
         """Import the tar file object C{source} (closed once read) as an
@@ -244,6 +247,33 @@ def _stream_error(message: str) -> bytes:
     return encode_json({"errorDetail": {"message": message}, "error": message})[:-1] + b"\r\n"
 
 
+def registry_auth(req: APIRequest) -> dict:
+    """The X-Registry-Auth header: base64url JSON (padded or not); one that
+    does not decode is no credentials, as dockerd 20.10 takes it."""
+    value = (req.header("X-Registry-Auth") or "").strip()
+    if not value:
+        return {}
+    value += "=" * (-len(value) % 4)
+    for decode in (base64.urlsafe_b64decode, base64.b64decode):
+        try:
+            doc = json.loads(decode(value).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        return doc if isinstance(doc, dict) else {}
+    return {}
+
+
+def _progress_writer(req: APIRequest):
+    """emit(doc) for a pull: the first message starts the 200 stream."""
+
+    def emit(doc: dict) -> None:
+        if not req.started:
+            req.start_stream("application/json")
+        req.write(golang.json_marshal(doc) + b"\r\n")
+
+    return emit
+
+
 def _body(req: APIRequest):
     """The request body as a file of its own: twisted.web closes its copy
     when the client goes away, while the store may still be reading."""
@@ -291,7 +321,10 @@ class ImageRouter(Router):
             platform = req.query("platform", "") or ""
         try:
             if image:
-                await self.backend.pull_image(image, tag, platform)
+                await self.backend.pull_image(
+                    image, tag, platform, registry_auth(req),
+                    _progress_writer(req),
+                )
                 return
             src = req.query("fromSrc", "") or ""
             if src != "-":

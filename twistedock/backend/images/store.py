@@ -97,6 +97,8 @@ IMAGE_DIR = "image"
 IMAGEDB_DIR = "imagedb"
 LAYERS_DIR = "layers"
 STATE_FILE = "repositories.json"
+#: Verified blobs of pulls not finished yet.
+DOWNLOADS_DIR = "downloads"
 #: The diff ID of an empty layer (Go's empty tar: 1024 zero bytes).
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
@@ -120,6 +122,7 @@ class ImageStore(ImageDeletion):
         events: EventLog,
         now: Callable[[], int] = time.time_ns,
         containers: Optional[IContainerStore] = None,
+        registry: Any = None,
     ) -> None:
         self.reactor = reactor
         self.events = events
@@ -135,6 +138,8 @@ class ImageStore(ImageDeletion):
         #: Images deleted while containers used them: ID -> top chain ID.
         self._retained: Dict[str, str] = {}
         self._containers = containers
+        #: The registry client a pull uses (a RegistryService), if any.
+        self._registry = registry
         self._lock = DeferredLock()
         self._pruning = False
 
@@ -329,7 +334,10 @@ class ImageStore(ImageDeletion):
 
     # -- IImageBackend -------------------------------------------------------
 
-    async def pull_image(self, image: str, tag: str, platform: str) -> None:
+    async def pull_image(
+        self, image: str, tag: str, platform: str, auth: Any = None, emit: Any = None
+    ) -> None:
+        """docker pull: C{emit(doc)} is given each progress message."""
         ref = parse_normalized_named(image[:-1] if image.endswith(":") else image)
         if tag:
             if validate_digest(tag) is None:
@@ -338,10 +346,74 @@ class ImageStore(ImageDeletion):
                 ref = ref.with_tag(tag)
         if ref.familiar_name() == "scratch":
             raise Forbidden("'scratch' is a reserved name")
-        raise NotImplementedYet(
-            "pull is not implemented yet: twistedock has no registry client; "
-            "import a root filesystem with docker import instead"
+        if self._registry is None:
+            raise NotImplementedYet(
+                "pull is not implemented yet: twistedock has no registry client; "
+                "import a root filesystem with docker import instead"
+            )
+        from ..distribution.auth import from_json
+        from ..distribution.pull import Puller
+
+        puller = Puller(self.reactor, self, self._registry, os.path.join(self.root, DOWNLOADS_DIR))
+        await puller.pull(
+            ref.tag_name_only(), platform, from_json(auth or {}), emit or (lambda doc: None)
         )
+
+    # -- for a pull (twistedock.backend.distribution.pull) -------------------
+
+    def image_exists(self, image_id: str) -> bool:
+        return image_id in self._images
+
+    def layer_exists(self, chain: str) -> bool:
+        return self.layers.get(chain) is not None
+
+    async def stage_layer(self, source: BinaryIO, parent: str) -> StagedLayer:
+        """Unpack a layer tar (compressed or not) on top of the chain
+        C{parent}, out of sight until L{add_pulled}; C{source} is closed."""
+        try:
+            return await self._stage(source, parent)
+        except ArchiveError as e:
+            raise InternalError("failed to register layer: %s" % (e,))
+
+    async def discard_staged(self, staged: Sequence[StagedLayer]) -> None:
+        for item in staged:
+            await self._thread(self.layers.discard_blocking, item)
+
+    async def add_pulled(
+        self, raw: bytes, staged: Sequence[StagedLayer], refs: Sequence[Reference], top: str
+    ) -> bool:
+        """Register a pulled image: the C{staged} layers on the existing
+        chain C{top}, the config C{raw} as it came (its digest is the ID),
+        and C{refs}.  Whether the first reference moved to this image."""
+        return await self._locked(self._add_pulled, raw, list(staged), list(refs), top)
+
+    async def _add_pulled(self, raw, staged, refs, top) -> bool:
+        if top and self.layers.get(top) is None:
+            await self.discard_staged(staged)
+            raise InternalError("layer %s was removed during the pull: pull again" % (top,))
+        for item in staged:
+            layer = await self._thread(self.layers.commit_blocking, item)
+            self.layers.add(layer)
+        record = read_record(raw)
+        if record.id not in self._images:
+            if record.top and self.layers.get(record.top) is None:
+                raise InternalError("the layers of %s are incomplete" % (record.id,))
+            await self._thread(
+                write_atomic, os.path.join(self.imagedb, record.id.split(":", 1)[1]), raw, 0o600
+            )
+            self._images[record.id] = record
+            self._retained.pop(record.id, None)
+        updated = False
+        for index, ref in enumerate(refs):
+            current = self._refs.get(str(ref))
+            if current is not None and current[1] == record.id:
+                continue
+            if index == 0:
+                updated = True
+            await self._add_reference(record.id, ref)
+        if refs:
+            self._log("pull", refs[0].familiar_string(), refs[0].familiar_name())
+        return updated
 
     async def import_image(
         self,

@@ -1,0 +1,479 @@
+"""
+The registry client: which endpoints a registry has (https, and for an
+insecure registry https without verification then plain http, as dockerd
+tries them), the C{/v2/} ping that learns its C{WWW-Authenticate}
+challenge, bearer tokens (anonymous or with credentials) and basic auth,
+and the requests a pull or a login makes.  Everything is asynchronous
+(treq over Twisted's Agent); nothing blocks the reactor.
+
+C{RegistryService(reactor, insecure_registries=(), mirrors=())} is made once
+by the daemon; C{session(domain, path, auth)} gives a L{Session} for one
+repository.
+"""
+
+import hashlib
+import ipaddress
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlencode, urlsplit
+
+import attr
+import treq
+from OpenSSL import SSL
+from treq.client import HTTPClient
+from twisted.internet import ssl
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from ... import __version__
+from ...errors import InternalError, InvalidParameter
+from ...logs import Logger
+from ...reference import DEFAULT_DOMAIN
+from . import auth as auth_mod
+from . import manifest as manifests
+from .errors import RegistryError, from_response, transport_message
+
+log = Logger()
+
+DEFAULT_REGISTRY_HOST = "registry-1.docker.io"
+INDEX_SERVER = "https://index.docker.io/v1/"
+DEFAULT_INSECURE_CIDRS = ("::1/128", "127.0.0.0/8")
+USER_AGENT = "docker/%s twistedock/%s" % ("20.10.24", __version__)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS without certificate verification (an insecure registry)."""
+
+    def __init__(self, hostname: bytes) -> None:
+        self._hostname = hostname
+        self._context = ssl.CertificateOptions(verify=False).getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        try:
+            connection.set_tlsext_host_name(self._hostname)
+        except Exception:
+            pass
+        connection.set_connect_state()
+        return connection
+
+
+@implementer(IPolicyForHTTPS)
+class _UnverifiedPolicy:
+    def creatorForNetloc(self, hostname, port):
+        return _Unverified(hostname)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Endpoint:
+    base: str  # scheme://host[:port]
+    client: HTTPClient
+    secure: bool
+
+    @property
+    def netloc(self) -> str:
+        parts = urlsplit(self.base)
+        if parts.port:
+            return parts.netloc
+        return "%s:%d" % (parts.hostname, 443 if parts.scheme == "https" else 80)
+
+
+def _network(text: str):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+class RegistryService:
+    def __init__(self, reactor, insecure_registries: Sequence[str] = (), mirrors: Sequence[str] = ()) -> None:
+        self.reactor = reactor
+        self.insecure_cidrs: List[str] = list(DEFAULT_INSECURE_CIDRS)
+        self.insecure_hosts: List[str] = []
+        for entry in insecure_registries:
+            entry = entry.strip()
+            for prefix in ("http://", "https://"):
+                if entry.startswith(prefix):
+                    raise InvalidParameter(
+                        "insecure registry %s should not contain '://'" % (entry,)
+                    )
+            if "/" in entry and _network(entry) is not None:
+                network = str(_network(entry))
+                if network not in self.insecure_cidrs:
+                    self.insecure_cidrs.append(network)
+            elif entry not in self.insecure_hosts:
+                self.insecure_hosts.append(entry)
+        self.mirrors = [m.rstrip("/") + "/" for m in mirrors]
+        self._pools: List[HTTPConnectionPool] = []
+        self._verified = self._client(BrowserLikePolicyForHTTPS())
+        self._unverified = self._client(_UnverifiedPolicy())
+
+    def _client(self, policy) -> HTTPClient:
+        pool = HTTPConnectionPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = 6
+        pool.retryAutomatically = False
+        self._pools.append(pool)
+        return HTTPClient(Agent(self.reactor, contextFactory=policy, pool=pool, connectTimeout=30))
+
+    async def close(self) -> None:
+        for pool in self._pools:
+            await pool.closeCachedConnections()
+
+    # -- configuration ---------------------------------------------------------
+
+    def is_secure(self, host: str) -> bool:
+        """isSecureIndex: insecure when listed by name, or when its address
+        (loopback by default) is in an insecure CIDR."""
+        if host in self.insecure_hosts:
+            return False
+        name = host
+        if name.startswith("["):
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        if name in self.insecure_hosts:
+            return False
+        addresses = []
+        try:
+            addresses = [ipaddress.ip_address(name)]
+        except ValueError:
+            if name == "localhost":
+                addresses = [ipaddress.ip_address("127.0.0.1")]
+        for address in addresses:
+            for cidr in self.insecure_cidrs:
+                network = _network(cidr)
+                if network is not None and address.version == network.version and address in network:
+                    return False
+        return True
+
+    def registry_config(self) -> dict:
+        """/info's RegistryConfig."""
+        index_configs = {
+            DEFAULT_DOMAIN: {
+                "Name": DEFAULT_DOMAIN,
+                "Mirrors": list(self.mirrors),
+                "Secure": True,
+                "Official": True,
+            }
+        }
+        for host in self.insecure_hosts:
+            index_configs[host] = {"Name": host, "Mirrors": [], "Secure": False, "Official": False}
+        return {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "InsecureRegistryCIDRs": list(self.insecure_cidrs),
+            "IndexConfigs": dict(sorted(index_configs.items())),
+            "Mirrors": list(self.mirrors),
+        }
+
+    def endpoints(self, domain: str) -> List[Endpoint]:
+        if domain in (DEFAULT_DOMAIN, "index.docker.io"):
+            return [Endpoint("https://" + DEFAULT_REGISTRY_HOST, self._verified, True)]
+        if self.is_secure(domain):
+            return [Endpoint("https://" + domain, self._verified, True)]
+        return [
+            Endpoint("https://" + domain, self._unverified, False),
+            Endpoint("http://" + domain, self._unverified, False),
+        ]
+
+    async def distribution_inspect(self, name: str, auth_doc: dict) -> dict:
+        return await distribution_inspect(self, name, auth_doc)
+
+    def session(self, domain: str, path: str, credentials: auth_mod.AuthConfig, actions: str = "pull") -> "Session":
+        return Session(self, domain, path, credentials, actions)
+
+    # -- docker login -------------------------------------------------------------
+
+    async def login(self, credentials: auth_mod.AuthConfig) -> dict:
+        """POST /auth: check the credentials against the registry."""
+        address = credentials.server_address or INDEX_SERVER
+        if "://" not in address:
+            address = "https://" + address
+        host = urlsplit(address).netloc
+        if not host:
+            raise InvalidParameter("unable to parse server address: %s" % (credentials.server_address,))
+        if host == "index.docker.io":
+            host = DEFAULT_DOMAIN
+        session = Session(self, host, "", credentials, "")
+        await session.ping()
+        token = await session.login()
+        return {"IdentityToken": token, "Status": "Login Succeeded"}
+
+
+@attr.s(auto_attribs=True)
+class Answer:
+    status: int
+    headers: object  # twisted Headers
+    response: object  # treq response (body unread when streamed)
+    url: str
+
+    def header(self, name: str) -> str:
+        values = self.headers.getRawHeaders(name) or []
+        return values[0] if values else ""
+
+
+class Session:
+    """Requests to one repository of one registry, authenticated as its
+    challenge asks."""
+
+    def __init__(self, service: RegistryService, domain: str, path: str,
+                 credentials: auth_mod.AuthConfig, actions: str) -> None:
+        self.service = service
+        self.domain = domain
+        self.path = path
+        self.credentials = credentials
+        self.actions = actions
+        self.endpoint: Optional[Endpoint] = None
+        self.challenges: List[Tuple[str, Dict[str, str]]] = []
+        self._token: Optional[str] = None
+        self._refresh_token = ""
+
+    def url(self, tail: str) -> str:
+        assert self.endpoint is not None
+        return "%s/v2/%s" % (self.endpoint.base, tail)
+
+    def repository_url(self, tail: str) -> str:
+        return self.url("%s/%s" % (self.path, tail))
+
+    # -- ping and auth ----------------------------------------------------------
+
+    async def ping(self) -> None:
+        """GET /v2/ on each endpoint in turn until one answers over HTTP;
+        its challenge says how to authenticate."""
+        last: Optional[BaseException] = None
+        for endpoint in self.service.endpoints(self.domain):
+            url = endpoint.base + "/v2/"
+            try:
+                response = await endpoint.client.get(
+                    url, headers={"User-Agent": USER_AGENT}, timeout=30
+                )
+                await treq.content(response)
+            except CancelledError:
+                raise
+            except Exception as e:
+                last = InternalError(transport_message("GET", url, e, endpoint.netloc))
+                log.info("registry ping {url} failed: {error}", url=url, error=str(e))
+                continue
+            self.endpoint = endpoint
+            if response.code == 401:
+                self.challenges = auth_mod.parse_challenges(
+                    response.headers.getRawHeaders("WWW-Authenticate") or []
+                )
+            return
+        assert last is not None
+        raise last
+
+    def _scope(self) -> str:
+        if not self.path or not self.actions:
+            return ""
+        return "repository:%s:%s" % (self.path, self.actions)
+
+    def _challenge(self, scheme: str) -> Optional[Dict[str, str]]:
+        for name, params in self.challenges:
+            if name == scheme:
+                return params
+        return None
+
+    async def _authorization(self, method: str, url: str) -> Optional[str]:
+        if self._challenge("bearer") is not None:
+            if self._token is None:
+                self._token = await self._fetch_token(self._challenge("bearer"), self._scope())
+            return "Bearer " + self._token if self._token else None
+        if self._challenge("basic") is not None:
+            if not self.credentials.has_basic:
+                verb = method[:1] + method[1:].lower()
+                raise InternalError('%s "%s": no basic auth credentials' % (verb, url))
+            return auth_mod.basic_header(self.credentials.username, self.credentials.password)
+        return None
+
+    async def _fetch_token(self, params: Dict[str, str], scope: str, offline: bool = False) -> str:
+        creds = self.credentials
+        if creds.registry_token:
+            return creds.registry_token
+        realm = params.get("realm") or ""
+        if not realm:
+            raise InternalError("no realm specified for token auth challenge")
+        endpoint_client = self.endpoint.client if self.endpoint else self.service._verified
+        headers = {"User-Agent": USER_AGENT}
+        if creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                    "client_id": "docker", "service": params.get("service", "")}
+            if scope:
+                form["scope"] = scope
+            response = await endpoint_client.post(realm, data=form, headers=headers, timeout=60)
+        else:
+            query = {}
+            if params.get("service"):
+                query["service"] = params["service"]
+            if scope:
+                query["scope"] = scope
+            if creds.has_basic:
+                query["account"] = creds.username
+                headers["Authorization"] = auth_mod.basic_header(creds.username, creds.password)
+            if offline:
+                query["offline_token"] = "true"
+                query["client_id"] = "docker"
+            separator = "&" if "?" in realm else "?"
+            target = realm + (separator + urlencode(query) if query else "")
+            try:
+                response = await endpoint_client.get(target, headers=headers, timeout=60)
+            except CancelledError:
+                raise
+            except Exception as e:
+                netloc = urlsplit(realm).netloc
+                raise InternalError(transport_message("GET", target, e, netloc))
+        body = await treq.content(response)
+        if response.code != 200:
+            raise from_response(response.code, body)
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise InternalError("unable to decode token response")
+        token = doc.get("token") or doc.get("access_token") or ""
+        if offline:
+            self._refresh_token = doc.get("refresh_token") or ""
+        return token
+
+    async def login(self) -> str:
+        """loginV2: GET /v2/ with the credentials; the refresh token a token
+        server returns (an identity token), if any."""
+        url = self.url("")
+        self._refresh_token = ""
+        bearer = self._challenge("bearer")
+        if bearer is not None:
+            self._token = await self._fetch_token(bearer, "", offline=True)
+        answer = await self.request("GET", url, retry=False)
+        await treq.content(answer.response)
+        if answer.status != 200:
+            raise InternalError(
+                "login attempt to %s failed with status: %d %s"
+                % (url, answer.status, _status_text(answer.status))
+            )
+        return self._refresh_token
+
+    # -- requests -------------------------------------------------------------------
+
+    async def request(self, method: str, url: str, headers: Optional[dict] = None,
+                      retry: bool = True, stream: bool = False) -> Answer:
+        """One request, authorised; an error answer is the caller's."""
+        if self.endpoint is None:
+            await self.ping()
+        sent = {"User-Agent": USER_AGENT}
+        sent.update(headers or {})
+        authorization = await self._authorization(method, url)
+        if authorization:
+            sent["Authorization"] = authorization
+        try:
+            response = await self.endpoint.client.request(
+                method, url, headers=sent, unbuffered=stream, timeout=None if stream else 120
+            )
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise InternalError(transport_message(method, url, e, self.endpoint.netloc))
+        if response.code == 401 and retry and self._challenge("bearer") is not None and self._token is not None:
+            await _discard(response)
+            # The token may have expired: one more, once.
+            self._token = None
+            return await self.request(method, url, headers, retry=False, stream=stream)
+        return Answer(response.code, response.headers, response, url)
+
+    async def error_of(self, answer: Answer) -> RegistryError:
+        body = b""
+        if answer.status != 204:
+            try:
+                body = await treq.content(answer.response)
+            except Exception:
+                body = b""
+        return from_response(answer.status, body)
+
+    async def get_manifest(self, reference: str) -> Tuple[bytes, str, str]:
+        """The manifest C{reference} (a tag or a digest) names: its bytes,
+        digest and media type.  A tag is resolved with HEAD first, as
+        distribution's client does; a digest is verified."""
+        if self.endpoint is None:
+            await self.ping()
+        digest = reference if ":" in reference else ""
+        accept = {"Accept": manifests.ACCEPT}
+        if not digest:
+            url = self.repository_url("manifests/" + reference)
+            head = await self.request("HEAD", url, accept)
+            await _discard(head.response)
+            if head.status == 200 and head.header("Docker-Content-Digest"):
+                digest = head.header("Docker-Content-Digest")
+            elif head.status == 401:
+                raise from_response(401, b"")
+        target = digest or reference
+        url = self.repository_url("manifests/" + target)
+        answer = await self.request("GET", url, accept)
+        if answer.status != 200:
+            raise await self.error_of(answer)
+        body = await treq.content(answer.response)
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        if digest and digest.startswith("sha256:") and actual != digest:
+            raise InternalError(
+                "manifest verification failed for digest %s" % (digest,)
+            )
+        return body, digest or actual, answer.header("Content-Type")
+
+    async def get_blob(self, digest: str, limit: int = 16 << 20) -> bytes:
+        """A small blob (an image config), verified."""
+        if self.endpoint is None:
+            await self.ping()
+        url = self.repository_url("blobs/" + digest)
+        answer = await self.request("GET", url)
+        if answer.status != 200:
+            raise await self.error_of(answer)
+        body = await treq.content(answer.response)
+        if len(body) > limit:
+            raise InternalError("blob %s is too large" % (digest,))
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise InternalError("filesystem layer verification failed for digest %s" % (digest,))
+        return body
+
+
+async def _discard(response) -> None:
+    try:
+        await treq.content(response)
+    except Exception:
+        pass
+
+
+def _status_text(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+async def distribution_inspect(service: RegistryService, name: str, auth_doc: dict) -> dict:
+    """GET /distribution/{name}/json: the manifest's descriptor and the
+    platforms it is for (an index's entries, or the image config's)."""
+    from ...errors import NotFound, Unauthorized
+    from ...reference import parse_normalized_named
+
+    ref = parse_normalized_named(name).tag_name_only()
+    session = service.session(ref.domain, ref.path, auth_mod.from_json(auth_doc))
+    try:
+        body, digest, content_type = await session.get_manifest(ref.digest or ref.tag or "latest")
+        parsed = manifests.parse(body, content_type)
+        descriptor = {"mediaType": parsed.media_type, "digest": digest, "size": len(body)}
+        if parsed.is_index:
+            platforms = [manifests.platform_json(m.platform) for m in parsed.manifests if m.platform]
+        else:
+            config = json.loads((await session.get_blob(parsed.config.digest)).decode("utf-8"))
+            platforms = [manifests.platform_json(config if isinstance(config, dict) else {})]
+    except RegistryError as e:
+        if e.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN") or e.http_status == 404:
+            raise NotFound(str(e))
+        if e.code in ("UNAUTHORIZED", "DENIED"):
+            raise Unauthorized(str(e))
+        raise
+    return {"Descriptor": descriptor, "Platforms": platforms}

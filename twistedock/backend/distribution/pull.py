@@ -1,0 +1,409 @@
+"""
+A pull, as dockerd's pull_v2 makes it: the manifest (an index or manifest
+list resolved to the platform asked for, the host's by default), the image
+config (its digest is the image ID), then every layer the layer store lacks,
+downloaded a few at a time (three, as dockerd) and hashed while it streams
+to a file, so that no blob whose digest does not match is ever unpacked;
+the layers are unpacked in order and registered with the image config in
+one step under the image store's lock, with the tag and the repository
+digest (C{RepoDigests}).
+
+Verified blobs wait in C{<image root>/downloads/<hex>} until the image they
+belong to is registered: an interrupted pull, tried again, downloads only
+what it had not verified yet.  Partial downloads (C{.tmp-*}) are removed.
+
+The progress lines go through C{emit(doc)}: the router writes the first one
+as the start of a 200 stream, so an error before it (an unknown manifest,
+refused credentials) is still an error status.
+"""
+
+import hashlib
+import os
+import tempfile
+from typing import Callable, Dict, List, Optional
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.client import ResponseDone
+
+from ...errors import DockerError, InternalError
+from ...logs import Logger
+from ...reference import Reference
+from . import auth as auth_mod
+from . import manifest as manifests
+from . import progress
+from .client import RegistryService, Session
+from .errors import transport_reason, translate_pull_error
+
+log = Logger()
+
+#: Concurrent layer downloads of one pull (dockerd's max-concurrent-downloads).
+CONCURRENT_DOWNLOADS = 3
+#: Bytes handed to a thread per write.
+WRITE_CHUNK = 1 << 20
+#: Unwritten bytes at which the download is paused.
+HIGH_WATER = 8 << 20
+#: Progress lines at most every this many bytes (and at the end).
+PROGRESS_STEP = 512 << 10
+
+Emit = Callable[[dict], None]
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+class _BlobReceiver(Protocol):
+    """A blob's body into a temporary file, hashed on the way, the file
+    work in threads, one write at a time and in order."""
+
+    def __init__(self, puller: "Puller", path: str, on_bytes: Callable[[int], None]) -> None:
+        self.puller = puller
+        self.path = path
+        self.on_bytes = on_bytes
+        self.hash = hashlib.sha256()
+        self.buffer: List[bytes] = []
+        self.buffered = 0
+        self.unwritten = 0
+        self.received = 0
+        self.paused = False
+        self.file = None
+        self.tail: Deferred = puller._thread(self._open)
+        self.done: Deferred = Deferred(self._cancel)
+
+    def _open(self) -> None:
+        self.file = open(self.path, "wb")
+
+    def _write(self, data: bytes) -> None:
+        self.hash.update(data)
+        self.file.write(data)
+
+    def _flush(self) -> None:
+        if not self.buffered:
+            return
+        data = b"".join(self.buffer)
+        self.buffer, self.buffered = [], 0
+
+        def write(_):
+            return self.puller._thread(self._write, data)
+
+        def written(result):
+            self.unwritten -= len(data)
+            if self.paused and self.unwritten < HIGH_WATER // 2 and self.transport is not None:
+                self.paused = False
+                self.transport.resumeProducing()
+            return result
+
+        self.tail.addCallback(write)
+        self.tail.addBoth(written)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.buffered += len(data)
+        self.unwritten += len(data)
+        self.received += len(data)
+        self.on_bytes(self.received)
+        if self.buffered >= WRITE_CHUNK:
+            self._flush()
+        if self.unwritten >= HIGH_WATER and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def _close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def _cancel(self, _) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason) -> None:
+        self._flush()
+        complete = reason.check(ResponseDone) is not None
+
+        def finish(result):
+            closing = self.puller._thread(self._close)
+
+            def closed(_):
+                if self.done.called:
+                    return
+                if isinstance(result, Failure):
+                    self.done.errback(result)
+                elif not complete:
+                    self.done.errback(reason)
+                else:
+                    self.done.callback(None)
+
+            closing.addBoth(closed)
+
+        self.tail.addBoth(finish)
+
+
+class _Layer:
+    def __init__(self, index: int, descriptor: manifests.Descriptor, diff_id: str, chain_id: str) -> None:
+        self.index = index
+        self.descriptor = descriptor
+        self.diff_id = diff_id
+        self.chain_id = chain_id
+        self.id = progress.short(descriptor.digest)
+        self.path = ""
+        self.downloaded: Optional[Deferred] = None
+
+
+class Puller:
+    def __init__(self, reactor, store, service: RegistryService, downloads: str) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.service = service
+        self.downloads = downloads
+        self._cleaned = False
+
+    def _thread(self, function, *args) -> Deferred:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    def _prepare_blocking(self) -> None:
+        os.makedirs(self.downloads, mode=0o700, exist_ok=True)
+        if not self._cleaned:
+            self._cleaned = True
+            for name in os.listdir(self.downloads):
+                if name.startswith(".tmp-"):
+                    try:
+                        os.unlink(os.path.join(self.downloads, name))
+                    except OSError:
+                        pass
+
+    async def pull(self, ref: Reference, platform_text: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
+        """Pull C{ref} (tagged or by digest); errors in dockerd's words."""
+        wanted = manifests.parse_platform(platform_text)
+        try:
+            await self._pull(ref, wanted, bool(platform_text), credentials, emit)
+        except DockerError as e:
+            raise translate_pull_error(e, ref.familiar_string(), ref.familiar_name())
+
+    async def _pull(self, ref, wanted, explicit, credentials, emit: Emit) -> None:
+        session = self.service.session(ref.domain, ref.path, credentials)
+        tag_or_digest = ref.digest or ref.tag or "latest"
+        body, digest, content_type = await session.get_manifest(tag_or_digest)
+        emit(progress.message("Pulling from " + ref.path, id=tag_or_digest, detail=False))
+        manifest = manifests.parse(body, content_type)
+        if manifest.is_index:
+            chosen = manifests.select(manifest, wanted)
+            body, _, content_type = await session.get_manifest(chosen.digest)
+            manifest = manifests.parse(body, content_type or chosen.media_type)
+            if manifest.is_index:
+                raise InternalError("unsupported media type %s" % (manifest.media_type,))
+        config_raw = await session.get_blob(manifest.config.digest)
+        image_id = manifest.config.digest
+        config = _config(config_raw)
+        if explicit and not manifest.is_index:
+            actual = manifests.platform_of(config)
+            if not manifests.matches(wanted, actual):
+                raise InternalError(
+                    "image with reference %s was found but does not match the specified "
+                    "platform: wanted %s, actual: %s" % (ref.familiar_string(), wanted, actual)
+                )
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(manifest.layers):
+            raise InternalError("layers from manifest don't match image configuration")
+        refs = [ref] if ref.digest else [ref, _with_digest(ref, digest)]
+        if self.store.image_exists(image_id):
+            updated = await self.store.add_pulled(config_raw, [], refs, "")
+        else:
+            updated = await self._layers(session, manifest, config_raw, diff_ids, refs, emit)
+        emit(progress.message("Digest: " + digest, detail=False))
+        shown = ref.familiar_string()
+        if updated:
+            emit(progress.message("Status: Downloaded newer image for " + shown, detail=False))
+        else:
+            emit(progress.message("Status: Image is up to date for " + shown, detail=False))
+
+    async def _layers(self, session: Session, manifest, config_raw: bytes, diff_ids, refs, emit: Emit) -> bool:
+        from ..images.layers import chain_ids
+
+        chains = chain_ids(diff_ids)
+        layers = [
+            _Layer(i, descriptor, diff_ids[i], chains[i])
+            for i, descriptor in enumerate(manifest.layers)
+        ]
+        present = 0
+        while present < len(layers) and self.store.layer_exists(layers[present].chain_id):
+            present += 1
+        for layer in layers[:present]:
+            emit(progress.message("Already exists", id=layer.id))
+        wanted = layers[present:]
+        await self._thread(self._prepare_blocking)
+        semaphore = DeferredSemaphore(CONCURRENT_DOWNLOADS)
+        by_digest: Dict[str, Deferred] = {}
+        for layer in wanted:
+            emit(progress.message("Pulling fs layer", id=layer.id))
+        for position, layer in enumerate(wanted):
+            if position >= CONCURRENT_DOWNLOADS:
+                emit(progress.message("Waiting", id=layer.id))
+        for layer in wanted:
+            digest = layer.descriptor.digest
+            if digest not in by_digest:
+                by_digest[digest] = semaphore.run(
+                    lambda layer=layer: ensureDeferred(self._download(session, layer, emit))
+                )
+            layer.downloaded = by_digest[digest]
+        staged = []
+        parent = layers[present - 1].chain_id if present else ""
+        try:
+            for layer in wanted:
+                layer.path = await _shared(layer.downloaded)
+                staged.append(await self._extract(layer, parent, emit))
+                parent = layer.chain_id
+            top = layers[present - 1].chain_id if present else ""
+            updated = await self.store.add_pulled(config_raw, staged, refs, top)
+            staged = []
+        except BaseException:
+            for d in by_digest.values():
+                if not d.called:
+                    d.cancel()
+                d.addErrback(lambda _: None)
+            raise
+        finally:
+            if staged:
+                await self.store.discard_staged(staged)
+        await self._thread(_unlink_all, sorted({layer.path for layer in wanted if layer.path}))
+        return updated
+
+    async def _download(self, session: Session, layer: _Layer, emit: Emit) -> str:
+        """The layer's blob in the downloads directory, verified: its path."""
+        digest = layer.descriptor.digest
+        if not digest.startswith("sha256:"):
+            raise InternalError("unsupported digest algorithm: %s" % (digest,))
+        final = os.path.join(self.downloads, _hex(digest))
+        if await self._thread(os.path.exists, final):
+            emit(progress.message("Download complete", id=layer.id))
+            return final
+        url = session.repository_url("blobs/" + digest)
+        answer = await session.request("GET", url, stream=True)
+        if answer.status != 200:
+            raise await session.error_of(answer)
+        total = layer.descriptor.size or int(answer.header("Content-Length") or 0)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.downloads)
+        os.close(fd)
+        state = {"shown": -PROGRESS_STEP}
+
+        def on_bytes(received: int) -> None:
+            if received - state["shown"] >= PROGRESS_STEP or received == total:
+                state["shown"] = received
+                emit(progress.message("Downloading", id=layer.id, current=received, total=total))
+
+        receiver = _BlobReceiver(self, tmp, on_bytes)
+        answer.response.deliverBody(receiver)
+        try:
+            try:
+                await receiver.done
+            except DockerError:
+                raise
+            except Exception as e:
+                raise InternalError(
+                    "failed to download layer %s: %s"
+                    % (digest, transport_reason(e, session.endpoint.netloc))
+                )
+            emit(progress.message("Verifying Checksum", id=layer.id))
+            if "sha256:" + receiver.hash.hexdigest() != digest:
+                raise InternalError("filesystem layer verification failed for digest %s" % (digest,))
+            await self._thread(os.rename, tmp, final)
+        except BaseException:
+            await self._thread(_unlink_all, [tmp])
+            raise
+        emit(progress.message("Download complete", id=layer.id))
+        return final
+
+    async def _extract(self, layer: _Layer, parent: str, emit: Emit):
+        size = layer.descriptor.size or 0
+        state = {"shown": -PROGRESS_STEP}
+
+        def report(read: int) -> None:
+            emit(progress.message("Extracting", id=layer.id, current=read, total=size))
+
+        def on_read(read: int) -> None:
+            if read == state["shown"]:
+                return
+            if read - state["shown"] >= PROGRESS_STEP or read == size:
+                state["shown"] = read
+                self.reactor.callFromThread(report, read)
+
+        source = _CountingFile(open(layer.path, "rb"), on_read)
+        staged = await self.store.stage_layer(source, parent)
+        if staged.layer.diff_id != layer.diff_id:
+            await self.store.discard_staged([staged])
+            raise InternalError(
+                "failed to register layer: layer %s has diff ID %s, the image config says %s"
+                % (layer.descriptor.digest, staged.layer.diff_id, layer.diff_id)
+            )
+        emit(progress.message("Pull complete", id=layer.id))
+        return staged
+
+
+class _CountingFile:
+    """A file read in a thread, its progress told as it goes."""
+
+    def __init__(self, f, on_read: Callable[[int], None]) -> None:
+        self.f = f
+        self.count = 0
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.count += len(data)
+        self.on_read(self.count)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self.f.readinto(buffer)
+        self.count += n or 0
+        self.on_read(self.count)
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _shared(d: Deferred) -> Deferred:
+    """A Deferred of the same result, leaving C{d}'s for other waiters."""
+    out: Deferred = Deferred()
+
+    def passed(result):
+        if hasattr(result, "raiseException"):
+            out.errback(result)
+        else:
+            out.callback(result)
+        return result
+
+    d.addBoth(passed)
+    return out
+
+
+def _unlink_all(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _config(raw: bytes) -> dict:
+    import json
+
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InternalError("invalid image config: %s" % (e,))
+    if not isinstance(doc, dict):
+        raise InternalError("invalid image config: not an object")
+    return doc
+
+
+def _with_digest(ref: Reference, digest: str) -> Reference:
+    import attr
+
+    return attr.evolve(ref, tag=None, digest=digest)
