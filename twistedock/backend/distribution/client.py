@@ -91,7 +91,12 @@ def _network(text: str):
 
 
 class RegistryService:
-    def __init__(self, reactor, insecure_registries: Sequence[str] = (), mirrors: Sequence[str] = ()) -> None:
+    def __init__(
+        self, reactor, insecure_registries: Sequence[str] = (), mirrors: Sequence[str] = (),
+        client: Optional[HTTPClient] = None,
+    ) -> None:
+        """C{client}: one HTTP client for every endpoint (tests: a StubTreq),
+        without timeouts."""
         self.reactor = reactor
         self.insecure_cidrs: List[str] = list(DEFAULT_INSECURE_CIDRS)
         self.insecure_hosts: List[str] = []
@@ -110,8 +115,14 @@ class RegistryService:
                 self.insecure_hosts.append(entry)
         self.mirrors = [m.rstrip("/") + "/" for m in mirrors]
         self._pools: List[HTTPConnectionPool] = []
-        self._verified = self._client(BrowserLikePolicyForHTTPS())
-        self._unverified = self._client(_UnverifiedPolicy())
+        #: Request timeouts, in seconds, or None (an injected client).
+        self.timeouts: Optional[Dict[str, float]] = None
+        if client is not None:
+            self._verified = self._unverified = client
+        else:
+            self._verified = self._client(BrowserLikePolicyForHTTPS())
+            self._unverified = self._client(_UnverifiedPolicy())
+            self.timeouts = {"ping": 30, "token": 60, "request": 120}
 
     def _client(self, policy) -> HTTPClient:
         pool = HTTPConnectionPool(self.reactor, persistent=True)
@@ -119,6 +130,11 @@ class RegistryService:
         pool.retryAutomatically = False
         self._pools.append(pool)
         return HTTPClient(Agent(self.reactor, contextFactory=policy, pool=pool, connectTimeout=30))
+
+    def timeout(self, what: str) -> dict:
+        if self.timeouts is None:
+            return {}
+        return {"timeout": self.timeouts[what], "reactor": self.reactor}
 
     async def close(self) -> None:
         for pool in self._pools:
@@ -250,7 +266,7 @@ class Session:
             url = endpoint.base + "/v2/"
             try:
                 response = await endpoint.client.get(
-                    url, headers={"User-Agent": USER_AGENT}, timeout=30
+                    url, headers={"User-Agent": USER_AGENT}, **self.service.timeout("ping")
                 )
                 await treq.content(response)
             except CancelledError:
@@ -305,7 +321,9 @@ class Session:
                     "client_id": "docker", "service": params.get("service", "")}
             if scope:
                 form["scope"] = scope
-            response = await endpoint_client.post(realm, data=form, headers=headers, timeout=60)
+            response = await endpoint_client.post(
+                realm, data=form, headers=headers, **self.service.timeout("token")
+            )
         else:
             query = {}
             if params.get("service"):
@@ -321,7 +339,9 @@ class Session:
             separator = "&" if "?" in realm else "?"
             target = realm + (separator + urlencode(query) if query else "")
             try:
-                response = await endpoint_client.get(target, headers=headers, timeout=60)
+                response = await endpoint_client.get(
+                    target, headers=headers, **self.service.timeout("token")
+                )
             except CancelledError:
                 raise
             except Exception as e:
@@ -370,7 +390,8 @@ class Session:
             sent["Authorization"] = authorization
         try:
             response = await self.endpoint.client.request(
-                method, url, headers=sent, unbuffered=stream, timeout=None if stream else 120
+                method, url, headers=sent, unbuffered=stream,
+                **({} if stream else self.service.timeout("request"))
             )
         except CancelledError:
             raise
