@@ -415,6 +415,7 @@ BASE = layer_tar({"etc/base": b"base\n"})
 TOP = layer_tar({"etc/top": b"top\n"})
 
 
+@pytest.mark.route("POST", "/images/create")
 def test_a_pull_registers_the_image_with_its_tag_and_digest(pulls, registry):
     digest, _, config_digest = registry.add_image("app", "1.0", [BASE, TOP], labels={"a": "b"})
     lines = pulls.pull("127.0.0.1:5000/app", "1.0")
@@ -547,6 +548,7 @@ def test_basic_auth(tmp_path):
     assert str(raised.value) == "login attempt to https://127.0.0.1:5000/v2/ failed with status: 401 Unauthorized"
 
 
+@pytest.mark.route("GET", "/distribution/{name:.*}/json")
 def test_bearer_tokens(tmp_path):
     registry = FakeRegistry("bearer", {"bob": "pw"})
     pulls = Pulls(tmp_path / "root", registry)
@@ -566,6 +568,7 @@ def test_bearer_tokens(tmp_path):
     assert inspected["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
 
 
+@pytest.mark.route("POST", "/images/create")
 def test_the_router_answers_an_early_error_with_its_status(pulls, registry):
     registry.add_image("app", "latest", [BASE])
     api = StubTreq(APIResource(compose([ImageRouter(pulls.store)], APIConfig())))

@@ -12,8 +12,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -113,6 +115,74 @@ class Registry:
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.headers["Docker-Content-Digest"]
+
+
+class StallingProxy:
+    """A TCP proxy in front of a registry that, once armed, stops
+    forwarding an answer after C{stall_after} bytes (C{stalled} is set):
+    the client waits mid-blob until the registry dies, then sees its
+    connection end."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.address = "127.0.0.1:%d" % (self.port,)
+        self.stall_after: Optional[int] = None
+        self.stalled = threading.Event()
+        self.closed = False
+        self.sockets: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, dest: socket.socket, answers: bool) -> None:
+        sent = 0
+        stalled = False
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if answers and self.stall_after is not None and not stalled and sent + len(data) > self.stall_after:
+                    stalled = True
+                    self.stalled.set()
+                if stalled:
+                    continue  # drained until the registry goes away
+                dest.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (source, dest):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
 
 
 def _blob(layout: Path, data: bytes) -> Tuple[str, int]:
