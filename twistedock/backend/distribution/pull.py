@@ -158,21 +158,13 @@ class Puller:
         self.store = store
         self.service = service
         self.downloads = downloads
-        self._cleaned = False
 
     def _thread(self, function, *args) -> Deferred:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
     def _prepare_blocking(self) -> None:
+        # Partial downloads a crash left are removed by the store at start.
         os.makedirs(self.downloads, mode=0o700, exist_ok=True)
-        if not self._cleaned:
-            self._cleaned = True
-            for name in os.listdir(self.downloads):
-                if name.startswith(".tmp-"):
-                    try:
-                        os.unlink(os.path.join(self.downloads, name))
-                    except OSError:
-                        pass
 
     async def pull(self, ref: Reference, platform_text: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
         """Pull C{ref} (tagged or by digest); errors in dockerd's words."""

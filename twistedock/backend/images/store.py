@@ -185,7 +185,7 @@ class ImageStore(ImageDeletion):
         await self._locked(self._collect_garbage, False)
 
     def _load_blocking(self):
-        for directory in (self.root, self.imagedb):
+        for directory in (self.root, self.imagedb, os.path.join(self.root, DOWNLOADS_DIR)):
             os.makedirs(directory, mode=0o700, exist_ok=True)
             for name in os.listdir(directory):
                 if name.startswith(".tmp-"):
