@@ -30,7 +30,7 @@ ROUTES = (
     route("GET", "/images/{name:.*}/attestations", None, min_version="1.55"),
     route("POST", "/images/load", None),
     route("POST", "/images/create", "post_images_create"),
-    route("POST", "/images/{name:.*}/push", None),
+    route("POST", "/images/{name:.*}/push", "post_images_push"),
     route("POST", "/images/{name:.*}/tag", "post_images_tag"),
     route("POST", "/images/prune", "post_images_prune", min_version="1.25"),
     route("DELETE", "/images/{name:.*}", "delete_images"),
@@ -43,6 +43,10 @@ class IImageBackend(Interface):
     def pull_image(image, tag, platform, auth, emit):
         """Pull C{image} (C{fromImage}) from a registry with the credentials
         C{auth}; C{emit(doc)} is given each progress message."""
+
+    def push_image(name, tag, auth, emit):
+        """Push image C{name} (all its repository's tags, or C{tag}) to its
+        registry; C{emit(doc)} is given each progress message."""
 
     def import_image(source, src, repo, tag, message, changes, platform):
         """Import the tar file object C{source} (closed once read) as an
@@ -345,6 +349,18 @@ class ImageRouter(Router):
             return
         req.start_stream("application/json")
         req.write(_stream_status(image_id))
+
+    @_served
+    async def post_images_push(self, req: APIRequest) -> None:
+        try:
+            await self.backend.push_image(
+                req.vars["name"], req.query("tag", "") or "", registry_auth(req),
+                _progress_writer(req),
+            )
+        except DockerError as e:
+            if not req.started:
+                raise
+            req.write(_stream_error(str(e)))
 
     @_served
     async def get_images_json(self, req: APIRequest) -> None:

@@ -273,7 +273,7 @@ class Session:
                 raise
             except Exception as e:
                 last = InternalError(transport_message("GET", url, e, endpoint.netloc))
-                log.info("registry ping {url} failed: {error}", url=url, error=str(e))
+                log.debug("registry ping {url} failed: {error}", url=url, error=str(e))
                 continue
             self.endpoint = endpoint
             if response.code == 401:
@@ -379,7 +379,7 @@ class Session:
     # -- requests -------------------------------------------------------------------
 
     async def request(self, method: str, url: str, headers: Optional[dict] = None,
-                      retry: bool = True, stream: bool = False) -> Answer:
+                      retry: bool = True, stream: bool = False, body=None) -> Answer:
         """One request, authorised; an error answer is the caller's."""
         if self.endpoint is None:
             await self.ping()
@@ -390,7 +390,7 @@ class Session:
             sent["Authorization"] = authorization
         try:
             response = await self.endpoint.client.request(
-                method, url, headers=sent, unbuffered=stream,
+                method, url, headers=sent, unbuffered=stream, data=body,
                 **({} if stream else self.service.timeout("request"))
             )
         except CancelledError:
@@ -401,7 +401,7 @@ class Session:
             await _discard(response)
             # The token may have expired: one more, once.
             self._token = None
-            return await self.request(method, url, headers, retry=False, stream=stream)
+            return await self.request(method, url, headers, retry=False, stream=stream, body=body)
         return Answer(response.code, response.headers, response, url)
 
     async def error_of(self, answer: Answer) -> RegistryError:

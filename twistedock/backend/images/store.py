@@ -359,6 +359,36 @@ class ImageStore(ImageDeletion):
             ref.tag_name_only(), platform, from_json(auth or {}), emit or (lambda doc: None)
         )
 
+    async def push_image(self, name: str, tag: str, auth: Any = None, emit: Any = None) -> None:
+        """docker push: C{emit(doc)} is given each progress message."""
+        ref = parse_normalized_named(name)
+        if ref.digest:
+            raise InvalidParameter("cannot push a digest reference")
+        if ref.tag and not tag:
+            tag = ref.tag
+        if tag:
+            ref.with_tag(tag)
+        if self._registry is None:
+            raise NotImplementedYet("push is not implemented yet: twistedock has no registry client")
+        from ..distribution.auth import from_json
+        from ..distribution.push import Pusher
+
+        pusher = Pusher(self.reactor, self, self._registry, os.path.join(self.root, DOWNLOADS_DIR))
+        await pusher.push(ref.trimmed(), tag, from_json(auth or {}), emit or (lambda doc: None))
+
+    def tags_of(self, name: str) -> List[str]:
+        """The tags of repository C{name} (its full name), sorted."""
+        return sorted(
+            ref.tag for ref, _ in self._refs.values() if ref.name == name and ref.tag
+        )
+
+    def config_bytes(self, image_id: str) -> bytes:
+        return self._images[image_id].raw
+
+    async def add_repo_digest(self, image_id: str, ref: Reference) -> None:
+        """Record C{repo@digest} (a push's manifest) for the image."""
+        await self._locked(self._tag_locked, image_id, ref)
+
     # -- for a pull (twistedock.backend.distribution.pull) -------------------
 
     def image_exists(self, image_id: str) -> bool:

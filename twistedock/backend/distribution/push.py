@@ -1,0 +1,314 @@
+"""
+A push, as dockerd's push_v2 makes it: for each tag of the repository (or
+the one asked for), every layer as a gzipped tar (HEAD first: a blob the
+registry has is not sent again; otherwise one monolithic upload, POST then
+PUT with the digest), the image config, then a Docker schema2 manifest PUT
+under the tag; C{RepoDigests} recorded.
+
+The layer store keeps layers unpacked, not their original tars, so a layer
+is written again from its directory (overlayfs whiteouts as C{.wh.}
+files).  When those tars do not hash to the image config's diff IDs (the
+original tar had other metadata or order), the pushed config carries the
+diff IDs of what was pushed, so the pushed image is consistent but its ID
+differs from the local one; C{RepoDigests} is then left alone locally.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import tempfile
+from typing import Callable, List, Optional
+
+import attr
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
+from zope.interface import implementer
+
+from ... import golang
+from ...errors import InternalError, NotFound
+from ...reference import Reference
+from ...tar import DIR_FLAGS
+from ...tar.read import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from ...tar.write import TarWriter
+from . import auth as auth_mod
+from . import manifest as manifests
+from . import progress
+from .client import RegistryService, Session
+
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+READ_CHUNK = 1 << 20
+
+Emit = Callable[[dict], None]
+
+
+@attr.s(auto_attribs=True)
+class _Blob:
+    path: str
+    digest: str
+    size: int
+    diff_id: str
+
+
+def write_layer_tar(diff_dir: str, out_path: str) -> _Blob:
+    """The layer directory C{diff_dir} as a gzipped tar at C{out_path}:
+    its compressed digest and size and its diff ID.  Blocks."""
+    uncompressed = hashlib.sha256()
+    with open(out_path, "wb") as raw:
+        compressed = _HashingFile(raw)
+        with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
+
+            def write(data: bytes) -> None:
+                uncompressed.update(data)
+                gz.write(data)
+
+            writer = TarWriter(write)
+            fd = os.open(diff_dir, DIR_FLAGS)
+            try:
+                _write_dir(writer, fd, [])
+            finally:
+                os.close(fd)
+            writer.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return _Blob(out_path, "sha256:" + compressed.hash.hexdigest(), compressed.size,
+                 "sha256:" + uncompressed.hexdigest())
+
+
+class _HashingFile:
+    def __init__(self, f) -> None:
+        self.f = f
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _write_dir(writer: TarWriter, dir_fd: int, parts: List[str]) -> None:
+    for name in sorted(os.listdir(dir_fd)):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        arcname = "/".join(parts + [name])
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            directory, base = golang.split(arcname)
+            info = TarWriter.info_for(directory + WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
+            info.mode = 0o600
+            writer.header(info)
+            continue
+        sub = writer.entry(dir_fd, name, arcname, st)
+        if sub is None:
+            continue
+        try:
+            try:
+                opaque = os.getxattr(sub, OPAQUE_XATTR) == b"y"
+            except OSError:
+                opaque = False
+            if opaque:
+                info = TarWriter.info_for(arcname + "/" + WHITEOUT_OPAQUE, st, tarfile.REGTYPE)
+                info.mode = stat.S_IMODE(st.st_mode) & 0o777
+                writer.header(info)
+            _write_dir(writer, sub, parts + [name])
+        finally:
+            os.close(sub)
+
+
+@implementer(IBodyProducer)
+class _FileProducer:
+    """A file as a request body, read in threads, its progress told."""
+
+    def __init__(self, pusher: "Pusher", path: str, size: int, on_sent: Callable[[int], None]) -> None:
+        self.pusher = pusher
+        self.path = path
+        self.length = size if size >= 0 else UNKNOWN_LENGTH
+        self.on_sent = on_sent
+        self._stopped = False
+        self._paused: Optional[Deferred] = None
+
+    def startProducing(self, consumer) -> Deferred:
+        return ensureDeferred(self._produce(consumer))
+
+    async def _produce(self, consumer) -> None:
+        f = await self.pusher._thread(open, self.path, "rb")
+        sent = 0
+        try:
+            while not self._stopped:
+                if self._paused is not None:
+                    await self._paused
+                data = await self.pusher._thread(f.read, READ_CHUNK)
+                if not data or self._stopped:
+                    break
+                consumer.write(data)
+                sent += len(data)
+                self.on_sent(sent)
+        finally:
+            await self.pusher._thread(f.close)
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self.resumeProducing()
+
+
+class Pusher:
+    def __init__(self, reactor, store, service: RegistryService, scratch: str) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.service = service
+        self.scratch = scratch
+
+    def _thread(self, function, *args) -> Deferred:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    async def push(self, repo: Reference, tag: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
+        tags = [tag] if tag else self.store.tags_of(repo.name)
+        if not tags:
+            raise NotFound("An image does not exist locally with the tag: %s" % (repo.familiar_name(),))
+        images = []
+        for name in tags:
+            try:
+                images.append((name, self.store.get(str(repo.with_tag(name)))))
+            except NotFound:
+                raise NotFound(
+                    "An image does not exist locally with the tag: %s" % (repo.with_tag(name).familiar_string(),)
+                )
+        emit(progress.message("The push refers to repository [%s]" % (repo.name,), detail=False))
+        session = self.service.session(repo.domain, repo.path, credentials, "pull,push")
+        await session.ping()
+        await self._thread(os.makedirs, self.scratch, 0o700, True)
+        for name, image in images:
+            await self._push_tag(session, repo, name, image, emit)
+
+    async def _push_tag(self, session: Session, repo: Reference, tag: str, image, emit: Emit) -> None:
+        layers = list(image.layers)
+        for layer in reversed(layers):
+            emit(progress.message("Preparing", id=progress.short(layer.diff_id)))
+        blobs: List[_Blob] = []
+        try:
+            for layer in layers:
+                blobs.append(await self._push_layer(session, layer, emit))
+            config_raw = self.store.config_bytes(image.id)
+            diff_ids = [blob.diff_id for blob in blobs]
+            reproduced = diff_ids == list(image.diff_ids)
+            if not reproduced:
+                config = json.loads(config_raw.decode("utf-8"))
+                config.setdefault("rootfs", {"type": "layers"})["diff_ids"] = diff_ids
+                config_raw = golang.json_marshal(config)
+            config_digest = "sha256:" + hashlib.sha256(config_raw).hexdigest()
+            if not await self._exists(session, config_digest):
+                await self._upload(session, config_digest, len(config_raw), body=config_raw)
+            doc = {
+                "schemaVersion": 2,
+                "mediaType": manifests.DOCKER_MANIFEST,
+                "config": {"mediaType": DOCKER_CONFIG, "size": len(config_raw), "digest": config_digest},
+                "layers": [
+                    {"mediaType": DOCKER_LAYER, "size": blob.size, "digest": blob.digest} for blob in blobs
+                ],
+            }
+            body = json.dumps(doc, indent=3).encode("utf-8")
+            url = session.repository_url("manifests/" + tag)
+            answer = await session.request(
+                "PUT", url, {"Content-Type": manifests.DOCKER_MANIFEST}, body=body
+            )
+            if answer.status not in (200, 201, 202):
+                raise await session.error_of(answer)
+            await _discard(answer)
+        finally:
+            await self._thread(_unlink_all, [blob.path for blob in blobs])
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reproduced:
+            await self.store.add_repo_digest(image.id, attr.evolve(repo, tag=None, digest=digest))
+        emit(progress.message("%s: digest: %s size: %d" % (tag, digest, len(body)), detail=False))
+        emit({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": len(body)}})
+
+    async def _push_layer(self, session: Session, layer, emit: Emit) -> _Blob:
+        short = progress.short(layer.diff_id)
+        fd, path = tempfile.mkstemp(prefix=".push-", dir=self.scratch)
+        os.close(fd)
+        try:
+            blob = await self._thread(write_layer_tar, layer.diff_dir, path)
+        except BaseException:
+            await self._thread(_unlink_all, [path])
+            raise
+        try:
+            if await self._exists(session, blob.digest):
+                emit(progress.message("Layer already exists", id=short))
+                return blob
+            state = {"shown": 0}
+
+            def on_sent(sent: int) -> None:
+                if sent - state["shown"] >= (512 << 10) or sent == blob.size:
+                    state["shown"] = sent
+                    emit(progress.message("Pushing", id=short, current=sent, total=blob.size))
+
+            await self._upload(session, blob.digest, blob.size, path=path, on_sent=on_sent)
+        except BaseException:
+            await self._thread(_unlink_all, [path])
+            raise
+        emit(progress.message("Pushed", id=short))
+        return blob
+
+    async def _exists(self, session: Session, digest: str) -> bool:
+        answer = await session.request("HEAD", session.repository_url("blobs/" + digest))
+        await _discard(answer)
+        if answer.status == 200:
+            return True
+        if answer.status == 404:
+            return False
+        raise await session.error_of(answer)
+
+    async def _upload(self, session: Session, digest: str, size: int, body: bytes = b"",
+                      path: str = "", on_sent=None) -> None:
+        start = await session.request("POST", session.repository_url("blobs/uploads/"), {"Content-Length": "0"})
+        if start.status != 202:
+            raise await session.error_of(start)
+        await _discard(start)
+        location = start.header("Location")
+        if not location:
+            raise InternalError("the registry gave no upload location")
+        if location.startswith("/"):
+            location = session.endpoint.base + location
+        location += ("&" if "?" in location else "?") + "digest=" + digest
+        headers = {"Content-Type": "application/octet-stream"}
+        if path:
+            data = _FileProducer(self, path, size, on_sent or (lambda n: None))
+        else:
+            data = body
+        answer = await session.request("PUT", location, headers, body=data)
+        if answer.status not in (201, 204):
+            raise await session.error_of(answer)
+        await _discard(answer)
+
+
+async def _discard(answer) -> None:
+    try:
+        import treq
+
+        await treq.content(answer.response)
+    except Exception:
+        pass
+
+
+def _unlink_all(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
