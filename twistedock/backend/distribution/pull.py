@@ -32,6 +32,7 @@ from ...errors import DockerError, InternalError
 from ...logs import Logger
 from ...reference import Reference
 from . import auth as auth_mod
+from . import blobs
 from . import manifest as manifests
 from . import progress
 from .client import RegistryService, Session
@@ -158,6 +159,7 @@ class Puller:
         self.store = store
         self.service = service
         self.downloads = downloads
+        self.blobs = os.path.join(os.path.dirname(downloads), blobs.BLOBS_DIR)
 
     def _thread(self, function, *args) -> Deferred:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
@@ -259,8 +261,28 @@ class Puller:
         finally:
             if staged:
                 await self.store.discard_staged(staged)
-        await self._thread(_unlink_all, sorted({layer.path for layer in wanted if layer.path}))
+        kept = {}
+        for layer in wanted:
+            if layer.path and layer.path not in kept:
+                kept[layer.path] = layer
+        await self._thread(
+            self._keep_blobs, list(kept.values()), "%s/%s" % (session.domain, session.path),
+            self.store.live_diff_ids(),
+        )
         return updated
+
+    def _keep_blobs(self, layers, repository: str, live) -> None:
+        """The verified blobs move from the downloads to the blob cache
+        (for a later push); the cache loses what no layer uses."""
+        for layer in layers:
+            d = layer.descriptor
+            try:
+                blobs.keep(self.blobs, layer.path, layer.diff_id, d.digest, d.media_type,
+                           d.size, repository)
+            except OSError as e:
+                log.warn("cannot keep blob {digest}: {error}", digest=d.digest, error=str(e))
+                _unlink_all([layer.path])
+        blobs.prune(self.blobs, live)
 
     async def _download(self, session: Session, layer: _Layer, emit: Emit) -> str:
         """The layer's blob in the downloads directory, verified: its path."""

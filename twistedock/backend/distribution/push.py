@@ -21,6 +21,7 @@ import stat
 import tarfile
 import tempfile
 from typing import Callable, List, Optional
+from urllib.parse import urlencode
 
 import attr
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -35,6 +36,7 @@ from ...tar import DIR_FLAGS
 from ...tar.read import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 from ...tar.write import TarWriter
 from . import auth as auth_mod
+from . import blobs
 from . import manifest as manifests
 from . import progress
 from .client import RegistryService, Session
@@ -52,6 +54,9 @@ class _Blob:
     digest: str
     size: int
     diff_id: str
+    #: A kept blob (not ours to remove), and the repository it came from.
+    kept: bool = False
+    repository: str = ""
 
 
 def write_layer_tar(diff_dir: str, out_path: str) -> _Blob:
@@ -172,11 +177,14 @@ class Pusher:
         self.store = store
         self.service = service
         self.scratch = scratch
+        self.blobs = os.path.join(os.path.dirname(scratch), blobs.BLOBS_DIR)
 
     def _thread(self, function, *args) -> Deferred:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
 
     async def push(self, repo: Reference, tag: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
+        # As dockerd: the first line, then whatever is wrong, streamed.
+        emit(progress.message("The push refers to repository [%s]" % (repo.name,), detail=False))
         tags = [tag] if tag else self.store.tags_of(repo.name)
         if not tags:
             raise NotFound("An image does not exist locally with the tag: %s" % (repo.familiar_name(),))
@@ -186,9 +194,8 @@ class Pusher:
                 images.append((name, self.store.get(str(repo.with_tag(name)))))
             except NotFound:
                 raise NotFound(
-                    "An image does not exist locally with the tag: %s" % (repo.with_tag(name).familiar_string(),)
+                    "An image does not exist locally with the tag: %s" % (repo.familiar_name(),)
                 )
-        emit(progress.message("The push refers to repository [%s]" % (repo.name,), detail=False))
         session = self.service.session(repo.domain, repo.path, credentials, "pull,push")
         await session.ping()
         await self._thread(os.makedirs, self.scratch, 0o700, True)
@@ -230,26 +237,40 @@ class Pusher:
                 raise await session.error_of(answer)
             await _discard(answer)
         finally:
-            await self._thread(_unlink_all, [blob.path for blob in blobs])
+            await self._thread(_unlink_all, [blob.path for blob in blobs if not blob.kept])
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reproduced:
             await self.store.add_repo_digest(image.id, attr.evolve(repo, tag=None, digest=digest))
         emit(progress.message("%s: digest: %s size: %d" % (tag, digest, len(body)), detail=False))
         emit({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": len(body)}})
 
-    async def _push_layer(self, session: Session, layer, emit: Emit) -> _Blob:
-        short = progress.short(layer.diff_id)
+    async def _layer_blob(self, layer) -> _Blob:
+        """The pulled blob of the layer if it was kept, else its directory
+        as a new gzipped tar."""
+        kept = await self._thread(blobs.find, self.blobs, layer.diff_id)
+        if kept is not None and kept.media_type in blobs.GZIP_TYPES:
+            return _Blob(kept.path, kept.digest, kept.size, layer.diff_id, True, kept.repository)
         fd, path = tempfile.mkstemp(prefix=".push-", dir=self.scratch)
         os.close(fd)
         try:
-            blob = await self._thread(write_layer_tar, layer.diff_dir, path)
+            return await self._thread(write_layer_tar, layer.diff_dir, path)
         except BaseException:
             await self._thread(_unlink_all, [path])
             raise
+
+    async def _push_layer(self, session: Session, layer, emit: Emit) -> _Blob:
+        short = progress.short(layer.diff_id)
+        blob = await self._layer_blob(layer)
+        path = blob.path
         try:
             if await self._exists(session, blob.digest):
                 emit(progress.message("Layer already exists", id=short))
                 return blob
+            domain, _, source = blob.repository.partition("/")
+            if domain == session.domain and source and source != session.path:
+                if await self._mount(session, blob.digest, source):
+                    emit(progress.message("Mounted from " + source, id=short))
+                    return blob
             state = {"shown": 0}
 
             def on_sent(sent: int) -> None:
@@ -259,10 +280,21 @@ class Pusher:
 
             await self._upload(session, blob.digest, blob.size, path=path, on_sent=on_sent)
         except BaseException:
-            await self._thread(_unlink_all, [path])
+            if not blob.kept:
+                await self._thread(_unlink_all, [path])
             raise
         emit(progress.message("Pushed", id=short))
         return blob
+
+    async def _mount(self, session: Session, digest: str, source: str) -> bool:
+        """A cross-repository mount: whether the registry made it (201);
+        otherwise the upload it started is left to expire."""
+        query = urlencode({"mount": digest, "from": source})
+        answer = await session.request(
+            "POST", session.repository_url("blobs/uploads/?" + query), {"Content-Length": "0"}
+        )
+        await _discard(answer)
+        return answer.status == 201
 
     async def _exists(self, session: Session, digest: str) -> bool:
         answer = await session.request("HEAD", session.repository_url("blobs/" + digest))

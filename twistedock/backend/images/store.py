@@ -99,6 +99,8 @@ LAYERS_DIR = "layers"
 STATE_FILE = "repositories.json"
 #: Verified blobs of pulls not finished yet.
 DOWNLOADS_DIR = "downloads"
+#: Pulled layers' compressed blobs, kept for a push.
+BLOBS_DIR = "blobs"
 #: The diff ID of an empty layer (Go's empty tar: 1024 zero bytes).
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
@@ -185,7 +187,10 @@ class ImageStore(ImageDeletion):
         await self._locked(self._collect_garbage, False)
 
     def _load_blocking(self):
-        for directory in (self.root, self.imagedb, os.path.join(self.root, DOWNLOADS_DIR)):
+        for directory in (
+            self.root, self.imagedb, os.path.join(self.root, DOWNLOADS_DIR),
+            os.path.join(self.root, BLOBS_DIR),
+        ):
             os.makedirs(directory, mode=0o700, exist_ok=True)
             for name in os.listdir(directory):
                 if name.startswith(".tmp-"):
@@ -381,6 +386,10 @@ class ImageStore(ImageDeletion):
         return sorted(
             ref.tag for ref, _ in self._refs.values() if ref.name == name and ref.tag
         )
+
+    def live_diff_ids(self) -> set:
+        """The diff IDs of every layer in the store."""
+        return {layer.diff_id for layer in self.layers.layers.values()}
 
     def config_bytes(self, image_id: str) -> bytes:
         return self._images[image_id].raw
