@@ -253,6 +253,9 @@ class FakeRegistry(Resource):
         self.users = users or {}
         self.requests = []
         self.token_queries = []
+        self.uploads = []
+        #: (repository, digest) of the blobs each repository has.
+        self.linked = set()
 
     def _authorised(self, request) -> bool:
         header = (request.getHeader("authorization") or "")
@@ -293,11 +296,39 @@ class FakeRegistry(Resource):
             return b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
         if path == "/v2/":
             return b"{}"
+        upload = re.match(r"^/v2/(.+)/blobs/uploads/(.*)$", path)
+        if upload is not None:
+            repo, session = upload.groups()
+            args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+            self.uploads.append((method, repo, args))
+            if method == "POST":
+                if "mount" in args and args["mount"] in self.blobs:
+                    self.linked.add((repo, args["mount"]))
+                    request.setResponseCode(201)
+                    return b""
+                request.setResponseCode(202)
+                request.setHeader("location", "/v2/%s/blobs/uploads/u%d?_state=x" % (repo, len(self.uploads)))
+                return b""
+            data = request.content.read()
+            if _sha(data) != args.get("digest"):
+                request.setResponseCode(400)
+                return b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}'
+            self.blobs[args["digest"]] = data
+            self.linked.add((repo, args["digest"]))
+            request.setResponseCode(201)
+            return b""
         match = re.match(r"^/v2/(.+)/(manifests|blobs)/([^/]+)$", path)
         if match is None:
             request.setResponseCode(404)
             return b"404 page not found"
         repo, kind, reference = match.groups()
+        if kind == "manifests" and method == "PUT":
+            body = request.content.read()
+            self.manifests[(repo, reference)] = (request.getHeader("content-type"), body)
+            self.manifests[(repo, _sha(body))] = (request.getHeader("content-type"), body)
+            request.setResponseCode(201)
+            request.setHeader("docker-content-digest", _sha(body))
+            return b""
         if kind == "manifests":
             found = self.manifests.get((repo, reference))
             if found is None:
@@ -311,14 +342,17 @@ class FakeRegistry(Resource):
             request.setHeader("docker-content-digest", _sha(body))
             return b"" if method == "HEAD" else body
         data = self.broken.get(reference, self.blobs.get(reference))
+        if (repo, reference) not in self.linked:
+            data = None
         if data is None:
             request.setResponseCode(404)
             return b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}'
         return data
 
-    def add_blob(self, data: bytes) -> str:
+    def add_blob(self, data: bytes, repo: str) -> str:
         digest = _sha(data)
         self.blobs[digest] = data
+        self.linked.add((repo, digest))
         return digest
 
     def add_image(self, repo, tag, layers, architecture="amd64", variant="", labels=None):
@@ -329,7 +363,7 @@ class FakeRegistry(Resource):
             diff_ids.append(_sha(tar))
             blob = gzip.compress(tar, mtime=0)
             descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                "digest": self.add_blob(blob), "size": len(blob)})
+                                "digest": self.add_blob(blob, repo), "size": len(blob)})
         config = {
             "architecture": architecture, "os": "linux", "created": "2024-01-02T03:04:05Z",
             "config": {"Cmd": ["sh"], "Labels": labels or {}},
@@ -340,7 +374,7 @@ class FakeRegistry(Resource):
         config_raw = json.dumps(config).encode()
         doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                          "digest": self.add_blob(config_raw), "size": len(config_raw)},
+                          "digest": self.add_blob(config_raw, repo), "size": len(config_raw)},
                "layers": descriptors}
         body = json.dumps(doc).encode()
         digest = _sha(body)
@@ -612,3 +646,67 @@ def _settle_both(pulls, d, api):
         results[0].raiseException()
     return results[0]
 
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_a_push_sends_kept_blobs_as_they_came(pulls, registry):
+    digest, _, config_digest = registry.add_image("app", "latest", [BASE, TOP])
+    pulls.pull("127.0.0.1:5000/app")
+    pulls._settle(ensureDeferred(pulls.store.tag("127.0.0.1:5000/app", "127.0.0.1:5000/copy", "v1")))
+    lines = []
+    pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/copy", "v1", {}, lines.append)))
+    assert lines[0] == {"status": "The push refers to repository [127.0.0.1:5000/copy]"}
+    assert [line["status"] for line in lines[1:-2]] == ["Preparing", "Preparing", "Mounted from app", "Mounted from app"]
+    pushed = json.loads(registry.manifests[("copy", "v1")][1])
+    assert pushed["config"]["digest"] == config_digest
+    assert [layer["digest"] for layer in pushed["layers"]] == [
+        layer["digest"] for layer in json.loads(registry.manifests[("app", "latest")][1])["layers"]
+    ]
+    manifest_digest = _sha(registry.manifests[("copy", "v1")][1])
+    assert lines[-2] == {"status": "v1: digest: %s size: %d" % (manifest_digest, len(registry.manifests[("copy", "v1")][1]))}
+    assert lines[-1]["aux"] == {"Tag": "v1", "Digest": manifest_digest, "Size": len(registry.manifests[("copy", "v1")][1])}
+    assert "127.0.0.1:5000/copy@" + manifest_digest in pulls.store.get(config_digest).repo_digests
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_a_push_of_an_imported_image_writes_its_layer(pulls, registry):
+    tar = layer_tar({"etc/imported": b"mine\n"})
+    image_id = pulls._settle(ensureDeferred(pulls.store.import_image(io.BytesIO(tar), repo="127.0.0.1:5000/own", tag="1")))
+    lines = []
+    pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/own:1", "", {}, lines.append)))
+    assert "Pushed" in [line.get("status") for line in lines]
+    pushed = json.loads(registry.manifests[("own", "1")][1])
+    config = json.loads(registry.blobs[pushed["config"]["digest"]])
+    layer = gzip.decompress(registry.blobs[pushed["layers"][0]["digest"]])
+    # What was pushed is consistent: the config's diff IDs are the layers'.
+    assert config["rootfs"]["diff_ids"] == [_sha(layer)]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as archive:
+        assert archive.extractfile("etc/imported").read() == b"mine\n"
+    assert config["config"] == pulls.store.get(image_id).config["config"]
+
+
+def test_pushing_what_is_not_here(pulls, registry):
+    lines = []
+    with pytest.raises(NotFound) as raised:
+        pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/absent", "", {}, lines.append)))
+    assert str(raised.value) == "An image does not exist locally with the tag: 127.0.0.1:5000/absent"
+    assert lines == [{"status": "The push refers to repository [127.0.0.1:5000/absent]"}]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts are character devices: root makes them")
+def test_layer_tars_carry_whiteouts(tmp_path):
+    from twistedock.backend.distribution.push import write_layer_tar
+
+    diff = tmp_path / "diff"
+    (diff / "etc").mkdir(parents=True)
+    (diff / "etc" / "kept").write_bytes(b"kept\n")
+    os.mknod(str(diff / "etc" / "gone"), 0o600 | 0o020000, os.makedev(0, 0))
+    (diff / "opaque").mkdir()
+    os.setxattr(str(diff / "opaque"), "trusted.overlay.opaque", b"y")
+    blob = write_layer_tar(str(diff), str(tmp_path / "layer.tar.gz"))
+    data = (tmp_path / "layer.tar.gz").read_bytes()
+    assert blob.digest == _sha(data) and blob.size == len(data)
+    assert blob.diff_id == _sha(gzip.decompress(data))
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as archive:
+        names = archive.getnames()
+    assert names == ["etc", "etc/.wh.gone", "etc/kept", "opaque", "opaque/.wh..wh..opq"]

@@ -8,7 +8,10 @@ dockerd where one is running.
 """
 
 import json
+import io
 import os
+import re
+import tarfile
 import platform as host_platform
 import subprocess
 import urllib.parse
@@ -298,3 +301,64 @@ def test_messages_side_by_side_with_dockerd(daemon, registry, auth_registry):
         unix_request(
             REFERENCE_SOCKET, "DELETE", "/images/%s/busybox:latest" % (registry.address,), timeout=30
         )
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_push_rmi_and_pull_back(daemon, registry):
+    source = registry.address + "/busybox"
+    daemon.docker("pull", source, timeout=120)
+    image_id = daemon.docker_json("image", "inspect", source)["Id"]
+    repo = registry.address + "/pushed"
+    daemon.docker("tag", source, repo + ":v1")
+    out = daemon.docker("push", repo + ":v1", timeout=120).stdout
+    assert "The push refers to repository [%s]" % (repo,) in out
+    # The layers came from busybox on the same registry: mounted, not sent.
+    assert out.count(": Mounted from busybox") == 2, out
+    match = re.search(r"^v1: digest: (sha256:[0-9a-f]{64}) size: \d+$", out, re.M)
+    assert match, out
+    digest = match.group(1)
+    assert registry.manifest_digest("pushed", "v1") == digest
+    assert "%s@%s" % (repo, digest) in daemon.docker_json("image", "inspect", repo + ":v1")["RepoDigests"]
+    again = daemon.docker("push", repo + ":v1", timeout=120).stdout
+    assert again.count(": Layer already exists") == 2
+    daemon.docker("rmi", "-f", image_id)
+    daemon.docker("pull", repo + ":v1", timeout=120)
+    pulled = daemon.docker_json("image", "inspect", repo + ":v1")
+    assert pulled["Id"] == image_id
+    assert pulled["RepoDigests"] == ["%s@%s" % (repo, digest)]
+    assert daemon.docker("run", "--rm", repo + ":v1", "cat", "/etc/hello").stdout == "hi\n"
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_push_of_an_imported_image(daemon, registry, tmp_path):
+    from .test_containers import busybox_rootfs_tar
+
+    name = registry.address + "/imported:1"
+    tar = busybox_rootfs_tar(tmp_path)
+    # A layer of its own (no pulled blob has its diff ID): written anew.
+    with tarfile.open(tar, "a") as archive:
+        data = os.urandom(64).hex().encode()
+        info = tarfile.TarInfo("etc/unique")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    with open(tar, "rb") as f:
+        subprocess.run(["docker", "import", "-", name], stdin=f, env=daemon.cli_env(),
+                       check=True, capture_output=True, timeout=60)
+    out = daemon.docker("push", name, timeout=120).stdout
+    assert ": Pushed" in out
+    digest = re.search(r"^1: digest: (sha256:[0-9a-f]{64}) size: \d+$", out, re.M).group(1)
+    daemon.docker("rmi", "-f", name)
+    daemon.docker("pull", name, timeout=120)
+    assert daemon.docker_json("image", "inspect", name)["RepoDigests"] == [
+        "%s/imported@%s" % (registry.address, digest)
+    ]
+    assert daemon.docker("run", "--rm", name, "echo", "imported").stdout == "imported\n"
+
+
+def test_push_of_a_tag_that_is_not_here(daemon, registry):
+    failed = daemon.docker("push", registry.address + "/absent:v1", check=False, timeout=60)
+    assert failed.returncode != 0
+    assert "The push refers to repository [%s/absent]" % (registry.address,) in failed.stdout
+    assert failed.stderr.strip() == (
+        "An image does not exist locally with the tag: %s/absent" % (registry.address,)
+    )

@@ -117,6 +117,9 @@ class RegistryService:
         self._pools: List[HTTPConnectionPool] = []
         #: Request timeouts, in seconds, or None (an injected client).
         self.timeouts: Optional[Dict[str, float]] = None
+        #: Whether request bodies may be producers (an injected StubTreq
+        #: takes bytes only).
+        self.stream_bodies = client is None
         if client is not None:
             self._verified = self._unverified = client
         else:

@@ -291,7 +291,7 @@ class Pusher:
         otherwise the upload it started is left to expire."""
         query = urlencode({"mount": digest, "from": source})
         answer = await session.request(
-            "POST", session.repository_url("blobs/uploads/?" + query), {"Content-Length": "0"}
+            "POST", session.repository_url("blobs/uploads/?" + query), body=b""
         )
         await _discard(answer)
         return answer.status == 201
@@ -307,7 +307,7 @@ class Pusher:
 
     async def _upload(self, session: Session, digest: str, size: int, body: bytes = b"",
                       path: str = "", on_sent=None) -> None:
-        start = await session.request("POST", session.repository_url("blobs/uploads/"), {"Content-Length": "0"})
+        start = await session.request("POST", session.repository_url("blobs/uploads/"), body=b"")
         if start.status != 202:
             raise await session.error_of(start)
         await _discard(start)
@@ -318,8 +318,10 @@ class Pusher:
             location = session.endpoint.base + location
         location += ("&" if "?" in location else "?") + "digest=" + digest
         headers = {"Content-Type": "application/octet-stream"}
-        if path:
+        if path and self.service.stream_bodies:
             data = _FileProducer(self, path, size, on_sent or (lambda n: None))
+        elif path:
+            data = await self._thread(_read, path)
         else:
             data = body
         answer = await session.request("PUT", location, headers, body=data)
@@ -335,6 +337,11 @@ async def _discard(answer) -> None:
         await treq.content(answer.response)
     except Exception:
         pass
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _unlink_all(paths) -> None:
