@@ -317,6 +317,12 @@ class FakeRegistry(Resource):
             self.linked.add((repo, args["digest"]))
             request.setResponseCode(201)
             return b""
+        listing = re.match(r"^/v2/(.+)/tags/list$", path)
+        if listing is not None:
+            repo = listing.group(1)
+            tags = sorted(r for n, r in self.manifests if n == repo and ":" not in r)
+            request.setHeader("content-type", "application/json")
+            return json.dumps({"name": repo, "tags": tags}).encode()
         match = re.match(r"^/v2/(.+)/(manifests|blobs)/([^/]+)$", path)
         if match is None:
             request.setResponseCode(404)
@@ -518,6 +524,20 @@ def test_an_index_pulls_the_platform_asked_for(pulls, registry, monkeypatch):
     assert str(error) == "no matching manifest for linux/s390x in the manifest list entries"
     # The error came after the stream started, as dockerd's does.
     assert lines == [{"status": "Pulling from multi", "id": "latest"}]
+
+
+def test_without_a_tag_every_tag_is_pulled(pulls, registry):
+    registry.add_image("app", "1", [BASE])
+    registry.add_image("app", "2", [BASE, TOP])
+    lines = pulls.pull("127.0.0.1:5000/app", tag="")
+    assert [line["status"] for line in lines if line.get("id") in ("1", "2")] == [
+        "Pulling from app", "Pulling from app"
+    ]
+    assert lines[-1] == {"status": "Status: Downloaded newer image for 127.0.0.1:5000/app"}
+    assert pulls.store.get("127.0.0.1:5000/app:1").repo_tags == ["127.0.0.1:5000/app:1"]
+    assert pulls.store.get("127.0.0.1:5000/app:2").repo_tags == ["127.0.0.1:5000/app:2"]
+    again = pulls.pull("127.0.0.1:5000/app", tag="")
+    assert again[-1] == {"status": "Status: Image is up to date for 127.0.0.1:5000/app"}
 
 
 def test_a_pull_by_digest(pulls, registry):

@@ -445,6 +445,28 @@ class Session:
             )
         return body, digest or actual, answer.header("Content-Type")
 
+    async def list_tags(self) -> list:
+        """GET /v2/<name>/tags/list, every page (Link: rel="next")."""
+        if self.endpoint is None:
+            await self.ping()
+        tags: list = []
+        url = self.repository_url("tags/list")
+        while url:
+            answer = await self.request("GET", url)
+            if answer.status != 200:
+                raise await self.error_of(answer)
+            try:
+                doc = json.loads((await treq.content(answer.response)).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise InternalError("invalid tag list from the registry")
+            tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
+            link = answer.header("Link")
+            url = ""
+            if 'rel="next"' in link and "<" in link:
+                target = link[link.index("<") + 1 : link.index(">")]
+                url = self.endpoint.base + target if target.startswith("/") else target
+        return tags
+
     async def get_blob(self, digest: str, limit: int = 16 << 20) -> bytes:
         """A small blob (an image config), verified."""
         if self.endpoint is None:

@@ -169,20 +169,37 @@ class Puller:
         os.makedirs(self.downloads, mode=0o700, exist_ok=True)
 
     async def pull(self, ref: Reference, platform_text: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
-        """Pull C{ref} (tagged or by digest); errors in dockerd's words."""
+        """Pull C{ref}: tagged or by digest, or without either every tag of
+        the repository (as dockerd); errors in dockerd's words."""
         wanted = manifests.parse_platform(platform_text)
         try:
-            await self._pull(ref, wanted, bool(platform_text), credentials, emit)
+            session = self.service.session(ref.domain, ref.path, credentials)
+            if ref.tag or ref.digest:
+                updated = await self._pull_one(session, ref, wanted, bool(platform_text), emit)
+            else:
+                updated = False
+                for tag in await session.list_tags():
+                    tagged = ref.with_tag(tag)
+                    try:
+                        updated |= await self._pull_one(session, tagged, wanted, bool(platform_text), emit)
+                    except DockerError as e:
+                        raise translate_pull_error(e, tagged.familiar_string(), ref.familiar_name())
         except DockerError as e:
             raise translate_pull_error(e, ref.familiar_string(), ref.familiar_name())
+        shown = ref.familiar_string()
+        if updated:
+            emit(progress.message("Status: Downloaded newer image for " + shown, detail=False))
+        else:
+            emit(progress.message("Status: Image is up to date for " + shown, detail=False))
 
-    async def _pull(self, ref, wanted, explicit, credentials, emit: Emit) -> None:
-        session = self.service.session(ref.domain, ref.path, credentials)
+    async def _pull_one(self, session: Session, ref: Reference, wanted, explicit: bool, emit: Emit) -> bool:
+        """Pull one tag or digest: whether its reference moved."""
         tag_or_digest = ref.digest or ref.tag or "latest"
         body, digest, content_type = await session.get_manifest(tag_or_digest)
         emit(progress.message("Pulling from " + ref.path, id=tag_or_digest, detail=False))
         manifest = manifests.parse(body, content_type)
-        if manifest.is_index:
+        from_index = manifest.is_index
+        if from_index:
             chosen = manifests.select(manifest, wanted)
             body, _, content_type = await session.get_manifest(chosen.digest)
             manifest = manifests.parse(body, content_type or chosen.media_type)
@@ -191,7 +208,7 @@ class Puller:
         config_raw = await session.get_blob(manifest.config.digest)
         image_id = manifest.config.digest
         config = _config(config_raw)
-        if explicit and not manifest.is_index:
+        if explicit and not from_index:
             actual = manifests.platform_of(config)
             if not manifests.matches(wanted, actual):
                 raise InternalError(
@@ -207,11 +224,7 @@ class Puller:
         else:
             updated = await self._layers(session, manifest, config_raw, diff_ids, refs, emit)
         emit(progress.message("Digest: " + digest, detail=False))
-        shown = ref.familiar_string()
-        if updated:
-            emit(progress.message("Status: Downloaded newer image for " + shown, detail=False))
-        else:
-            emit(progress.message("Status: Image is up to date for " + shown, detail=False))
+        return updated
 
     async def _layers(self, session: Session, manifest, config_raw: bytes, diff_ids, refs, emit: Emit) -> bool:
         from ..images.layers import chain_ids

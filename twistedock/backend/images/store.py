@@ -360,9 +360,8 @@ class ImageStore(ImageDeletion):
         from ..distribution.pull import Puller
 
         puller = Puller(self.reactor, self, self._registry, os.path.join(self.root, DOWNLOADS_DIR))
-        await puller.pull(
-            ref.tag_name_only(), platform, from_json(auth or {}), emit or (lambda doc: None)
-        )
+        # Without a tag or digest: every tag (docker pull --all-tags).
+        await puller.pull(ref, platform, from_json(auth or {}), emit or (lambda doc: None))
 
     async def push_image(self, name: str, tag: str, auth: Any = None, emit: Any = None) -> None:
         """docker push: C{emit(doc)} is given each progress message."""
@@ -380,6 +379,8 @@ class ImageStore(ImageDeletion):
 
         pusher = Pusher(self.reactor, self, self._registry, os.path.join(self.root, DOWNLOADS_DIR))
         await pusher.push(ref.trimmed(), tag, from_json(auth or {}), emit or (lambda doc: None))
+        pushed = ref.trimmed().with_tag(tag) if tag else ref.trimmed()
+        self._log("push", pushed.familiar_string(), pushed.familiar_name())
 
     def tags_of(self, name: str) -> List[str]:
         """The tags of repository C{name} (its full name), sorted."""
