@@ -730,3 +730,35 @@ def test_layer_tars_carry_whiteouts(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as archive:
         names = archive.getnames()
     assert names == ["etc", "etc/.wh.gone", "etc/kept", "opaque", "opaque/.wh..wh..opq"]
+
+
+# -- registry flags and daemon.json ------------------------------------------------------
+
+
+def test_registry_flags_and_daemon_json(tmp_path):
+    from twisted.python.usage import UsageError
+
+    from twistedock.tap import Options
+
+    host = "unix://%s" % (tmp_path / "s.sock")
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    options = Options()
+    options.parseOptions([
+        "--config-file", str(empty), "-H", host, "--insecure-registry", "reg.example:5000", "--insecure-registry=10.0.0.0/8",
+        "--registry-mirror", "https://mirror.example",
+    ])
+    assert options.config.insecure_registries == ["reg.example:5000", "10.0.0.0/8"]
+    assert options.config.registry_mirrors == ["https://mirror.example"]
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps({"insecure-registries": ["r.example"], "registry-mirrors": []}))
+    options = Options()
+    options.parseOptions(["--config-file", str(path), "-H", host])
+    assert options.config.insecure_registries == ["r.example"]
+    options = Options()
+    with pytest.raises(UsageError) as raised:
+        options.parseOptions(["--config-file", str(path), "-H", host, "--insecure-registry", "x:1"])
+    assert "insecure-registries: (from flag: [x:1], from file: [r.example])" in str(raised.value)
+    path.write_text(json.dumps({"insecure-registries": "r.example"}))
+    with pytest.raises(UsageError, match="insecure-registries must be a list of strings"):
+        Options().parseOptions(["--config-file", str(path), "-H", host])
