@@ -254,6 +254,7 @@ class FakeRegistry(Resource):
         self.requests = []
         self.token_queries = []
         self.uploads = []
+        self.hosts = []
         #: (repository, digest) of the blobs each repository has.
         self.linked = set()
 
@@ -272,6 +273,7 @@ class FakeRegistry(Resource):
         path = request.path.decode()
         method = request.method.decode()
         self.requests.append((method, path))
+        self.hosts.append((request.getHeader("host") or "", path))
         if path == "/token":
             query = {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()}
             self.token_queries.append(query)
@@ -762,3 +764,21 @@ def test_registry_flags_and_daemon_json(tmp_path):
     path.write_text(json.dumps({"insecure-registries": "r.example"}))
     with pytest.raises(UsageError, match="insecure-registries must be a list of strings"):
         Options().parseOptions(["--config-file", str(path), "-H", host])
+
+
+def test_docker_hub_pulls_go_to_a_mirror_first(tmp_path, registry):
+    registry.add_image("library/busybox", "latest", [BASE])
+    service = RegistryService(SyncReactor(), mirrors=["http://127.0.0.1:5000/"], client=StubTreq(registry))
+    pulls = Pulls(tmp_path / "root", registry)
+    pulls.service = service
+    pulls.store = ImageStore(pulls.reactor, str(tmp_path / "root2"), EventLog(), registry=service)
+    pulls._settle(ensureDeferred(pulls.store.load()))
+    lines = pulls.pull("busybox")
+    assert lines[0] == {"status": "Pulling from library/busybox", "id": "latest"}
+    assert lines[-1] == {"status": "Status: Downloaded newer image for busybox:latest"}
+    assert {host for host, _ in registry.hosts} == {"127.0.0.1:5000"}
+    assert service.registry_config()["Mirrors"] == ["http://127.0.0.1:5000/"]
+    with pytest.raises(InvalidParameter):
+        RegistryService(SyncReactor(), mirrors=["ftp://mirror"], client=StubTreq(registry))
+    with pytest.raises(InvalidParameter):
+        RegistryService(SyncReactor(), mirrors=["https://mirror/path"], client=StubTreq(registry))

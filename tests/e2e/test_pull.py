@@ -61,6 +61,7 @@ def registry(tmp_path_factory, layout):
         r.push_layout(layout, "latest", "busybox:v2s2", fmt="v2s2")
         r.push_layout(layout, "multi", "multi:latest", all_platforms=True)
         r.push_layout(layout, "big", "big:latest")
+        r.push_layout(layout, "latest", "library/busybox:latest")
         yield r
     finally:
         r.close()
@@ -380,3 +381,12 @@ def test_pull_all_tags(daemon, registry):
             or "Status: Image is up to date for %s\n" % (name,) in out), out
     tags = daemon.docker_json("image", "inspect", name + ":latest")["RepoTags"]
     assert {name + ":latest", name + ":v2s2"} <= set(tags)
+
+
+def test_a_docker_hub_mirror(daemons, registry):
+    d = daemons.start("--registry-mirror", "http://" + registry.address)
+    assert d.info()["RegistryConfig"]["Mirrors"] == ["http://%s/" % (registry.address,)]
+    out = d.docker("pull", "busybox", timeout=120).stdout
+    assert "latest: Pulling from library/busybox" in out
+    assert "Status: Downloaded newer image for busybox:latest" in out
+    assert d.docker("run", "--rm", "busybox", "cat", "/etc/hello").stdout == "hi\n"

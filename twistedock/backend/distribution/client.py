@@ -113,7 +113,7 @@ class RegistryService:
                     self.insecure_cidrs.append(network)
             elif entry not in self.insecure_hosts:
                 self.insecure_hosts.append(entry)
-        self.mirrors = [m.rstrip("/") + "/" for m in mirrors]
+        self.mirrors = [_mirror(m) for m in mirrors]
         self._pools: List[HTTPConnectionPool] = []
         #: Request timeouts, in seconds, or None (an injected client).
         self.timeouts: Optional[Dict[str, float]] = None
@@ -203,8 +203,25 @@ class RegistryService:
     async def distribution_inspect(self, name: str, auth_doc: dict) -> dict:
         return await distribution_inspect(self, name, auth_doc)
 
-    def session(self, domain: str, path: str, credentials: auth_mod.AuthConfig, actions: str = "pull") -> "Session":
-        return Session(self, domain, path, credentials, actions)
+    def session(self, domain: str, path: str, credentials: auth_mod.AuthConfig, actions: str = "pull",
+                endpoints: Optional[List[Endpoint]] = None) -> "Session":
+        return Session(self, domain, path, credentials, actions, endpoints)
+
+    def pull_sessions(self, domain: str, path: str, credentials: auth_mod.AuthConfig) -> List["Session"]:
+        """The sessions a pull tries in turn: Docker Hub's mirrors, then
+        the registry itself (the last)."""
+        sessions = []
+        if domain in (DEFAULT_DOMAIN, "index.docker.io"):
+            for mirror in self.mirrors:
+                parts = urlsplit(mirror)
+                base = "%s://%s" % (parts.scheme, parts.netloc)
+                if parts.scheme == "https" and self.is_secure(parts.netloc):
+                    found = [Endpoint(base, self._verified, True)]
+                else:
+                    found = [Endpoint(base, self._unverified, False)]
+                sessions.append(Session(self, domain, path, credentials, "pull", found))
+        sessions.append(Session(self, domain, path, credentials, "pull"))
+        return sessions
 
     # -- docker login -------------------------------------------------------------
 
@@ -224,6 +241,17 @@ class RegistryService:
         return {"IdentityToken": token, "Status": "Login Succeeded"}
 
 
+def _mirror(text: str) -> str:
+    """ValidateMirror: an http(s) URL without path, query or credentials;
+    kept with a trailing slash, as /info shows it."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https"):
+        raise InvalidParameter("invalid mirror: unsupported scheme %r in %r" % (parts.scheme, text))
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise InvalidParameter("invalid mirror: path, query, or credentials are not allowed: %s" % (text,))
+    return "%s://%s/" % (parts.scheme, parts.netloc)
+
+
 @attr.s(auto_attribs=True)
 class Answer:
     status: int
@@ -241,8 +269,10 @@ class Session:
     challenge asks."""
 
     def __init__(self, service: RegistryService, domain: str, path: str,
-                 credentials: auth_mod.AuthConfig, actions: str) -> None:
+                 credentials: auth_mod.AuthConfig, actions: str,
+                 endpoints: Optional[List[Endpoint]] = None) -> None:
         self.service = service
+        self._endpoints = endpoints
         self.domain = domain
         self.path = path
         self.credentials = credentials
@@ -265,7 +295,7 @@ class Session:
         """GET /v2/ on each endpoint in turn until one answers over HTTP;
         its challenge says how to authenticate."""
         last: Optional[BaseException] = None
-        for endpoint in self.service.endpoints(self.domain):
+        for endpoint in self._endpoints or self.service.endpoints(self.domain):
             url = endpoint.base + "/v2/"
             try:
                 response = await endpoint.client.get(

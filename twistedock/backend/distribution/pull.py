@@ -173,7 +173,7 @@ class Puller:
         the repository (as dockerd); errors in dockerd's words."""
         wanted = manifests.parse_platform(platform_text)
         try:
-            session = self.service.session(ref.domain, ref.path, credentials)
+            session = await self._session(ref, credentials)
             if ref.tag or ref.digest:
                 updated = await self._pull_one(session, ref, wanted, bool(platform_text), emit)
             else:
@@ -191,6 +191,23 @@ class Puller:
             emit(progress.message("Status: Downloaded newer image for " + shown, detail=False))
         else:
             emit(progress.message("Status: Image is up to date for " + shown, detail=False))
+
+    async def _session(self, ref: Reference, credentials: auth_mod.AuthConfig) -> Session:
+        """The session to pull from: the first mirror (Docker Hub's) that
+        has the manifest, else the registry itself."""
+        sessions = self.service.pull_sessions(ref.domain, ref.path, credentials)
+        for session in sessions[:-1]:
+            try:
+                if ref.tag or ref.digest:
+                    await session.get_manifest(ref.digest or ref.tag)
+                else:
+                    await session.list_tags()
+            except DockerError as e:
+                log.info("mirror {url} cannot serve {ref}: {error}",
+                         url=session.endpoint.base if session.endpoint else "?", ref=str(ref), error=str(e))
+                continue
+            return session
+        return sessions[-1]
 
     async def _pull_one(self, session: Session, ref: Reference, wanted, explicit: bool, emit: Emit) -> bool:
         """Pull one tag or digest: whether its reference moved."""
