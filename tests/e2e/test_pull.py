@@ -390,3 +390,20 @@ def test_a_docker_hub_mirror(daemons, registry):
     assert "latest: Pulling from library/busybox" in out
     assert "Status: Downloaded newer image for busybox:latest" in out
     assert d.docker("run", "--rm", "busybox", "cat", "/etc/hello").stdout == "hi\n"
+
+
+def test_the_cli_draws_progress_bars_in_a_terminal(daemon, registry):
+    from .ptys import PtyProcess
+
+    daemon.docker("rmi", "-f", registry.address + "/big", check=False)
+    term = PtyProcess(["docker", "pull", registry.address + "/big"], daemon.cli_env(), cols=120)
+    try:
+        out = term.read_until(b"Status: Downloaded newer image", timeout=120)
+        assert term.wait(30) == 0
+    finally:
+        term.kill()
+    text = out.decode("utf-8", "replace")
+    # The bars the CLI draws from progressDetail: "[====>   ]  1.2MB/6.3MB".
+    assert re.search(r"Downloading \[=*>\s*\]\s+[0-9.]+[kM]?B/[0-9.]+MB", text), text[-2000:]
+    assert re.search(r"Extracting \[=*>\s*\]", text), text[-2000:]
+    assert "Pull complete" in text
