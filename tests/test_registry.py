@@ -782,3 +782,16 @@ def test_docker_hub_pulls_go_to_a_mirror_first(tmp_path, registry):
         RegistryService(SyncReactor(), mirrors=["ftp://mirror"], client=StubTreq(registry))
     with pytest.raises(InvalidParameter):
         RegistryService(SyncReactor(), mirrors=["https://mirror/path"], client=StubTreq(registry))
+
+
+def test_a_mount_asks_a_token_for_its_source_too(tmp_path):
+    registry = FakeRegistry("bearer", {"bob": "pw"})
+    pulls = Pulls(tmp_path / "root", registry)
+    registry.add_image("team/app", "latest", [BASE])
+    bob = {"username": "bob", "password": "pw"}
+    pulls.pull("127.0.0.1:5000/team/app", credentials=bob)
+    pulls._settle(ensureDeferred(pulls.store.tag("127.0.0.1:5000/team/app", "127.0.0.1:5000/team/copy", "1")))
+    lines = []
+    pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/team/copy", "1", bob, lines.append)))
+    assert {"status": "Mounted from team/app", "progressDetail": {}, "id": progress.short(_sha(BASE))} in lines
+    assert registry.token_queries[-1]["scope"] == ["repository:team/copy:pull,push", "repository:team/app:pull"]

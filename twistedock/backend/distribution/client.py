@@ -281,6 +281,7 @@ class Session:
         self.challenges: List[Tuple[str, Dict[str, str]]] = []
         self._token: Optional[str] = None
         self._refresh_token = ""
+        self._extra_scopes: List[str] = []
 
     def url(self, tail: str) -> str:
         assert self.endpoint is not None
@@ -317,10 +318,18 @@ class Session:
         assert last is not None
         raise last
 
-    def _scope(self) -> str:
-        if not self.path or not self.actions:
-            return ""
-        return "repository:%s:%s" % (self.path, self.actions)
+    def _scope(self) -> List[str]:
+        scopes = []
+        if self.path and self.actions:
+            scopes.append("repository:%s:%s" % (self.path, self.actions))
+        return scopes + self._extra_scopes
+
+    def add_scope(self, scope: str) -> None:
+        """Ask for one more scope (a mount's source repository): the next
+        request gets a token for all of them."""
+        if scope not in self._extra_scopes:
+            self._extra_scopes.append(scope)
+            self._token = None
 
     def _challenge(self, scheme: str) -> Optional[Dict[str, str]]:
         for name, params in self.challenges:
@@ -340,7 +349,7 @@ class Session:
             return auth_mod.basic_header(self.credentials.username, self.credentials.password)
         return None
 
-    async def _fetch_token(self, params: Dict[str, str], scope: str, offline: bool = False) -> str:
+    async def _fetch_token(self, params: Dict[str, str], scopes: List[str], offline: bool = False) -> str:
         creds = self.credentials
         if creds.registry_token:
             return creds.registry_token
@@ -352,17 +361,17 @@ class Session:
         if creds.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
                     "client_id": "docker", "service": params.get("service", "")}
-            if scope:
-                form["scope"] = scope
+            if scopes:
+                form["scope"] = " ".join(scopes)
             response = await endpoint_client.post(
                 realm, data=form, headers=headers, **self.service.timeout("token")
             )
         else:
-            query = {}
+            query: Dict[str, object] = {}
             if params.get("service"):
                 query["service"] = params["service"]
-            if scope:
-                query["scope"] = scope
+            if scopes:
+                query["scope"] = scopes
             if creds.has_basic:
                 query["account"] = creds.username
                 headers["Authorization"] = auth_mod.basic_header(creds.username, creds.password)
@@ -370,7 +379,7 @@ class Session:
                 query["offline_token"] = "true"
                 query["client_id"] = "docker"
             separator = "&" if "?" in realm else "?"
-            target = realm + (separator + urlencode(query) if query else "")
+            target = realm + (separator + urlencode(query, doseq=True) if query else "")
             try:
                 response = await endpoint_client.get(
                     target, headers=headers, **self.service.timeout("token")
@@ -399,7 +408,7 @@ class Session:
         self._refresh_token = ""
         bearer = self._challenge("bearer")
         if bearer is not None:
-            self._token = await self._fetch_token(bearer, "", offline=True)
+            self._token = await self._fetch_token(bearer, [], offline=True)
         answer = await self.request("GET", url, retry=False)
         await treq.content(answer.response)
         if answer.status != 200:

@@ -289,6 +289,7 @@ class Pusher:
     async def _mount(self, session: Session, digest: str, source: str) -> bool:
         """A cross-repository mount: whether the registry made it (201);
         otherwise the upload it started is left to expire."""
+        session.add_scope("repository:%s:pull" % (source,))
         query = urlencode({"mount": digest, "from": source})
         answer = await session.request(
             "POST", session.repository_url("blobs/uploads/?" + query), body=b""
