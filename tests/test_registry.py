@@ -255,6 +255,8 @@ class FakeRegistry(Resource):
         self.token_queries = []
         self.uploads = []
         self.hosts = []
+        #: Range headers received; None: Range is ignored (200, whole blob).
+        self.ranges = []
         #: (repository, digest) of the blobs each repository has.
         self.linked = set()
 
@@ -355,6 +357,13 @@ class FakeRegistry(Resource):
         if data is None:
             request.setResponseCode(404)
             return b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}'
+        wanted = request.getHeader("range")
+        if wanted and self.ranges is not None:
+            self.ranges.append(wanted)
+            start = int(wanted.split("=", 1)[1].rstrip("-"))
+            request.setResponseCode(206)
+            request.setHeader("content-range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+            return data[start:]
         return data
 
     def add_blob(self, data: bytes, repo: str) -> str:
@@ -795,3 +804,38 @@ def test_a_mount_asks_a_token_for_its_source_too(tmp_path):
     pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/team/copy", "1", bob, lines.append)))
     assert {"status": "Mounted from team/app", "progressDetail": {}, "id": progress.short(_sha(BASE))} in lines
     assert registry.token_queries[-1]["scope"] == ["repository:team/copy:pull,push", "repository:team/app:pull"]
+
+
+@pytest.mark.parametrize("honoured", [True, False])
+def test_an_interrupted_download_resumes_with_a_range_request(pulls, registry, honoured):
+    big = layer_tar({"big": os.urandom(3 << 20)})
+    registry.add_image("app", "latest", [big])
+    blob = gzip.compress(big, mtime=0)
+    downloads = os.path.join(pulls.store.root, "downloads")
+    os.makedirs(downloads, exist_ok=True)
+    half = len(blob) // 2
+    with open(os.path.join(downloads, _sha(blob).split(":")[1] + ".partial"), "wb") as f:
+        f.write(blob[:half])
+    if not honoured:
+        registry.ranges = None
+    lines = pulls.pull("127.0.0.1:5000/app")
+    first = [line for line in lines if line["status"] == "Downloading"][0]
+    if honoured:
+        assert registry.ranges == ["bytes=%d-" % (half,)]
+        assert first["progressDetail"]["current"] > half
+    assert first["progressDetail"]["total"] == len(blob)
+    assert lines[-1]["status"].startswith("Status: Downloaded newer image")
+    assert os.listdir(downloads) == []
+
+
+def test_a_corrupt_partial_download_is_thrown_away(pulls, registry):
+    registry.add_image("app", "latest", [TOP])
+    blob = gzip.compress(TOP, mtime=0)
+    downloads = os.path.join(pulls.store.root, "downloads")
+    os.makedirs(downloads, exist_ok=True)
+    with open(os.path.join(downloads, _sha(blob).split(":")[1] + ".partial"), "wb") as f:
+        f.write(b"garbage")
+    error, _ = pulls.fails("127.0.0.1:5000/app")
+    assert str(error) == "filesystem layer verification failed for digest %s" % (_sha(blob),)
+    assert os.listdir(downloads) == []
+    assert pulls.pull("127.0.0.1:5000/app")[-1]["status"].startswith("Status: Downloaded newer image")

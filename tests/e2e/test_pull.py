@@ -225,7 +225,7 @@ def test_a_registry_killed_mid_blob(daemon, registry):
         name = proxy.address + "/big"
         proxy.stall_after = 2 << 20
         downloads = Path(daemon.data_root) / "image" / "downloads"
-        small = _manifest_layers(registry, "big")[1]
+        small, big = _manifest_layers(registry, "big")[1:3]
 
         pulling = daemon.docker_popen("pull", name)
         wait_for(proxy.stalled.is_set, 60, what="the big layer's download to stall")
@@ -235,9 +235,13 @@ def test_a_registry_killed_mid_blob(daemon, registry):
         out, err = pulling.communicate(timeout=60)
         assert pulling.returncode != 0
         assert "failed to download layer sha256:" in err and "unexpected EOF" in err, err
-        # Nothing half made: no image, no partial download.
+        # Nothing half made: no image, no temporary file; what the big
+        # layer had received is set aside for a Range request.
         assert daemon.docker("image", "inspect", name, check=False).returncode != 0
         assert not [n for n in os.listdir(downloads) if n.startswith(".tmp-")]
+        partial = downloads / (big.split(":")[1] + ".partial")
+        assert partial.exists() and 0 < partial.stat().st_size < BIG
+        partial_size = partial.stat().st_size
 
         registry.start()
         proxy.stall_after = None
@@ -246,6 +250,11 @@ def test_a_registry_killed_mid_blob(daemon, registry):
         small_id = small.split(":")[1][:12]
         assert {"status": "Download complete", "progressDetail": {}, "id": small_id} in lines
         assert not [line for line in lines if line.get("id") == small_id and line["status"] == "Downloading"]
+        # The big one resumed where it stopped.
+        resumed = [line for line in lines if line.get("id") == big.split(":")[1][:12]
+                   and line["status"] == "Downloading"]
+        assert resumed[0]["progressDetail"]["current"] > partial_size, resumed[0]
+        assert not partial.exists()
         assert lines[-1]["status"] == "Status: Downloaded newer image for %s:latest" % (name,)
         assert daemon.docker("run", "--rm", name, "cat", "/etc/small").stdout == "small\n"
     finally:

@@ -9,8 +9,11 @@ one step under the image store's lock, with the tag and the repository
 digest (C{RepoDigests}).
 
 Verified blobs wait in C{<image root>/downloads/<hex>} until the image they
-belong to is registered: an interrupted pull, tried again, downloads only
-what it had not verified yet.  Partial downloads (C{.tmp-*}) are removed.
+belong to is registered (then they move to the blob cache, L{blobs}): an
+interrupted pull, tried again, downloads only what it had not verified yet.
+A download cut off midway is set aside as C{<hex>.partial} and resumed with
+a Range request (its kept part hashed first); temporary files (C{.tmp-*})
+are removed by the image store at start.
 
 The progress lines go through C{emit(doc)}: the router writes the first one
 as the start of a 200 stream, so an error before it (an unknown manifest,
@@ -46,6 +49,8 @@ CONCURRENT_DOWNLOADS = 3
 WRITE_CHUNK = 1 << 20
 #: Unwritten bytes at which the download is paused.
 HIGH_WATER = 8 << 20
+#: The suffix of an interrupted download kept for a Range request.
+PARTIAL = ".partial"
 #: Progress lines at most every this many bytes (and at the end).
 PROGRESS_STEP = 512 << 10
 
@@ -60,22 +65,28 @@ class _BlobReceiver(Protocol):
     """A blob's body into a temporary file, hashed on the way, the file
     work in threads, one write at a time and in order."""
 
-    def __init__(self, puller: "Puller", path: str, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, puller: "Puller", path: str, on_bytes: Callable[[int], None],
+                 hash=None, offset: int = 0) -> None:
+        """C{offset}: the bytes already in the file (hashed into C{hash}),
+        when a download resumes."""
         self.puller = puller
         self.path = path
         self.on_bytes = on_bytes
-        self.hash = hashlib.sha256()
+        self.hash = hash if hash is not None else hashlib.sha256()
+        self.offset = offset
         self.buffer: List[bytes] = []
         self.buffered = 0
         self.unwritten = 0
-        self.received = 0
+        self.received = offset
         self.paused = False
         self.file = None
         self.tail: Deferred = puller._thread(self._open)
         self.done: Deferred = Deferred(self._cancel)
 
     def _open(self) -> None:
-        self.file = open(self.path, "wb")
+        self.file = open(self.path, "ab" if self.offset else "wb")
+        if not self.offset:
+            self.file.truncate(0)
 
     def _write(self, data: bytes) -> None:
         self.hash.update(data)
@@ -324,12 +335,28 @@ class Puller:
             emit(progress.message("Download complete", id=layer.id))
             return final
         url = session.repository_url("blobs/" + digest)
-        answer = await session.request("GET", url, stream=True)
-        if answer.status != 200:
-            raise await session.error_of(answer)
-        total = layer.descriptor.size or int(answer.header("Content-Length") or 0)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.downloads)
-        os.close(fd)
+        # What an interrupted download of this blob left: resumed with a
+        # Range request if the registry honours it.
+        tmp, offset, hashed = await self._thread(self._claim_partial, _hex(digest))
+        try:
+            answer = await session.request(
+                "GET", url, {"Range": "bytes=%d-" % (offset,)} if offset else None, stream=True
+            )
+            if offset and answer.status == 200:
+                offset, hashed = 0, None  # the whole blob again
+            elif offset and not (
+                answer.status == 206
+                and answer.header("Content-Range").startswith("bytes %d-" % (offset,))
+            ):
+                await _discard_body(answer.response)
+                offset, hashed = 0, None
+                answer = await session.request("GET", url, stream=True)
+            if answer.status not in (200, 206) or (answer.status == 206 and not offset):
+                raise await session.error_of(answer)
+        except BaseException:
+            await self._thread(_set_aside, tmp, offset, os.path.join(self.downloads, _hex(digest) + PARTIAL))
+            raise
+        total = layer.descriptor.size or (offset + int(answer.header("Content-Length") or 0))
         state = {"shown": -PROGRESS_STEP}
 
         def on_bytes(received: int) -> None:
@@ -337,7 +364,7 @@ class Puller:
                 state["shown"] = received
                 emit(progress.message("Downloading", id=layer.id, current=received, total=total))
 
-        receiver = _BlobReceiver(self, tmp, on_bytes)
+        receiver = _BlobReceiver(self, tmp, on_bytes, hashed, offset)
         answer.response.deliverBody(receiver)
         try:
             try:
@@ -349,6 +376,13 @@ class Puller:
                     "failed to download layer %s: %s"
                     % (digest, transport_reason(e, session.endpoint.netloc))
                 )
+        except BaseException:
+            # Kept for the next try, which asks for the rest only.
+            await self._thread(
+                _set_aside, tmp, receiver.received, os.path.join(self.downloads, _hex(digest) + PARTIAL)
+            )
+            raise
+        try:
             emit(progress.message("Verifying Checksum", id=layer.id))
             if "sha256:" + receiver.hash.hexdigest() != digest:
                 raise InternalError("filesystem layer verification failed for digest %s" % (digest,))
@@ -358,6 +392,26 @@ class Puller:
             raise
         emit(progress.message("Download complete", id=layer.id))
         return final
+
+    def _claim_partial(self, hex_digest: str):
+        """A temporary file for a blob's download: what an interrupted one
+        left if any (taken, so no other pull uses it), its size and hash."""
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.downloads)
+        os.close(fd)
+        hashed = hashlib.sha256()
+        try:
+            os.replace(os.path.join(self.downloads, hex_digest + PARTIAL), tmp)
+        except FileNotFoundError:
+            return tmp, 0, None
+        size = 0
+        with open(tmp, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                hashed.update(chunk)
+                size += len(chunk)
+        return tmp, size, (hashed if size else None)
 
     async def _extract(self, layer: _Layer, parent: str, emit: Emit):
         size = layer.descriptor.size or 0
@@ -425,6 +479,27 @@ def _shared(d: Deferred) -> Deferred:
 
     d.addBoth(passed)
     return out
+
+
+def _set_aside(tmp: str, size: int, partial: str) -> None:
+    """Keep an interrupted download for a later Range request (nothing
+    when it holds nothing)."""
+    if size > 0:
+        try:
+            os.replace(tmp, partial)
+            return
+        except OSError:
+            pass
+    _unlink_all([tmp])
+
+
+async def _discard_body(response) -> None:
+    import treq
+
+    try:
+        await treq.content(response)
+    except Exception:
+        pass
 
 
 def _unlink_all(paths) -> None:
