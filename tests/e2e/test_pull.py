@@ -126,7 +126,7 @@ def test_pull_by_digest(daemon, registry):
 
 
 def test_the_progress_lines(daemon, registry):
-    daemon.docker("rmi", "-f", registry.address + "/big", check=False)
+    _forget_big(daemon, registry)
     status, lines = pull_lines(daemon, {"fromImage": registry.address + "/big", "tag": "latest"})
     assert status == 200
     seen = {line["status"] for line in lines}
@@ -219,7 +219,7 @@ def test_auth_with_htpasswd(daemon, auth_registry, tmp_path):
 
 
 def test_a_registry_killed_mid_blob(daemon, registry):
-    daemon.docker("rmi", "-f", registry.address + "/big", check=False)
+    _forget_big(daemon, registry)
     proxy = reg.StallingProxy(registry.port)
     try:
         name = proxy.address + "/big"
@@ -261,6 +261,18 @@ def test_a_registry_killed_mid_blob(daemon, registry):
         proxy.close()
         if registry.process is None:
             registry.start()
+
+
+def _forget_big(daemon, registry) -> None:
+    """Remove the big image by its ID, whatever names it has here."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        "http://%s/v2/big/manifests/latest" % (registry.address,), headers={"Accept": reg.OCI_MANIFEST}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        image_id = json.loads(answer.read())["config"]["digest"]
+    daemon.docker("rmi", "-f", image_id, check=False)
 
 
 def _manifest_layers(registry, repo):
@@ -404,7 +416,7 @@ def test_a_docker_hub_mirror(daemons, registry):
 def test_the_cli_draws_progress_bars_in_a_terminal(daemon, registry):
     from .ptys import PtyProcess
 
-    daemon.docker("rmi", "-f", registry.address + "/big", check=False)
+    _forget_big(daemon, registry)
     term = PtyProcess(["docker", "pull", registry.address + "/big"], daemon.cli_env(), cols=120)
     try:
         out = term.read_until(b"Status: Downloaded newer image", timeout=120)
