@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -121,7 +122,7 @@ class StallingProxy:
     """A TCP proxy in front of a registry that, once armed, stops
     forwarding an answer after C{stall_after} bytes (C{stalled} is set):
     the client waits mid-blob until the registry dies, then sees its
-    connection end."""
+    connection end; or forwards slowly (C{delay})."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -132,6 +133,10 @@ class StallingProxy:
         self.address = "127.0.0.1:%d" % (self.port,)
         self.stall_after: Optional[int] = None
         self.stalled = threading.Event()
+        #: Seconds to wait after forwarding each chunk of an answer (a slow
+        #: registry), and set once one answer has passed a megabyte.
+        self.delay = 0.0
+        self.flowing = threading.Event()
         self.closed = False
         self.sockets: List[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -166,6 +171,10 @@ class StallingProxy:
                     continue  # drained until the registry goes away
                 dest.sendall(data)
                 sent += len(data)
+                if answers and sent > (1 << 20):
+                    self.flowing.set()
+                if answers and self.delay:
+                    time.sleep(self.delay)
         except OSError:
             pass
         for s in (source, dest):

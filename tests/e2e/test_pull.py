@@ -428,3 +428,28 @@ def test_the_cli_draws_progress_bars_in_a_terminal(daemon, registry):
     assert re.search(r"Downloading \[=*>\s*\]\s+[0-9.]+[kM]?B/[0-9.]+MB", text), text[-2000:]
     assert re.search(r"Extracting \[=*>\s*\]", text), text[-2000:]
     assert "Pull complete" in text
+
+
+def test_a_client_gone_mid_pull_leaves_nothing_half_made(daemon, registry):
+    _forget_big(daemon, registry)
+    proxy = reg.StallingProxy(registry.port)
+    try:
+        name = proxy.address + "/big"
+        big = _manifest_layers(registry, "big")[2]
+        downloads = Path(daemon.data_root) / "image" / "downloads"
+        proxy.delay = 0.05  # about a megabyte a second
+        pulling = daemon.docker_popen("pull", name)
+        wait_for(proxy.flowing.is_set, 60, what="the big layer's download to be under way")
+        pulling.kill()
+        pulling.communicate(timeout=30)
+        # The daemon notices at its next progress line and gives the
+        # download up: its part set aside, no temporary file, no image.
+        partial = downloads / (big.split(":")[1] + ".partial")
+        wait_for(lambda: partial.exists() and not [n for n in os.listdir(downloads) if n.startswith(".tmp-")],
+                 30, what="the cancelled download to be set aside")
+        assert daemon.docker("image", "inspect", name, check=False).returncode != 0
+        proxy.delay = 0
+        out = daemon.docker("pull", name, timeout=120).stdout
+        assert "Status: Downloaded newer image for %s:latest" % (name,) in out
+    finally:
+        proxy.close()

@@ -271,6 +271,9 @@ def _progress_writer(req: APIRequest):
     """emit(doc) for a pull: the first message starts the 200 stream."""
 
     def emit(doc: dict) -> None:
+        request = req.request
+        if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
+            return  # the client went away: the pull is being cancelled
         if not req.started:
             req.start_stream("application/json")
         req.write(golang.json_marshal(doc) + b"\r\n")

@@ -469,8 +469,7 @@ class Session:
             await _discard(head.response)
             if head.status == 200 and head.header("Docker-Content-Digest"):
                 digest = head.header("Docker-Content-Digest")
-            elif head.status == 401:
-                raise from_response(401, b"")
+            # Otherwise the GET below says why, in its body (a HEAD has none).
         target = digest or reference
         url = self.repository_url("manifests/" + target)
         answer = await self.request("GET", url, accept)

@@ -295,8 +295,9 @@ class Puller:
             staged = []
         except BaseException:
             for d in by_digest.values():
-                if not d.called:
-                    d.cancel()
+                # A download under way is a Deferred chained to the
+                # semaphore's: cancel() reaches it (a finished one ignores it).
+                d.cancel()
                 d.addErrback(lambda _: None)
             raise
         finally:
