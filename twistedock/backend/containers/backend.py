@@ -31,6 +31,7 @@ from .prune import PruneMixin
 from .rename import RenameMixin
 from .restore import RestoreMixin
 from .start import StartMixin
+from .stats import StatsCollector, StatsMixin
 from .stop import StopMixin
 from .top import TopMixin
 from .update import UpdateMixin
@@ -58,6 +59,7 @@ class ContainerBackend(
     PruneMixin,
     UsageMixin,
     LogsMixin,
+    StatsMixin,
     AttachMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
@@ -126,6 +128,9 @@ class ContainerBackend(
         self._restart_timers: Dict[str, object] = {}
         self._restart_delay: Dict[str, float] = {}
         self.shutting_down = False
+        self.stats_collector = StatsCollector(
+            reactor, self.run_in_thread, present=lambda c: self.by_id(c.id) is c, bundle=self.bundle
+        )
 
     # -- the surface other backends use (checkpoint, copy, exec) ---------------
 
