@@ -232,6 +232,23 @@ class MemoryContainerBackend:
         for stream, data in self._get(name)["Logs"]:
             writer.write(stream, data)
 
+    async def stats(self, name, config, out):
+        from twistedock.errors import InvalidParameter
+
+        c = self._get(name)
+        if config.stream and config.one_shot:
+            raise InvalidParameter("cannot have stream=true and one-shot=true")
+        self.calls.append(("stats", name, config))
+        out.start()
+        for frame in c.get("Stats", [{"id": name}]):
+            out.write(frame)
+            if not config.stream:
+                return
+        if config.stream:
+            ended = self._Deferred()
+            self.waiters.setdefault("stats:" + name, []).append(ended)
+            await ended
+
     def check_attach(self, name, config):
         self._get(name)
 
