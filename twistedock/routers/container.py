@@ -418,6 +418,8 @@ class ContainerRouter(Router):
         update = _typed(req.json_body({}), types.UPDATE_CONFIG) or {}
         if versions.less_than(req.version, "1.40"):
             update.pop("PidsLimit", None)
+        if not versions.less_than(req.version, "1.42"):
+            update.pop("KernelMemory", None)  # removed in API 1.42: ignored
         req.write_json(await self.backend.update(req.vars["name"], update))
 
     async def post_containers_prune(self, req: APIRequest) -> None:

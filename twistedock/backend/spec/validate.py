@@ -142,6 +142,8 @@ def validate_create(
     si = sysinfo or current_sysinfo()
     if less_than(api_version, "1.25"):
         hc["AutoRemove"] = False
+    if not less_than(api_version, "1.42"):
+        hc["KernelMemory"] = 0  # removed in API 1.42: ignored
     if less_than(api_version, "1.40"):
         hc["Mounts"] = [
             dict(m, BindOptions=dict(m["BindOptions"], NonRecursive=False))
@@ -207,6 +209,8 @@ def adapt_host_config(
             hc["IpcMode"] = "shareable"
     if less_than(api_version, "1.41") and si.cgroup_version != "2" and not hc.get("CgroupnsMode"):
         hc["CgroupnsMode"] = "host"
+    if not less_than(api_version, "1.42"):
+        hc["KernelMemory"] = 0
     _, resources = check_resources(hc, si)
     hc.update(resources)
     if as_int(hc.get("Memory")) > 0 and as_int(hc.get("MemorySwap")) == 0:
