@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.defer import ensureDeferred
 
 from twistedock.backend.containers.stats import (
+    BATCH,
     V1_MEMORY_KEYS,
     V2_MEMORY_KEYS,
     CgroupSampler,
@@ -335,10 +336,15 @@ def world(tmp_path):
     return w
 
 
-def watch(world, ref, stream=True, one_shot=False, flow=None):
+def watch(world, ref, stream=True, one_shot=False, flow=None, settle=True):
+    """Start a stats request; with C{settle}, let its first sample come (a
+    new watcher's container is sampled a L{BATCH} later)."""
     out = Output(flow if flow is not None else (Flow() if stream else None))
     config = ContainerStatsConfig(stream=stream, one_shot=one_shot, version="1.41")
-    return out, ensureDeferred(world.backend.stats(ref, config, out))
+    done = ensureDeferred(world.backend.stats(ref, config, out))
+    if settle:
+        world.clock.advance(BATCH)
+    return out, done
 
 
 def test_stream_false_samples_twice_and_one_shot_once(world):
@@ -406,14 +412,22 @@ def test_a_stream_goes_on_through_a_stop_and_ends_with_the_removal(world):
 def test_one_sample_per_tick_serves_every_watcher(world):
     world.started("aa")
     world.started("bb")
-    out_a, _ = watch(world, "aa")
-    out_b1, _ = watch(world, "bb")
+    out_a, _ = watch(world, "aa", settle=False)
+    out_b1, _ = watch(world, "bb", settle=False)
+    world.clock.advance(BATCH)
     world.clock.advance(1)
+    # Another watcher of a watched container follows its cadence.
     out_b2, d = watch(world, "bb")
+    assert out_b2.frames == []
     world.clock.advance(1)
-    assert [len(ids) for ids in world.sampler.ticks] == [1, 2, 2]
-    assert len(out_a.frames) == 3 and len(out_b1.frames) == 2 and len(out_b2.frames) == 1
+    assert world.sampler.ticks == [[world.backend.get(n).id for n in ("aa", "bb")]] * 3
+    assert len(out_a.frames) == 3 and len(out_b1.frames) == 3 and len(out_b2.frames) == 1
     assert out_b2.frames[0]["read"] == out_b1.frames[-1]["read"]
+    # A container watched later has its first sample at once, then its own cadence.
+    world.started("cc")
+    out_c, _ = watch(world, "cc", settle=False)
+    world.clock.advance(BATCH)
+    assert len(out_c.frames) == 1 and world.sampler.ticks[-1] == [world.backend.get("cc").id]
     d.cancel()
     assert len(world.backend.stats_collector._watchers[world.backend.get("bb").id]) == 1
 

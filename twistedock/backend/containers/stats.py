@@ -15,7 +15,6 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.task import deferLater
 
 from ... import golang
 from ...errors import InvalidParameter
@@ -28,6 +27,8 @@ log = Logger()
 
 #: dockerd's collector interval.
 INTERVAL = 1.0
+#: Containers due within this many seconds of each other are sampled together.
+BATCH = 0.05
 
 #: The memory.stat keys dockerd reports, per cgroup version (statsV1, statsV2).
 V1_MEMORY_KEYS = (
@@ -273,9 +274,15 @@ class Subscription:
 
 class StatsCollector:
     """dockerd's stats collector: while anyone watches a container, sample
-    it every L{INTERVAL} (all watched containers in one job in a thread),
-    and hand each sample to its watchers; a container that does not run
-    gets the zeroed stats; a removed one ends its watchers."""
+    it every L{INTERVAL} and hand each sample to its watchers; a container
+    that does not run gets the zeroed stats; a removed one ends its
+    watchers.
+
+    Unlike dockerd's single loop, each container keeps its own cadence from
+    its first watcher on, so that a new watcher has its first sample at
+    once, not at the loop's next turn (a stream=false answer takes one
+    interval, not up to two); the containers due together (within
+    L{BATCH} seconds) are sampled in one job in a thread."""
 
     def __init__(
         self,
@@ -286,6 +293,7 @@ class StatsCollector:
         bundle: Callable,
         sampler: Optional[CgroupSampler] = None,
         interval: float = INTERVAL,
+        batch: float = BATCH,
     ) -> None:
         self.reactor = reactor
         self.run_in_thread = run_in_thread
@@ -293,38 +301,66 @@ class StatsCollector:
         self.bundle = bundle
         self.sampler = sampler or CgroupSampler()
         self.interval = interval
+        self.batch = batch
         self._watchers: Dict[str, List[Subscription]] = {}
-        self._running: Optional[Deferred] = None
+        #: When each watched container is next due.
+        self._due: Dict[str, float] = {}
+        self._timer = None
+        self._sampling = False
 
     def subscribe(self, container) -> Subscription:
         subscription = Subscription(self, container)
-        self._watchers.setdefault(container.id, []).append(subscription)
-        if self._running is None:
-            self._running = ensureDeferred(self._run())
-            self._running.addErrback(lambda f: log.failure("stats collector", f))
+        watchers = self._watchers.setdefault(container.id, [])
+        watchers.append(subscription)
+        if len(watchers) == 1:
+            self._due[container.id] = self.reactor.seconds() + self.batch
+        self._schedule()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        watchers = self._watchers.get(subscription.container.id, [])
+        container_id = subscription.container.id
+        watchers = self._watchers.get(container_id, [])
         if subscription in watchers:
             watchers.remove(subscription)
         if not watchers:
-            self._watchers.pop(subscription.container.id, None)
+            self._watchers.pop(container_id, None)
+            self._due.pop(container_id, None)
+        if not self._due and self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._timer = None
 
-    async def _run(self) -> None:
-        try:
-            while self._watchers:
-                await self._tick()
-                if not self._watchers:
-                    break
-                await deferLater(self.reactor, self.interval, lambda: None)
-        finally:
-            self._running = None
+    def _schedule(self) -> None:
+        """Wake up when the first container is due (a new watcher's
+        container a batch's time after it came, so that watchers arriving
+        together are sampled together)."""
+        if self._sampling or not self._due:
+            return
+        at = min(self._due.values())
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= at:
+                return
+            self._timer.cancel()
+        self._timer = self.reactor.callLater(max(0.0, at - self.reactor.seconds()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._sampling = True
+        d = ensureDeferred(self._tick())
+        d.addErrback(lambda f: log.failure("stats collector", f))
+
+        def done(_) -> None:
+            self._sampling = False
+            self._schedule()
+
+        d.addBoth(done)
 
     async def _tick(self) -> None:
-        containers = [watchers[0].container for watchers in self._watchers.values() if watchers]
-        running = [c for c in containers if _is_running(c)]
-        targets = [(c.id, c.state.pid, self.bundle(c)) for c in running]
+        now = self.reactor.seconds()
+        due = [cid for cid, when in self._due.items() if when <= now + self.batch]
+        containers = [self._watchers[cid][0].container for cid in due]
+        for cid in due:
+            self._due[cid] = now + self.interval
+        targets = [(c.id, c.state.pid, self.bundle(c)) for c in containers if _is_running(c)]
         samples: Dict[str, dict] = {}
         if targets:
             try:
@@ -335,6 +371,8 @@ class StatsCollector:
             watchers = list(self._watchers.get(c.id, ()))
             if not self.present(c):
                 self.sampler.forget(c.id)
+                self._watchers.pop(c.id, None)
+                self._due.pop(c.id, None)
                 for watcher in watchers:
                     watcher.end()
                 continue
