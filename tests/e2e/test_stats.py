@@ -2,7 +2,8 @@
 Container stats with the real CLI and docker-py, from the host's real
 cgroups: `docker stats --no-stream` for a busy and an idle container, the
 stream through a stop and a removal, stream=false and one-shot, and the
-bodies side by side with the reference dockerd (20.10) when it answers.
+bodies side by side with the reference dockerd (20.10) when it answers;
+and docker-py's kernel_memory at API 1.41.
 """
 
 import json
@@ -14,6 +15,7 @@ import docker
 import pytest
 
 from twistedock.backend.runtime.cgroups import Cgroup, find_cgroup, read_cgroup, read_mounts
+from twistedock.backend.spec.sysinfo import current_sysinfo
 
 from .conftest import unix_request
 from .test_containers import busybox_rootfs_tar, daemon  # noqa: F401  (the module's daemon with busybox)
@@ -185,3 +187,31 @@ def test_bodies_match_the_reference(daemon, reference, tmp_path):  # noqa: F811
             subprocess.run(["docker", "-H", "unix://" + sock, "rm", "-f", *names.values()],
                            capture_output=True, timeout=60)
         subprocess.run(["docker", "-H", "unix://" + reference, "rmi", tag], capture_output=True, timeout=60)
+
+
+@pytest.mark.route("POST", "/containers/create")
+@pytest.mark.route("POST", "/containers/{name:.*}/update")
+def test_docker_py_kernel_memory_at_1_41(daemon):
+    """Issue 14's legacy bit: docker-py's kernel_memory, as dockerd 20.10
+    takes it at API 1.41 (kept, warned about; runc ignores it)."""
+    if not current_sysinfo().kernel_memory:
+        pytest.skip("no kernel memory limits here (cgroup v2): dockerd discards them with a warning")
+    client = docker.APIClient(base_url=daemon.host, version="1.41", timeout=30)
+    try:
+        created = client.create_container(
+            "busybox", ["sleep", "1000"], name="st-kmem",
+            host_config=client.create_host_config(kernel_memory="10m"),
+        )
+        assert "Specifying a kernel memory limit is deprecated" in created["Warnings"][0]
+        client.start(created["Id"])
+        answer = client.update_container("st-kmem", kernel_memory="20m")
+        assert "Specifying a kernel memory limit is deprecated" in answer["Warnings"][0]
+        inspected = client.inspect_container("st-kmem")
+        assert inspected["State"]["Running"]
+        assert (inspected["HostConfig"]["KernelMemory"], inspected["HostConfig"]["KernelMemoryTCP"]) == (20 * MB, 0)
+        # The newest API shows what is set and leaves the unset field out.
+        newest = daemon.request("GET", "/containers/st-kmem/json").json()["HostConfig"]
+        assert newest["KernelMemory"] == 20 * MB and "KernelMemoryTCP" not in newest
+    finally:
+        daemon.docker("rm", "-f", "st-kmem", check=False)
+        client.close()
