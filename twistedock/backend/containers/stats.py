@@ -3,10 +3,10 @@ Containers' resource usage, as moby's daemon/stats.go, daemon/stats/ (the
 collector) and the statsV1/statsV2 conversions of daemon/daemon_unix.go.
 
 One L{StatsCollector} samples every container someone watches, once an
-interval, all of them in one job in a thread (one read pass per cgroup per
-sample, shared by every watcher of that container); each request turns the
-samples it receives into frames, with the previous one's CPU figures as
-precpu_stats.
+interval, the containers due together in one job in a thread (one read pass
+per cgroup per sample, shared by every watcher of that container); each
+request turns the samples it receives into frames, with the previous one's
+CPU figures as precpu_stats.
 """
 
 import json
