@@ -8,6 +8,7 @@ and docker-py's kernel_memory at API 1.41.
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
 
@@ -17,7 +18,7 @@ import pytest
 from twistedock.backend.runtime.cgroups import Cgroup, find_cgroup, read_cgroup, read_mounts
 from twistedock.backend.spec.sysinfo import current_sysinfo
 
-from .conftest import unix_request
+from .conftest import DockerDaemon, unix_request
 from .test_containers import busybox_rootfs_tar, daemon  # noqa: F401  (the module's daemon with busybox)
 from .test_reference_bodies import _docker, differences, reference  # noqa: F401
 
@@ -143,6 +144,58 @@ def test_docker_py_stats_stream_through_a_stop_until_the_removal(daemon):
     finally:
         daemon.docker("rm", "-f", "st-py", check=False)
         client.close()
+
+
+class UnifiedOnlyDaemon(DockerDaemon):
+    """A daemon that sees cgroup v2 alone: in a mount namespace of its own
+    where the host's unified hierarchy is mounted on /sys/fs/cgroup (runc
+    under it sees the same)."""
+
+    def command(self):
+        script = ("mount --make-rprivate / && mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup"
+                  ' && exec "$@"')
+        return ["unshare", "-m", "sh", "-c", script, "sh"] + super().command()
+
+
+@pytest.mark.route("GET", "/containers/{name:.*}/stats")
+def test_docker_stats_on_cgroup_v2(daemons, tmp_path):
+    """On a v2 host as it is; on a hybrid one, a daemon that sees only its
+    unified hierarchy (where no controller is enabled: CPU time only)."""
+    if read_mounts().unified:
+        d = daemons.start()
+    else:
+        if shutil.which("unshare") is None or not os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
+            pytest.skip("neither a cgroup v2 host nor a unified hierarchy beside v1")
+        d = UnifiedOnlyDaemon(daemons.workdir("v2"), daemons.cli_config)
+        daemons.daemons.append(d)
+        d.start()
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                       capture_output=True, check=True, timeout=60)
+    assert d.info()["CgroupVersion"] == "2"
+    try:
+        d.docker("run", "-d", "--name", "v2-busy", "busybox", *BUSY)
+        d.docker("run", "-d", "--name", "v2-idle", "busybox", "sleep", "1000")
+        result = d.docker("stats", "--no-stream", "--format", "{{json .}}", "v2-busy", "v2-idle")
+        rows = {row["Name"]: row for row in map(json.loads, result.stdout.splitlines())}
+        assert float(rows["v2-busy"]["CPUPerc"].rstrip("%")) > 5.0, rows
+        assert float(rows["v2-idle"]["CPUPerc"].rstrip("%")) < 5.0, rows
+        frame = d.request("GET", "/v1.41/containers/v2-busy/stats?stream=false", timeout=30).json()
+        cpu = frame["cpu_stats"]
+        assert cpu["cpu_usage"]["total_usage"] > frame["precpu_stats"]["cpu_usage"]["total_usage"] > 0
+        assert "percpu_usage" not in cpu["cpu_usage"]
+        memory = frame["memory_stats"]
+        # v2's keys, no max_usage; no io.stat entries: null.
+        assert "anon" in memory["stats"] and "total_rss" not in memory["stats"]
+        assert "max_usage" not in memory
+        assert frame["blkio_stats"]["io_serviced_recursive"] is None
+        pid = d.docker_json("inspect", "v2-busy", format="{{json .State.Pid}}")
+        path = [line.split(":", 2)[2].strip() for line in open("/proc/%d/cgroup" % pid) if line.startswith("0::")][0]
+        root = "/sys/fs/cgroup" if read_mounts().unified else "/sys/fs/cgroup/unified"
+        if os.path.exists(os.path.join(root + path, "memory.current")):
+            assert memory["usage"] > 0 and memory["limit"] > 0
+    finally:
+        d.docker("rm", "-f", "v2-busy", "v2-idle", check=False)
 
 
 def test_the_v2_reader_on_this_hosts_unified_hierarchy(daemon, busy_and_idle):
