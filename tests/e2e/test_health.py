@@ -3,12 +3,14 @@ health_status events, docker ps's status and health filter, an image's
 HEALTHCHECK."""
 
 import json
+import signal
+import subprocess
 import time
 
 import pytest
 
 from .conftest import wait_for
-from .test_containers import daemon, remove  # noqa: F401  (module fixture)
+from .test_containers import busybox_rootfs_tar, daemon, remove  # noqa: F401  (module fixture)
 
 #: Probes every second: a status takes a few seconds to settle.
 SETTLE = 30
@@ -241,3 +243,27 @@ def test_bad_filter_and_bad_durations(daemon):
         assert "StartInterval" not in config
     finally:
         remove(daemon, "hc-old")
+
+
+def test_a_re_adopted_container_is_probed_again(daemons, tmp_path):
+    d = daemons.start("--live-restore")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox"], stdin=f, env=d.cli_env(), check=True, capture_output=True)
+    d.docker(
+        "run", "-d", "--name", "hc-kept", "--health-cmd", "date +%s%N", "--health-interval", "1s",
+        "busybox", "sleep", "1000",
+    )  # fmt: skip
+    wait_status(d, "hc-kept", "healthy")
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    d.start()
+    # The record kept the status; the new daemon starts probing again.
+    h = health(d, "hc-kept")
+    assert h["Status"] in ("starting", "healthy")
+    last = h["Log"][-1]["End"] if h["Log"] else ""
+    wait_for(
+        lambda: (health(d, "hc-kept")["Log"] or [{}])[-1].get("End", "") > last
+        and health(d, "hc-kept")["Status"] == "healthy",
+        SETTLE, interval=0.3, what="a probe by the new daemon",
+    )  # fmt: skip
+    d.docker("rm", "-f", "hc-kept")
