@@ -306,6 +306,18 @@ def test_a_probe_that_cannot_run_is_a_failure(world):
     assert len(world.runner.probes) == 2
 
 
+def test_a_runner_that_raises_is_a_failure_and_probing_goes_on(world):
+    started(world, "web", check(Interval=S, Retries=1))
+    world.runner.start = lambda c, command: 1 / 0
+    world.advance(1)
+    h = world.health("web")
+    assert h["Status"] == "unhealthy" and h["Log"][0]["ExitCode"] == -1
+    assert "division by zero" in h["Log"][0]["Output"]
+    world.advance(1)
+    assert len(world.health("web")["Log"]) == 2
+    assert len(world.probe_timers()) == 1
+
+
 def test_the_start_period_spares_failures_and_a_success_ends_it(world):
     started(world, "web", check(Interval=S, Retries=1, StartPeriod=3 * S))
     world.advance(1)

@@ -383,9 +383,8 @@ class HealthMonitor:
         if watch.stopped:
             return
         start = self.now()
-        command = probe_command(c.config)
         try:
-            probe = self.runner.start(c, command)
+            probe = self.runner.start(c, probe_command(c.config))
         except Exception as e:
             log.failure("health check of {id}", id=c.short_id)
             self._record(c, start, _result(start, self.now(), -1, str(e)))
@@ -425,6 +424,14 @@ class HealthMonitor:
         return None
 
     def _record(self, c, start: int, result: dict) -> None:
+        """Apply a probe's result (a failure here is logged: the probing
+        goes on)."""
+        try:
+            self._apply(c, start, result)
+        except Exception:
+            log.failure("health result of {id}", id=c.short_id)
+
+    def _apply(self, c, start: int, result: dict) -> None:
         health = c.state.health
         if health is None:
             return
