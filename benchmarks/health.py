@@ -15,8 +15,9 @@ The target is at most 2% of one core for 50 containers.  Only the daemon's
 process is counted: conmon, runc and the probes themselves are not (nor,
 for a peer dockerd, containerd and its shims).  It needs root, runc,
 conmon and /bin/busybox; it starts its own twistedock from this checkout
-in a new /tmp/tdb-* directory and removes everything it made (containers
-on the peer are labelled and only those are removed).
+in a new /tmp/tdb-* directory and removes everything it made (on the peer,
+its containers are labelled and its image has a name of its own: only
+those are removed).
 """
 
 import argparse
@@ -30,7 +31,6 @@ from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lifecycle import (  # noqa: E402
-    IMAGE,
     BenchError,
     Client,
     OwnDaemon,
@@ -43,6 +43,8 @@ from lifecycle import (  # noqa: E402
 )
 
 LABEL = "twistedock.benchmark"
+#: The image, under a name of this run's own on a shared peer.
+REPO = "twistedock-health-bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -65,7 +67,7 @@ def start_probed(client: Client, count: int, token: str, interval_ns: int) -> Li
     ids = []
     for _ in range(count):
         body = {
-            "Image": IMAGE,
+            "Image": "%s:%s" % (REPO, token),
             "Cmd": ["sleep", "1000000"],
             "Labels": {LABEL: token},
             "Healthcheck": {"Test": ["CMD", "true"], "Interval": interval_ns, "Timeout": 10 * 10**9},
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
         daemon.start()
         tar_bytes = busybox_tar()
         with closing(Client(daemon.sock)) as c:
-            c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
+            c.call("POST", "/images/create?" + query(fromSrc="-", repo=REPO, tag=token),
                    tar_bytes, headers={"Content-Type": "application/x-tar"})
         results.append(measure("twistedock", daemon.sock, daemon.proc.pid, args, token))
         if args.peer:
@@ -159,18 +161,14 @@ def main(argv=None) -> int:
             pid = pid_serving(sock)
             if pid is None:
                 raise BenchError("cannot find the process serving %s" % sock)
-            imported = False
             with closing(Client(sock)) as c:
-                if c.request("GET", "/images/%s/json" % IMAGE)[0] == 404:
-                    c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                           tar_bytes, headers={"Content-Type": "application/x-tar"})
-                    imported = True
+                c.call("POST", "/images/create?" + query(fromSrc="-", repo=REPO, tag=token),
+                       tar_bytes, headers={"Content-Type": "application/x-tar"})
             try:
                 results.append(measure("peer", sock, pid, args, token))
             finally:
-                if imported:
-                    with closing(Client(sock)) as c:
-                        c.request("DELETE", "/images/%s" % IMAGE)
+                with closing(Client(sock)) as c:
+                    c.request("DELETE", "/images/%s:%s" % (REPO, token))
     finally:
         problem = daemon.stop()
         if problem:
