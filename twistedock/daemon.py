@@ -23,6 +23,7 @@ from .backend import host
 from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.containers import ContainerBackend, ContainerStore
+from .backend.containers.health import ExecProbeRunner, HealthMonitor
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
@@ -220,6 +221,9 @@ class Daemon(MultiService):
         )
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
+        # Healthchecks: told of each run by the container backend, probing
+        # through the exec backend.
+        self.health = HealthMonitor(reactor, self.containers, ExecProbeRunner(self.execs, exec_store))
 
     def startService(self) -> None:
         # The listeners start once the stores are loaded: no request sees a

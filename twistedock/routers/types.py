@@ -29,7 +29,7 @@ EMPTY_STRUCT = Struct("struct {}", {})
 
 HEALTH_CONFIG = Struct("container.HealthConfig", {
     "Test": STRINGS, "Interval": DURATION, "Timeout": DURATION,
-    "StartPeriod": DURATION, "Retries": INT,
+    "StartPeriod": DURATION, "StartInterval": DURATION, "Retries": INT,
 })  # fmt: skip
 
 CONFIG_FIELDS = {

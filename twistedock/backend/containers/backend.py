@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from ...atomic import write_atomic
 from ...errors import InvalidParameter, NotFound
+from ...logs import Logger
 from ...routers.container import IContainerBackend
 from ..events import EventLog
 from ..runtime.attach import socket_dir
@@ -39,6 +40,8 @@ from .usage import UsageMixin
 from .record import Container
 from .store import ContainerStore
 from .wait import WaitMixin
+
+log = Logger()
 
 
 @implementer(IContainerBackend, IInventory)
@@ -131,6 +134,7 @@ class ContainerBackend(
         self.stats_collector = StatsCollector(
             reactor, self.run_in_thread, present=lambda c: self.by_id(c.id) is c, bundle=self.bundle
         )
+        self._run_watchers: list = []
 
     # -- the surface other backends use (checkpoint, copy, exec) ---------------
 
@@ -183,6 +187,22 @@ class ContainerBackend(
         """A Deferred firing with the exit code conmon writes for the
         current run; cancelling it forgets it."""
         return self.exits.wait(c.id)
+
+    def watch_runs(self, watcher) -> None:
+        """Have C{watcher} told of every run's changes, as moby's daemon
+        tells its health monitor: C{run_started(c)} once a run (or a
+        re-adopted one) runs, C{run_paused(c)}, C{run_resumed(c)},
+        C{run_ended(c)} when its process exited (each before the record is
+        saved), and C{shutdown()} when the daemon stops and leaves its
+        containers running (--live-restore)."""
+        self._run_watchers.append(watcher)
+
+    def _tell(self, what: str, *args) -> None:
+        for watcher in self._run_watchers:
+            try:
+                getattr(watcher, what)(*args)
+            except Exception:
+                log.failure("{what} of a run watcher", what=what)
 
     def log_event(self, c: Container, action: str, **extra) -> None:
         attributes = dict(c.config.get("Labels") or {})

@@ -16,6 +16,7 @@ from .defaults import (
     HOST_CONFIG_DEFAULTS,
     LOG_DRIVERS,
 )
+from .health import for_api
 from .record import Container
 
 
@@ -30,6 +31,7 @@ class CreateMixin:
         image_ref = config.get("Image") or ""
         if not image_ref:
             raise InvalidParameter("No image was specified")
+        config = for_api(config, api_version)
         warnings = spec.validate_create(config, host_config, api_version) or []
         image = self.images.get(image_ref)
         host_config = self._host_config(host_config, api_version)

@@ -9,6 +9,7 @@ from ... import versions
 from ...errors import DockerError
 from ..images.config import ordered_container_config
 from ..runtime import rootfs
+from .health import health_json
 from .record import Container
 
 
@@ -45,6 +46,8 @@ def inspect_json(c: Container, sizes, api_version: str) -> dict:
     writes them: container.Config's omitempty fields (ExposedPorts,
     StopSignal, ...) left out when unset, HostConfig for C{api_version}."""
     doc = c.inspect(sizes)
+    if c.state.health is not None:
+        doc["State"]["Health"] = health_json(c.state.health)
     doc["Config"] = ordered_container_config(c.config)
     doc["HostConfig"] = host_config_json(c.host_config, api_version)
     return doc

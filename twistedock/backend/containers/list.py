@@ -6,6 +6,7 @@ from typing import List, Optional
 from ...errors import DockerError, InvalidParameter
 from ...filters import Filters
 from .defaults import LIST_FILTERS, STATUSES
+from .health import FILTER_VALUES, status_of
 
 
 class ListMixin:
@@ -23,7 +24,7 @@ class ListMixin:
             except ValueError:
                 raise InvalidParameter("invalid filter 'exited=%s'" % (value,))
         for value in filters.get("health"):
-            if value not in ("starting", "healthy", "unhealthy", "none"):
+            if value not in FILTER_VALUES:
                 raise InvalidParameter("Unrecognised filter value for health: %s" % (value,))
         before = self._bound(filters, "before")
         since = self._bound(filters, "since")
@@ -53,7 +54,7 @@ class ListMixin:
                 continue
             if ancestors is not None and c.image_id not in ancestors:
                 continue
-            if filters.get("health") and "none" not in filters.get("health"):
+            if filters.get("health") and status_of(c.state.health) not in filters.get("health"):
                 continue
             if filters.get("network"):
                 mode = c.network_mode()

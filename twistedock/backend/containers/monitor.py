@@ -52,6 +52,7 @@ class MonitorMixin:
     async def finish_run(self, c: Container, code: int, boot: bool = False) -> None:
         """The run is over: record how it ended, then apply the restart policy."""
         run = self._runs.pop(c.id, None)
+        self._tell("run_ended", c)
         oom = False
         try:
             oom = bool(self.runtime.oom_killed(self.bundle(c), c.id))

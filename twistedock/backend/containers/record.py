@@ -12,6 +12,7 @@ import attr
 
 from ...atomic import write_atomic
 from ... import golang
+from .health import status_text
 
 
 @attr.s(auto_attribs=True)
@@ -27,6 +28,8 @@ class State:
     error: str = ""
     started_at: int = 0
     finished_at: int = 0
+    #: State.Health (see L{health}): None until a run with a healthcheck.
+    health: Optional[dict] = None
 
     @property
     def status(self) -> str:
@@ -55,6 +58,8 @@ class State:
                 return "Up %s (Paused)" % since(self.started_at)
             if self.restarting:
                 return "Restarting (%d) %s ago" % (self.exit_code, since(self.finished_at))
+            if self.health is not None:
+                return "Up %s (%s)" % (since(self.started_at), status_text(self.health))
             return "Up %s" % since(self.started_at)
         if self.removing:
             return "Removal In Progress"

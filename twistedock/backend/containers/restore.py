@@ -68,6 +68,8 @@ class RestoreMixin:
             c.state.restarting = False
             self._runs[c.id] = Run(self.reactor.seconds())
             self._watch(c)
+            if not c.state.paused:
+                self._tell("run_started", c)
             await self.save(c)
             return
         if alive:
@@ -94,6 +96,7 @@ class RestoreMixin:
                 timer.cancel()
         self._restart_timers.clear()
         if self.live_restore:
+            self._tell("shutdown")
             self.exits.stop()
             return
         running = [c for c in self.containers.values() if c.state.running]

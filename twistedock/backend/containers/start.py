@@ -109,7 +109,9 @@ class StartMixin:
             pid=pid,
             started_at=self.now(),
             finished_at=c.state.finished_at,
+            health=c.state.health,
         )
+        self._tell("run_started", c)
         await self.save(c)
         self.log_event(c, "start")
         self._watch(c)

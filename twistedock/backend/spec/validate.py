@@ -85,9 +85,10 @@ def _validate_container_config(config: dict) -> None:
                 raise InvalidParameter("%s in Healthcheck cannot be less than 1ms" % field)
         if as_int(health.get("Retries")) < 0:
             raise InvalidParameter("Retries in Healthcheck cannot be negative")
-        value = as_int(health.get("StartPeriod"))
-        if value and value < 1000000:
-            raise InvalidParameter("StartPeriod in Healthcheck cannot be less than 1ms")
+        for field in ("StartPeriod", "StartInterval"):
+            value = as_int(health.get(field))
+            if value and value < 1000000:
+                raise InvalidParameter("%s in Healthcheck cannot be less than 1ms" % field)
 
 
 def _validate_host_config(hc: dict, si: SysInfo) -> None:
