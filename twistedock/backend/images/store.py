@@ -90,6 +90,8 @@ from .config import empty_container_config, encode_image_config
 from .delete import ImageDeletion
 from .image import HistoryItem, Image, ImageRecord, ImageSummary, read_record
 from .layers import LayerStore, StagedLayer
+from .load import ImageLoading
+from .save import ImageSaving
 
 log = Logger()
 
@@ -112,7 +114,7 @@ class IContainerStore(Interface):
 
 
 @implementer(IImageBackend, IInventory)
-class ImageStore(ImageDeletion):
+class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
     def __init__(
         self,
         reactor,
