@@ -338,3 +338,39 @@ def test_archives_cross_between_twistedock_and_dockerd(daemon, reference, tmp_pa
 
 def image_id_on(daemon, name, host):
     return daemon.docker("image", "inspect", "--format", "{{.Id}}", name, host=host).stdout.strip()
+
+
+def test_a_committed_image_from_dockerd_loads_and_goes_back(daemon, reference, tmp_path):
+    """Two layers and a config dockerd wrote: same ID here, and saved by
+    twistedock, the same ID in dockerd again."""
+    suffix = os.urandom(4).hex()
+    base, tag, container = "crossbase:" + suffix, "crosstwo:" + suffix, "crossc" + suffix
+    daemon.docker("import", busybox_rootfs_tar(tmp_path), base, host=reference)
+    theirs = tmp_path / "theirs.tar"
+    try:
+        ran = daemon.docker("run", "--name", container, base, "sh", "-c", "echo hi > /f", host=reference, check=False)
+        if ran.returncode != 0:
+            pytest.skip("the reference dockerd cannot run containers: %s" % (ran.stderr,))
+        daemon.docker("commit", "-c", 'CMD ["/bin/sh"]', container, tag, host=reference)
+        daemon.docker("save", "-o", str(theirs), tag, host=reference)
+        their_id = image_id_on(daemon, tag, reference)
+    finally:
+        daemon.docker("rm", "-f", container, host=reference, check=False)
+        daemon.docker("rmi", tag, base, host=reference, check=False)
+    result = load(daemon, theirs)
+    assert result.stdout == "Loaded image: %s\n" % tag, result.stderr
+    assert image_id(daemon, tag) == their_id
+    history = daemon.docker("history", "--format", "{{.CreatedBy}}", tag).stdout.splitlines()
+    assert history[0] == "sh -c echo hi > /f"
+    ours = tmp_path / "ours.tar"
+    daemon.docker("save", "-o", str(ours), tag)
+    daemon.docker("rmi", tag)
+    # dockerd 20.10's legacy layer directories, as it names them.
+    legacy = sorted(n.split("/")[0] for n in members(ours) if n.endswith("/layer.tar"))
+    assert legacy == sorted(n.split("/")[0] for n in members(theirs) if n.endswith("/layer.tar"))
+    try:
+        result = load(daemon, ours, host=reference)
+        assert result.returncode == 0, result.stderr
+        assert image_id_on(daemon, tag, reference) == their_id
+    finally:
+        daemon.docker("rmi", tag, host=reference, check=False)
