@@ -19,7 +19,6 @@ from .test_containers import busybox_rootfs_tar, daemon  # noqa: F401  (the modu
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.route("GET", "/images/{name:.*}/get"),
     pytest.mark.route("GET", "/images/get"),
     pytest.mark.route("POST", "/images/load"),
 ]
@@ -256,6 +255,7 @@ def test_a_blob_failing_its_check_is_not_kept(daemon, tmp_path):
     assert on_disk(daemon) == before
 
 
+@pytest.mark.route("GET", "/images/{name:.*}/get")
 def test_docker_py_save_and_load(daemon):
     client = docker.DockerClient(base_url=daemon.host, timeout=60)
     try:
