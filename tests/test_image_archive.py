@@ -462,3 +462,48 @@ def test_load_refuses_truncated_and_incomplete_archives(api, tmp_path):
     message = lines(load(other, tar_of(files)))[0]["error"]
     assert message.startswith("invalid archive: open blobs/sha256/")
     assert stored(other) == ([], [])
+
+
+@pytest.mark.route("GET", "/images/{name:.*}/get")
+@pytest.mark.route("POST", "/images/load")
+def test_platforms_of_api_1_48(api, tmp_path):
+    from urllib.parse import quote
+
+    from twistedock import golang
+
+    api.imported(ROOTFS, repo="busybox", tag="latest")
+    here = quote(json.dumps({"os": "linux", "architecture": golang.goarch()}))
+    arm = quote(json.dumps({"os": "linux", "architecture": "s390x"}))
+    assert api.request("GET", "/v1.48/images/busybox/get?platform=" + here).code == 200
+    answer = api.request("GET", "/v1.48/images/busybox/get?platform=" + arm)
+    assert (answer.code, answer.json()) == (
+        500,
+        {"message": "no suitable export target found for platform linux/s390x"},
+    )
+    # Before 1.48 the parameter is not read.
+    assert api.request("GET", "/v1.47/images/busybox/get?platform=" + arm).code == 200
+    for query, message in (
+        ("platform=x", "failed to parse platform: invalid character 'x' looking for beginning of value"),
+        ("platform=" + quote('{"os":"linux"}'), "both OS and Architecture must be provided"),
+        (
+            "platform=" + quote('{"variant":"v7"}'),
+            "optional platform fields provided, but OS and Architecture are missing",
+        ),
+        (
+            "platform=%s&platform=%s" % (here, arm),
+            "multiple platform parameters are not supported in this API version; use API version 1.52 or later",
+        ),
+    ):
+        answer = api.request("GET", "/v1.48/images/busybox/get?" + query)
+        assert (answer.code, answer.json()) == (400, {"message": message}), query
+    archive = save(api, "busybox").body
+    other = ImageAPI(tmp_path / "other")
+    answer = other.request(
+        "POST", "/v1.48/images/load?platform=" + arm, body=archive, headers={"Content-Type": "application/x-tar"}
+    )
+    assert (answer.code, answer.body) == (200, b"")
+    assert stored(other) == ([], [])
+    answer = other.request(
+        "POST", "/v1.48/images/load?platform=" + here, body=archive, headers={"Content-Type": "application/x-tar"}
+    )
+    assert lines(answer) == [{"stream": "Loaded image: busybox:latest\n"}]

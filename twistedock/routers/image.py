@@ -7,14 +7,15 @@ moby's image router decides them.
 
 import functools
 import io
+import json
 import os
 from typing import Any, Dict, List, Optional
 
 from zope.interface import Interface
 
-from ..errors import DockerError, InternalError, NotImplementedYet
+from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
 from .. import versions
-from ..server.httputils import APIRequest, encode_json
+from ..server.httputils import APIRequest, encode_json, go_syntax_error
 from ..server.routing import route
 from . import Router
 
@@ -63,14 +64,16 @@ class IImageBackend(Interface):
     def prune(filters):
         """Delete unused images: a C{PruneReport}."""
 
-    def export_images(names):
+    def export_images(names, platforms):
         """docker save: a tar stream (C{write_to(consumer, flow)},
-        C{close()}) of the images C{names} name."""
+        C{close()}) of the images C{names} name; C{platforms} (OCI platform
+        dicts, may be empty): what they must be for."""
 
-    def load_images(source, quiet, output):
-        """docker load of the tar file object C{source} (closed once read):
-        C{output} is called with each progress value (C{id}, C{current},
-        C{total}) and text value (C{text}) to tell the client."""
+    def load_images(source, quiet, platforms, output):
+        """docker load of the tar file object C{source} (closed once read),
+        only the images for C{platforms} if any: C{output} is called with
+        each progress value (C{id}, C{current}, C{total}) and text value
+        (C{text}) to tell the client."""
 
 
 #: container.Config fields as API < 1.50 shows an image's Config (Go's order;
@@ -299,6 +302,52 @@ def _load_line(item) -> bytes:
     return encode_json(doc)[:-1] + b"\r\n"
 
 
+def _platforms(req: APIRequest) -> List[dict]:
+    """httputils.DecodePlatforms of the C{platform} values (API >= 1.48):
+    each a JSON OCI platform with its OS and architecture."""
+    version = req.version or versions.MAX_API_VERSION
+    if versions.less_than(version, "1.48"):
+        return []
+    values = req.query_all("platform")
+    if versions.less_than(version, "1.52") and len(values) > 1:
+        raise InvalidParameter(
+            "multiple platform parameters are not supported in this API version; "
+            "use API version 1.52 or later"
+        )
+    out = []
+    for text in values:
+        try:
+            platform = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidParameter("failed to parse platform: %s" % (go_syntax_error(text, e),))
+        if not isinstance(platform, dict):
+            raise InvalidParameter(
+                "failed to parse platform: json: cannot unmarshal %s into Go value of type v1.Platform"
+                % (_json_kind(platform),)
+            )
+        has_optional = bool(
+            platform.get("variant") or platform.get("os.version") or platform.get("os.features")
+        )
+        if not platform.get("os") and not platform.get("architecture") and has_optional:
+            raise InvalidParameter("optional platform fields provided, but OS and Architecture are missing")
+        if not platform.get("os") or not platform.get("architecture"):
+            raise InvalidParameter("both OS and Architecture must be provided")
+        out.append(platform)
+    return out
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if value is None:
+        return "null"
+    return "number"
+
+
 def _body(req: APIRequest):
     """The request body as a file of its own: twisted.web closes its copy
     when the client goes away, while the store may still be reading."""
@@ -377,7 +426,7 @@ class ImageRouter(Router):
         await self._save(req, [req.vars["name"]])
 
     async def _save(self, req: APIRequest, names: List[str]) -> None:
-        stream = await self.backend.export_images(names)
+        stream = await self.backend.export_images(names, _platforms(req))
         try:
             flow = req.start_stream("application/x-tar")
             await stream.write_to(req.request, flow)
@@ -386,6 +435,7 @@ class ImageRouter(Router):
 
     @_served
     async def post_images_load(self, req: APIRequest) -> None:
+        platforms = _platforms(req)
         quiet = req.bool_query("quiet", True)
         source = _body(req)
         req.start_stream("application/json")
@@ -397,7 +447,7 @@ class ImageRouter(Router):
                 pass  # the client went away; the load goes on to its end
 
         try:
-            await self.backend.load_images(source, quiet, output)
+            await self.backend.load_images(source, quiet, platforms, output)
         except DockerError as e:
             req.write(_stream_error(str(e)))
 

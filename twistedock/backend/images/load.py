@@ -26,7 +26,7 @@ import stat
 import tarfile
 import tempfile
 import time
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 
@@ -38,6 +38,7 @@ from ...tar.extract import Extractor
 from ...tar.read import ArchiveError, BreakoutError, DigestReader, decompressed, entry_path, read_members
 from .image import ImageRecord, read_record
 from .layers import StagedLayer, chain_id
+from .save import platform_matches
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"
@@ -244,8 +245,17 @@ def _short(digest: str) -> str:
 class _Loader:
     """The blocking part of a load: unpack, read, check, stage."""
 
-    def __init__(self, store, tmp: str, existing: frozenset, output: Callable[[Any], None], quiet: bool) -> None:
+    def __init__(
+        self,
+        store,
+        tmp: str,
+        existing: frozenset,
+        output: Callable[[Any], None],
+        quiet: bool,
+        platforms: Sequence[dict],
+    ) -> None:
         self.store = store
+        self.platforms = list(platforms)
         self.layers = store.layers
         self.tmp = tmp
         self.existing = existing
@@ -291,6 +301,8 @@ class _Loader:
                     % (config_name, hashlib.sha256(raw).hexdigest())
                 )
             record = self._record(raw)
+            if not self._wanted(record.config):
+                continue
             layers = item.get("Layers") or []
             if len(layers) != len(record.diff_ids):
                 raise LoadError(
@@ -399,6 +411,8 @@ class _Loader:
                 continue
             raw = self._verified(manifest.get("config"))
             record = self._record(raw)
+            if not self._wanted(record.config):
+                continue
             layers = manifest.get("layers") or []
             if len(layers) != len(record.diff_ids):
                 raise LoadError(
@@ -410,8 +424,13 @@ class _Loader:
                 digest, path = self._blob(layers[i])
                 parent = self._layer(i, path, diff_id, parent, digest)
             self.plan.images.append(_Planned(record, refs))
-        if not self.plan.images:
+        if not self.plan.images and not self.platforms:
             raise LoadError("invalid archive: no image for linux/%s in index.json" % (golang.goarch(),))
+
+    def _wanted(self, platform: dict) -> bool:
+        """Whether an image for C{platform} is to be loaded: all are, unless
+        platforms were asked for."""
+        return not self.platforms or any(platform_matches(platform, p) for p in self.platforms)
 
     def _manifest_of(self, descriptor: Any, depth: int = 0) -> Optional[dict]:
         """The image manifest a descriptor leads to (an index: the host
@@ -423,12 +442,10 @@ class _Loader:
             raise LoadError("invalid archive: a manifest is not an object")
         media = doc.get("mediaType") or descriptor.get("mediaType") or ""
         if media in _INDEX_TYPES or "manifests" in doc:
+            wanted = self.platforms or [{"os": "linux", "architecture": golang.goarch()}]
             for child in doc.get("manifests") or []:
                 platform = (child or {}).get("platform") or {}
-                if platform and (platform.get("os"), platform.get("architecture")) != (
-                    "linux",
-                    golang.goarch(),
-                ):
+                if platform and not any(platform_matches(platform, p) for p in wanted):
                     continue
                 found = self._manifest_of(child, depth + 1)
                 if found is not None:
@@ -448,9 +465,16 @@ class ImageLoading:
     """The image store's load (a part of L{ImageStore}, which holds the
     state it changes)."""
 
-    async def load_images(self, source: BinaryIO, quiet: bool, output: Callable[[Any], None]) -> None:
-        """Load the archive C{source} (closed once read): C{output} is given
-        L{LoadProgress} and L{LoadText} values as dockerd writes its lines."""
+    async def load_images(
+        self,
+        source: BinaryIO,
+        quiet: bool,
+        platforms: Sequence[dict],
+        output: Callable[[Any], None],
+    ) -> None:
+        """Load the archive C{source} (closed once read), only its images for
+        C{platforms} if any: C{output} is given L{LoadProgress} and
+        L{LoadText} values as dockerd writes its lines."""
         existing = frozenset(self.layers.layers)
 
         def from_thread(item: Any) -> None:
@@ -459,7 +483,7 @@ class ImageLoading:
         def work() -> _Plan:
             os.makedirs(self.layers.root, mode=0o700, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=LOAD_PREFIX, dir=self.layers.root)
-            loader = _Loader(self, tmp, existing, from_thread, quiet)
+            loader = _Loader(self, tmp, existing, from_thread, quiet, platforms)
             try:
                 return loader.run(source)
             except BaseException:

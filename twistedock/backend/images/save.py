@@ -22,7 +22,7 @@ its digest is checked against its diff ID as it goes out.
 
 import hashlib
 import tarfile
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 
@@ -52,6 +52,35 @@ class SavedImage:
     record: ImageRecord
     refs: Tuple[Reference, ...]
     layers: Tuple[Layer, ...]
+
+
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386"}
+
+
+def _arch(name: str) -> str:
+    return _ARCH_ALIASES.get(name, name)
+
+
+def platform_matches(found: dict, wanted: dict) -> bool:
+    """Whether the platform C{found} (an image config's, or a descriptor's
+    C{platform}) is the platform C{wanted} (an OCI platform)."""
+    if (found.get("os") or "linux") != wanted.get("os"):
+        return False
+    if _arch(found.get("architecture") or "") != _arch(wanted.get("architecture") or ""):
+        return False
+    variant = wanted.get("variant") or ""
+    if variant:
+        have = found.get("variant") or ("v8" if _arch(wanted["architecture"]) == "arm64" else "")
+        return have == variant
+    return True
+
+
+def format_platform(platform: dict) -> str:
+    """platforms.FormatAll: os/architecture[/variant]."""
+    parts = [platform.get("os") or "unknown", platform.get("architecture") or "unknown"]
+    if platform.get("variant"):
+        parts.append(platform["variant"])
+    return "/".join(parts)
 
 
 def _hex(digest: str) -> str:
@@ -285,10 +314,16 @@ def write_archive(images: List[SavedImage], write: Callable[[bytes], None]) -> N
 class ImageSaving:
     """The image store's save (a part of L{ImageStore}, whose state it reads)."""
 
-    async def export_images(self, names: List[str]) -> TarStream:
+    async def export_images(self, names: List[str], platforms: Sequence[dict] = ()) -> TarStream:
         """A tar stream of the images C{names} name (dockerd's parseNames:
-        a name alone takes all its tags), in the order named."""
+        a name alone takes all its tags), in the order named; with
+        C{platforms}, each image must be for one of them."""
         images = self._save_plan(names)
+        for image in images:
+            if platforms and not any(platform_matches(image.record.config, p) for p in platforms):
+                raise InternalError(
+                    "no suitable export target found for platform %s" % (format_platform(platforms[0]),)
+                )
         for image in images:
             self._log("save", image.record.id, image.record.id)
         return TarStream(self.reactor, lambda write: write_archive(images, write))
