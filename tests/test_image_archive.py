@@ -507,3 +507,13 @@ def test_platforms_of_api_1_48(api, tmp_path):
         "POST", "/v1.48/images/load?platform=" + here, body=archive, headers={"Content-Type": "application/x-tar"}
     )
     assert lines(answer) == [{"stream": "Loaded image: busybox:latest\n"}]
+
+
+@pytest.mark.route("GET", "/images/{name:.*}/get")
+def test_save_refuses_layers_stored_without_their_tar(api):
+    image_id = api.imported(ROOTFS, repo="old", tag="1")
+    (layer,) = api.store.get(image_id).layers
+    os.unlink(layer.tar_split)
+    answer = save(api, "old:1")
+    assert answer.code == 500
+    assert answer.json()["message"].startswith("cannot export layer %s: its tar was not recorded" % layer.diff_id)

@@ -190,22 +190,26 @@ def _json(data: bytes, name: str) -> Any:
 
 
 class _Reading:
-    """Reads through a layer file: its sha256, and progress as dockerd's
+    """Reads through a layer file: its sha256 (if C{hashed}: a blob's digest
+    is not its diff ID when compressed), and progress as dockerd's
     progress reader reports it (every 1% or 512 kB, at most ten a second,
     and at the end)."""
 
-    def __init__(self, f: BinaryIO, total: int, report: Optional[Callable[[int, int], None]]) -> None:
+    def __init__(
+        self, f: BinaryIO, total: int, report: Optional[Callable[[int, int], None]], hashed: bool
+    ) -> None:
         self._f = f
         self.total = total
         self.current = 0
         self._last_update = 0
         self._last_time: Optional[float] = None
         self._report = report
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashed else None
         self._every = min(512 * 1024, int(0.01 * total)) if total > 0 else 512 * 1024
 
     @property
     def digest(self) -> str:
+        assert self._hash is not None
         return "sha256:" + self._hash.hexdigest()
 
     def readable(self) -> bool:
@@ -213,7 +217,8 @@ class _Reading:
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.current += len(data)
         if self._report is not None and (self.current - self._last_update > self._every or not data):
             self._update(not data)
@@ -348,7 +353,7 @@ class _Loader:
             if not self.quiet:
                 short = _short(diff_id)
                 report = lambda current, size: self.output(LoadProgress(short, current, size))  # noqa: E731
-            reading = _Reading(f, total, report)
+            reading = _Reading(f, total, report, blob is not None)
             try:
                 staged = self.layers.stage_blocking(reading, parent)
             except ArchiveError as e:

@@ -21,6 +21,7 @@ its digest is checked against its diff ID as it goes out.
 """
 
 import hashlib
+import os
 import tarfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -311,6 +312,17 @@ def write_archive(images: List[SavedImage], write: Callable[[bytes], None]) -> N
     out.close()
 
 
+def _check_recorded(images: List[SavedImage]) -> None:
+    """Refuse, before the stream starts, layers whose tar cannot be given out."""
+    for image in images:
+        for layer in image.layers:
+            if not os.path.exists(layer.tar_split):
+                raise InternalError(
+                    "cannot export layer %s: its tar was not recorded when it was stored "
+                    "(import or pull the image again)" % (layer.diff_id,)
+                )
+
+
 class ImageSaving:
     """The image store's save (a part of L{ImageStore}, whose state it reads)."""
 
@@ -324,6 +336,7 @@ class ImageSaving:
                 raise InternalError(
                     "no suitable export target found for platform %s" % (format_platform(platforms[0]),)
                 )
+        await self._thread(_check_recorded, images)
         for image in images:
             self._log("save", image.record.id, image.record.id)
         return TarStream(self.reactor, lambda write: write_archive(images, write))
