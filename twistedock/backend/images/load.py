@@ -35,7 +35,15 @@ from ...errors import DockerError, InternalError, InvalidParameter
 from ...reference import Reference, parse_normalized_named
 from ...tar import DIR_FLAGS
 from ...tar.extract import Extractor
-from ...tar.read import ArchiveError, BreakoutError, DigestReader, decompressed, entry_path, read_members
+from ...tar.read import (
+    ArchiveError,
+    BreakoutError,
+    DigestReader,
+    decompressed,
+    entry_path,
+    os_error,
+    read_members,
+)
 from .image import ImageRecord, read_record
 from .layers import StagedLayer, chain_id
 from .save import platform_matches
@@ -111,6 +119,10 @@ class _ArchiveExtractor(Extractor):
                 )
         elif not (member.isdir() or member.isreg() or member.islnk()):
             return
+        # Ours to read, whoever owned it where it was made.
+        member.uid, member.gid = os.getuid(), os.getgid()
+        member.mode = (member.mode & 0o777) | (0o700 if member.isdir() else 0o600)
+        member.pax_headers = {k: v for k, v in member.pax_headers.items() if not k.startswith("SCHILY.xattr.")}
         parts = path.split("/")
         parent_fd = self.open_dir(parts[:-1], create=True, shown=path)
         try:
@@ -510,6 +522,8 @@ class ImageLoading:
             raise InvalidParameter("Error processing tar file(exit status 1): %s" % (e,))
         except ArchiveError as e:
             raise InternalError("Error processing tar file(exit status 1): %s" % (e,))
+        except OSError as e:
+            raise InternalError(os_error(e))
         await self._locked(self._commit_load, plan, output)
 
     async def _commit_load(self, plan: _Plan, output: Callable[[Any], None]) -> None:
