@@ -374,3 +374,57 @@ def test_a_committed_image_from_dockerd_loads_and_goes_back(daemon, reference, t
         assert image_id_on(daemon, tag, reference) == their_id
     finally:
         daemon.docker("rmi", tag, host=reference, check=False)
+
+
+def test_load_lines_side_by_side_with_dockerd(daemon, reference, tmp_path):
+    """POST /images/load?quiet=0 with a layer new to both daemons: the same
+    kinds of lines (progress per layer, then the loaded image), and the same
+    error line for an archive without a manifest."""
+    from .conftest import unix_request
+
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as tar:
+        data = os.urandom(3 * 1024 * 1024)
+        info = tarfile.TarInfo("side/data")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = "sidebyside:" + os.urandom(4).hex()
+    source = tmp_path / "rootfs.tar"
+    source.write_bytes(rootfs.getvalue())
+    daemon.docker("import", str(source), tag)
+    archive = tmp_path / "side.tar"
+    daemon.docker("save", "-o", str(archive), tag)
+    daemon.docker("rmi", tag)
+    body = archive.read_bytes()
+    headers = {"Content-Type": "application/x-tar"}
+    answers = {}
+    try:
+        for label, sock in (("ours", daemon.sock), ("theirs", REFERENCE[len("unix://"):])):
+            answer = unix_request(sock, "POST", "/v1.41/images/load?quiet=0", body, headers, timeout=60)
+            assert answer.status == 200
+            assert answer.headers["Content-Type"] == "application/json"
+            answers[label] = [json.loads(line) for line in answer.body.split(b"\r\n") if line]
+    finally:
+        daemon.docker("rmi", tag, check=False)
+        daemon.docker("rmi", tag, host=reference, check=False)
+
+    def shape(lines):
+        kinds = []
+        for line in lines:
+            kind = ("progress", line["id"], line["progressDetail"]["total"]) if "status" in line else ("stream", line["stream"])
+            if not kinds or kinds[-1] != kind:
+                kinds.append(kind)
+        return kinds
+
+    assert shape(answers["ours"]) == shape(answers["theirs"])
+    assert answers["ours"][-2] == answers["theirs"][-2]  # the last progress line, bar included
+    # No manifest: dockerd 20.10 falls back to the legacy format and names
+    # its temporary file; both say so in an error line with a 200.
+    files = members(archive)
+    no_manifest = tmp_path / "nomanifest.tar"
+    write_tar(no_manifest, {k: v for k, v in files.items() if k not in ("manifest.json", "index.json")})
+    for sock in (daemon.sock, REFERENCE[len("unix://"):]):
+        answer = unix_request(sock, "POST", "/v1.41/images/load", no_manifest.read_bytes(), headers, timeout=60)
+        (line,) = [json.loads(x) for x in answer.body.split(b"\r\n") if x]
+        assert answer.status == 200
+        assert set(line) == {"errorDetail", "error"}
