@@ -429,3 +429,24 @@ def test_load_lines_side_by_side_with_dockerd(daemon, reference, tmp_path):
         (line,) = [json.loads(x) for x in answer.body.split(b"\r\n") if x]
         assert answer.status == 200
         assert set(line) == {"errorDetail", "error"}
+
+
+def test_the_cli_draws_load_progress_on_a_terminal(daemon, tmp_path):
+    """At a terminal `docker load` asks for progress (quiet=0) and draws
+    dockerd's bars, then prints the loaded image."""
+    from .ptys import PtyProcess
+
+    archive = tmp_path / "busybox.tar"
+    daemon.docker("save", "-o", str(archive), "busybox")
+    original = image_id(daemon, "busybox")
+    daemon.docker("rmi", "busybox")  # so that its layer is loaded again
+    p = PtyProcess([DOCKER, "load", "-i", str(archive)], daemon.cli_env(), cols=200)
+    try:
+        output = p.read_until(b"Loaded image: busybox:latest", timeout=60)
+    except BaseException:
+        p.kill()
+        raise
+    assert p.wait(30) == 0
+    assert b"Loading layer" in output
+    assert b"=>]" in output  # the whole bar
+    assert image_id(daemon, "busybox") == original
