@@ -517,3 +517,28 @@ def test_save_refuses_layers_stored_without_their_tar(api):
     answer = save(api, "old:1")
     assert answer.code == 500
     assert answer.json()["message"].startswith("cannot export layer %s: its tar was not recorded" % layer.diff_id)
+
+
+def test_an_image_deleted_while_it_is_saved_keeps_its_layers_until_then(api):
+    from twistedock.server.httputils import Flow
+
+    from .test_images import run
+
+    image_id = api.imported(ROOTFS, repo="gone", tag="1")
+    (layer,) = api.store.get(image_id).layers
+    stream = run(api.store.export_images(["gone:1"]))
+    run(api.store.delete("gone:1"))
+    assert os.path.isdir(layer.diff_dir)
+
+    class Consumer:
+        data = []
+
+        def write(self, chunk):
+            self.data.append(chunk)
+
+    run(stream.write_to(Consumer(), Flow()))
+    files = members(b"".join(Consumer.data))
+    assert files["blobs/sha256/" + layer.diff_id.split(":")[1]] == ROOTFS
+    # Written: the layers go.
+    assert not os.path.exists(layer.path)
+    assert stored(api) == ([], [])

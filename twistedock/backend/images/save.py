@@ -26,6 +26,7 @@ import tarfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
+from twisted.internet.defer import ensureDeferred
 
 from ... import golang
 from ...errors import InternalError, InvalidParameter, NotFound
@@ -339,7 +340,20 @@ class ImageSaving:
         await self._thread(_check_recorded, images)
         for image in images:
             self._log("save", image.record.id, image.record.id)
-        return TarStream(self.reactor, lambda write: write_archive(images, write))
+        # Held until the tar is written: an image deleted meanwhile keeps its
+        # layers until then, as dockerd's layer references keep them.
+        tops = [image.record.top for image in images]
+        for top in tops:
+            self._held[top] = self._held.get(top, 0) + 1
+
+        def release():
+            for top in tops:
+                self._held[top] -= 1
+                if not self._held[top]:
+                    del self._held[top]
+            return ensureDeferred(self.collect_garbage())
+
+        return TarStream(self.reactor, lambda write: write_archive(images, write), release)
 
     def _save_plan(self, names: List[str]) -> List[SavedImage]:
         order: List[str] = []

@@ -136,6 +136,8 @@ class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
         self._last_tag: Dict[str, str] = {}
         #: Images deleted while containers used them: ID -> top chain ID.
         self._retained: Dict[str, str] = {}
+        #: Layer chains a save is reading (top chain ID -> how many saves).
+        self._held: Dict[str, int] = {}
         self._containers = containers
         self._lock = DeferredLock()
         self._pruning = False
@@ -684,6 +686,7 @@ class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
         live = set()
         tops = [record.top for record in self._images.values() if record.top]
         tops.extend(self._retained.values())
+        tops.extend(self._held)
         for top in tops:
             current = top
             while current and current not in live:
