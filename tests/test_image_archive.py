@@ -542,3 +542,27 @@ def test_an_image_deleted_while_it_is_saved_keeps_its_layers_until_then(api):
     # Written: the layers go.
     assert not os.path.exists(layer.path)
     assert stored(api) == ([], [])
+
+
+@pytest.mark.route("POST", "/images/load")
+def test_load_follows_links_inside_the_archive_as_dockerd_20_10_writes_them(api, tmp_path):
+    """dockerd 20.10 names each image's layers <v1 id>/layer.tar and links a
+    layer shared with an image saved before it to the first copy."""
+    image_id = api.imported(ROOTFS, repo="x", tag="1")
+    files = members(save(api, "x").body)
+    config = files["blobs/sha256/" + image_id.split(":")[1]]
+    archive = tar_of(
+        {
+            "aaa/": None,
+            "aaa/layer.tar": ROOTFS,
+            "bbb/": None,
+            "bbb/layer.tar": ("->", "../aaa/layer.tar"),
+            image_id.split(":")[1] + ".json": config,
+            "manifest.json": json.dumps(
+                [{"Config": image_id.split(":")[1] + ".json", "RepoTags": ["linked:1"], "Layers": ["bbb/layer.tar"]}]
+            ).encode(),
+        }
+    )
+    other = ImageAPI(tmp_path / "other")
+    assert lines(load(other, archive)) == [{"stream": "Loaded image: linked:1\n"}]
+    assert other.store.get("linked:1").id == image_id
