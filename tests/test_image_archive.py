@@ -255,6 +255,8 @@ def test_save_and_load_round_trip_keeps_the_id(api, tmp_path):
     assert lines(answer) == [{"stream": "Loaded image: two:latest\n"}]
     assert other.store.get("two:latest").id == child
     assert other.store.get("two:latest").diff_ids == api.store.get(child).diff_ids
+    # As dockerd: a loaded tag sets no LastTagTime.
+    assert other.store.get("two:latest").last_tag_time is None
     # Loaded layers can be saved again, byte for byte.
     assert members(save(other, "two").body)["manifest.json"] == members(archive)["manifest.json"]
     assert ("load", child) in [(e[0], e[1]) for e in other.events()]

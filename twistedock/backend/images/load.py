@@ -566,8 +566,8 @@ class ImageLoading:
                                 % (ref.familiar_string(), previous[1])
                             )
                         )
+                    # As dockerd's refstore: no LastTagTime for a loaded tag.
                     self._refs[str(ref)] = (ref, record.id)
-                    self._last_tag[record.id] = golang.rfc3339_nano(self._now())
                     output(LoadText("Loaded image: %s\n" % (ref.familiar_string(),)))
                     tagged += 1
                 self._log("load", record.id, record.id)
