@@ -61,6 +61,13 @@ class CreateMixin:
         )
         await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
         c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(self.layer_dirs(c))))
+        if self.volumes is not None:
+            c.mount_points = await self.register_mount_points(ident, config, host_config)
+            try:
+                await self.populate_volumes(c)
+            except BaseException:
+                await self.release_volumes(c, remove_anonymous=True)
+                raise
         await self.save(c)
         self.containers[ident] = c
         self.names[name] = ident
