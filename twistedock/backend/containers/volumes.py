@@ -172,6 +172,10 @@ class VolumesMixin:
                     except DockerError as e:
                         raise InternalError("error while mounting volume '%s': %s" % (point["Source"], e.message))
                     mounted[dest] = {"Source": path, "RW": point["RW"], "Volume": point["Name"]}
+                    self.events.log("volume", "mount", point["Name"], {
+                        "driver": "local", "container": c.id, "destination": dest,
+                        "read/write": "true" if point["RW"] else "false", "propagation": "",
+                    })
                     subpath = (point.get("Spec") or {}).get("Subpath")
                     if subpath:
                         mounted[dest]["Source"] = await self.run_in_thread(_subpath, path, subpath)
@@ -196,6 +200,9 @@ class VolumesMixin:
                     await self.volumes.unmount(point["Name"], c.id)
                 except Exception as e:
                     log.warn("unmount volume {name}: {e}", name=point["Name"], e=e)
+                    continue
+                self.events.log("volume", "unmount", point["Name"],
+                                {"driver": "local", "container": c.id})
 
     def restore_volumes(self, c: Container) -> None:
         """At load: the container references its volumes again, and a

@@ -272,7 +272,6 @@ class VolumeStore:
             self._mounts.setdefault(name, set()).add(ref)
         finally:
             self._lock.release()
-        self.events.log("volume", "mount", name, {"driver": DRIVER})
         return volume.path
 
     def adopt_mount(self, name: str, ref: str) -> None:
@@ -299,7 +298,6 @@ class VolumeStore:
                 self._mounted.discard(name)
         finally:
             self._lock.release()
-        self.events.log("volume", "unmount", name, {"driver": DRIVER})
 
     async def _run_mount(self, volume: Volume) -> None:
         argv = local.mount_argv(volume.options or {}, volume.path)
