@@ -286,3 +286,59 @@ def test_volume_survives_daemon_restart(module_daemons, tmp_path):
     assert d.request("DELETE", "/v1.41/volumes/kept").status == 409
     d.docker("rm", "keeper")
     d.docker("volume", "rm", "kept", "labelled")
+
+
+def test_subpath(daemon):
+    name = unique("sub")
+    run(daemon, "--rm", "-v", name + ":/v", "busybox", "sh", "-c", "mkdir -p /v/a/b; echo deep > /v/a/b/f")
+    out = run(daemon, "--rm", "--mount", "type=volume,src=%s,dst=/s,volume-subpath=a/b" % name,
+              "busybox", "cat", "/s/f").stdout
+    assert out == "deep\n"
+    result = run(daemon, "--rm", "--mount", "type=volume,src=%s,dst=/s,volume-subpath=nope" % name,
+                 "busybox", "true", check=False)
+    assert result.returncode != 0 and "cannot access path" in result.stderr
+    answer = daemon.request("POST", "/v1.44/containers/create", {
+        "Image": "busybox", "Cmd": ["true"], "HostConfig": {"Mounts": [
+            {"Type": "volume", "Source": name, "Target": "/s", "VolumeOptions": {"Subpath": "a"}}]}})
+    assert (answer.status, answer.json()) == (400, {"message": "VolumeOptions.Subpath needs API v1.45 or newer"})
+    daemon.docker("volume", "rm", name)
+
+
+def test_volumes_from_shares_anonymous_volumes(daemon):
+    c1, c2 = unique("src"), unique("dst")
+    daemon.docker("create", "--name", c1, "-v", "/shared", "busybox", "true")
+    shared = daemon.docker_json("inspect", c1, format="{{json .Mounts}}")[0]["Name"]
+    daemon.docker("create", "--name", c2, "--volumes-from", c1, "busybox", "true")
+    assert daemon.docker_json("inspect", c2, format="{{json .Mounts}}")[0]["Name"] == shared
+    # rm -v of one leaves the volume the other still uses.
+    daemon.docker("rm", "-v", c2)
+    assert shared in volumes(daemon)
+    daemon.docker("rm", "-v", c1)
+    assert shared not in volumes(daemon)
+
+
+def test_tmpfs_volume_after_the_daemon_is_killed(module_daemons, tmp_path):
+    d = module_daemons.start()
+    tar = busybox_rootfs_tar(tmp_path)
+    with open(tar, "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                       capture_output=True, check=True, timeout=60)
+    d.docker("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "scratch")
+    d.docker("run", "-d", "--network", "none", "--name", "holder", "-v", "scratch:/s", "busybox",
+             "sleep", "1000")
+    mountpoint = d.docker_json("volume", "inspect", "scratch")["Mountpoint"]
+    assert _mounted(mountpoint)
+    d.signal(9)
+    d.wait_exit()
+    d.start()
+    # The container left running is stopped at start-up: its volume is unmounted.
+    assert d.docker_json("inspect", "holder", format="{{json .State.Running}}") is False
+    assert not _mounted(mountpoint)
+    assert d.request("DELETE", "/v1.41/volumes/scratch").status == 409
+    d.docker("rm", "holder")
+    d.docker("volume", "rm", "scratch")
+
+
+def _mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)

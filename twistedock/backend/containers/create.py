@@ -17,12 +17,14 @@ from .defaults import (
     LOG_DRIVERS,
 )
 from .record import Container
+from .volumes import check_subpath_version
 
 
 class CreateMixin:
     """The create part of L{ContainerBackend}."""
 
     async def create(self, name, config, host_config, networking_config, api_version):
+        check_subpath_version(host_config, api_version)
         if name:
             spec.validate_name(name)
             name = "/" + name.lstrip("/")

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound
 from ...logs import Logger
-from ... import golang
+from ... import golang, versions
 from .. import spec
 from ..spec.mounts import DEFAULT_PROPAGATION
 from ..rootpath import PathNotDirectory, TooManyLinks, resolve
@@ -28,6 +28,15 @@ def _mount_point(**fields) -> dict:
              "RW": True, "Propagation": "", "CopyData": False, "Spec": {}}
     point.update(fields)
     return point
+
+
+def check_subpath_version(host_config: Optional[dict], api_version: str) -> None:
+    """The container router's check: Subpath came with API 1.45."""
+    if not versions.less_than(api_version, "1.45"):
+        return
+    for mount in (host_config or {}).get("Mounts") or ():
+        if isinstance(mount, dict) and ((mount.get("VolumeOptions") or {}).get("Subpath")):
+            raise InvalidParameter("VolumeOptions.Subpath needs API v1.45 or newer")
 
 
 def parse_volumes_from(raw: str):
