@@ -4,9 +4,11 @@ through DriverOpts, rm -v, dockerd's errors, docker cp through a volume and
 volumes that survive a daemon restart."""
 
 import io
+import json
 import os
 import subprocess
 import tarfile
+import time
 import uuid
 
 import pytest
@@ -342,3 +344,18 @@ def test_tmpfs_volume_after_the_daemon_is_killed(module_daemons, tmp_path):
 def _mounted(path: str) -> bool:
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
+
+
+@pytest.mark.route("GET", "/events")
+def test_volume_events_as_dockerd(daemon):
+    name = unique("ev")
+    since = "%.9f" % (time.time() - 1)
+    run(daemon, "--rm", "-v", name + ":/d", "busybox", "true")
+    daemon.docker("volume", "rm", name)
+    lines = daemon.docker("events", "--since", since, "--until", "%.9f" % time.time(), "--filter", "type=volume",
+                          "--filter", "volume=" + name,
+                          "--format", "{{.Action}} {{json .Actor.Attributes}}").stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["create", "mount", "unmount", "destroy"]
+    mount = json.loads(lines[1].split(" ", 1)[1])
+    assert {k: v for k, v in mount.items() if k != "container"} == {
+        "destination": "/d", "driver": "local", "propagation": "", "read/write": "true"}
