@@ -89,7 +89,10 @@ def test_inspect_mounts_as_dockerd(daemon):
         assert (mounts["/anon"]["Mode"], len(mounts["/anon"]["Name"])) == ("", 64)
         assert mounts["/t"] == {"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "",
                                 "RW": True, "Propagation": ""}
-        assert (mounts["/host"]["Type"], mounts["/host"]["Mode"], mounts["/host"]["RW"]) == ("bind", "ro", False)
+        # A bind of a directory holding the daemon's root is shown rslave, as dockerd's.
+        assert daemon.data_root.startswith("/tmp/")
+        assert mounts["/host"] == {"Type": "bind", "Source": "/tmp", "Destination": "/host", "Mode": "ro",
+                                   "RW": False, "Propagation": "rslave"}
         anonymous = daemon.docker_json("volume", "inspect", mounts["/anon"]["Name"])
         assert anonymous["Labels"] == {"com.docker.volume.anonymous": ""}
     finally:
@@ -204,6 +207,11 @@ def test_errors_as_dockerd(daemon):
     assert (answer.status, answer.json()) == (400, {"message": 'create x3: invalid option: "foo"'})
     answer = daemon.request("POST", "/v1.41/volumes/create", {"Name": "x4", "DriverOpts": {"o": "size=1m"}})
     assert answer.status == 400 and "missing required option" in answer.json()["message"]
+    result = daemon.docker("create", "-v", "/tmp:/x:private", "busybox", "true", check=False)
+    assert result.stderr == (
+        'Error response from daemon: invalid mount config: must use either propagation mode "rslave" or '
+        '"rshared" when mount source is within the daemon root, daemon root: "%s", bind mount source: '
+        '"/tmp", propagation: "private"\n' % daemon.data_root)
     result = daemon.docker("volume", "rm", "nope", check=False)
     assert result.returncode == 1 and "no such volume" in result.stderr
     daemon.docker("volume", "rm", name)

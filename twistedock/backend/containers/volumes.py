@@ -30,6 +30,9 @@ def _mount_point(**fields) -> dict:
     return point
 
 
+_PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
+
+
 def check_subpath_version(host_config: Optional[dict], api_version: str) -> None:
     """The container router's check: Subpath came with API 1.45."""
     if not versions.less_than(api_version, "1.45"):
@@ -86,9 +89,11 @@ class VolumesMixin:
                     CopyData="nocopy" not in modes, Spec={"Source": parsed["Name"]},
                 )
             else:
+                modes = parsed["Mode"].split(",") if parsed["Mode"] else []
+                explicit = next((m for m in modes if m in _PROPAGATIONS), "")
                 points[dest] = _mount_point(
                     Type="bind", Source=parsed["Source"], Destination=dest, Mode=parsed["Mode"],
-                    RW=parsed["RW"], Propagation=parsed["Propagation"],
+                    RW=parsed["RW"], Propagation=self._bind_propagation(parsed["Source"], explicit),
                     Spec={"Source": parsed["Source"], "NonRecursive": False},
                 )
         for mount in hc.get("Mounts") or ():
@@ -109,9 +114,10 @@ class VolumesMixin:
                 )
             elif mtype == "bind":
                 bind = mount.get("BindOptions") or {}
+                source = golang.clean(mount.get("Source") or "")
                 points[dest] = _mount_point(
-                    Type="bind", Source=golang.clean(mount.get("Source") or ""), Destination=dest,
-                    RW=rw, Propagation=bind.get("Propagation") or DEFAULT_PROPAGATION,
+                    Type="bind", Source=source, Destination=dest,
+                    RW=rw, Propagation=self._bind_propagation(source, bind.get("Propagation") or ""),
                     Spec={"Source": mount.get("Source") or "", "NonRecursive": bool(bind.get("NonRecursive"))},
                 )
             elif mtype == "tmpfs":
@@ -125,6 +131,24 @@ class VolumesMixin:
                 Type="volume", Name=volume.name, Source=volume.path, Destination=dest,
                 Driver="local", CopyData=True, Spec={"Source": "", "FromImage": True},
             )
+
+    def _bind_propagation(self, source: str, explicit: str) -> str:
+        """validateBindDaemonRoot: a bind of (or into) the daemon's root is
+        shown rslave unless its propagation was given, which must then be
+        rslave or rshared.  (The OCI mount falls back to rprivate when the
+        source's mount propagates neither way, as dockerd's.)"""
+        root = os.path.dirname(os.path.abspath(self.containers_dir))
+        if not (source.startswith(root) or root.startswith(source)):
+            return explicit or DEFAULT_PROPAGATION
+        if not explicit:
+            return "rslave"
+        if explicit in ("rslave", "rshared"):
+            return explicit
+        raise InvalidParameter(
+            'invalid mount config: must use either propagation mode "rslave" or "rshared" when mount '
+            'source is within the daemon root, daemon root: "%s", bind mount source: "%s", '
+            'propagation: "%s"' % (root, source, explicit)
+        )
 
     # -- copy-up ----------------------------------------------------------------
 

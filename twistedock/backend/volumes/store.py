@@ -182,6 +182,10 @@ class VolumeStore:
                 )
             if self._mounts.get(volume.name):
                 raise InternalError("remove %s: volume has active mounts" % (volume.name,))
+            if volume.name in self._mounted:
+                # Mounted by a daemon that died meanwhile, used by no one now.
+                await self._run([self.umount_command, volume.path], "remove " + volume.name + ": %s")
+                self._mounted.discard(volume.name)
             try:
                 await self.thread(volume.remove)
             except OSError as e:
