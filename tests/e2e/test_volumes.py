@@ -241,13 +241,22 @@ def test_cp_through_a_volume_mount(daemon, tmp_path):
         daemon.docker("volume", "rm", name)
 
 
-def test_volumes_from(daemon):
+@pytest.mark.route("GET", "/containers/json")
+def test_volumes_from(daemon, tmp_path):
     c1, c2 = unique("src"), unique("dst")
-    daemon.docker("create", "--name", c1, "-v", "/shared", "busybox", "true")
+    (tmp_path / "f").write_text("bound\n")
+    daemon.docker("create", "--name", c1, "-v", "/shared", "-v", "%s:/b" % tmp_path, "busybox", "true")
     try:
         out = run(daemon, "--rm", "--name", c2, "--volumes-from", c1 + ":ro", "busybox", "sh", "-c",
-                  "grep -c ' /shared ' /proc/mounts; touch /shared/x 2>/dev/null || echo read-only").stdout
-        assert out == "1\nread-only\n"
+                  "grep -c ' /shared ' /proc/mounts; touch /shared/x 2>/dev/null || echo read-only;"
+                  " cat /b/f").stdout
+        assert out == "1\nread-only\nbound\n"
+        shared = daemon.docker_json("inspect", c1, format="{{json .Mounts}}")
+        name = next(m["Name"] for m in shared if m["Destination"] == "/shared")
+        for value in ("/shared", name, str(tmp_path)):
+            listed = daemon.docker("ps", "-a", "--filter", "volume=" + value, "--format", "{{.Names}}").stdout
+            assert listed == c1 + "\n"
+        assert daemon.docker("ps", "-a", "--filter", "volume=/elsewhere", "-q").stdout == ""
     finally:
         daemon.docker("rm", "-v", c1)
 

@@ -94,7 +94,7 @@ class VolumesMixin:
                 points[dest] = _mount_point(
                     Type="bind", Source=parsed["Source"], Destination=dest, Mode=parsed["Mode"],
                     RW=parsed["RW"], Propagation=self._bind_propagation(parsed["Source"], explicit),
-                    Spec={"Source": parsed["Source"], "NonRecursive": False},
+                    Spec={"Source": parsed["Source"], "NonRecursive": False, "Propagation": explicit},
                 )
         for mount in hc.get("Mounts") or ():
             mtype = mount.get("Type") or ""
@@ -118,7 +118,8 @@ class VolumesMixin:
                 points[dest] = _mount_point(
                     Type="bind", Source=source, Destination=dest,
                     RW=rw, Propagation=self._bind_propagation(source, bind.get("Propagation") or ""),
-                    Spec={"Source": mount.get("Source") or "", "NonRecursive": bool(bind.get("NonRecursive"))},
+                    Spec={"Source": mount.get("Source") or "", "NonRecursive": bool(bind.get("NonRecursive")),
+                          "Propagation": bind.get("Propagation") or ""},
                 )
             elif mtype == "tmpfs":
                 points[dest] = _mount_point(Type="tmpfs", Destination=dest, RW=rw)
@@ -213,8 +214,12 @@ class VolumesMixin:
                     if subpath:
                         mounted[dest]["Source"] = await self.run_in_thread(_subpath, path, subpath)
                 elif point["Type"] == "bind":
+                    # The rslave shown for a bind of the daemon's root falls
+                    # back to the default (dockerd: when its source's mount
+                    # is private, as here).
+                    propagation = (point.get("Spec") or {}).get("Propagation") or DEFAULT_PROPAGATION
                     mounted[dest] = {"Source": point["Source"], "RW": point["RW"],
-                                     "Propagation": point["Propagation"]}
+                                     "Propagation": propagation}
         except BaseException:
             for entry in mounted.values():
                 if entry.get("Volume"):
