@@ -130,6 +130,14 @@ def test_tmpfs_volume_with_size(daemon):
     assert doc["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=2m"}
     assert os.listdir(doc["Mountpoint"]) == []
     daemon.docker("volume", "rm", name)
+    # The same made on first use by --mount, with its options and labels.
+    out = run(daemon, "--rm", "--mount", "type=volume,src=%s,dst=/m,volume-driver=local,volume-opt=type=tmpfs,"
+              "volume-opt=device=tmpfs,volume-opt=o=size=1m,volume-label=team=a" % name,
+              "busybox", "grep", " /m ", "/proc/mounts").stdout
+    assert out.startswith("tmpfs /m tmpfs ") and "size=1024k" in out
+    doc = daemon.docker_json("volume", "inspect", name)
+    assert (doc["Labels"], doc["Options"]["o"]) == ({"team": "a"}, "size=1m")
+    daemon.docker("volume", "rm", name)
 
 
 def test_bind_volume_through_driver_opts(daemon, tmp_path):
