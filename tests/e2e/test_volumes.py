@@ -243,6 +243,18 @@ def test_cp_through_a_volume_mount(daemon, tmp_path):
         assert result.returncode == 1 and "Could not find the file /vol/missing in container " + c in result.stderr
         daemon.docker("stop", "-t", "0", c)
         daemon.docker("cp", str(source), c + ":/vol/again.txt")
+        # -a: the file is the container user's.
+        user = unique("u")
+        daemon.docker("create", "--name", user, "--user", "app", "-v", name + ":/vol", "-v", name + ":/ro:ro",
+                      "busybox", "true")
+        try:
+            daemon.docker("cp", "-a", str(source), user + ":/vol/owned.txt")
+            assert run(daemon, "--rm", "-v", name + ":/v", "busybox", "stat", "-c", "%u:%g", "/v/owned.txt"
+                       ).stdout == "1000:1000\n"
+            result = daemon.docker("cp", str(source), user + ":/ro/no.txt", check=False)
+            assert result.stderr == "Error response from daemon: mounted volume is marked read-only\n"
+        finally:
+            daemon.docker("rm", user)
         assert run(daemon, "--rm", "-v", name + ":/v", "busybox", "cat", "/v/again.txt").stdout == "copied in\n"
     finally:
         daemon.docker("rm", "-f", c)

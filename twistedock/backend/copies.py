@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import ensureDeferred
-
 from zope.interface import implementer
 
 from .. import golang
@@ -129,14 +128,21 @@ class CopyBackend:
             content = io.BytesIO()
         mount = await self._mount_point_of(c, path)
         if mount is not None:
-            read_only = "mounted volume is marked read-only" if not mount["RW"] else ""
+            # dockerd 20.10 answered 500, moby now 400.
+            read_only = None if mount["RW"] else InvalidParameter("mounted volume is marked read-only")
+            owner = None
+            if copy_uid_gid and (c.config.get("User") or ""):
+                # The user is the container's: looked up in its root.
+                owner = await self.roots.in_root(c, name, _container_owner, c)
             async with self._volume_scope(c, name, path, mount) as (scope, rest):
                 await self.roots.thread(
                     _extract_blocking, scope, c, rest, no_overwrite_dir_non_dir, False, content,
-                    read_only,
+                    read_only, owner,
                 )
         else:
-            read_only = "container rootfs is marked read-only" if c.host_config.get("ReadonlyRootfs") else ""
+            read_only = None
+            if c.host_config.get("ReadonlyRootfs"):
+                read_only = Forbidden("container rootfs is marked read-only")
             await self.roots.in_root(
                 c, name, _extract_blocking, c, path, no_overwrite_dir_non_dir, copy_uid_gid,
                 content, read_only,
@@ -186,10 +192,7 @@ class CopyBackend:
             try:
                 full = container_path(path)
                 rest = full[len(point["Destination"].rstrip("/")):] or "/"
-                try:
-                    yield _MountScope(fd, source, name, path), rest
-                except NotFound:
-                    raise Scope(fd, source, name).not_found(path)
+                yield _MountScope(fd, source, name, path), rest
             finally:
                 os.close(fd)
         finally:
@@ -268,7 +271,18 @@ class _MountScope(Scope):
         return super().not_found(self.asked)
 
 
-def _extract_blocking(scope: Scope, c, path, no_overwrite, copy_uid_gid, content, read_only="") -> None:
+def _container_owner(scope: Scope, c) -> Tuple[int, int]:
+    from .spec import resolve_user
+
+    user = resolve_user("/proc/self/fd/%d" % scope.root_fd, c.config.get("User") or "")
+    return user["uid"], user["gid"]
+
+
+def _extract_blocking(
+    scope: Scope, c, path, no_overwrite, copy_uid_gid, content, read_only=None, owner=None
+) -> None:
+    """Extract the tar C{content} at C{path}; C{read_only}, the error that
+    refuses a write there (after the path was checked)."""
     # Unlike a read, the last component is followed: extracting "into" a
     # link to a directory extracts into that directory.
     parts = scope.resolve(container_path(path))
@@ -279,14 +293,10 @@ def _extract_blocking(scope: Scope, c, path, no_overwrite, copy_uid_gid, content
     except NotADirectoryError:
         raise InvalidParameter("extraction point is not a directory")
     os.close(dest_fd)
-    if read_only:
-        raise Forbidden(read_only)
-    owner = None
+    if read_only is not None:
+        raise read_only
     if copy_uid_gid and (c.config.get("User") or ""):
-        from .spec import resolve_user
-
-        user = resolve_user("/proc/self/fd/%d" % scope.root_fd, c.config.get("User") or "")
-        owner = (user["uid"], user["gid"])
+        owner = _container_owner(scope, c)
     try:
         extract_into(scope.root_fd, parts, content, no_overwrite, owner)
     except (OverwriteConflict, BreakoutError) as e:
