@@ -225,7 +225,7 @@ def test_errors_as_dockerd(daemon):
     daemon.docker("volume", "rm", name)
 
 
-@pytest.mark.route("PUT", "/archive")
+@pytest.mark.route("PUT", "/containers/{name:.*}/archive")
 def test_cp_through_a_volume_mount(daemon, tmp_path):
     name, c = unique("cp"), unique("c")
     run(daemon, "-d", "--name", c, "-v", name + ":/vol", "busybox", "sleep", "1000")
