@@ -17,6 +17,7 @@ from twistedock.errors import Conflict, InvalidParameter, NotFound
 from twistedock.filters import Filters
 from twistedock.routers.volume import IVolumeBackend
 
+from .fake_runtime import World, failure_of
 from .memory import API, result_of
 
 ANONYMOUS = "com.docker.volume.anonymous"
@@ -184,3 +185,58 @@ def test_subpath_checks_as_dockerd():
     escape = dict(base, Source="v", VolumeOptions={"Subpath": "../up"})
     assert refused(escape) == 'invalid mount config for type "volume": subpath must be a relative path within the volume'
     validate_mount(dict(base, Source="v"), stat_error=None)
+
+
+# -- containers and their volumes, over the fake runtime ------------------------------
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    # The daemon gives the container backend its volume store at construction.
+    w.volumes = VolumeStore(w.clock, os.path.join(w.root, "data"), w.events)
+    w.backend.volumes = w.volumes
+    return w
+
+
+def test_container_volumes_from_create_to_removal(world):
+    ident = world.create("web", {"Binds": ["named:/data:nocopy"]}, Volumes={"/anon": {}})
+    c = world.backend.get("web")
+    anonymous = c.mount_points["/anon"]["Name"]
+    assert set(world.volumes.volumes) == {"named", anonymous}
+    assert world.volumes.references == {"named": {ident}, anonymous: {ident}}
+    mounts = {m["Destination"]: m for m in run(world.backend.inspect("web", False, "1.41"))["Mounts"]}
+    assert mounts["/data"]["Mode"] == "nocopy" and mounts["/anon"]["Mode"] == ""
+    run(world.backend.start(ident))
+    with open(os.path.join(world.backend.bundle(c), "config.json")) as f:
+        spec_mounts = {m["destination"]: m for m in json.load(f)["mounts"]}
+    assert spec_mounts["/data"]["source"] == world.volumes.volumes["named"].path
+    assert spec_mounts["/anon"]["source"] == world.volumes.volumes[anonymous].path
+    assert spec_mounts["/anon"]["options"] == ["rbind"]
+    actions = [e.action for e in world.events._history if e.type == "volume"]
+    assert actions == ["create", "create", "mount", "mount"]
+    # The record keeps the mount points: a restarted daemon references them again.
+    with open(c.record_path) as f:
+        assert set(json.load(f)["MountPoints"]) == {"/data", "/anon"}
+    world.runtime.exit(ident, 0)
+    world.settle()
+    run(world.backend.remove("web", force=False, volumes=True))
+    assert set(world.volumes.volumes) == {"named"} and world.volumes.references == {}
+
+
+def test_volumes_from_and_errors(world):
+    world.create("src", Volumes={"/shared": {}})
+    shared = world.backend.get("src").mount_points["/shared"]["Name"]
+    ident = world.create("dst", {"VolumesFrom": ["src:ro"]})
+    point = world.backend.get("dst").mount_points["/shared"]
+    assert (point["Name"], point["RW"]) == (shared, False)
+    assert world.volumes.references[shared] == {world.backend.get("src").id, ident}
+    error = failure_of(world.backend.create("", {"Image": "busybox"}, {"VolumesFrom": ["src:rx"]}, None, "1.41"))
+    assert isinstance(error, InvalidParameter) and str(error) == "invalid mode for volumes-from: rx"
+    error = failure_of(world.backend.create("", {"Image": "busybox"}, {"VolumesFrom": ["nope"]}, None, "1.41"))
+    assert isinstance(error, NotFound) and str(error) == "No such container: nope"
+    # rm -v of one leaves the anonymous volume the other uses.
+    run(world.backend.remove("dst", force=False, volumes=True))
+    assert shared in world.volumes.volumes
+    run(world.backend.remove("src", force=False, volumes=True))
+    assert shared not in world.volumes.volumes
