@@ -33,6 +33,7 @@ from .backend.runtime.criu import Criu
 from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
+from .backend.volumes import VolumeStore
 from .config import ConfigError, DaemonConfig, read_config_file
 from .listeners import ListenerService, check_addresses, exit_failed
 from .logs import Logger, set_debug
@@ -59,7 +60,7 @@ CONMON = shutil.which("conmon") or "conmon"
 
 def build_routers(
     reactor, system, cluster, debug=None, containers=None, images=None,
-    execs=None, copies=None, checkpoints=None,
+    execs=None, copies=None, checkpoints=None, volumes=None,
 ) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
@@ -68,7 +69,7 @@ def build_routers(
         ContainerRouter(containers, execs=execs, copies=copies),
         ImageRouter(images),
         SystemRouter(system, reactor),
-        VolumeRouter(),
+        VolumeRouter(volumes),
         BuildRouter(),
         SessionRouter(),
         SwarmRouter(cluster),
@@ -156,13 +157,14 @@ class Daemon(MultiService):
         # container backend keeps it.
         self.container_store = ContainerStore()
         self.images = ImageStore(reactor, config.data_root, self.events, containers=self.container_store)
+        self.volumes = VolumeStore(reactor, config.data_root, self.events)
         self._build_container_backends(reactor, config)
-        self.copies = CopyBackend(reactor, self.containers, self.images)
+        self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
         self.system = SystemBackend(
             reactor,
             self.settings,
             self.events,
-            inventories=[self.containers, self.images],
+            inventories=[self.containers, self.images, self.volumes],
             criu=self.criu,
         )
         routers = build_routers(
@@ -175,6 +177,7 @@ class Daemon(MultiService):
             execs=self.execs,
             copies=self.copies,
             checkpoints=self.checkpoints,
+            volumes=self.volumes,
         )
         api = APIConfig(
             experimental=config.experimental,
@@ -218,6 +221,7 @@ class Daemon(MultiService):
             init_path=shutil.which("tini-static") or shutil.which("tini"),
             execs=exec_store,
             checkpoints=checkpoint_store if config.experimental else None,
+            volumes=self.volumes,
         )
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
@@ -248,6 +252,7 @@ class Daemon(MultiService):
     async def _load(self) -> None:
         try:
             await self.images.load()
+            await self.volumes.load()
             await self.containers.load()
         except CancelledError:
             return

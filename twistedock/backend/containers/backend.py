@@ -37,6 +37,7 @@ from .stop import StopMixin
 from .top import TopMixin
 from .update import UpdateMixin
 from .usage import UsageMixin
+from .volumes import VolumesMixin
 from .record import Container
 from .store import ContainerStore
 from .wait import WaitMixin
@@ -64,6 +65,7 @@ class ContainerBackend(
     LogsMixin,
     StatsMixin,
     AttachMixin,
+    VolumesMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.
@@ -92,6 +94,7 @@ class ContainerBackend(
         init_path: Optional[str] = None,
         execs=None,
         checkpoints=None,
+        volumes=None,
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -99,7 +102,8 @@ class ContainerBackend(
         L{ExecStore} shared with the exec backend (inspect lists its
         ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
         the L{CheckpointStore} that a start with a checkpoint restores from
-        (--experimental only: None otherwise)."""
+        (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
+        (None: a container with volumes cannot start)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -111,6 +115,7 @@ class ContainerBackend(
         self.init_path = init_path
         self.checkpoints = checkpoints
         self.execs = execs
+        self.volumes = volumes
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

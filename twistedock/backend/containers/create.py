@@ -18,12 +18,14 @@ from .defaults import (
 )
 from .health import for_api
 from .record import Container
+from .volumes import check_subpath_version
 
 
 class CreateMixin:
     """The create part of L{ContainerBackend}."""
 
     async def create(self, name, config, host_config, networking_config, api_version):
+        check_subpath_version(host_config, api_version)
         if name:
             spec.validate_name(name)
             name = "/" + name.lstrip("/")
@@ -63,6 +65,13 @@ class CreateMixin:
         )
         await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
         c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(self.layer_dirs(c))))
+        if self.volumes is not None:
+            c.mount_points = await self.register_mount_points(ident, config, host_config)
+            try:
+                await self.populate_volumes(c)
+            except BaseException:
+                await self.release_volumes(c, remove_anonymous=True)
+                raise
         await self.save(c)
         self.containers[ident] = c
         self.names[name] = ident

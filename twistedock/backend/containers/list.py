@@ -60,7 +60,9 @@ class ListMixin:
                 mode = c.network_mode()
                 if ("bridge" if mode == "default" else mode) not in filters.get("network"):
                     continue
-            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+            if filters.get("volume") and not _uses_volume(c, filters.get("volume")):
+                continue
+            if filters.get("publish") or filters.get("expose"):
                 continue
             if filters.get("is-task") and "true" in filters.get("is-task"):
                 continue
@@ -87,6 +89,15 @@ class ListMixin:
             except DockerError:
                 continue
         return found
+
+
+def _uses_volume(c, values) -> bool:
+    """The volume filter: a mount's destination, or its volume's name
+    (its source for a bind), is one of C{values}."""
+    for mount in c.mounts():
+        if mount["Destination"] in values or (mount.get("Name") or mount["Source"]) in values:
+            return True
+    return False
 
 
 def _regex_match(filters: Filters, key: str, sources: List[str]) -> bool:

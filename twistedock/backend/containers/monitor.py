@@ -66,6 +66,7 @@ class MonitorMixin:
             await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
+        await self.unmount_volumes(c)
         c.state.running = False
         c.state.paused = False
         c.state.pid = 0
@@ -90,7 +91,7 @@ class MonitorMixin:
         if restart:
             self._schedule_restart(c, run)
         elif c.host_config.get("AutoRemove") and not boot:
-            await self._remove(c)
+            await self._remove(c, volumes=True)
 
     def _notify(self, table, c: Container, result) -> None:
         for waiter in table.pop(c.id, []):

@@ -38,6 +38,7 @@ class RestoreMixin:
                 continue
             self.containers[c.id] = c
             self.names[c.name] = c.id
+            self.restore_volumes(c)
             # Containers made before init layers existed get theirs (export
             # and diff mount and compare with it).
             try:
