@@ -81,8 +81,10 @@ class API:
         self.clock.advance(1_700_000_000)  # a wall-clock time, for since/until
         self.system = system or MemorySystemBackend(self.clock)
         self.containers = MemoryContainerBackend()
+        self.volumes = MemoryVolumeBackend()
         self.routers = build_routers(
-            self.clock, self.system, InactiveCluster(), debug_backend, containers=self.containers
+            self.clock, self.system, InactiveCluster(), debug_backend, containers=self.containers,
+            volumes=self.volumes,
         )
         config = APIConfig(experimental=experimental, debug=False)
         if min_version is not None:
@@ -232,6 +234,23 @@ class MemoryContainerBackend:
         for stream, data in self._get(name)["Logs"]:
             writer.write(stream, data)
 
+    async def stats(self, name, config, out):
+        from twistedock.errors import InvalidParameter
+
+        c = self._get(name)
+        if config.stream and config.one_shot:
+            raise InvalidParameter("cannot have stream=true and one-shot=true")
+        self.calls.append(("stats", name, config))
+        out.start()
+        for frame in c.get("Stats", [{"id": name}]):
+            out.write(frame)
+            if not config.stream:
+                return
+        if config.stream:
+            ended = self._Deferred()
+            self.waiters.setdefault("stats:" + name, []).append(ended)
+            await ended
+
     def check_attach(self, name, config):
         self._get(name)
 
@@ -331,3 +350,88 @@ class MemoryExecBackend:
     async def resize_exec(self, exec_id, height, width):
         self.check_exec(exec_id)
         self.calls.append(("resize", exec_id, height, width))
+
+
+@implementer(__import__("twistedock.routers.volume", fromlist=["IVolumeBackend"]).IVolumeBackend)
+class MemoryVolumeBackend:
+    """Volumes as dicts, with the local driver's answers; C{in_use} names
+    the volumes containers reference (name: [container IDs])."""
+
+    ANONYMOUS = "com.docker.volume.anonymous"
+
+    def __init__(self):
+        self.volumes = {}
+        self.in_use = {}
+        self.counter = 0
+
+    def _doc(self, name, labels, options):
+        return {"CreatedAt": "2026-01-01T00:00:00Z", "Driver": "local", "Labels": labels,
+                "Mountpoint": "/var/lib/docker/volumes/%s/_data" % name, "Name": name,
+                "Options": options, "Scope": "local"}
+
+    async def create(self, name, driver, driver_opts, labels):
+        from twistedock.backend.volumes import local
+        from twistedock.errors import InvalidParameter, NotFound
+
+        if not name:
+            self.counter += 1
+            name = "%064x" % self.counter
+            labels = dict(labels or {}, **{self.ANONYMOUS: ""})
+        if driver and driver != "local":
+            raise NotFound('create %s: error looking up volume plugin %s: plugin "%s" not found'
+                           % (name, driver, driver))
+        if name not in self.volumes:
+            try:
+                local.validate_name(name)
+                local.validate_opts(driver_opts)
+            except InvalidParameter as e:
+                raise InvalidParameter("create %s: %s" % (name, e.message))
+            self.volumes[name] = self._doc(name, labels, driver_opts)
+        return dict(self.volumes[name])
+
+    async def get(self, name):
+        from twistedock.errors import NotFound
+
+        if name not in self.volumes:
+            raise NotFound("get %s: no such volume" % (name,))
+        return dict(self.volumes[name])
+
+    def _matches(self, doc, filters):
+        if filters.contains("name") and not any(v in doc["Name"] for v in filters.get("name")):
+            return False
+        if not filters.match_kv_list("label", doc["Labels"]):
+            return False
+        if filters.contains("dangling"):
+            dangling = filters.get_bool_or_default("dangling", False)
+            if dangling == bool(self.in_use.get(doc["Name"])):
+                return False
+        return True
+
+    async def list(self, filters):
+        filters.validate(("dangling", "name", "driver", "label"))
+        return [dict(v) for v in self.volumes.values() if self._matches(v, filters)], None
+
+    async def remove(self, name, force):
+        from twistedock.errors import Conflict, NotFound
+
+        if name not in self.volumes:
+            if force:
+                return
+            raise NotFound("get %s: no such volume" % (name,))
+        if self.in_use.get(name):
+            raise Conflict("remove %s: volume is in use - [%s]" % (name, ", ".join(self.in_use[name])))
+        del self.volumes[name]
+
+    async def prune(self, filters):
+        everything = filters.get("all") == {"true"}
+        filters.fields.pop("all", None)
+        filters.validate(("label", "label!"))
+        deleted = []
+        for name, doc in list(self.volumes.items()):
+            if self.in_use.get(name) or not self._matches(doc, filters):
+                continue
+            if not everything and self.ANONYMOUS not in (doc["Labels"] or {}):
+                continue
+            del self.volumes[name]
+            deleted.append(name)
+        return {"VolumesDeleted": deleted, "SpaceReclaimed": 0}

@@ -71,7 +71,7 @@ def backend_with(tmp_path, host_config, running=False):
 @pytest_twisted.ensureDeferred
 async def test_zero_fields_and_an_unnamed_policy_change_nothing(tmp_path):
     backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
-    assert await backend.update("web", CLI_UPDATE) == {"Warnings": []}
+    assert await backend.update("web", CLI_UPDATE) == {"Warnings": None}
     assert c.host_config["Memory"] == 64 * MB
     assert c.host_config["MemorySwap"] == 128 * MB
     assert c.host_config["CpuShares"] == 512

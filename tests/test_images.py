@@ -928,9 +928,9 @@ async def test_import_runs_in_the_reactor_thread_pool(tmp_path):
     seen = []
     original = archive_module.unpack_layer
 
-    def spy(source, dest):
+    def spy(source, dest, split=None):
         seen.append(threading.current_thread() is threading.main_thread())
-        return original(source, dest)
+        return original(source, dest, split)
 
     archive_module.unpack_layer = spy
     try:

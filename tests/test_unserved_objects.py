@@ -1,4 +1,4 @@
-"""The network, volume and plugin routers before those objects exist: the answers they give."""
+"""The network and plugin routers before those objects exist: the answers they give."""
 
 import pytest
 
@@ -22,13 +22,6 @@ def test_the_built_in_networks_are_not_served_yet():
             501, {"message": "GET /networks/{id:.+} is not implemented yet"}
         )
     assert api.request("GET", "/networks").code == 501
-
-
-@pytest.mark.route("GET", "/volumes/{name:.*}")
-def test_no_volume_is_found():
-    # twistedock has no volumes yet: every name is unknown, in dockerd's words.
-    answer = API().request("GET", "/v1.41/volumes/nope")
-    assert (answer.code, answer.json()) == (404, {"message": "get nope: no such volume"})
 
 
 @pytest.mark.route("GET", "/plugins/{name:.*}/json")

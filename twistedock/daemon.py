@@ -23,6 +23,7 @@ from .backend import host
 from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.containers import ContainerBackend, ContainerStore
+from .backend.containers.health import ExecProbeRunner, HealthMonitor
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
@@ -33,6 +34,7 @@ from .backend.runtime.criu import Criu
 from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
+from .backend.volumes import VolumeStore
 from .config import ConfigError, DaemonConfig, read_config_file
 from .errors import DockerError
 from .listeners import ListenerService, check_addresses, exit_failed
@@ -60,7 +62,7 @@ CONMON = shutil.which("conmon") or "conmon"
 
 def build_routers(
     reactor, system, cluster, debug=None, containers=None, images=None,
-    execs=None, copies=None, checkpoints=None, registry=None,
+    execs=None, copies=None, checkpoints=None, volumes=None, registry=None,
 ) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
@@ -69,7 +71,7 @@ def build_routers(
         ContainerRouter(containers, execs=execs, copies=copies),
         ImageRouter(images),
         SystemRouter(system, reactor),
-        VolumeRouter(),
+        VolumeRouter(volumes),
         BuildRouter(),
         SessionRouter(),
         SwarmRouter(cluster),
@@ -166,13 +168,14 @@ class Daemon(MultiService):
             reactor, config.data_root, self.events, containers=self.container_store,
             registry=self.registry,
         )
+        self.volumes = VolumeStore(reactor, config.data_root, self.events)
         self._build_container_backends(reactor, config)
-        self.copies = CopyBackend(reactor, self.containers, self.images)
+        self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
         self.system = SystemBackend(
             reactor,
             self.settings,
             self.events,
-            inventories=[self.containers, self.images],
+            inventories=[self.containers, self.images, self.volumes],
             criu=self.criu,
             registry=self.registry,
         )
@@ -186,6 +189,7 @@ class Daemon(MultiService):
             execs=self.execs,
             copies=self.copies,
             checkpoints=self.checkpoints,
+            volumes=self.volumes,
             registry=self.registry,
         )
         api = APIConfig(
@@ -230,9 +234,13 @@ class Daemon(MultiService):
             init_path=shutil.which("tini-static") or shutil.which("tini"),
             execs=exec_store,
             checkpoints=checkpoint_store if config.experimental else None,
+            volumes=self.volumes,
         )
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
+        # Healthchecks: told of each run by the container backend, probing
+        # through the exec backend.
+        self.health = HealthMonitor(reactor, self.containers, ExecProbeRunner(self.execs, exec_store))
 
     def startService(self) -> None:
         # The listeners start once the stores are loaded: no request sees a
@@ -257,6 +265,7 @@ class Daemon(MultiService):
     async def _load(self) -> None:
         try:
             await self.images.load()
+            await self.volumes.load()
             await self.containers.load()
         except CancelledError:
             return

@@ -111,6 +111,34 @@ def parse_duration(text: str) -> int:
     return sign * int(total)
 
 
+def format_duration(ns: int) -> str:
+    """Go's time.Duration.String: C{1.5s}, C{1m30s}, C{1h0m0s}, C{250ms}."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    u = abs(ns)
+
+    def fraction(value: int, digits: int) -> str:
+        whole, part = divmod(value, 10**digits)
+        text = ("%0*d" % (digits, part)).rstrip("0")
+        return str(whole) + ("." + text if text else "")
+
+    if u < _NS:
+        if u < 1_000:
+            return sign + "%dns" % u
+        if u < 1_000_000:
+            return sign + fraction(u, 3) + "\u00b5s"
+        return sign + fraction(u, 6) + "ms"
+    seconds, nanos = divmod(u, _NS)
+    text = fraction((seconds % 60) * _NS + nanos, 9) + "s"
+    minutes = seconds // 60
+    if minutes:
+        text = "%dm" % (minutes % 60) + text
+        if minutes >= 60:
+            text = "%dh" % (minutes // 60) + text
+    return sign + text
+
+
 def human_duration(seconds: float) -> str:
     """docker/go-units HumanDuration."""
     s = int(seconds)

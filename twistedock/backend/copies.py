@@ -18,13 +18,15 @@ backpressure (L{TarStream}).
 
 import io
 import os
+from contextlib import asynccontextmanager
 from typing import Callable, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import ensureDeferred
 from zope.interface import implementer
 
 from .. import golang
 from ..deferreds import shield
-from ..errors import Forbidden, InternalError, InvalidParameter
+from ..errors import Forbidden, InternalError, InvalidParameter, NotFound
 from ..routers.container import CreateImageConfig, ICopyBackend
 from ..tar.extract import OverwriteConflict, extract_into
 from ..tar.layer import changes_of
@@ -44,10 +46,13 @@ class CopyBackend:
     """Archives, export, changes and commit over the container backend's
     containers and the image store."""
 
-    def __init__(self, reactor, containers, images) -> None:
+    def __init__(self, reactor, containers, images, volumes=None) -> None:
+        """C{volumes}: the L{VolumeStore} that mounts a volume a path of
+        the container is in (None: paths are the root's only)."""
         self.reactor = reactor
         self.containers = containers
         self.images = images
+        self.volumes = volumes
         self.roots = ContainerRoots(reactor, containers, images)
         self._committer = ContainerCommitter(reactor, containers, images)
 
@@ -73,11 +78,20 @@ class CopyBackend:
 
     async def stat_path(self, name: str, path: str) -> dict:
         c = self._container(name)
+        mount = await self._mount_point_of(c, path)
+        if mount is not None:
+            async with self._volume_scope(c, name, path, mount) as (scope, rest):
+                doc = await self.roots.thread(_path_stat_only, scope, rest, {})
+            doc["name"] = golang.base(container_path(path))
+            return doc
         mounts = await self.roots.thread(self._mounts, c)
         return await self.roots.in_root(c, name, _path_stat_only, path, mounts)
 
     async def archive_path(self, name: str, path: str) -> Tuple[dict, TarStream]:
         c = self._container(name)
+        mount = await self._mount_point_of(c, path)
+        if mount is not None:
+            return await self._archive_volume_path(c, name, path, mount)
         mounts = await self.roots.thread(self._mounts, c)
         fd = await self.roots.acquire(c)
         scope = Scope(fd, self.roots.merged(c), name, mounts)
@@ -112,10 +126,97 @@ class CopyBackend:
         c = self._container(name)
         if content is None:
             content = io.BytesIO()
-        await self.roots.in_root(
-            c, name, _extract_blocking, c, path, no_overwrite_dir_non_dir, copy_uid_gid, content
-        )
+        mount = await self._mount_point_of(c, path)
+        if mount is not None:
+            # dockerd 20.10 answered 500, moby now 400.
+            read_only = None if mount["RW"] else InvalidParameter("mounted volume is marked read-only")
+            owner = None
+            if copy_uid_gid and (c.config.get("User") or ""):
+                # The user is the container's: looked up in its root.
+                owner = await self.roots.in_root(c, name, _container_owner, c)
+            async with self._volume_scope(c, name, path, mount) as (scope, rest):
+                await self.roots.thread(
+                    _extract_blocking, scope, c, rest, no_overwrite_dir_non_dir, False, content,
+                    read_only, owner,
+                )
+        else:
+            read_only = None
+            if c.host_config.get("ReadonlyRootfs"):
+                read_only = Forbidden("container rootfs is marked read-only")
+            await self.roots.in_root(
+                c, name, _extract_blocking, c, path, no_overwrite_dir_non_dir, copy_uid_gid,
+                content, read_only,
+            )
         self.containers.log_event(c, "extract-to-dir")
+
+    # -- paths in volumes and binds ------------------------------------------------
+
+    async def _mount_point_of(self, c, path: str) -> Optional[dict]:
+        """The volume or bind mount point holding C{path} (the deepest),
+        compared as dockerd's HasResource: lexically."""
+        points = getattr(c, "mount_points", None) or {}
+        cleaned = golang.clean("/" + path)
+        found = None
+        for dest, point in points.items():
+            if point["Type"] not in ("volume", "bind"):
+                continue
+            if point["Type"] == "volume" and self.volumes is None:
+                continue
+            if cleaned == dest or cleaned.startswith(dest.rstrip("/") + "/"):
+                if found is None or len(dest) > len(found["Destination"]):
+                    found = point
+        if found is not None and found["Type"] == "bind":
+            # A file bound over a file is the root's business (as the
+            # daemon's /etc files).
+            if not await self.roots.thread(os.path.isdir, found["Source"]):
+                return None
+        return found
+
+    @asynccontextmanager
+    async def _volume_scope(self, c, name: str, path: str, point: dict):
+        """A L{Scope} rooted at the mount point's host directory (the volume
+        mounted meanwhile), and C{path} relative to it."""
+        ref = "copy-" + os.urandom(8).hex()
+        if point["Type"] == "volume":
+            source = await self.volumes.mount(point["Name"], ref)
+            subpath = (point.get("Spec") or {}).get("Subpath")
+            if subpath:
+                source = os.path.join(source, subpath)
+        else:
+            source = point["Source"]
+        try:
+            try:
+                fd = await self.roots.thread(os.open, source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise InternalError(str(e))
+            try:
+                full = container_path(path)
+                rest = full[len(point["Destination"].rstrip("/")):] or "/"
+                yield _MountScope(fd, source, name, path), rest
+            finally:
+                os.close(fd)
+        finally:
+            if point["Type"] == "volume":
+                await self.volumes.unmount(point["Name"], ref)
+
+    async def _archive_volume_path(self, c, name: str, path: str, point: dict):
+        context = self._volume_scope(c, name, path, point)
+        scope, rest = await context.__aenter__()
+        try:
+            doc, target = await self.roots.thread(scope.path_stat, rest)
+        except BaseException:
+            await context.__aexit__(None, None, None)
+            raise
+        doc["name"] = golang.base(container_path(path))
+        target.abs_path = container_path(path)
+
+        def cleanup():
+            target.close()
+            return ensureDeferred(context.__aexit__(None, None, None))
+
+        stream = TarStream(self.reactor, lambda write: write_path_archive(target, write), cleanup)
+        self.containers.log_event(c, "archive-path")
+        return doc, stream
 
     # -- export and changes ----------------------------------------------------
 
@@ -158,7 +259,30 @@ def _path_stat_only(scope: Scope, path: str, mounts) -> dict:
     return doc
 
 
-def _extract_blocking(scope: Scope, c, path, no_overwrite, copy_uid_gid, content) -> None:
+class _MountScope(Scope):
+    """A volume's (or bind's) directory as a scope: not-found messages
+    name the path the client asked for."""
+
+    def __init__(self, fd: int, source: str, ref: str, asked: str) -> None:
+        super().__init__(fd, source, ref)
+        self.asked = asked
+
+    def not_found(self, path: str) -> NotFound:
+        return super().not_found(self.asked)
+
+
+def _container_owner(scope: Scope, c) -> Tuple[int, int]:
+    from .spec import resolve_user
+
+    user = resolve_user("/proc/self/fd/%d" % scope.root_fd, c.config.get("User") or "")
+    return user["uid"], user["gid"]
+
+
+def _extract_blocking(
+    scope: Scope, c, path, no_overwrite, copy_uid_gid, content, read_only=None, owner=None
+) -> None:
+    """Extract the tar C{content} at C{path}; C{read_only}, the error that
+    refuses a write there (after the path was checked)."""
     # Unlike a read, the last component is followed: extracting "into" a
     # link to a directory extracts into that directory.
     parts = scope.resolve(container_path(path))
@@ -169,14 +293,10 @@ def _extract_blocking(scope: Scope, c, path, no_overwrite, copy_uid_gid, content
     except NotADirectoryError:
         raise InvalidParameter("extraction point is not a directory")
     os.close(dest_fd)
-    if c.host_config.get("ReadonlyRootfs"):
-        raise Forbidden("container rootfs is marked read-only")
-    owner = None
+    if read_only is not None:
+        raise read_only
     if copy_uid_gid and (c.config.get("User") or ""):
-        from .spec import resolve_user
-
-        user = resolve_user("/proc/self/fd/%d" % scope.root_fd, c.config.get("User") or "")
-        owner = (user["uid"], user["gid"])
+        owner = _container_owner(scope, c)
     try:
         extract_into(scope.root_fd, parts, content, no_overwrite, owner)
     except (OverwriteConflict, BreakoutError) as e:

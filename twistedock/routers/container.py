@@ -22,7 +22,7 @@ ROUTES = (
     route("GET", "/containers/{name:.*}/json", "get_containers_by_name"),
     route("GET", "/containers/{name:.*}/top", "get_containers_top"),
     route("GET", "/containers/{name:.*}/logs", "get_containers_logs"),
-    route("GET", "/containers/{name:.*}/stats", None),
+    route("GET", "/containers/{name:.*}/stats", "get_containers_stats"),
     route("GET", "/containers/{name:.*}/attach/ws", "ws_containers_attach"),
     route("GET", "/exec/{id:.*}/json", "get_exec_by_id"),
     route("GET", "/containers/{name:.*}/archive", "get_containers_archive"),
@@ -72,6 +72,17 @@ class ContainerLogsOptions:
     until: str = ""
     tail: str = "all"
     details: bool = False
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ContainerStatsConfig:
+    """C{GET /containers/{name}/stats}'s query: a frame a second
+    (C{stream}), or one frame, after two samples so that its precpu_stats
+    are filled, or after one (C{one_shot}, from API 1.41)."""
+
+    stream: bool = True
+    one_shot: bool = False
+    version: str = ""
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
@@ -188,6 +199,11 @@ class IContainerBackend(Interface):
         """Write each log entry with C{writer.write(stream, data)}, at the
         pace of C{writer.flow}; follow if asked."""
 
+    def stats(name, config: ContainerStatsConfig, out):
+        """Sample the container's resource usage: C{out.start()} once the
+        request is accepted, then C{out.write(frame)} per frame (a dict, as
+        dockerd's StatsJSON), at the pace of C{out.flow} (None: one frame)."""
+
     def attach(name, config: ContainerAttachConfig, stream):
         """Join C{stream} (a hijacked connection) to the container's stdio."""
 
@@ -272,6 +288,27 @@ def _resize_value(req: APIRequest, name: str, label: str) -> int:
     if not value.isdigit() or int(value) > 0xFFFFFFFF:
         raise InvalidParameter('invalid resize %s "%s"' % (label, value))
     return int(value)
+
+
+class _StatsOutput:
+    """Where the stats frames go: a stream of JSON documents with no
+    Content-Type (dockerd flushes its headers before any body), or one JSON
+    answer."""
+
+    def __init__(self, req: APIRequest, stream: bool) -> None:
+        self.req = req
+        self.stream = stream
+        self.flow = None
+
+    def start(self) -> None:
+        if self.stream:
+            self.flow = self.req.start_stream(None)
+
+    def write(self, frame: dict) -> None:
+        if self.stream:
+            self.req.write(encode_json(frame))
+        else:
+            self.req.write_json(frame)
 
 
 class ContainerRouter(Router):
@@ -381,6 +418,8 @@ class ContainerRouter(Router):
         update = _typed(req.json_body({}), types.UPDATE_CONFIG) or {}
         if versions.less_than(req.version, "1.40"):
             update.pop("PidsLimit", None)
+        if not versions.less_than(req.version, "1.42"):
+            update.pop("KernelMemory", None)  # removed in API 1.42: ignored
         req.write_json(await self.backend.update(req.vars["name"], update))
 
     async def post_containers_prune(self, req: APIRequest) -> None:
@@ -412,6 +451,15 @@ class ContainerRouter(Router):
         flow = req.start_stream(content_type)
         writer = StdWriter(req.write, multiplexed, flow)
         await self.backend.logs(name, options, writer)
+
+    async def get_containers_stats(self, req: APIRequest) -> None:
+        one_shot = False
+        if not versions.less_than(req.version, "1.41"):
+            one_shot = req.bool_query("one-shot")
+        config = ContainerStatsConfig(
+            stream=req.bool_query("stream", True), one_shot=one_shot, version=req.version
+        )
+        await self.backend.stats(req.vars["name"], config, _StatsOutput(req, config.stream))
 
     async def post_containers_attach(self, req: APIRequest) -> None:
         name = req.vars["name"]

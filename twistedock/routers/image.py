@@ -1,6 +1,6 @@
 """
 The image router: import (C{POST /images/create?fromSrc=-}), list, inspect,
-history, tag, delete and prune.  The backend answers with attrs values; the
+history, tag, delete, prune, save (C{GET /images/get}) and load.  The backend answers with attrs values; the
 JSON shapes, and what each API version keeps of them, are decided here, as
 moby's image router decides them.
 """
@@ -14,21 +14,21 @@ from typing import Any, Dict, List, Optional
 
 from zope.interface import Interface
 
-from ..errors import DockerError, InternalError, NotImplementedYet
+from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
 from .. import golang, versions
-from ..server.httputils import APIRequest, encode_json
+from ..server.httputils import APIRequest, encode_json, go_syntax_error
 from ..server.routing import route
 from . import Router
 
 ROUTES = (
     route("GET", "/images/json", "get_images_json"),
     route("GET", "/images/search", None),
-    route("GET", "/images/get", None),
-    route("GET", "/images/{name:.*}/get", None),
+    route("GET", "/images/get", "get_images_get"),
+    route("GET", "/images/{name:.*}/get", "get_images_name_get"),
     route("GET", "/images/{name:.*}/history", "get_images_history"),
     route("GET", "/images/{name:.*}/json", "get_images_by_name"),
     route("GET", "/images/{name:.*}/attestations", None, min_version="1.55"),
-    route("POST", "/images/load", None),
+    route("POST", "/images/load", "post_images_load"),
     route("POST", "/images/create", "post_images_create"),
     route("POST", "/images/{name:.*}/push", "post_images_push"),
     route("POST", "/images/{name:.*}/tag", "post_images_tag"),
@@ -69,6 +69,17 @@ class IImageBackend(Interface):
 
     def prune(filters):
         """Delete unused images: a C{PruneReport}."""
+
+    def export_images(names, platforms):
+        """docker save: a tar stream (C{write_to(consumer, flow)},
+        C{close()}) of the images C{names} name; C{platforms} (OCI platform
+        dicts, may be empty): what they must be for."""
+
+    def load_images(source, quiet, platforms, output):
+        """docker load of the tar file object C{source} (closed once read),
+        only the images for C{platforms} if any: C{output} is called with
+        each progress value (C{id}, C{current}, C{total}) and text value
+        (C{text}) to tell the client."""
 
 
 #: container.Config fields as API < 1.50 shows an image's Config (Go's order;
@@ -281,6 +292,98 @@ def _progress_writer(req: APIRequest):
     return emit
 
 
+_SIZE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def human_size(size: float) -> str:
+    """go-units' HumanSize: four significant digits, decimal units."""
+    unit = 0
+    while size >= 1000 and unit < len(_SIZE_UNITS) - 1:
+        size /= 1000.0
+        unit += 1
+    return "%.4g%s" % (size, _SIZE_UNITS[unit])
+
+
+def progress_bar(current: int, total: int) -> str:
+    """jsonmessage.JSONProgress.String() as dockerd renders it (no terminal:
+    200 columns wide, so with the bar)."""
+    if current <= 0 and total <= 0:
+        return ""
+    if total <= 0:
+        return "%8s" % (human_size(current),)
+    percentage = min(int(current / total * 100) // 2, 50)
+    bar = "[%s>%s] " % ("=" * percentage, " " * max(50 - percentage, 0))
+    if current > total:
+        return bar + "%8s" % (human_size(current),)
+    return bar + "%8s/%s" % (human_size(current), human_size(total))
+
+
+def _load_line(item) -> bytes:
+    """A docker load output value as dockerd's JSON message line."""
+    text = getattr(item, "text", None)
+    if text is not None:
+        doc: Dict[str, Any] = {"stream": text}
+    else:
+        detail = {}
+        if item.current:
+            detail["current"] = item.current
+        if item.total:
+            detail["total"] = item.total
+        doc = {
+            "status": "Loading layer",
+            "progressDetail": detail,
+            "progress": progress_bar(item.current, item.total),
+            "id": item.id,
+        }
+    return encode_json(doc)[:-1] + b"\r\n"
+
+
+def _platforms(req: APIRequest) -> List[dict]:
+    """httputils.DecodePlatforms of the C{platform} values (API >= 1.48):
+    each a JSON OCI platform with its OS and architecture."""
+    version = req.version or versions.MAX_API_VERSION
+    if versions.less_than(version, "1.48"):
+        return []
+    values = req.query_all("platform")
+    if versions.less_than(version, "1.52") and len(values) > 1:
+        raise InvalidParameter(
+            "multiple platform parameters are not supported in this API version; "
+            "use API version 1.52 or later"
+        )
+    out = []
+    for text in values:
+        try:
+            platform = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidParameter("failed to parse platform: %s" % (go_syntax_error(text, e),))
+        if not isinstance(platform, dict):
+            raise InvalidParameter(
+                "failed to parse platform: json: cannot unmarshal %s into Go value of type v1.Platform"
+                % (_json_kind(platform),)
+            )
+        has_optional = bool(
+            platform.get("variant") or platform.get("os.version") or platform.get("os.features")
+        )
+        if not platform.get("os") and not platform.get("architecture") and has_optional:
+            raise InvalidParameter("optional platform fields provided, but OS and Architecture are missing")
+        if not platform.get("os") or not platform.get("architecture"):
+            raise InvalidParameter("both OS and Architecture must be provided")
+        out.append(platform)
+    return out
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if value is None:
+        return "null"
+    return "number"
+
+
 def _body(req: APIRequest):
     """The request body as a file of its own: twisted.web closes its copy
     when the client goes away, while the store may still be reading."""
@@ -363,6 +466,40 @@ class ImageRouter(Router):
         except DockerError as e:
             if not req.started:
                 raise
+            req.write(_stream_error(str(e)))
+
+    @_served
+    async def get_images_get(self, req: APIRequest) -> None:
+        await self._save(req, req.query_all("names"))
+
+    @_served
+    async def get_images_name_get(self, req: APIRequest) -> None:
+        await self._save(req, [req.vars["name"]])
+
+    async def _save(self, req: APIRequest, names: List[str]) -> None:
+        stream = await self.backend.export_images(names, _platforms(req))
+        try:
+            flow = req.start_stream("application/x-tar")
+            await stream.write_to(req.request, flow)
+        finally:
+            stream.close()
+
+    @_served
+    async def post_images_load(self, req: APIRequest) -> None:
+        platforms = _platforms(req)
+        quiet = req.bool_query("quiet", True)
+        source = _body(req)
+        req.start_stream("application/json")
+
+        def output(item) -> None:
+            try:
+                req.write(_load_line(item))
+            except RuntimeError:
+                pass  # the client went away; the load goes on to its end
+
+        try:
+            await self.backend.load_images(source, quiet, platforms, output)
+        except DockerError as e:
             req.write(_stream_error(str(e)))
 
     @_served

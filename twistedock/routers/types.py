@@ -29,7 +29,7 @@ EMPTY_STRUCT = Struct("struct {}", {})
 
 HEALTH_CONFIG = Struct("container.HealthConfig", {
     "Test": STRINGS, "Interval": DURATION, "Timeout": DURATION,
-    "StartPeriod": DURATION, "Retries": INT,
+    "StartPeriod": DURATION, "StartInterval": DURATION, "Retries": INT,
 })  # fmt: skip
 
 CONFIG_FIELDS = {
@@ -82,6 +82,7 @@ MOUNT = Struct("mount.Mount", {
     "VolumeOptions": Struct("mount.VolumeOptions", {
         "NoCopy": BOOL, "Labels": STRING_MAP,
         "DriverConfig": Struct("mount.Driver", {"Name": STRING, "Options": STRING_MAP}),
+        "Subpath": STRING,
     }),
     "TmpfsOptions": Struct("mount.TmpfsOptions", {
         "SizeBytes": INT64, "Mode": Int("os.FileMode", 0, 2**32 - 1),

@@ -196,11 +196,15 @@ class APIRequest:
             self.request.setHeader("Content-Length", "0")
         self.request.write(b"")
 
-    def start_stream(self, content_type: str, status: int = 200) -> Flow:
+    def start_stream(self, content_type: Optional[str], status: int = 200) -> Flow:
         """Send the status and headers now; the body follows in chunks, at
-        the pace the returned L{Flow} allows."""
+        the pace the returned L{Flow} allows.  No C{content_type}: no
+        Content-Type header at all."""
         self.request.setResponseCode(status)
-        self.request.setHeader("Content-Type", content_type)
+        if content_type is None:
+            self.request.defaultContentType = None
+        else:
+            self.request.setHeader("Content-Type", content_type)
         self.request.write(b"")
         self.flow = Flow()
         self.request.registerProducer(self.flow, True)

@@ -319,8 +319,9 @@ def _nanoseconds(text: Optional[str], fallback) -> Optional[int]:
     return int(round(float(fallback) * 1_000_000_000))
 
 
-def unpack(stream: BinaryIO, dest: str) -> None:
-    """Unpack the uncompressed tar C{stream} into the directory C{dest}.
+def unpack(stream: BinaryIO, dest: str, seen=None) -> None:
+    """Unpack the uncompressed tar C{stream} into the directory C{dest}
+    (C{seen}, if given, is told each entry before it is unpacked).
 
     An empty stream is an empty layer, as for dockerd.  Raises
     L{BreakoutError} or L{ArchiveError}; C{dest} is then half written and
@@ -330,6 +331,8 @@ def unpack(stream: BinaryIO, dest: str) -> None:
     try:
         extractor = Extractor(root_fd)
         for tar, member in read_members(stream):
+            if seen is not None:
+                seen(member)
             extractor.extract(tar, member)
         extractor.finish()
     except OSError as e:
@@ -338,11 +341,21 @@ def unpack(stream: BinaryIO, dest: str) -> None:
         os.close(root_fd)
 
 
-def unpack_layer(source: BinaryIO, dest: str) -> str:
-    """Unpack C{source} (a tar, compressed or not) into C{dest}: its diff ID."""
+def unpack_layer(source: BinaryIO, dest: str, split: Optional[BinaryIO] = None) -> str:
+    """Unpack C{source} (a tar, compressed or not) into C{dest}: its diff ID.
+    With C{split} (a file), the tar's own bytes are recorded there
+    (L{twistedock.tar.split}), so that it can be given out again."""
     reader = DigestReader(decompressed(source))
-    unpack(reader, dest)
-    reader.drain()
+    if split is None:
+        unpack(reader, dest)
+        reader.drain()
+        return reader.digest
+    from .split import SplitRecorder
+
+    recorder = SplitRecorder(reader, split)
+    unpack(recorder, dest, recorder.member)  # type: ignore[arg-type]
+    recorder.drain()
+    recorder.finish()
     return reader.digest
 
 

@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from ...atomic import write_atomic
 from ...errors import InvalidParameter, NotFound
+from ...logs import Logger
 from ...routers.container import IContainerBackend
 from ..events import EventLog
 from ..runtime.attach import socket_dir
@@ -31,13 +32,17 @@ from .prune import PruneMixin
 from .rename import RenameMixin
 from .restore import RestoreMixin
 from .start import StartMixin
+from .stats import StatsCollector, StatsMixin
 from .stop import StopMixin
 from .top import TopMixin
 from .update import UpdateMixin
 from .usage import UsageMixin
+from .volumes import VolumesMixin
 from .record import Container
 from .store import ContainerStore
 from .wait import WaitMixin
+
+log = Logger()
 
 
 @implementer(IContainerBackend, IInventory)
@@ -58,7 +63,9 @@ class ContainerBackend(
     PruneMixin,
     UsageMixin,
     LogsMixin,
+    StatsMixin,
     AttachMixin,
+    VolumesMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.
@@ -87,6 +94,7 @@ class ContainerBackend(
         init_path: Optional[str] = None,
         execs=None,
         checkpoints=None,
+        volumes=None,
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -94,7 +102,8 @@ class ContainerBackend(
         L{ExecStore} shared with the exec backend (inspect lists its
         ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
         the L{CheckpointStore} that a start with a checkpoint restores from
-        (--experimental only: None otherwise)."""
+        (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
+        (None: a container with volumes cannot start)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -106,6 +115,7 @@ class ContainerBackend(
         self.init_path = init_path
         self.checkpoints = checkpoints
         self.execs = execs
+        self.volumes = volumes
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root
@@ -126,6 +136,10 @@ class ContainerBackend(
         self._restart_timers: Dict[str, object] = {}
         self._restart_delay: Dict[str, float] = {}
         self.shutting_down = False
+        self.stats_collector = StatsCollector(
+            reactor, self.run_in_thread, present=lambda c: self.by_id(c.id) is c, bundle=self.bundle
+        )
+        self._run_watchers: list = []
 
     # -- the surface other backends use (checkpoint, copy, exec) ---------------
 
@@ -178,6 +192,22 @@ class ContainerBackend(
         """A Deferred firing with the exit code conmon writes for the
         current run; cancelling it forgets it."""
         return self.exits.wait(c.id)
+
+    def watch_runs(self, watcher) -> None:
+        """Have C{watcher} told of every run's changes, as moby's daemon
+        tells its health monitor: C{run_started(c)} once a run (or a
+        re-adopted one) runs, C{run_paused(c)}, C{run_resumed(c)},
+        C{run_ended(c)} when its process exited (each before the record is
+        saved), and C{shutdown()} when the daemon stops and leaves its
+        containers running (--live-restore)."""
+        self._run_watchers.append(watcher)
+
+    def _tell(self, what: str, *args) -> None:
+        for watcher in self._run_watchers:
+            try:
+                getattr(watcher, what)(*args)
+            except Exception:
+                log.failure("{what} of a run watcher", what=what)
 
     def log_event(self, c: Container, action: str, **extra) -> None:
         attributes = dict(c.config.get("Labels") or {})

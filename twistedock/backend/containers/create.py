@@ -16,13 +16,16 @@ from .defaults import (
     HOST_CONFIG_DEFAULTS,
     LOG_DRIVERS,
 )
+from .health import for_api
 from .record import Container
+from .volumes import check_subpath_version
 
 
 class CreateMixin:
     """The create part of L{ContainerBackend}."""
 
     async def create(self, name, config, host_config, networking_config, api_version):
+        check_subpath_version(host_config, api_version)
         if name:
             spec.validate_name(name)
             name = "/" + name.lstrip("/")
@@ -30,6 +33,7 @@ class CreateMixin:
         image_ref = config.get("Image") or ""
         if not image_ref:
             raise InvalidParameter("No image was specified")
+        config = for_api(config, api_version)
         warnings = spec.validate_create(config, host_config, api_version) or []
         image = self.images.get(image_ref)
         host_config = self._host_config(host_config, api_version)
@@ -61,6 +65,13 @@ class CreateMixin:
         )
         await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
         c.graph = dict(self.overlay(c), LowerDir=":".join(reversed(self.layer_dirs(c))))
+        if self.volumes is not None:
+            c.mount_points = await self.register_mount_points(ident, config, host_config)
+            try:
+                await self.populate_volumes(c)
+            except BaseException:
+                await self.release_volumes(c, remove_anonymous=True)
+                raise
         await self.save(c)
         self.containers[ident] = c
         self.names[name] = ident

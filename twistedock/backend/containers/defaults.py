@@ -119,6 +119,7 @@ UPDATABLE = (
     "CpuShares",
     "CpusetCpus",
     "CpusetMems",
+    "KernelMemory",
     "Memory",
     "MemoryReservation",
     "MemorySwap",

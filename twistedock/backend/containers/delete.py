@@ -37,9 +37,10 @@ class DeleteMixin:
                 await exited
         if c.id not in self.containers:
             return
-        await self._remove(c)
+        await self._remove(c, volumes)
 
-    async def _remove(self, c: Container) -> None:
+    async def _remove(self, c: Container, volumes: bool = False) -> None:
+        """Remove the container; with C{volumes} its anonymous volumes too."""
         self._cancel_restart(c)
         c.state.removing = True
         c.state.running = c.state.restarting = False
@@ -62,6 +63,7 @@ class DeleteMixin:
             await self.run_in_thread(shutil.rmtree, directory, True)
         self._locks.pop(c.id, None)
         self._restart_delay.pop(c.id, None)
+        await self.release_volumes(c, remove_anonymous=volumes)
         self.log_event(c, "destroy")
         self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
         self._notify(self._removed_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})

@@ -9,6 +9,7 @@ from ... import versions
 from ...errors import DockerError
 from ..images.config import ordered_container_config
 from ..runtime import rootfs
+from .health import health_json
 from .record import Container
 
 
@@ -45,6 +46,8 @@ def inspect_json(c: Container, sizes, api_version: str) -> dict:
     writes them: container.Config's omitempty fields (ExposedPorts,
     StopSignal, ...) left out when unset, HostConfig for C{api_version}."""
     doc = c.inspect(sizes)
+    if c.state.health is not None:
+        doc["State"]["Health"] = health_json(c.state.health)
     doc["Config"] = ordered_container_config(c.config)
     doc["HostConfig"] = host_config_json(c.host_config, api_version)
     return doc
@@ -53,16 +56,22 @@ def inspect_json(c: Container, sizes, api_version: str) -> dict:
 def host_config_json(host_config: dict, api_version: str) -> dict:
     """
     HostConfig as dockerd shows it at C{api_version}: a PidsLimit of zero
-    or less is no limit (null, as moby's router stores it), and before API
-    1.42 (dockerd 20.10) KernelMemoryTCP follows KernelMemory even when unset.
+    or less is no limit (null, as moby's router stores it); before API 1.42
+    (dockerd 20.10) KernelMemoryTCP follows KernelMemory even when unset,
+    from 1.42 both are left out when unset.
     """
     doc = {}
+    old = versions.less_than(api_version, "1.42")
     for key, value in host_config.items():
         if key == "PidsLimit" and isinstance(value, int) and value <= 0:
             value = None
+        if key == "KernelMemoryTCP" and "KernelMemoryTCP" in doc:
+            continue
+        if key in ("KernelMemory", "KernelMemoryTCP") and not old and not value:
+            continue  # omitempty from API 1.42 (dockerd 23)
         doc[key] = value
-        if key == "KernelMemory" and versions.less_than(api_version, "1.42"):
+        if key == "KernelMemory" and (old or host_config.get("KernelMemoryTCP")):
             doc["KernelMemoryTCP"] = host_config.get("KernelMemoryTCP") or 0
-    if versions.less_than(api_version, "1.42"):
+    if old:
         doc.setdefault("KernelMemoryTCP", host_config.get("KernelMemoryTCP") or 0)
     return doc

@@ -6,6 +6,7 @@ from typing import List, Optional
 from ...errors import DockerError, InvalidParameter
 from ...filters import Filters
 from .defaults import LIST_FILTERS, STATUSES
+from .health import FILTER_VALUES, status_of
 
 
 class ListMixin:
@@ -23,7 +24,7 @@ class ListMixin:
             except ValueError:
                 raise InvalidParameter("invalid filter 'exited=%s'" % (value,))
         for value in filters.get("health"):
-            if value not in ("starting", "healthy", "unhealthy", "none"):
+            if value not in FILTER_VALUES:
                 raise InvalidParameter("Unrecognised filter value for health: %s" % (value,))
         before = self._bound(filters, "before")
         since = self._bound(filters, "since")
@@ -53,13 +54,15 @@ class ListMixin:
                 continue
             if ancestors is not None and c.image_id not in ancestors:
                 continue
-            if filters.get("health") and "none" not in filters.get("health"):
+            if filters.get("health") and status_of(c.state.health) not in filters.get("health"):
                 continue
             if filters.get("network"):
                 mode = c.network_mode()
                 if ("bridge" if mode == "default" else mode) not in filters.get("network"):
                     continue
-            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+            if filters.get("volume") and not _uses_volume(c, filters.get("volume")):
+                continue
+            if filters.get("publish") or filters.get("expose"):
                 continue
             if filters.get("is-task") and "true" in filters.get("is-task"):
                 continue
@@ -86,6 +89,15 @@ class ListMixin:
             except DockerError:
                 continue
         return found
+
+
+def _uses_volume(c, values) -> bool:
+    """The volume filter: a mount's destination, or its volume's name
+    (its source for a bind), is one of C{values}."""
+    for mount in c.mounts():
+        if mount["Destination"] in values or (mount.get("Name") or mount["Source"]) in values:
+            return True
+    return False
 
 
 def _regex_match(filters: Filters, key: str, sources: List[str]) -> bool:

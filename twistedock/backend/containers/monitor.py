@@ -52,6 +52,7 @@ class MonitorMixin:
     async def finish_run(self, c: Container, code: int, boot: bool = False) -> None:
         """The run is over: record how it ended, then apply the restart policy."""
         run = self._runs.pop(c.id, None)
+        self._tell("run_ended", c)
         oom = False
         try:
             oom = bool(self.runtime.oom_killed(self.bundle(c), c.id))
@@ -65,6 +66,7 @@ class MonitorMixin:
             await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
+        await self.unmount_volumes(c)
         c.state.running = False
         c.state.paused = False
         c.state.pid = 0
@@ -89,7 +91,7 @@ class MonitorMixin:
         if restart:
             self._schedule_restart(c, run)
         elif c.host_config.get("AutoRemove") and not boot:
-            await self._remove(c)
+            await self._remove(c, volumes=True)
 
     def _notify(self, table, c: Container, result) -> None:
         for waiter in table.pop(c.id, []):

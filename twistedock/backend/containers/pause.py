@@ -20,6 +20,7 @@ class PauseMixin:
                 raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
             await self.runtime.pause(c.id)
             c.state.paused = True
+            self._tell("run_paused", c)
             await self.save(c)
         self.log_event(c, "pause")
 
@@ -31,5 +32,6 @@ class PauseMixin:
                 raise InternalError("Container %s is not paused" % (c.id,))
             await self.runtime.resume(c.id)
             c.state.paused = False
+            self._tell("run_resumed", c)
             await self.save(c)
         self.log_event(c, "unpause")

@@ -12,6 +12,7 @@ import attr
 
 from ...atomic import write_atomic
 from ... import golang
+from .health import status_text
 
 
 @attr.s(auto_attribs=True)
@@ -27,6 +28,8 @@ class State:
     error: str = ""
     started_at: int = 0
     finished_at: int = 0
+    #: State.Health (see L{health}): None until a run with a healthcheck.
+    health: Optional[dict] = None
 
     @property
     def status(self) -> str:
@@ -55,6 +58,8 @@ class State:
                 return "Up %s (Paused)" % since(self.started_at)
             if self.restarting:
                 return "Restarting (%d) %s ago" % (self.exit_code, since(self.finished_at))
+            if self.health is not None:
+                return "Up %s (%s)" % (since(self.started_at), status_text(self.health))
             return "Up %s" % since(self.started_at)
         if self.removing:
             return "Removal In Progress"
@@ -102,6 +107,9 @@ class Container:
     #: Filled when a run is set up; kept for inspect.
     graph: Dict[str, str] = attr.Factory(dict)
     networking_config: dict = attr.Factory(dict)
+    #: The mount points by destination (volumes, binds, tmpfs mounts) as
+    #: registered at create; None for a record made before volumes existed.
+    mount_points: Optional[Dict[str, dict]] = None
 
     @property
     def short_id(self) -> str:
@@ -148,6 +156,7 @@ class Container:
             "RestartCount": self.restart_count,
             "ManuallyStopped": self.manually_stopped,
             "GraphDriver": self.graph,
+            "MountPoints": self.mount_points,
         }
 
     @classmethod
@@ -167,6 +176,7 @@ class Container:
             restart_count=record.get("RestartCount", 0),
             manually_stopped=record.get("ManuallyStopped", False),
             graph=record.get("GraphDriver") or {},
+            mount_points=record.get("MountPoints"),
         )
 
     def record_bytes(self) -> bytes:
@@ -212,6 +222,8 @@ class Container:
         }
 
     def mounts(self) -> List[dict]:
+        if self.mount_points is not None:
+            return [_api_mount_point(self.mount_points[d]) for d in sorted(self.mount_points)]
         out = []
         for bind in self.host_config.get("Binds") or []:
             parts = bind.split(":")
@@ -302,6 +314,20 @@ class Container:
         if size is not None and size["rootfs"]:
             doc["SizeRootFs"] = size["rootfs"]
         return doc
+
+
+def _api_mount_point(point: dict) -> dict:
+    """types.MountPoint: Name and Driver left out when empty (omitempty)."""
+    doc = {"Type": point["Type"]}
+    if point.get("Name"):
+        doc["Name"] = point["Name"]
+    doc["Source"] = point.get("Source", "")
+    doc["Destination"] = point["Destination"]
+    if point.get("Driver"):
+        doc["Driver"] = point["Driver"]
+    doc.update(Mode=point.get("Mode", ""), RW=point.get("RW", True),
+               Propagation=point.get("Propagation", ""))
+    return doc
 
 
 def _endpoint() -> dict:

@@ -38,6 +38,7 @@ class RestoreMixin:
                 continue
             self.containers[c.id] = c
             self.names[c.name] = c.id
+            self.restore_volumes(c)
             # Containers made before init layers existed get theirs (export
             # and diff mount and compare with it).
             try:
@@ -68,6 +69,8 @@ class RestoreMixin:
             c.state.restarting = False
             self._runs[c.id] = Run(self.reactor.seconds())
             self._watch(c)
+            if not c.state.paused:
+                self._tell("run_started", c)
             await self.save(c)
             return
         if alive:
@@ -94,6 +97,7 @@ class RestoreMixin:
                 timer.cancel()
         self._restart_timers.clear()
         if self.live_restore:
+            self._tell("shutdown")
             self.exits.stop()
             return
         running = [c for c in self.containers.values() if c.state.running]

@@ -51,7 +51,7 @@ class StartMixin:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
                 if c.host_config.get("AutoRemove"):
-                    await self._remove(c)
+                    await self._remove(c, volumes=True)
                 raise
 
     async def _start_logged(self, c: Container) -> None:
@@ -109,7 +109,9 @@ class StartMixin:
             pid=pid,
             started_at=self.now(),
             finished_at=c.state.finished_at,
+            health=c.state.health,
         )
+        self._tell("run_started", c)
         await self.save(c)
         self.log_event(c, "start")
         self._watch(c)
@@ -134,6 +136,7 @@ class StartMixin:
             hc.get("DnsOptions"),
         )
         await self.run_in_thread(_create_bind_sources, hc)
+        volumes = await self.mount_volumes(c)
         inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
         oci = spec.build_spec(
             container_id=c.id,
@@ -147,6 +150,7 @@ class StartMixin:
             netns_path=None,
             inputs=inputs,
             init_path=self.init_path,
+            volumes=volumes,
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 
@@ -183,6 +187,7 @@ class StartMixin:
         except Exception:
             pass
         await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+        await self.unmount_volumes(c)
         c.state.running = False
         c.state.restarting = False
         c.state.pid = 0

@@ -45,6 +45,7 @@ class StopMixin:
             self.log_event(c, "kill", signal=number)
         if resumed and c.state.paused and c.state.running:
             c.state.paused = False
+            self._tell("run_resumed", c)
             await self.save(c)
             if announce:
                 self.log_event(c, "unpause")

@@ -68,6 +68,8 @@ class UpdateMixin:
         problem = update_conflict(c.host_config, update)
         if problem is not None:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
+        # verifyContainerSettings on the update's own resources: its warnings.
+        warnings, _ = spec.check_resources({k: update.get(k) for k in UPDATABLE})
         host_config = updated_host_config(c.host_config, update)
         spec.validate_create(c.config, host_config, MAX_API_VERSION)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
@@ -81,4 +83,4 @@ class UpdateMixin:
         c.host_config = host_config
         await self.save(c)
         self.log_event(c, "update")
-        return {"Warnings": []}
+        return {"Warnings": warnings or None}

@@ -12,6 +12,8 @@ On disk, under C{<data_root>/image/layers/}::
     <chain ID hex>/diff/       the unpacked layer, overlayfs whiteouts included:
                                an overlay lowerdir as it is
     <chain ID hex>/layer.json  {"ChainID", "DiffID", "Parent", "Size"}
+    <chain ID hex>/tar-split.json.gz  the layer tar's own bytes (docker save
+                               gives the tar out again from them and diff/)
     .tmp-*/                    an unpack in progress (removed at start)
     .trash-*/                  a layer being removed (removed at start)
 
@@ -43,6 +45,7 @@ from ...logs import Logger
 log = Logger()
 
 LAYER_META = "layer.json"
+TAR_SPLIT = "tar-split.json.gz"
 DIFF_DIR = "diff"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -83,6 +86,10 @@ class Layer:
     @property
     def diff_dir(self) -> str:
         return os.path.join(self.path, DIFF_DIR)
+
+    @property
+    def tar_split(self) -> str:
+        return os.path.join(self.path, TAR_SPLIT)
 
     def to_json(self) -> dict:
         return {
@@ -191,7 +198,10 @@ class LayerStore:
             diff = os.path.join(tmp, DIFF_DIR)
             os.mkdir(diff, 0o755)
             os.chmod(diff, 0o755)
-            diff_id = extract.unpack_layer(source, diff)
+            with open(os.path.join(tmp, TAR_SPLIT), "wb") as split:
+                diff_id = extract.unpack_layer(source, diff, split)
+                split.flush()
+                os.fsync(split.fileno())
             layer = Layer(
                 chain_id=chain_id(parent, diff_id),
                 diff_id=diff_id,

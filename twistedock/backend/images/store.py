@@ -90,6 +90,8 @@ from .config import empty_container_config, encode_image_config
 from .delete import ImageDeletion
 from .image import HistoryItem, Image, ImageRecord, ImageSummary, read_record
 from .layers import LayerStore, StagedLayer
+from .load import ImageLoading
+from .save import ImageSaving
 
 log = Logger()
 
@@ -116,7 +118,7 @@ class IContainerStore(Interface):
 
 
 @implementer(IImageBackend, IInventory)
-class ImageStore(ImageDeletion):
+class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
     def __init__(
         self,
         reactor,
@@ -139,6 +141,8 @@ class ImageStore(ImageDeletion):
         self._last_tag: Dict[str, str] = {}
         #: Images deleted while containers used them: ID -> top chain ID.
         self._retained: Dict[str, str] = {}
+        #: Layer chains a save is reading (top chain ID -> how many saves).
+        self._held: Dict[str, int] = {}
         self._containers = containers
         #: The registry client a pull uses (a RegistryService), if any.
         self._registry = registry
@@ -794,6 +798,7 @@ class ImageStore(ImageDeletion):
         live = set()
         tops = [record.top for record in self._images.values() if record.top]
         tops.extend(self._retained.values())
+        tops.extend(self._held)
         for top in tops:
             current = top
             while current and current not in live:

@@ -110,7 +110,8 @@ def build_spec(
     C{config} is the request's Config as received (it is merged with
     C{image_config} here; pass C{image_config={}} for an already merged one).
     C{volumes} maps the destination of each volume mount (named or anonymous)
-    to its host directory; C{namespace_paths} maps "pid"/"ipc" to the path
+    to its host directory (or a mapping with Source, RW, Propagation: those
+    of destinations the request does not name are mounted too); C{namespace_paths} maps "pid"/"ipc" to the path
     of the namespace a "container:" mode joins ("network" uses netns_path).
     C{inputs} is what L{inputs.gather_inputs} read for this request.
     """
@@ -359,7 +360,7 @@ def _requested_mounts(context: SpecContext) -> List[dict]:
         if point["Type"] == "volume":
             if dest not in context.volumes:
                 raise NotImplementedYet("volume mounts are not implemented yet (%s)" % dest)
-            source, propagation = context.volumes[dest], ""
+            source, propagation = _volume_source(context.volumes[dest]), ""
         else:
             source, propagation = point["Source"], point["Propagation"]
         if dest in network_files:
@@ -368,6 +369,14 @@ def _requested_mounts(context: SpecContext) -> List[dict]:
             continue
         user_mounts.append({"Source": source, "Destination": dest, "Writable": point["RW"],
                             "Propagation": propagation, "NonRecursive": point["NonRecursive"]})
+    for dest, volume in context.volumes.items():
+        # The container's other mount points: the image's VOLUMEs and
+        # --volumes-from (a mapping with Source, RW and Propagation).
+        if dest in points or dest in tmpfs_map or isinstance(volume, str):
+            continue
+        user_mounts.append({"Source": volume["Source"], "Destination": dest,
+                            "Writable": volume["RW"], "NonRecursive": False,
+                            "Propagation": volume.get("Propagation") or ""})
     user_mounts.sort(key=lambda m: depth(m["Destination"]))
     for dest in ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts"):
         if network_files[dest]:
@@ -375,6 +384,10 @@ def _requested_mounts(context: SpecContext) -> List[dict]:
                                 "Writable": network_writable[dest],
                                 "Propagation": DEFAULT_PROPAGATION, "NonRecursive": False})
     return sorted(user_mounts + tmpfs_mounts, key=lambda m: depth(m["Destination"]))
+
+
+def _volume_source(volume) -> str:
+    return volume if isinstance(volume, str) else volume["Source"]
 
 
 def _kept_defaults(

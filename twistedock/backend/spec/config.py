@@ -50,7 +50,7 @@ def merge(user: Optional[dict], base: Optional[dict]) -> dict:
             out["Healthcheck"] = copy.deepcopy(base["Healthcheck"])
         else:
             health = dict(out["Healthcheck"])
-            for key in ("Test", "Interval", "Timeout", "StartPeriod", "Retries"):
+            for key in ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
                 if not health.get(key):
                     health[key] = base["Healthcheck"].get(key)
             out["Healthcheck"] = health

@@ -64,6 +64,14 @@ def _valid_mount_mode(mode: str) -> bool:
     return all(n <= 1 for n in counts.values())
 
 
+def _is_local(path: str) -> bool:
+    """Go's filepath.IsLocal: relative, not empty, never above its base."""
+    if not path or path.startswith("/"):
+        return False
+    cleaned = golang.clean(path)
+    return cleaned != ".." and not cleaned.startswith("../")
+
+
 def tmpfs_options_from_mount(tmpfs_options: Optional[dict], read_only: bool) -> str:
     """ConvertTmpfsOptions: a Mounts entry's TmpfsOptions as mount data."""
     raw = []
@@ -132,6 +140,12 @@ def validate_mount(mount: dict, stat_error: Optional[StatError] = stat_error) ->
             raise _mount_error(mtype, "field BindOptions must not be specified")
         if not source and mount.get("ReadOnly"):
             raise _mount_error(mtype, "must not set ReadOnly mode when using anonymous volumes")
+        subpath = as_str((mount.get("VolumeOptions") or {}).get("Subpath"))
+        if subpath:
+            if not source:
+                raise _mount_error(mtype, "must not set Subpath when using anonymous volumes")
+            if not _is_local(subpath):
+                raise _mount_error(mtype, "subpath must be a relative path within the volume")
     elif mtype == "tmpfs":
         if mount.get("BindOptions") is not None:
             raise _mount_error(mtype, "field BindOptions must not be specified")

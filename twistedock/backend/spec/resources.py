@@ -312,6 +312,11 @@ def _memory_resources(hc: dict, si: SysInfo) -> Dict[str, Any]:
         memory["swappiness"] = as_int(hc["MemorySwappiness"])
     if si.oom_kill_disable:
         memory["disableOOMKiller"] = bool(hc.get("OomKillDisable"))
+    # dockerd 20.10 passes the kernel limits on; runc >= 1.0 ignores them.
+    if as_int(hc.get("KernelMemory")) != 0:
+        memory["kernel"] = as_int(hc["KernelMemory"])
+    if as_int(hc.get("KernelMemoryTCP")) != 0:
+        memory["kernelTCP"] = as_int(hc["KernelMemoryTCP"])
     return memory
 
 

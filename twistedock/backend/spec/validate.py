@@ -85,9 +85,10 @@ def _validate_container_config(config: dict) -> None:
                 raise InvalidParameter("%s in Healthcheck cannot be less than 1ms" % field)
         if as_int(health.get("Retries")) < 0:
             raise InvalidParameter("Retries in Healthcheck cannot be negative")
-        value = as_int(health.get("StartPeriod"))
-        if value and value < 1000000:
-            raise InvalidParameter("StartPeriod in Healthcheck cannot be less than 1ms")
+        for field in ("StartPeriod", "StartInterval"):
+            value = as_int(health.get(field))
+            if value and value < 1000000:
+                raise InvalidParameter("%s in Healthcheck cannot be less than 1ms" % field)
 
 
 def _validate_host_config(hc: dict, si: SysInfo) -> None:
@@ -142,6 +143,8 @@ def validate_create(
     si = sysinfo or current_sysinfo()
     if less_than(api_version, "1.25"):
         hc["AutoRemove"] = False
+    if not less_than(api_version, "1.42"):
+        hc["KernelMemory"] = 0  # removed in API 1.42: ignored
     if less_than(api_version, "1.40"):
         hc["Mounts"] = [
             dict(m, BindOptions=dict(m["BindOptions"], NonRecursive=False))
@@ -207,6 +210,8 @@ def adapt_host_config(
             hc["IpcMode"] = "shareable"
     if less_than(api_version, "1.41") and si.cgroup_version != "2" and not hc.get("CgroupnsMode"):
         hc["CgroupnsMode"] = "host"
+    if not less_than(api_version, "1.42"):
+        hc["KernelMemory"] = 0
     _, resources = check_resources(hc, si)
     hc.update(resources)
     if as_int(hc.get("Memory")) > 0 and as_int(hc.get("MemorySwap")) == 0:

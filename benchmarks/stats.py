@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""
+``docker stats --no-stream`` over many running containers: twistedock beside
+another Engine-API daemon (the reference dockerd) in the same run.
+
+    python3 benchmarks/stats.py                 # 50 containers, the reference if it answers
+    python3 benchmarks/stats.py -n 20 --rounds 3
+
+It starts its own twistedock (this checkout, temporary directories under
+/tmp), imports the busybox image, starts N ``sleep`` containers on each
+daemon (labelled; one busy loop among them, so CPU figures are not all
+zero), then times ``docker stats --no-stream ID...`` (the real CLI, naming
+only its own containers: the CLI asks ``stats?stream=false`` of each at
+once) for ``--rounds`` rounds, the daemons alternating.  Per daemon it
+reports the wall time of the command and the CPU time the daemon's
+processes spent meanwhile (twistd for twistedock; dockerd, containerd and
+the shims of our containers for dockerd), medians, and their ratios
+(twistedock / other: below 1 is better for twistedock).  At the end it
+removes what it made, on the peer too.  It needs root, runc, conmon,
+/bin/busybox and the docker CLI.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lifecycle import (  # noqa: E402
+    IMAGE,
+    BenchError,
+    MemoryProbe,
+    OwnDaemon,
+    Target,
+    _cmdline,
+    busybox_tar,
+    closing,
+    log,
+    option_value,
+    parallel,
+    pid_serving,
+    query,
+    scrub,
+    table,
+    heading,
+)
+
+REFERENCE = "unix:///tmp/reference-dockerd/docker.sock"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: List[int]) -> float:
+    """User + system CPU time of C{pids} so far (threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / TICKS
+
+
+def docker_stats(target: Target, ids: List[str], probe: Optional[MemoryProbe]) -> Dict[str, float]:
+    pids = probe.processes() if probe else []
+    before = cpu_seconds(pids)
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        ["docker", "-H", "unix://" + target.sock, "stats", "--no-stream", "--format",
+         "{{.ID}} {{.CPUPerc}} {{.MemUsage}}"] + ids,
+        capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")},
+    )
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(pids) - before
+    if result.returncode != 0:
+        raise BenchError("%s: docker stats failed: %s" % (target.name, result.stderr.strip()))
+    rows = result.stdout.splitlines()
+    if len(rows) != len(ids):
+        raise BenchError("%s: docker stats showed %d rows for %d containers" % (target.name, len(rows), len(ids)))
+    return {"wall": wall, "cpu": cpu, "busiest": max(float(r.split()[1].rstrip("%")) for r in rows)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--containers", type=int, default=50, help="running containers per daemon (50)")
+    p.add_argument("--rounds", type=int, default=5, help="timed `docker stats --no-stream` per daemon (5)")
+    p.add_argument("--peer", default=REFERENCE, help="the daemon to compare with (default: the reference dockerd)")
+    p.add_argument("--no-peer", action="store_true", help="twistedock alone")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (daemon log) at the end")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("containers need root", file=sys.stderr)
+        return 2
+    token = os.urandom(6).hex()
+    workdir = tempfile.mkdtemp(prefix="tdb-stats-", dir="/tmp")
+    own = OwnDaemon(workdir)
+    td = Target("twistedock", own.sock, token)
+    targets = [td]
+    probes: Dict[str, Optional[MemoryProbe]] = {}
+    imported_into_peer = False
+    peer: Optional[Target] = None
+    problems: List[str] = []
+    try:
+        tar_bytes = busybox_tar()
+        log("starting twistedock in %s" % workdir)
+        own.start()
+        probes[td.name] = MemoryProbe(own.proc.pid, None)
+        with closing(td.client()) as c:
+            c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
+                   tar_bytes, headers={"Content-Type": "application/x-tar"})
+        if not args.no_peer:
+            sock = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
+            candidate = Target("peer", sock, token)
+            try:
+                with closing(candidate.client()) as c:
+                    version = c.json("GET", "/version")
+                    candidate.name = "dockerd %s" % version.get("Version", "?").split("+")[0]
+                    if not c.json("GET", "/images/json?" + query(filters={"reference": [IMAGE]})):
+                        log("importing busybox into the peer")
+                        c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
+                               tar_bytes, headers={"Content-Type": "application/x-tar"})
+                        imported_into_peer = True
+                peer = candidate
+            except (OSError, BenchError) as e:
+                log("no peer at %s (%s): twistedock alone" % (args.peer, e))
+        if peer is not None:
+            pid = pid_serving(peer.sock)
+            exec_root = (option_value(_cmdline(pid), "--exec-root") if pid else None) or "/var/run/docker"
+            probes[peer.name] = (MemoryProbe(pid, exec_root, ours=lambda: list(peer.created_ids))
+                                 if pid else None)
+            targets.append(peer)
+        ids: Dict[str, List[str]] = {}
+        for t in targets:
+            log("starting %d containers on %s" % (args.containers, t.name))
+
+            def run(c, i, t=t):
+                cmd = ["sh", "-c", "while :; do :; done"] if i == 0 else ["sleep", "3600"]
+                cid = t.create(c, cmd, "stats")
+                t.start(c, cid)
+                return cid
+
+            ids[t.name] = parallel(4, list(range(args.containers)), run, t)
+        samples: Dict[str, List[Dict[str, float]]] = {t.name: [] for t in targets}
+        docker_stats(td, ids[td.name], None)  # warm-up: the CLI and the daemon's first sample
+        for r in range(args.rounds):
+            order = targets if r % 2 == 0 else targets[::-1]
+            for t in order:
+                samples[t.name].append(docker_stats(t, ids[t.name], probes.get(t.name)))
+            log("round %d: %s" % (r + 1, ", ".join(
+                "%s %.2f s" % (t.name, samples[t.name][-1]["wall"]) for t in targets)))
+        report(args, targets, samples)
+        return 0
+    finally:
+        for t in targets:
+            try:
+                t.remove_mine()
+            except Exception as e:  # noqa: B902
+                problems.append("removing the containers of %s: %s" % (t.name, e))
+        if peer is not None and imported_into_peer:
+            try:
+                with closing(peer.client()) as c:
+                    c.call("DELETE", "/images/" + IMAGE)
+            except Exception as e:  # noqa: B902
+                problems.append("removing the image imported into the peer: %s" % e)
+        complaint = own.stop()
+        if complaint:
+            problems.append(complaint)
+        leftovers = scrub(workdir, td.created_ids)
+        if leftovers:
+            problems.append("left behind by twistedock (now removed): " + "; ".join(leftovers))
+        if args.keep:
+            log("kept %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        for problem in problems:
+            print("WARNING: " + problem, file=sys.stderr)
+
+
+def report(args, targets: List[Target], samples) -> None:
+    heading("docker stats --no-stream over %d running containers, %d rounds (load %.1f)"
+            % (args.containers, args.rounds, os.getloadavg()[0]))
+    med = {name: {k: statistics.median(s[k] for s in runs) for k in ("wall", "cpu", "busiest")}
+           for name, runs in samples.items()}
+    rows = []
+    for t in targets:
+        m = med[t.name]
+        walls = [s["wall"] for s in samples[t.name]]
+        rows.append([t.name, "%.2f" % m["wall"], "%.2f-%.2f" % (min(walls), max(walls)),
+                     "%.2f" % m["cpu"], "%.1f%%" % m["busiest"]])
+    table(rows, ["daemon", "wall s (median)", "range", "daemon CPU s (median)", "busy container CPU"])
+    if len(targets) > 1:
+        a, b = med[targets[0].name], med[targets[1].name]
+        print()
+        print("twistedock / %s: wall %.2fx, daemon CPU %s (target: wall <= 1x)" % (
+            targets[1].name, a["wall"] / b["wall"],
+            "%.2fx" % (a["cpu"] / b["cpu"]) if b["cpu"] else "n/a"))
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(1)
