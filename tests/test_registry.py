@@ -700,7 +700,7 @@ def test_a_push_sends_kept_blobs_as_they_came(pulls, registry):
 
 
 @pytest.mark.route("POST", "/images/{name:.*}/push")
-def test_a_push_of_an_imported_image_writes_its_layer(pulls, registry):
+def test_a_push_of_an_imported_image_sends_its_tar_as_it_was(pulls, registry):
     tar = layer_tar({"etc/imported": b"mine\n"})
     image_id = pulls._settle(ensureDeferred(pulls.store.import_image(io.BytesIO(tar), repo="127.0.0.1:5000/own", tag="1")))
     lines = []
@@ -709,11 +709,14 @@ def test_a_push_of_an_imported_image_writes_its_layer(pulls, registry):
     pushed = json.loads(registry.manifests[("own", "1")][1])
     config = json.loads(registry.blobs[pushed["config"]["digest"]])
     layer = gzip.decompress(registry.blobs[pushed["layers"][0]["digest"]])
-    # What was pushed is consistent: the config's diff IDs are the layers'.
-    assert config["rootfs"]["diff_ids"] == [_sha(layer)]
-    with tarfile.open(fileobj=io.BytesIO(layer)) as archive:
-        assert archive.extractfile("etc/imported").read() == b"mine\n"
-    assert config["config"] == pulls.store.get(image_id).config["config"]
+    # The tar it was imported from, byte for byte: the same config, the
+    # same image ID, and its repository digest recorded.
+    assert layer == tar
+    assert pushed["config"]["digest"] == image_id
+    assert config["rootfs"]["diff_ids"] == [_sha(tar)]
+    assert pulls.store.get(image_id).repo_digests == [
+        "127.0.0.1:5000/own@" + _sha(registry.manifests[("own", "1")][1])
+    ]
 
 
 def test_pushing_what_is_not_here(pulls, registry):
@@ -839,3 +842,23 @@ def test_a_corrupt_partial_download_is_thrown_away(pulls, registry):
     assert str(error) == "filesystem layer verification failed for digest %s" % (_sha(blob),)
     assert os.listdir(downloads) == []
     assert pulls.pull("127.0.0.1:5000/app")[-1]["status"].startswith("Status: Downloaded newer image")
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_a_layer_without_its_tar_record_is_written_from_its_directory(pulls, registry):
+    tar = layer_tar({"etc/imported": b"mine\n"})
+    image_id = pulls._settle(ensureDeferred(pulls.store.import_image(io.BytesIO(tar), repo="127.0.0.1:5000/old", tag="1")))
+    for layer in pulls.store.get(image_id).layers:
+        os.unlink(layer.tar_split)  # as a layer stored by an older twistedock
+    lines = []
+    pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/old:1", "", {}, lines.append)))
+    pushed = json.loads(registry.manifests[("old", "1")][1])
+    config = json.loads(registry.blobs[pushed["config"]["digest"]])
+    layer = gzip.decompress(registry.blobs[pushed["layers"][0]["digest"]])
+    # Consistent all the same: the config's diff IDs are the pushed layers'.
+    assert config["rootfs"]["diff_ids"] == [_sha(layer)]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as archive:
+        assert archive.extractfile("etc/imported").read() == b"mine\n"
+    assert config["config"] == pulls.store.get(image_id).config["config"]
+    assert pushed["config"]["digest"] != image_id
+    assert pulls.store.get(image_id).repo_digests == []

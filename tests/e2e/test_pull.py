@@ -374,11 +374,14 @@ def test_push_of_an_imported_image(daemon, registry, tmp_path):
     with open(tar, "rb") as f:
         subprocess.run(["docker", "import", "-", name], stdin=f, env=daemon.cli_env(),
                        check=True, capture_output=True, timeout=60)
+    image_id = daemon.docker_json("image", "inspect", name)["Id"]
     out = daemon.docker("push", name, timeout=120).stdout
     assert ": Pushed" in out
     digest = re.search(r"^1: digest: (sha256:[0-9a-f]{64}) size: \d+$", out, re.M).group(1)
     daemon.docker("rmi", "-f", name)
     daemon.docker("pull", name, timeout=120)
+    # Its layer went out as the tar it was imported from: the same image.
+    assert daemon.docker_json("image", "inspect", name)["Id"] == image_id
     assert daemon.docker_json("image", "inspect", name)["RepoDigests"] == [
         "%s/imported@%s" % (registry.address, digest)
     ]

@@ -5,12 +5,13 @@ registry has is not sent again; otherwise one monolithic upload, POST then
 PUT with the digest), the image config, then a Docker schema2 manifest PUT
 under the tag; C{RepoDigests} recorded.
 
-The layer store keeps layers unpacked, not their original tars, so a layer
-is written again from its directory (overlayfs whiteouts as C{.wh.}
-files).  When those tars do not hash to the image config's diff IDs (the
-original tar had other metadata or order), the pushed config carries the
-diff IDs of what was pushed, so the pushed image is consistent but its ID
-differs from the local one; C{RepoDigests} is then left alone locally.
+A layer's blob is the one its pull kept (L{blobs}), else its tar as it was
+unpacked, rebuilt from the layer's tar-split record, gzipped; a layer stored
+before such records existed is written again from its directory (overlayfs
+whiteouts as C{.wh.} files).  When what is pushed does not hash to the image
+config's diff IDs (only that last case), the pushed config carries the diff
+IDs of what was pushed, so the pushed image is consistent but its ID differs
+from the local one; C{RepoDigests} is then left alone locally.
 """
 
 import gzip
@@ -34,6 +35,7 @@ from ...errors import InternalError, NotFound
 from ...reference import Reference
 from ...tar import DIR_FLAGS
 from ...tar.read import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from ...tar.split import assemble
 from ...tar.write import TarWriter
 from . import auth as auth_mod
 from . import blobs
@@ -59,9 +61,11 @@ class _Blob:
     repository: str = ""
 
 
-def write_layer_tar(diff_dir: str, out_path: str) -> _Blob:
+def write_layer_tar(diff_dir: str, out_path: str, split_path: str = "") -> _Blob:
     """The layer directory C{diff_dir} as a gzipped tar at C{out_path}:
-    its compressed digest and size and its diff ID.  Blocks."""
+    its compressed digest and size and its diff ID.  With the layer's
+    tar-split record (C{split_path}), the tar it was unpacked from, byte
+    for byte; otherwise one written from the directory.  Blocks."""
     uncompressed = hashlib.sha256()
     with open(out_path, "wb") as raw:
         compressed = _HashingFile(raw)
@@ -71,13 +75,16 @@ def write_layer_tar(diff_dir: str, out_path: str) -> _Blob:
                 uncompressed.update(data)
                 gz.write(data)
 
-            writer = TarWriter(write)
-            fd = os.open(diff_dir, DIR_FLAGS)
-            try:
-                _write_dir(writer, fd, [])
-            finally:
-                os.close(fd)
-            writer.close()
+            if split_path and os.path.exists(split_path):
+                assemble(split_path, diff_dir, write)
+            else:
+                writer = TarWriter(write)
+                fd = os.open(diff_dir, DIR_FLAGS)
+                try:
+                    _write_dir(writer, fd, [])
+                finally:
+                    os.close(fd)
+                writer.close()
         raw.flush()
         os.fsync(raw.fileno())
     return _Blob(out_path, "sha256:" + compressed.hash.hexdigest(), compressed.size,
@@ -253,7 +260,9 @@ class Pusher:
         fd, path = tempfile.mkstemp(prefix=".push-", dir=self.scratch)
         os.close(fd)
         try:
-            return await self._thread(write_layer_tar, layer.diff_dir, path)
+            return await self._thread(
+                write_layer_tar, layer.diff_dir, path, getattr(layer, "tar_split", "")
+            )
         except BaseException:
             await self._thread(_unlink_all, [path])
             raise
