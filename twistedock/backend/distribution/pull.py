@@ -428,7 +428,7 @@ class Puller:
                 state["shown"] = read
                 self.reactor.callFromThread(report, read)
 
-        source = _CountingFile(open(layer.path, "rb"), on_read)
+        source = _CountingFile(await self._thread(open, layer.path, "rb"), on_read)
         staged = await self.store.stage_layer(source, parent)
         if staged.layer.diff_id != layer.diff_id:
             await self.store.discard_staged([staged])

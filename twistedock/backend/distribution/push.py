@@ -252,13 +252,13 @@ class Pusher:
         emit({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": len(body)}})
 
     async def _layer_blob(self, layer) -> _Blob:
-        """The pulled blob of the layer if it was kept, else its directory
-        as a new gzipped tar."""
+        """The pulled blob of the layer if it was kept, else its tar
+        gzipped anew (a temporary file the store removes at start if a
+        crash leaves it)."""
         kept = await self._thread(blobs.find, self.blobs, layer.diff_id)
         if kept is not None and kept.media_type in blobs.GZIP_TYPES:
             return _Blob(kept.path, kept.digest, kept.size, layer.diff_id, True, kept.repository)
-        fd, path = tempfile.mkstemp(prefix=".push-", dir=self.scratch)
-        os.close(fd)
+        path = await self._thread(_scratch_file, self.scratch)
         try:
             return await self._thread(
                 write_layer_tar, layer.diff_dir, path, getattr(layer, "tar_split", "")
@@ -347,6 +347,12 @@ async def _discard(answer) -> None:
         await treq.content(answer.response)
     except Exception:
         pass
+
+
+def _scratch_file(directory: str) -> str:
+    fd, path = tempfile.mkstemp(prefix=".tmp-push-", dir=directory)
+    os.close(fd)
+    return path
 
 
 def _read(path: str) -> bytes:
