@@ -89,8 +89,12 @@ class ChunkQueue:
             return d
         if self._waiting is not None:
             raise RuntimeError("two readers of one stream")
-        self._waiting = Deferred(lambda d: self.close())
+        self._waiting = Deferred(self._cancelled)
         return self._waiting
+
+    def _cancelled(self, d: Deferred) -> None:
+        self._waiting = None
+        self.close()
 
     def close(self) -> None:
         """Stop reading: the connection is dropped if it still delivers."""
