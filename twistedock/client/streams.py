@@ -344,10 +344,10 @@ def body_producer(body, cooperator=None):
         return body
     if isinstance(body, str):
         body = open(body, "rb")
+    if hasattr(body, "__aiter__"):
+        return IteratorProducer(body)
     if hasattr(body, "read"):
         if cooperator is None:
             return FileBodyProducer(body, readSize=1 << 16)
         return FileBodyProducer(body, cooperator=cooperator, readSize=1 << 16)
-    if hasattr(body, "__aiter__"):
-        return IteratorProducer(body)
     raise TypeError("a body is bytes, a binary file, a path or an async iterator of bytes, not %r" % (body,))
