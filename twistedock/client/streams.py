@@ -211,26 +211,36 @@ class Frames(_Iterator):
         self.body = body
         self.multiplexed = multiplexed
         self._buffer = b""
+        self._frames = deque()
 
     async def next(self) -> Optional[Tuple[int, bytes]]:
         if not self.multiplexed:
             data = await self.body.next()
             return None if data is None else (STDOUT, data)
-        while True:
-            if len(self._buffer) >= _HEADER.size:
-                stream, size = _HEADER.unpack_from(self._buffer)
-                end = _HEADER.size + size
-                if len(self._buffer) >= end:
-                    payload, self._buffer = self._buffer[_HEADER.size:end], self._buffer[end:]
-                    if stream == SYSTEMERR:
-                        raise StreamError(payload.decode("utf-8", "replace").strip())
-                    return stream, payload
+        while not self._frames:
             data = await self.body.next()
             if data is None:
                 if self._buffer:
                     raise StreamError("the stream ended in the middle of a frame")
                 return None
-            self._buffer = self._buffer + data if self._buffer else data
+            self._split(self._buffer + data if self._buffer else data)
+        stream, payload = self._frames.popleft()
+        if stream == SYSTEMERR:
+            raise StreamError(payload.decode("utf-8", "replace").strip())
+        return stream, payload
+
+    def _split(self, buffer: bytes) -> None:
+        """Every whole frame in C{buffer} queued, the rest kept (one pass:
+        a chunk holds hundreds of log lines)."""
+        offset, size, unpack, frames = 0, len(buffer), _HEADER.unpack_from, self._frames
+        while size - offset >= 8:
+            stream, length = unpack(buffer, offset)
+            end = offset + 8 + length
+            if end > size:
+                break
+            frames.append((stream, buffer[offset + 8:end]))
+            offset = end
+        self._buffer = buffer[offset:] if offset else buffer
 
     async def output(self) -> Tuple[bytes, bytes]:
         """Everything that is left: (stdout, stderr)."""
