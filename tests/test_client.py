@@ -387,12 +387,28 @@ def test_a_slow_reader_pauses_the_connection():
     for _ in range(HIGH_WATER // len(chunk) + 3):
         queue.put(chunk)
     assert producer.events == ["pause"]
-    while producer.events == ["pause"]:
-        assert result_of(queue.get()) == chunk
+    assert result_of(queue.get()) == chunk * (HIGH_WATER // len(chunk) + 3)
     assert producer.events == ["pause", "resume"]
     queue.close()
     assert producer.events[-1] == "stop"
     assert result_of(queue.get()) == b""
+
+
+def test_a_waiting_reader_is_woken_once_per_read_from_the_socket():
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    queue = ChunkQueue(_Producer(), call_later=clock.callLater)
+    d = queue.get()
+    for line in (b"a\n", b"b\n", b"c\n"):
+        queue.put(line)
+    assert not d.called
+    clock.advance(0)
+    assert result_of(d) == b"a\nb\nc\n"
+    d = queue.get()
+    queue.put(b"last")
+    queue.end()
+    assert result_of(d) == b"last" and result_of(queue.get()) == b""
 
 
 def test_a_cancelled_read_stops_the_connection():

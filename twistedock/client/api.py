@@ -64,7 +64,7 @@ class DockerClient:
     use)."""
 
     def __init__(self, http, endpoint=None, version: Optional[str] = None, host: Optional[DockerHost] = None,
-                 pool=None) -> None:
+                 pool=None, reactor=None) -> None:
         from .checkpoints import Checkpoints
         from .containers import Containers
         from .images import Images
@@ -75,6 +75,7 @@ class DockerClient:
         self.endpoint = endpoint
         self.host = host
         self._pool = pool
+        self._call_later = reactor.callLater if reactor is not None else None
         self._version = version
         self._waiters: Optional[list] = None
         self.containers = Containers(self)
@@ -100,7 +101,7 @@ class DockerClient:
             host = parse_host(host, tls)
         agent = agent_for(reactor, host)
         return cls(HTTPClient(agent), endpoint=endpoint_for(reactor, host), version=version, host=host,
-                   pool=agent._pool)
+                   pool=agent._pool, reactor=reactor)
 
     def close(self) -> Deferred:
         """Close the idle connections kept for the next requests."""
@@ -176,7 +177,8 @@ class DockerClient:
 
     async def stream(self, method: str, path: str, params=None, json=None, body=None, headers=None) -> BodyStream:
         """The answer's body as a L{BodyStream}, read as it comes."""
-        return BodyStream(await self.request(method, path, params, json=json, body=body, headers=headers))
+        response = await self.request(method, path, params, json=json, body=body, headers=headers)
+        return BodyStream(response, call_later=self._call_later)
 
     async def json_stream(self, method: str, path: str, params=None, json=None, body=None,
                           headers=None) -> JSONStream:
@@ -187,4 +189,4 @@ class DockerClient:
         if self.endpoint is None:
             raise DockerClientError("this client has no endpoint to hijack a connection with")
         target = "/v%s%s%s" % (await self.api_version(), path, query(params))
-        return await hijack(self.endpoint, method, target, json, multiplexed)
+        return await hijack(self.endpoint, method, target, json, multiplexed, self._call_later)

@@ -38,10 +38,10 @@ class HijackProtocol(Protocol):
     that follow to a L{ChunkQueue}.  C{ready} fires with the head's
     (status, headers) or fails with the daemon's error."""
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, call_later=None) -> None:
         self.request = request
         self.ready = Deferred(self._cancel)
-        self.queue = ChunkQueue()
+        self.queue = ChunkQueue(call_later=call_later)
         self.status = 0
         self.headers = {}
         self._head = b""
@@ -135,11 +135,12 @@ class HijackedSession(Frames):
         self.protocol.transport.loseConnection()
 
 
-async def hijack(endpoint, method: str, target: str, body: Optional[dict], multiplexed) -> HijackedSession:
+async def hijack(endpoint, method: str, target: str, body: Optional[dict], multiplexed,
+                 call_later=None) -> HijackedSession:
     """Connect, send the request, and once the daemon upgraded the
     connection, the session.  C{multiplexed} None: as the answer's
     Content-Type says."""
-    protocol = HijackProtocol(request_bytes(method, target, body))
+    protocol = HijackProtocol(request_bytes(method, target, body), call_later)
     await endpoint.connect(Factory.forProtocol(lambda: protocol))
     await protocol.ready
     if multiplexed is None:

@@ -23,7 +23,6 @@ from zope.interface import implementer
 from .errors import StreamError
 
 HIGH_WATER = 1 << 20
-LOW_WATER = 1 << 18
 
 STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 _HEADER = struct.Struct(">BxxxL")
@@ -32,8 +31,13 @@ _HEADER = struct.Struct(">BxxxL")
 class ChunkQueue:
     """Chunks from a producer (a transport) to one reader at a time."""
 
-    def __init__(self, producer=None) -> None:
+    def __init__(self, producer=None, call_later=None) -> None:
         self.producer = producer
+        #: The reactor's callLater: a waiting reader is woken once per read
+        #: from the socket, not once per HTTP chunk (dockerd sends a log
+        #: line a chunk).  None: at once (tests without a reactor).
+        self._call_later = call_later
+        self._wake_call = None
         self._chunks = deque()
         self._size = 0
         self._paused = False
@@ -47,12 +51,14 @@ class ChunkQueue:
     def put(self, data: bytes) -> None:
         if self.closed or not data:
             return
-        if self._waiting is not None:
+        if self._waiting is not None and self._call_later is None:
             waiting, self._waiting = self._waiting, None
             waiting.callback(data)
             return
         self._chunks.append(data)
         self._size += len(data)
+        if self._waiting is not None and self._wake_call is None:
+            self._wake_call = self._call_later(0, self._wake)
         if self._size >= HIGH_WATER and not self._paused and self.producer is not None:
             self._paused = True
             self.producer.pauseProducing()
@@ -62,7 +68,9 @@ class ChunkQueue:
         if self._ended:
             return
         self._ended, self._reason = True, reason
-        if self._waiting is not None:
+        if self._chunks:
+            self._wake()
+        elif self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             if reason is None:
                 waiting.callback(b"")
@@ -74,12 +82,7 @@ class ChunkQueue:
     def get(self) -> Deferred:
         """The next chunk; C{b""} at the end."""
         if self._chunks:
-            data = self._chunks.popleft()
-            self._size -= len(data)
-            if self._paused and self._size <= LOW_WATER:
-                self._paused = False
-                self.producer.resumeProducing()
-            return _fired(data)
+            return _fired(self._take())
         if self._ended or self.closed:
             d = Deferred()
             if self._reason is not None and not self.closed:
@@ -92,6 +95,22 @@ class ChunkQueue:
         self._waiting = Deferred(self._cancelled)
         return self._waiting
 
+    def _take(self) -> bytes:
+        """Everything queued, as one chunk."""
+        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        if self._paused:
+            self._paused = False
+            self.producer.resumeProducing()
+        return data
+
+    def _wake(self) -> None:
+        self._wake_call = None
+        if self._waiting is not None and self._chunks:
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(self._take())
+
     def _cancelled(self, d: Deferred) -> None:
         self._waiting = None
         self.close()
@@ -101,6 +120,9 @@ class ChunkQueue:
         if self.closed:
             return
         self.closed = True
+        if self._wake_call is not None and self._wake_call.active():
+            self._wake_call.cancel()
+        self._wake_call = None
         self._chunks.clear()
         self._size = 0
         if not self._ended and self.producer is not None:
@@ -162,10 +184,10 @@ class _Iterator:
 class BodyStream(_Iterator):
     """An answer's body as chunks of bytes, read as they arrive."""
 
-    def __init__(self, response, queue: Optional[ChunkQueue] = None) -> None:
+    def __init__(self, response, queue: Optional[ChunkQueue] = None, call_later=None) -> None:
         self.response = response
         self.headers = response.headers if response is not None else None
-        self.queue = queue if queue is not None else ChunkQueue()
+        self.queue = queue if queue is not None else ChunkQueue(call_later=call_later)
         if response is not None:
             response.deliverBody(_BodyProtocol(self.queue))
 
