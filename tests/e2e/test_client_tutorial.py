@@ -14,7 +14,7 @@ import time
 import pytest
 
 from .conftest import REPO_ROOT
-from .test_checkpoint import LOOP, numbers, state, wait_numbers
+from .test_checkpoint import numbers, state, wait_numbers
 from .test_migrate import counter, criu, pair  # noqa: F401  (the fixtures)
 
 pytestmark = [
@@ -109,4 +109,3 @@ def test_checkpoint_files_and_events_commands(pair, tmp_path):
     result = twistedock("events", "--since", since, "--until", until, "--filter", "container=filed",
                         "--filter", "event=create", env=env_for(a.host, tmp_path))
     assert re.fullmatch(r"\S+Z container create [0-9a-f]{64} \(.*name=filed.*\)\n", result.stdout.decode())
-    LOOP  # the counter's loop, as the checkpoint tests run it
