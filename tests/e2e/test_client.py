@@ -84,6 +84,11 @@ async def run(client, target, cmd, **kwargs):
     return await client.containers.run(target.image, cmd, config=config, host_config=NO_NETWORK, **kwargs)
 
 
+@pytest.mark.route("POST", "/containers/create")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+@pytest.mark.route("GET", "/containers/{name:.*}/logs")
+@pytest.mark.route("POST", "/containers/{name:.*}/wait")
+@pytest.mark.route("DELETE", "/containers/{name:.*}")
 @pytest_twisted.ensureDeferred
 async def test_run_and_follow_the_logs(client, target):
     cid = await run(client, target, ["sh", "-c", "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.1; done"])
@@ -118,6 +123,7 @@ async def test_a_cancelled_follow_closes_its_connection(client, target):
     await client.containers.remove(cid, force=True)
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/attach")
 @pytest_twisted.ensureDeferred
 async def test_attach_with_stdin(client, target):
     cid = (await client.containers.create(target.image, ["cat"], config={
@@ -134,6 +140,9 @@ async def test_attach_with_stdin(client, target):
     assert (await client.containers.wait(cid))["StatusCode"] == 0
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/exec")
+@pytest.mark.route("POST", "/exec/{name:.*}/start")
+@pytest.mark.route("GET", "/exec/{id:.*}/json")
 @pytest_twisted.ensureDeferred
 async def test_exec(client, target):
     cid = await run(client, target, ["sleep", "100"])
@@ -169,6 +178,16 @@ def _tar(name, data):
     return buffer.getvalue()
 
 
+@pytest.mark.route("PUT", "/containers/{name:.*}/archive")
+@pytest.mark.route("GET", "/containers/{name:.*}/archive")
+@pytest.mark.route("GET", "/containers/{name:.*}/export")
+@pytest.mark.route("GET", "/containers/{name:.*}/top")
+@pytest.mark.route("POST", "/containers/{name:.*}/pause")
+@pytest.mark.route("POST", "/containers/{name:.*}/unpause")
+@pytest.mark.route("POST", "/containers/{name:.*}/update")
+@pytest.mark.route("POST", "/containers/{name:.*}/rename")
+@pytest.mark.route("GET", "/containers/json")
+@pytest.mark.route("POST", "/commit")
 @pytest_twisted.ensureDeferred
 async def test_files_commit_and_the_verbs(client, target, tmp_path):
     c = client.containers
@@ -233,6 +252,16 @@ async def _save_and_load(client, target, tmp_path):
     assert any("twistedock-client-test:tagged" in (e.get("stream") or "") for e in events), events
 
 
+@pytest.mark.route("POST", "/images/{name:.*}/tag")
+@pytest.mark.route("GET", "/images/{name:.*}/json")
+@pytest.mark.route("GET", "/images/{name:.*}/history")
+@pytest.mark.route("DELETE", "/images/{name:.*}")
+@pytest.mark.route("GET", "/images/json")
+@pytest.mark.route("POST", "/images/create")
+@pytest.mark.route("GET", "/_ping")
+@pytest.mark.route("GET", "/version")
+@pytest.mark.route("GET", "/info")
+@pytest.mark.route("GET", "/system/df")
 @pytest_twisted.ensureDeferred
 async def test_images_and_system(client, target, tmp_path):
     images = client.images
@@ -258,6 +287,7 @@ async def test_images_and_system(client, target, tmp_path):
     assert "Images" in await client.system.df()
 
 
+@pytest.mark.route("GET", "/events")
 @pytest_twisted.ensureDeferred
 async def test_events_with_filters_since_and_until(client, target):
     since = int(time.time()) - 1
