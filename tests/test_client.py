@@ -118,6 +118,13 @@ def test_contexts_as_the_cli_chooses_them(tmp_path):
         host_from_environ(dict(env, DOCKER_CONTEXT="gone"))
 
 
+def test_docker_api_version_pins_the_version():
+    from twisted.internet.task import Clock
+
+    client = DockerClient.from_env(Clock(), {"DOCKER_HOST": "unix:///x", "DOCKER_API_VERSION": "1.41"})
+    assert result_of(ensureDeferred(client.api_version())) == "1.41"
+
+
 def test_query_strings():
     assert query(None) == ""
     assert query({"all": True, "size": False, "limit": None, "t": 3}) == "?all=1&size=0&t=3"

@@ -12,10 +12,11 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.task import deferLater
 
 from twistedock.client import (
-    STDERR, STDOUT, Conflict, DockerClient, NotFound, NotImplementedByDaemon, NotModified)
+    STDERR, STDOUT, APIError, Conflict, DockerClient, NotFound, NotImplementedByDaemon, NotModified, StreamError)
 
 from .test_containers import busybox_rootfs_tar, daemon  # noqa: F401  (the busybox daemon fixture)
 
@@ -302,3 +303,78 @@ async def test_events_with_filters_since_and_until(client, target):
     past = await (await client.events.stream(since=since, until=until, filters={"container": cid})).wait()
     actions = [e["Action"] for e in past]
     assert actions[:3] == ["create", "start", "die"], actions
+
+
+def _context_tar(dockerfile):
+    return _tar("Dockerfile", dockerfile.encode())
+
+
+async def _unless_unimplemented(target, call):
+    """C{call()}'s result; None where twistedock answers 501 (dockerd must
+    serve it)."""
+    try:
+        return await call()
+    except NotImplementedByDaemon:
+        assert target.kind == "twistedock"
+        return None
+
+
+@pytest.mark.route("POST", "/build")
+@pytest.mark.route("POST", "/images/create")
+@pytest.mark.route("POST", "/volumes/create")
+@pytest.mark.route("GET", "/volumes")
+@pytest.mark.route("DELETE", "/volumes/{name:.*}")
+@pytest.mark.route("GET", "/networks")
+@pytest_twisted.ensureDeferred
+async def test_build_pull_volumes_and_networks(client, target):
+    async def build():
+        stream = await client.images.build(_context_tar("FROM %s\nLABEL built=yes\n" % target.image),
+                                           tag="twistedock-client-test:built")
+        return await stream.wait()
+
+    progress = await _unless_unimplemented(target, build)
+    if progress is not None:
+        assert any("aux" in p for p in progress)
+        assert (await client.images.inspect("twistedock-client-test:built"))["Config"]["Labels"] == {"built": "yes"}
+        await client.images.remove("twistedock-client-test:built")
+
+    async def pull():
+        return await (await client.images.pull("localhost:1/nope:latest")).wait()
+
+    with pytest.raises((APIError, StreamError), match="localhost:1|not implemented yet"):
+        await pull()
+
+    async def volumes():
+        created = await client.volumes.create("twistedock-client-test", labels=LABEL)
+        listed = await client.volumes.list(filters={"label": "twistedock.client.test=1"})
+        await client.volumes.remove("twistedock-client-test")
+        return created, listed
+
+    found = await _unless_unimplemented(target, volumes)
+    if found is not None:
+        created, listed = found
+        assert created["Name"] == "twistedock-client-test"
+        assert [v["Name"] for v in listed["Volumes"]] == ["twistedock-client-test"]
+    networks = await _unless_unimplemented(target, client.networks.list)
+    if networks is not None:
+        assert "none" in [n["Name"] for n in networks]
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/wait")
+@pytest_twisted.ensureDeferred
+async def test_cancelling_a_request_closes_its_connection(client, target):
+    cid = await run(client, target, ["sleep", "100"])
+    waiting = ensureDeferred(client.containers.wait(cid))
+    await deferLater(reactor(), 0.2, lambda: None)
+    assert not waiting.called
+    waiting.cancel()
+    with pytest.raises(CancelledError):
+        await waiting
+    assert (await client.containers.inspect(cid))["State"]["Running"]
+    await client.containers.remove(cid, force=True)
+
+
+def reactor():
+    from twisted.internet import reactor
+
+    return reactor

@@ -2,6 +2,7 @@
 for the resource groups (C{containers}, C{images}, ...)."""
 
 import json as _json
+import os
 from typing import Mapping, Optional
 from urllib.parse import quote, urlencode
 
@@ -89,8 +90,11 @@ class DockerClient:
     @classmethod
     def from_env(cls, reactor, environ=None, version: Optional[str] = None) -> "DockerClient":
         """The daemon the docker CLI would use (DOCKER_HOST, the TLS
-        variables, the current context)."""
-        return cls.for_host(reactor, host_from_environ(environ), version=version)
+        variables, the current context), in the API version of
+        DOCKER_API_VERSION if set."""
+        environ = os.environ if environ is None else environ
+        return cls.for_host(reactor, host_from_environ(environ),
+                            version=version or environ.get("DOCKER_API_VERSION") or None)
 
     @classmethod
     def for_host(cls, reactor, host, tls: Optional[TLSConfig] = None,
