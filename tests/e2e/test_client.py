@@ -145,10 +145,15 @@ async def test_attach_with_stdin(client, target):
 @pytest.mark.route("POST", "/exec/{name:.*}/start")
 @pytest.mark.route("GET", "/exec/{id:.*}/json")
 @pytest_twisted.ensureDeferred
-async def test_exec(client, target):
+async def test_exec(client, target, tmp_path):
     cid = await run(client, target, ["sleep", "100"])
     result = await client.containers.exec_run(cid, ["sh", "-c", "cat; echo done >&2; exit 4"], stdin=b"in\n")
     assert (result.exit_code, result.stdout, result.stderr) == (4, b"in\n", b"done\n")
+    # A large stdin streamed from a file, while the output is read.
+    big = tmp_path / "stdin"
+    big.write_bytes(os.urandom(1 << 20) * 5)
+    result = await client.containers.exec_run(cid, ["wc", "-c"], stdin=str(big))
+    assert (result.exit_code, result.stdout.split()) == (0, [b"5242880"])
     result = await client.containers.exec_run(cid, ["echo", "tty"], tty=True)
     assert (result.exit_code, result.stdout) == (0, b"tty\r\n")
     with pytest.raises(NotFound):

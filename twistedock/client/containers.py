@@ -6,6 +6,7 @@ import shlex
 from typing import Optional
 
 import attr
+from twisted.internet.defer import ensureDeferred
 
 from ..versions import compare
 from .api import segment
@@ -216,15 +217,20 @@ class Containers:
     async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         await self.client.call("POST", "/exec/%s/resize" % (segment(exec_id),), {"h": height, "w": width})
 
-    async def exec_run(self, name, cmd, stdin: Optional[bytes] = None, tty: bool = False, **kwargs) -> ExecResult:
-        """Run C{cmd} in the container, C{stdin} given to it, to its end."""
+    async def exec_run(self, name, cmd, stdin=None, tty: bool = False, **kwargs) -> ExecResult:
+        """Run C{cmd} in the container to its end, C{stdin} (bytes, a file,
+        a path, an async iterator of bytes) given to it."""
         exec_id = await self.exec_create(name, cmd, stdin=stdin is not None, tty=tty, **kwargs)
         session = await self.exec_start(exec_id, tty=tty)
         try:
             if stdin is not None:
-                session.write(stdin)
-                session.close_stdin()
-            out, err = await session.output()
+                # Output is read while stdin is sent: a process answering
+                # as it reads must not block on a full pipe.
+                sending = ensureDeferred(session.send(stdin))
+                out, err = await session.output()
+                await sending
+            else:
+                out, err = await session.output()
         finally:
             session.close()
         exit_code = (await self.exec_inspect(exec_id)).get("ExitCode")

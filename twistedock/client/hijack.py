@@ -13,7 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from .errors import DockerClientError, error_for
-from .streams import ChunkQueue, Frames
+from .streams import ChunkQueue, Frames, body_producer
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
@@ -125,6 +125,23 @@ class HijackedSession(Frames):
 
     def write(self, data: bytes) -> None:
         self.protocol.transport.write(data)
+
+    async def send(self, body, close_stdin: bool = True) -> None:
+        """Send C{body} (bytes, a binary file, a path, an async iterator of
+        bytes) as stdin, no faster than the daemon takes it; then close
+        stdin unless told not to."""
+        producer = body_producer(body)
+        if isinstance(producer, bytes):
+            self.write(producer)
+        elif producer is not None:
+            transport = self.protocol.transport
+            transport.registerProducer(producer, True)
+            try:
+                await producer.startProducing(transport)
+            finally:
+                transport.unregisterProducer()
+        if close_stdin:
+            self.close_stdin()
 
     def close_stdin(self) -> None:
         """Send the end of stdin (the process sees EOF); output goes on."""

@@ -288,20 +288,18 @@ class JSONStream(_Iterator):
     def __init__(self, body) -> None:
         self.body = body
         self._buffer = b""
+        self._lines = deque()
 
     async def next(self):
-        while True:
-            line, newline, rest = self._buffer.partition(b"\n")
-            if newline:
-                self._buffer = rest
-                if line.strip():
-                    return json.loads(line)
-                continue
+        while not self._lines:
             data = await self.body.next()
             if data is None:
                 line, self._buffer = self._buffer, b""
                 return json.loads(line) if line.strip() else None
-            self._buffer += data
+            lines = (self._buffer + data).split(b"\n")
+            self._buffer = lines.pop()
+            self._lines.extend(line for line in lines if line.strip())
+        return json.loads(self._lines.popleft())
 
     async def wait(self) -> list:
         """Every document to the end; a StreamError for an C{error} line."""
