@@ -66,6 +66,8 @@ def format_event(event: dict) -> str:
 
 async def checkpoint_export(client, args) -> None:
     if args.output == "-":
+        if sys.stdout.isatty():
+            raise ValueError("refusing to write a tar to a terminal: use -o FILE or redirect stdout")
         stream = await client.checkpoints.export(args.container, args.checkpoint)
         out = sys.stdout.buffer
         await stream.write_to(out.write)
