@@ -84,6 +84,9 @@ def test_docker_host_and_the_tls_variables(tmp_path):
     assert h.port == 2376 and h.tls.verify is False and h.tls.ca_cert is None
     assert h.tls.client_cert == str(tmp_path / "cert.pem")
     assert host_from_environ({"DOCKER_HOST": "tcp://h:2"}).tls is None
+    with pytest.raises(HostError, match="could not read CA certificate"):
+        host_from_environ({"DOCKER_HOST": "tcp://h", "DOCKER_TLS_VERIFY": "1",
+                           "DOCKER_CERT_PATH": str(tmp_path / "empty")})
     assert host_from_environ({"DOCKER_CONFIG": str(tmp_path / "none")}).path == "/var/run/docker.sock"
 
 

@@ -93,7 +93,11 @@ def _tls_from_environ(environ: Mapping[str, str]) -> Optional[TLSConfig]:
     if not (verify or environ.get("DOCKER_TLS")):
         return None
     path = environ.get("DOCKER_CERT_PATH") or config_dir(environ)
-    return TLSConfig.from_directory(path, verify)
+    tls = TLSConfig.from_directory(path, verify)
+    if verify and tls.ca_cert is None:
+        # As the CLI: verifying needs the CA the daemon's certificate is from.
+        raise HostError("could not read CA certificate %r" % (os.path.join(path, "ca.pem"),))
+    return tls
 
 
 def current_context(environ: Mapping[str, str]) -> str:
