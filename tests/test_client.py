@@ -592,3 +592,15 @@ def test_the_twistedock_command_runs_the_client_subcommands(monkeypatch):
     with pytest.raises(SystemExit) as exited:
         tap.main(["events", "--filter", "type=container"])
     assert exited.value.code == 5 and calls == [["events", "--filter", "type=container"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_daemon_is_a_typed_error(tmp_path):
+    from twisted.internet import reactor
+
+    from twistedock.client import DaemonUnreachable
+
+    client = DockerClient.for_host(reactor, "unix://%s/none.sock" % (tmp_path,))
+    with pytest.raises(DaemonUnreachable, match="Cannot connect to the Docker daemon at unix://.*none.sock"):
+        await client.system.info()
+    await client.close()

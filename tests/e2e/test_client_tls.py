@@ -9,10 +9,7 @@ import shutil
 
 import pytest
 import pytest_twisted
-from twisted.internet.error import ConnectionClosed
-from twisted.web._newclient import ResponseNeverReceived
-
-from twistedock.client import DockerClient, NotFound
+from twistedock.client import DaemonUnreachable, DockerClient, NotFound
 
 from .test_tls import tls_daemon  # noqa: F401  (the fixture)
 
@@ -46,7 +43,7 @@ async def test_docker_host_and_tls_variables(tls_daemon, tls_files, tmp_path):  
     shutil.copy(tls_files["cert.pem"], other / "cert.pem")
     shutil.copy(tls_files["key.pem"], other / "key.pem")
     client = DockerClient.from_env(reactor, dict(env, DOCKER_CERT_PATH=str(other)))
-    with pytest.raises((ResponseNeverReceived, ConnectionClosed)):
+    with pytest.raises(DaemonUnreachable, match="Cannot connect to the Docker daemon at tcp://127.0.0.1"):
         await client.system.version()
     await client.close()
 

@@ -14,6 +14,7 @@ from .errors import (
     APIError,
     BadRequest,
     Conflict,
+    DaemonUnreachable,
     DockerClientError,
     Forbidden,
     HostError,
@@ -29,8 +30,8 @@ from .hosts import DockerHost, TLSConfig, host_from_environ, parse_host
 from .streams import STDERR, STDOUT, BodyStream, Frames, JSONStream
 
 __all__ = [
-    "MAX_API_VERSION", "DockerClient", "APIError", "BadRequest", "Conflict", "DockerClientError", "Forbidden",
-    "HostError", "NotFound", "NotImplementedByDaemon", "NotModified", "ServerError", "StreamError",
-    "Unauthorized", "Unavailable", "DockerHost", "TLSConfig", "host_from_environ", "parse_host", "STDERR",
-    "STDOUT", "BodyStream", "Frames", "JSONStream",
+    "MAX_API_VERSION", "DockerClient", "APIError", "BadRequest", "Conflict", "DaemonUnreachable",
+    "DockerClientError", "Forbidden", "HostError", "NotFound", "NotImplementedByDaemon", "NotModified",
+    "ServerError", "StreamError", "Unauthorized", "Unavailable", "DockerHost", "TLSConfig", "host_from_environ",
+    "parse_host", "STDERR", "STDOUT", "BodyStream", "Frames", "JSONStream",
 ]

@@ -7,10 +7,12 @@ from typing import Mapping, Optional
 from urllib.parse import quote, urlencode
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError
+from twisted.web._newclient import ResponseNeverReceived
 
 from ..versions import compare
-from .errors import DockerClientError, error_for
+from .errors import DaemonUnreachable, DockerClientError, error_for
 from .hijack import hijack
 from .hosts import DockerHost, TLSConfig, host_from_environ, parse_host
 from .streams import BodyStream, JSONStream, body_producer
@@ -128,7 +130,7 @@ class DockerClient:
             return await waiting
         self._waiters = []
         try:
-            response = await self.http.request("GET", BASE + "/_ping", unbuffered=True)
+            response = await self._send("GET", BASE + "/_ping")
             await response.content()
         except BaseException as e:
             waiters, self._waiters = self._waiters, None
@@ -141,6 +143,16 @@ class DockerClient:
         for waiting in waiters:
             waiting.callback(self._version)
         return self._version
+
+    async def _send(self, method: str, url: str, **kwargs):
+        """treq's request; a failed connection as L{DaemonUnreachable}."""
+        try:
+            return await self.http.request(method, url, unbuffered=True, **kwargs)
+        except (ConnectError, ResponseNeverReceived) as e:
+            reasons = getattr(e, "reasons", [])
+            if any(r.check(CancelledError) for r in reasons):
+                raise CancelledError()
+            raise DaemonUnreachable(self.host.url if self.host is not None else BASE, e)
 
     async def url(self, path: str, params=None) -> str:
         return "%s/v%s%s%s" % (BASE, await self.api_version(), path, query(params))
@@ -158,7 +170,7 @@ class DockerClient:
             headers.setdefault("Content-Type", "application/json")
         elif body is not None:
             data = body_producer(body)
-        response = await self.http.request(method, url, data=data, headers=headers or None, unbuffered=True)
+        response = await self._send(method, url, data=data, headers=headers or None)
         if response.code >= 300:
             raise error_for(response.code, await response.content())
         return response
@@ -193,4 +205,7 @@ class DockerClient:
         if self.endpoint is None:
             raise DockerClientError("this client has no endpoint to hijack a connection with")
         target = "/v%s%s%s" % (await self.api_version(), path, query(params))
-        return await hijack(self.endpoint, method, target, json, multiplexed, self._call_later)
+        try:
+            return await hijack(self.endpoint, method, target, json, multiplexed, self._call_later)
+        except ConnectError as e:
+            raise DaemonUnreachable(self.host.url if self.host is not None else BASE, e)

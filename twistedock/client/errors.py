@@ -71,6 +71,26 @@ class StreamError(DockerClientError):
         return self.message
 
 
+class DaemonUnreachable(DockerClientError):
+    """No answer: the connection failed (refused, no socket, TLS refused)."""
+
+    def __init__(self, host: str, reason: Exception) -> None:
+        super().__init__(host, reason)
+        self.host = host
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return "Cannot connect to the Docker daemon at %s (%s). Is the docker daemon running?" % (
+            self.host, _describe(self.reason))
+
+
+def _describe(reason: Exception) -> str:
+    reasons = getattr(reason, "reasons", None)
+    if reasons:
+        return "; ".join(str(r.value) for r in reasons)
+    return str(reason) or type(reason).__name__
+
+
 class HostError(DockerClientError):
     """DOCKER_HOST, a context or the TLS files cannot be used."""
 

@@ -9,7 +9,7 @@ class System:
 
     async def ping(self) -> dict:
         """C{/_ping}'s headers of note (Api-Version, OSType, ...) and body."""
-        response = await self.client.http.request("GET", "http://docker/_ping", unbuffered=True)
+        response = await self.client._send("GET", "http://docker/_ping")
         body = await response.content()
         if response.code != 200:
             from .errors import error_for
