@@ -29,112 +29,45 @@ moved are printed at the end.
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from typing import Optional
-from urllib.parse import quote
 
-import treq
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.threads import deferToThread
-from twisted.web.client import Agent, FileBodyProducer
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
-API = "/v1.41"
+from .client import DockerClient, DockerClientError, NotFound, NotModified, TLSConfig, parse_host
 
 
 class MigrationError(Exception):
     """A step failed; the message says which and why."""
 
 
-@implementer(IAgentEndpointFactory)
-class _UnixEndpoints:
-    def __init__(self, reactor, path: str) -> None:
-        self.reactor = reactor
-        self.path = path
-
-    def endpointForURI(self, uri):
-        return UNIXClientEndpoint(self.reactor, self.path)
-
-
-@implementer(IAgentEndpointFactory)
-class _TcpEndpoints:
-    def __init__(self, reactor, host: str, port: int, tls_options=None) -> None:
-        self.reactor = reactor
-        self.host = host
-        self.port = port
-        self.tls_options = tls_options
-
-    def endpointForURI(self, uri):
-        endpoint = HostnameEndpoint(self.reactor, self.host, self.port)
-        if self.tls_options is not None:
-            endpoint = wrapClientTLS(self.tls_options, endpoint)
-        return endpoint
-
-
-def _tls_options(host: str, args):
-    from twisted.internet import ssl
-
-    def read(path):
-        with open(os.path.expanduser(path), "rb") as f:
-            return f.read()
-
-    trust = ssl.Certificate.loadPEM(read(args.tlscacert)) if args.tlscacert else None
-    client = None
-    if args.tlscert and args.tlskey:
-        client = ssl.PrivateCertificate.loadPEM(read(args.tlscert) + b"\n" + read(args.tlskey))
-    kwargs = {"clientCertificate": client}
-    if trust is not None:
-        kwargs["trustRoot"] = trust
-    return ssl.optionsForClientTLS(host, **kwargs)
-
-
 class Daemon:
-    """One daemon's Engine API, through treq."""
+    """One daemon, through the client; its failures as L{MigrationError}s
+    naming the daemon."""
 
     def __init__(self, reactor, host: str, args) -> None:
         self.host = host
-        if host.startswith("unix://"):
-            factory = _UnixEndpoints(reactor, host[len("unix://"):])
-        elif host.startswith("tcp://"):
-            netloc = host[len("tcp://"):].rstrip("/")
-            name, _, port = netloc.rpartition(":")
-            name = name.strip("[]")
-            use_tls = bool(args.tls or args.tlscacert or args.tlscert)
-            tls = _tls_options(name, args) if use_tls else None
-            factory = _TcpEndpoints(reactor, name, int(port or 2375), tls)
-        else:
-            raise MigrationError("unsupported host %r: use unix:///path or tcp://host:port" % (host,))
-        # The endpoint decides where to connect (and TLS); the URL is a label.
-        self.base = "http://docker" + API
-        self.client = treq.client.HTTPClient(Agent.usingEndpointFactory(reactor, factory))
-
-    async def call(self, method: str, path: str, expect=(200,), **kwargs):
+        tls = None
+        if args.tls or args.tlscacert or args.tlscert:
+            tls = TLSConfig(verify=True, ca_cert=args.tlscacert or None, client_cert=args.tlscert or None,
+                            client_key=args.tlskey or None)
         try:
-            response = await self.client.request(method, self.base + path, **kwargs)
+            self.client = DockerClient.for_host(reactor, parse_host(host, tls))
+        except DockerClientError as e:
+            raise MigrationError(str(e))
+
+    async def __call__(self, what, *args, **kwargs):
+        """C{what(*args, **kwargs)}, its failure said with this daemon's name."""
+        try:
+            return await what(*args, **kwargs)
+        except MigrationError:
+            raise
         except Exception as e:
-            raise MigrationError("%s: %s %s: %s" % (self.host, method, path, e))
-        return response
-
-    async def json(self, method: str, path: str, expect=(200,), **kwargs):
-        response = await self.call(method, path, **kwargs)
-        body = await response.content()
-        if response.code not in expect:
-            raise MigrationError("%s: %s %s: %d %s" % (self.host, method, path, response.code, _message(body)))
-        if not body.strip():
-            return None
-        return json.loads(body)
-
-
-def _message(body: bytes) -> str:
-    try:
-        return json.loads(body).get("message") or body.decode("utf-8", "replace")
-    except (ValueError, AttributeError):
-        return body.decode("utf-8", "replace").strip()
+            # The daemon's answer, or a connection that failed.
+            raise MigrationError("%s: %s" % (self.host, e if isinstance(e, DockerClientError) else repr(e)))
 
 
 def _say(text: str) -> None:
@@ -152,15 +85,21 @@ async def _pause(step: str, pause_before) -> None:
 async def migrate(reactor, args) -> dict:
     source = Daemon(reactor, args.source, args)
     target = Daemon(reactor, args.target, args)
-    name = args.container
+    try:
+        return await _migrate(source, target, args)
+    finally:
+        await defer.gatherResults([source.client.close(), target.client.close()])
 
-    info = await source.json("GET", "/containers/%s/json" % (quote(name, safe=""),), expect=(200,))
+
+async def _migrate(source, target, args) -> dict:
+    name = args.container
+    info = await source(source.client.containers.inspect, name)
     cid = info["Id"]
     cname = info["Name"].lstrip("/")
     image = info["Config"].get("Image") or ""
     if not info["State"].get("Running"):
         raise MigrationError("container %s is not running on %s" % (name, args.source))
-    await target.json("GET", "/images/%s/json" % (quote(image, safe=""),), expect=(200,))
+    await target(target.client.images.inspect, image)
     if args.pre_copy:
         raise MigrationError(
             "--pre-copy is not supported yet (the daemon's checkpoint API has no pre-dump, which "
@@ -171,8 +110,7 @@ async def migrate(reactor, args) -> dict:
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
-    await source.json("POST", "/containers/%s/checkpoints" % (cid,), expect=(201,),
-                      json={"CheckpointID": checkpoint, "Exit": True})
+    await source(source.client.checkpoints.create, cid, checkpoint, exit=True)
     checkpointed = time.monotonic()
     # From here the container is stopped on the source, its checkpoint kept.
     new_id: Optional[str] = None
@@ -181,25 +119,16 @@ async def migrate(reactor, args) -> dict:
     try:
         try:
             await _pause("export", args.pause_before)
-            response = await source.call("GET", "/containers/%s/checkpoints/%s/export" % (cid, checkpoint))
-            if response.code != 200:
-                raise MigrationError("%s: export: %d %s" % (args.source, response.code,
-                                                             _message(await response.content())))
-            await treq.collect(response, spool.write)
-            moved = spool.tell()
+            moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
             exported = time.monotonic()
             spool.seek(0)
             await _pause("import", args.pause_before)
-            result = await target.json(
-                "POST", "/containers/checkpoints/import?name=%s" % (quote(cname, safe=""),), expect=(201,),
-                data=FileBodyProducer(spool), headers={"Content-Type": ["application/x-tar"]},
-            )
-            new_id = result["Id"]
+            new_id = await target(target.client.checkpoints.import_, spool, name=cname)
             imported = time.monotonic()
             await _pause("restore", args.pause_before)
-            await target.json("POST", "/containers/%s/start?checkpoint=%s" % (new_id, checkpoint), expect=(204,))
+            await target(target.client.checkpoints.start, new_id, checkpoint)
             restored = time.monotonic()
-            state = await target.json("GET", "/containers/%s/json" % (new_id,))
+            state = await target(target.client.containers.inspect, new_id)
             if not state["State"].get("Running"):
                 raise MigrationError("the restored container is not running on %s" % (args.target,))
         except BaseException as e:
@@ -210,7 +139,7 @@ async def migrate(reactor, args) -> dict:
     downtime = restored - frozen
     if not args.keep_source:
         try:
-            await source.json("DELETE", "/containers/%s?force=1" % (cid,), expect=(204,))
+            await source(source.client.containers.remove, cid, force=True)
         except MigrationError as e:
             _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
     figures = {
@@ -236,12 +165,17 @@ async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None
     _say("failed: %s" % (error,))
     if new_id is not None:
         try:
-            await target.json("DELETE", "/containers/%s?force=1" % (new_id,), expect=(204, 404))
+            await target.client.containers.remove(new_id, force=True)
+        except NotFound:
+            pass
         except Exception as e:
             _say("warning: could not remove the half-made container on the target: %s" % (e,))
     _say("restoring the container on the source from checkpoint %s" % (checkpoint,))
     try:
-        await source.json("POST", "/containers/%s/start?checkpoint=%s" % (cid, checkpoint), expect=(204, 304))
+        try:
+            await source.client.checkpoints.start(cid, checkpoint)
+        except NotModified:
+            pass
         _say("the container runs on the source again")
     except Exception as e:
         _say("could not restore it on the source (%s); it can be restored with: "

@@ -177,14 +177,17 @@ def main(argv=None) -> None:
     """The C{twistedock} command: C{twistedock [dockerd flags]} is
     C{twistd -n --pidfile= dockerd [dockerd flags]}, found without twistd's
     plugin discovery, so it works from any install; C{twistedock migrate ...}
-    is C{twistedock-migrate ...}."""
+    is C{twistedock-migrate ...}, and C{checkpoint} and C{events} are the
+    client commands of L{twistedock.cli}."""
     from twisted.scripts.twistd import ServerOptions, runApp
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["migrate"]:
-        from .migrate import main as migrate
+    from .cli import SUBCOMMANDS
 
-        raise SystemExit(migrate(argv[1:]))
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        from .cli import main as client_command
+
+        raise SystemExit(client_command(argv))
 
     class DaemonOptions(ServerOptions):
         synopsis = "Usage: twistedock"

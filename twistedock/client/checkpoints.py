@@ -1,0 +1,55 @@
+"""C{client.checkpoints}: the checkpoint router (experimental daemons), and
+twistedock's export and import of a checkpoint between daemons."""
+
+from typing import Optional
+
+from .api import segment
+
+
+class Checkpoints:
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def _path(self, container, *rest) -> str:
+        return "/containers/%s/checkpoints" % (segment(container),) + "".join("/" + segment(p) for p in rest)
+
+    async def create(self, container, checkpoint: str, exit: bool = True,
+                     checkpoint_dir: Optional[str] = None) -> None:
+        """Checkpoint a running container (stopping it, with C{exit})."""
+        body = {"CheckpointID": checkpoint, "Exit": exit}
+        if checkpoint_dir:
+            body["CheckpointDir"] = checkpoint_dir
+        await self.client.call("POST", self._path(container), json=body)
+
+    async def list(self, container, checkpoint_dir: Optional[str] = None) -> list:
+        """The checkpoints' names."""
+        found = await self.client.json("GET", self._path(container), {"dir": checkpoint_dir})
+        return [c["Name"] for c in found or []]
+
+    async def delete(self, container, checkpoint: str, checkpoint_dir: Optional[str] = None) -> None:
+        await self.client.call("DELETE", self._path(container, checkpoint), {"dir": checkpoint_dir})
+
+    async def start(self, container, checkpoint: str, checkpoint_dir: Optional[str] = None) -> None:
+        """Restore the container from C{checkpoint}."""
+        await self.client.containers.start(container, checkpoint=checkpoint, checkpoint_dir=checkpoint_dir)
+
+    async def export(self, container, checkpoint: str):
+        """The checkpoint, the container's record and its filesystem
+        changes as a tar L{BodyStream} (twistedock only)."""
+        return await self.client.stream("GET", self._path(container, checkpoint, "export"))
+
+    async def export_to(self, container, checkpoint: str, file) -> int:
+        """Export into C{file} (a path or a binary file); the bytes written."""
+        stream = await self.export(container, checkpoint)
+        if isinstance(file, str):
+            with open(file, "wb") as f:
+                return await stream.write_to(f.write)
+        return await stream.write_to(file.write)
+
+    async def import_(self, tar, name: Optional[str] = None) -> str:
+        """Create a container and its checkpoint from an export (bytes, a
+        binary file, a path, or an async iterator such as another daemon's
+        L{export} stream); the new container's ID."""
+        created = await self.client.json("POST", "/containers/checkpoints/import", {"name": name},
+                                         body=tar, headers={"Content-Type": "application/x-tar"})
+        return created["Id"]
