@@ -568,10 +568,9 @@ def test_rlimits(rootfs):
     big = build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 10**9, "Hard": 10**9}]})
     capped = 10**9 if own_hard == resource.RLIM_INFINITY else min(10**9, own_hard)
     assert big["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": capped, "soft": capped}]
-    with pytest.raises(InvalidParameter):
-        build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 3, "Hard": 2}]})
-    with pytest.raises(InternalError):
-        build(rootfs, host_config={"Ulimits": [{"Name": "foo", "Soft": 1, "Hard": 1}]})
+    # What runc refuses goes to it as it is (see below).
+    refused = build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 3, "Hard": 2}]})
+    assert refused["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 2, "soft": 3}]
 
 
 # -- build_spec is pure -------------------------------------------------------
@@ -631,11 +630,12 @@ def test_build_spec_reads_nothing(rootfs, tmp_path, monkeypatch, privileged):
 
 
 def test_build_spec_raises_read_errors_where_dockerd_meets_them(rootfs):
-    """A failed read is kept and raised at its step: a bad ulimit (checked
-    before devices) wins over a missing device node, as in dockerd."""
-    with pytest.raises(InvalidParameter, match="ulimit soft limit"):
+    """A failed read is kept and raised at its step: an Init without its
+    binary (checked before devices) wins over a missing device node, as in
+    dockerd."""
+    with pytest.raises(InvalidParameter, match="no init binary"):
         build(rootfs, host_config={
-            "Ulimits": [{"Name": "nproc", "Soft": 2, "Hard": 1}],
+            "Init": True,
             "Devices": [{"PathOnHost": "/dev/does-not-exist"}],
         })
     with pytest.raises(InternalError, match="error gathering device information"):
@@ -735,3 +735,17 @@ def test_readonly_rootfs_runs(bundle):
     assert done.stdout.decode().split() == ["scratch"]
     assert b"Read-only file system" in done.stderr
     assert done.returncode == 0
+
+
+def test_ulimits_runc_refuses_go_to_runc_as_they_are(rootfs):
+    """dockerd puts Ulimits in the spec unchecked (Go's uint64 of the
+    values): runc refuses an unknown name or a soft limit above the hard
+    one, with the words dockerd's clients see."""
+    s = build(rootfs, host_config={"Ulimits": [
+        {"Name": "bogus", "Soft": 1, "Hard": 1}, {}, {"Name": "nproc", "Soft": 5, "Hard": 3},
+    ]})
+    assert s["process"]["rlimits"][:3] == [
+        {"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1},
+        {"type": "RLIMIT_", "hard": 0, "soft": 0},
+        {"type": "RLIMIT_NPROC", "hard": 3, "soft": 5},
+    ]

@@ -85,8 +85,10 @@ class CreateMixin:
         if not log_config.get("Type"):
             hc["LogConfig"] = {"Type": DEFAULT_LOG_DRIVER, "Config": log_config.get("Config") or {}}
         elif log_config["Type"] not in LOG_DRIVERS:
+            # dockerd looks an unknown driver up as a plugin.
             raise InvalidParameter(
-                "logger: no log driver named '%s' is registered" % (log_config["Type"],)
+                'error looking up logging plugin %s: plugin "%s" not found'
+                % (log_config["Type"], log_config["Type"])
             )
         if not hc.get("Runtime"):
             hc["Runtime"] = "runc"

@@ -192,15 +192,14 @@ _UNLIMITED = 2**64 - 1
 
 
 def _rlimit(name: str, soft: int, hard: int, ceilings: Mapping[str, int]) -> dict:
+    """A Ulimit as dockerd puts it in the spec (Go's uint64 of the values):
+    one runc refuses (an unknown name, soft above hard) goes as it is, so
+    that the start fails with runc's own words, as with dockerd."""
     kind = "RLIMIT_" + name.upper()
-    if kind not in ceilings:
-        raise InternalError("wrong rlimit value: %s" % kind)
-    soft = _UNLIMITED if soft < 0 else soft
-    hard = _UNLIMITED if hard < 0 else hard
-    if soft > hard:
-        raise InvalidParameter(
-            "ulimit soft limit must be less than or equal to hard limit: %d > %d" % (soft, hard)
-        )
+    soft &= _UNLIMITED
+    hard &= _UNLIMITED
+    if kind not in ceilings or soft > hard:
+        return {"type": kind, "hard": hard, "soft": soft}
     # Without CAP_SYS_RESOURCE nobody may raise a hard limit: runc would fail.
     own_hard = ceilings[kind]
     if own_hard != resource.RLIM_INFINITY:

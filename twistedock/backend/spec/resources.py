@@ -268,7 +268,7 @@ BLKIO_THROTTLES = (
 def blkio_device_paths(host_config: dict) -> List[str]:
     """The block devices C{host_config} names (their numbers are read from the host)."""
     fields = ["BlkioWeightDevice"] + [field for field, _ in BLKIO_THROTTLES]
-    return [device["Path"] for field in fields for device in host_config.get(field) or ()]
+    return [as_str(device.get("Path")) for field in fields for device in host_config.get(field) or ()]
 
 
 def linux_resources(
@@ -347,7 +347,7 @@ def _block_io_resources(hc: dict, device_numbers: Mapping[str, Any]) -> Dict[str
         block_io["weight"] = as_int(hc["BlkioWeight"])
     weight_devices = []
     for device in hc.get("BlkioWeightDevice") or ():
-        major, minor = result(device_numbers[device["Path"]])
+        major, minor = result(device_numbers[as_str(device.get("Path"))])
         weight_devices.append(
             {"major": major, "minor": minor, "weight": as_int(device.get("Weight"))}
         )
@@ -356,7 +356,7 @@ def _block_io_resources(hc: dict, device_numbers: Mapping[str, Any]) -> Dict[str
     for field, key in BLKIO_THROTTLES:
         throttles = []
         for device in hc.get(field) or ():
-            major, minor = result(device_numbers[device["Path"]])
+            major, minor = result(device_numbers[as_str(device.get("Path"))])
             throttles.append({"major": major, "minor": minor, "rate": as_int(device.get("Rate"))})
         if throttles:
             block_io[key] = throttles

@@ -1,0 +1,62 @@
+"""A start that fails: the status and the container's exit code as dockerd
+20.10 gives them.  Errors before the runtime (the spec's: dockerd's System
+errors) keep their status and exit 128; the runtime's are translated as
+translateContainerdStartErr does (127 or 126 and 400 for a missing or
+refused file, 127 and an explanation for a file mounted onto a directory,
+else 500 and 128)."""
+
+import pytest
+
+from twistedock.errors import InternalError
+
+from .fake_runtime import World, failure_of
+
+
+@pytest.fixture
+def world(tmp_path):
+    return World(tmp_path)
+
+
+def shim(message):
+    return "failed to create shim task: OCI runtime create failed: runc create failed: %s: unknown" % message
+
+
+@pytest.mark.parametrize("message, status, code, suffix", [
+    (shim('unable to start container process: exec: "/nope": stat /nope: no such file or directory'), 400, 127, ""),
+    (shim('exec: "nope": executable file not found in $PATH'), 400, 127, ""),
+    (shim('exec: "/etc": permission denied'), 400, 126, ""),
+    (shim("mount /a to rootfs at /etc/hostname: not a directory"), 400, 127,
+     ": Are you trying to mount a directory onto a file (or vice-versa)? "
+     "Check if the specified host path exists and is the expected type"),
+    (shim('sysctl "a" is not in a separate kernel namespace'), 500, 128, ""),
+])
+def test_runtime_errors_are_translated(world, message, status, code, suffix):
+    ident = world.create("web")
+    world.runtime.failures["create"] = InternalError(message)
+    error = failure_of(world.backend.start("web"))
+    assert (error.status, error.message) == (status, message + suffix)
+    state = world.state("web")
+    assert (state["Status"], state["ExitCode"], state["Error"]) == ("created", code, message + suffix)
+    assert ident
+
+
+def test_spec_errors_keep_their_status_and_exit_128(world):
+    # dockerd: BlkioDeviceReadBps on a missing path, 500 "stat /nonexist: no
+    # such file or directory", ExitCode 128 (not the runtime's 127 and 400).
+    world.create("web", host_config={"BlkioDeviceReadBps": [{"Path": "/nonexist", "Rate": 1}]})
+    error = failure_of(world.backend.start("web"))
+    assert (error.status, error.message) == (500, "stat /nonexist: no such file or directory")
+    assert world.state("web")["ExitCode"] == 128
+    world.create("empty", host_config={"BlkioDeviceReadBps": [{}]})
+    error = failure_of(world.backend.start("empty"))
+    assert (error.status, error.message) == (500, "stat : no such file or directory")
+
+
+def test_an_unknown_log_driver_is_looked_up_as_a_plugin(world):
+    # dockerd 20.10: 400 at create, in its plugin getter's words.
+    error = failure_of(world.backend.create(
+        "", {"Image": "busybox"}, {"LogConfig": {"Type": "Bogus"}}, None, "1.41"
+    ))
+    assert (error.status, error.message) == (
+        400, 'error looking up logging plugin Bogus: plugin "Bogus" not found'
+    )
