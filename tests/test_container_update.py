@@ -71,7 +71,7 @@ def backend_with(tmp_path, host_config, running=False):
 @pytest_twisted.ensureDeferred
 async def test_zero_fields_and_an_unnamed_policy_change_nothing(tmp_path):
     backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
-    assert await backend.update("web", CLI_UPDATE) == {"Warnings": []}
+    assert await backend.update("web", CLI_UPDATE) == {"Warnings": None}
     assert c.host_config["Memory"] == 64 * MB
     assert c.host_config["MemorySwap"] == 128 * MB
     assert c.host_config["CpuShares"] == 512
@@ -160,3 +160,37 @@ async def test_a_refused_runc_update_changes_nothing_and_names_the_container(tmp
         await backend.update("web", {"CpuShares": 1})
     assert caught.value.message == "Cannot update container %s: the minimum allowed cpu-shares is 2" % c.id
     assert c.host_config["CpuShares"] == 512
+
+
+@pytest.fixture
+def reference_host(monkeypatch):
+    """The reference dockerd's host (no blkio weight, IPv4 forwarding on)."""
+    from twistedock.backend import spec
+
+    from .spec_hosts import HOST
+
+    monkeypatch.setattr(spec, "current_sysinfo", lambda: HOST)
+    return HOST
+
+
+@pytest.mark.parametrize("update, warnings", [
+    # dockerd 20.10, side by side: Go's nil slice when there are none.
+    ({"CpuShares": 512}, None),
+    ({}, None),
+    ({"KernelMemory": 8000000},
+     ["Specifying a kernel memory limit is deprecated and will be removed in a future release."]),
+    ({"BlkioWeight": 300},
+     ["Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."]),
+])
+@pytest_twisted.ensureDeferred
+async def test_update_warnings_are_those_of_its_own_fields(tmp_path, reference_host, update, warnings):
+    backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
+    assert await backend.update("web", update) == {"Warnings": warnings}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_swap_update_alone_is_no_error(tmp_path, reference_host):
+    # Memory 0 with MemorySwap in an update: the container's Memory counts.
+    backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
+    assert await backend.update("web", {"MemorySwap": 256 * MB}) == {"Warnings": None}
+    assert c.host_config["MemorySwap"] == 256 * MB

@@ -4,7 +4,7 @@ daemon/update.go and Container.UpdateContainer: only the fields the request
 sets (non-zero) change, so what inspect shows stays what the cgroup enforces.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 from ...errors import Conflict, DockerError
 from ...versions import MAX_API_VERSION
@@ -60,6 +60,17 @@ def updated_host_config(host_config: dict, update: dict) -> dict:
     return hc
 
 
+def update_warnings(update: dict) -> List[str]:
+    """dockerd's warnings for an update: those of its own fields, as a
+    HostConfig of nothing else (so also the IPv4 forwarding one, its
+    NetworkMode being empty)."""
+    si = spec.current_sysinfo()
+    warnings, _ = spec.check_resources(update, si, update=True)
+    if not si.ipv4_forwarding:
+        warnings.append("IPv4 forwarding is disabled. Networking will not work.")
+    return warnings
+
+
 class UpdateMixin:
     """The update part of L{ContainerBackend}."""
 
@@ -70,6 +81,7 @@ class UpdateMixin:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
         host_config = updated_host_config(c.host_config, update)
         spec.validate_create(c.config, host_config, MAX_API_VERSION)
+        warnings = update_warnings(update)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         if c.state.running and not c.state.restarting and resources_changed:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)
@@ -81,4 +93,5 @@ class UpdateMixin:
         c.host_config = host_config
         await self.save(c)
         self.log_event(c, "update")
-        return {"Warnings": []}
+        # Go's nil slice: null when there are none.
+        return {"Warnings": warnings or None}

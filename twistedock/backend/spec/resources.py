@@ -47,13 +47,17 @@ def _cpuset_available(provided: str, available: str) -> bool:
 # -- capabilities -------------------------------------------------------------
 
 
-def check_resources(hc: dict, sysinfo: Optional[SysInfo] = None) -> Tuple[List[str], dict]:
+def check_resources(
+    hc: dict, sysinfo: Optional[SysInfo] = None, update: bool = False
+) -> Tuple[List[str], dict]:
     """verifyPlatformContainerResources: warnings, and the resources with what
-    the kernel cannot do discarded (as dockerd stores them)."""
+    the kernel cannot do discarded (as dockerd stores them).  For an
+    C{update} (its fields alone) a MemorySwap without Memory is no error."""
     si = sysinfo or current_sysinfo()
     r = dict(hc)
     warnings: List[str] = []
-    for check in (_check_memory, _check_kernel_limits, _check_cpu, _check_cpuset, _check_blkio):
+    _check_memory(r, si, warnings, update)
+    for check in (_check_kernel_limits, _check_cpu, _check_cpuset, _check_blkio):
         check(r, si, warnings)
     return warnings, r
 
@@ -66,7 +70,7 @@ def _supported(value: int, supported: bool, warnings: List[str], warning: str) -
     return value
 
 
-def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
+def _check_memory(r: dict, si: SysInfo, warnings: List[str], update: bool = False) -> None:
     if r.get("MemorySwappiness") is not None and as_int(r["MemorySwappiness"]) == -1:
         r["MemorySwappiness"] = None
     memory, swap = as_int(r.get("Memory")), as_int(r.get("MemorySwap"))
@@ -88,7 +92,7 @@ def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
         raise InvalidParameter(
             "Minimum memoryswap limit should be larger than memory limit, see usage"
         )
-    if memory == 0 and swap > 0:
+    if memory == 0 and swap > 0 and not update:
         raise InvalidParameter(
             "You should always set the Memory limit when using Memoryswap limit, see usage"
         )
