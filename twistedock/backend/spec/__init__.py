@@ -55,7 +55,7 @@ from .security import SecurityOptions, parse_security_opt
 from .signals import parse_signal
 from .sysinfo import SysInfo, current_sysinfo, probe_sysinfo
 from .user import resolve_user
-from .validate import adapt_host_config, validate_create, validate_name
+from .validate import adapt_host_config, validate_create, validate_decoded, validate_name
 
 __all__ = [
     "ALL_CAPABILITIES",
@@ -99,6 +99,7 @@ __all__ = [
     "tmpfs_options_from_mount",
     "tweak_capabilities",
     "validate_create",
+    "validate_decoded",
     "validate_mount",
     "validate_name",
 ]

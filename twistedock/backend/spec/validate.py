@@ -66,6 +66,17 @@ def _validate_decoded(config: dict, hc: dict, si: SysInfo) -> None:
         raise InvalidParameter("cpu real-time runtime cannot be higher than cpu real-time period")
 
 
+def validate_decoded(
+    config: Optional[dict], host_config: Optional[dict], *, sysinfo: Optional[SysInfo] = None
+) -> None:
+    """What dockerd's request decoder (runconfig's decodeContainerConfig)
+    refuses in a body it decoded, as for a commit: nothing without a
+    HostConfig."""
+    if host_config is None:
+        return
+    _validate_decoded(config or {}, host_config, sysinfo or current_sysinfo())
+
+
 def _validate_container_config(config: dict) -> None:
     working_dir = as_str(config.get("WorkingDir"))
     if working_dir and not working_dir.startswith("/"):
