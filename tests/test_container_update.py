@@ -158,7 +158,11 @@ async def test_a_refused_runc_update_changes_nothing_and_names_the_container(tmp
     backend.runtime.update = refuse
     with pytest.raises(InternalError) as caught:
         await backend.update("web", {"CpuShares": 1})
-    assert caught.value.message == "Cannot update container %s: the minimum allowed cpu-shares is 2" % c.id
+    # dockerd 20.10 (side by side): runc's refusal through containerd's shim.
+    assert caught.value.message == (
+        "Cannot update container %s: runc did not terminate successfully: exit status 1: "
+        "the minimum allowed cpu-shares is 2\n: unknown" % c.id
+    )
     assert c.host_config["CpuShares"] == 512
 
 

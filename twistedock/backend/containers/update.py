@@ -88,8 +88,12 @@ class UpdateMixin:
             try:
                 await self.runtime.update(c.id, resources)
             except DockerError as e:
-                # The record keeps what the cgroup still enforces.
-                raise type(e)("Cannot update container %s: %s" % (c.id, e.message))
+                # The record keeps what the cgroup still enforces.  runc's
+                # refusal as containerd's shim reports it to dockerd.
+                message = e.message
+                if e.status == 500:
+                    message = "runc did not terminate successfully: exit status 1: %s\n: unknown" % (message,)
+                raise type(e)("Cannot update container %s: %s" % (c.id, message))
         c.host_config = host_config
         await self.save(c)
         self.log_event(c, "update")
