@@ -60,3 +60,25 @@ def test_an_unknown_log_driver_is_looked_up_as_a_plugin(world):
     assert (error.status, error.message) == (
         400, 'error looking up logging plugin Bogus: plugin "Bogus" not found'
     )
+
+
+@pytest.mark.parametrize("log_config, message", [
+    # dockerd 20.10, side by side: 400 at create.
+    ({"Type": "json-file", "Config": {"mode": "bad"}}, "logger: logging mode not supported: bad"),
+    ({"Type": "json-file", "Config": {"bogus": "x"}}, "unknown log opt 'bogus' for json-file log driver"),
+    ({"Type": "local", "Config": {"labels": "x"}}, "unknown log opt 'labels' for log driver local"),
+    ({"Type": "json-file", "Config": {"max-buffer-size": "4m"}},
+     "logger: max-buffer-size option is only supported with 'mode=non-blocking'"),
+])
+def test_log_options_a_driver_refuses(world, log_config, message):
+    error = failure_of(world.backend.create("", {"Image": "busybox"}, {"LogConfig": log_config}, None, "1.41"))
+    assert (error.status, error.message) == (400, message)
+
+
+def test_log_options_a_driver_takes(world):
+    for log_config in (
+        {"Type": "json-file", "Config": {"max-size": "1m", "mode": "non-blocking", "max-buffer-size": "4m"}},
+        {"Type": "none", "Config": {"anything": "x"}},
+        {"Type": "local", "Config": {"cache-disabled": "true", "max-file": "2"}},
+    ):
+        world.create(host_config={"LogConfig": log_config})

@@ -90,6 +90,7 @@ class CreateMixin:
                 'error looking up logging plugin %s: plugin "%s" not found'
                 % (log_config["Type"], log_config["Type"])
             )
+        spec.validate_log_options(hc["LogConfig"]["Type"], hc["LogConfig"].get("Config"))
         if not hc.get("Runtime"):
             hc["Runtime"] = "runc"
         return hc

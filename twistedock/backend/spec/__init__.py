@@ -41,6 +41,7 @@ from .defaults import (
 )
 from .devices import host_devices
 from .inputs import SpecInputs, gather_inputs, read_linux_resources
+from .logconfig import validate_log_options
 from .mounts import (
     merge_tmpfs_options,
     missing_bind_sources,
@@ -100,6 +101,7 @@ __all__ = [
     "tweak_capabilities",
     "validate_create",
     "validate_decoded",
+    "validate_log_options",
     "validate_mount",
     "validate_name",
 ]

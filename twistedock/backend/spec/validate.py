@@ -194,6 +194,10 @@ def validate_create(
 
     parse_security_opt(hc.get("SecurityOpt"))
     mount_points(hc)
+    if hc.get("StorageOpt"):
+        # dockerd's overlay2 (then the container's layer is made) without
+        # project quotas: any option is refused, none ignored.
+        raise InvalidParameter("--storage-opt is supported only for overlay over xfs with 'pquota' mount option")
     return warnings
 
 
