@@ -749,3 +749,18 @@ def test_ulimits_runc_refuses_go_to_runc_as_they_are(rootfs):
         {"type": "RLIMIT_", "hard": 0, "soft": 0},
         {"type": "RLIMIT_NPROC", "hard": 3, "soft": 5},
     ]
+
+
+def test_device_requests_are_refused_not_ignored(rootfs):
+    """No device driver (dockerd has one only with nvidia's hook): dockerd
+    20.10's start refuses every request, side by side."""
+    with pytest.raises(InternalError) as caught:
+        build(rootfs, host_config={"DeviceRequests": [{}]})
+    assert caught.value.message == 'could not select device driver "" with capabilities: []'
+    with pytest.raises(InternalError) as caught:
+        build(rootfs, host_config={"DeviceRequests": [
+            {"Driver": "", "Count": -1, "Capabilities": [["gpu"], ["gpu", "utility"]]},
+        ]})
+    assert caught.value.message == (
+        'could not select device driver "" with capabilities: [[gpu] [gpu utility]]'
+    )

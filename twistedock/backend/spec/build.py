@@ -281,6 +281,18 @@ def with_devices(spec: Dict[str, Any], context: SpecContext) -> None:
     spec["linux"]["resources"]["devices"] = rules
     if devices:
         spec["linux"]["devices"] = devices
+    # dockerd's handleDevice: no device driver here (dockerd has one only
+    # with nvidia's hook), so no request is met, and none is ignored.
+    for request in hc.get("DeviceRequests") or ():
+        raise InternalError("could not select device driver %s with capabilities: %s" % (
+            golang.quote(as_str(request.get("Driver"))),
+            _go_list([_go_list(caps or []) for caps in request.get("Capabilities") or []]),
+        ))
+
+
+def _go_list(items) -> str:
+    """A slice as Go's %v prints it: C{[a b]}."""
+    return "[" + " ".join(items) + "]"
 
 
 def with_cgroups(spec: Dict[str, Any], context: SpecContext) -> None:
