@@ -764,3 +764,18 @@ def test_device_requests_are_refused_not_ignored(rootfs):
     assert caught.value.message == (
         'could not select device driver "" with capabilities: [[gpu] [gpu utility]]'
     )
+
+
+@pytest.mark.parametrize("value, message", [
+    # dockerd 20.10 (json.Unmarshal's words), side by side.
+    ("/nonexist", "invalid character '/' looking for beginning of value"),
+    ("{", "unexpected end of JSON input"),
+    ('{"a":}', "invalid character '}' looking for beginning of value"),
+    ("'x", "invalid character '\\'' looking for beginning of value"),
+])
+def test_a_seccomp_profile_that_is_not_json(value, message):
+    from twistedock.backend.spec.seccomp import load_seccomp_profile
+
+    with pytest.raises(InternalError) as caught:
+        load_seccomp_profile(value)
+    assert caught.value.message == "Decoding seccomp profile failed: " + message

@@ -65,6 +65,7 @@ DOCKERD_500S = (
     re.compile(r"^shares: invalid argument$"),
     re.compile(r"^stat .*: no such file or directory$"),
     re.compile(r"^could not select device driver .* with capabilities: "),
+    re.compile(r"^Decoding seccomp profile failed: "),
     # POST /images/create?fromSrc= : dockerd fetches the empty URL.
     re.compile(r'^Get "http:": http: no Host in request URL$'),
     # Exec create with DetachKeys that do not parse: a plain error.
