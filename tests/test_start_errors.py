@@ -82,3 +82,14 @@ def test_log_options_a_driver_takes(world):
         {"Type": "local", "Config": {"cache-disabled": "true", "max-file": "2"}},
     ):
         world.create(host_config={"LogConfig": log_config})
+
+
+def test_a_link_to_a_missing_container_is_refused_at_create(world):
+    # dockerd 20.10, side by side: 400 (a 404 would send the CLI pulling).
+    error = failure_of(world.backend.create("", {"Image": "busybox"}, {"Links": ["nosuch:x"]}, None, "1.41"))
+    assert (error.status, error.message) == (400, "could not get container for nosuch: No such container: nosuch")
+    for link, message in (("", "empty string specified for links"), ("a:b:c", "bad format for links: a:b:c")):
+        error = failure_of(world.backend.create("", {"Image": "busybox"}, {"Links": [link]}, None, "1.41"))
+        assert (error.status, error.message) == (400, message)
+    world.create("db")
+    world.create("app", host_config={"Links": ["db:database", "/db:/app/db2"]})

@@ -6,7 +6,7 @@ daemon/create.go.
 import os
 from typing import Optional
 
-from ...errors import Conflict, InvalidParameter
+from ...errors import Conflict, InvalidParameter, NotFound
 from .. import host, spec
 from ..names import random_name
 from ..runtime import rootfs
@@ -37,6 +37,7 @@ class CreateMixin:
             dict(CONFIG_DEFAULTS, **config), (image.config or {}).get("config") or {}
         )
         path, args = spec.entrypoint_and_args(config)
+        self._check_links(host_config)
         ident = os.urandom(32).hex()
         if not name:
             name = "/" + self._generate_name()
@@ -75,6 +76,17 @@ class CreateMixin:
                 "You have to remove (or rename) that container to be able to reuse that name."
                 % (name, self.names[name])
             )
+
+    def _check_links(self, hc: dict) -> None:
+        """dockerd's registerLinks: each linked container must exist (400,
+        not a 404 the CLI would take for a missing image).  Links are not
+        wired here: no networks yet."""
+        for link in hc.get("Links") or ():
+            name, _ = spec.parse_link(link)
+            try:
+                self.get(name)
+            except NotFound as e:
+                raise InvalidParameter("could not get container for %s: %s" % (name, e.message))
 
     def _host_config(self, requested: Optional[dict], api_version: str) -> dict:
         """The HostConfig kept and shown: dockerd's defaults filled in."""

@@ -42,6 +42,7 @@ from .defaults import (
 from .devices import host_devices
 from .inputs import SpecInputs, gather_inputs, read_linux_resources
 from .logconfig import validate_log_options
+from .network import parse_link
 from .mounts import (
     merge_tmpfs_options,
     missing_bind_sources,
@@ -101,6 +102,7 @@ __all__ = [
     "tweak_capabilities",
     "validate_create",
     "validate_decoded",
+    "parse_link",
     "validate_log_options",
     "validate_mount",
     "validate_name",
