@@ -109,7 +109,7 @@ class StartMixin:
         except DockerError as e:
             if restore is not None:
                 e = restore.failed(e, bundle)
-            e = _runtime_start_error(c, e)
+            e = _runtime_start_error(e)
             await self._failed_start(c, e)
             raise e
         except OSError as e:
@@ -203,13 +203,13 @@ class StartMixin:
             attachment.stream.close()
 
 
-def _runtime_start_error(c: Container, error: DockerError) -> DockerError:
+def _runtime_start_error(error: DockerError) -> DockerError:
     """The runtime's create or start error as dockerd's
     translateContainerdStartErr answers it: a missing file or command 127
     and a refused one 126, both 400; a directory mounted onto a file (or
-    the reverse) 127 and explained; anything else 500.  Errors before the
-    runtime (the spec's) are dockerd's System errors: 128, their own
-    status."""
+    the reverse) 127 and explained; anything else as it is, 128.  Errors
+    before the runtime (the spec's) are dockerd's System errors: 128, their
+    own status."""
     text = error.message
     lowered = text.lower()
     code = None
@@ -227,9 +227,8 @@ def _runtime_start_error(c: Container, error: DockerError) -> DockerError:
         )
         code = 127
     if code is None:
-        translated = error if error.status in (400, 409, 404) else InternalError(text)
-        translated.start_exit_code = 128
-        return translated
+        error.start_exit_code = 128
+        return error
     translated = InvalidParameter(text)
     translated.start_exit_code = code
     return translated
