@@ -198,3 +198,16 @@ async def test_a_swap_update_alone_is_no_error(tmp_path, reference_host):
     backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
     assert await backend.update("web", {"MemorySwap": 256 * MB}) == {"Warnings": None}
     assert c.host_config["MemorySwap"] == 256 * MB
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_update_is_checked_before_it_meets_the_container(tmp_path, reference_host):
+    # dockerd 20.10, side by side: Memory 1 on a container without a swap
+    # limit is 400 "Minimum memory limit allowed is 6MB", not the 409 of a
+    # memory above the swap.
+    backend, c = backend_with(tmp_path, {"Memory": 0, "MemorySwap": 0}, running=True)
+    with pytest.raises(InvalidParameter) as caught:
+        await backend.update("web", {"Memory": 1})
+    assert caught.value.message == "Minimum memory limit allowed is 6MB"
+    with pytest.raises(Conflict):
+        await backend.update("web", {"Memory": 64 * MB})

@@ -76,12 +76,14 @@ class UpdateMixin:
 
     async def update(self, ref, update) -> dict:
         c = self.get(ref)
+        # As dockerd: the update's own fields are checked first (their
+        # warnings, or their error), then against the container's.
+        warnings = update_warnings(update)
         problem = update_conflict(c.host_config, update)
         if problem is not None:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
         host_config = updated_host_config(c.host_config, update)
         spec.validate_create(c.config, host_config, MAX_API_VERSION)
-        warnings = update_warnings(update)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         if c.state.running and not c.state.restarting and resources_changed:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)
