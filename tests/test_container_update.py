@@ -211,3 +211,15 @@ async def test_the_update_is_checked_before_it_meets_the_container(tmp_path, ref
     assert caught.value.message == "Minimum memory limit allowed is 6MB"
     with pytest.raises(Conflict):
         await backend.update("web", {"Memory": 64 * MB})
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_dockerd_leaves_to_runc_goes_to_runc(tmp_path, reference_host):
+    # dockerd 20.10, side by side: a swap limit without a memory limit, and
+    # a negative cpu share (its uint64), reach runc, which refuses them.
+    backend, c = backend_with(tmp_path, {"Memory": 0, "MemorySwap": 0}, running=True)
+    await backend.update("web", {"MemorySwap": 1})
+    await backend.update("web", {"CpuShares": -1})
+    [(_, swap), (_, shares)] = backend.runtime.updates
+    assert swap["memory"]["swap"] == 1
+    assert shares["cpu"]["shares"] == 2**64 - 1

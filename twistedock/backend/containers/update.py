@@ -83,7 +83,7 @@ class UpdateMixin:
         if problem is not None:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
         host_config = updated_host_config(c.host_config, update)
-        spec.validate_create(c.config, host_config, MAX_API_VERSION)
+        spec.validate_create(c.config, host_config, MAX_API_VERSION, update=True)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         if c.state.running and not c.state.restarting and resources_changed:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)

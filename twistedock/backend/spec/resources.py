@@ -276,20 +276,21 @@ def blkio_device_paths(host_config: dict) -> List[str]:
 
 
 def linux_resources(
-    host_config: dict, sysinfo: SysInfo, device_numbers: Mapping[str, Any]
+    host_config: dict, sysinfo: SysInfo, device_numbers: Mapping[str, Any], update: bool = False
 ) -> Dict[str, Any]:
     """The OCI C{linux.resources} (less devices) for C{host_config}: what
     C{runc update} takes for C{docker update}.  C{device_numbers} maps each
     of L{blkio_device_paths} to its (major, minor), or to the error reading
-    it raised (L{outcomes.attempt})."""
+    it raised (L{outcomes.attempt}).  For an C{update}, what dockerd leaves
+    to runc is left to it."""
     hc = dict(host_config or {})
-    _, resources = check_resources(hc, sysinfo)
+    _, resources = check_resources(hc, sysinfo, update=update)
     hc.update(resources)
     res: Dict[str, Any] = {}
     memory = _memory_resources(hc, sysinfo)
     if memory:
         res["memory"] = memory
-    cpu = _cpu_resources(hc)
+    cpu = _cpu_resources(hc, update)
     if cpu:
         res["cpu"] = cpu
     if hc.get("PidsLimit") is not None:
@@ -319,9 +320,13 @@ def _memory_resources(hc: dict, si: SysInfo) -> Dict[str, Any]:
     return memory
 
 
-def _cpu_resources(hc: dict) -> Dict[str, Any]:
+def _cpu_resources(hc: dict, update: bool = False) -> Dict[str, Any]:
+    """For an C{update} a negative share goes to runc as dockerd sends it
+    (Go's uint64 of it), for runc to refuse."""
     cpu: Dict[str, Any] = {}
     shares = as_int(hc.get("CpuShares"))
+    if shares < 0 and update:
+        shares &= 2**64 - 1
     if shares < 0:
         raise InternalError("shares: invalid argument")
     if shares:

@@ -138,6 +138,7 @@ def validate_create(
     *,
     sysinfo: Optional[SysInfo] = None,
     runtimes: Sequence[str] = DEFAULT_RUNTIMES,
+    update: bool = False,
 ) -> List[str]:
     """
     dockerd's checks of a create request that need no image, in dockerd's
@@ -146,7 +147,9 @@ def validate_create(
     dockerd looks the image up, merges its config ("No command specified",
     see L{merge_config}) and checks the name (L{validate_name}) between the
     settings checks and the last two (SecurityOpt, then Binds and duplicate
-    mount points), which this function also makes.
+    mount points), which this function also makes.  With C{update} (a
+    container's HostConfig with an update's fields) a swap limit without a
+    memory limit is left for runc to refuse, as dockerd leaves it.
     """
     config = config or {}
     hc = dict(host_config or {})
@@ -164,7 +167,7 @@ def validate_create(
     _validate_container_config(config)
     _validate_host_config(hc, si)
 
-    warnings, hc = check_resources(hc, si)
+    warnings, hc = check_resources(hc, si, update=update)
     if as_int(hc.get("ShmSize")) < 0:
         raise InvalidParameter("SHM size can not be less than 0")
     oom_score_adj = as_int(hc.get("OomScoreAdj"))
