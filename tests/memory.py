@@ -212,7 +212,7 @@ class MemoryContainerBackend:
 
     async def update(self, name, update):
         self._get(name)["HostConfig"].update(update)
-        return {"Warnings": []}
+        return {"Warnings": None}
 
     async def top(self, name, ps_args):
         return {"Titles": ["PID"], "Processes": [], "ps_args": ps_args}

@@ -134,3 +134,34 @@ async def test_commit_of_a_container_that_just_exited_ignores_the_failed_pause(t
     assert containers.calls == ["pause"]
     assert store.get("done:latest").id == image_id
     assert open(os.path.join(store.get(image_id).layer_dirs[-1], "test")).read() == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_commit_body_strslices_and_its_host_config(tmp_path):
+    """A commit body is a create's: a StrSlice given as one string is a list
+    of it in the image (dockerd 20.10, side by side), and a HostConfig is
+    checked by the decoder's rules, before the container is looked up."""
+    from twisted.internet import reactor
+
+    from twistedock.backend.events import EventLog
+    from twistedock.backend.images import ImageStore
+
+    store = ImageStore(reactor, str(tmp_path / "data"), EventLog())
+    await store.load()
+    parent = await store.import_image(
+        io.BytesIO(tar_bytes([("bin", "d"), ("bin/sh", "f", b"#!")])), "-", "base", "", "", (), ""
+    )
+    c = FakeContainer(tmp_path / "c", parent)
+    for sub in ("diff", "merged", "work"):
+        (c.base / sub).mkdir(parents=True)
+    backend = CopyBackend(reactor, FakeContainers(c, store), store)
+    image_id = await backend.commit("fake", CreateImageConfig(
+        pause=False, config={"Entrypoint": "sh", "Cmd": "x y", "Shell": "bash"},
+    ))
+    config = store.get(image_id).config["config"]
+    assert (config["Entrypoint"], config["Cmd"], config["Shell"]) == (["sh"], ["x y"], ["bash"])
+    with pytest.raises(InvalidParameter) as e:
+        await backend.commit("nope", CreateImageConfig(config={"HostConfig": {"Isolation": "bad"}}))
+    assert str(e.value) == "Invalid isolation: \"bad\" - linux only supports 'default'"
+    # Without a HostConfig the decoder checks nothing.
+    await backend.commit("fake", CreateImageConfig(pause=False, config={"MacAddress": "x", "HostConfig": None}))

@@ -122,4 +122,4 @@ def test_top_list_update():
     assert api.request("GET", "/containers/json?all=1").json() == [{"Id": "web"}]
     answer = api.request("POST", "/containers/web/update", body=b"[]", headers={"Content-Type": "application/json"})
     assert answer.code == 400
-    assert api.request("POST", "/containers/web/update", json_body={"Memory": 1 << 26}).json() == {"Warnings": []}
+    assert api.request("POST", "/containers/web/update", json_body={"Memory": 1 << 26}).json() == {"Warnings": None}

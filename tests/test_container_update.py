@@ -158,5 +158,68 @@ async def test_a_refused_runc_update_changes_nothing_and_names_the_container(tmp
     backend.runtime.update = refuse
     with pytest.raises(InternalError) as caught:
         await backend.update("web", {"CpuShares": 1})
-    assert caught.value.message == "Cannot update container %s: the minimum allowed cpu-shares is 2" % c.id
+    # dockerd 20.10 (side by side): runc's refusal through containerd's shim.
+    assert caught.value.message == (
+        "Cannot update container %s: runc did not terminate successfully: exit status 1: "
+        "the minimum allowed cpu-shares is 2\n: unknown" % c.id
+    )
     assert c.host_config["CpuShares"] == 512
+
+
+@pytest.fixture
+def reference_host(monkeypatch):
+    """The reference dockerd's host (no blkio weight, IPv4 forwarding on)."""
+    from twistedock.backend import spec
+
+    from .spec_hosts import HOST
+
+    monkeypatch.setattr(spec, "current_sysinfo", lambda: HOST)
+    return HOST
+
+
+@pytest.mark.parametrize("update, warnings", [
+    # dockerd 20.10, side by side: Go's nil slice when there are none.
+    ({"CpuShares": 512}, None),
+    ({}, None),
+    ({"KernelMemory": 8000000},
+     ["Specifying a kernel memory limit is deprecated and will be removed in a future release."]),
+    ({"BlkioWeight": 300},
+     ["Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."]),
+])
+@pytest_twisted.ensureDeferred
+async def test_update_warnings_are_those_of_its_own_fields(tmp_path, reference_host, update, warnings):
+    backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
+    assert await backend.update("web", update) == {"Warnings": warnings}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_swap_update_alone_is_no_error(tmp_path, reference_host):
+    # Memory 0 with MemorySwap in an update: the container's Memory counts.
+    backend, c = backend_with(tmp_path, {"Memory": 64 * MB, "MemorySwap": 128 * MB}, running=True)
+    assert await backend.update("web", {"MemorySwap": 256 * MB}) == {"Warnings": None}
+    assert c.host_config["MemorySwap"] == 256 * MB
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_update_is_checked_before_it_meets_the_container(tmp_path, reference_host):
+    # dockerd 20.10, side by side: Memory 1 on a container without a swap
+    # limit is 400 "Minimum memory limit allowed is 6MB", not the 409 of a
+    # memory above the swap.
+    backend, c = backend_with(tmp_path, {"Memory": 0, "MemorySwap": 0}, running=True)
+    with pytest.raises(InvalidParameter) as caught:
+        await backend.update("web", {"Memory": 1})
+    assert caught.value.message == "Minimum memory limit allowed is 6MB"
+    with pytest.raises(Conflict):
+        await backend.update("web", {"Memory": 64 * MB})
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_dockerd_leaves_to_runc_goes_to_runc(tmp_path, reference_host):
+    # dockerd 20.10, side by side: a swap limit without a memory limit, and
+    # a negative cpu share (its uint64), reach runc, which refuses them.
+    backend, c = backend_with(tmp_path, {"Memory": 0, "MemorySwap": 0}, running=True)
+    await backend.update("web", {"MemorySwap": 1})
+    await backend.update("web", {"CpuShares": -1})
+    [(_, swap), (_, shares)] = backend.runtime.updates
+    assert swap["memory"]["swap"] == 1
+    assert shares["cpu"]["shares"] == 2**64 - 1

@@ -8,7 +8,7 @@ when (dockerd's restart manager: 100 ms doubling to a minute, back to
 import pytest
 from twisted.internet.defer import ensureDeferred
 
-from twistedock.errors import Conflict
+from twistedock.errors import Conflict, NotModified
 
 from .fake_runtime import World, failure_of, run
 
@@ -169,14 +169,33 @@ def test_a_restarting_container_killed_stays_stopped(world):
     assert len(starts(world)) == 1
 
 
-def test_a_start_while_restarting_starts_now(world):
+def test_a_start_while_restarting_is_not_modified(world):
+    # dockerd 20.10: a restarting container is Running, so its start is 304
+    # and the pending restart goes on, counted.
     ident = world.started("web", host_config=policy("always"))
     world.runtime.exit(ident, 1)
-    run(world.backend.start("web"))
-    assert world.state("web")["Status"] == "running"
-    # The pending restart was cancelled.
+    error = failure_of(world.backend.start("web"))
+    assert isinstance(error, NotModified) and str(error) == "Container is already started"
+    assert world.state("web")["Restarting"] and restart_count(world) == 1
+    restarts_after(world, 0.1)
+    assert len(starts(world)) == 2 and restart_count(world) == 1
+
+
+def test_a_manual_start_counts_restarts_afresh(world):
+    # dockerd's ResetRestartManager: on-failure:2 used up, then docker start:
+    # RestartCount 0, and two more retries.
+    ident = world.started("web", host_config=policy("on-failure", 2))
+    for delay in (0.1, 0.2):
+        world.runtime.exit(ident, 1)
+        restarts_after(world, delay)
+    world.runtime.exit(ident, 1)
     world.clock.advance(60)
-    assert len(starts(world)) == 2
+    assert world.state("web")["Status"] == "exited" and restart_count(world) == 2
+    run(world.backend.start("web"))
+    assert restart_count(world) == 0 and world.state("web")["Status"] == "running"
+    world.runtime.exit(ident, 1)
+    restarts_after(world, 0.1)
+    assert restart_count(world) == 1
 
 
 def test_removing_a_restarting_container_cancels_its_restart(world):

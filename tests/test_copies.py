@@ -659,3 +659,34 @@ def test_without_a_copy_backend_the_routes_answer_501():
     api = API()
     answer = api.request("GET", "/v1.41/containers/c/changes")
     assert answer.code == 501
+
+
+@pytest.mark.route("POST", "/commit")
+@pytest.mark.parametrize("body, message", [
+    # dockerd 20.10's words (it answers 500; 400 here, as for create).
+    (b'{"Cmd":123}', "json: cannot unmarshal number into Go struct field ContainerConfigWrapper.Cmd of type string"),
+    (b'{"Env":"x"}', "json: cannot unmarshal string into Go struct field ContainerConfigWrapper.Env of type []string"),
+    (b'{"HostConfig":{"PidsLimit":"AAA"}}',
+     "json: cannot unmarshal string into Go struct field HostConfig.HostConfig.PidsLimit of type int64"),
+    (b'{"Labels":{"a":1}}', "json: cannot unmarshal number into Go struct field ContainerConfigWrapper.Labels of type string"),
+    (b'{"StopTimeout":"x"}', "json: cannot unmarshal string into Go struct field ContainerConfigWrapper.StopTimeout of type int"),
+    (b'{"Healthcheck":{"Interval":"x"}}',
+     "json: cannot unmarshal string into Go struct field HealthConfig.Healthcheck.Interval of type time.Duration"),
+    (b'[1]', "json: cannot unmarshal array into Go value of type runconfig.ContainerConfigWrapper"),
+    (b'"x"', "json: cannot unmarshal string into Go value of type runconfig.ContainerConfigWrapper"),
+])
+def test_commit_bodies_are_decoded_as_create_bodies(body, message):
+    copies = MemoryCopies()
+    api = copy_api(copies)
+    answer = api.request("POST", "/v1.41/commit?container=c", body=body, headers={"Content-Type": "application/json"})
+    assert (answer.code, answer.json()) == (400, {"message": "invalid JSON: " + message})
+    assert not [call for call in copies.calls if call[0] == "commit"]
+
+
+@pytest.mark.route("POST", "/commit")
+def test_commit_bodies_come_to_the_backend_as_go_leaves_them():
+    copies = MemoryCopies()
+    api = copy_api(copies)
+    api.request("POST", "/v1.41/commit?container=c", json_body={"entrypoint": "sh", "Cmd": "true"})
+    # Canonical names; a StrSlice as sent (the backend makes it a list).
+    assert copies.calls[-1][2].config == {"Entrypoint": "sh", "Cmd": "true"}

@@ -276,6 +276,12 @@ def test_runc_message_keeps_only_the_message():
     )
     assert runc_message(b'time="x" level=error msg="container does not exist"\n') == "container does not exist"
     assert runc_message(b"plain text\n") == "plain text"
+    # The last error only, as containerd's getLastRuntimeError gives dockerd
+    # (OomScoreAdj -1000 without the right to lower it, side by side).
+    assert runc_message(
+        b'level=error msg="nsexec[27566]: failed to update /proc/self/oom_score_adj: Permission denied"\n'
+        b'level=error msg="runc create failed: unable to start container process: can\'t get final child\'s PID from pipe: EOF"\n'
+    ) == "runc create failed: unable to start container process: can't get final child's PID from pipe: EOF"
     assert runc_message('level=error msg="tab\\there \\u00e9"') == "tab\there \u00e9"
 
 

@@ -568,10 +568,9 @@ def test_rlimits(rootfs):
     big = build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 10**9, "Hard": 10**9}]})
     capped = 10**9 if own_hard == resource.RLIM_INFINITY else min(10**9, own_hard)
     assert big["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": capped, "soft": capped}]
-    with pytest.raises(InvalidParameter):
-        build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 3, "Hard": 2}]})
-    with pytest.raises(InternalError):
-        build(rootfs, host_config={"Ulimits": [{"Name": "foo", "Soft": 1, "Hard": 1}]})
+    # What runc refuses goes to it as it is (see below).
+    refused = build(rootfs, host_config={"Ulimits": [{"Name": "nofile", "Soft": 3, "Hard": 2}]})
+    assert refused["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 2, "soft": 3}]
 
 
 # -- build_spec is pure -------------------------------------------------------
@@ -631,11 +630,12 @@ def test_build_spec_reads_nothing(rootfs, tmp_path, monkeypatch, privileged):
 
 
 def test_build_spec_raises_read_errors_where_dockerd_meets_them(rootfs):
-    """A failed read is kept and raised at its step: a bad ulimit (checked
-    before devices) wins over a missing device node, as in dockerd."""
-    with pytest.raises(InvalidParameter, match="ulimit soft limit"):
+    """A failed read is kept and raised at its step: an Init without its
+    binary (checked before devices) wins over a missing device node, as in
+    dockerd."""
+    with pytest.raises(InvalidParameter, match="no init binary"):
         build(rootfs, host_config={
-            "Ulimits": [{"Name": "nproc", "Soft": 2, "Hard": 1}],
+            "Init": True,
             "Devices": [{"PathOnHost": "/dev/does-not-exist"}],
         })
     with pytest.raises(InternalError, match="error gathering device information"):
@@ -735,3 +735,47 @@ def test_readonly_rootfs_runs(bundle):
     assert done.stdout.decode().split() == ["scratch"]
     assert b"Read-only file system" in done.stderr
     assert done.returncode == 0
+
+
+def test_ulimits_runc_refuses_go_to_runc_as_they_are(rootfs):
+    """dockerd puts Ulimits in the spec unchecked (Go's uint64 of the
+    values): runc refuses an unknown name or a soft limit above the hard
+    one, with the words dockerd's clients see."""
+    s = build(rootfs, host_config={"Ulimits": [
+        {"Name": "bogus", "Soft": 1, "Hard": 1}, {}, {"Name": "nproc", "Soft": 5, "Hard": 3},
+    ]})
+    assert s["process"]["rlimits"][:3] == [
+        {"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1},
+        {"type": "RLIMIT_", "hard": 0, "soft": 0},
+        {"type": "RLIMIT_NPROC", "hard": 3, "soft": 5},
+    ]
+
+
+def test_device_requests_are_refused_not_ignored(rootfs):
+    """No device driver (dockerd has one only with nvidia's hook): dockerd
+    20.10's start refuses every request, side by side."""
+    with pytest.raises(InternalError) as caught:
+        build(rootfs, host_config={"DeviceRequests": [{}]})
+    assert caught.value.message == 'could not select device driver "" with capabilities: []'
+    with pytest.raises(InternalError) as caught:
+        build(rootfs, host_config={"DeviceRequests": [
+            {"Driver": "", "Count": -1, "Capabilities": [["gpu"], ["gpu", "utility"]]},
+        ]})
+    assert caught.value.message == (
+        'could not select device driver "" with capabilities: [[gpu] [gpu utility]]'
+    )
+
+
+@pytest.mark.parametrize("value, message", [
+    # dockerd 20.10 (json.Unmarshal's words), side by side.
+    ("/nonexist", "invalid character '/' looking for beginning of value"),
+    ("{", "unexpected end of JSON input"),
+    ('{"a":}', "invalid character '}' looking for beginning of value"),
+    ("'x", "invalid character '\\'' looking for beginning of value"),
+])
+def test_a_seccomp_profile_that_is_not_json(value, message):
+    from twistedock.backend.spec.seccomp import load_seccomp_profile
+
+    with pytest.raises(InternalError) as caught:
+        load_seccomp_profile(value)
+    assert caught.value.message == "Decoding seccomp profile failed: " + message

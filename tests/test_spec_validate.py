@@ -314,3 +314,12 @@ def test_the_default_swap_wraps_as_go_int64_does():
         hc = spec.adapt_host_config({"Memory": memory}, "1.41", sysinfo=HOST)
         assert (hc["Memory"], hc["MemorySwap"]) == (memory, swap)
         assert "swap" not in linux_resources({"Memory": memory}, HOST, {})["memory"]
+
+
+def test_storage_options_are_refused_not_ignored():
+    # dockerd 20.10 on overlay2 without xfs project quotas (side by side):
+    # {"size": "1G"} is refused at create, in these words (it answers 500).
+    assert refused(host_config={"StorageOpt": {"size": "1G"}}) == (
+        "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
+    )
+    validate(host_config={"StorageOpt": {}})

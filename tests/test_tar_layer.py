@@ -80,21 +80,23 @@ def test_changes_as_dockerd_reports_them(layers):
     stamp_like(base / "same", upper / "same")
     os.chown(str(upper / "same"), 0, 0)
 
+    # In the order of dockerd's walk (not sorted): depth first, a directory
+    # before what is inside it, its deletions after its other changes.
     assert changes_of(str(upper), [str(base), str(top)]) == [
         {"Path": p, "Kind": k}
         for p, k in [
             ("/a", ADDED),
-            ("/a.txt", ADDED),
             ("/a/b", ADDED),
+            ("/a.txt", ADDED),
             ("/bin", MODIFIED),
             ("/bin/ls", DELETED),
             ("/etc", MODIFIED),
-            ("/etc/group", DELETED),
             ("/etc/passwd", MODIFIED),
-            ("/gone", DELETED),
+            ("/etc/group", DELETED),
             ("/home", MODIFIED),
-            ("/home/app", DELETED),
             ("/home/n", ADDED),
+            ("/home/app", DELETED),
+            ("/gone", DELETED),
         ]
     ]
     assert changes_of(str(upper.parent / "nothing"), [str(base)]) == []

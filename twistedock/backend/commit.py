@@ -20,11 +20,13 @@ from ..tar.layer import write_layer
 from .images.changes import apply_changes
 from .images.config import CONTAINER_CONFIG_ORDER
 from .spec.config import merge as merge_config
+from .spec.fields import strslice
 
 log = Logger()
 
 #: The container.Config fields a commit body may set (others are ignored).
 _CONFIG_FIELDS = CONTAINER_CONFIG_ORDER
+_STRSLICE_FIELDS = ("Cmd", "Entrypoint", "Shell")
 
 
 class ContainerCommitter:
@@ -50,6 +52,10 @@ class ContainerCommitter:
         body = options.config
         if isinstance(body, dict) and any(key in body for key in _CONFIG_FIELDS):
             user_config = {k: v for k, v in body.items() if k in _CONFIG_FIELDS}
+            # strslice.StrSlice: one string is a list of it.
+            for key in _STRSLICE_FIELDS:
+                if key in user_config:
+                    user_config[key] = strslice(user_config[key])
         else:
             user_config = json.loads(json.dumps(container_config))
         new_config = apply_changes(user_config, list(options.changes))

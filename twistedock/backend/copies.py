@@ -36,6 +36,7 @@ from ..tar.write import TarWriter, write_export
 from .commit import ContainerCommitter
 from .rootpath import Scope, Target, container_path, open_dir
 from .roots import ContainerRoots
+from .spec.validate import validate_decoded
 
 #: The files of the container's directory the daemon mounts on /etc.
 MOUNTED_FILES = ("hostname", "hosts", "resolv.conf")
@@ -238,6 +239,10 @@ class CopyBackend:
     # -- commit ----------------------------------------------------------------
 
     async def commit(self, name: str, options: CreateImageConfig) -> str:
+        # As dockerd's decoder, before the container is looked up: a
+        # HostConfig in the body is checked, then ignored.
+        if isinstance(options.config, dict):
+            validate_decoded(options.config, options.config.get("HostConfig"))
         return await self._committer.commit(self._container(name), options)
 
 

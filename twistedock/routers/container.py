@@ -659,9 +659,11 @@ class ContainerRouter(Router):
 
     async def post_commit(self, req: APIRequest) -> None:
         copies = self._copy_backend()
+        # The body is a create's (runconfig.ContainerConfigWrapper), decoded
+        # alike; its HostConfig is only checked.
         config = req.json_body()
-        if config is not None and not isinstance(config, dict):
-            raise InvalidParameter("invalid JSON: the body must be an object")
+        if config is not None:
+            config = _typed(config, types.CONTAINER_CREATE)
         pause = req.bool_query("pause")
         if not req.query("pause") and not versions.less_than(req.version, "1.13"):
             pause = True

@@ -221,14 +221,20 @@ def scan_upper(upper: str, lower: LowerView) -> Tuple[List[Tuple[str, int]], "_E
         _scan_dir(upper_fd, root, lower, changes)
     finally:
         os.close(upper_fd)
-    changes.sort(key=lambda item: item[0])
     return changes, root
 
 
 def _scan_dir(dir_fd: int, entry: "_Entry", lower: LowerView, changes: List[Tuple[str, int]]) -> bool:
     """Classify the children of C{entry} (open as C{dir_fd}); whether any
-    change was recorded below it."""
+    change was recorded below it.
+
+    C{changes} come in the order of dockerd's walk (archive.ChangesDirs'
+    addChanges): depth first, each entry's own change before those inside
+    it (a directory unchanged itself but with changes inside listed as
+    modified, before them), a directory's deletions after its other
+    changes.  Siblings come by name (Go's map order is random)."""
     recorded = False
+    deleted: List[Tuple[str, int]] = []
     names = sorted(os.listdir(dir_fd))
     for name in names:
         try:
@@ -242,11 +248,12 @@ def _scan_dir(dir_fd: int, entry: "_Entry", lower: LowerView, changes: List[Tupl
         if _is_whiteout(st):
             if lower.lstat(child.parts) is not None:
                 child.kind = DELETED
-                changes.append((path, DELETED))
+                deleted.append((path, DELETED))
                 recorded = True
             else:
                 child.keep = False  # a whiteout of nothing
             continue
+        start = len(changes)
         old = lower.lstat(child.parts)
         is_dir = stat.S_ISDIR(st.st_mode)
         if old is None and _init_stub(rel, st):
@@ -275,7 +282,7 @@ def _scan_dir(dir_fd: int, entry: "_Entry", lower: LowerView, changes: List[Tupl
             inside = _scan_dir(sub, child, lower, changes)
             if child.opaque and old is not None and stat.S_ISDIR(old.st_mode) and child.keep:
                 present = set(os.listdir(sub))
-                for gone in lower.listdir(child.parts):
+                for gone in sorted(lower.listdir(child.parts)):
                     if gone not in present:
                         changes.append(("/" + "/".join(child.parts + [gone]), DELETED))
                         inside = True
@@ -289,12 +296,13 @@ def _scan_dir(dir_fd: int, entry: "_Entry", lower: LowerView, changes: List[Tupl
             child.keep = True
             if child.kind is None:
                 child.kind = MODIFIED
-                changes.append((path, MODIFIED))
+                changes.insert(start, (path, MODIFIED))
+    changes.extend(deleted)
     return recorded
 
 
 def changes_of(upper: str, layer_dirs: Sequence[str]) -> List[dict]:
-    """GET changes: C{[{"Path", "Kind"}]} sorted by path (None: no change,
+    """GET changes: C{[{"Path", "Kind"}]} in dockerd's walk order (None: no change,
     as dockerd's JSON null)."""
     if not os.path.isdir(upper):
         return []

@@ -6,7 +6,7 @@ daemon/create.go.
 import os
 from typing import Optional
 
-from ...errors import Conflict, InvalidParameter
+from ...errors import Conflict, InvalidParameter, NotFound
 from .. import host, spec
 from ..names import random_name
 from ..runtime import rootfs
@@ -41,6 +41,7 @@ class CreateMixin:
             dict(CONFIG_DEFAULTS, **config), (image.config or {}).get("config") or {}
         )
         path, args = spec.entrypoint_and_args(config)
+        self._check_links(host_config)
         ident = os.urandom(32).hex()
         if not name:
             name = "/" + self._generate_name()
@@ -87,6 +88,17 @@ class CreateMixin:
                 % (name, self.names[name])
             )
 
+    def _check_links(self, hc: dict) -> None:
+        """dockerd's registerLinks: each linked container must exist (400,
+        not a 404 the CLI would take for a missing image).  Links are not
+        wired here: no networks yet."""
+        for link in hc.get("Links") or ():
+            name, _ = spec.parse_link(link)
+            try:
+                self.get(name)
+            except NotFound as e:
+                raise InvalidParameter("could not get container for %s: %s" % (name, e.message))
+
     def _host_config(self, requested: Optional[dict], api_version: str) -> dict:
         """The HostConfig kept and shown: dockerd's defaults filled in."""
         hc = spec.adapt_host_config(dict(HOST_CONFIG_DEFAULTS, **(requested or {})), api_version)
@@ -96,9 +108,12 @@ class CreateMixin:
         if not log_config.get("Type"):
             hc["LogConfig"] = {"Type": DEFAULT_LOG_DRIVER, "Config": log_config.get("Config") or {}}
         elif log_config["Type"] not in LOG_DRIVERS:
+            # dockerd looks an unknown driver up as a plugin.
             raise InvalidParameter(
-                "logger: no log driver named '%s' is registered" % (log_config["Type"],)
+                'error looking up logging plugin %s: plugin "%s" not found'
+                % (log_config["Type"], log_config["Type"])
             )
+        spec.validate_log_options(hc["LogConfig"]["Type"], hc["LogConfig"].get("Config"))
         if not hc.get("Runtime"):
             hc["Runtime"] = "runc"
         return hc

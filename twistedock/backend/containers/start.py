@@ -30,21 +30,24 @@ class StartMixin:
         async with self.lock(c):
             if c.state.paused:
                 raise Conflict("cannot start a paused container, try unpause instead")
-            if c.state.running and not c.state.restarting:
-                raise NotModified("Container already started")
+            # A restarting container is running to dockerd: 304, and its
+            # restart goes on.
+            if c.state.running:
+                raise NotModified("Container is already started")
             if c.state.removing:
                 raise Conflict("container is marked for removal and cannot be started")
             restore = None
             if checkpoint:
                 restore = await self.checkpoints.restore_plan(c, checkpoint, checkpoint_dir)
-            self._cancel_restart(c)
-            c.manually_stopped = False
             try:
                 os.unlink(c.path_of(CHECKPOINTED_MARK))
             except FileNotFoundError:
                 pass
-            c.state.restarting = False
+            # dockerd's ResetRestartManager: a manual start counts afresh.
+            self._cancel_restart(c)
             self._restart_delay.pop(c.id, None)
+            c.restart_count = 0
+            c.manually_stopped = False
             try:
                 await self._run(c, restore=restore)
             except Exception:
@@ -73,6 +76,13 @@ class StartMixin:
         try:
             self._check_network(c)
             await self._prepare_bundle(c, paths, bundle)
+        except DockerError as e:
+            await self._failed_start(c, e)
+            raise
+        except OSError as e:
+            await self._failed_start(c, e)
+            raise InternalError(str(e))
+        try:
             try:
                 os.unlink(os.path.join(self.exit_dir, c.id))
             except FileNotFoundError:
@@ -99,6 +109,7 @@ class StartMixin:
         except DockerError as e:
             if restore is not None:
                 e = restore.failed(e, bundle)
+            e = _runtime_start_error(e)
             await self._failed_start(c, e)
             raise e
         except OSError as e:
@@ -175,12 +186,10 @@ class StartMixin:
                 attachment.stream.close()
 
     async def _failed_start(self, c: Container, error) -> None:
+        """The run that could not start undone; the container exited with
+        the runtime's code for it (L{_runtime_start_error}), else 128."""
         message = str(error)
-        code = 128
-        if "executable file not found" in message or "no such file or directory" in message:
-            code = 127
-        elif "permission denied" in message:
-            code = 126
+        code = getattr(error, "start_exit_code", 128)
         self._runs.pop(c.id, None)
         try:
             await self.runtime.delete(c.id, force=True)
@@ -197,8 +206,37 @@ class StartMixin:
             await self.save(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
-        if isinstance(error, DockerError) and error.status == 500 and code in (126, 127):
-            error.status = 400
+
+
+def _runtime_start_error(error: DockerError) -> DockerError:
+    """The runtime's create or start error as dockerd's
+    translateContainerdStartErr answers it: a missing file or command 127
+    and a refused one 126, both 400; a directory mounted onto a file (or
+    the reverse) 127 and explained; anything else as it is, 128.  Errors
+    before the runtime (the spec's) are dockerd's System errors: 128, their
+    own status."""
+    text = error.message
+    lowered = text.lower()
+    code = None
+    if any(s in lowered for s in (
+        "executable file not found", "no such file or directory",
+        "system cannot find the file specified", "failed to run runc create/exec call",
+    )):
+        code = 127
+    if "permission denied" in lowered:
+        code = 126
+    if "not a directory" in lowered:
+        text += (
+            ": Are you trying to mount a directory onto a file (or vice-versa)? "
+            "Check if the specified host path exists and is the expected type"
+        )
+        code = 127
+    if code is None:
+        error.start_exit_code = 128
+        return error
+    translated = InvalidParameter(text)
+    translated.start_exit_code = code
+    return translated
 
 
 def _create_bind_sources(host_config: dict) -> None:

@@ -4,7 +4,7 @@ daemon/update.go and Container.UpdateContainer: only the fields the request
 sets (non-zero) change, so what inspect shows stays what the cgroup enforces.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 from ...errors import Conflict, DockerError
 from ...versions import MAX_API_VERSION
@@ -60,27 +60,44 @@ def updated_host_config(host_config: dict, update: dict) -> dict:
     return hc
 
 
+def update_warnings(update: dict) -> List[str]:
+    """dockerd's warnings for an update: those of its own fields, as a
+    HostConfig of nothing else (so also the IPv4 forwarding one, its
+    NetworkMode being empty)."""
+    si = spec.current_sysinfo()
+    warnings, _ = spec.check_resources(update, si, update=True)
+    if not si.ipv4_forwarding:
+        warnings.append("IPv4 forwarding is disabled. Networking will not work.")
+    return warnings
+
+
 class UpdateMixin:
     """The update part of L{ContainerBackend}."""
 
     async def update(self, ref, update) -> dict:
         c = self.get(ref)
+        # As dockerd: the update's own fields are checked first (their
+        # warnings, or their error), then against the container's.
+        warnings = update_warnings(update)
         problem = update_conflict(c.host_config, update)
         if problem is not None:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
-        # verifyContainerSettings on the update's own resources: its warnings.
-        warnings, _ = spec.check_resources({k: update.get(k) for k in UPDATABLE})
         host_config = updated_host_config(c.host_config, update)
-        spec.validate_create(c.config, host_config, MAX_API_VERSION)
+        spec.validate_create(c.config, host_config, MAX_API_VERSION, update=True)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         if c.state.running and not c.state.restarting and resources_changed:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)
             try:
                 await self.runtime.update(c.id, resources)
             except DockerError as e:
-                # The record keeps what the cgroup still enforces.
-                raise type(e)("Cannot update container %s: %s" % (c.id, e.message))
+                # The record keeps what the cgroup still enforces.  runc's
+                # refusal as containerd's shim reports it to dockerd.
+                message = e.message
+                if e.status == 500:
+                    message = "runc did not terminate successfully: exit status 1: %s\n: unknown" % (message,)
+                raise type(e)("Cannot update container %s: %s" % (c.id, message))
         c.host_config = host_config
         await self.save(c)
         self.log_event(c, "update")
+        # Go's nil slice: null when there are none.
         return {"Warnings": warnings or None}

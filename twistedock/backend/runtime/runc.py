@@ -13,15 +13,19 @@ _LOGRUS_LINE = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
 
 def runc_message(output: Union[bytes, str, None]) -> str:
     """runc's error text without logrus' C{time=... level=error msg="..."}
-    dressing: the C{msg} of every error line (or of every line when none
-    says error), else the text as it is, stripped."""
+    dressing: the C{msg} of the last error line, as containerd's
+    getLastRuntimeError gives dockerd (runc's own error after what its
+    nsexec logged before it), or of every line when none says error, else
+    the text as it is, stripped."""
     if output is None:
         return ""
     if isinstance(output, bytes):
         output = output.decode("utf-8", "replace")
     found = [(m.group(1), golang.unquote_body(m.group(2))) for m in _LOGRUS_LINE.finditer(output)]
     errors = [msg for level, msg in found if level in ("error", "fatal", "panic")]
-    chosen = errors or [msg for _, msg in found]
+    if errors:
+        return errors[-1].strip()
+    chosen = [msg for _, msg in found]
     if chosen:
         return "; ".join(chosen)
     return output.strip()

@@ -41,6 +41,8 @@ from .defaults import (
 )
 from .devices import host_devices
 from .inputs import SpecInputs, gather_inputs, read_linux_resources
+from .logconfig import validate_log_options
+from .network import parse_link
 from .mounts import (
     merge_tmpfs_options,
     missing_bind_sources,
@@ -55,7 +57,7 @@ from .security import SecurityOptions, parse_security_opt
 from .signals import parse_signal
 from .sysinfo import SysInfo, current_sysinfo, probe_sysinfo
 from .user import resolve_user
-from .validate import adapt_host_config, validate_create, validate_name
+from .validate import adapt_host_config, validate_create, validate_decoded, validate_name
 
 __all__ = [
     "ALL_CAPABILITIES",
@@ -99,6 +101,9 @@ __all__ = [
     "tmpfs_options_from_mount",
     "tweak_capabilities",
     "validate_create",
+    "validate_decoded",
+    "parse_link",
+    "validate_log_options",
     "validate_mount",
     "validate_name",
 ]

@@ -193,15 +193,14 @@ _UNLIMITED = 2**64 - 1
 
 
 def _rlimit(name: str, soft: int, hard: int, ceilings: Mapping[str, int]) -> dict:
+    """A Ulimit as dockerd puts it in the spec (Go's uint64 of the values):
+    one runc refuses (an unknown name, soft above hard) goes as it is, so
+    that the start fails with runc's own words, as with dockerd."""
     kind = "RLIMIT_" + name.upper()
-    if kind not in ceilings:
-        raise InternalError("wrong rlimit value: %s" % kind)
-    soft = _UNLIMITED if soft < 0 else soft
-    hard = _UNLIMITED if hard < 0 else hard
-    if soft > hard:
-        raise InvalidParameter(
-            "ulimit soft limit must be less than or equal to hard limit: %d > %d" % (soft, hard)
-        )
+    soft &= _UNLIMITED
+    hard &= _UNLIMITED
+    if kind not in ceilings or soft > hard:
+        return {"type": kind, "hard": hard, "soft": soft}
     # Without CAP_SYS_RESOURCE nobody may raise a hard limit: runc would fail.
     own_hard = ceilings[kind]
     if own_hard != resource.RLIM_INFINITY:
@@ -283,6 +282,18 @@ def with_devices(spec: Dict[str, Any], context: SpecContext) -> None:
     spec["linux"]["resources"]["devices"] = rules
     if devices:
         spec["linux"]["devices"] = devices
+    # dockerd's handleDevice: no device driver here (dockerd has one only
+    # with nvidia's hook), so no request is met, and none is ignored.
+    for request in hc.get("DeviceRequests") or ():
+        raise InternalError("could not select device driver %s with capabilities: %s" % (
+            golang.quote(as_str(request.get("Driver"))),
+            _go_list([_go_list(caps or []) for caps in request.get("Capabilities") or []]),
+        ))
+
+
+def _go_list(items) -> str:
+    """A slice as Go's %v prints it: C{[a b]}."""
+    return "[" + " ".join(items) + "]"
 
 
 def with_cgroups(spec: Dict[str, Any], context: SpecContext) -> None:

@@ -31,17 +31,28 @@ def device_requests(host_config: dict) -> List[Tuple[str, str, str]]:
     return requests
 
 
+#: runc's devices.ErrNotADevice, in the message of a path that is not one.
+NOT_A_DEVICE = "not a device node"
+
+
 def _device_from_path(path: str, permissions: str) -> Optional[dict]:
+    device, _ = _device_or_error(path, permissions)
+    return device
+
+
+def _device_or_error(path: str, permissions: str) -> Tuple[Optional[dict], str]:
+    """runc's devices.DeviceFromPath: the device at C{path}, or why not (the
+    lstat error as Go words it, or L{NOT_A_DEVICE})."""
     try:
         st = os.lstat(path)
-    except OSError:
-        return None
+    except OSError as e:
+        return None, strerror(e)
     if stat.S_ISCHR(st.st_mode):
         kind = "c"
     elif stat.S_ISBLK(st.st_mode):
         kind = "b"
     else:
-        return None
+        return None, NOT_A_DEVICE
     return {
         "path": path,
         "type": kind,
@@ -51,7 +62,7 @@ def _device_from_path(path: str, permissions: str) -> Optional[dict]:
         "uid": st.st_uid,
         "gid": st.st_gid,
         "_access": permissions,
-    }
+    }, ""
 
 
 def host_devices(root: str = "/dev") -> List[dict]:
@@ -84,9 +95,9 @@ def devices_from_path(on_host: str, in_container: str, permissions: str) -> Tupl
     if os.path.islink(on_host):
         resolved = os.path.realpath(on_host)
     devices, rules = [], []
-    device = _device_from_path(resolved, permissions)
+    device, problem = _device_or_error(resolved, permissions)
     candidates = [(resolved, device)] if device else []
-    if not device and os.path.isdir(resolved):
+    if problem == NOT_A_DEVICE and os.path.isdir(resolved):
         for directory, _, files in os.walk(resolved):
             for name in files:
                 child = os.path.join(directory, name)
@@ -101,8 +112,8 @@ def devices_from_path(on_host: str, in_container: str, permissions: str) -> Tupl
                       "minor": device["minor"], "access": access})
     if not devices:
         raise InternalError(
-            "error gathering device information while adding custom device %s: not a device node"
-            % golang.quote(on_host)
+            "error gathering device information while adding custom device %s: %s"
+            % (golang.quote(on_host), problem or NOT_A_DEVICE)
         )
     return devices, rules
 

@@ -103,7 +103,7 @@ def read_linux_resources(host_config: dict) -> dict:
     """L{resources.linux_resources} for C{docker update}, reading the block
     devices it names (blocking: run it in a thread)."""
     numbers = {p: attempt(device_numbers, p) for p in blkio_device_paths(host_config)}
-    return linux_resources(host_config, current_sysinfo(), numbers)
+    return linux_resources(host_config, current_sysinfo(), numbers, update=True)
 
 
 def _user(config: dict, image_config: dict, hc: dict, rootfs: str) -> Any:

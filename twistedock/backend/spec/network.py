@@ -109,3 +109,17 @@ def validate_port_bindings(hc: dict) -> None:
             host_port = as_str((binding or {}).get("HostPort"))
             if not _host_port_valid(host_port):
                 raise InvalidParameter("invalid port specification: %s" % golang.quote(host_port))
+
+
+def parse_link(value: str) -> Tuple[str, str]:
+    """opts.ParseLink: a HostConfig.Links entry as (container, alias)."""
+    if value == "":
+        raise InvalidParameter("empty string specified for links")
+    parts = value.split(":")
+    if len(parts) > 2:
+        raise InvalidParameter("bad format for links: %s" % (value,))
+    if len(parts) == 1:
+        return value, value
+    if parts[0].startswith("/"):
+        return parts[0][1:], parts[1].rsplit("/", 1)[-1]
+    return parts[0], parts[1]

@@ -47,13 +47,17 @@ def _cpuset_available(provided: str, available: str) -> bool:
 # -- capabilities -------------------------------------------------------------
 
 
-def check_resources(hc: dict, sysinfo: Optional[SysInfo] = None) -> Tuple[List[str], dict]:
+def check_resources(
+    hc: dict, sysinfo: Optional[SysInfo] = None, update: bool = False
+) -> Tuple[List[str], dict]:
     """verifyPlatformContainerResources: warnings, and the resources with what
-    the kernel cannot do discarded (as dockerd stores them)."""
+    the kernel cannot do discarded (as dockerd stores them).  For an
+    C{update} (its fields alone) a MemorySwap without Memory is no error."""
     si = sysinfo or current_sysinfo()
     r = dict(hc)
     warnings: List[str] = []
-    for check in (_check_memory, _check_kernel_limits, _check_cpu, _check_cpuset, _check_blkio):
+    _check_memory(r, si, warnings, update)
+    for check in (_check_kernel_limits, _check_cpu, _check_cpuset, _check_blkio):
         check(r, si, warnings)
     return warnings, r
 
@@ -66,7 +70,7 @@ def _supported(value: int, supported: bool, warnings: List[str], warning: str) -
     return value
 
 
-def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
+def _check_memory(r: dict, si: SysInfo, warnings: List[str], update: bool = False) -> None:
     if r.get("MemorySwappiness") is not None and as_int(r["MemorySwappiness"]) == -1:
         r["MemorySwappiness"] = None
     memory, swap = as_int(r.get("Memory")), as_int(r.get("MemorySwap"))
@@ -88,7 +92,7 @@ def _check_memory(r: dict, si: SysInfo, warnings: List[str]) -> None:
         raise InvalidParameter(
             "Minimum memoryswap limit should be larger than memory limit, see usage"
         )
-    if memory == 0 and swap > 0:
+    if memory == 0 and swap > 0 and not update:
         raise InvalidParameter(
             "You should always set the Memory limit when using Memoryswap limit, see usage"
         )
@@ -268,24 +272,25 @@ BLKIO_THROTTLES = (
 def blkio_device_paths(host_config: dict) -> List[str]:
     """The block devices C{host_config} names (their numbers are read from the host)."""
     fields = ["BlkioWeightDevice"] + [field for field, _ in BLKIO_THROTTLES]
-    return [device["Path"] for field in fields for device in host_config.get(field) or ()]
+    return [as_str(device.get("Path")) for field in fields for device in host_config.get(field) or ()]
 
 
 def linux_resources(
-    host_config: dict, sysinfo: SysInfo, device_numbers: Mapping[str, Any]
+    host_config: dict, sysinfo: SysInfo, device_numbers: Mapping[str, Any], update: bool = False
 ) -> Dict[str, Any]:
     """The OCI C{linux.resources} (less devices) for C{host_config}: what
     C{runc update} takes for C{docker update}.  C{device_numbers} maps each
     of L{blkio_device_paths} to its (major, minor), or to the error reading
-    it raised (L{outcomes.attempt})."""
+    it raised (L{outcomes.attempt}).  For an C{update}, what dockerd leaves
+    to runc is left to it."""
     hc = dict(host_config or {})
-    _, resources = check_resources(hc, sysinfo)
+    _, resources = check_resources(hc, sysinfo, update=update)
     hc.update(resources)
     res: Dict[str, Any] = {}
     memory = _memory_resources(hc, sysinfo)
     if memory:
         res["memory"] = memory
-    cpu = _cpu_resources(hc)
+    cpu = _cpu_resources(hc, update)
     if cpu:
         res["cpu"] = cpu
     if hc.get("PidsLimit") is not None:
@@ -320,9 +325,13 @@ def _memory_resources(hc: dict, si: SysInfo) -> Dict[str, Any]:
     return memory
 
 
-def _cpu_resources(hc: dict) -> Dict[str, Any]:
+def _cpu_resources(hc: dict, update: bool = False) -> Dict[str, Any]:
+    """For an C{update} a negative share goes to runc as dockerd sends it
+    (Go's uint64 of it), for runc to refuse."""
     cpu: Dict[str, Any] = {}
     shares = as_int(hc.get("CpuShares"))
+    if shares < 0 and update:
+        shares &= 2**64 - 1
     if shares < 0:
         raise InternalError("shares: invalid argument")
     if shares:
@@ -352,7 +361,7 @@ def _block_io_resources(hc: dict, device_numbers: Mapping[str, Any]) -> Dict[str
         block_io["weight"] = as_int(hc["BlkioWeight"])
     weight_devices = []
     for device in hc.get("BlkioWeightDevice") or ():
-        major, minor = result(device_numbers[device["Path"]])
+        major, minor = result(device_numbers[as_str(device.get("Path"))])
         weight_devices.append(
             {"major": major, "minor": minor, "weight": as_int(device.get("Weight"))}
         )
@@ -361,7 +370,7 @@ def _block_io_resources(hc: dict, device_numbers: Mapping[str, Any]) -> Dict[str
     for field, key in BLKIO_THROTTLES:
         throttles = []
         for device in hc.get(field) or ():
-            major, minor = result(device_numbers[device["Path"]])
+            major, minor = result(device_numbers[as_str(device.get("Path"))])
             throttles.append({"major": major, "minor": minor, "rate": as_int(device.get("Rate"))})
         if throttles:
             block_io[key] = throttles

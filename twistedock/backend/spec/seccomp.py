@@ -135,7 +135,22 @@ def load_seccomp_profile(value: str) -> dict:
     try:
         profile = json.loads(text)
     except ValueError as e:
-        raise InternalError("Decoding seccomp profile failed: %s" % e)
+        raise InternalError("Decoding seccomp profile failed: %s" % _unmarshal_error(text, e))
     if not isinstance(profile, dict):
         raise InternalError("Decoding seccomp profile failed: not a JSON object")
     return profile
+
+
+def _unmarshal_error(text: str, error: ValueError) -> str:
+    """Go's json.Unmarshal words for the commonest syntax errors (a
+    document that is not JSON at all, or cut short); Python's otherwise."""
+    if not isinstance(error, json.JSONDecodeError):
+        return str(error)
+    rest = text[error.pos:]
+    if not rest.strip():
+        return "unexpected end of JSON input"
+    if error.msg == "Expecting value":
+        char = rest[0]
+        quoted = "'\\''" if char == "'" else "'\"'" if char == '"' else "'%s'" % (char,)
+        return "invalid character %s looking for beginning of value" % (quoted,)
+    return str(error)

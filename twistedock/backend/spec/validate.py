@@ -66,6 +66,17 @@ def _validate_decoded(config: dict, hc: dict, si: SysInfo) -> None:
         raise InvalidParameter("cpu real-time runtime cannot be higher than cpu real-time period")
 
 
+def validate_decoded(
+    config: Optional[dict], host_config: Optional[dict], *, sysinfo: Optional[SysInfo] = None
+) -> None:
+    """What dockerd's request decoder (runconfig's decodeContainerConfig)
+    refuses in a body it decoded, as for a commit: nothing without a
+    HostConfig."""
+    if host_config is None:
+        return
+    _validate_decoded(config or {}, host_config, sysinfo or current_sysinfo())
+
+
 def _validate_container_config(config: dict) -> None:
     working_dir = as_str(config.get("WorkingDir"))
     if working_dir and not working_dir.startswith("/"):
@@ -128,6 +139,7 @@ def validate_create(
     *,
     sysinfo: Optional[SysInfo] = None,
     runtimes: Sequence[str] = DEFAULT_RUNTIMES,
+    update: bool = False,
 ) -> List[str]:
     """
     dockerd's checks of a create request that need no image, in dockerd's
@@ -136,7 +148,9 @@ def validate_create(
     dockerd looks the image up, merges its config ("No command specified",
     see L{merge_config}) and checks the name (L{validate_name}) between the
     settings checks and the last two (SecurityOpt, then Binds and duplicate
-    mount points), which this function also makes.
+    mount points), which this function also makes.  With C{update} (a
+    container's HostConfig with an update's fields) a swap limit without a
+    memory limit is left for runc to refuse, as dockerd leaves it.
     """
     config = config or {}
     hc = dict(host_config or {})
@@ -156,7 +170,7 @@ def validate_create(
     _validate_container_config(config)
     _validate_host_config(hc, si)
 
-    warnings, hc = check_resources(hc, si)
+    warnings, hc = check_resources(hc, si, update=update)
     if as_int(hc.get("ShmSize")) < 0:
         raise InvalidParameter("SHM size can not be less than 0")
     oom_score_adj = as_int(hc.get("OomScoreAdj"))
@@ -186,6 +200,10 @@ def validate_create(
 
     parse_security_opt(hc.get("SecurityOpt"))
     mount_points(hc)
+    if hc.get("StorageOpt"):
+        # dockerd's overlay2 (then the container's layer is made) without
+        # project quotas: any option is refused, none ignored.
+        raise InvalidParameter("--storage-opt is supported only for overlay over xfs with 'pquota' mount option")
     return warnings
 
 
