@@ -237,7 +237,7 @@ def test_container_life_cycle():
     run(api.treq, c.resize("web", 24, 80))
     assert api.containers.calls[-1] == ("resize", "web", 24, 80)
     assert run(api.treq, c.top("web", "aux"))["ps_args"] == "aux"
-    assert run(api.treq, c.update("web", {"Memory": 1 << 20})) == {"Warnings": []}
+    assert run(api.treq, c.update("web", {"Memory": 1 << 20})) == {"Warnings": None}
     run(api.treq, c.rename("web", "db"))
     assert run(api.treq, c.prune()) == {"ContainersDeleted": None, "SpaceReclaimed": 0}
     with pytest.raises(NotFound, match="No such container: web"):
