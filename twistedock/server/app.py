@@ -24,7 +24,6 @@ from .middleware import (
     APIConfig,
     Handler,
     debug_middleware,
-    experimental_middleware,
     experimental_route,
     minimum_version,
     not_implemented,
@@ -58,7 +57,6 @@ def handler_for(router, route: Route, config: APIConfig) -> Handler:
         handler = minimum_version(route.method, route.path, route.min_version)(handler)
     if route.experimental:
         handler = experimental_route(config)(handler)
-    handler = experimental_middleware(config)(handler)
     handler = version_middleware(config)(handler)
     if config.debug:
         handler = debug_middleware()(handler)
@@ -98,11 +96,7 @@ def endpoint(router: str, handler: Handler):
         return result
 
     def serve(request: IRequest, **variables):
-        req = APIRequest(request, variables, router)
-        # Asked for before the handler runs, so it is told first when the
-        # client goes away: every later listener sees req.gone.
-        request.notifyFinish().addErrback(req.went_away)
-        return run_coroutine(answer(req))
+        return run_coroutine(answer(APIRequest(request, variables, router)))
 
     return serve
 
