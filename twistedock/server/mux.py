@@ -110,13 +110,25 @@ class BucketedMap:
     asks after it has made the path, method and host ready and before it
     turns the matcher's exceptions into HTTP ones: a clean path is ready
     already, the host is not matched, and every exception is a miss; so
-    no adapter is needed."""
+    no adapter is needed.
+
+    A path that is the whole template of a rule without variables (C{/_ping},
+    C{/containers/json}) is that rule's, the first such in the table: the
+    matcher tries a state's literal transitions before its variables, so
+    it walks that path's literals to the state that holds those rules and
+    returns the first of them for the method.  Those rules are looked up
+    by path (C{statics}) before the matcher is asked."""
 
     def __init__(self, routes: Sequence[Route], rules: Sequence[Rule]) -> None:
         by_method: Dict[str, List[Tuple[Optional[str], Rule]]] = {}
         for route, rule in zip(routes, rules):
             by_method.setdefault(route.method, []).append((last_literal(route.path), rule))
         self._buckets: Dict[str, Dict[Optional[str], Matcher]] = {}
+        self.statics: Dict[str, Dict[str, Rule]] = {}
+        for route, rule in zip(routes, rules):
+            statics = self.statics.setdefault(route.method, {})
+            if "{" not in route.path:
+                statics.setdefault(route.path, rule)
         for method, tailed in by_method.items():
             lasts = {last for last, _ in tailed} | {None}
             self._buckets[method] = {
@@ -130,6 +142,9 @@ class BucketedMap:
         buckets = self._buckets.get(method)
         if buckets is None:
             return None
+        rule = self.statics[method].get(path)
+        if rule is not None:
+            return rule, {}
         match = buckets.get(last) or buckets[None]
         try:
             # No host (not host matching: the subdomain, ""), not a websocket.
@@ -175,16 +190,22 @@ def endpoint_name(route: Route) -> str:
 class MuxApp(Klein):
     """A Klein app serving a route table, matching as gorilla/mux does:
     C{handler_for(route)} serves C{route} (it is called with the request
-    and the route's variables)."""
+    and the route's variables).
+
+    C{handlers} maps an endpoint to that function: what the app's
+    C{execute_endpoint} calls, less Klein's two frames around it (the root
+    calls it on every request; the function returns no coroutine, so
+    Klein's wrapping would add nothing)."""
 
     def __init__(self, routes: Sequence[Route], handler_for: Callable[[Route], Callable]) -> None:
         super().__init__()
         routes = tuple(routes)
         self._url_map = collector = _RuleCollector()
+        self.handlers: Dict[str, Callable] = {}
         for route in routes:
-            self.route(rule_text(route.path), methods=[route.method], endpoint=endpoint_name(route))(
-                handler_for(route)
-            )
+            name = endpoint_name(route)
+            self.handlers[name] = served = handler_for(route)
+            self.route(rule_text(route.path), methods=[route.method], endpoint=name)(served)
         if routes not in _MAPS:
             for route, rule in zip(routes, collector.rules):
                 # werkzeug adds HEAD to a GET rule: then HEAD /info would

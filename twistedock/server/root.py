@@ -114,6 +114,7 @@ class APIResource(Resource):
     def __init__(self, routers: Sequence[ServedRouter]) -> None:
         super().__init__()
         self.routers = VersionPrefix(Routers(routers))
+        self._find = self.routers.find
         self.not_found = NotFound()
 
     def find(self, method: str, path: str) -> Optional[Found]:
@@ -132,7 +133,7 @@ class APIResource(Resource):
         cleaned = clean_path(path)
         if cleaned != path:
             return self._redirect(request, cleaned)
-        found = self.find(request.method.decode("ascii", "replace"), path)
+        found = self._find(request.method.decode("ascii", "replace"), path)
         if found is None:
             return self.not_found.render(request)
         router, endpoint, variables = found
@@ -151,12 +152,13 @@ class APIResource(Resource):
 
 
 def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], request: IRequest):
-    """Run a matched endpoint as Klein's resource does after its own match:
+    """Run a matched endpoint as Klein's resource does after its own match
+    (the function the app's C{execute_endpoint} would call, called directly):
     the handler is cancelled when the client leaves, failures go to the
     app's error answer, a returned resource is rendered (it takes the
     connection over), anything else finishes the request."""
     try:
-        result = router.app.execute_endpoint(endpoint, request, **variables)
+        result = router.app.handlers[endpoint](request, **variables)
     except Exception:
         answer_failure(request, Failure())
         request.finish()
