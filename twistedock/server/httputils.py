@@ -5,6 +5,7 @@ reads them, filters, and the JSON, empty and streamed answers a handler gives.
 """
 
 import json
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -23,9 +24,20 @@ from .godecode import GoNumber, go_kind  # noqa: F401 - go_kind: part of this mo
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+#: What _ENCODER.encode makes on every call, made once (CPython's C
+#: encoder; without a circular reference check: a loop is a RecursionError).
+_ITERENCODE = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
+)
+
+
 def encode_json(obj: Any) -> bytes:
     """Compact JSON with a newline, HTML characters literal: Go's encoder."""
-    return (_ENCODER.encode(obj) + "\n").encode("utf-8")
+    if _ITERENCODE is None:
+        return (_ENCODER.encode(obj) + "\n").encode("utf-8")
+    return ("".join(_ITERENCODE(obj, 0)) + "\n").encode("utf-8")
 
 
 def raw_headers(request: IRequest) -> Dict[bytes, List[bytes]]:
@@ -116,20 +128,22 @@ class Flow:
 class APIRequest:
     """One API request as handlers see it: inputs parsed, answers written."""
 
+    # Defaults on the class: an instance sets only what changes.
+    #: Set by the version middleware: the API version the client speaks.
+    version: Optional[str] = None
+    #: Set when the connection was taken over (attach, exec).
+    hijacked = False
+    #: The backpressure of a streamed answer (see L{start_stream}).
+    flow: Optional[Flow] = None
+    _uri: Optional[str] = None
+    _body: Optional[bytes] = None
+
     def __init__(self, request: IRequest, variables: Dict[str, str], router: str = "") -> None:
         self.request = request
         self.vars = variables
         #: The name of the router whose route took the request.
         self.router = router
-        #: Set by the version middleware: the API version the client speaks.
-        self.version: Optional[str] = None
         self.method = request.method.decode("ascii", "replace")
-        self._uri: Optional[str] = None
-        self._body: Optional[bytes] = None
-        #: Set when the connection was taken over (attach, exec).
-        self.hijacked = False
-        #: The backpressure of a streamed answer (see L{start_stream}).
-        self.flow: Optional[Flow] = None
 
     @property
     def uri(self) -> str:
