@@ -19,7 +19,7 @@ from twisted.web.iweb import IRequest
 from .. import versions
 from ..errors import DockerError, status_for
 from ..logs import Logger
-from .httputils import APIRequest, encode_json
+from .httputils import APIRequest, encode_json, raw_headers
 from .middleware import (
     APIConfig,
     Handler,
@@ -208,10 +208,11 @@ def _unexpected(error: BaseException) -> str:
 
 def answer_not_found(request: IRequest) -> bytes:
     """dockerd's catch-all: 404, JSON, none of the middleware's headers."""
-    request.responseHeaders.removeHeader(b"server")
+    headers = raw_headers(request)
+    headers.pop(b"Server", None)
     request.setResponseCode(404)
-    request.setHeader("Content-Type", "application/json")
-    request.setHeader("Content-Length", str(len(PAGE_NOT_FOUND)))
+    headers[b"Content-Type"] = [b"application/json"]
+    headers[b"Content-Length"] = [b"%d" % (len(PAGE_NOT_FOUND),)]
     return PAGE_NOT_FOUND
 
 
