@@ -139,7 +139,7 @@ def end_answer(req: APIRequest) -> None:
         return
     request = req.request
     if not request.startedWriting:
-        request.setHeader("Content-Length", "0")
+        raw_headers(request)[b"Content-Length"] = [b"0"]
     if req.flow is not None:
         # twisted.web wants a streamed answer's producer gone first.
         request.unregisterProducer()

@@ -248,7 +248,8 @@ class APIRequest:
     def write_json(self, obj: Any, status: int = 200) -> None:
         data = encode_json(obj)
         request = self.request
-        request.setResponseCode(status)
+        if request.code != status:
+            request.setResponseCode(status)
         headers = raw_headers(request)
         headers[b"Content-Type"] = [b"application/json"]
         headers[b"Content-Length"] = [b"%d" % (len(data),)]
@@ -258,7 +259,7 @@ class APIRequest:
         """An answer with no body (204, 201 or an empty 200)."""
         self.request.setResponseCode(status)
         if status not in (204, 304):
-            self.request.setHeader("Content-Length", "0")
+            raw_headers(self.request)[b"Content-Length"] = [b"0"]
         self.request.write(b"")
 
     def start_stream(self, content_type: str, status: int = 200) -> Flow:
