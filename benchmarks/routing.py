@@ -9,8 +9,10 @@ twisted.web resource, in the same run.
 One server process per checkout (``--serve``, started by the script) listens
 on two 127.0.0.1 ports: one serves the composed root resource of the checkout
 with the in-memory backends of ``tests/memory.py`` (one container created),
-the other a bare ``twisted.web`` leaf resource that answers the same bytes
-without routing anything.  ``wrk`` (one thread, ``--connections`` keep-alive
+the other a bare ``twisted.web`` leaf resource that routes nothing and
+answers each request with the status, headers and body twistedock answers it
+(asked once at start-up; ``--bare minimal``: only Content-Type and
+Content-Length of its headers, as this script measured before).  ``wrk`` (one thread, ``--connections`` keep-alive
 connections) drives each port in turn for ``--seconds``; the server's CPU
 time (user + system, from ``/proc/PID/stat``) over the requests wrk counted
 gives milliseconds of CPU per 1,000 requests.  Each round measures every port
@@ -33,18 +35,25 @@ from typing import Dict, List, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
 CONTAINER = "0123456789ab"
-PATHS = ("/v1.41/_ping", "/v1.41/containers/%s/json" % (CONTAINER,))
+PATHS = (
+    "/v1.41/_ping",
+    "/v1.41/containers/%s/json" % (CONTAINER,),
+    "/v1.41/containers/json",
+    "/v1.41/version",
+    "/v1.41/no/such/route",
+)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- the server process -------------------------------------------------------
 
 
-def serve(tree: str) -> None:
+def serve(tree: str, bare_headers: str) -> None:
     """Listen on two ports and print them; run until killed."""
     sys.path.insert(0, tree)
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
+    from twisted.internet.testing import StringTransport
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
@@ -58,23 +67,39 @@ def serve(tree: str) -> None:
 
     api = API()
     ensureDeferred(api.containers.create(CONTAINER, {}, {}, {}, "1.41"))
-    inspected = (json.dumps({"Id": CONTAINER, "State": {"Running": False}}, separators=(",", ":")) + "\n").encode()
-    answers = {
-        PATHS[0].encode(): (b"text/plain; charset=utf-8", b"OK"),
-        PATHS[1].encode(): (b"application/json", inspected),
-    }
+    site = QuietSite(api.resource)
+
+    def answer(path: str) -> Tuple[int, List[Tuple[bytes, List[bytes]]], bytes]:
+        """The status, headers (but Date) and body twistedock answers."""
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % (path.encode(),))
+        head, body = transport.value().split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        headers = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+        return int(lines[0].split()[1]), [(k, [v]) for k, v in headers if k != b"Date"], body
+
+    answers = {path.encode(): answer(path) for path in PATHS}
+    for status, headers, body in answers.values():
+        if bare_headers == "minimal":
+            headers[:] = [(k, v) for k, v in headers if k in (b"Content-Type", b"Content-Length")]
 
     class Bare(Resource):
+        """Routes nothing: the same status, headers and body, set as a
+        plain twisted.web resource sets them."""
+
         isLeaf = True
 
         def render(self, request):
-            content_type, body = answers.get(request.path, (b"text/plain", b""))
-            request.setHeader(b"content-type", content_type)
-            request.setHeader(b"content-length", b"%d" % len(body))
+            status, headers, body = answers[request.path]
+            request.setResponseCode(status)
+            for name, values in headers:
+                request.setHeader(name, values[0])
             return body
 
     bare = reactor.listenTCP(0, QuietSite(Bare()), interface="127.0.0.1")
-    twistedock = reactor.listenTCP(0, QuietSite(api.resource), interface="127.0.0.1")
+    twistedock = reactor.listenTCP(0, site, interface="127.0.0.1")
     print(json.dumps({"bare": bare.getHost().port, "twistedock": twistedock.getHost().port}), flush=True)
     reactor.run()
 
@@ -89,13 +114,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def wrk(url: str, seconds: float, connections: int) -> int:
+def wrk(url: str, seconds: float, connections: int, expect_error: bool = False) -> int:
     out = subprocess.run(
         ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, url],
         check=True, capture_output=True, text=True,
     ).stdout
     match = re.search(r"(\d+) requests in", out)
-    if match is None or "Non-2xx" in out:
+    if match is None or ("Non-2xx" in out) != expect_error:
         raise RuntimeError("unexpected wrk output for %s:\n%s" % (url, out))
     return int(match.group(1))
 
@@ -103,14 +128,14 @@ def wrk(url: str, seconds: float, connections: int) -> int:
 def measure(pid: int, url: str, seconds: float, connections: int) -> Tuple[float, float]:
     """(ms of server CPU per 1,000 requests, requests per second)."""
     before, started = cpu_seconds(pid), time.monotonic()
-    requests = wrk(url, seconds, connections)
+    requests = wrk(url, seconds, connections, url.endswith(PATHS[-1]))
     cpu, wall = cpu_seconds(pid) - before, time.monotonic() - started
     return cpu / requests * 1e6, requests / wall
 
 
-def start_server(tree: str) -> Tuple[subprocess.Popen, Dict[str, int]]:
+def start_server(tree: str, bare_headers: str) -> Tuple[subprocess.Popen, Dict[str, int]]:
     server = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", "--tree", tree],
+        [sys.executable, os.path.abspath(__file__), "--serve", "--tree", tree, "--bare", bare_headers],
         stdout=subprocess.PIPE, text=True,
     )
     return server, json.loads(server.stdout.readline())
@@ -123,17 +148,18 @@ def run(args) -> Dict[str, Dict[str, Dict[str, List[Tuple[float, float]]]]]:
     servers = {}
     try:
         for tree in args.tree:
-            servers[tree] = start_server(tree)
+            servers[tree] = start_server(tree, args.bare)
         slots = [(tree, name) for tree in args.tree for name in ("bare", "twistedock")]
-        results = {tree: {path: {"bare": [], "twistedock": []} for path in PATHS} for tree in args.tree}
+        paths = [path for path in PATHS if not args.only or any(part in path for part in args.only)]
+        results = {tree: {path: {"bare": [], "twistedock": []} for path in paths} for tree in args.tree}
         for tree, name in slots:  # warm-up, not counted
-            for path in PATHS:
-                wrk("http://127.0.0.1:%d%s" % (servers[tree][1][name], path), 1, args.connections)
+            for path in paths:
+                wrk("http://127.0.0.1:%d%s" % (servers[tree][1][name], path), 1, args.connections, path == PATHS[-1])
         for i in range(args.rounds):
             order = slots[i % len(slots):] + slots[: i % len(slots)]
             if i % 2:
                 order.reverse()
-            for path in PATHS:
+            for path in paths:
                 for tree, name in order:
                     server, ports = servers[tree]
                     url = "http://127.0.0.1:%d%s" % (ports[name], path)
@@ -145,11 +171,13 @@ def run(args) -> Dict[str, Dict[str, Dict[str, List[Tuple[float, float]]]]]:
             server.wait()
 
 
-def report(results) -> None:
+def report(results, bare_headers: str) -> None:
     """Per tree and request: median CPU per 1,000 requests of each server,
     and the median over rounds of the round's ratio twistedock / bare (a
     slow period of the machine falls on both halves of a ratio)."""
-    print("routing benchmark, load %s" % (" ".join(open("/proc/loadavg").read().split()[:3]),))
+    print("routing benchmark, bare resource with %s headers, load %s" % (
+        bare_headers, " ".join(open("/proc/loadavg").read().split()[:3]),
+    ))
     print("| tree | request | bare CPU ms/1k req | twistedock CPU ms/1k req | ratio (median of rounds) | ratio range |")
     print("| --- | --- | --- | --- | --- | --- |")
     for tree, by_path in results.items():
@@ -173,14 +201,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="runs per request and server")
     parser.add_argument("--connections", type=int, default=10, help="wrk's keep-alive connections")
     parser.add_argument("--json", help="also write the samples to this file")
+    parser.add_argument(
+        "--bare", choices=("same", "minimal"), default="same",
+        help="the bare resource sends twistedock's headers (same), or only Content-Type and Content-Length",
+    )
+    parser.add_argument("--only", action="append", help="measure only the requests whose path holds this")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.tree = [os.path.abspath(tree) for tree in args.tree or [CHECKOUT]]
     if args.serve:
-        serve(args.tree[0])
+        serve(args.tree[0], args.bare)
         return
     results = run(args)
-    report(results)
+    report(results, args.bare)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

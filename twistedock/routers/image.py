@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from zope.interface import Interface
 
 from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
-from .. import golang, versions
+from .. import containerconfig, golang, versions
 from ..server.httputils import APIRequest, encode_json, go_syntax_error
 from ..server.routing import route
 from . import Router
@@ -84,32 +84,9 @@ class IImageBackend(Interface):
 
 #: container.Config fields as API < 1.50 shows an image's Config (Go's order;
 #: the starred ones only when set).
-_LEGACY_CONFIG = (
-    ("Hostname", ""),
-    ("Domainname", ""),
-    ("User", ""),
-    ("AttachStdin", False),
-    ("AttachStdout", False),
-    ("AttachStderr", False),
-    ("*ExposedPorts", None),
-    ("Tty", False),
-    ("OpenStdin", False),
-    ("StdinOnce", False),
-    ("Env", None),
-    ("Cmd", None),
-    ("*Healthcheck", None),
-    ("*ArgsEscaped", None),
-    ("Image", ""),
-    ("Volumes", None),
-    ("WorkingDir", ""),
-    ("Entrypoint", None),
-    ("*NetworkDisabled", None),
-    ("*MacAddress", None),
-    ("OnBuild", None),
-    ("Labels", None),
-    ("*StopSignal", None),
-    ("*StopTimeout", None),
-    ("*Shell", None),
+_LEGACY_CONFIG = tuple(
+    ("*" + name, None) if zero is containerconfig.OMIT else (name, zero)
+    for name, zero in containerconfig.FIELDS
 )
 
 #: The OCI image config fields API >= 1.50 shows (starred: only when set).

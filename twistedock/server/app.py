@@ -19,12 +19,11 @@ from twisted.web.iweb import IRequest
 from .. import versions
 from ..errors import DockerError, status_for
 from ..logs import Logger
-from .httputils import APIRequest, encode_json
+from .httputils import APIRequest, encode_json, raw_headers
 from .middleware import (
     APIConfig,
     Handler,
     debug_middleware,
-    experimental_middleware,
     experimental_route,
     minimum_version,
     not_implemented,
@@ -58,7 +57,6 @@ def handler_for(router, route: Route, config: APIConfig) -> Handler:
         handler = minimum_version(route.method, route.path, route.min_version)(handler)
     if route.experimental:
         handler = experimental_route(config)(handler)
-    handler = experimental_middleware(config)(handler)
     handler = version_middleware(config)(handler)
     if config.debug:
         handler = debug_middleware()(handler)
@@ -98,11 +96,7 @@ def endpoint(router: str, handler: Handler):
         return result
 
     def serve(request: IRequest, **variables):
-        req = APIRequest(request, variables, router)
-        # Asked for before the handler runs, so it is told first when the
-        # client goes away: every later listener sees req.gone.
-        request.notifyFinish().addErrback(req.went_away)
-        return run_coroutine(answer(req))
+        return run_coroutine(answer(APIRequest(request, variables, router)))
 
     return serve
 
@@ -145,7 +139,7 @@ def end_answer(req: APIRequest) -> None:
         return
     request = req.request
     if not request.startedWriting:
-        request.setHeader("Content-Length", "0")
+        raw_headers(request)[b"Content-Length"] = [b"0"]
     if req.flow is not None:
         # twisted.web wants a streamed answer's producer gone first.
         request.unregisterProducer()
@@ -214,10 +208,11 @@ def _unexpected(error: BaseException) -> str:
 
 def answer_not_found(request: IRequest) -> bytes:
     """dockerd's catch-all: 404, JSON, none of the middleware's headers."""
-    request.responseHeaders.removeHeader(b"server")
+    headers = raw_headers(request)
+    headers.pop(b"Server", None)
     request.setResponseCode(404)
-    request.setHeader("Content-Type", "application/json")
-    request.setHeader("Content-Length", str(len(PAGE_NOT_FOUND)))
+    headers[b"Content-Type"] = [b"application/json"]
+    headers[b"Content-Length"] = [b"%d" % (len(PAGE_NOT_FOUND),)]
     return PAGE_NOT_FOUND
 
 

@@ -1,8 +1,9 @@
 """
 Middleware: wrappers applied once to every handler when the route tables are
 composed.  Their order on a request is dockerd's: debug logging, then the
-API version check and headers, then the experimental header, then the route's
-own wrappers (experimental gate, minimum version), then the handler.
+API version check and headers, then the experimental header (one wrapper,
+L{version_middleware}), then the route's own wrappers (experimental gate,
+minimum version), then the handler.
 """
 
 import functools
@@ -18,7 +19,7 @@ from .. import __version__
 from ..errors import InvalidParameter, NotImplementedYet
 from ..logs import Logger
 from .. import versions
-from .httputils import APIRequest
+from .httputils import APIRequest, raw_headers
 
 #: A handler answers through its APIRequest and returns None, or returns a
 #: resource that takes the connection over (attach, exec start).
@@ -54,7 +55,12 @@ class APIConfig:
 
 
 def version_middleware(config: APIConfig) -> Middleware:
-    server = config.server_header
+    """dockerd's version middleware, then its experimental middleware, in
+    one wrapper (both only set headers and check the version): Server,
+    Api-Version and Ostype; 400 when the version is too old or too new;
+    then Docker-Experimental (not on that 400, as dockerd); C{req.version}
+    (a bare path: the newest)."""
+    newest = config.max_version
 
     @functools.lru_cache(maxsize=64)
     def refusal(version: str) -> Optional[str]:
@@ -65,45 +71,33 @@ def version_middleware(config: APIConfig) -> Middleware:
                 "is %s, please upgrade your client to a newer version"
                 % (version, config.min_version)
             )
-        if versions.greater_than(version, config.max_version):
+        if versions.greater_than(version, newest):
             return "client version %s is too new. Maximum supported API version is %s" % (
-                version, config.max_version,
+                version, newest,
             )
         return None
 
-    # Encoded once: set on every answer.
-    headers = (
-        (b"Server", [server.encode("utf-8")]),
-        (b"Api-Version", [config.max_version.encode("ascii")]),
-        (b"Ostype", [b"linux"]),
-    )
+    # Encoded once; set straight into the response's headers (a new list
+    # each time: see raw_headers).
+    server = config.server_header.encode("utf-8")
+    api_version = newest.encode("ascii")
+    experimental = b"true" if config.experimental else b"false"
 
     def wrap(handler: Handler) -> Handler:
         async def versioned(req: APIRequest) -> Optional[IResource]:
-            set_raw = req.request.responseHeaders.setRawHeaders
-            for name, values in headers:
-                set_raw(name, values)
-            version = req.vars.get("version") or config.max_version
+            headers = raw_headers(req.request)
+            headers[b"Server"] = [server]
+            headers[b"Api-Version"] = [api_version]
+            headers[b"Ostype"] = [b"linux"]
+            version = req.vars.get("version") or newest
             refused = refusal(version)
             if refused is not None:
                 raise InvalidParameter(refused)
             req.version = version
+            headers[b"Docker-Experimental"] = [experimental]
             return await handler(req)
 
         return versioned
-
-    return wrap
-
-
-def experimental_middleware(config: APIConfig) -> Middleware:
-    value = [b"true" if config.experimental else b"false"]
-
-    def wrap(handler: Handler) -> Handler:
-        async def marked(req: APIRequest) -> Optional[IResource]:
-            req.request.responseHeaders.setRawHeaders(b"Docker-Experimental", value)
-            return await handler(req)
-
-        return marked
 
     return wrap
 

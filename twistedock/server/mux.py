@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from klein import Klein
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule
+from werkzeug.routing import BaseConverter, Map, NoMatch, Rule, RoutingException
 
 from .routing import Route
 
@@ -104,26 +104,68 @@ class BucketedMap:
     end in anything), or in a slash (strict slashes: werkzeug answers a
     redirect, a miss, for the path without it).  A rule outside the bucket
     can neither take a path with that last segment nor stop the search,
-    so the bucket chooses what the whole Map chooses."""
+    so the bucket chooses what the whole Map chooses.
+
+    A bucket is asked through its Map's matcher, what C{MapAdapter.match}
+    asks after it has made the path, method and host ready and before it
+    turns the matcher's exceptions into HTTP ones: a clean path is ready
+    already, the host is not matched, and every exception is a miss; so
+    no adapter is needed.
+
+    A path that is the whole template of a rule without variables (C{/_ping},
+    C{/containers/json}) is that rule's, the first such in the table: the
+    matcher tries a state's literal transitions before its variables, so
+    it walks that path's literals to the state that holds those rules and
+    returns the first of them for the method.  Those rules are looked up
+    by path (C{statics}) before the matcher is asked."""
 
     def __init__(self, routes: Sequence[Route], rules: Sequence[Rule]) -> None:
         by_method: Dict[str, List[Tuple[Optional[str], Rule]]] = {}
         for route, rule in zip(routes, rules):
             by_method.setdefault(route.method, []).append((last_literal(route.path), rule))
-        self._buckets: Dict[str, Dict[Optional[str], MapAdapter]] = {}
+        self._buckets: Dict[str, Dict[Optional[str], Matcher]] = {}
+        self.statics: Dict[str, Dict[str, Rule]] = {}
+        for route, rule in zip(routes, rules):
+            statics = self.statics.setdefault(route.method, {})
+            if "{" not in route.path:
+                statics.setdefault(route.path, rule)
         for method, tailed in by_method.items():
             lasts = {last for last, _ in tailed} | {None}
             self._buckets[method] = {
-                last: TemplateMap(copy(rule) for tail, rule in tailed if tail in (last, None, "")).bind("docker")
+                last: _matcher(TemplateMap(copy(rule) for tail, rule in tailed if tail in (last, None, "")))
                 for last in lasts
             }
 
-    def adapter(self, method: str, path: str) -> Optional[MapAdapter]:
-        """The bound bucket that matches C{method} C{path}, or None."""
+    def match(self, method: str, path: str, last: str) -> Optional[Tuple[Rule, Dict[str, str]]]:
+        """The rule that takes C{method} C{path} (clean, decoded, its last
+        segment C{last}) and its variables, or None."""
         buckets = self._buckets.get(method)
         if buckets is None:
             return None
-        return buckets.get(path[path.rfind("/") + 1 :]) or buckets[None]
+        rule = self.statics[method].get(path)
+        if rule is not None:
+            return rule, {}
+        match = buckets.get(last) or buckets[None]
+        try:
+            # No host (not host matching: the subdomain, ""), not a websocket.
+            return match("", path, method, False)
+        except MATCHER_MISSES:
+            return None
+
+
+#: The matcher of a Map: (host, path, method, websocket) -> (rule, variables).
+Matcher = Callable[[str, str, str, bool], Tuple[Rule, Dict[str, str]]]
+
+#: What a Map's matcher raises for a miss: nothing matches (or another
+#: method would), strict slashes' redirect.
+MATCHER_MISSES = (NoMatch, RoutingException)
+
+
+def _matcher(map: TemplateMap) -> Matcher:
+    """C{map}'s matcher, its rules sorted (what C{MapAdapter.match} makes
+    sure of on every call)."""
+    map.update()
+    return map._matcher.match
 
 
 class _RuleCollector:
@@ -148,16 +190,22 @@ def endpoint_name(route: Route) -> str:
 class MuxApp(Klein):
     """A Klein app serving a route table, matching as gorilla/mux does:
     C{handler_for(route)} serves C{route} (it is called with the request
-    and the route's variables)."""
+    and the route's variables).
+
+    C{handlers} maps an endpoint to that function: what the app's
+    C{execute_endpoint} calls, less Klein's two frames around it (the root
+    calls it on every request; the function returns no coroutine, so
+    Klein's wrapping would add nothing)."""
 
     def __init__(self, routes: Sequence[Route], handler_for: Callable[[Route], Callable]) -> None:
         super().__init__()
         routes = tuple(routes)
         self._url_map = collector = _RuleCollector()
+        self.handlers: Dict[str, Callable] = {}
         for route in routes:
-            self.route(rule_text(route.path), methods=[route.method], endpoint=endpoint_name(route))(
-                handler_for(route)
-            )
+            name = endpoint_name(route)
+            self.handlers[name] = served = handler_for(route)
+            self.route(rule_text(route.path), methods=[route.method], endpoint=name)(served)
         if routes not in _MAPS:
             for route, rule in zip(routes, collector.rules):
                 # werkzeug adds HEAD to a GET rule: then HEAD /info would
@@ -168,23 +216,20 @@ class MuxApp(Klein):
 
 
 class RouteMap:
-    """A router's Map, bound once: one match per request and router, in
-    the bucket of the app's Map that the method and last segment choose."""
+    """A router's Map as the root asks it: one match per request and
+    router, in the bucket of the app's Map that the method and last
+    segment choose."""
 
     def __init__(self, app: MuxApp) -> None:
         self._buckets = app.buckets
 
-    def match(self, method: str, path: str) -> Optional[Tuple[str, Dict[str, str]]]:
+    def match(self, method: str, path: str, last: Optional[str] = None) -> Optional[Tuple[str, Dict[str, str]]]:
         """The endpoint and variables of the route that takes C{method}
-        C{path} (a clean, decoded path), or None."""
-        adapter = self._buckets.adapter(method, path)
-        if adapter is None:
+        C{path} (a clean, decoded path; C{last}, its last segment, if known),
+        or None.  The method is compared as it is, as mux does."""
+        if last is None:
+            last = path[path.rfind("/") + 1 :]
+        found = self._buckets.match(method, path, last)
+        if found is None:
             return None
-        try:
-            rule, variables = adapter.match(path, method, return_rule=True)
-        except ROUTING_MISSES:
-            return None
-        if method not in rule.methods:
-            # werkzeug upper-cases the method; mux compares it as it is.
-            return None
-        return rule.endpoint, variables
+        return found[0].endpoint, found[1]

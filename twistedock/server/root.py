@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from ..logs import Logger
 from .app import ServedRouter, answer_failure, answer_not_found, serve_router
 from .middleware import APIConfig
-from .routing import clean_path, head, literal_head, literal_tail, tail
+from .routing import clean_path, literal_head, literal_tail
 
 log = Logger()
 
@@ -69,12 +69,13 @@ class Routers:
         index = self._index.get(method)
         if index is None:
             return None
-        candidates = index.get(head(path)) or index.get(None, ())
-        last = tail(path)
+        # head(path) and tail(path), inline: this runs on every request.
+        candidates = index.get(path[1:].split("/", 1)[0]) or index.get(None, ())
+        last = path[path.rfind("/") + 1 :]
         for router, tails in candidates:
             if tails is not None and last not in tails:
                 continue
-            found = router.map.match(method, path)
+            found = router.map.match(method, path, last)
             if found is not None:
                 return router, found[0], found[1]
         return None
@@ -113,6 +114,7 @@ class APIResource(Resource):
     def __init__(self, routers: Sequence[ServedRouter]) -> None:
         super().__init__()
         self.routers = VersionPrefix(Routers(routers))
+        self._find = self.routers.find
         self.not_found = NotFound()
 
     def find(self, method: str, path: str) -> Optional[Found]:
@@ -124,11 +126,14 @@ class APIResource(Resource):
         request.defaultContentType = None
         # Percent escapes and raw bytes alike: UTF-8, the invalid bytes
         # replaced, as dockerd (Go's JSON) shows them back.
-        path = unquote_to_bytes(request.path).decode("utf-8", "replace")
+        path = request.path
+        if b"%" in path:
+            path = unquote_to_bytes(path)
+        path = path.decode("utf-8", "replace")
         cleaned = clean_path(path)
         if cleaned != path:
             return self._redirect(request, cleaned)
-        found = self.find(request.method.decode("ascii", "replace"), path)
+        found = self._find(request.method.decode("ascii", "replace"), path)
         if found is None:
             return self.not_found.render(request)
         router, endpoint, variables = found
@@ -147,12 +152,13 @@ class APIResource(Resource):
 
 
 def serve(router: ServedRouter, endpoint: str, variables: Dict[str, str], request: IRequest):
-    """Run a matched endpoint as Klein's resource does after its own match:
+    """Run a matched endpoint as Klein's resource does after its own match
+    (the function the app's C{execute_endpoint} would call, called directly):
     the handler is cancelled when the client leaves, failures go to the
     app's error answer, a returned resource is rendered (it takes the
     connection over), anything else finishes the request."""
     try:
-        result = router.app.execute_endpoint(endpoint, request, **variables)
+        result = router.app.handlers[endpoint](request, **variables)
     except Exception:
         answer_failure(request, Failure())
         request.finish()

@@ -6,48 +6,11 @@ image config with its keys sorted.
 
 from typing import Any, Dict, Optional
 
-from ... import golang
+from ... import containerconfig, golang
 
-#: Marks the container.Config fields Go omits when empty (omitempty).
-_OMIT = object()
-
-#: container.Config's fields in Go's order, with Go's zero value.
-CONTAINER_CONFIG_FIELDS = (
-    ("Hostname", ""),
-    ("Domainname", ""),
-    ("User", ""),
-    ("AttachStdin", False),
-    ("AttachStdout", False),
-    ("AttachStderr", False),
-    ("ExposedPorts", _OMIT),
-    ("Tty", False),
-    ("OpenStdin", False),
-    ("StdinOnce", False),
-    ("Env", None),
-    ("Cmd", None),
-    ("Healthcheck", _OMIT),
-    ("ArgsEscaped", _OMIT),
-    ("Image", ""),
-    ("Volumes", None),
-    ("WorkingDir", ""),
-    ("Entrypoint", None),
-    ("NetworkDisabled", _OMIT),
-    ("MacAddress", _OMIT),
-    ("OnBuild", None),
-    ("Labels", None),
-    ("StopSignal", _OMIT),
-    ("StopTimeout", _OMIT),
-    ("Shell", _OMIT),
-)
-CONTAINER_CONFIG_ORDER = tuple(name for name, _ in CONTAINER_CONFIG_FIELDS)
-CONTAINER_CONFIG_OMITEMPTY = frozenset(
-    name for name, zero in CONTAINER_CONFIG_FIELDS if zero is _OMIT
-)
-
-
-def empty_container_config() -> dict:
-    """A container.Config with nothing set, as dockerd writes it in images."""
-    return {name: zero for name, zero in CONTAINER_CONFIG_FIELDS if zero is not _OMIT}
+CONTAINER_CONFIG_ORDER = containerconfig.ORDER
+CONTAINER_CONFIG_OMITEMPTY = containerconfig.OMITEMPTY
+empty_container_config = containerconfig.empty
 
 
 def ordered_container_config(config: Optional[dict]) -> dict:
