@@ -31,13 +31,13 @@ from twisted.python.failure import Failure
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.client import ResponseDone
 
+from ... import progress
 from ...errors import DockerError, InternalError
 from ...logs import Logger
 from ...reference import Reference
 from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
-from . import progress
 from .client import RegistryService, Session
 from .errors import transport_reason, translate_pull_error
 

@@ -30,7 +30,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
 from zope.interface import implementer
 
-from ... import golang
+from ... import golang, progress
 from ...errors import InternalError, NotFound
 from ...reference import Reference
 from ...tar import DIR_FLAGS
@@ -40,7 +40,6 @@ from ...tar.write import TarWriter
 from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
-from . import progress
 from .client import RegistryService, Session
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
