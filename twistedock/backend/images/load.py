@@ -157,15 +157,11 @@ def open_in_scope(root: str, name: str) -> BinaryIO:
         extractor = Extractor(root_fd)
         for _ in range(40):
             parts = path.split("/")
-            try:
-                parent = extractor.open_dir(parts[:-1], create=False, shown=path)
-            except ArchiveError:
+            found = extractor.lookup(parts, shown=path)
+            if found is None:
                 raise LoadError("invalid archive: open %s: no such file or directory" % (name,))
+            parent, st = found
             try:
-                try:
-                    st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise LoadError("invalid archive: open %s: no such file or directory" % (name,))
                 if stat.S_ISLNK(st.st_mode):
                     target = os.readlink(parts[-1], dir_fd=parent)
                     path = golang.clean(golang.split(path)[0] + "/" + target).lstrip("/")
@@ -320,15 +316,7 @@ class _Loader:
             record = self._record(raw)
             if not self._wanted(record.config):
                 continue
-            layers = item.get("Layers") or []
-            if len(layers) != len(record.diff_ids):
-                raise LoadError(
-                    "invalid manifest, layers length mismatch: expected %d, got %d"
-                    % (len(layers), len(record.diff_ids))
-                )
-            parent = ""
-            for i, diff_id in enumerate(record.diff_ids):
-                parent = self._layer(i, str(layers[i]), diff_id, parent, None)
+            self._layers(record, item.get("Layers") or [], lambda layer: (str(layer), None))
             refs = []
             for text in item.get("RepoTags") or []:
                 try:
@@ -352,6 +340,20 @@ class _Loader:
         if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
             raise LoadError("invalid image config: no rootfs of type layers")
         return record
+
+    def _layers(self, record: ImageRecord, layers: List[Any],
+                located: Callable[[Any], Tuple[str, Optional[str]]]) -> None:
+        """Stage an image's layers, bottom first: C{located} gives a layer's
+        file in the archive and the digest it must have (or None)."""
+        if len(layers) != len(record.diff_ids):
+            raise LoadError(
+                "invalid manifest, layers length mismatch: expected %d, got %d"
+                % (len(layers), len(record.diff_ids))
+            )
+        parent = ""
+        for i, diff_id in enumerate(record.diff_ids):
+            name, blob = located(layers[i])
+            parent = self._layer(i, name, diff_id, parent, blob)
 
     def _layer(self, index: int, name: str, diff_id: str, parent: str, blob: Optional[str]) -> str:
         """Stage layer C{name} on top of chain C{parent} unless the store
@@ -395,6 +397,11 @@ class _Loader:
             raise LoadError("invalid archive: unsupported digest %s" % (golang.quote(digest),))
         return digest, "blobs/sha256/" + encoded
 
+    def _blob_path(self, descriptor: Any) -> Tuple[str, str]:
+        """The path and digest of a descriptor's blob."""
+        digest, path = self._blob(descriptor)
+        return path, digest
+
     def _verified(self, descriptor: Any) -> bytes:
         digest, path = self._blob(descriptor)
         data = _read_small(self.tmp, path)
@@ -430,16 +437,7 @@ class _Loader:
             record = self._record(raw)
             if not self._wanted(record.config):
                 continue
-            layers = manifest.get("layers") or []
-            if len(layers) != len(record.diff_ids):
-                raise LoadError(
-                    "invalid manifest, layers length mismatch: expected %d, got %d"
-                    % (len(layers), len(record.diff_ids))
-                )
-            parent = ""
-            for i, diff_id in enumerate(record.diff_ids):
-                digest, path = self._blob(layers[i])
-                parent = self._layer(i, path, diff_id, parent, digest)
+            self._layers(record, manifest.get("layers") or [], self._blob_path)
             self.plan.images.append(_Planned(record, refs))
         if not self.plan.images and not self.platforms:
             raise LoadError("invalid archive: no image for linux/%s in index.json" % (golang.goarch(),))
