@@ -18,8 +18,6 @@ import gzip
 import hashlib
 import json
 import os
-import stat
-import tarfile
 import tempfile
 from typing import Callable, List, Optional
 from urllib.parse import urlencode
@@ -33,7 +31,7 @@ from ... import golang, progress
 from ...errors import InternalError, NotFound
 from ...reference import Reference
 from ...tar import DIR_FLAGS
-from ...tar.read import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from ...tar.layer import write_diff_dir
 from ...tar.split import assemble
 from ...tar.write import TarWriter
 from . import auth as auth_mod
@@ -78,7 +76,7 @@ def write_layer_tar(diff_dir: str, out_path: str, split_path: str = "") -> _Blob
                 writer = TarWriter(write)
                 fd = os.open(diff_dir, DIR_FLAGS)
                 try:
-                    _write_dir(writer, fd, [])
+                    write_diff_dir(writer, fd)
                 finally:
                     os.close(fd)
                 writer.close()
@@ -101,33 +99,6 @@ class _HashingFile:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _write_dir(writer: TarWriter, dir_fd: int, parts: List[str]) -> None:
-    for name in sorted(os.listdir(dir_fd)):
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        arcname = "/".join(parts + [name])
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            directory, base = golang.split(arcname)
-            info = TarWriter.info_for(directory + WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
-            info.mode = 0o600
-            writer.header(info)
-            continue
-        sub = writer.entry(dir_fd, name, arcname, st)
-        if sub is None:
-            continue
-        try:
-            try:
-                opaque = os.getxattr(sub, OPAQUE_XATTR) == b"y"
-            except OSError:
-                opaque = False
-            if opaque:
-                info = TarWriter.info_for(arcname + "/" + WHITEOUT_OPAQUE, st, tarfile.REGTYPE)
-                info.mode = stat.S_IMODE(st.st_mode) & 0o777
-                writer.header(info)
-            _write_dir(writer, sub, parts + [name])
-        finally:
-            os.close(sub)
 
 
 @implementer(IBodyProducer)
