@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tupl
 
 import attr
 
-from ... import golang
+from ... import golang, progress
 from ...errors import DockerError, InternalError, InvalidParameter
 from ...reference import Reference, parse_normalized_named
 from ...tar import DIR_FLAGS
@@ -39,6 +39,7 @@ from ...tar.read import (
     ArchiveError,
     BreakoutError,
     DigestReader,
+    ReadThrough,
     decompressed,
     entry_path,
     os_error,
@@ -197,7 +198,7 @@ def _json(data: bytes, name: str) -> Any:
 # -- reading layers ---------------------------------------------------------------------
 
 
-class _Reading:
+class _Reading(ReadThrough):
     """Reads through a layer file: its sha256 (if C{hashed}: a blob's digest
     is not its diff ID when compressed), and progress as dockerd's
     progress reader reports it (every 1% or 512 kB, at most ten a second,
@@ -220,9 +221,6 @@ class _Reading:
         assert self._hash is not None
         return "sha256:" + self._hash.hexdigest()
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
         if self._hash is not None:
@@ -233,11 +231,6 @@ class _Reading:
             self._last_update = self.current
         return data
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def _update(self, last: bool) -> None:
         now = time.monotonic()
         allowed = self._last_time is None or now - self._last_time >= PROGRESS_INTERVAL
@@ -245,14 +238,6 @@ class _Reading:
             if allowed:
                 self._last_time = now
             self._report(self.current, self.total)  # type: ignore[misc]
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
 
 
 class _Loader:
@@ -365,7 +350,7 @@ class _Loader:
             total = os.fstat(f.fileno()).st_size
             report = None
             if not self.quiet:
-                short = _short(diff_id)
+                short = progress.short(diff_id)
                 report = lambda current, size: self.output(LoadProgress(short, current, size))  # noqa: E731
             reading = _Reading(f, total, report, blob is not None)
             try:
