@@ -486,23 +486,6 @@ class CopyExtractor(Extractor):
                     )
         super().remove_existing(parent_fd, base, keep_dir)
 
-    def lookup(self, parts: List[str], shown: str) -> Optional[Tuple[int, os.stat_result]]:
-        """The directory holding the entry at C{parts}, resolved inside the
-        root (a descriptor to close), and the entry's own lstat; None when
-        either is missing."""
-        try:
-            parent = self.open_dir(parts[:-1], create=False, shown=shown)
-        except ArchiveError:
-            return None
-        try:
-            return parent, os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            os.close(parent)
-            return None
-        except BaseException:
-            os.close(parent)
-            raise
-
     def hardlink(self, member: tarfile.TarInfo, parent_fd: int, base: str, path: str) -> bool:
         # Link names are relative to the directory extracted into.
         target = golang.clean(self.dest_shown + "/" + member.linkname)
