@@ -26,7 +26,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -38,33 +37,23 @@ from lifecycle import (  # noqa: E402
     OwnDaemon,
     Target,
     _cmdline,
+    begin_run,
     busybox_tar,
     closing,
+    cpu_seconds,
+    daemon_name,
+    ensure_busybox,
+    import_busybox,
     log,
     option_value,
     parallel,
     pid_serving,
-    query,
     scrub,
     table,
     heading,
 )
 
 REFERENCE = "unix:///tmp/reference-dockerd/docker.sock"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: List[int]) -> float:
-    """User + system CPU time of C{pids} so far (threads included)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / TICKS
 
 
 def docker_stats(target: Target, ids: List[str], probe: Optional[MemoryProbe]) -> Dict[str, float]:
@@ -100,11 +89,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("containers need root", file=sys.stderr)
+    run = begin_run("tdb-stats-")
+    if run is None:
         return 2
-    token = os.urandom(6).hex()
-    workdir = tempfile.mkdtemp(prefix="tdb-stats-", dir="/tmp")
+    token, workdir = run
     own = OwnDaemon(workdir)
     td = Target("twistedock", own.sock, token)
     targets = [td]
@@ -118,20 +106,14 @@ def main(argv=None) -> int:
         own.start()
         probes[td.name] = MemoryProbe(own.proc.pid, None)
         with closing(td.client()) as c:
-            c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                   tar_bytes, headers={"Content-Type": "application/x-tar"})
+            import_busybox(c, tar_bytes)
         if not args.no_peer:
             sock = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
             candidate = Target("peer", sock, token)
             try:
                 with closing(candidate.client()) as c:
-                    version = c.json("GET", "/version")
-                    candidate.name = "dockerd %s" % version.get("Version", "?").split("+")[0]
-                    if not c.json("GET", "/images/json?" + query(filters={"reference": [IMAGE]})):
-                        log("importing busybox into the peer")
-                        c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                               tar_bytes, headers={"Content-Type": "application/x-tar"})
-                        imported_into_peer = True
+                    candidate.name = daemon_name(c)
+                    imported_into_peer = ensure_busybox(c, tar_bytes)
                 peer = candidate
             except (OSError, BenchError) as e:
                 log("no peer at %s (%s): twistedock alone" % (args.peer, e))
