@@ -237,6 +237,7 @@ def _sha(data: bytes) -> str:
 
 
 def layer_tar(files) -> bytes:
+    """A layer tar holding C{files} (path -> content)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, data in sorted(files.items()):
