@@ -47,7 +47,7 @@ def layout(tmp_path_factory) -> Path:
         variant="v8" if OTHER_ARCH == "arm64" else "",
     )
     big = reg.image_manifest(
-        path, [busybox, layer_tar({"etc/small": b"small\n"}), reg.layer_tar({"big": os.urandom(BIG)})],
+        path, [busybox, layer_tar({"etc/small": b"small\n"}), layer_tar({"big": os.urandom(BIG)})],
         architecture=HOST_ARCH,
     )
     reg.write_layout(path, {"latest": host, "multi": reg.index_of(path, [host, other]), "big": big})
