@@ -42,6 +42,7 @@ from lifecycle import (  # noqa: E402
     pid_serving,
     query,
     rss_kib,
+    run_main,
     scrub,
 )
 
@@ -128,10 +129,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = begin_run()
-    if run is None:
-        return 2
-    token, workdir = run
+    token, workdir = begin_run()
     daemon = OwnDaemon(workdir)
     results: List[dict] = []
     leftovers: List[str] = []
@@ -177,8 +175,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

@@ -358,19 +358,44 @@ def busybox_tar() -> bytes:
     return buf.getvalue()
 
 
-def begin_run(prefix: str = "tdb-") -> Optional[Tuple[str, str]]:
-    """A token of this run's own and a new directory under /tmp; None (the
-    reason said) without root, which containers need."""
+class NeedsRoot(BenchError):
+    """Containers need root."""
+
+
+def begin_run(prefix: str = "tdb-") -> Tuple[str, str]:
+    """A token of this run's own and a new directory under /tmp (no root:
+    L{NeedsRoot})."""
     if os.geteuid() != 0:
-        print("containers need root", file=sys.stderr)
-        return None
+        raise NeedsRoot("containers need root")
     return os.urandom(6).hex(), tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with what C{main()} returns; a L{BenchError} is said, and
+    exits 1 (2 without root)."""
+    try:
+        sys.exit(main())
+    except NeedsRoot as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    except BenchError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(1)
 
 
 def import_busybox(client: "Client", tar_bytes: bytes, repo: str = "busybox", tag: str = "latest") -> None:
     """Import the busybox tar (L{busybox_tar}) as C{repo:tag}."""
     client.call("POST", "/images/create?" + query(fromSrc="-", repo=repo, tag=tag),
                 tar_bytes, headers={"Content-Type": "application/x-tar"})
+
+
+def remove_busybox(client: "Client", problems: List[str]) -> None:
+    """Remove what L{ensure_busybox} imported (a failure is a problem told
+    at the end)."""
+    try:
+        client.call("DELETE", "/images/" + IMAGE)
+    except Exception as e:  # noqa: B902
+        problems.append("removing the image imported into the peer: %s" % e)
 
 
 def ensure_busybox(client: "Client", tar_bytes: bytes) -> bool:
@@ -937,10 +962,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = begin_run()
-    if run is None:
-        return 2
-    token, workdir = run
+    token, workdir = begin_run()
     own = OwnDaemon(workdir)
     td = Target("twistedock", own.sock, token)
     peer: Optional[Target] = None
@@ -1079,11 +1101,8 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: B902
                 problems.append("cleaning the peer: %s" % e)
             if results.get("peer_image_imported"):
-                try:
-                    with closing(t.client()) as c:
-                        c.call("DELETE", "/images/" + IMAGE)
-                except Exception as e:  # noqa: B902
-                    problems.append("removing the image imported into the peer: %s" % e)
+                with closing(t.client()) as c:
+                    remove_busybox(c, problems)
         complaint = own.stop()
         if complaint:
             problems.append(complaint)
@@ -1219,4 +1238,4 @@ def report(args, targets, bare, totals, phases, rps, listed, walls, memory, elap
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

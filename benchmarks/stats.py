@@ -31,7 +31,6 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lifecycle import (  # noqa: E402
-    IMAGE,
     BenchError,
     MemoryProbe,
     OwnDaemon,
@@ -48,6 +47,8 @@ from lifecycle import (  # noqa: E402
     option_value,
     parallel,
     pid_serving,
+    remove_busybox,
+    run_main,
     scrub,
     table,
     heading,
@@ -89,10 +90,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = begin_run("tdb-stats-")
-    if run is None:
-        return 2
-    token, workdir = run
+    token, workdir = begin_run("tdb-stats-")
     own = OwnDaemon(workdir)
     td = Target("twistedock", own.sock, token)
     targets = [td]
@@ -151,11 +149,8 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: B902
                 problems.append("removing the containers of %s: %s" % (t.name, e))
         if peer is not None and imported_into_peer:
-            try:
-                with closing(peer.client()) as c:
-                    c.call("DELETE", "/images/" + IMAGE)
-            except Exception as e:  # noqa: B902
-                problems.append("removing the image imported into the peer: %s" % e)
+            with closing(peer.client()) as c:
+                remove_busybox(c, problems)
         complaint = own.stop()
         if complaint:
             problems.append(complaint)
@@ -191,8 +186,4 @@ def report(args, targets: List[Target], samples) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    run_main(main)
