@@ -370,6 +370,16 @@ def begin_run(prefix: str = "tdb-") -> Tuple[str, str]:
     return os.urandom(6).hex(), tempfile.mkdtemp(prefix=prefix, dir="/tmp")
 
 
+def end_run(workdir: str, keep: bool, problems: Sequence[str]) -> None:
+    """Keep the run's directory (C{--keep}) or remove it; tell the problems."""
+    if keep:
+        log("kept %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for problem in problems:
+        print("WARNING: " + problem, file=sys.stderr)
+
+
 def run_main(main: Callable[[], int]) -> None:
     """Exit with what C{main()} returns; a L{BenchError} is said, and
     exits 1 (2 without root)."""
@@ -1111,12 +1121,7 @@ def main(argv=None) -> int:
         leftovers = scrub(workdir, td.created_ids, results.get("spec_cgroup"))
         if leftovers:
             problems.append("left behind by twistedock after SIGTERM (now removed): " + "; ".join(leftovers))
-        if args.keep:
-            log("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        for problem in problems:
-            print("WARNING: " + problem, file=sys.stderr)
+        end_run(workdir, args.keep, problems)
         if problems and not args.keep:
             print("daemon log tail:\n" + own.log_tail(), file=sys.stderr)
 

@@ -22,7 +22,6 @@ removes what it made, on the peer too.  It needs root, runc, conmon,
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from lifecycle import (  # noqa: E402
     closing,
     cpu_seconds,
     daemon_name,
+    end_run,
     ensure_busybox,
     import_busybox,
     log,
@@ -157,12 +157,7 @@ def main(argv=None) -> int:
         leftovers = scrub(workdir, td.created_ids)
         if leftovers:
             problems.append("left behind by twistedock (now removed): " + "; ".join(leftovers))
-        if args.keep:
-            log("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        for problem in problems:
-            print("WARNING: " + problem, file=sys.stderr)
+        end_run(workdir, args.keep, problems)
 
 
 def report(args, targets: List[Target], samples) -> None:
