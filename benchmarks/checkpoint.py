@@ -48,6 +48,7 @@ from lifecycle import (  # noqa: E402
     OwnDaemon,
     busybox_tar,
     closing,
+    import_busybox,
     log,
     make_bundle,
 )
@@ -196,8 +197,7 @@ class DaemonWorkload:
 
 def import_image(daemon: ExperimentalDaemon, tar_bytes: bytes) -> None:
     with closing(Client(daemon.sock)) as c:
-        c.call("POST", "/images/create?fromSrc=-&repo=busybox&tag=latest", tar_bytes,
-               headers={"Content-Type": "application/x-tar"})
+        import_busybox(c, tar_bytes)
 
 
 def migrate(source: ExperimentalDaemon, target: ExperimentalDaemon, name: str) -> Dict:

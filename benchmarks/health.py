@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
@@ -34,33 +33,22 @@ from lifecycle import (  # noqa: E402
     BenchError,
     Client,
     OwnDaemon,
+    begin_run,
     busybox_tar,
     closing,
+    cpu_seconds,
+    import_busybox,
     log,
     pid_serving,
     query,
+    rss_kib,
+    run_main,
     scrub,
 )
 
 LABEL = "twistedock.benchmark"
 #: The image, under a name of this run's own on a shared peer.
 REPO = "twistedock-health-bench"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process C{pid}, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_kib(pid: int) -> int:
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def start_probed(client: Client, count: int, token: str, interval_ns: int) -> List[str]:
@@ -107,9 +95,9 @@ def measure(name: str, sock: str, pid: int, args, token: str) -> dict:
                 time.sleep(0.5)
             time.sleep(args.interval)
             rss_before = rss_kib(pid)
-            since, cpu_before = time.time(), cpu_seconds(pid)
+            since, cpu_before = time.time(), cpu_seconds([pid])
             time.sleep(args.seconds)
-            until, cpu_after = time.time(), cpu_seconds(pid)
+            until, cpu_after = time.time(), cpu_seconds([pid])
             rss_after = rss_kib(pid)
             probes = probes_between(client, token, since, until)
             return {
@@ -141,11 +129,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("containers need root", file=sys.stderr)
-        return 2
-    token = os.urandom(6).hex()
-    workdir = tempfile.mkdtemp(prefix="tdb-", dir="/tmp")
+    token, workdir = begin_run()
     daemon = OwnDaemon(workdir)
     results: List[dict] = []
     leftovers: List[str] = []
@@ -153,8 +137,7 @@ def main(argv=None) -> int:
         daemon.start()
         tar_bytes = busybox_tar()
         with closing(Client(daemon.sock)) as c:
-            c.call("POST", "/images/create?" + query(fromSrc="-", repo=REPO, tag=token),
-                   tar_bytes, headers={"Content-Type": "application/x-tar"})
+            import_busybox(c, tar_bytes, REPO, token)
         results.append(measure("twistedock", daemon.sock, daemon.proc.pid, args, token))
         if args.peer:
             sock = args.peer[len("unix://"):]
@@ -162,8 +145,7 @@ def main(argv=None) -> int:
             if pid is None:
                 raise BenchError("cannot find the process serving %s" % sock)
             with closing(Client(sock)) as c:
-                c.call("POST", "/images/create?" + query(fromSrc="-", repo=REPO, tag=token),
-                       tar_bytes, headers={"Content-Type": "application/x-tar"})
+                import_busybox(c, tar_bytes, REPO, token)
             try:
                 results.append(measure("peer", sock, pid, args, token))
             finally:
@@ -193,8 +175,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

@@ -166,6 +166,35 @@ def _pids() -> List[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of C{pids} so far (threads included; one gone
+    counts nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident set size (kB), 0 when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def pss_kib(pid: int) -> Optional[int]:
     """The process's proportional set size (kB), from /proc/PID/smaps_rollup."""
     try:
@@ -327,6 +356,71 @@ def busybox_tar() -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+class NeedsRoot(BenchError):
+    """Containers need root."""
+
+
+def begin_run(prefix: str = "tdb-") -> Tuple[str, str]:
+    """A token of this run's own and a new directory under /tmp (no root:
+    L{NeedsRoot})."""
+    if os.geteuid() != 0:
+        raise NeedsRoot("containers need root")
+    return os.urandom(6).hex(), tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def end_run(workdir: str, keep: bool, problems: Sequence[str]) -> None:
+    """Keep the run's directory (C{--keep}) or remove it; tell the problems."""
+    if keep:
+        log("kept %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for problem in problems:
+        print("WARNING: " + problem, file=sys.stderr)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with what C{main()} returns; a L{BenchError} is said, and
+    exits 1 (2 without root)."""
+    try:
+        sys.exit(main())
+    except NeedsRoot as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    except BenchError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(1)
+
+
+def import_busybox(client: "Client", tar_bytes: bytes, repo: str = "busybox", tag: str = "latest") -> None:
+    """Import the busybox tar (L{busybox_tar}) as C{repo:tag}."""
+    client.call("POST", "/images/create?" + query(fromSrc="-", repo=repo, tag=tag),
+                tar_bytes, headers={"Content-Type": "application/x-tar"})
+
+
+def remove_busybox(client: "Client", problems: List[str]) -> None:
+    """Remove what L{ensure_busybox} imported (a failure is a problem told
+    at the end)."""
+    try:
+        client.call("DELETE", "/images/" + IMAGE)
+    except Exception as e:  # noqa: B902
+        problems.append("removing the image imported into the peer: %s" % e)
+
+
+def ensure_busybox(client: "Client", tar_bytes: bytes) -> bool:
+    """Import busybox:latest into a peer that lacks it: whether it did (so
+    that it is removed at the end)."""
+    if client.json("GET", "/images/json?" + query(filters={"reference": [IMAGE]})):
+        return False
+    log("importing busybox into the peer")
+    import_busybox(client, tar_bytes)
+    return True
+
+
+def daemon_name(client: "Client") -> str:
+    """A peer as it calls itself (C{dockerd 20.10.24})."""
+    return "dockerd %s" % client.json("GET", "/version").get("Version", "?").split("+")[0]
 
 
 def _extract_rootfs(bundle: str, tar_bytes: bytes) -> str:
@@ -878,11 +972,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("containers need root", file=sys.stderr)
-        return 2
-    token = os.urandom(6).hex()
-    workdir = tempfile.mkdtemp(prefix="tdb-", dir="/tmp")
+    token, workdir = begin_run()
     own = OwnDaemon(workdir)
     td = Target("twistedock", own.sock, token)
     peer: Optional[Target] = None
@@ -899,8 +989,7 @@ def main(argv=None) -> int:
         td.memory = MemoryProbe(own.proc.pid, own.exec_root)
         td.memory_note = "twistd process + conmon processes naming its exec root"
         with closing(td.client()) as c:
-            c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                   tar_bytes, headers={"Content-Type": "application/x-tar"})
+            import_busybox(c, tar_bytes)
         state_root = os.path.join(workdir, "runc-root")
         runc = BareRunc("bare runc", args.runc, os.path.join(workdir, "bundle"), state_root)
         make_bundle(args.runc, runc.bundle, tar_bytes)
@@ -925,14 +1014,10 @@ def main(argv=None) -> int:
                 raise BenchError("--peer must be a unix:// address")
             peer = Target(args.peer_name or "peer", args.peer[len("unix://"):], token)
             with closing(peer.client()) as c:
-                version = c.json("GET", "/version")
+                version_name = daemon_name(c)
                 if not args.peer_name:
-                    peer.name = "dockerd %s" % version.get("Version", "?").split("+")[0]
-                images = c.json("GET", "/images/json?" + query(filters={"reference": [IMAGE]}))
-                if not images:
-                    log("importing busybox into the peer")
-                    c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                           tar_bytes, headers={"Content-Type": "application/x-tar"})
+                    peer.name = version_name
+                if ensure_busybox(c, tar_bytes):
                     results["peer_image_imported"] = True
             pid = pid_serving(peer.sock)
             if pid is None:
@@ -1026,11 +1111,8 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: B902
                 problems.append("cleaning the peer: %s" % e)
             if results.get("peer_image_imported"):
-                try:
-                    with closing(t.client()) as c:
-                        c.call("DELETE", "/images/" + IMAGE)
-                except Exception as e:  # noqa: B902
-                    problems.append("removing the image imported into the peer: %s" % e)
+                with closing(t.client()) as c:
+                    remove_busybox(c, problems)
         complaint = own.stop()
         if complaint:
             problems.append(complaint)
@@ -1039,12 +1121,7 @@ def main(argv=None) -> int:
         leftovers = scrub(workdir, td.created_ids, results.get("spec_cgroup"))
         if leftovers:
             problems.append("left behind by twistedock after SIGTERM (now removed): " + "; ".join(leftovers))
-        if args.keep:
-            log("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        for problem in problems:
-            print("WARNING: " + problem, file=sys.stderr)
+        end_run(workdir, args.keep, problems)
         if problems and not args.keep:
             print("daemon log tail:\n" + own.log_tail(), file=sys.stderr)
 
@@ -1166,4 +1243,4 @@ def report(args, targets, bare, totals, phases, rps, listed, walls, memory, elap
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -22,49 +22,39 @@ removes what it made, on the peer too.  It needs root, runc, conmon,
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lifecycle import (  # noqa: E402
-    IMAGE,
     BenchError,
     MemoryProbe,
     OwnDaemon,
     Target,
     _cmdline,
+    begin_run,
     busybox_tar,
     closing,
+    cpu_seconds,
+    daemon_name,
+    end_run,
+    ensure_busybox,
+    import_busybox,
     log,
     option_value,
     parallel,
     pid_serving,
-    query,
+    remove_busybox,
+    run_main,
     scrub,
     table,
     heading,
 )
 
 REFERENCE = "unix:///tmp/reference-dockerd/docker.sock"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: List[int]) -> float:
-    """User + system CPU time of C{pids} so far (threads included)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / TICKS
 
 
 def docker_stats(target: Target, ids: List[str], probe: Optional[MemoryProbe]) -> Dict[str, float]:
@@ -100,11 +90,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("containers need root", file=sys.stderr)
-        return 2
-    token = os.urandom(6).hex()
-    workdir = tempfile.mkdtemp(prefix="tdb-stats-", dir="/tmp")
+    token, workdir = begin_run("tdb-stats-")
     own = OwnDaemon(workdir)
     td = Target("twistedock", own.sock, token)
     targets = [td]
@@ -118,20 +104,14 @@ def main(argv=None) -> int:
         own.start()
         probes[td.name] = MemoryProbe(own.proc.pid, None)
         with closing(td.client()) as c:
-            c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                   tar_bytes, headers={"Content-Type": "application/x-tar"})
+            import_busybox(c, tar_bytes)
         if not args.no_peer:
             sock = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
             candidate = Target("peer", sock, token)
             try:
                 with closing(candidate.client()) as c:
-                    version = c.json("GET", "/version")
-                    candidate.name = "dockerd %s" % version.get("Version", "?").split("+")[0]
-                    if not c.json("GET", "/images/json?" + query(filters={"reference": [IMAGE]})):
-                        log("importing busybox into the peer")
-                        c.call("POST", "/images/create?" + query(fromSrc="-", repo="busybox", tag="latest"),
-                               tar_bytes, headers={"Content-Type": "application/x-tar"})
-                        imported_into_peer = True
+                    candidate.name = daemon_name(c)
+                    imported_into_peer = ensure_busybox(c, tar_bytes)
                 peer = candidate
             except (OSError, BenchError) as e:
                 log("no peer at %s (%s): twistedock alone" % (args.peer, e))
@@ -169,23 +149,15 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: B902
                 problems.append("removing the containers of %s: %s" % (t.name, e))
         if peer is not None and imported_into_peer:
-            try:
-                with closing(peer.client()) as c:
-                    c.call("DELETE", "/images/" + IMAGE)
-            except Exception as e:  # noqa: B902
-                problems.append("removing the image imported into the peer: %s" % e)
+            with closing(peer.client()) as c:
+                remove_busybox(c, problems)
         complaint = own.stop()
         if complaint:
             problems.append(complaint)
         leftovers = scrub(workdir, td.created_ids)
         if leftovers:
             problems.append("left behind by twistedock (now removed): " + "; ".join(leftovers))
-        if args.keep:
-            log("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        for problem in problems:
-            print("WARNING: " + problem, file=sys.stderr)
+        end_run(workdir, args.keep, problems)
 
 
 def report(args, targets: List[Target], samples) -> None:
@@ -209,8 +181,4 @@ def report(args, targets: List[Target], samples) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

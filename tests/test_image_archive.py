@@ -16,7 +16,7 @@ from twisted.internet.defer import succeed
 import twistedock.tar.stream as stream_module
 from twistedock.backend.images.save import legacy_layers
 from twistedock.backend.images.image import read_record
-from twistedock.routers.image import human_size, progress_bar
+from twistedock.progress import bar as progress_bar, human_size
 
 from .test_images import ROOTFS, ImageAPI, make_tar
 

@@ -19,7 +19,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.web.resource import Resource
 
 from twistedock.backend.distribution import RegistryService
-from twistedock.backend.distribution import auth, errors, manifest, progress
+from twistedock import progress
+from twistedock.backend.distribution import auth, errors, manifest
 from twistedock.backend.events import EventLog
 from twistedock.backend.images import ImageStore
 from twistedock.errors import DockerError, InternalError, InvalidParameter, NotFound
@@ -140,6 +141,14 @@ def test_progress_bars_are_dockerds():
     assert progress.encode(progress.message("Pulling from busybox", id="latest", detail=False)) == (
         b'{"status":"Pulling from busybox","id":"latest"}\r\n'
     )
+    # JSONProgress.String and its omitempty fields: no bar for nothing, no
+    # total when the count went past it, no zero current.
+    assert progress.bar(0, 0) == ""
+    assert progress.bar(2000, 1000) == "[" + "=" * 50 + ">]      2kB"
+    assert progress.message("Extracting", id="a", current=0, total=5) == {
+        "status": "Extracting", "progressDetail": {"total": 5}, "progress": "[>" + " " * 50 + "]       0B/5B",
+        "id": "a",
+    }
 
 
 # -- credentials and challenges ----------------------------------------------------
@@ -228,6 +237,7 @@ def _sha(data: bytes) -> str:
 
 
 def layer_tar(files) -> bytes:
+    """A layer tar holding C{files} (path -> content)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, data in sorted(files.items()):

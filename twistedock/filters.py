@@ -4,6 +4,7 @@ it may take, with the matching rules of moby's api/types/filters.
 """
 
 import json
+import re
 from typing import Dict, Iterable, Mapping, Optional, Set
 
 from .errors import InvalidParameter
@@ -54,6 +55,20 @@ class Filters:
         for key in self.fields:
             if key not in allowed:
                 raise InvalidParameter("Invalid filter '%s'" % (key,))
+
+    def match(self, key: str, source: str) -> bool:
+        """Args.Match: one of the values, a regular expression, is found in
+        C{source} (one that does not compile matches nothing)."""
+        values = self.fields.get(key)
+        if not values:
+            return True
+        for value in values:
+            try:
+                if re.search(value, source):
+                    return True
+            except re.error:
+                continue
+        return False
 
     def exact_match(self, key: str, source: str) -> bool:
         values = self.fields.get(key)

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import urllib.request
@@ -206,18 +205,6 @@ def _gzip(data: bytes) -> bytes:
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as f:
         f.write(data)
-    return out.getvalue()
-
-
-def file_layer(files: Dict[str, bytes]) -> bytes:
-    """A layer tar holding C{files} (path -> content)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
 

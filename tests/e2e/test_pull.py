@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ..test_registry import layer_tar
 from . import registry as reg
 from .conftest import unix_request, wait_for
 
@@ -39,14 +40,14 @@ BIG = 6 << 20
 def layout(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("layout") / "oci"
     busybox = reg.busybox_layer()
-    hello = reg.file_layer({"etc/hello": b"hi\n"})
+    hello = layer_tar({"etc/hello": b"hi\n"})
     host = reg.image_manifest(path, [busybox, hello], architecture=HOST_ARCH)
     other = reg.image_manifest(
-        path, [busybox, reg.file_layer({"etc/hello": b"other\n"})], architecture=OTHER_ARCH,
+        path, [busybox, layer_tar({"etc/hello": b"other\n"})], architecture=OTHER_ARCH,
         variant="v8" if OTHER_ARCH == "arm64" else "",
     )
     big = reg.image_manifest(
-        path, [busybox, reg.file_layer({"etc/small": b"small\n"}), reg.file_layer({"big": os.urandom(BIG)})],
+        path, [busybox, layer_tar({"etc/small": b"small\n"}), layer_tar({"big": os.urandom(BIG)})],
         architecture=HOST_ARCH,
     )
     reg.write_layout(path, {"latest": host, "multi": reg.index_of(path, [host, other]), "big": big})

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional
 from zope.interface import Interface
 
 from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
-from .. import containerconfig, golang, versions
-from ..server.httputils import APIRequest, encode_json, go_syntax_error
+from .. import containerconfig, progress, versions
+from ..server.httputils import APIRequest, go_syntax_error
 from ..server.routing import route
 from . import Router
 
@@ -229,16 +229,6 @@ def delete_json(item) -> dict:
     return {"Deleted": item.deleted}
 
 
-def _stream_status(text: str) -> bytes:
-    """streamformatter.FormatStatus: one JSON message and CRLF."""
-    return encode_json({"status": text})[:-1] + b"\r\n"
-
-
-def _stream_error(message: str) -> bytes:
-    """streamformatter.FormatError."""
-    return encode_json({"errorDetail": {"message": message}, "error": message})[:-1] + b"\r\n"
-
-
 def registry_auth(req: APIRequest) -> dict:
     """The X-Registry-Auth header: base64url JSON (padded or not); one that
     does not decode is no credentials, as dockerd 20.10 takes it."""
@@ -264,55 +254,17 @@ def _progress_writer(req: APIRequest):
             return  # the client went away: the pull is being cancelled
         if not req.started:
             req.start_stream("application/json")
-        req.write(golang.json_marshal(doc) + b"\r\n")
+        req.write(progress.encode(doc))
 
     return emit
-
-
-_SIZE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def human_size(size: float) -> str:
-    """go-units' HumanSize: four significant digits, decimal units."""
-    unit = 0
-    while size >= 1000 and unit < len(_SIZE_UNITS) - 1:
-        size /= 1000.0
-        unit += 1
-    return "%.4g%s" % (size, _SIZE_UNITS[unit])
-
-
-def progress_bar(current: int, total: int) -> str:
-    """jsonmessage.JSONProgress.String() as dockerd renders it (no terminal:
-    200 columns wide, so with the bar)."""
-    if current <= 0 and total <= 0:
-        return ""
-    if total <= 0:
-        return "%8s" % (human_size(current),)
-    percentage = min(int(current / total * 100) // 2, 50)
-    bar = "[%s>%s] " % ("=" * percentage, " " * max(50 - percentage, 0))
-    if current > total:
-        return bar + "%8s" % (human_size(current),)
-    return bar + "%8s/%s" % (human_size(current), human_size(total))
 
 
 def _load_line(item) -> bytes:
     """A docker load output value as dockerd's JSON message line."""
     text = getattr(item, "text", None)
     if text is not None:
-        doc: Dict[str, Any] = {"stream": text}
-    else:
-        detail = {}
-        if item.current:
-            detail["current"] = item.current
-        if item.total:
-            detail["total"] = item.total
-        doc = {
-            "status": "Loading layer",
-            "progressDetail": detail,
-            "progress": progress_bar(item.current, item.total),
-            "id": item.id,
-        }
-    return encode_json(doc)[:-1] + b"\r\n"
+        return progress.encode(progress.stream_message(text))
+    return progress.encode(progress.message("Loading layer", id=item.id, current=item.current, total=item.total))
 
 
 def _platforms(req: APIRequest) -> List[dict]:
@@ -428,10 +380,10 @@ class ImageRouter(Router):
         except DockerError as e:
             if not req.started:
                 raise
-            req.write(_stream_error(str(e)))
+            req.write(progress.encode(progress.error_message(str(e))))
             return
         req.start_stream("application/json")
-        req.write(_stream_status(image_id))
+        req.write(progress.encode(progress.message(image_id, detail=False)))
 
     @_served
     async def post_images_push(self, req: APIRequest) -> None:
@@ -443,7 +395,7 @@ class ImageRouter(Router):
         except DockerError as e:
             if not req.started:
                 raise
-            req.write(_stream_error(str(e)))
+            req.write(progress.encode(progress.error_message(str(e))))
 
     @_served
     async def get_images_get(self, req: APIRequest) -> None:
@@ -477,7 +429,7 @@ class ImageRouter(Router):
         try:
             await self.backend.load_images(source, quiet, platforms, output)
         except DockerError as e:
-            req.write(_stream_error(str(e)))
+            req.write(progress.encode(progress.error_message(str(e))))
 
     @_served
     async def get_images_json(self, req: APIRequest) -> None:

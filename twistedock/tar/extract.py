@@ -235,6 +235,23 @@ class Extractor:
         else:
             os.utime(base, ns=(atime, mtime), dir_fd=parent_fd, follow_symlinks=False)
 
+    def lookup(self, parts: List[str], shown: str) -> Optional[Tuple[int, os.stat_result]]:
+        """The directory holding the entry at C{parts}, resolved inside the
+        root (a descriptor to close), and the entry's own lstat; None when
+        either is missing."""
+        try:
+            parent = self.open_dir(parts[:-1], create=False, shown=shown)
+        except ArchiveError:
+            return None
+        try:
+            return parent, os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            os.close(parent)
+            return None
+        except BaseException:
+            os.close(parent)
+            raise
+
     def hardlink(self, member: tarfile.TarInfo, parent_fd: int, base: str, path: str) -> bool:
         """Link C{base} to the entry's target, inside the root; whether the
         target is a symbolic link (then it must not be chmod-ed)."""
@@ -245,15 +262,11 @@ class Extractor:
             )
         target_parts = target.split("/")
         shown = "%s /%s" % (target, path)
-        try:
-            target_parent = self.open_dir(target_parts[:-1], create=False, shown=target)
-        except ArchiveError:
+        found = self.lookup(target_parts, shown=target)
+        if found is None:
             raise ArchiveError("link /%s: no such file or directory" % (shown,))
+        target_parent, st = found
         try:
-            try:
-                st = os.stat(target_parts[-1], dir_fd=target_parent, follow_symlinks=False)
-            except FileNotFoundError:
-                raise ArchiveError("link /%s: no such file or directory" % (shown,))
             if stat.S_ISDIR(st.st_mode):
                 raise ArchiveError("link /%s: operation not permitted" % (shown,))
             os.link(

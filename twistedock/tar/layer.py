@@ -331,30 +331,50 @@ def _kept(entry: _Entry) -> bool:
     return any(_kept(child) for child in entry.children)
 
 
+def write_overlay_entry(writer: TarWriter, dir_fd: int, name: str, arcname: str, st,
+                        opaque: Callable[[int], bool], contents: Callable[[int], None]) -> None:
+    """One entry of an overlay directory as an OCI layer tar has it: a
+    whiteout (a character device 0/0) as a C{.wh.NAME} file, anything else
+    as itself; a directory C{opaque} says is (given its descriptor) gets a
+    C{.wh..wh..opq} file, then C{contents} writes what it holds."""
+    if _is_whiteout(st):
+        directory, base = golang.split(arcname)
+        info = TarWriter.info_for(directory + WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
+        info.mode = 0o600
+        writer.header(info)
+        return
+    sub = writer.entry(dir_fd, name, arcname, st)
+    if sub is None:
+        return
+    try:
+        if opaque(sub):
+            info = TarWriter.info_for(arcname + "/" + WHITEOUT_OPAQUE, st, tarfile.REGTYPE)
+            info.mode = stat.S_IMODE(st.st_mode) & 0o777
+            writer.header(info)
+        contents(sub)
+    finally:
+        os.close(sub)
+
+
 def write_layer_dir(writer: TarWriter, dir_fd: int, entry: _Entry) -> None:
     for child in entry.children:
         if not _kept(child):
             continue
         name = child.parts[-1]
-        arcname = "/".join(child.parts)
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if _is_whiteout(st):
-            directory, base = golang.split(arcname)
-            info = TarWriter.info_for(directory + WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
-            info.mode = 0o600
-            writer.header(info)
-            continue
-        sub = writer.entry(dir_fd, name, arcname, st)
-        if sub is None:
-            continue
-        try:
-            if child.opaque:
-                info = TarWriter.info_for(arcname + "/" + WHITEOUT_OPAQUE, st, tarfile.REGTYPE)
-                info.mode = stat.S_IMODE(st.st_mode) & 0o777
-                writer.header(info)
-            write_layer_dir(writer, sub, child)
-        finally:
-            os.close(sub)
+        write_overlay_entry(writer, dir_fd, name, "/".join(child.parts), st,
+                            lambda _, child=child: child.opaque,
+                            lambda sub, child=child: write_layer_dir(writer, sub, child))
+
+
+def write_diff_dir(writer: TarWriter, dir_fd: int, parts: Sequence[str] = ()) -> None:
+    """A whole overlay layer directory (a layer's diff) as its layer tar,
+    names sorted, opaque directories known by their xattr."""
+    for name in sorted(os.listdir(dir_fd)):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        here = list(parts) + [name]
+        write_overlay_entry(writer, dir_fd, name, "/".join(here), st, _is_opaque_fd,
+                            lambda sub, here=here: write_diff_dir(writer, sub, here))

@@ -107,16 +107,34 @@ def decompressed(stream: BinaryIO) -> BinaryIO:
     return raw
 
 
-class DigestReader(io.RawIOBase):
+class ReadThrough:
+    """A stream read through another by its own C{read(size)}: C{readinto}
+    and C{drain} made of it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read to the end (what follows the tar counts too)."""
+        while self.read(CHUNK):
+            pass
+
+
+class DigestReader(ReadThrough, io.RawIOBase):
     """Reads through, hashing (sha256) and counting what passes."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._hash = hashlib.sha256()
         self.count = 0
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -127,16 +145,6 @@ class DigestReader(io.RawIOBase):
             self._hash.update(data)
             self.count += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read to the end: trailing data counts in the digest too."""
-        while self.read(CHUNK):
-            pass
 
     @property
     def digest(self) -> str:

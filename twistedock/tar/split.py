@@ -23,7 +23,7 @@ import tarfile
 from typing import BinaryIO, Callable, Iterator, Optional, Tuple
 
 from . import DIR_FLAGS
-from .read import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, ArchiveError, entry_path
+from .read import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, ArchiveError, ReadThrough, entry_path
 
 SEGMENT, FILE = 2, 1
 #: How much of a file is read at a time when assembling.
@@ -35,7 +35,7 @@ class SplitError(Exception):
     files no longer match it)."""
 
 
-class SplitRecorder:
+class SplitRecorder(ReadThrough):
     """Reads through the uncompressed layer stream, keeping what is not file
     content; L{member} is told each entry once its header is read."""
 
@@ -54,9 +54,6 @@ class SplitRecorder:
 
     # -- the stream ------------------------------------------------------------
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         if data:
@@ -71,15 +68,6 @@ class SplitRecorder:
                     self._base = start
                 self._pending += kept
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
 
     # -- the record ----------------------------------------------------------------
 

@@ -1,6 +1,5 @@
 """List containers with dockerd's filters, as moby's daemon/list.go."""
 
-import re
 from typing import List, Optional
 
 from ...errors import DockerError, InvalidParameter
@@ -101,16 +100,6 @@ def _uses_volume(c, values) -> bool:
 
 
 def _regex_match(filters: Filters, key: str, sources: List[str]) -> bool:
+    """A value is one of C{sources}, or a regular expression found in one."""
     values = filters.get(key)
-    if not values:
-        return True
-    for value in values:
-        for source in sources:
-            if value == source:
-                return True
-            try:
-                if re.search(value, source):
-                    return True
-            except re.error:
-                continue
-    return False
+    return not values or any(source in values or filters.match(key, source) for source in sources)

@@ -440,7 +440,7 @@ class Session:
         except Exception as e:
             raise InternalError(transport_message(method, url, e, self.endpoint.netloc))
         if response.code == 401 and retry and self._challenge("bearer") is not None and self._token is not None:
-            await _discard(response)
+            await discard(response)
             # The token may have expired: one more, once.
             self._token = None
             return await self.request(method, url, headers, retry=False, stream=stream, body=body)
@@ -466,7 +466,7 @@ class Session:
         if not digest:
             url = self.repository_url("manifests/" + reference)
             head = await self.request("HEAD", url, accept)
-            await _discard(head.response)
+            await discard(head.response)
             if head.status == 200 and head.header("Docker-Content-Digest"):
                 digest = head.header("Docker-Content-Digest")
             # Otherwise the GET below says why, in its body (a HEAD has none).
@@ -521,7 +521,8 @@ class Session:
         return body
 
 
-async def _discard(response) -> None:
+async def discard(response) -> None:
+    """Read and drop an answer's body (what it says does not matter)."""
     try:
         await treq.content(response)
     except Exception:

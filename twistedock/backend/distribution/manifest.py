@@ -139,10 +139,10 @@ def host_platform() -> Platform:
     return _normalize("linux", golang.goarch(), "")
 
 
-def parse_platform(text: str) -> Platform:
-    """The C{platform} query value (C{os[/arch[/variant]]}), or the host's."""
-    if not text:
-        return host_platform()
+def split_platform(text: str) -> Tuple[str, str, str]:
+    """A C{platform} value (C{os[/arch[/variant]]}, not empty) as dockerd
+    takes it: its OS (linux only), architecture (the host's when left out)
+    and variant, as given."""
     parts = text.lower().split("/")
     if len(parts) > 3 or not all(parts):
         raise InvalidParameter(
@@ -151,7 +151,14 @@ def parse_platform(text: str) -> Platform:
     if parts[0] != "linux":
         raise InvalidParameter("operating system is not supported")
     arch = parts[1] if len(parts) > 1 else golang.goarch()
-    return _normalize(parts[0], arch, parts[2] if len(parts) > 2 else "")
+    return parts[0], arch, parts[2] if len(parts) > 2 else ""
+
+
+def parse_platform(text: str) -> Platform:
+    """The C{platform} query value (C{os[/arch[/variant]]}), or the host's."""
+    if not text:
+        return host_platform()
+    return _normalize(*split_platform(text))
 
 
 def platform_of(doc: Optional[dict]) -> Optional[Platform]:

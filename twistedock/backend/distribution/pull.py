@@ -28,18 +28,18 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.internet.threads import deferToThreadPool
 from twisted.web.client import ResponseDone
 
+from ... import progress
 from ...errors import DockerError, InternalError
 from ...logs import Logger
 from ...reference import Reference
 from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
-from . import progress
-from .client import RegistryService, Session
+from .client import Session, discard
 from .errors import transport_reason, translate_pull_error
+from .transfer import Emit, Transfer, unlink_all
 
 log = Logger()
 
@@ -53,8 +53,6 @@ HIGH_WATER = 8 << 20
 PARTIAL = ".partial"
 #: Progress lines at most every this many bytes (and at the end).
 PROGRESS_STEP = 512 << 10
-
-Emit = Callable[[dict], None]
 
 
 def _hex(digest: str) -> str:
@@ -164,17 +162,7 @@ class _Layer:
         self.downloaded: Optional[Deferred] = None
 
 
-class Puller:
-    def __init__(self, reactor, store, service: RegistryService, downloads: str) -> None:
-        self.reactor = reactor
-        self.store = store
-        self.service = service
-        self.downloads = downloads
-        self.blobs = os.path.join(os.path.dirname(downloads), blobs.BLOBS_DIR)
-
-    def _thread(self, function, *args) -> Deferred:
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
-
+class Puller(Transfer):
     def _prepare_blocking(self) -> None:
         # Partial downloads a crash left are removed by the store at start.
         os.makedirs(self.downloads, mode=0o700, exist_ok=True)
@@ -323,7 +311,7 @@ class Puller:
                            d.size, repository)
             except OSError as e:
                 log.warn("cannot keep blob {digest}: {error}", digest=d.digest, error=str(e))
-                _unlink_all([layer.path])
+                unlink_all([layer.path])
         blobs.prune(self.blobs, live)
 
     async def _download(self, session: Session, layer: _Layer, emit: Emit) -> str:
@@ -349,7 +337,7 @@ class Puller:
                 answer.status == 206
                 and answer.header("Content-Range").startswith("bytes %d-" % (offset,))
             ):
-                await _discard_body(answer.response)
+                await discard(answer.response)
                 offset, hashed = 0, None
                 answer = await session.request("GET", url, stream=True)
             if answer.status not in (200, 206) or (answer.status == 206 and not offset):
@@ -389,7 +377,7 @@ class Puller:
                 raise InternalError("filesystem layer verification failed for digest %s" % (digest,))
             await self._thread(os.rename, tmp, final)
         except BaseException:
-            await self._thread(_unlink_all, [tmp])
+            await self._thread(unlink_all, [tmp])
             raise
         emit(progress.message("Download complete", id=layer.id))
         return final
@@ -491,24 +479,7 @@ def _set_aside(tmp: str, size: int, partial: str) -> None:
             return
         except OSError:
             pass
-    _unlink_all([tmp])
-
-
-async def _discard_body(response) -> None:
-    import treq
-
-    try:
-        await treq.content(response)
-    except Exception:
-        pass
-
-
-def _unlink_all(paths) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    unlink_all([tmp])
 
 
 def _config(raw: bytes) -> dict:

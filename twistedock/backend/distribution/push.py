@@ -18,36 +18,31 @@ import gzip
 import hashlib
 import json
 import os
-import stat
-import tarfile
 import tempfile
 from typing import Callable, List, Optional
 from urllib.parse import urlencode
 
 import attr
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
 from zope.interface import implementer
 
-from ... import golang
+from ... import golang, progress
 from ...errors import InternalError, NotFound
 from ...reference import Reference
 from ...tar import DIR_FLAGS
-from ...tar.read import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from ...tar.layer import write_diff_dir
 from ...tar.split import assemble
 from ...tar.write import TarWriter
 from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
-from . import progress
-from .client import RegistryService, Session
+from .client import Session, discard
+from .transfer import Emit, Transfer, unlink_all
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READ_CHUNK = 1 << 20
-
-Emit = Callable[[dict], None]
 
 
 @attr.s(auto_attribs=True)
@@ -81,7 +76,7 @@ def write_layer_tar(diff_dir: str, out_path: str, split_path: str = "") -> _Blob
                 writer = TarWriter(write)
                 fd = os.open(diff_dir, DIR_FLAGS)
                 try:
-                    _write_dir(writer, fd, [])
+                    write_diff_dir(writer, fd)
                 finally:
                     os.close(fd)
                 writer.close()
@@ -104,33 +99,6 @@ class _HashingFile:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _write_dir(writer: TarWriter, dir_fd: int, parts: List[str]) -> None:
-    for name in sorted(os.listdir(dir_fd)):
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        arcname = "/".join(parts + [name])
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            directory, base = golang.split(arcname)
-            info = TarWriter.info_for(directory + WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
-            info.mode = 0o600
-            writer.header(info)
-            continue
-        sub = writer.entry(dir_fd, name, arcname, st)
-        if sub is None:
-            continue
-        try:
-            try:
-                opaque = os.getxattr(sub, OPAQUE_XATTR) == b"y"
-            except OSError:
-                opaque = False
-            if opaque:
-                info = TarWriter.info_for(arcname + "/" + WHITEOUT_OPAQUE, st, tarfile.REGTYPE)
-                info.mode = stat.S_IMODE(st.st_mode) & 0o777
-                writer.header(info)
-            _write_dir(writer, sub, parts + [name])
-        finally:
-            os.close(sub)
 
 
 @implementer(IBodyProducer)
@@ -178,17 +146,7 @@ class _FileProducer:
         self.resumeProducing()
 
 
-class Pusher:
-    def __init__(self, reactor, store, service: RegistryService, scratch: str) -> None:
-        self.reactor = reactor
-        self.store = store
-        self.service = service
-        self.scratch = scratch
-        self.blobs = os.path.join(os.path.dirname(scratch), blobs.BLOBS_DIR)
-
-    def _thread(self, function, *args) -> Deferred:
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
-
+class Pusher(Transfer):
     async def push(self, repo: Reference, tag: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:
         # As dockerd: the first line, then whatever is wrong, streamed.
         emit(progress.message("The push refers to repository [%s]" % (repo.name,), detail=False))
@@ -205,7 +163,7 @@ class Pusher:
                 )
         session = self.service.session(repo.domain, repo.path, credentials, "pull,push")
         await session.ping()
-        await self._thread(os.makedirs, self.scratch, 0o700, True)
+        await self._thread(os.makedirs, self.downloads, 0o700, True)
         for name, image in images:
             await self._push_tag(session, repo, name, image, emit)
 
@@ -242,9 +200,9 @@ class Pusher:
             )
             if answer.status not in (200, 201, 202):
                 raise await session.error_of(answer)
-            await _discard(answer)
+            await discard(answer.response)
         finally:
-            await self._thread(_unlink_all, [blob.path for blob in blobs if not blob.kept])
+            await self._thread(unlink_all, [blob.path for blob in blobs if not blob.kept])
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reproduced:
             await self.store.add_repo_digest(image.id, attr.evolve(repo, tag=None, digest=digest))
@@ -258,13 +216,13 @@ class Pusher:
         kept = await self._thread(blobs.find, self.blobs, layer.diff_id)
         if kept is not None and kept.media_type in blobs.GZIP_TYPES:
             return _Blob(kept.path, kept.digest, kept.size, layer.diff_id, True, kept.repository)
-        path = await self._thread(_scratch_file, self.scratch)
+        path = await self._thread(_scratch_file, self.downloads)
         try:
             return await self._thread(
                 write_layer_tar, layer.diff_dir, path, getattr(layer, "tar_split", "")
             )
         except BaseException:
-            await self._thread(_unlink_all, [path])
+            await self._thread(unlink_all, [path])
             raise
 
     async def _push_layer(self, session: Session, layer, emit: Emit) -> _Blob:
@@ -290,7 +248,7 @@ class Pusher:
             await self._upload(session, blob.digest, blob.size, path=path, on_sent=on_sent)
         except BaseException:
             if not blob.kept:
-                await self._thread(_unlink_all, [path])
+                await self._thread(unlink_all, [path])
             raise
         emit(progress.message("Pushed", id=short))
         return blob
@@ -303,12 +261,12 @@ class Pusher:
         answer = await session.request(
             "POST", session.repository_url("blobs/uploads/?" + query), body=b""
         )
-        await _discard(answer)
+        await discard(answer.response)
         return answer.status == 201
 
     async def _exists(self, session: Session, digest: str) -> bool:
         answer = await session.request("HEAD", session.repository_url("blobs/" + digest))
-        await _discard(answer)
+        await discard(answer.response)
         if answer.status == 200:
             return True
         if answer.status == 404:
@@ -320,7 +278,7 @@ class Pusher:
         start = await session.request("POST", session.repository_url("blobs/uploads/"), body=b"")
         if start.status != 202:
             raise await session.error_of(start)
-        await _discard(start)
+        await discard(start.response)
         location = start.header("Location")
         if not location:
             raise InternalError("the registry gave no upload location")
@@ -337,16 +295,7 @@ class Pusher:
         answer = await session.request("PUT", location, headers, body=data)
         if answer.status not in (201, 204):
             raise await session.error_of(answer)
-        await _discard(answer)
-
-
-async def _discard(answer) -> None:
-    try:
-        import treq
-
-        await treq.content(answer.response)
-    except Exception:
-        pass
+        await discard(answer.response)
 
 
 def _scratch_file(directory: str) -> str:
@@ -358,12 +307,4 @@ def _scratch_file(directory: str) -> str:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def _unlink_all(paths) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 

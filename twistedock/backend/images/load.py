@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tupl
 
 import attr
 
-from ... import golang
+from ... import golang, progress
 from ...errors import DockerError, InternalError, InvalidParameter
 from ...reference import Reference, parse_normalized_named
 from ...tar import DIR_FLAGS
@@ -39,6 +39,7 @@ from ...tar.read import (
     ArchiveError,
     BreakoutError,
     DigestReader,
+    ReadThrough,
     decompressed,
     entry_path,
     os_error,
@@ -157,15 +158,11 @@ def open_in_scope(root: str, name: str) -> BinaryIO:
         extractor = Extractor(root_fd)
         for _ in range(40):
             parts = path.split("/")
-            try:
-                parent = extractor.open_dir(parts[:-1], create=False, shown=path)
-            except ArchiveError:
+            found = extractor.lookup(parts, shown=path)
+            if found is None:
                 raise LoadError("invalid archive: open %s: no such file or directory" % (name,))
+            parent, st = found
             try:
-                try:
-                    st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise LoadError("invalid archive: open %s: no such file or directory" % (name,))
                 if stat.S_ISLNK(st.st_mode):
                     target = os.readlink(parts[-1], dir_fd=parent)
                     path = golang.clean(golang.split(path)[0] + "/" + target).lstrip("/")
@@ -201,7 +198,7 @@ def _json(data: bytes, name: str) -> Any:
 # -- reading layers ---------------------------------------------------------------------
 
 
-class _Reading:
+class _Reading(ReadThrough):
     """Reads through a layer file: its sha256 (if C{hashed}: a blob's digest
     is not its diff ID when compressed), and progress as dockerd's
     progress reader reports it (every 1% or 512 kB, at most ten a second,
@@ -224,9 +221,6 @@ class _Reading:
         assert self._hash is not None
         return "sha256:" + self._hash.hexdigest()
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
         if self._hash is not None:
@@ -237,11 +231,6 @@ class _Reading:
             self._last_update = self.current
         return data
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def _update(self, last: bool) -> None:
         now = time.monotonic()
         allowed = self._last_time is None or now - self._last_time >= PROGRESS_INTERVAL
@@ -249,14 +238,6 @@ class _Reading:
             if allowed:
                 self._last_time = now
             self._report(self.current, self.total)  # type: ignore[misc]
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
 
 
 class _Loader:
@@ -320,15 +301,7 @@ class _Loader:
             record = self._record(raw)
             if not self._wanted(record.config):
                 continue
-            layers = item.get("Layers") or []
-            if len(layers) != len(record.diff_ids):
-                raise LoadError(
-                    "invalid manifest, layers length mismatch: expected %d, got %d"
-                    % (len(layers), len(record.diff_ids))
-                )
-            parent = ""
-            for i, diff_id in enumerate(record.diff_ids):
-                parent = self._layer(i, str(layers[i]), diff_id, parent, None)
+            self._layers(record, item.get("Layers") or [], lambda layer: (str(layer), None))
             refs = []
             for text in item.get("RepoTags") or []:
                 try:
@@ -353,6 +326,20 @@ class _Loader:
             raise LoadError("invalid image config: no rootfs of type layers")
         return record
 
+    def _layers(self, record: ImageRecord, layers: List[Any],
+                located: Callable[[Any], Tuple[str, Optional[str]]]) -> None:
+        """Stage an image's layers, bottom first: C{located} gives a layer's
+        file in the archive and the digest it must have (or None)."""
+        if len(layers) != len(record.diff_ids):
+            raise LoadError(
+                "invalid manifest, layers length mismatch: expected %d, got %d"
+                % (len(layers), len(record.diff_ids))
+            )
+        parent = ""
+        for i, diff_id in enumerate(record.diff_ids):
+            name, blob = located(layers[i])
+            parent = self._layer(i, name, diff_id, parent, blob)
+
     def _layer(self, index: int, name: str, diff_id: str, parent: str, blob: Optional[str]) -> str:
         """Stage layer C{name} on top of chain C{parent} unless the store
         has it: its chain ID."""
@@ -363,7 +350,7 @@ class _Loader:
             total = os.fstat(f.fileno()).st_size
             report = None
             if not self.quiet:
-                short = _short(diff_id)
+                short = progress.short(diff_id)
                 report = lambda current, size: self.output(LoadProgress(short, current, size))  # noqa: E731
             reading = _Reading(f, total, report, blob is not None)
             try:
@@ -394,6 +381,11 @@ class _Loader:
         if algorithm != "sha256" or not re.match(r"^[a-f0-9]{64}$", encoded):
             raise LoadError("invalid archive: unsupported digest %s" % (golang.quote(digest),))
         return digest, "blobs/sha256/" + encoded
+
+    def _blob_path(self, descriptor: Any) -> Tuple[str, str]:
+        """The path and digest of a descriptor's blob."""
+        digest, path = self._blob(descriptor)
+        return path, digest
 
     def _verified(self, descriptor: Any) -> bytes:
         digest, path = self._blob(descriptor)
@@ -430,16 +422,7 @@ class _Loader:
             record = self._record(raw)
             if not self._wanted(record.config):
                 continue
-            layers = manifest.get("layers") or []
-            if len(layers) != len(record.diff_ids):
-                raise LoadError(
-                    "invalid manifest, layers length mismatch: expected %d, got %d"
-                    % (len(layers), len(record.diff_ids))
-                )
-            parent = ""
-            for i, diff_id in enumerate(record.diff_ids):
-                digest, path = self._blob(layers[i])
-                parent = self._layer(i, path, diff_id, parent, digest)
+            self._layers(record, manifest.get("layers") or [], self._blob_path)
             self.plan.images.append(_Planned(record, refs))
         if not self.plan.images and not self.platforms:
             raise LoadError("invalid archive: no image for linux/%s in index.json" % (golang.goarch(),))

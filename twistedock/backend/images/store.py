@@ -83,6 +83,7 @@ from ...reference import (
 from ...routers.image import IImageBackend
 from ...tar.read import ArchiveError, BreakoutError
 from ...timetypes import get_timestamp
+from ..distribution.manifest import split_platform
 from ..events import EventLog
 from ..system import IInventory
 from .changes import apply_changes
@@ -855,16 +856,6 @@ def _familiar_match(pattern: str, ref: Reference) -> bool:
 def _platform_of(text: str) -> Tuple[str, str, str]:
     """The (os, architecture, variant) an import is for: the host's, or
     the C{platform} form value's."""
-    arch = golang.goarch()
     if not text:
-        return "linux", arch, ""
-    parts = text.lower().split("/")
-    if len(parts) > 3 or not all(parts):
-        raise InvalidParameter(
-            '"%s": unknown operating system or architecture: invalid argument' % (text,)
-        )
-    if parts[0] != "linux":
-        raise InvalidParameter("operating system is not supported")
-    architecture = parts[1] if len(parts) > 1 else arch
-    variant = parts[2] if len(parts) > 2 else ""
-    return "linux", architecture, variant
+        return "linux", golang.goarch(), ""
+    return split_platform(text)

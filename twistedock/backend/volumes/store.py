@@ -12,7 +12,6 @@ container goes.
 """
 
 import os
-import re
 from typing import Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import DeferredLock
@@ -33,19 +32,6 @@ log = Logger()
 
 LIST_FILTERS = ("dangling", "name", "driver", "label")
 PRUNE_FILTERS = ("label", "label!", "all")
-
-
-def _match_regexps(values: Set[str], source: str) -> bool:
-    """filters.Args.Match: a value is a regular expression found in C{source}."""
-    if not values:
-        return True
-    for value in values:
-        try:
-            if re.search(value, source):
-                return True
-        except re.error:
-            continue
-    return False
 
 
 @implementer(IVolumeBackend, IInventory)
@@ -149,7 +135,7 @@ class VolumeStore:
         for volume in self.volumes.values():
             if filters.get("driver") and DRIVER not in filters.get("driver"):
                 continue
-            if filters.contains("name") and not _match_regexps(filters.get("name"), volume.name):
+            if filters.contains("name") and not filters.match("name", volume.name):
                 continue
             if not filters.match_kv_list("label", volume.labels):
                 continue

@@ -1,12 +1,15 @@
 """
-The JSON progress lines of a pull, as dockerd's streamformatter writes them
-(C{status}, C{progressDetail}, C{progress}, C{id}; CRLF after each), and
+The JSON progress lines of a streamed answer (pull, push, load, import), as
+dockerd's streamformatter writes them: one C{JSONMessage} (C{stream},
+C{status}, C{progressDetail}, C{progress}, C{id}, C{errorDetail},
+C{error}; empty ones left out) as Go's json.Marshal, CRLF after each, and
 the text bar of C{JSONProgress.String} for clients that print C{progress}.
+Used by backends and routers alike.
 """
 
 from typing import Optional
 
-from ... import golang
+from . import golang
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
@@ -21,32 +24,42 @@ def human_size(size: float) -> str:
 
 
 def bar(current: int, total: int) -> str:
-    """JSONProgress.String for a wide terminal (no time left)."""
+    """JSONProgress.String for a wide terminal (no time left): dockerd
+    renders it 200 columns wide, so with the bar."""
+    if current <= 0 and total <= 0:
+        return ""
     if total <= 0:
         return "%8s" % (human_size(current),)
     percentage = min(int(current / total * 100) // 2, 50)
-    spaces = 50 - percentage
-    box = "[%s>%s] " % ("=" * percentage, " " * spaces)
+    box = "[%s>%s] " % ("=" * percentage, " " * max(50 - percentage, 0))
+    if current > total:
+        return box + "%8s" % (human_size(current),)
     return box + "%8s/%s" % (human_size(current), human_size(total))
 
 
 def message(status: str, id: str = "", current: Optional[int] = None, total: Optional[int] = None,
             detail: bool = True) -> dict:
     """One JSONMessage: C{detail} adds C{progressDetail} (empty without
-    C{current}), as progress.Update does for a layer."""
+    C{current}) and its bar, as progress.Update does for a layer."""
     doc: dict = {"status": status}
     if detail:
-        if current is not None:
-            progress: dict = {"current": current}
-            if total:
-                progress["total"] = total
-            doc["progressDetail"] = progress
-            doc["progress"] = bar(current, total or 0)
-        else:
-            doc["progressDetail"] = {}
+        progress: dict = {}
+        if current:
+            progress["current"] = current
+        if total:
+            progress["total"] = total
+        doc["progressDetail"] = progress
+        text = bar(current or 0, total or 0)
+        if text:
+            doc["progress"] = text
     if id:
         doc["id"] = id
     return doc
+
+
+def stream_message(text: str) -> dict:
+    """A line of output text (C{stream})."""
+    return {"stream": text}
 
 
 def error_message(text: str) -> dict:
