@@ -269,6 +269,8 @@ class FakeRegistry(Resource):
         self.ranges = []
         #: (repository, digest) of the blobs each repository has.
         self.linked = set()
+        #: digest -> how many more GETs of it answer 503.
+        self.unavailable = {}
 
     def _authorised(self, request) -> bool:
         header = (request.getHeader("authorization") or "")
@@ -361,6 +363,10 @@ class FakeRegistry(Resource):
             request.setHeader("content-type", media_type)
             request.setHeader("docker-content-digest", _sha(body))
             return b"" if method == "HEAD" else body
+        if self.unavailable.get(reference):
+            self.unavailable[reference] -= 1
+            request.setResponseCode(503)
+            return b"upstream gone"
         data = self.broken.get(reference, self.blobs.get(reference))
         if (repo, reference) not in self.linked:
             data = None
@@ -872,3 +878,68 @@ def test_a_layer_without_its_tar_record_is_written_from_its_directory(pulls, reg
     assert config["config"] == pulls.store.get(image_id).config["config"]
     assert pushed["config"]["digest"] != image_id
     assert pulls.store.get(image_id).repo_digests == []
+
+
+def _pull_with_clock(pulls, image):
+    """A pull whose retry waits pass on the test's clock: the lines, the
+    error if any, and the seconds that passed."""
+    lines, results = [], []
+    d = ensureDeferred(pulls.store.pull_image(image, "latest", "", {}, lines.append))
+    d.addBoth(results.append)
+    waited = 0
+    for _ in range(1000):
+        pulls.stub.flush()
+        if results:
+            break
+        if pulls.reactor.getDelayedCalls():
+            pulls.reactor.advance(1)
+            waited += 1
+    assert results, "the pull did not finish"
+    error = results[0].value if hasattr(results[0], "raiseException") else None
+    return lines, error, waited
+
+
+def _retrying(lines, layer_id):
+    return [line["status"] for line in lines if line.get("id") == layer_id and line["status"].startswith("Retrying")]
+
+
+@pytest.mark.route("POST", "/images/create")
+def test_a_failed_layer_download_is_retried_as_dockerd(pulls, registry):
+    registry.add_image("app", "latest", [BASE, TOP])
+    top_blob = _sha(gzip.compress(TOP, mtime=0))
+    registry.unavailable[top_blob] = 2
+    lines, error, waited = _pull_with_clock(pulls, "127.0.0.1:5000/app")
+    assert error is None
+    assert _retrying(lines, progress.short(top_blob)) == (
+        ["Retrying in %d seconds" % n for n in range(5, 1, -1)] + ["Retrying in 1 second"]
+        + ["Retrying in %d seconds" % n for n in range(10, 1, -1)] + ["Retrying in 1 second"]
+    )
+    assert waited == 15
+    assert lines[-1]["status"].startswith("Status: Downloaded newer image")
+    assert os.listdir(os.path.join(pulls.store.root, "downloads")) == []
+
+
+def test_a_layer_download_gives_up_after_five_attempts(pulls, registry):
+    registry.add_image("app", "latest", [TOP])
+    top_blob = _sha(gzip.compress(TOP, mtime=0))
+    registry.unavailable[top_blob] = 100
+    lines, error, waited = _pull_with_clock(pulls, "127.0.0.1:5000/app")
+    assert isinstance(error, DockerError)
+    assert 100 - registry.unavailable[top_blob] == 5
+    assert waited == 5 + 10 + 15 + 20
+    assert _retrying(lines, progress.short(top_blob))[-1] == "Retrying in 1 second"
+    with pytest.raises(NotFound):
+        pulls.store.get("127.0.0.1:5000/app")
+
+
+def test_refusals_and_bad_digests_are_not_retried(pulls, registry):
+    registry.add_image("app", "latest", [TOP])
+    top_blob = _sha(gzip.compress(TOP, mtime=0))
+    registry.broken[top_blob] = gzip.compress(BASE, mtime=0)
+    lines, error, waited = _pull_with_clock(pulls, "127.0.0.1:5000/app")
+    assert str(error) == "filesystem layer verification failed for digest %s" % (top_blob,)
+    assert waited == 0 and not _retrying(lines, progress.short(top_blob))
+    del registry.broken[top_blob]
+    registry.linked.discard(("app", top_blob))  # 404 BLOB_UNKNOWN
+    lines, error, waited = _pull_with_clock(pulls, "127.0.0.1:5000/app")
+    assert error is not None and waited == 0

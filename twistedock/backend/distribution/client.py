@@ -34,7 +34,7 @@ from ...logs import Logger
 from ...reference import DEFAULT_DOMAIN
 from . import auth as auth_mod
 from . import manifest as manifests
-from .errors import RegistryError, from_response, transport_message
+from .errors import RegistryError, TransportError, from_response, transport_message
 
 log = Logger()
 
@@ -438,7 +438,7 @@ class Session:
         except CancelledError:
             raise
         except Exception as e:
-            raise InternalError(transport_message(method, url, e, self.endpoint.netloc))
+            raise TransportError(transport_message(method, url, e, self.endpoint.netloc))
         if response.code == 401 and retry and self._challenge("bearer") is not None and self._token is not None:
             await discard(response)
             # The token may have expired: one more, once.

@@ -15,6 +15,20 @@ from twisted.web import client as web_client
 from ...errors import InternalError, NotFound
 
 
+class TransportError(InternalError):
+    """The connection to a registry failed or ended early: worth another
+    try (dockerd retries these; not a refusal, an unknown blob or a digest
+    that does not match)."""
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether a failed blob transfer is tried again, as dockerd's
+    retryOnError decides: transport failures and a registry's 5xx."""
+    if isinstance(error, TransportError):
+        return True
+    return isinstance(error, RegistryError) and error.http_status >= 500
+
+
 class RegistryError(InternalError):
     """A registry answered with an error: C{code} is the first errcode
     (C{MANIFEST_UNKNOWN}...), or "" for a bare HTTP status."""

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
@@ -38,7 +39,7 @@ from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
 from .client import Session, discard
-from .errors import transport_reason, translate_pull_error
+from .errors import TransportError, retryable, transport_reason, translate_pull_error
 from .transfer import Emit, Transfer, unlink_all
 
 log = Logger()
@@ -51,6 +52,10 @@ WRITE_CHUNK = 1 << 20
 HIGH_WATER = 8 << 20
 #: The suffix of an interrupted download kept for a Range request.
 PARTIAL = ".partial"
+#: Attempts at a layer's download (dockerd 20.10's maxDownloadAttempts), the
+#: n-th retry after n * RETRY_STEP seconds counted down a second at a time.
+DOWNLOAD_ATTEMPTS = 5
+RETRY_STEP = 5
 #: Progress lines at most every this many bytes (and at the end).
 PROGRESS_STEP = 512 << 10
 
@@ -315,7 +320,23 @@ class Puller(Transfer):
         blobs.prune(self.blobs, live)
 
     async def _download(self, session: Session, layer: _Layer, emit: Emit) -> str:
-        """The layer's blob in the downloads directory, verified: its path."""
+        """The layer's blob in the downloads directory, verified: its path;
+        a failed transfer tried again as dockerd's xfer does (what it got
+        so far kept and resumed)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._download_once(session, layer, emit)
+            except DockerError as e:
+                attempt += 1
+                if not retryable(e) or attempt >= DOWNLOAD_ATTEMPTS:
+                    raise
+                log.info("download of {digest} failed, retrying ({attempt}/{attempts}): {error}",
+                         digest=layer.descriptor.digest, attempt=attempt, attempts=DOWNLOAD_ATTEMPTS,
+                         error=str(e))
+            await countdown(self.reactor, attempt * RETRY_STEP, layer.id, emit)
+
+    async def _download_once(self, session: Session, layer: _Layer, emit: Emit) -> str:
         digest = layer.descriptor.digest
         if not digest.startswith("sha256:"):
             raise InternalError("unsupported digest algorithm: %s" % (digest,))
@@ -361,7 +382,7 @@ class Puller(Transfer):
             except DockerError:
                 raise
             except Exception as e:
-                raise InternalError(
+                raise TransportError(
                     "failed to download layer %s: %s"
                     % (digest, transport_reason(e, session.endpoint.netloc))
                 )
@@ -453,6 +474,14 @@ class _CountingFile:
 
     def __getattr__(self, name):
         return getattr(self.f, name)
+
+
+async def countdown(clock, seconds: int, layer_id: str, emit: Emit) -> None:
+    """dockerd's "Retrying in N seconds" lines, one a second (on
+    C{clock}), down to 1; cancelling the pull ends the wait."""
+    for left in range(seconds, 0, -1):
+        emit(progress.message("Retrying in %d second%s" % (left, "s" if left != 1 else ""), id=layer_id))
+        await deferLater(clock, 1.0, lambda: None)
 
 
 def _shared(d: Deferred) -> Deferred:
