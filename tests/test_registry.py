@@ -271,6 +271,9 @@ class FakeRegistry(Resource):
         self.linked = set()
         #: digest -> how many more GETs of it answer 503.
         self.unavailable = {}
+        #: The v1 search's results (None: no v1 search, as distribution).
+        self.search_results = None
+        self.searches = []
 
     def _authorised(self, request) -> bool:
         header = (request.getHeader("authorization") or "")
@@ -312,6 +315,11 @@ class FakeRegistry(Resource):
             return b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
         if path == "/v2/":
             return b"{}"
+        if path == "/v1/search" and self.search_results is not None:
+            self.searches.append({k.decode(): v[0].decode() for k, v in request.args.items()})
+            request.setHeader("content-type", "application/json")
+            return json.dumps({"num_results": len(self.search_results), "query": "x",
+                               "results": self.search_results}).encode()
         upload = re.match(r"^/v2/(.+)/blobs/uploads/(.*)$", path)
         if upload is not None:
             repo, session = upload.groups()
@@ -943,3 +951,54 @@ def test_refusals_and_bad_digests_are_not_retried(pulls, registry):
     registry.linked.discard(("app", top_blob))  # 404 BLOB_UNKNOWN
     lines, error, waited = _pull_with_clock(pulls, "127.0.0.1:5000/app")
     assert error is not None and waited == 0
+
+
+SEARCH_RESULTS = [
+    {"name": "team/foo", "description": "the foo", "star_count": 3, "is_official": False, "is_automated": True},
+    {"name": "foo", "description": "", "star_count": 10, "is_official": True, "is_automated": False},
+]
+
+
+@pytest.mark.route("GET", "/images/search")
+def test_search_asks_the_v1_search_of_the_host_the_term_names(pulls, registry):
+    registry.search_results = SEARCH_RESULTS
+    api = StubTreq(APIResource(compose([ImageRouter(pulls.store)], APIConfig())))
+
+    def get(query):
+        d = api.request("GET", "http://localhost/v1.41/images/search?" + urlencode(query))
+        response = _settle_both(pulls, d, api)
+        return response.code, json.loads(_settle_both(pulls, api.content(response), api))
+
+    code, body = get({"term": "127.0.0.1:5000/foo"})
+    assert code == 200 and body == SEARCH_RESULTS
+    assert registry.searches[-1] == {"q": "foo", "n": "25"}
+    assert ("GET", "/v1/_ping") in registry.requests
+    code, body = get({"term": "127.0.0.1:5000/foo", "limit": "7", "filters": json.dumps({"is-official": ["true"]})})
+    assert code == 200 and [r["name"] for r in body] == ["foo"]
+    assert registry.searches[-1] == {"q": "foo", "n": "7"}
+    code, body = get({"term": "127.0.0.1:5000/foo", "filters": json.dumps({"stars": ["4"]})})
+    assert [r["name"] for r in body] == ["foo"]
+    # Docker Hub's index is not pinged; library/ is dropped (the stub
+    # answers whatever host is named).
+    code, body = get({"term": "library/foo", "filters": json.dumps({"is-automated": ["true"]})})
+    assert code == 200 and [r["name"] for r in body] == ["team/foo"]
+    assert registry.searches[-1] == {"q": "foo", "n": "25"}
+    # dockerd's refusals, word for word (asked of dockerd 20.10).
+    for query, status, message in [
+        ({"term": "foo", "limit": "200"}, 400, "Limit 200 is outside the range of [1, 100]"),
+        ({"term": "foo", "limit": "abc"}, 500, 'strconv.Atoi: parsing "abc": invalid syntax'),
+        ({"term": "foo", "filters": '{"bogus":["1"]}'}, 400, "Invalid filter 'bogus'"),
+        ({"term": "foo", "filters": '{"stars":["x"]}'}, 400, "Invalid filter 'stars=x'"),
+        ({"term": "foo", "filters": '{"is-official":["maybe"]}'}, 400, "Invalid filter 'is-official=[maybe]'"),
+        ({"term": "http://127.0.0.1:5000/foo"}, 500, 'Invalid repository name (ex: "registry.domain.tld/myrepos")'),
+    ]:
+        assert get(query) == (status, {"message": message}), query
+
+
+def test_a_registry_without_the_v1_search(pulls, registry):
+    from twistedock.filters import Filters
+
+    d = ensureDeferred(pulls.store.search_images("127.0.0.1:5000/foo", 25, Filters()))
+    with pytest.raises(InternalError) as raised:
+        pulls._settle(d)
+    assert str(raised.value) == "Unexpected status code 404"

@@ -342,6 +342,30 @@ def test_messages_side_by_side_with_dockerd(daemon, registry, auth_registry):
         )
 
 
+@pytest.mark.route("GET", "/images/search")
+@pytest.mark.skipif(not _reference_up(), reason="no reference dockerd running")
+def test_search_answers_as_dockerd(daemon, registry):
+    """A registry without the v1 search, a port nobody serves, refusals:
+    the same status and message from both daemons; and docker search."""
+    class Reference:
+        sock = REFERENCE_SOCKET
+
+    cases = [
+        {"term": registry.address + "/busybox"},
+        {"term": "127.0.0.1:1/busybox"},
+        {"term": registry.address + "/busybox", "limit": "101"},
+        {"term": registry.address + "/busybox", "filters": '{"stars":["many"]}'},
+    ]
+    for query in cases:
+        path = "/images/search?" + urllib.parse.urlencode(query)
+        theirs = unix_request(Reference.sock, "GET", path, timeout=60)
+        ours = unix_request(daemon.sock, "GET", path, timeout=60)
+        assert (ours.status, ours.json()) == (theirs.status, theirs.json()), query
+    result = daemon.docker("search", registry.address + "/busybox", check=False)
+    assert result.returncode == 1
+    assert "Unexpected status code 404" in result.stderr
+
+
 @pytest.mark.route("POST", "/images/{name:.*}/push")
 def test_push_rmi_and_pull_back(daemon, registry):
     source = registry.address + "/busybox"

@@ -22,7 +22,7 @@ from . import Router
 
 ROUTES = (
     route("GET", "/images/json", "get_images_json"),
-    route("GET", "/images/search", None),
+    route("GET", "/images/search", "get_images_search"),
     route("GET", "/images/get", "get_images_get"),
     route("GET", "/images/{name:.*}/get", "get_images_name_get"),
     route("GET", "/images/{name:.*}/history", "get_images_history"),
@@ -43,6 +43,9 @@ class IImageBackend(Interface):
     def pull_image(image, tag, platform, auth, emit):
         """Pull C{image} (C{fromImage}) from a registry with the credentials
         C{auth}; C{emit(doc)} is given each progress message."""
+
+    def search_images(term, limit, filters):
+        """GET /images/search: the registry's results, filtered."""
 
     def push_image(name, tag, auth, emit):
         """Push image C{name} (all its repository's tags, or C{tag}) to its
@@ -444,6 +447,17 @@ class ImageRouter(Router):
             shared_size = req.bool_query("shared-size")
         summaries = await self.backend.images(filters, req.bool_query("all"), shared_size)
         req.write_json([summary_json(s, version) for s in summaries])
+
+    @_served
+    async def get_images_search(self, req: APIRequest) -> None:
+        limit = 25
+        text = req.query("limit", "") or ""
+        if text:
+            try:
+                limit = int(text, 10)
+            except ValueError:
+                raise InternalError('strconv.Atoi: parsing %s: invalid syntax' % (json.dumps(text),))
+        req.write_json(await self.backend.search_images(req.query("term", "") or "", limit, req.filters()))
 
     @_served
     async def get_images_by_name(self, req: APIRequest) -> None:

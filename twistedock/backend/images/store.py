@@ -344,6 +344,14 @@ class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
 
     # -- IImageBackend -------------------------------------------------------
 
+    async def search_images(self, term: str, limit: int, filters) -> list:
+        """docker search (L{distribution.search})."""
+        if self._registry is None:
+            raise NotImplementedYet("GET /images/search is not implemented yet")
+        from ..distribution.search import search
+
+        return await search(self._registry, term, limit, filters)
+
     async def pull_image(
         self, image: str, tag: str, platform: str, auth: Any = None, emit: Any = None
     ) -> None:
