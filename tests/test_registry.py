@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.resource import Resource
 
 from twistedock.backend.distribution import RegistryService
@@ -1002,3 +1002,64 @@ def test_a_registry_without_the_v1_search(pulls, registry):
     with pytest.raises(InternalError) as raised:
         pulls._settle(d)
     assert str(raised.value) == "Unexpected status code 404"
+
+
+@pytest.mark.route("POST", "/images/{name:.*}/push")
+def test_a_push_sends_five_layers_at_a_time(pulls, registry, monkeypatch):
+    from twistedock.backend.distribution.push import Pusher
+
+    layers = [layer_tar({"etc/f%d" % i: b"%d\n" % i}) for i in range(7)]
+    registry.add_image("many", "latest", layers)
+    pulls.pull("127.0.0.1:5000/many")
+    pulled = json.loads(registry.manifests[("many", "latest")][1])["layers"]
+    registry.blobs.clear()
+    registry.linked.clear()
+    upload = Pusher._upload
+    gates = []
+
+    async def held(self, *args, **kwargs):
+        gate = Deferred()
+        gates.append(gate)
+        await gate
+        return await upload(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pusher, "_upload", held)
+    lines, results = [], []
+    d = ensureDeferred(pulls.store.push_image("127.0.0.1:5000/many", "latest", {}, lines.append))
+    d.addBoth(results.append)
+    pulls.stub.flush()
+    # Five uploads under way, the other two wait for a place.
+    assert len(gates) == 5 and not results
+    gates[0].callback(None)
+    pulls.stub.flush()
+    assert len(gates) == 6
+    released = 1
+    while not results and released < len(gates):
+        gates[released].callback(None)
+        released += 1
+        pulls.stub.flush()
+    assert results == [None]
+    assert len(gates) == 8  # seven layers and the config
+    ids = [progress.short(_sha(tar)) for tar in layers]
+    assert [line["id"] for line in lines if line.get("status") == "Preparing"] == ids[::-1]
+    assert [line["id"] for line in lines if line.get("status") == "Waiting"] == ids[1::-1]
+    assert sorted(line["id"] for line in lines if line.get("status") == "Pushed") == sorted(ids)
+    pushed = json.loads(registry.manifests[("many", "latest")][1])["layers"]
+    assert [layer["digest"] for layer in pushed] == [layer["digest"] for layer in pulled]
+    assert "aux" in lines[-1]
+    assert [n for n in os.listdir(os.path.join(pulls.store.root, "downloads"))] == []
+
+
+def test_a_failed_layer_upload_ends_the_push_and_leaves_nothing(pulls, registry, monkeypatch):
+    from twistedock.backend.distribution.push import Pusher
+
+    tar = layer_tar({"etc/imported": b"mine\n"})
+    pulls._settle(ensureDeferred(pulls.store.import_image(io.BytesIO(tar), repo="127.0.0.1:5000/old", tag="1")))
+
+    async def refused(self, *args, **kwargs):
+        raise InternalError("refused")
+
+    monkeypatch.setattr(Pusher, "_upload", refused)
+    with pytest.raises(InternalError):
+        pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/old", "1", {}, lambda doc: None)))
+    assert os.listdir(os.path.join(pulls.store.root, "downloads")) == []

@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 from urllib.parse import urlencode
 
 import attr
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
 from zope.interface import implementer
 
@@ -43,6 +43,8 @@ from .transfer import Emit, Transfer, unlink_all
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READ_CHUNK = 1 << 20
+#: Layers sent at once by one push (dockerd's max-concurrent-uploads).
+CONCURRENT_UPLOADS = 5
 
 
 @attr.s(auto_attribs=True)
@@ -169,12 +171,40 @@ class Pusher(Transfer):
 
     async def _push_tag(self, session: Session, repo: Reference, tag: str, image, emit: Emit) -> None:
         layers = list(image.layers)
-        for layer in reversed(layers):
+        # As dockerd: every layer told top first, and sent that way, a few
+        # at a time (max-concurrent-uploads); the same layer twice, once.
+        order = list(reversed(layers))
+        for layer in order:
             emit(progress.message("Preparing", id=progress.short(layer.diff_id)))
+        semaphore = DeferredSemaphore(CONCURRENT_UPLOADS)
+        pushing: Dict[str, Deferred] = {}
+        for layer in order:
+            if layer.diff_id in pushing:
+                continue
+            if len(pushing) >= CONCURRENT_UPLOADS:
+                emit(progress.message("Waiting", id=progress.short(layer.diff_id)))
+            pushing[layer.diff_id] = semaphore.run(
+                lambda layer=layer: ensureDeferred(self._push_layer(session, layer, emit))
+            )
+        done: Dict[str, _Blob] = {}
         blobs: List[_Blob] = []
         try:
-            for layer in layers:
-                blobs.append(await self._push_layer(session, layer, emit))
+            try:
+                for diff_id, d in pushing.items():
+                    done[diff_id] = await d
+            except BaseException:
+                for d in pushing.values():
+                    d.cancel()
+                for diff_id, d in pushing.items():
+                    if diff_id not in done:
+                        try:
+                            done[diff_id] = await d
+                        except BaseException:
+                            pass
+                raise
+            finally:
+                blobs = list(done.values())
+            blobs = [done[layer.diff_id] for layer in layers]
             config_raw = self.store.config_bytes(image.id)
             diff_ids = [blob.diff_id for blob in blobs]
             reproduced = diff_ids == list(image.diff_ids)
@@ -202,7 +232,7 @@ class Pusher(Transfer):
                 raise await session.error_of(answer)
             await discard(answer.response)
         finally:
-            await self._thread(unlink_all, [blob.path for blob in blobs if not blob.kept])
+            await self._thread(unlink_all, sorted({blob.path for blob in blobs if not blob.kept}))
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reproduced:
             await self.store.add_repo_digest(image.id, attr.evolve(repo, tag=None, digest=digest))
