@@ -1063,3 +1063,20 @@ def test_a_failed_layer_upload_ends_the_push_and_leaves_nothing(pulls, registry,
     with pytest.raises(InternalError):
         pulls._settle(ensureDeferred(pulls.store.push_image("127.0.0.1:5000/old", "1", {}, lambda doc: None)))
     assert os.listdir(os.path.join(pulls.store.root, "downloads")) == []
+
+
+def test_what_an_interrupted_pull_left_is_swept_at_start_after_a_day(tmp_path, registry):
+    import time
+
+    from twistedock.backend.images.store import IMAGE_DIR
+
+    root = tmp_path / "root"
+    downloads = root / IMAGE_DIR / "downloads"
+    downloads.mkdir(parents=True)
+    old = time.time() - 2 * 24 * 3600
+    for name in ("a" * 64, "b" * 64 + ".partial", "c" * 64, "d" * 64 + ".partial", ".tmp-x"):
+        (downloads / name).write_bytes(b"data")
+    for name in ("a" * 64, "b" * 64 + ".partial"):
+        os.utime(downloads / name, (old, old))
+    Pulls(root, registry)
+    assert sorted(os.listdir(downloads)) == ["c" * 64, "d" * 64 + ".partial"]

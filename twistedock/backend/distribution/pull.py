@@ -12,8 +12,10 @@ Verified blobs wait in C{<image root>/downloads/<hex>} until the image they
 belong to is registered (then they move to the blob cache, L{blobs}): an
 interrupted pull, tried again, downloads only what it had not verified yet.
 A download cut off midway is set aside as C{<hex>.partial} and resumed with
-a Range request (its kept part hashed first); temporary files (C{.tmp-*})
-are removed by the image store at start.
+a Range request (its kept part hashed first), and a failed download is
+tried again (five attempts, as dockerd).  At start the image store removes
+temporary files (C{.tmp-*}) and what an interrupted pull left untouched for
+a day (L{transfer.sweep_downloads}).
 
 The progress lines go through C{emit(doc)}: the router writes the first one
 as the start of a 200 stream, so an error before it (an unknown manifest,
@@ -169,7 +171,7 @@ class _Layer:
 
 class Puller(Transfer):
     def _prepare_blocking(self) -> None:
-        # Partial downloads a crash left are removed by the store at start.
+        # What a crash left is swept by the store at start.
         os.makedirs(self.downloads, mode=0o700, exist_ok=True)
 
     async def pull(self, ref: Reference, platform_text: str, credentials: auth_mod.AuthConfig, emit: Emit) -> None:

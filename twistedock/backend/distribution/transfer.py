@@ -6,13 +6,18 @@ few helpers both call.
 """
 
 import os
-from typing import Callable, Iterable
+import time
+from typing import Callable, Iterable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from . import blobs
 from .client import RegistryService
+
+#: Seconds an interrupted pull's downloads (verified blobs, C{.partial}
+#: files) are kept for it to be tried again; older ones go at start-up.
+DOWNLOADS_KEPT = 24 * 3600
 
 #: How a pull or a push tells its progress: one JSON message at a time.
 Emit = Callable[[dict], None]
@@ -35,5 +40,23 @@ def unlink_all(paths: Iterable[str]) -> None:
     for path in paths:
         try:
             os.unlink(path)
+        except OSError:
+            pass
+
+
+def sweep_downloads(directory: str, now: Optional[float] = None, kept: float = DOWNLOADS_KEPT) -> None:
+    """At start (no transfer under way): temporary files go, and what an
+    interrupted pull left (verified blobs, C{.partial} downloads) once it
+    has not been touched for C{kept} seconds.  Blocks."""
+    now = time.time() if now is None else now
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if name.startswith(".tmp-") or now - os.lstat(path).st_mtime > kept:
+                os.unlink(path)
         except OSError:
             pass

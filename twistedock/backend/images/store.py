@@ -192,11 +192,15 @@ class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
         await self._locked(self._collect_garbage, False)
 
     def _load_blocking(self):
+        from ..distribution.transfer import sweep_downloads
+
         for directory in (
             self.root, self.imagedb, os.path.join(self.root, DOWNLOADS_DIR),
             os.path.join(self.root, BLOBS_DIR),
         ):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            if directory == os.path.join(self.root, DOWNLOADS_DIR):
+                sweep_downloads(directory)
             for name in os.listdir(directory):
                 if name.startswith(".tmp-"):
                     try:
