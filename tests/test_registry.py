@@ -274,6 +274,8 @@ class FakeRegistry(Resource):
         #: The v1 search's results (None: no v1 search, as distribution).
         self.search_results = None
         self.searches = []
+        #: How many more blob upload PUTs answer 503.
+        self.failing_uploads = 0
 
     def _authorised(self, request) -> bool:
         header = (request.getHeader("authorization") or "")
@@ -334,6 +336,10 @@ class FakeRegistry(Resource):
                 request.setHeader("location", "/v2/%s/blobs/uploads/u%d?_state=x" % (repo, len(self.uploads)))
                 return b""
             data = request.content.read()
+            if self.failing_uploads:
+                self.failing_uploads -= 1
+                request.setResponseCode(503)
+                return b"upstream gone"
             if _sha(data) != args.get("digest"):
                 request.setResponseCode(400)
                 return b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}'
@@ -1080,3 +1086,28 @@ def test_what_an_interrupted_pull_left_is_swept_at_start_after_a_day(tmp_path, r
         os.utime(downloads / name, (old, old))
     Pulls(root, registry)
     assert sorted(os.listdir(downloads)) == ["c" * 64, "d" * 64 + ".partial"]
+
+
+
+def test_a_failed_layer_upload_is_retried_as_dockerd(pulls, registry):
+    tar = layer_tar({"etc/imported": b"mine\n"})
+    pulls._settle(ensureDeferred(pulls.store.import_image(io.BytesIO(tar), repo="127.0.0.1:5000/old", tag="1")))
+    registry.failing_uploads = 1
+    lines, results = [], []
+    d = ensureDeferred(pulls.store.push_image("127.0.0.1:5000/old", "1", {}, lines.append))
+    d.addBoth(results.append)
+    waited = 0
+    for _ in range(100):
+        pulls.stub.flush()
+        if results:
+            break
+        if pulls.reactor.getDelayedCalls():
+            pulls.reactor.advance(1)
+            waited += 1
+    assert results == [None]
+    assert waited == 5
+    short = progress.short(_sha(tar))
+    retrying = [line["status"] for line in lines if line.get("id") == short and line["status"].startswith("Retrying")]
+    assert retrying == ["Retrying in %d seconds" % n for n in range(5, 1, -1)] + ["Retrying in 1 second"]
+    assert {"status": "Pushed", "progressDetail": {}, "id": short} in lines
+    assert os.listdir(os.path.join(pulls.store.root, "downloads")) == []

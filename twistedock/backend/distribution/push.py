@@ -2,7 +2,8 @@
 A push, as dockerd's push_v2 makes it: for each tag of the repository (or
 the one asked for), every layer as a gzipped tar (HEAD first: a blob the
 registry has is not sent again; otherwise one monolithic upload, POST then
-PUT with the digest), the image config, then a Docker schema2 manifest PUT
+PUT with the digest; five layers at a time, a failed upload tried again as
+dockerd does), the image config, then a Docker schema2 manifest PUT
 under the tag; C{RepoDigests} recorded.
 
 A layer's blob is the one its pull kept (L{blobs}), else its tar as it was
@@ -28,7 +29,8 @@ from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from ... import golang, progress
-from ...errors import InternalError, NotFound
+from ...errors import DockerError, InternalError, NotFound
+from ...logs import Logger
 from ...reference import Reference
 from ...tar import DIR_FLAGS
 from ...tar.layer import write_diff_dir
@@ -38,6 +40,8 @@ from . import auth as auth_mod
 from . import blobs
 from . import manifest as manifests
 from .client import Session, discard
+from .errors import retryable
+from .pull import RETRY_STEP, countdown
 from .transfer import Emit, Transfer, unlink_all
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -45,6 +49,10 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READ_CHUNK = 1 << 20
 #: Layers sent at once by one push (dockerd's max-concurrent-uploads).
 CONCURRENT_UPLOADS = 5
+#: Attempts at a layer's upload (dockerd's maxUploadAttempts).
+UPLOAD_ATTEMPTS = 5
+
+log = Logger()
 
 
 @attr.s(auto_attribs=True)
@@ -275,7 +283,21 @@ class Pusher(Transfer):
                     state["shown"] = sent
                     emit(progress.message("Pushing", id=short, current=sent, total=blob.size))
 
-            await self._upload(session, blob.digest, blob.size, path=path, on_sent=on_sent)
+            attempt = 0
+            while True:
+                try:
+                    await self._upload(session, blob.digest, blob.size, path=path, on_sent=on_sent)
+                    break
+                except DockerError as e:
+                    # As dockerd's xfer: five attempts, the n-th retry
+                    # after n * 5 seconds counted down.
+                    attempt += 1
+                    if not retryable(e) or attempt >= UPLOAD_ATTEMPTS:
+                        raise
+                    log.info("upload of {digest} failed, retrying ({attempt}/{attempts}): {error}",
+                             digest=blob.digest, attempt=attempt, attempts=UPLOAD_ATTEMPTS, error=str(e))
+                state["shown"] = 0
+                await countdown(self.reactor, attempt * RETRY_STEP, short, emit)
         except BaseException:
             if not blob.kept:
                 await self._thread(unlink_all, [path])
