@@ -50,6 +50,10 @@ class DaemonConfig:
     config_file: str = DEFAULT_CONFIG_FILE
     insecure_registries: List[str] = attr.Factory(list)
     registry_mirrors: List[str] = attr.Factory(list)
+    #: The default bridge network's interface ("none": no default bridge).
+    bridge: str = "twistedock0"
+    bip: str = ""
+    ip_forward: bool = True
 
     @property
     def use_tls(self) -> bool:
@@ -75,6 +79,9 @@ FILE_KEYS = {
     "min-api-version": "min_api_version",
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
+    "bridge": "bridge",
+    "bip": "bip",
+    "ip-forward": "ip_forward",
 }
 
 _TYPES = {
@@ -87,6 +94,7 @@ _TYPES = {
     "tls": bool,
     "tlsverify": bool,
     "live-restore": bool,
+    "ip-forward": bool,
 }
 
 

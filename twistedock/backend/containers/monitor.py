@@ -67,6 +67,7 @@ class MonitorMixin:
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         await self.unmount_volumes(c)
+        await self.network_down(c)
         c.state.running = False
         c.state.paused = False
         c.state.pid = 0

@@ -1,0 +1,201 @@
+"""
+A container's networks, as moby's daemon/container_operations.go: the
+networks a container joins (its NetworkMode's, then those connected later,
+kept in its record's NetworkingConfig), a persistent network namespace made
+for a run on bridge networks and joined through the network store, left at
+the run's end; C{container:<id>} joins the other container's namespace;
+C{none} keeps runc's new namespace with loopback only; C{host} none at all.
+NetworkSettings as inspect shows them.
+"""
+
+import os
+from typing import List, Optional, Tuple
+
+from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
+from ...logs import Logger
+from .record import Container
+
+log = Logger()
+
+
+class NetworkingMixin:
+    """The network part of L{ContainerBackend}; C{self.networks} is the
+    L{NetworkStore} (None: containers get loopback only, as C{none})."""
+
+    def netns_path(self, c: Container) -> str:
+        return os.path.join(self.exec_root, "netns", c.id)
+
+    def _mode(self, c: Container) -> str:
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode == "default":
+            if self.networks is None or not self.networks.default_bridge_enabled:
+                return "none"
+            return "bridge"
+        return mode
+
+    def _bridged(self, c: Container) -> bool:
+        mode = self._mode(c)
+        return self.networks is not None and mode not in ("none", "host") and not mode.startswith("container:")
+
+    def _joins(self, c: Container) -> List[Tuple[dict, dict]]:
+        """(network record, EndpointSettings asked) for each network the
+        container joins, its NetworkMode's first. NotFound at start, as dockerd."""
+        mode = self._mode(c)
+        configs = dict((c.networking_config or {}).get("EndpointsConfig") or {})
+        primary = self.networks.resolve(mode)
+        out = [(primary, configs.pop(mode, None) or configs.pop(primary["Name"], None) or {})]
+        for name, asked in configs.items():
+            try:
+                record = self.networks.resolve(name)
+            except NotFound:
+                raise NotFound("network %s not found" % name)
+            if record["Id"] != primary["Id"]:
+                out.append((record, asked or {}))
+        return out
+
+    def _check_network(self, c: Container) -> None:
+        """dockerd looks the network (or the container whose network is
+        joined) up at start, not at create."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            other = self.get(mode[len("container:"):])
+            if not other.state.running:
+                raise Conflict("cannot join network of a non running container: %s" % other.id)
+        elif mode in ("none", "host"):
+            return
+        elif self.networks is None:
+            raise NotFound("network %s not found" % (mode,))
+        else:
+            self._joins(c)
+
+    def joined_netns(self, c: Container) -> Optional[str]:
+        """The namespace path the run's spec names (None: runc makes a new one)."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            other = self.get(mode[len("container:"):])
+            if self._bridged(other) and os.path.exists(self.netns_path(other)):
+                return self.netns_path(other)
+            return "/proc/%d/ns/net" % other.state.pid
+        if self._bridged(c):
+            return self.netns_path(c)
+        return None
+
+    async def network_up(self, c: Container) -> List[str]:
+        """The run's namespace made and joined to its networks; the lines
+        for /etc/hosts (its own addresses)."""
+        if not self._bridged(c):
+            return []
+        joins = self._joins(c)
+        path = self.netns_path(c)
+        await self.network_down(c)
+        await self.networks.driver.create_netns(path)
+        try:
+            joined = await self.networks.join(c.id, c.name, path, joins,
+                                              mac_address=c.config.get("MacAddress") or "")
+        except BaseException:
+            await self.networks.driver.remove_netns(path)
+            raise
+        hostname = c.config.get("Hostname") or c.id[:12]
+        return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
+
+    async def network_down(self, c: Container) -> None:
+        """The run's endpoints left and its namespace removed (idempotent)."""
+        if self.networks is None:
+            return
+        try:
+            await self.networks.leave(c.id)
+        except Exception as e:
+            log.warn("network teardown of {id}: {e}", id=c.short_id, e=e)
+        await self.networks.driver.remove_netns(self.netns_path(c))
+
+    def dns_servers(self, c: Container) -> Optional[List[str]]:
+        """The resolvers of a run on DNS-enabled networks (aardvark-dns on
+        their gateways), else None (the host's)."""
+        if not self._bridged(c) or c.host_config.get("Dns"):
+            return None
+        servers = [ep["Gateway"] for record, ep in self.networks.endpoints_of(c.id) if record.get("DNS")]
+        return servers or None
+
+    # -- connect and disconnect ---------------------------------------
+
+    async def connect_network(self, network_ref: str, container_ref: str, endpoint_config: dict) -> None:
+        if self.networks is None:
+            raise NotFound("network %s not found" % network_ref)
+        record = self.networks.resolve(network_ref)
+        c = self.get(container_ref)
+        async with self.lock(c):
+            mode = self._mode(c)
+            if record["Name"] in ("host", "none") or mode in ("host", "none") or mode.startswith("container:"):
+                if mode == record["Name"]:
+                    raise Forbidden("container %s is already attached to network %s" % (c.id, record["Name"]))
+                raise InvalidParameter("container cannot be disconnected from host network or connected "
+                                       "to host network" if "host" in (mode, record["Name"]) else
+                                       "container sharing network namespace with another container or "
+                                       "host cannot be connected to any other network")
+            names = {r["Name"] for r, _ in self._joins_or_empty(c)}
+            if record["Name"] in names:
+                raise Forbidden("endpoint with name %s already exists in network %s"
+                                % (c.name.lstrip("/"), record["Name"]))
+            if c.state.running:
+                await self.networks.join(c.id, c.name, self.netns_path(c), [(record, endpoint_config or {})])
+            configs = c.networking_config.setdefault("EndpointsConfig", {}) or {}
+            c.networking_config["EndpointsConfig"] = configs
+            configs[record["Name"]] = endpoint_config or {}
+            await self.save(c)
+
+    def _joins_or_empty(self, c: Container):
+        try:
+            return self._joins(c)
+        except NotFound:
+            return []
+
+    async def disconnect_network(self, network_ref: str, container_ref: str, force: bool) -> None:
+        if self.networks is None:
+            raise NotFound("network %s not found" % network_ref)
+        record = self.networks.resolve(network_ref)
+        c = self.get(container_ref)
+        async with self.lock(c):
+            if record["Name"] == "host" or self._mode(c) == "host":
+                raise InvalidParameter("container cannot be disconnected from host network or connected "
+                                       "to host network")
+            configs = (c.networking_config or {}).get("EndpointsConfig") or {}
+            names = [n for n in configs if n in (record["Name"], record["Id"])]
+            mode = self._mode(c)
+            primary = mode in (record["Name"], record["Id"]) or record["Id"].startswith(mode)
+            running_ep = c.id in record["Endpoints"]
+            if not names and not primary and not running_ep:
+                raise Forbidden("container %s is not connected to network %s" % (c.id, record["Name"]))
+            if running_ep:
+                await self.networks.leave(c.id, [record])
+            for n in names:
+                configs.pop(n, None)
+            if primary:
+                c.host_config["NetworkMode"] = "none" if not configs else next(iter(configs))
+            await self.save(c)
+
+    # -- inspect --------------------------------------------------------
+
+    def network_settings(self, c: Container, settings: dict) -> dict:
+        """NetworkSettings with the networks' endpoints filled in."""
+        if self.networks is None or not self._bridged(c):
+            return settings
+        eps = {r["Id"]: (r, ep) for r, ep in self.networks.endpoints_of(c.id)}
+        networks = {}
+        for record, asked in self._joins_or_empty(c):
+            _, ep = eps.get(record["Id"], (record, None))
+            doc = self.networks.public_endpoint(record, ep)
+            if ep is None:
+                doc["Aliases"] = (asked or {}).get("Aliases")
+                doc["IPAMConfig"] = (asked or {}).get("IPAMConfig")
+                doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = doc["MacAddress"] = ""
+            networks[record["Name"]] = doc
+        settings["Networks"] = networks
+        first = next(iter(networks.values()), None)
+        if first is not None and self._mode(c) == "bridge":
+            # The default bridge's endpoint is also shown at the top level.
+            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+                settings[key] = first[key]
+            settings["Bridge"] = self.networks.resolve("bridge")["Interface"] if first["IPAddress"] else ""
+        if c.state.running:
+            settings["SandboxKey"] = self.netns_path(c)
+        return settings
