@@ -87,8 +87,11 @@ def test_create_errors_as_dockerd():
     for body, status, message in cases:
         answer = create(api, body)
         assert (answer.code, answer.json()) == (status, {"message": message}), body
-    # Without CheckDuplicate dockerd 20.10 makes a second one, with a warning.
-    answer = create(api, {"Name": "web", "IPAM": {"Config": [{"Subnet": "10.217.0.0/24"}]}})
+    # Without CheckDuplicate dockerd 20.10 makes a second one, with a
+    # warning; from API 1.44 names are unique.
+    body = {"Name": "web", "IPAM": {"Config": [{"Subnet": "10.217.0.0/24"}]}}
+    assert api.request("POST", "/v1.44/networks/create", json_body=body).code == 409
+    answer = api.request("POST", "/v1.41/networks/create", json_body=body)
     assert answer.code == 201
     assert answer.json()["Warning"].startswith("Network with name web (id : ")
     assert api.request("GET", "/networks/web").code == 400

@@ -12,6 +12,7 @@ from ..server import godecode
 from ..server.godecode import ANY, BOOL, STRING, STRING_MAP, Struct
 from ..server.httputils import APIRequest
 from ..server.routing import route
+from .. import versions
 from . import Router
 
 ROUTES = (
@@ -89,6 +90,9 @@ class NetworkRouter(Router):
             body = godecode.decode(req.json_body({}), CREATE_REQUEST) or {}
         except godecode.DecodeError as e:
             raise InvalidParameter("invalid JSON: " + e.message)
+        if not versions.less_than(req.version, "1.44"):
+            # From API 1.44 names are always unique (CheckDuplicate ignored).
+            body["CheckDuplicate"] = True
         req.write_json(await self.backend.create(body), status=201)
 
     async def post_network_connect(self, req: APIRequest) -> None:

@@ -43,7 +43,10 @@ class NetworkingMixin:
         mode = self._mode(c)
         configs = dict((c.networking_config or {}).get("EndpointsConfig") or {})
         primary = self.networks.resolve(mode)
-        out = [(primary, configs.pop(mode, None) or configs.pop(primary["Name"], None) or {})]
+        asked = {}
+        for key in (c.host_config.get("NetworkMode") or "default", mode, primary["Name"]):
+            asked = configs.pop(key, None) or asked
+        out = [(primary, asked)]
         for name, asked in configs.items():
             try:
                 record = self.networks.resolve(name)

@@ -1,0 +1,139 @@
+"""Networks with the docker CLI: user networks made and removed as dockerd
+does, containers on them reaching each other, the default bridge, the
+network modes; nothing left on the host afterwards. Traffic goes only to
+the addresses of containers on bridges these tests made."""
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+from .test_containers import busybox_rootfs_tar
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="networks need root"),
+    pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/lib/podman/netavark",
+                                                           "/usr/libexec/podman/netavark")),
+                       reason="netavark is not installed"),
+]
+
+TAG = secrets.token_hex(3)
+BRIDGE = "tdb" + TAG
+
+
+def host_state() -> str:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    return links + rules
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemons, tmp_path_factory):
+    d = module_daemons.start("--bridge=" + BRIDGE)
+    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
+    with open(tar, "rb") as f:
+        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    yield d
+    d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
+
+
+def subnet(n: int) -> str:
+    # A test-only subnet, different per run so that parallel runs do not meet.
+    return "10.%d.%d.0/24" % (200 + n, int(TAG[:2], 16))
+
+
+def test_network_create_ls_inspect_rm(daemon):
+    name = "n" + TAG
+    ident = daemon.docker("network", "create", "--subnet", subnet(0), "--label", "k=v", name).stdout.strip()
+    assert len(ident) == 64
+    doc = daemon.docker_json("network", "inspect", name, format="{{json .}}")
+    assert doc["IPAM"]["Config"] == [{"Subnet": subnet(0)}]
+    assert doc["Labels"] == {"k": "v"} and doc["Driver"] == "bridge"
+    listed = daemon.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
+    assert "%s bridge" % name in listed and "bridge bridge" in listed and "none null" in listed
+    result = daemon.docker("network", "create", name, check=False)
+    assert result.returncode == 1
+    assert result.stderr == "Error response from daemon: network with name %s already exists\n" % name
+    result = daemon.docker("network", "create", "--subnet", subnet(0), name + "x", check=False)
+    assert result.stderr == "Error response from daemon: Pool overlaps with other one on this address space\n"
+    result = daemon.docker("network", "rm", "bridge", check=False)
+    assert result.stderr.startswith(
+        "Error response from daemon: bridge is a pre-defined network and cannot be removed\n")
+    assert daemon.docker("network", "rm", name).stdout == name + "\n"
+    result = daemon.docker("network", "rm", name, check=False)
+    assert result.stderr.startswith("Error response from daemon: network %s not found\n" % name)
+
+
+def test_two_containers_on_a_user_network(daemon):
+    name, before = "app" + TAG, host_state()
+    daemon.docker("network", "create", "--subnet", subnet(1), name)
+    try:
+        daemon.docker("run", "-d", "--name", "web" + TAG, "--network", name, "--network-alias", "www",
+                      "busybox", "sleep", "60")
+        settings = daemon.docker_json("inspect", "web" + TAG, format="{{json .NetworkSettings.Networks}}")
+        ep = settings[name]
+        prefix = subnet(1).rsplit(".", 1)[0]
+        assert ep["IPAddress"] == prefix + ".2" and ep["Gateway"] == prefix + ".1"
+        assert ep["IPPrefixLen"] == 24 and len(ep["MacAddress"]) == 17
+        assert "www" in ep["Aliases"]
+        result = daemon.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", ep["IPAddress"])
+        assert "1 packets received" in result.stdout
+        result = daemon.docker("network", "rm", name, check=False)
+        assert result.stderr.startswith("Error response from daemon: error while removing network: "
+                                        "network %s id " % name)
+        out = daemon.docker("run", "--rm", "--network", name, "busybox", "cat", "/etc/hosts").stdout
+        assert prefix + ".3\t" in out
+    finally:
+        daemon.docker("rm", "-f", "web" + TAG, check=False)
+        daemon.docker("network", "rm", name, check=False)
+    after = host_state()
+    assert name not in after
+    assert subnet(1) not in after
+    assert [l for l in after.splitlines() if "veth" in l] == [l for l in before.splitlines() if "veth" in l]
+
+
+def test_the_default_bridge_and_none(daemon):
+    bridge = daemon.docker_json("network", "inspect", "bridge", format="{{json .}}")
+    assert bridge["Options"]["com.docker.network.bridge.name"] == BRIDGE
+    out = daemon.docker("run", "--rm", "busybox", "ip", "-o", "-4", "addr").stdout
+    assert " eth0 " in out
+    out = daemon.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
+    assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
+    assert BRIDGE not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def test_container_mode_shares_the_namespace(daemon):
+    daemon.docker("run", "-d", "--name", "ns" + TAG, "busybox", "sleep", "60")
+    try:
+        mine = daemon.docker("run", "--rm", "busybox", "true")  # (a run that came and went)
+        assert mine.returncode == 0
+        ip = daemon.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", "ns" + TAG).stdout.strip()
+        out = daemon.docker("run", "--rm", "--network", "container:ns" + TAG, "busybox",
+                            "ip", "-o", "-4", "addr").stdout
+        assert ip and (ip + "/") in out
+    finally:
+        daemon.docker("rm", "-f", "ns" + TAG, check=False)
+
+
+def test_connect_and_disconnect_a_running_container(daemon):
+    name = "c" + TAG
+    daemon.docker("network", "create", "--subnet", subnet(2), name)
+    try:
+        daemon.docker("run", "-d", "--name", "r" + TAG, "--network", "none", "busybox", "sleep", "60")
+        result = daemon.docker("network", "connect", name, "r" + TAG, check=False)
+        assert result.returncode == 1  # none mode cannot join another network, as dockerd
+        daemon.docker("rm", "-f", "r" + TAG)
+        daemon.docker("run", "-d", "--name", "r" + TAG, "busybox", "sleep", "60")
+        daemon.docker("network", "connect", name, "r" + TAG)
+        out = daemon.docker("exec", "r" + TAG, "ip", "-o", "-4", "addr").stdout
+        assert subnet(2).rsplit(".", 1)[0] + ".2/24" in out
+        daemon.docker("network", "disconnect", name, "r" + TAG)
+        out = daemon.docker("exec", "r" + TAG, "ip", "-o", "-4", "addr").stdout
+        assert subnet(2).rsplit(".", 1)[0] not in out
+    finally:
+        daemon.docker("rm", "-f", "r" + TAG, check=False)
+        daemon.docker("network", "rm", name, check=False)
