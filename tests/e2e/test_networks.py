@@ -137,3 +137,21 @@ def test_connect_and_disconnect_a_running_container(daemon):
     finally:
         daemon.docker("rm", "-f", "r" + TAG, check=False)
         daemon.docker("network", "rm", name, check=False)
+
+
+def test_names_resolve_on_a_user_network(daemon):
+    name = "d" + TAG
+    daemon.docker("network", "create", "--subnet", subnet(3), name)
+    try:
+        daemon.docker("run", "-d", "--name", "srv" + TAG, "--network", name, "--network-alias", "alias" + TAG,
+                      "busybox", "sleep", "60")
+        for target in ("srv" + TAG, "alias" + TAG):
+            result = daemon.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", target,
+                                   check=False)
+            assert "1 packets received" in result.stdout, result.stdout + result.stderr
+    finally:
+        daemon.docker("rm", "-f", "srv" + TAG, check=False)
+        daemon.docker("network", "rm", name, check=False)
+    # aardvark-dns (started by netavark for the network) is gone with it.
+    assert not subprocess.run(["pgrep", "-f", "aardvark-dns --config " + daemon.exec_root],
+                              capture_output=True).stdout
