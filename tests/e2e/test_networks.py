@@ -155,3 +155,56 @@ def test_names_resolve_on_a_user_network(daemon):
     # aardvark-dns (started by netavark for the network) is gone with it.
     assert not subprocess.run(["pgrep", "-f", "aardvark-dns --config " + daemon.exec_root],
                               capture_output=True).stdout
+
+
+def _get(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5) as answer:
+        return answer.read().decode()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_published_ports(daemon):
+    name = "p" + TAG
+    before = host_state()
+    cmd = ["busybox", "sh", "-c", "echo hello > /tmp/index.html; httpd -f -p 80 -h /tmp"]
+    daemon.docker("run", "-d", "--name", name, "-p", "127.0.0.1::80", *cmd)
+    fixed = _free_port()
+    try:
+        ports = daemon.docker_json("inspect", name, format="{{json .NetworkSettings.Ports}}")
+        (binding,) = ports["80/tcp"]
+        assert binding["HostIp"] == "127.0.0.1"
+        port = int(binding["HostPort"])
+        assert daemon.docker("port", name).stdout == "80/tcp -> 127.0.0.1:%d\n" % port
+        assert "127.0.0.1:%d->80/tcp" % port in daemon.docker("ps", "--filter", "name=" + name).stdout
+        assert wait_for_text(lambda: _get(port)) == "hello\n"
+        daemon.docker("run", "-d", "--name", name + "f", "-p", "127.0.0.1:%d:80" % fixed, *cmd)
+        assert wait_for_text(lambda: _get(fixed)) == "hello\n"
+        result = daemon.docker("run", "-d", "--name", name + "g", "-p", "127.0.0.1:%d:80" % fixed, *cmd,
+                               check=False)
+        assert result.returncode != 0
+        assert "Bind for 127.0.0.1:%d failed: port is already allocated" % fixed in result.stderr
+        daemon.docker("stop", "-t", "0", name + "f")
+        assert ("%d" % fixed) not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    finally:
+        daemon.docker("rm", "-f", name, name + "f", name + "g", check=False)
+    assert host_state().count("DNAT") == before.count("DNAT")
+
+
+def wait_for_text(fetch, attempts: int = 50) -> str:
+    import time
+
+    for _ in range(attempts):
+        try:
+            return fetch()
+        except OSError:
+            time.sleep(0.1)
+    return fetch()

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
+from ..networks import ports
 from .record import Container
 
 log = Logger()
@@ -91,10 +92,13 @@ class NetworkingMixin:
         joins = self._joins(c)
         path = self.netns_path(c)
         await self.network_down(c)
+        mappings = await self.run_in_thread(
+            ports.allocate, ports.wanted(c.host_config, c.config.get("ExposedPorts")),
+            self.networks.published(), c.name.lstrip("/"))
         await self.networks.driver.create_netns(path)
         try:
             joined = await self.networks.join(c.id, c.name, path, joins,
-                                              mac_address=c.config.get("MacAddress") or "")
+                                              mac_address=c.config.get("MacAddress") or "", ports=mappings)
         except BaseException:
             await self.networks.driver.remove_netns(path)
             raise
@@ -118,6 +122,11 @@ class NetworkingMixin:
             return None
         servers = [ep["Gateway"] for record, ep in self.networks.endpoints_of(c.id) if record.get("DNS")]
         return servers or None
+
+    def published_ports(self, c: Container) -> list:
+        if self.networks is None:
+            return []
+        return [m for _, ep in self.networks.endpoints_of(c.id) for m in ep.get("Ports") or ()]
 
     # -- connect and disconnect ---------------------------------------
 
@@ -176,7 +185,15 @@ class NetworkingMixin:
                 c.host_config["NetworkMode"] = "none" if not configs else next(iter(configs))
             await self.save(c)
 
-    # -- inspect --------------------------------------------------------
+    # -- inspect and list -----------------------------------------------
+
+    def network_summary(self, c: Container, doc: dict) -> dict:
+        """The list's Ports and NetworkSettings.Networks filled in."""
+        if self.networks is None or not self._bridged(c):
+            return doc
+        doc["Ports"] = ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        doc["NetworkSettings"] = {"Networks": self.network_settings(c, {})["Networks"]}
+        return doc
 
     def network_settings(self, c: Container, settings: dict) -> dict:
         """NetworkSettings with the networks' endpoints filled in."""
@@ -193,12 +210,13 @@ class NetworkingMixin:
                 doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = doc["MacAddress"] = ""
             networks[record["Name"]] = doc
         settings["Networks"] = networks
+        settings["Ports"] = ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
         first = next(iter(networks.values()), None)
         if first is not None and self._mode(c) == "bridge":
             # The default bridge's endpoint is also shown at the top level.
             for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
                 settings[key] = first[key]
             settings["Bridge"] = self.networks.resolve("bridge")["Interface"] if first["IPAddress"] else ""
-        if c.state.running:
+        if c.state.running and "SandboxKey" in settings:
             settings["SandboxKey"] = self.netns_path(c)
         return settings

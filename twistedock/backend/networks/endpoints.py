@@ -66,13 +66,24 @@ class EndpointsMixin:
             if ep.get("StaticMac"):
                 networks[key]["static_mac"] = ep["StaticMac"]
             info[key] = self._network_info(record)
-        return {"container_id": container_id, "container_name": container_name,
-                "networks": networks, "network_info": info}
+        options = {"container_id": container_id, "container_name": container_name,
+                   "networks": networks, "network_info": info}
+        mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
+        if mappings:
+            options["port_mappings"] = mappings
+        return options
+
+    def published(self) -> List[dict]:
+        """The port mappings of every endpoint."""
+        return [m for record in self.networks.values() for ep in record["Endpoints"].values()
+                for m in ep.get("Ports") or ()]
 
     async def join(self, container_id: str, container_name: str, netns: str,
-                   joins: Sequence[Tuple[dict, dict]], mac_address: str = "") -> Dict[str, dict]:
+                   joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
+                   ports: Sequence[dict] = ()) -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
-        of C{joins}: addresses allocated, netavark run, endpoints recorded."""
+        of C{joins}: addresses allocated, netavark run, endpoints recorded;
+        C{ports} (netavark's port mappings) are published on the first."""
         name = container_name.lstrip("/")
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
         pairs = []
@@ -108,6 +119,7 @@ class EndpointsMixin:
                     "Links": (asked or {}).get("Links") or None,
                     "Interface": "eth%d" % index,
                     "Netns": netns,
+                    "Ports": list(ports) if not pairs else [],
                 }
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))
