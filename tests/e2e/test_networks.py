@@ -103,6 +103,12 @@ def test_the_default_bridge_and_none(daemon):
     assert " eth0 " in out
     out = daemon.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    out = daemon.docker("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
+    assert len(out.splitlines()) == len(host_links.splitlines())
+    result = daemon.docker("run", "--rm", "--network", "nope" + TAG, "busybox", "true", check=False)
+    assert result.returncode == 125
+    assert "Error response from daemon: network nope%s not found" % TAG in result.stderr
     assert BRIDGE not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
@@ -134,8 +140,18 @@ def test_connect_and_disconnect_a_running_container(daemon):
         daemon.docker("network", "disconnect", name, "r" + TAG)
         out = daemon.docker("exec", "r" + TAG, "ip", "-o", "-4", "addr").stdout
         assert subnet(2).rsplit(".", 1)[0] not in out
+        # A container created, connected, then started joins both networks.
+        daemon.docker("create", "--name", "s" + TAG, "busybox", "sleep", "60")
+        daemon.docker("network", "connect", "--alias", "second", name, "s" + TAG)
+        daemon.docker("start", "s" + TAG)
+        networks = daemon.docker_json("inspect", "s" + TAG, format="{{json .NetworkSettings.Networks}}")
+        assert sorted(networks) == ["bridge", name]
+        assert networks[name]["IPAddress"].startswith(subnet(2).rsplit(".", 1)[0] + ".")
+        assert networks[name]["Aliases"] == ["second"]
+        out = daemon.docker("exec", "s" + TAG, "ip", "-o", "-4", "addr").stdout
+        assert " eth0 " in out and " eth1 " in out
     finally:
-        daemon.docker("rm", "-f", "r" + TAG, check=False)
+        daemon.docker("rm", "-f", "r" + TAG, "s" + TAG, check=False)
         daemon.docker("network", "rm", name, check=False)
 
 
@@ -155,6 +171,22 @@ def test_names_resolve_on_a_user_network(daemon):
     # aardvark-dns (started by netavark for the network) is gone with it.
     assert not subprocess.run(["pgrep", "-f", "aardvark-dns --config " + daemon.exec_root],
                               capture_output=True).stdout
+
+
+def test_networks_outlive_a_daemon_restart(daemon):
+    name = "k" + TAG
+    ident = daemon.docker("network", "create", "--subnet", subnet(4), name).stdout.strip()
+    bridge = daemon.docker_json("network", "inspect", "bridge", format="{{json .}}")
+    try:
+        daemon.stop()
+        daemon.start()
+        assert daemon.docker("network", "inspect", "--format", "{{.Id}}", name).stdout.strip() == ident
+        again = daemon.docker_json("network", "inspect", "bridge", format="{{json .}}")
+        assert (again["Id"], again["IPAM"]) == (bridge["Id"], bridge["IPAM"])
+        out = daemon.docker("run", "--rm", "--network", name, "busybox", "ip", "-o", "-4", "addr").stdout
+        assert subnet(4).rsplit(".", 1)[0] + ".2/24" in out
+    finally:
+        daemon.docker("network", "rm", name, check=False)
 
 
 def _get(port: int) -> str:

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
+from ... import versions
 from ..networks import ports
 from .record import Container
 
@@ -195,8 +196,9 @@ class NetworkingMixin:
         doc["NetworkSettings"] = {"Networks": self.network_settings(c, {})["Networks"]}
         return doc
 
-    def network_settings(self, c: Container, settings: dict) -> dict:
-        """NetworkSettings with the networks' endpoints filled in."""
+    def network_settings(self, c: Container, settings: dict, api_version: str = "") -> dict:
+        """NetworkSettings with the networks' endpoints filled in (DNSNames
+        from API 1.44, as dockerd 25)."""
         if self.networks is None or not self._bridged(c):
             return settings
         eps = {r["Id"]: (r, ep) for r, ep in self.networks.endpoints_of(c.id)}
@@ -208,6 +210,8 @@ class NetworkingMixin:
                 doc["Aliases"] = (asked or {}).get("Aliases")
                 doc["IPAMConfig"] = (asked or {}).get("IPAMConfig")
                 doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = doc["MacAddress"] = ""
+            if api_version and versions.less_than(api_version, "1.44"):
+                doc.pop("DNSNames", None)
             networks[record["Name"]] = doc
         settings["Networks"] = networks
         settings["Ports"] = ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
