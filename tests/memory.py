@@ -166,8 +166,8 @@ class MemoryNetworks(NetworkStore):
     """The network store with nothing written: records in memory, a
     driver that changes nothing, no routes on the host."""
 
-    def __init__(self, events, routes=lambda: []):
-        super().__init__(None, "/nonexistent", events, MemoryNetworkDriver(), routes=routes)
+    def __init__(self, events, routes=lambda: [], **kwargs):
+        super().__init__(None, "/nonexistent", events, MemoryNetworkDriver(), routes=routes, **kwargs)
         self.make_predefined()
 
     def _write(self, record):

@@ -209,3 +209,49 @@ def test_prune():
     assert answer.json() == {"NetworksDeleted": ["keep"]}
     assert api.request("POST", "/networks/prune").json() == {"NetworksDeleted": None}
     assert api.request("POST", "/v1.24/networks/prune").code == 400
+
+
+def test_the_default_bridge_avoids_routed_subnets():
+    import ipaddress
+
+    from twistedock.backend.events import EventLog
+
+    from .memory import MemoryNetworks
+
+    routed = MemoryNetworks(EventLog(), routes=lambda: [ipaddress.ip_network("172.17.0.0/16")])
+    assert routed.resolve("bridge")["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
+    chosen = MemoryNetworks(EventLog(), bip="10.9.0.1/24", bridge="br9")
+    bridge = chosen.resolve("bridge")
+    assert bridge["IPAM"]["Config"] == [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]
+    assert bridge["Interface"] == "br9"
+    disabled = MemoryNetworks(EventLog(), bridge="none")
+    assert sorted(r["Name"] for r in disabled.networks.values()) == ["host", "none"]
+    assert not disabled.default_bridge_enabled
+
+
+def test_the_daemon_flags(tmp_path):
+    from twistedock.tap import Options
+
+    config = str(tmp_path / "daemon.json")
+    with open(config, "w") as f:
+        f.write("{}")
+    options = Options()
+    options.parseOptions(["--config-file", config])
+    assert (options.config.bridge, options.config.bip, options.config.ip_forward) == ("twistedock0", "", True)
+    options = Options()
+    options.parseOptions(["--config-file", config, "-b", "br9", "--bip", "10.9.0.1/24", "--ip-forward=false"])
+    assert (options.config.bridge, options.config.bip, options.config.ip_forward) == ("br9", "10.9.0.1/24", False)
+    with open(config, "w") as f:
+        f.write('{"bridge": "none", "ip-forward": false}')
+    options = Options()
+    options.parseOptions(["--config-file", config])
+    assert (options.config.bridge, options.config.ip_forward) == ("none", False)
+
+
+def test_ip_forwarding_is_turned_on(tmp_path):
+    from twistedock.daemon import enable_ip_forward
+
+    flag = tmp_path / "ip_forward"
+    flag.write_text("0\n")
+    enable_ip_forward(str(flag))
+    assert flag.read_text() == "1\n"

@@ -140,6 +140,11 @@ def test_connect_and_disconnect_a_running_container(daemon):
         daemon.docker("network", "disconnect", name, "r" + TAG)
         out = daemon.docker("exec", "r" + TAG, "ip", "-o", "-4", "addr").stdout
         assert subnet(2).rsplit(".", 1)[0] not in out
+        prefix = subnet(2).rsplit(".", 1)[0]
+        out = daemon.docker("run", "--rm", "--network", name, "--ip", prefix + ".77", "--mac-address",
+                            "02:42:0a:0b:0c:0d", "busybox", "sh", "-c",
+                            "ip -o -4 addr show eth0; cat /sys/class/net/eth0/address").stdout
+        assert prefix + ".77/24" in out and "02:42:0a:0b:0c:0d" in out
         # A container created, connected, then started joins both networks.
         daemon.docker("create", "--name", "s" + TAG, "busybox", "sleep", "60")
         daemon.docker("network", "connect", "--alias", "second", name, "s" + TAG)

@@ -105,8 +105,8 @@ class NetworkStore(EndpointsMixin):
         record = self._record(name, DRIVERS[name], [])
         if name == "bridge":
             if self.bip:
-                entry = {"Subnet": self.bip}
-                entry["Gateway"] = self.bip.split("/")[0]
+                entry = {"Subnet": str(ipam.ipaddress.ip_network(self.bip, strict=False)),
+                         "Gateway": self.bip.split("/")[0]}
             else:
                 subnet = ipam.choose_subnet(self.routes() + self._subnets())
                 entry = {"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}
