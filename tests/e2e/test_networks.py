@@ -194,6 +194,57 @@ def test_networks_outlive_a_daemon_restart(daemon):
         daemon.docker("network", "rm", name, check=False)
 
 
+def test_a_daemon_kill_leaves_nothing_behind(daemon):
+    import signal
+
+    name = "q" + TAG
+    daemon.docker("network", "create", "--subnet", subnet(5), name)
+    try:
+        daemon.docker("run", "-d", "--name", name, "--network", name, "busybox", "sleep", "60")
+        ip = daemon.docker("inspect", "--format", "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % name,
+                           name).stdout.strip()
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.wait_exit()
+        daemon.start()
+        # Without --live-restore the daemon stops what it finds running, and
+        # tears its network down.
+        assert daemon.docker("inspect", "--format", "{{.State.Running}}", name).stdout == "false\n"
+        assert daemon.docker_json("network", "inspect", name, format="{{json .Containers}}") == {}
+        assert subnet(5) not in subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+        daemon.docker("start", name)
+        doc = daemon.docker_json("network", "inspect", name, format="{{json .Containers}}")
+        assert [e["IPv4Address"] for e in doc.values()] == [ip + "/24"]
+        result = daemon.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", name)
+        assert "1 packets received" in result.stdout
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+        daemon.docker("network", "rm", name, check=False)
+    assert subnet(5) not in host_state()
+
+
+def test_with_live_restore_a_running_container_keeps_its_network(daemons, tmp_path):
+    import signal
+
+    d = daemons.start("--bridge=tdl" + TAG, "--live-restore")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                       capture_output=True, check=True, timeout=60)
+    name = "v" + TAG
+    d.docker("network", "create", "--subnet", subnet(6), name)
+    try:
+        d.docker("run", "-d", "--name", name, "--network", name, "busybox", "sleep", "60")
+        d.proc.send_signal(signal.SIGKILL)
+        d.wait_exit()
+        d.start()
+        assert d.docker("inspect", "--format", "{{.State.Running}}", name).stdout == "true\n"
+        result = d.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", name)
+        assert "1 packets received" in result.stdout
+    finally:
+        d.docker("rm", "-f", name, check=False)
+        d.docker("network", "rm", name, check=False)
+    assert subnet(6) not in host_state()
+
+
 def _get(port: int) -> str:
     import urllib.request
 
@@ -245,3 +296,19 @@ def wait_for_text(fetch, attempts: int = 50) -> str:
         except OSError:
             time.sleep(0.1)
     return fetch()
+
+
+def test_links_and_host_gateway_on_the_default_bridge(daemon):
+    daemon.docker("run", "-d", "--name", "l" + TAG, "busybox", "sleep", "60")
+    try:
+        ip = daemon.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", "l" + TAG).stdout.strip()
+        gateway = daemon.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}",
+                                "bridge").stdout.strip()
+        hosts = daemon.docker("run", "--rm", "--link", "l%s:db" % TAG, "--add-host", "gw:host-gateway",
+                              "busybox", "cat", "/etc/hosts").stdout
+        assert "%s\tdb " % ip in hosts and ("l" + TAG) in hosts
+        assert "%s\tgw\n" % gateway in hosts
+        result = daemon.docker("run", "--rm", "--link", "l%s:db" % TAG, "busybox", "ping", "-c1", "-W2", "db")
+        assert "1 packets received" in result.stdout
+    finally:
+        daemon.docker("rm", "-f", "l" + TAG, check=False)

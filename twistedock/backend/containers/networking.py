@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
-from ..networks import ports
+from ..networks import ipam, ports
 from .record import Container
 
 log = Logger()
@@ -115,6 +115,34 @@ class NetworkingMixin:
         except Exception as e:
             log.warn("network teardown of {id}: {e}", id=c.short_id, e=e)
         await self.networks.driver.remove_netns(self.netns_path(c))
+
+    def extra_hosts(self, c: Container) -> List[str]:
+        """/etc/hosts entries (name:address) beyond the container's own:
+        ExtraHosts, "host-gateway" being the default bridge's gateway, and
+        the legacy links of the default bridge ("alias id name" of each
+        linked container's address)."""
+        out = []
+        gateway = ""
+        if self.networks is not None and self.networks.default_bridge_enabled:
+            gateway = ipam.gateway_of(self.networks.resolve("bridge")["IPAM"]["Config"][0])
+        for entry in c.host_config.get("ExtraHosts") or []:
+            name, _, address = entry.partition(":")
+            out.append("%s:%s" % (name, gateway if address == "host-gateway" and gateway else address))
+        for link in c.host_config.get("Links") or []:
+            target, _, alias = link.partition(":")
+            target = target.strip("/")
+            alias = alias.rsplit("/", 1)[-1] or target
+            other = self.get(target)
+            if not other.state.running:
+                raise Conflict("Cannot link to a non running container: /%s AS %s/%s"
+                               % (other.name.lstrip("/"), c.name if c.name.startswith("/") else "/" + c.name,
+                                  alias))
+            addresses = [ep["IPAddress"] for _, ep in (self.networks.endpoints_of(other.id)
+                                                       if self.networks is not None else [])]
+            if addresses:
+                names = " ".join(dict.fromkeys([alias, other.id[:12], other.name.lstrip("/")]))
+                out.append("%s:%s" % (names, addresses[0]))
+        return out
 
     def dns_servers(self, c: Container) -> Optional[List[str]]:
         """The resolvers of a run on DNS-enabled networks (aardvark-dns on

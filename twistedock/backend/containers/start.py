@@ -131,7 +131,7 @@ class StartMixin:
             c.config.get("Hostname", ""),
             c.config.get("Domainname", ""),
             hc.get("NetworkMode", "default"),
-            own_hosts + list(hc.get("ExtraHosts") or []),
+            own_hosts + self.extra_hosts(c),
             hc.get("Dns") or self.dns_servers(c),
             hc.get("DnsSearch"),
             hc.get("DnsOptions"),
