@@ -212,7 +212,7 @@ class MemoryContainerBackend:
         c = self._get(container_ref)
         cid = c["Id"].ljust(64, "0")
         if cid not in record["Endpoints"]:
-            raise Forbidden("container %s is not connected to network %s" % (cid, record["Name"]))
+            raise Forbidden("container %s is not connected to the network %s" % (cid, record["Name"]))
         await self.networks.leave(cid, [record])
 
     async def create(self, name, config, host_config, networking_config, api_version):

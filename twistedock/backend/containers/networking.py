@@ -166,22 +166,25 @@ class NetworkingMixin:
         c = self.get(container_ref)
         async with self.lock(c):
             mode = self._mode(c)
-            if record["Name"] in ("host", "none") or mode in ("host", "none") or mode.startswith("container:"):
-                if mode == record["Name"]:
-                    raise Forbidden("container %s is already attached to network %s" % (c.id, record["Name"]))
+            if "host" in (mode, record["Name"]):
                 raise InvalidParameter("container cannot be disconnected from host network or connected "
-                                       "to host network" if "host" in (mode, record["Name"]) else
-                                       "container sharing network namespace with another container or "
+                                       "to host network")
+            if "none" in (mode, record["Name"]):
+                raise InvalidParameter("container cannot be connected to multiple networks with one of the "
+                                       "networks in private (none) mode")
+            if mode.startswith("container:"):
+                raise InvalidParameter("container sharing network namespace with another container or "
                                        "host cannot be connected to any other network")
-            names = {r["Name"] for r, _ in self._joins_or_empty(c)}
-            if record["Name"] in names:
-                raise Forbidden("endpoint with name %s already exists in network %s"
-                                % (c.name.lstrip("/"), record["Name"]))
             if c.state.running:
+                if c.id in record["Endpoints"]:
+                    raise Forbidden("endpoint with name %s already exists in network %s"
+                                    % (c.name.lstrip("/"), record["Name"]))
                 await self.networks.join(c.id, c.name, self.netns_path(c), [(record, endpoint_config or {})])
-            configs = c.networking_config.setdefault("EndpointsConfig", {}) or {}
-            c.networking_config["EndpointsConfig"] = configs
-            configs[record["Name"]] = endpoint_config or {}
+            primary = {r["Id"] for r, _ in self._joins_or_empty(c)[:1]}
+            if record["Id"] not in primary:
+                configs = (c.networking_config or {}).get("EndpointsConfig") or {}
+                configs[record["Name"]] = endpoint_config or {}
+                c.networking_config["EndpointsConfig"] = configs
             await self.save(c)
 
     def _joins_or_empty(self, c: Container):
@@ -205,7 +208,7 @@ class NetworkingMixin:
             primary = mode in (record["Name"], record["Id"]) or record["Id"].startswith(mode)
             running_ep = c.id in record["Endpoints"]
             if not names and not primary and not running_ep:
-                raise Forbidden("container %s is not connected to network %s" % (c.id, record["Name"]))
+                raise Forbidden("container %s is not connected to the network %s" % (c.id, record["Name"]))
             if running_ep:
                 await self.networks.leave(c.id, [record])
             for n in names:
@@ -235,9 +238,11 @@ class NetworkingMixin:
             _, ep = eps.get(record["Id"], (record, None))
             doc = self.networks.public_endpoint(record, ep)
             if ep is None:
+                # Not running: what was asked, no endpoint (dockerd's NetworkID is empty too).
                 doc["Aliases"] = (asked or {}).get("Aliases")
                 doc["IPAMConfig"] = (asked or {}).get("IPAMConfig")
-                doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = doc["MacAddress"] = ""
+                doc["NetworkID"] = doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = ""
+                doc["MacAddress"] = (asked or {}).get("MacAddress") or ""
             if api_version and versions.less_than(api_version, "1.44"):
                 doc.pop("DNSNames", None)
             networks[record["Name"]] = doc
