@@ -120,3 +120,20 @@ def test_a_running_container_is_connected_and_disconnected(world):
     assert app["Endpoints"] == {}
     assert calls(world)[-1] == "teardown"
     run(world.backend.networks.remove("app"))
+
+
+def test_the_network_of_the_mode_left_and_joined_again(world):
+    run(world.backend.networks.create({"Name": "app"}))
+    ident = world.started("web", {"NetworkMode": "app"})
+    run(world.backend.disconnect_network("app", "web", False))
+    assert settings(world, "web")["Networks"] == {}
+    assert world.backend.get("web").host_config["NetworkMode"] == "app"
+    world.runtime.exit(ident, 0)
+    world.settle()
+    run(world.backend.start("web"))  # no network: loopback only, in runc's namespace
+    assert world.backend.networks.endpoints_of(ident) == []
+    world.runtime.exit(ident, 0)
+    world.settle()
+    run(world.backend.connect_network("app", "web", {}))
+    run(world.backend.start("web"))
+    assert settings(world, "web")["Networks"]["app"]["IPAddress"] == "172.18.0.2"

@@ -312,3 +312,42 @@ def test_links_and_host_gateway_on_the_default_bridge(daemon):
         assert "1 packets received" in result.stdout
     finally:
         daemon.docker("rm", "-f", "l" + TAG, check=False)
+
+
+def test_docker_py_networks(daemon):
+    import docker
+
+    client = docker.DockerClient(base_url=daemon.host, timeout=30)
+    name = "py" + TAG
+    pool = docker.types.IPAMPool(subnet=subnet(7), iprange=subnet(7).replace(".0/24", ".128/25"))
+    net = client.networks.create(name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                                 labels={"app": "py"})
+    try:
+        assert client.networks.get(name).attrs["Labels"] == {"app": "py"}
+        assert [n.name for n in client.networks.list(names=[name])] == [name]
+        container = client.containers.run("busybox", ["sleep", "60"], name=name, network=name, detach=True)
+        net.reload()
+        assert [c.name for c in net.containers] == [name]
+        address = net.attrs["Containers"][container.id]["IPv4Address"]
+        assert address.startswith(subnet(7).replace(".0/24", ".128"))
+        with pytest.raises(docker.errors.APIError) as e:
+            net.remove()
+        assert e.value.status_code == 403
+        net.disconnect(container)
+        container.reload()
+        assert name not in container.attrs["NetworkSettings"]["Networks"]
+        net.connect(container, aliases=["again"], ipv4_address=subnet(7).replace(".0/24", ".200"))
+        container.reload()
+        assert container.attrs["NetworkSettings"]["Networks"][name]["IPAddress"] == subnet(7).replace(".0/24", ".200")
+        container.remove(force=True)
+        assert client.networks.prune(filters={"label": "app=py"})["NetworksDeleted"] == [name]
+    finally:
+        try:
+            client.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        try:
+            client.networks.get(name).remove()
+        except docker.errors.NotFound:
+            pass
+        client.close()

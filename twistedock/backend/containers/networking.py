@@ -19,6 +19,10 @@ from .record import Container
 
 log = Logger()
 
+#: In a record's NetworkingConfig: the IDs of networks of its NetworkMode
+#: the container was disconnected from (not joined at its next start).
+LEFT_KEY = "TwistedockLeft"
+
 
 class NetworkingMixin:
     """The network part of L{ContainerBackend}; C{self.networks} is the
@@ -48,7 +52,8 @@ class NetworkingMixin:
         asked = {}
         for key in (c.host_config.get("NetworkMode") or "default", mode, primary["Name"]):
             asked = configs.pop(key, None) or asked
-        out = [(primary, asked)]
+        left = set((c.networking_config or {}).get(LEFT_KEY) or ())
+        out = [] if primary["Id"] in left else [(primary, asked)]
         for name, asked in configs.items():
             try:
                 record = self.networks.resolve(name)
@@ -81,7 +86,7 @@ class NetworkingMixin:
             if self._bridged(other) and os.path.exists(self.netns_path(other)):
                 return self.netns_path(other)
             return "/proc/%d/ns/net" % other.state.pid
-        if self._bridged(c):
+        if self._bridged(c) and self._joins_or_empty(c):
             return self.netns_path(c)
         return None
 
@@ -91,6 +96,8 @@ class NetworkingMixin:
         if not self._bridged(c):
             return []
         joins = self._joins(c)
+        if not joins:
+            return []
         path = self.netns_path(c)
         await self.network_down(c)
         mappings = await self.run_in_thread(
@@ -179,13 +186,25 @@ class NetworkingMixin:
                 if c.id in record["Endpoints"]:
                     raise Forbidden("endpoint with name %s already exists in network %s"
                                     % (c.name.lstrip("/"), record["Name"]))
-                await self.networks.join(c.id, c.name, self.netns_path(c), [(record, endpoint_config or {})])
-            primary = {r["Id"] for r, _ in self._joins_or_empty(c)[:1]}
-            if record["Id"] not in primary:
+                netns = self.netns_path(c)
+                if not os.path.exists(netns):
+                    netns = "/proc/%d/ns/net" % c.state.pid
+                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})])
+            left = c.networking_config.get(LEFT_KEY) or []
+            if record["Id"] in left:
+                # The NetworkMode's network, left before: joined again.
+                left.remove(record["Id"])
+            elif not self._is_primary(c, record):
                 configs = (c.networking_config or {}).get("EndpointsConfig") or {}
                 configs[record["Name"]] = endpoint_config or {}
                 c.networking_config["EndpointsConfig"] = configs
             await self.save(c)
+
+    def _is_primary(self, c: Container, record: dict) -> bool:
+        try:
+            return self.networks.resolve(self._mode(c))["Id"] == record["Id"]
+        except NotFound:
+            return False
 
     def _joins_or_empty(self, c: Container):
         try:
@@ -204,8 +223,8 @@ class NetworkingMixin:
                                        "to host network")
             configs = (c.networking_config or {}).get("EndpointsConfig") or {}
             names = [n for n in configs if n in (record["Name"], record["Id"])]
-            mode = self._mode(c)
-            primary = mode in (record["Name"], record["Id"]) or record["Id"].startswith(mode)
+            left = c.networking_config.get(LEFT_KEY) or []
+            primary = self._is_primary(c, record) and record["Id"] not in left
             running_ep = c.id in record["Endpoints"]
             if not names and not primary and not running_ep:
                 raise Forbidden("container %s is not connected to the network %s" % (c.id, record["Name"]))
@@ -214,7 +233,8 @@ class NetworkingMixin:
             for n in names:
                 configs.pop(n, None)
             if primary:
-                c.host_config["NetworkMode"] = "none" if not configs else next(iter(configs))
+                # NetworkMode stays, as dockerd's; the network is not joined again.
+                c.networking_config[LEFT_KEY] = left + [record["Id"]]
             await self.save(c)
 
     # -- inspect and list -----------------------------------------------
