@@ -24,6 +24,14 @@ log = Logger()
 LEFT_KEY = "TwistedockLeft"
 
 
+async def settled(d) -> None:
+    """Wait for C{d}, whatever its outcome (its failure is someone else's)."""
+    try:
+        await d
+    except BaseException:
+        pass
+
+
 class NetworkingMixin:
     """The network part of L{ContainerBackend}; C{self.networks} is the
     L{NetworkStore} (None: containers get loopback only, as C{none})."""
@@ -121,7 +129,10 @@ class NetworkingMixin:
             await self.networks.leave(c.id)
         except Exception as e:
             log.warn("network teardown of {id}: {e}", id=c.short_id, e=e)
-        await self.networks.driver.remove_netns(self.netns_path(c))
+        try:
+            await self.networks.driver.remove_netns(self.netns_path(c))
+        except Exception as e:
+            log.warn("network namespace of {id}: {e}", id=c.short_id, e=e)
 
     def extra_hosts(self, c: Container) -> List[str]:
         """/etc/hosts entries (name:address) beyond the container's own:

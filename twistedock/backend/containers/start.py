@@ -7,6 +7,8 @@ import json
 import os
 from typing import Dict
 
+from twisted.internet.defer import ensureDeferred
+
 from ...atomic import write_atomic
 from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
 from ...logs import Logger
@@ -15,6 +17,7 @@ from ..runtime import rootfs
 from .defaults import CHECKPOINTED_MARK
 from .attach import _closes_stdin
 from .monitor import Run
+from .networking import settled
 from .record import Container, State
 
 log = Logger()
@@ -119,12 +122,18 @@ class StartMixin:
     async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made."""
-        await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
-        await self.run_in_thread(
-            self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
-        )
+        # The network set up (netavark) while the root filesystem is mounted.
+        network = ensureDeferred(self.network_up(c))
+        try:
+            await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
+            await self.run_in_thread(
+                self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
+            )
+        except BaseException:
+            await settled(network)
+            raise
         hc = c.host_config
-        own_hosts = await self.network_up(c)
+        own_hosts = await network
         await self.run_in_thread(
             rootfs.write_etc_files,
             c.directory,
