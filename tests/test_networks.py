@@ -255,3 +255,13 @@ def test_ip_forwarding_is_turned_on(tmp_path):
     flag.write_text("0\n")
     enable_ip_forward(str(flag))
     assert flag.read_text() == "1\n"
+
+
+def test_a_host_interface_that_is_not_a_bridge(tmp_path):
+    from twistedock.backend.networks.store import _not_a_bridge
+
+    (tmp_path / "eth0").mkdir()
+    (tmp_path / "br0" / "bridge").mkdir(parents=True)
+    assert _not_a_bridge("eth0", str(tmp_path))
+    assert not _not_a_bridge("br0", str(tmp_path))
+    assert not _not_a_bridge("new0", str(tmp_path))

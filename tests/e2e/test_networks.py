@@ -60,6 +60,8 @@ def test_network_create_ls_inspect_rm(daemon):
     assert result.stderr == "Error response from daemon: network with name %s already exists\n" % name
     result = daemon.docker("network", "create", "--subnet", subnet(0), name + "x", check=False)
     assert result.stderr == "Error response from daemon: Pool overlaps with other one on this address space\n"
+    result = daemon.docker("network", "create", "-o", "com.docker.network.bridge.name=lo", name + "lo", check=False)
+    assert result.stderr == "Error response from daemon: the host's interface lo is not a bridge\n"
     result = daemon.docker("network", "rm", "bridge", check=False)
     assert result.stderr.startswith(
         "Error response from daemon: bridge is a pre-defined network and cannot be removed\n")

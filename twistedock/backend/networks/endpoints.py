@@ -112,7 +112,7 @@ class EndpointsMixin:
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
                     "MacAddress": "",
-                    "StaticMac": (asked or {}).get("MacAddress") or mac_address or "",
+                    "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
                     "Aliases": aliases or None,
                     "DNSNames": dns or None,
                     "IPAMConfig": (asked or {}).get("IPAMConfig") or None,

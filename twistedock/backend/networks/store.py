@@ -49,6 +49,11 @@ def _match_regexps(values, source: str) -> bool:
     return False
 
 
+def _not_a_bridge(name: str, sysfs: str = "/sys/class/net") -> bool:
+    """An interface of the host that is there and is not a bridge."""
+    return os.path.exists(os.path.join(sysfs, name)) and not os.path.exists(os.path.join(sysfs, name, "bridge"))
+
+
 def _new_id() -> str:
     return secrets.token_hex(32)
 
@@ -294,6 +299,8 @@ class NetworkStore(EndpointsMixin):
             raise InvalidParameter("bridge name %s is too long" % record["Interface"])
         if any(r["Interface"] == record["Interface"] for r in self.networks.values()):
             raise Forbidden("bridge name %s is in use by another network" % record["Interface"])
+        if await self._thread(_not_a_bridge, record["Interface"]):
+            raise Forbidden("the host's interface %s is not a bridge" % record["Interface"])
         record["DNS"] = True
         await self.save(record)
         self.networks[record["Id"]] = record
