@@ -167,11 +167,13 @@ def test_names_resolve_on_a_user_network(daemon):
     daemon.docker("network", "create", "--subnet", subnet(3), name)
     try:
         daemon.docker("run", "-d", "--name", "srv" + TAG, "--network", name, "--network-alias", "alias" + TAG,
-                      "busybox", "sleep", "60")
-        for target in ("srv" + TAG, "alias" + TAG):
-            result = daemon.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", target,
-                                   check=False)
-            assert "1 packets received" in result.stdout, result.stdout + result.stderr
+                      "busybox", "sh", "-c", "echo served > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        short = daemon.docker("inspect", "--format", "{{.Id}}", "srv" + TAG).stdout[:12]
+        script = ("ping -c1 -W2 srv%s && ping -c1 -W2 %s && wget -qO- http://alias%s/"
+                  % (TAG, short, TAG))
+        result = daemon.docker("run", "--rm", "--network", name, "busybox", "sh", "-c", script, check=False)
+        assert result.stdout.count("1 packets received") == 2, result.stdout + result.stderr
+        assert result.stdout.endswith("served\n")
     finally:
         daemon.docker("rm", "-f", "srv" + TAG, check=False)
         daemon.docker("network", "rm", name, check=False)

@@ -108,13 +108,15 @@ class NetworkingMixin:
             return []
         path = self.netns_path(c)
         await self.network_down(c)
-        mappings = await self.run_in_thread(
-            ports.allocate, ports.wanted(c.host_config, c.config.get("ExposedPorts")),
-            self.networks.published(), c.name.lstrip("/"))
         await self.networks.driver.create_netns(path)
         try:
-            joined = await self.networks.join(c.id, c.name, path, joins,
-                                              mac_address=c.config.get("MacAddress") or "", ports=mappings)
+            wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
+            # Ports chosen and recorded (by the join) by one start at a time.
+            async with self.networks.ports_lock:
+                mappings = await self.run_in_thread(
+                    ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
+                joined = await self.networks.join(c.id, c.name, path, joins,
+                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings)
         except BaseException:
             await self.networks.driver.remove_netns(path)
             raise

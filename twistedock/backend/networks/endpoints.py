@@ -28,6 +28,15 @@ class EndpointsMixin:
             self._netavark_lock = DeferredLock()
         return self._netavark_lock
 
+    _ports_lock: Optional[DeferredLock] = None
+
+    @property
+    def ports_lock(self) -> DeferredLock:
+        """Held from the choice of a container's host ports to their record."""
+        if self._ports_lock is None:
+            self._ports_lock = DeferredLock()
+        return self._ports_lock
+
     def endpoints_of(self, container_id: str) -> List[Tuple[dict, dict]]:
         """(network record, endpoint) of each network the container is joined to."""
         out = []
