@@ -242,10 +242,14 @@ def test_the_daemon_flags(tmp_path):
     options.parseOptions(["--config-file", config, "-b", "br9", "--bip", "10.9.0.1/24", "--ip-forward=false"])
     assert (options.config.bridge, options.config.bip, options.config.ip_forward) == ("br9", "10.9.0.1/24", False)
     with open(config, "w") as f:
-        f.write('{"bridge": "none", "ip-forward": false}')
+        f.write('{"bridge": "none", "ip-forward": false, "mtu": 1400}')
     options = Options()
     options.parseOptions(["--config-file", config])
-    assert (options.config.bridge, options.config.ip_forward) == ("none", False)
+    assert (options.config.bridge, options.config.ip_forward, options.config.mtu) == ("none", False, 1400)
+    options = Options()
+    with pytest.raises(Exception) as e:
+        options.parseOptions(["--config-file", "/dev/null", "--mtu", "10"])
+    assert str(e.value) == "invalid MTU: 10 (at least 68)"
 
 
 def test_ip_forwarding_is_turned_on(tmp_path):
@@ -265,3 +269,23 @@ def test_a_host_interface_that_is_not_a_bridge(tmp_path):
     assert _not_a_bridge("eth0", str(tmp_path))
     assert not _not_a_bridge("br0", str(tmp_path))
     assert not _not_a_bridge("new0", str(tmp_path))
+
+
+def test_the_mtu_reaches_netavark():
+    from twistedock.backend.events import EventLog
+
+    from twisted.internet.defer import ensureDeferred
+
+    from .memory import MemoryNetworks, result_of
+
+    def run_sync(coroutine):
+        return result_of(ensureDeferred(coroutine))
+
+    store = MemoryNetworks(EventLog(), mtu=1400)
+    bridge = store.resolve("bridge")
+    assert bridge["Options"]["com.docker.network.driver.mtu"] == "1400"
+    assert store._network_info(bridge)["options"] == {"mtu": "1400"}
+    ident = run_sync(store.create({"Name": "n", "Options": {"com.docker.network.driver.mtu": "1300"}}))["Id"]
+    assert store._network_info(store.resolve(ident))["options"] == {"mtu": "1300"}
+    plain = run_sync(store.create({"Name": "p"}))["Id"]
+    assert store._network_info(store.resolve(plain))["options"] == {}

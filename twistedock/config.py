@@ -54,6 +54,15 @@ class DaemonConfig:
     bridge: str = "twistedock0"
     bip: str = ""
     ip_forward: bool = True
+    mtu: int = 1500
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            self.mtu = int(self.mtu)
+        except (TypeError, ValueError):
+            raise ConfigError("invalid MTU: %s" % (self.mtu,))
+        if self.mtu < 68:
+            raise ConfigError("invalid MTU: %d (at least 68)" % (self.mtu,))
 
     @property
     def use_tls(self) -> bool:
@@ -82,6 +91,7 @@ FILE_KEYS = {
     "bridge": "bridge",
     "bip": "bip",
     "ip-forward": "ip_forward",
+    "mtu": "mtu",
 }
 
 _TYPES = {
@@ -95,6 +105,7 @@ _TYPES = {
     "tlsverify": bool,
     "live-restore": bool,
     "ip-forward": bool,
+    "mtu": int,
 }
 
 
@@ -154,7 +165,7 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
             raise ConfigError(
                 "unable to configure the daemon with file %s: %s must be a %s"
-                % (path, key, {list: "list of strings", bool: "boolean", str: "string"}[expected])
+                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number"}[expected])
             )
         values[FILE_KEYS[key]] = value
     values["config_file"] = path

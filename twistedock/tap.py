@@ -40,6 +40,7 @@ class Options(usage.Options):
         ["tlskey", None, None, "The daemon's TLS key"],
         ["group", "G", None, "Group owning the unix socket [default: docker]"],
         ["bridge", "b", None, "The default bridge network's interface ('none': no default bridge) [default: twistedock0]"],
+        ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
     ]
@@ -124,6 +125,7 @@ class Options(usage.Options):
             ("criu-path", "criu_path"),
             ("bridge", "bridge"),
             ("bip", "bip"),
+            ("mtu", "mtu"),
         ):
             value = self[option]
             flags[attribute] = value if value is not None else getattr(defaults, attribute)

@@ -49,7 +49,10 @@ class EndpointsMixin:
 
     def _network_info(self, record: dict) -> dict:
         entry = record["IPAM"]["Config"][0]
+        mtu = (record.get("Options") or {}).get("com.docker.network.driver.mtu")
+        options = {"mtu": mtu} if mtu and mtu != "1500" else {}
         return {
+            "options": options,
             "name": record["Id"][:12] if record["Name"] not in ("bridge",) else "bridge",
             "id": record["Id"],
             "driver": "bridge",

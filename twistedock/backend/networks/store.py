@@ -33,6 +33,7 @@ DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
 LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("label", "label!", "until")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
@@ -66,13 +67,14 @@ class NetworkStore(EndpointsMixin):
     default bridge (containers in the default mode then get loopback only)."""
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
-                 bip: str = "", routes=ipam.host_routes) -> None:
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500) -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
         self.driver = driver
         self.bridge_name = bridge or "twistedock0"
         self.bip = bip
+        self.mtu = mtu
         self.routes = routes
         self.networks: Dict[str, dict] = {}
 
@@ -123,7 +125,7 @@ class NetworkStore(EndpointsMixin):
                 "com.docker.network.bridge.enable_ip_masquerade": "true",
                 "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
                 BRIDGE_NAME_OPTION: self.bridge_name,
-                "com.docker.network.driver.mtu": "1500",
+                MTU_OPTION: str(self.mtu),
             }
         return record
 
