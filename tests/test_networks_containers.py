@@ -15,7 +15,9 @@ from .memory import MemoryNetworks
 
 @pytest.fixture
 def world(tmp_path):
-    return World(tmp_path, networks=MemoryNetworks(EventLog()))
+    w = World(tmp_path, networks=MemoryNetworks(EventLog()))
+    w.backend.networks.containers = w.store  # (the daemon gives it the store it shares)
+    return w
 
 
 def calls(world):
@@ -137,3 +139,11 @@ def test_the_network_of_the_mode_left_and_joined_again(world):
     run(world.backend.connect_network("app", "web", {}))
     run(world.backend.start("web"))
     assert settings(world, "web")["Networks"]["app"]["IPAddress"] == "172.18.0.2"
+
+
+def test_a_renamed_container_is_shown_by_its_new_name(world):
+    run(world.backend.networks.create({"Name": "app"}))
+    ident = world.started("web", {"NetworkMode": "app"})
+    run(world.backend.rename("web", "front"))
+    doc = run(world.backend.networks.inspect("app"))
+    assert doc["Containers"][ident]["Name"] == "front"

@@ -184,7 +184,7 @@ class Daemon(MultiService):
         self.networks = NetworkStore(
             reactor, config.data_root, self.events,
             Netavark(reactor, os.path.join(config.exec_root, "netavark")),
-            bridge=config.bridge, bip=config.bip, mtu=config.mtu,
+            bridge=config.bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)

@@ -67,7 +67,7 @@ class NetworkStore(EndpointsMixin):
     default bridge (containers in the default mode then get loopback only)."""
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
-                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500) -> None:
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None) -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
@@ -75,6 +75,8 @@ class NetworkStore(EndpointsMixin):
         self.bridge_name = bridge or "twistedock0"
         self.bip = bip
         self.mtu = mtu
+        #: The ContainerStore (shared): the current names of endpoints' containers.
+        self.containers = containers
         self.routes = routes
         self.networks: Dict[str, dict] = {}
 
@@ -209,8 +211,9 @@ class NetworkStore(EndpointsMixin):
         doc["Containers"] = {}
         if containers:
             for cid, ep in record["Endpoints"].items():
+                c = self.containers.by_id.get(cid) if self.containers is not None else None
                 doc["Containers"][cid] = {
-                    "Name": ep["Name"],
+                    "Name": c.name.lstrip("/") if c is not None else ep["Name"],
                     "EndpointID": ep["EndpointID"],
                     "MacAddress": ep.get("MacAddress", ""),
                     "IPv4Address": "%s/%d" % (ep["IPAddress"], ep["IPPrefixLen"]),
