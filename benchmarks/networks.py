@@ -2,7 +2,8 @@
 """
 Network benchmarks: the life cycle (create, start, wait, remove) of
 ``busybox true`` with ``--network none``, on the default bridge and on a user
-network, rounds interleaved, on a twistedock of this checkout and optionally
+network, rounds interleaved, and the throughput of a published port from the
+host's loopback, on a twistedock of this checkout and optionally
 on another daemon (``--peer``, e.g. a reference dockerd started with its
 networking: ``REFERENCE_DOCKERD_NETWORK=1``).
 
@@ -17,6 +18,7 @@ its user network) at the end, on the peer too. Needs root, netavark.
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -25,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lifecycle import (  # noqa: E402
-    IMAGE, BenchError, Client, OwnDaemon, busybox_tar, closing, query,
+    IMAGE, BenchError, Client, OwnDaemon, busybox_tar, query,
 )
 
 NETWORK = "twistedock-bench"
@@ -59,10 +61,41 @@ def lifecycle(client: Client, mode: str) -> float:
     return elapsed
 
 
+def port_throughput(client: Client, megabytes: int) -> float:
+    """MB/s from the host's loopback through a published port to a busybox
+    `nc` that throws the bytes away (timed until it has them all and exits)."""
+    body = {"Image": IMAGE, "Cmd": ["sh", "-c", "nc -l -p 80 > /dev/null"], "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}}}
+    cid = client.json("POST", "/containers/create", body, expect=(201,))["Id"]
+    try:
+        client.call("POST", "/containers/%s/start" % cid, expect=(204,))
+        doc = client.json("GET", "/containers/%s/json" % cid)
+        port = int(doc["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
+        block = b"\0" * (1 << 20)
+        for _ in range(100):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise BenchError("the published port does not answer")
+        t0 = time.perf_counter()
+        with s:
+            for _ in range(megabytes):
+                s.sendall(block)
+            s.shutdown(socket.SHUT_WR)
+        client.json("POST", "/containers/%s/wait" % cid)
+        return megabytes / (time.perf_counter() - t0)
+    finally:
+        client.call("DELETE", "/containers/%s?force=1" % cid, expect=(204,))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--peer", help="another daemon, e.g. unix:///tmp/reference-dockerd/docker.sock")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--megabytes", type=int, default=256, help="sent through the published port (256)")
     args = p.parse_args()
     workdir = tempfile.mkdtemp(prefix="tdnet-", dir="/tmp")
     own = BridgedDaemon(workdir)
@@ -95,6 +128,11 @@ def main() -> int:
                 p90 = values[int(0.9 * (len(values) - 1))]
                 print("| %s | %s | %.1f | %.1f | %.2fx |" % (name, mode if mode != NETWORK else "user network",
                                                            median * 1e3, p90 * 1e3, median / base))
+        print()
+        print("| daemon | published port, loopback to busybox nc, MB/s |")
+        print("|---|---:|")
+        for name, client in targets:
+            print("| %s | %.0f |" % (name, port_throughput(client, args.megabytes)))
     finally:
         for _, client in targets:
             try:
