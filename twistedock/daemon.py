@@ -181,10 +181,15 @@ class Daemon(MultiService):
             registry=self.registry,
         )
         self.volumes = VolumeStore(reactor, config.data_root, self.events)
+        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"))
+        bridge = config.bridge
+        if netavark.netavark is None and bridge != "none":
+            # Without netavark, containers of the default mode keep loopback only.
+            log.warn("netavark not found: no default bridge network (install netavark)")
+            bridge = "none"
         self.networks = NetworkStore(
-            reactor, config.data_root, self.events,
-            Netavark(reactor, os.path.join(config.exec_root, "netavark")),
-            bridge=config.bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
+            reactor, config.data_root, self.events, netavark,
+            bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
