@@ -289,3 +289,23 @@ def test_the_mtu_reaches_netavark():
     assert store._network_info(store.resolve(ident))["options"] == {"mtu": "1300"}
     plain = run_sync(store.create({"Name": "p"}))["Id"]
     assert store._network_info(store.resolve(plain))["options"] == {}
+
+
+def test_the_default_bridge_follows_the_flags_over_restarts(tmp_path):
+    from twistedock.backend.events import EventLog
+    from twistedock.backend.networks.store import NetworkStore
+
+    first = NetworkStore(None, str(tmp_path), EventLog(), None, routes=lambda: [])
+    first.load()
+    ident = first.resolve("bridge")["Id"]
+    again = NetworkStore(None, str(tmp_path), EventLog(), None, routes=lambda: [], bridge="br7",
+                         bip="10.7.0.1/24", mtu=1400)
+    again.load()
+    bridge = again.resolve("bridge")
+    assert bridge["Id"] == ident and bridge["Interface"] == "br7"
+    assert bridge["IPAM"]["Config"] == [{"Subnet": "10.7.0.0/24", "Gateway": "10.7.0.1"}]
+    assert bridge["Options"]["com.docker.network.driver.mtu"] == "1400"
+    third = NetworkStore(None, str(tmp_path), EventLog(), None, routes=lambda: [], bridge="br7",
+                         bip="10.7.0.1/24", mtu=1400)
+    third.load()
+    assert third.resolve("bridge") == bridge

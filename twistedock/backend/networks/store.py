@@ -101,7 +101,18 @@ class NetworkStore(EndpointsMixin):
         for name in PREDEFINED:
             if name == "bridge" and not self.default_bridge_enabled:
                 continue
-            if self.find_name(name) is None:
+            existing = self.find_name(name)
+            if existing is not None and name == "bridge" and not existing["Endpoints"]:
+                # The flags (--bridge, --bip, --mtu) may have changed since.
+                wanted = self._predefined(name)
+                changed = wanted["Interface"] != existing["Interface"] or wanted["Options"] != existing["Options"]
+                if self.bip and wanted["IPAM"] != existing["IPAM"]:
+                    existing["IPAM"] = wanted["IPAM"]
+                    changed = True
+                if changed:
+                    existing["Interface"], existing["Options"] = wanted["Interface"], wanted["Options"]
+                    self._write(existing)
+            if existing is None:
                 record = self._predefined(name)
                 self.networks[record["Id"]] = record
                 self._write(record)
