@@ -287,7 +287,8 @@ class World:
     L{FakeRuntime} unless given: pass the previous world's to restart the
     daemon on the same host)."""
 
-    def __init__(self, root, runtime: Optional[FakeRuntime] = None, live_restore: bool = False, clock=None):
+    def __init__(self, root, runtime: Optional[FakeRuntime] = None, live_restore: bool = False, clock=None,
+                 networks=None):
         self.root = str(root)
         if clock is None:
             clock = SyncReactor()
@@ -318,6 +319,7 @@ class World:
             mounts=self.mounts,
             log_reader_factory=lambda path: LogReader(clock, path),
             live_restore=live_restore,
+            networks=networks,
         )
 
     def now(self) -> int:

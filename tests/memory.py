@@ -7,7 +7,10 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from twisted.internet.defer import succeed
+
 from twistedock.backend.events import EventLog
+from twistedock.backend.networks.store import NetworkStore
 from twistedock.backend.swarm import InactiveCluster
 from twistedock.daemon import build_routers
 from twistedock.routers.system import ISystemBackend, PingInfo
@@ -82,9 +85,11 @@ class API:
         self.system = system or MemorySystemBackend(self.clock)
         self.containers = MemoryContainerBackend()
         self.volumes = MemoryVolumeBackend()
+        self.networks = MemoryNetworks(self.system.events)
+        self.containers.networks = self.networks
         self.routers = build_routers(
             self.clock, self.system, InactiveCluster(), debug_backend, containers=self.containers,
-            volumes=self.volumes,
+            volumes=self.volumes, networks=self.networks,
         )
         config = APIConfig(experimental=experimental, debug=False)
         if min_version is not None:
@@ -136,6 +141,45 @@ def result_of(d):
     return result
 
 
+class MemoryNetworkDriver:
+    """A netavark that changes nothing: each setup answers a MAC address."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def setup(self, netns, options):
+        self.calls.append(("setup", netns, options))
+        return {key: {"interfaces": {net["interface_name"]: {"mac_address": "02:42:ac:11:00:02"}}}
+                for key, net in options["networks"].items()}
+
+    async def teardown(self, netns, options):
+        self.calls.append(("teardown", netns, options))
+
+    async def create_netns(self, path):
+        self.calls.append(("create_netns", path))
+
+    async def remove_netns(self, path):
+        self.calls.append(("remove_netns", path))
+
+
+class MemoryNetworks(NetworkStore):
+    """The network store with nothing written: records in memory, a
+    driver that changes nothing, no routes on the host."""
+
+    def __init__(self, events, routes=lambda: [], **kwargs):
+        super().__init__(None, "/nonexistent", events, MemoryNetworkDriver(), routes=routes, **kwargs)
+        self.make_predefined()
+
+    def _write(self, record):
+        pass
+
+    def save(self, record):
+        return succeed(None)
+
+    def _thread(self, function, *args):
+        return succeed(None)
+
+
 @implementer(__import__("twistedock.routers.container", fromlist=["IContainerBackend"]).IContainerBackend)
 class MemoryContainerBackend:
     """Containers as dicts: enough life cycle to exercise the router."""
@@ -154,6 +198,22 @@ class MemoryContainerBackend:
         if name not in self.containers:
             raise NotFound("No such container: %s" % name)
         return self.containers[name]
+
+    async def connect_network(self, network_ref, container_ref, endpoint_config):
+        record = self.networks.resolve(network_ref)
+        c = self._get(container_ref)
+        cid = c["Id"].ljust(64, "0")
+        await self.networks.join(cid, c["Id"], "/memory/netns/" + c["Id"], [(record, endpoint_config)])
+
+    async def disconnect_network(self, network_ref, container_ref, force):
+        from twistedock.errors import Forbidden
+
+        record = self.networks.resolve(network_ref)
+        c = self._get(container_ref)
+        cid = c["Id"].ljust(64, "0")
+        if cid not in record["Endpoints"]:
+            raise Forbidden("container %s is not connected to the network %s" % (cid, record["Name"]))
+        await self.networks.leave(cid, [record])
 
     async def create(self, name, config, host_config, networking_config, api_version):
         self.containers[name] = {

@@ -50,6 +50,19 @@ class DaemonConfig:
     config_file: str = DEFAULT_CONFIG_FILE
     insecure_registries: List[str] = attr.Factory(list)
     registry_mirrors: List[str] = attr.Factory(list)
+    #: The default bridge network's interface ("none": no default bridge).
+    bridge: str = "twistedock0"
+    bip: str = ""
+    ip_forward: bool = True
+    mtu: int = 1500
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            self.mtu = int(self.mtu)
+        except (TypeError, ValueError):
+            raise ConfigError("invalid MTU: %s" % (self.mtu,))
+        if self.mtu < 68:
+            raise ConfigError("invalid MTU: %d (at least 68)" % (self.mtu,))
 
     @property
     def use_tls(self) -> bool:
@@ -75,6 +88,10 @@ FILE_KEYS = {
     "min-api-version": "min_api_version",
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
+    "bridge": "bridge",
+    "bip": "bip",
+    "ip-forward": "ip_forward",
+    "mtu": "mtu",
 }
 
 _TYPES = {
@@ -87,6 +104,8 @@ _TYPES = {
     "tls": bool,
     "tlsverify": bool,
     "live-restore": bool,
+    "ip-forward": bool,
+    "mtu": int,
 }
 
 
@@ -146,7 +165,7 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
             raise ConfigError(
                 "unable to configure the daemon with file %s: %s must be a %s"
-                % (path, key, {list: "list of strings", bool: "boolean", str: "string"}[expected])
+                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number"}[expected])
             )
         values[FILE_KEYS[key]] = value
     values["config_file"] = path

@@ -35,6 +35,8 @@ from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .backend.volumes import VolumeStore
+from .backend.networks.driver import Netavark
+from .backend.networks.store import NetworkStore
 from .config import ConfigError, DaemonConfig, read_config_file
 from .errors import DockerError
 from .listeners import ListenerService, check_addresses, exit_failed
@@ -62,7 +64,7 @@ CONMON = shutil.which("conmon") or "conmon"
 
 def build_routers(
     reactor, system, cluster, debug=None, containers=None, images=None,
-    execs=None, copies=None, checkpoints=None, volumes=None, registry=None,
+    execs=None, copies=None, checkpoints=None, volumes=None, registry=None, networks=None,
 ) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
@@ -77,11 +79,21 @@ def build_routers(
         SwarmRouter(cluster),
         PluginRouter(),
         DistributionRouter(registry),
-        NetworkRouter(),
+        NetworkRouter(networks, containers),
     ]
     if debug is not None:
         routers.append(DebugRouter(debug))
     return routers
+
+
+def enable_ip_forward(path: str = "/proc/sys/net/ipv4/ip_forward") -> None:
+    try:
+        with open(path, "r+") as f:
+            if f.read().strip() != "1":
+                f.seek(0)
+                f.write("1\n")
+    except OSError as e:
+        log.warn("cannot turn on IPv4 forwarding: {e}", e=e)
 
 
 class APISite(Site):
@@ -169,6 +181,16 @@ class Daemon(MultiService):
             registry=self.registry,
         )
         self.volumes = VolumeStore(reactor, config.data_root, self.events)
+        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"))
+        bridge = config.bridge
+        if netavark.netavark is None and bridge != "none":
+            # Without netavark, containers of the default mode keep loopback only.
+            log.warn("netavark not found: no default bridge network (install netavark)")
+            bridge = "none"
+        self.networks = NetworkStore(
+            reactor, config.data_root, self.events, netavark,
+            bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
+        )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
         self.system = SystemBackend(
@@ -191,6 +213,7 @@ class Daemon(MultiService):
             checkpoints=self.checkpoints,
             volumes=self.volumes,
             registry=self.registry,
+            networks=self.networks,
         )
         api = APIConfig(
             experimental=config.experimental,
@@ -235,6 +258,7 @@ class Daemon(MultiService):
             execs=exec_store,
             checkpoints=checkpoint_store if config.experimental else None,
             volumes=self.volumes,
+            networks=self.networks,
         )
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
@@ -266,6 +290,7 @@ class Daemon(MultiService):
         try:
             await self.images.load()
             await self.volumes.load()
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._load_networks)
             await self.containers.load()
         except CancelledError:
             return
@@ -276,6 +301,13 @@ class Daemon(MultiService):
             return
         for child in self:
             child.startService()
+
+    def _load_networks(self) -> None:
+        """The networks read (the predefined ones made), and IPv4 forwarding
+        turned on as dockerd does unless --ip-forward=false."""
+        self.networks.load()
+        if self.config.ip_forward:
+            enable_ip_forward()
 
     def stopService(self):
         if self._previous_sighup is not None:

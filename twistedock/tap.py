@@ -13,7 +13,7 @@ from . import __version__, systemd, versions
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
 from .listeners import check_addresses
 
-BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore")
+BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward")
 
 
 class Options(usage.Options):
@@ -29,6 +29,7 @@ class Options(usage.Options):
         ["tls", None, "Serve TCP addresses over TLS (--tls=false: say plain TCP is meant)"],
         ["tlsverify", None, "TLS, and require client certificates signed by --tlscacert"],
         ["live-restore", None, "Keep containers running while the daemon is down"],
+        ["ip-forward", None, "Turn on net.ipv4.ip_forward (the default; --ip-forward=false: leave it)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
@@ -38,6 +39,9 @@ class Options(usage.Options):
         ["tlscert", None, None, "The daemon's TLS certificate"],
         ["tlskey", None, None, "The daemon's TLS key"],
         ["group", "G", None, "Group owning the unix socket [default: docker]"],
+        ["bridge", "b", None, "The default bridge network's interface ('none': no default bridge) [default: twistedock0]"],
+        ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
+        ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
     ]
 
@@ -106,6 +110,7 @@ class Options(usage.Options):
             "tls": True if self["tls"] else (False if "tls" in self.false_flags else None),
             "tlsverify": bool(self["tlsverify"]),
             "live_restore": bool(self["live-restore"]),
+            "ip_forward": "ip-forward" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
         }
@@ -118,6 +123,9 @@ class Options(usage.Options):
             ("tlskey", "tlskey"),
             ("group", "group"),
             ("criu-path", "criu_path"),
+            ("bridge", "bridge"),
+            ("bip", "bip"),
+            ("mtu", "mtu"),
         ):
             value = self[option]
             flags[attribute] = value if value is not None else getattr(defaults, attribute)

@@ -196,7 +196,14 @@ class DockerDaemon:
             self.exec_root,
             "--config-file",
             self.config_file,
-        ] + self.args
+        ] + self._bridge_args() + self.args
+
+    def _bridge_args(self) -> List[str]:
+        # No default bridge unless a test names one: daemons of parallel
+        # test runs on one host must not share a bridge (and its addresses).
+        if any(a.startswith(("--bridge", "-b")) for a in self.args):
+            return []
+        return ["--bridge=none"]
 
     def spawn(self) -> subprocess.Popen:
         assert self.proc is None or self.proc.poll() is not None, "already running"

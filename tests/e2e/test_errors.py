@@ -79,13 +79,13 @@ def test_oldest_supported_version_is_served(default_daemon):
     assert resp.json()["DockerRootDir"] == default_daemon.data_root
 
 
-@pytest.mark.route("GET", "/networks")
+@pytest.mark.route("GET", "/plugins")
 def test_unimplemented_route(default_daemon):
-    resp = default_daemon.request("GET", "/v1.51/networks")
-    assert_json_error(resp, 501, "GET /networks is not implemented yet")
-    result = default_daemon.docker("network", "ls", check=False)
+    resp = default_daemon.request("GET", "/v1.51/plugins")
+    assert_json_error(resp, 501, "GET /plugins is not implemented yet")
+    result = default_daemon.docker("plugin", "ls", check=False)
     assert result.returncode != 0
-    assert "Error response from daemon: GET /networks is not implemented yet" in result.stderr
+    assert "Error response from daemon: GET /plugins is not implemented yet" in result.stderr
 
 
 @pytest.mark.route("GET", "/swarm")

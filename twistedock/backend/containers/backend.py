@@ -27,6 +27,7 @@ from .inspect import InspectMixin
 from .list import ListMixin
 from .logs import LogsMixin
 from .monitor import MonitorMixin, Run
+from .networking import NetworkingMixin
 from .pause import PauseMixin
 from .prune import PruneMixin
 from .rename import RenameMixin
@@ -66,6 +67,7 @@ class ContainerBackend(
     StatsMixin,
     AttachMixin,
     VolumesMixin,
+    NetworkingMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.
@@ -95,6 +97,7 @@ class ContainerBackend(
         execs=None,
         checkpoints=None,
         volumes=None,
+        networks=None,
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -116,6 +119,7 @@ class ContainerBackend(
         self.checkpoints = checkpoints
         self.execs = execs
         self.volumes = volumes
+        self.networks = networks
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

@@ -16,10 +16,6 @@ RESTART_RESET_AFTER = 10.0
 #: local log that docker logs can read".
 DEFAULT_LOG_DRIVER = "json-file"
 LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
-#: Until networks are served: a container joins none, the host's, or its own
-#: namespace with loopback only ("bridge").
-NETWORK_MODES = ("default", "bridge", "none", "host")
-
 LIST_FILTERS = (
     "ancestor",
     "before",

@@ -57,6 +57,7 @@ class DeleteMixin:
             # Let a record write in flight land before its directory goes.
             await saving.acquire()
             saving.release()
+        await self.network_down(c)
         paths = self.overlay(c)
         await self.run_in_thread(self.mounts.unmount, paths["MergedDir"])
         for directory in (c.directory, os.path.dirname(paths["UpperDir"]), self.bundle(c)):

@@ -38,6 +38,7 @@ class InspectMixin:
             doc["NetworkSettings"]["SandboxKey"] = (
                 "/proc/%d/ns/net" % c.state.pid if c.state.pid else ""
             )
+        doc["NetworkSettings"] = self.network_settings(c, doc["NetworkSettings"], api_version)
         return doc
 
 

@@ -66,7 +66,7 @@ class ListMixin:
             if filters.get("is-task") and "true" in filters.get("is-task"):
                 continue
             sizes = await self._sizes(c) if size else None
-            out.append(c.summary(self._image_name(c), now, sizes))
+            out.append(self.network_summary(c, c.summary(self._image_name(c), now, sizes)))
             if limit and limit > 0 and len(out) >= limit:
                 break
         return out

@@ -53,6 +53,8 @@ class MonitorMixin:
         """The run is over: record how it ended, then apply the restart policy."""
         run = self._runs.pop(c.id, None)
         self._tell("run_ended", c)
+        # The network torn down meanwhile (netavark is the slowest step).
+        network = ensureDeferred(self.network_down(c))
         oom = False
         try:
             oom = bool(self.runtime.oom_killed(self.bundle(c), c.id))
@@ -67,6 +69,7 @@ class MonitorMixin:
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         await self.unmount_volumes(c)
+        await network
         c.state.running = False
         c.state.paused = False
         c.state.pid = 0

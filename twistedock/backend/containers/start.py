@@ -7,14 +7,17 @@ import json
 import os
 from typing import Dict
 
+from twisted.internet.defer import ensureDeferred
+
 from ...atomic import write_atomic
-from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound, NotModified
+from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
 from ...logs import Logger
 from .. import spec
 from ..runtime import rootfs
-from .defaults import CHECKPOINTED_MARK, NETWORK_MODES
+from .defaults import CHECKPOINTED_MARK
 from .attach import _closes_stdin
 from .monitor import Run
+from .networking import settled
 from .record import Container, State
 
 log = Logger()
@@ -130,19 +133,26 @@ class StartMixin:
     async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made."""
-        await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
-        await self.run_in_thread(
-            self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
-        )
+        # The network set up (netavark) while the root filesystem is mounted.
+        network = ensureDeferred(self.network_up(c))
+        try:
+            await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
+            await self.run_in_thread(
+                self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
+            )
+        except BaseException:
+            await settled(network)
+            raise
         hc = c.host_config
+        own_hosts = await network
         await self.run_in_thread(
             rootfs.write_etc_files,
             c.directory,
             c.config.get("Hostname", ""),
             c.config.get("Domainname", ""),
             hc.get("NetworkMode", "default"),
-            hc.get("ExtraHosts"),
-            hc.get("Dns"),
+            own_hosts + self.extra_hosts(c),
+            hc.get("Dns") or self.dns_servers(c),
             hc.get("DnsSearch"),
             hc.get("DnsOptions"),
         )
@@ -158,22 +168,12 @@ class StartMixin:
             hostname_path=c.path_of("hostname"),
             hosts_path=c.path_of("hosts"),
             resolv_conf_path=c.path_of("resolv.conf"),
-            netns_path=None,
+            netns_path=self.joined_netns(c),
             inputs=inputs,
             init_path=self.init_path,
             volumes=volumes,
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
-
-    def _check_network(self, c: Container) -> None:
-        """dockerd looks the network (or the container whose network is
-        joined) up at start, not at create: the CLI takes a 404 from create
-        for a missing image."""
-        mode = c.host_config.get("NetworkMode") or "default"
-        if mode.startswith("container:"):
-            self.get(mode[len("container:"):])
-        elif mode not in NETWORK_MODES:
-            raise NotFound("network %s not found" % (mode,))
 
     async def _connect_pending(self, c: Container, run: Run) -> None:
         """Join the clients that attached before the run began."""
@@ -197,6 +197,7 @@ class StartMixin:
             pass
         await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         await self.unmount_volumes(c)
+        await self.network_down(c)
         c.state.running = False
         c.state.restarting = False
         c.state.pid = 0

@@ -1,0 +1,292 @@
+"""
+A container's networks, as moby's daemon/container_operations.go: the
+networks a container joins (its NetworkMode's, then those connected later,
+kept in its record's NetworkingConfig), a persistent network namespace made
+for a run on bridge networks and joined through the network store, left at
+the run's end; C{container:<id>} joins the other container's namespace;
+C{none} keeps runc's new namespace with loopback only; C{host} none at all.
+NetworkSettings as inspect shows them.
+"""
+
+import os
+from typing import List, Optional, Tuple
+
+from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
+from ...logs import Logger
+from ... import versions
+from ..networks import ipam, ports
+from .record import Container
+
+log = Logger()
+
+#: In a record's NetworkingConfig: the IDs of networks of its NetworkMode
+#: the container was disconnected from (not joined at its next start).
+LEFT_KEY = "TwistedockLeft"
+
+
+async def settled(d) -> None:
+    """Wait for C{d}, whatever its outcome (its failure is someone else's)."""
+    try:
+        await d
+    except BaseException:
+        pass
+
+
+class NetworkingMixin:
+    """The network part of L{ContainerBackend}; C{self.networks} is the
+    L{NetworkStore} (None: containers get loopback only, as C{none})."""
+
+    def netns_path(self, c: Container) -> str:
+        return os.path.join(self.exec_root, "netns", c.id)
+
+    def _mode(self, c: Container) -> str:
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode == "default":
+            if self.networks is None or not self.networks.default_bridge_enabled:
+                return "none"
+            return "bridge"
+        return mode
+
+    def _bridged(self, c: Container) -> bool:
+        mode = self._mode(c)
+        return self.networks is not None and mode not in ("none", "host") and not mode.startswith("container:")
+
+    def _joins(self, c: Container) -> List[Tuple[dict, dict]]:
+        """(network record, EndpointSettings asked) for each network the
+        container joins, its NetworkMode's first. NotFound at start, as dockerd."""
+        mode = self._mode(c)
+        configs = dict((c.networking_config or {}).get("EndpointsConfig") or {})
+        primary = self.networks.resolve(mode)
+        asked = {}
+        for key in (c.host_config.get("NetworkMode") or "default", mode, primary["Name"]):
+            asked = configs.pop(key, None) or asked
+        left = set((c.networking_config or {}).get(LEFT_KEY) or ())
+        out = [] if primary["Id"] in left else [(primary, asked)]
+        for name, asked in configs.items():
+            try:
+                record = self.networks.resolve(name)
+            except NotFound:
+                raise NotFound("network %s not found" % name)
+            if record["Id"] != primary["Id"]:
+                out.append((record, asked or {}))
+        return out
+
+    def _check_network(self, c: Container) -> None:
+        """dockerd looks the network (or the container whose network is
+        joined) up at start, not at create."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            other = self.get(mode[len("container:"):])
+            if not other.state.running:
+                raise Conflict("cannot join network of a non running container: %s" % other.id)
+        elif mode in ("none", "host"):
+            return
+        elif self.networks is None:
+            raise NotFound("network %s not found" % (mode,))
+        else:
+            self._joins(c)
+
+    def joined_netns(self, c: Container) -> Optional[str]:
+        """The namespace path the run's spec names (None: runc makes a new one)."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            other = self.get(mode[len("container:"):])
+            if self._bridged(other) and os.path.exists(self.netns_path(other)):
+                return self.netns_path(other)
+            return "/proc/%d/ns/net" % other.state.pid
+        if self._bridged(c) and self._joins_or_empty(c):
+            return self.netns_path(c)
+        return None
+
+    async def network_up(self, c: Container) -> List[str]:
+        """The run's namespace made and joined to its networks; the lines
+        for /etc/hosts (its own addresses)."""
+        if not self._bridged(c):
+            return []
+        joins = self._joins(c)
+        if not joins:
+            return []
+        path = self.netns_path(c)
+        await self.network_down(c)
+        await self.networks.driver.create_netns(path)
+        try:
+            wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
+            # Ports chosen and recorded (by the join) by one start at a time.
+            async with self.networks.ports_lock:
+                mappings = await self.run_in_thread(
+                    ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
+                joined = await self.networks.join(c.id, c.name, path, joins,
+                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings)
+        except BaseException:
+            await self.networks.driver.remove_netns(path)
+            raise
+        hostname = c.config.get("Hostname") or c.id[:12]
+        return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
+
+    async def network_down(self, c: Container) -> None:
+        """The run's endpoints left and its namespace removed (idempotent)."""
+        if self.networks is None:
+            return
+        try:
+            await self.networks.leave(c.id)
+        except Exception as e:
+            log.warn("network teardown of {id}: {e}", id=c.short_id, e=e)
+        try:
+            await self.networks.driver.remove_netns(self.netns_path(c))
+        except Exception as e:
+            log.warn("network namespace of {id}: {e}", id=c.short_id, e=e)
+
+    def extra_hosts(self, c: Container) -> List[str]:
+        """/etc/hosts entries (name:address) beyond the container's own:
+        ExtraHosts, "host-gateway" being the default bridge's gateway, and
+        the legacy links of the default bridge ("alias id name" of each
+        linked container's address)."""
+        out = []
+        gateway = ""
+        if self.networks is not None and self.networks.default_bridge_enabled:
+            gateway = ipam.gateway_of(self.networks.resolve("bridge")["IPAM"]["Config"][0])
+        for entry in c.host_config.get("ExtraHosts") or []:
+            name, _, address = entry.partition(":")
+            out.append("%s:%s" % (name, gateway if address == "host-gateway" and gateway else address))
+        for link in c.host_config.get("Links") or []:
+            target, _, alias = link.partition(":")
+            target = target.strip("/")
+            alias = alias.rsplit("/", 1)[-1] or target
+            other = self.get(target)
+            if not other.state.running:
+                raise Conflict("Cannot link to a non running container: /%s AS %s/%s"
+                               % (other.name.lstrip("/"), c.name if c.name.startswith("/") else "/" + c.name,
+                                  alias))
+            addresses = [ep["IPAddress"] for _, ep in (self.networks.endpoints_of(other.id)
+                                                       if self.networks is not None else [])]
+            if addresses:
+                names = " ".join(dict.fromkeys([alias, other.id[:12], other.name.lstrip("/")]))
+                out.append("%s:%s" % (names, addresses[0]))
+        return out
+
+    def dns_servers(self, c: Container) -> Optional[List[str]]:
+        """The resolvers of a run on DNS-enabled networks (aardvark-dns on
+        their gateways), else None (the host's)."""
+        if not self._bridged(c) or c.host_config.get("Dns"):
+            return None
+        servers = [ep["Gateway"] for record, ep in self.networks.endpoints_of(c.id) if record.get("DNS")]
+        return servers or None
+
+    def published_ports(self, c: Container) -> list:
+        if self.networks is None:
+            return []
+        return [m for _, ep in self.networks.endpoints_of(c.id) for m in ep.get("Ports") or ()]
+
+    # -- connect and disconnect ---------------------------------------
+
+    async def connect_network(self, network_ref: str, container_ref: str, endpoint_config: dict) -> None:
+        if self.networks is None:
+            raise NotFound("network %s not found" % network_ref)
+        record = self.networks.resolve(network_ref)
+        c = self.get(container_ref)
+        async with self.lock(c):
+            mode = self._mode(c)
+            if "host" in (mode, record["Name"]):
+                raise InvalidParameter("container cannot be disconnected from host network or connected "
+                                       "to host network")
+            if "none" in (mode, record["Name"]):
+                raise InvalidParameter("container cannot be connected to multiple networks with one of the "
+                                       "networks in private (none) mode")
+            if mode.startswith("container:"):
+                raise InvalidParameter("container sharing network namespace with another container or "
+                                       "host cannot be connected to any other network")
+            if c.state.running:
+                if c.id in record["Endpoints"]:
+                    raise Forbidden("endpoint with name %s already exists in network %s"
+                                    % (c.name.lstrip("/"), record["Name"]))
+                netns = self.netns_path(c)
+                if not os.path.exists(netns):
+                    netns = "/proc/%d/ns/net" % c.state.pid
+                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})])
+            left = c.networking_config.get(LEFT_KEY) or []
+            if record["Id"] in left:
+                # The NetworkMode's network, left before: joined again.
+                left.remove(record["Id"])
+            elif not self._is_primary(c, record):
+                configs = (c.networking_config or {}).get("EndpointsConfig") or {}
+                configs[record["Name"]] = endpoint_config or {}
+                c.networking_config["EndpointsConfig"] = configs
+            await self.save(c)
+
+    def _is_primary(self, c: Container, record: dict) -> bool:
+        try:
+            return self.networks.resolve(self._mode(c))["Id"] == record["Id"]
+        except NotFound:
+            return False
+
+    def _joins_or_empty(self, c: Container):
+        try:
+            return self._joins(c)
+        except NotFound:
+            return []
+
+    async def disconnect_network(self, network_ref: str, container_ref: str, force: bool) -> None:
+        if self.networks is None:
+            raise NotFound("network %s not found" % network_ref)
+        record = self.networks.resolve(network_ref)
+        c = self.get(container_ref)
+        async with self.lock(c):
+            if record["Name"] == "host" or self._mode(c) == "host":
+                raise InvalidParameter("container cannot be disconnected from host network or connected "
+                                       "to host network")
+            configs = (c.networking_config or {}).get("EndpointsConfig") or {}
+            names = [n for n in configs if n in (record["Name"], record["Id"])]
+            left = c.networking_config.get(LEFT_KEY) or []
+            primary = self._is_primary(c, record) and record["Id"] not in left
+            running_ep = c.id in record["Endpoints"]
+            if not names and not primary and not running_ep:
+                raise Forbidden("container %s is not connected to the network %s" % (c.id, record["Name"]))
+            if running_ep:
+                await self.networks.leave(c.id, [record])
+            for n in names:
+                configs.pop(n, None)
+            if primary:
+                # NetworkMode stays, as dockerd's; the network is not joined again.
+                c.networking_config[LEFT_KEY] = left + [record["Id"]]
+            await self.save(c)
+
+    # -- inspect and list -----------------------------------------------
+
+    def network_summary(self, c: Container, doc: dict) -> dict:
+        """The list's Ports and NetworkSettings.Networks filled in."""
+        if self.networks is None or not self._bridged(c):
+            return doc
+        doc["Ports"] = ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        doc["NetworkSettings"] = {"Networks": self.network_settings(c, {})["Networks"]}
+        return doc
+
+    def network_settings(self, c: Container, settings: dict, api_version: str = "") -> dict:
+        """NetworkSettings with the networks' endpoints filled in (DNSNames
+        from API 1.44, as dockerd 25)."""
+        if self.networks is None or not self._bridged(c):
+            return settings
+        eps = {r["Id"]: (r, ep) for r, ep in self.networks.endpoints_of(c.id)}
+        networks = {}
+        for record, asked in self._joins_or_empty(c):
+            _, ep = eps.get(record["Id"], (record, None))
+            doc = self.networks.public_endpoint(record, ep)
+            if ep is None:
+                # Not running: what was asked, no endpoint (dockerd's NetworkID is empty too).
+                doc["Aliases"] = (asked or {}).get("Aliases")
+                doc["IPAMConfig"] = (asked or {}).get("IPAMConfig")
+                doc["NetworkID"] = doc["EndpointID"] = doc["Gateway"] = doc["IPAddress"] = ""
+                doc["MacAddress"] = (asked or {}).get("MacAddress") or ""
+            if api_version and versions.less_than(api_version, "1.44"):
+                doc.pop("DNSNames", None)
+            networks[record["Name"]] = doc
+        settings["Networks"] = networks
+        settings["Ports"] = ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        first = next(iter(networks.values()), None)
+        if first is not None and self._mode(c) == "bridge":
+            # The default bridge's endpoint is also shown at the top level.
+            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+                settings[key] = first[key]
+            settings["Bridge"] = self.networks.resolve("bridge")["Interface"] if first["IPAddress"] else ""
+        if c.state.running and "SandboxKey" in settings:
+            settings["SandboxKey"] = self.netns_path(c)
+        return settings

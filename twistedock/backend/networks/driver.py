@@ -1,0 +1,103 @@
+"""
+The host side of networks, by well-kept tools: network namespaces made
+persistent with util-linux's C{unshare --net=FILE} (a bind mount of the
+namespace, so it outlives its processes and is torn down after them), and
+bridges, veth pairs, addresses, firewall rules and aardvark-dns by Podman's
+C{netavark} (C{netavark setup|teardown NETNS}, the network description as
+JSON on stdin). Every command runs through spawnProcess.
+"""
+
+import json
+import os
+import shutil
+from typing import List, Optional, Sequence
+
+from ...errors import InternalError
+from ..runtime.processes import Collect
+
+NETAVARK_PATHS = ("/usr/libexec/podman/netavark", "/usr/lib/podman/netavark")
+AARDVARK_PATHS = ("/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns")
+
+
+def find_binary(name: str, candidates: Sequence[str]) -> Optional[str]:
+    found = shutil.which(name)
+    if found:
+        return found
+    for path in candidates:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+class Netavark:
+    """netavark and the namespaces it configures."""
+
+    def __init__(self, reactor, config_dir: str, netavark: Optional[str] = None,
+                 aardvark: Optional[str] = None) -> None:
+        self.reactor = reactor
+        self.config_dir = config_dir
+        self.netavark = netavark or find_binary("netavark", NETAVARK_PATHS)
+        self.aardvark = aardvark or find_binary("aardvark-dns", AARDVARK_PATHS)
+
+    async def _run(self, argv: List[str], stdin: Optional[bytes] = None):
+        proto = Collect(stdin)
+        self.reactor.spawnProcess(proto, argv[0], argv, env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+        out, err, status = await proto.done
+        return out, err, status
+
+    def _argv(self, verb: str, netns: str) -> List[str]:
+        if not self.netavark:
+            raise InternalError("netavark is not installed: networks need it (apt install netavark)")
+        argv = [self.netavark, "--config", self.config_dir]
+        if self.aardvark:
+            argv += ["--aardvark-binary", self.aardvark]
+        return argv + [verb, netns]
+
+    async def setup(self, netns: str, options: dict) -> dict:
+        """Configure C{netns} for C{options} (netavark's NetworkOptions);
+        netavark's StatusBlock per network."""
+        os.makedirs(self.config_dir, exist_ok=True)
+        out, err, status = await self._run(self._argv("setup", netns), json.dumps(options).encode())
+        if status != 0:
+            raise InternalError("netavark setup: %s" % _message(out, err))
+        try:
+            return json.loads(out or b"{}")
+        except ValueError:
+            raise InternalError("netavark setup: unexpected answer %r" % out[:200])
+
+    async def teardown(self, netns: str, options: dict) -> None:
+        out, err, status = await self._run(self._argv("teardown", netns), json.dumps(options).encode())
+        if status != 0:
+            raise InternalError("netavark teardown: %s" % _message(out, err))
+
+    async def create_netns(self, path: str) -> None:
+        """A new network namespace bound at C{path}."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a"):
+            pass
+        out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path, "true"])
+        if status != 0:
+            _remove(path)
+            raise InternalError("cannot create a network namespace: %s" % _message(out, err))
+
+    async def remove_netns(self, path: str) -> None:
+        if not os.path.exists(path):
+            return
+        await self._run(["/bin/umount", path])
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _message(out: bytes, err: bytes) -> str:
+    text = (err or out).decode("utf-8", "replace").strip()
+    try:
+        return json.loads(text).get("error", text)
+    except (ValueError, AttributeError):
+        return text
+

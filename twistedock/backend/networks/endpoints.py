@@ -1,0 +1,191 @@
+"""
+Endpoints: a container joining networks (addresses allocated, then one
+C{netavark setup} of its namespace) and leaving them (C{netavark teardown},
+addresses released). Called by the container backend at start, exit and
+connect/disconnect; the records are saved after each change.
+"""
+
+import ipaddress
+import secrets
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import DeferredLock
+
+from ...errors import Forbidden, InvalidParameter
+from . import ipam
+
+
+class EndpointsMixin:
+    """The endpoint part of L{store.NetworkStore}."""
+
+    _netavark_lock: Optional[DeferredLock] = None
+
+    @property
+    def netavark_lock(self) -> DeferredLock:
+        # netavark calls one at a time: a bridge made by one setup is not
+        # removed under another by a concurrent teardown.
+        if self._netavark_lock is None:
+            self._netavark_lock = DeferredLock()
+        return self._netavark_lock
+
+    _ports_lock: Optional[DeferredLock] = None
+
+    @property
+    def ports_lock(self) -> DeferredLock:
+        """Held from the choice of a container's host ports to their record."""
+        if self._ports_lock is None:
+            self._ports_lock = DeferredLock()
+        return self._ports_lock
+
+    def endpoints_of(self, container_id: str) -> List[Tuple[dict, dict]]:
+        """(network record, endpoint) of each network the container is joined to."""
+        out = []
+        for record in self.networks.values():
+            ep = record["Endpoints"].get(container_id)
+            if ep is not None:
+                out.append((record, ep))
+        out.sort(key=lambda pair: pair[1].get("Interface", ""))
+        return out
+
+    def _network_info(self, record: dict) -> dict:
+        entry = record["IPAM"]["Config"][0]
+        mtu = (record.get("Options") or {}).get("com.docker.network.driver.mtu")
+        options = {"mtu": mtu} if mtu and mtu != "1500" else {}
+        return {
+            "options": options,
+            "name": record["Id"][:12] if record["Name"] not in ("bridge",) else "bridge",
+            "id": record["Id"],
+            "driver": "bridge",
+            "network_interface": record["Interface"],
+            "created": record["Created"],
+            "subnets": [{"subnet": str(ipaddress.ip_network(entry["Subnet"], strict=False)),
+                         "gateway": ipam.gateway_of(entry)}],
+            "ipv6_enabled": False,
+            "internal": bool(record["Internal"]),
+            "dns_enabled": bool(record.get("DNS")),
+            "ipam_options": {"driver": "host-local"},
+        }
+
+    def _options(self, container_id: str, container_name: str, pairs: Sequence[Tuple[dict, dict]]) -> dict:
+        networks, info = {}, {}
+        for record, ep in pairs:
+            key = self._network_info(record)["name"]
+            networks[key] = {
+                "static_ips": [ep["IPAddress"]],
+                "aliases": [a for a in ep.get("DNSNames") or [] if a != container_name],
+                "interface_name": ep["Interface"],
+            }
+            if ep.get("StaticMac"):
+                networks[key]["static_mac"] = ep["StaticMac"]
+            info[key] = self._network_info(record)
+        options = {"container_id": container_id, "container_name": container_name,
+                   "networks": networks, "network_info": info}
+        mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
+        if mappings:
+            options["port_mappings"] = mappings
+        return options
+
+    def published(self) -> List[dict]:
+        """The port mappings of every endpoint."""
+        return [m for record in self.networks.values() for ep in record["Endpoints"].values()
+                for m in ep.get("Ports") or ()]
+
+    async def join(self, container_id: str, container_name: str, netns: str,
+                   joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
+                   ports: Sequence[dict] = ()) -> Dict[str, dict]:
+        """Join C{netns} to each (network record, EndpointSettings asked)
+        of C{joins}: addresses allocated, netavark run, endpoints recorded;
+        C{ports} (netavark's port mappings) are published on the first."""
+        name = container_name.lstrip("/")
+        taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
+        pairs = []
+        try:
+            for record, asked in joins:
+                if container_id in record["Endpoints"]:
+                    raise Forbidden("endpoint with name %s already exists in network %s"
+                                    % (name, record["Name"]))
+                entry = record["IPAM"]["Config"][0]
+                wanted = ((asked or {}).get("IPAMConfig") or {}).get("IPv4Address") or None
+                if wanted and record["Name"] == "bridge":
+                    raise InvalidParameter("user specified IP address is supported on user defined "
+                                           "networks only")
+                used = {ep["IPAddress"] for ep in record["Endpoints"].values()}
+                address = ipam.allocate(entry, used, wanted)
+                index = 0
+                while "eth%d" % index in taken:
+                    index += 1
+                taken.add("eth%d" % index)
+                aliases = list((asked or {}).get("Aliases") or [])
+                dns = [] if record["Name"] == "bridge" else [name, container_id[:12]] + aliases
+                ep = {
+                    "Name": name,
+                    "EndpointID": secrets.token_hex(32),
+                    "IPAddress": address,
+                    "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
+                    "Gateway": ipam.gateway_of(entry),
+                    "MacAddress": "",
+                    "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
+                    "Aliases": aliases or None,
+                    "DNSNames": dns or None,
+                    "IPAMConfig": (asked or {}).get("IPAMConfig") or None,
+                    "Links": (asked or {}).get("Links") or None,
+                    "Interface": "eth%d" % index,
+                    "Netns": netns,
+                    "Ports": list(ports) if not pairs else [],
+                }
+                record["Endpoints"][container_id] = ep
+                pairs.append((record, ep))
+            if pairs:
+                async with self.netavark_lock:
+                    status = await self.driver.setup(netns, self._options(container_id, name, pairs))
+                for record, ep in pairs:
+                    block = status.get(self._network_info(record)["name"]) or {}
+                    iface = (block.get("interfaces") or {}).get(ep["Interface"]) or {}
+                    ep["MacAddress"] = iface.get("mac_address", "")
+        except BaseException:
+            for record, ep in pairs:
+                record["Endpoints"].pop(container_id, None)
+            raise
+        for record, _ in pairs:
+            await self.save(record)
+            self.events.log("network", "connect", record["Id"],
+                            {"container": container_id, "name": record["Name"], "type": "bridge"})
+        return {record["Name"]: ep for record, ep in pairs}
+
+    async def leave(self, container_id: str, records: Optional[Sequence[dict]] = None) -> None:
+        """Tear down the container's endpoints (on C{records}, else on
+        every network) and release their addresses."""
+        pairs = [(r, ep) for r, ep in self.endpoints_of(container_id)
+                 if records is None or r["Id"] in {x["Id"] for x in records}]
+        if not pairs:
+            return
+        netns = pairs[0][1].get("Netns", "")
+        try:
+            async with self.netavark_lock:
+                await self.driver.teardown(netns, self._options(container_id, pairs[0][1]["Name"], pairs))
+        finally:
+            for record, ep in pairs:
+                record["Endpoints"].pop(container_id, None)
+                await self.save(record)
+                self.events.log("network", "disconnect", record["Id"],
+                                {"container": container_id, "name": record["Name"], "type": "bridge"})
+
+    def public_endpoint(self, record: dict, ep: Optional[dict]) -> dict:
+        """EndpointSettings as inspect shows it (empty when not running)."""
+        ep = ep or {}
+        return {
+            "IPAMConfig": ep.get("IPAMConfig"),
+            "Links": ep.get("Links"),
+            "Aliases": ep.get("Aliases"),
+            "NetworkID": record["Id"],
+            "EndpointID": ep.get("EndpointID", ""),
+            "Gateway": ep.get("Gateway", ""),
+            "IPAddress": ep.get("IPAddress", ""),
+            "IPPrefixLen": ep.get("IPPrefixLen", 0),
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "MacAddress": ep.get("MacAddress", ""),
+            "DriverOpts": None,
+            "DNSNames": ep.get("DNSNames"),
+        }

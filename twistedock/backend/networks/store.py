@@ -1,0 +1,363 @@
+"""
+L{NetworkStore}: the networks (the predefined C{bridge}, C{host}, C{none}
+and user-defined bridge networks), one atomic record each under
+C{<data-root>/network/}, with their endpoints (the containers joined, their
+addresses allocated here, by L{ipam}). The API documents are made here; the
+host is changed only by the L{driver}, when a container joins or leaves.
+"""
+
+import json
+import os
+import re
+import secrets
+import time
+from typing import Dict, List, Optional
+
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from ... import golang
+from ...atomic import write_atomic
+from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
+from ...filters import Filters
+from ...logs import Logger
+from ...routers.network import INetworkBackend
+from ...timetypes import get_timestamp
+from . import ipam
+from .endpoints import EndpointsMixin
+
+log = Logger()
+
+PREDEFINED = ("bridge", "host", "none")
+DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
+LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
+PRUNE_FILTERS = ("label", "label!", "until")
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def _match_regexps(values, source: str) -> bool:
+    """filters.Args.Match: a value is a regular expression found in C{source}."""
+    if not values:
+        return True
+    for value in values:
+        try:
+            if re.search(value, source):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _not_a_bridge(name: str, sysfs: str = "/sys/class/net") -> bool:
+    """An interface of the host that is there and is not a bridge."""
+    return os.path.exists(os.path.join(sysfs, name)) and not os.path.exists(os.path.join(sysfs, name, "bridge"))
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+@implementer(INetworkBackend)
+class NetworkStore(EndpointsMixin):
+    """The networks under C{<data-root>/network}; C{driver} (a
+    L{driver.Netavark}) configures the namespaces of containers joining
+    them. C{bridge}: the default bridge's interface name, C{"none"} for no
+    default bridge (containers in the default mode then get loopback only)."""
+
+    def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None) -> None:
+        self.reactor = reactor
+        self.directory = os.path.join(data_root, "network")
+        self.events = events
+        self.driver = driver
+        self.bridge_name = bridge or "twistedock0"
+        self.bip = bip
+        self.mtu = mtu
+        #: The ContainerStore (shared): the current names of endpoints' containers.
+        self.containers = containers
+        self.routes = routes
+        self.networks: Dict[str, dict] = {}
+
+    # -- loading and saving ----------------------------------------------
+
+    def load(self) -> None:
+        """Read the records and make the predefined networks (blocking: at start-up)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    record = json.loads(f.read())
+            except (OSError, ValueError) as e:
+                log.warn("network record {name} unreadable: {e}", name=name, e=e)
+                continue
+            self.networks[record["Id"]] = record
+        self.make_predefined()
+
+    def make_predefined(self) -> None:
+        for name in PREDEFINED:
+            if name == "bridge" and not self.default_bridge_enabled:
+                continue
+            existing = self.find_name(name)
+            if existing is not None and name == "bridge" and not existing["Endpoints"]:
+                # The flags (--bridge, --bip, --mtu) may have changed since.
+                wanted = self._predefined(name)
+                changed = wanted["Interface"] != existing["Interface"] or wanted["Options"] != existing["Options"]
+                if self.bip and wanted["IPAM"] != existing["IPAM"]:
+                    existing["IPAM"] = wanted["IPAM"]
+                    changed = True
+                if changed:
+                    existing["Interface"], existing["Options"] = wanted["Interface"], wanted["Options"]
+                    self._write(existing)
+            if existing is None:
+                record = self._predefined(name)
+                self.networks[record["Id"]] = record
+                self._write(record)
+
+    @property
+    def default_bridge_enabled(self) -> bool:
+        return self.bridge_name != "none"
+
+    def _predefined(self, name: str) -> dict:
+        record = self._record(name, DRIVERS[name], [])
+        if name == "bridge":
+            if self.bip:
+                entry = {"Subnet": str(ipam.ipaddress.ip_network(self.bip, strict=False)),
+                         "Gateway": self.bip.split("/")[0]}
+            else:
+                subnet = ipam.choose_subnet(self.routes() + self._subnets())
+                entry = {"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}
+            record["IPAM"]["Config"] = [entry]
+            record["Interface"] = self.bridge_name
+            record["Options"] = {
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                BRIDGE_NAME_OPTION: self.bridge_name,
+                MTU_OPTION: str(self.mtu),
+            }
+        return record
+
+    def _record(self, name: str, driver: str, config: List[dict]) -> dict:
+        now = time.time_ns()
+        return {
+            "Name": name,
+            "Id": _new_id(),
+            "Created": golang.json_time(now),
+            "CreatedNs": now,
+            "Scope": "local",
+            "Driver": driver,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None, "Config": config},
+            "Internal": False,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Options": {},
+            "Labels": {},
+            "Interface": "",
+            "DNS": False,
+            "Endpoints": {},
+        }
+
+    def _path(self, record: dict) -> str:
+        return os.path.join(self.directory, record["Id"] + ".json")
+
+    def _write(self, record: dict) -> None:
+        write_atomic(self._path(record), json.dumps(record, separators=(",", ":")).encode(), mode=0o600)
+
+    def save(self, record: dict):
+        data = json.dumps(record, separators=(",", ":")).encode()
+        return self._thread(write_atomic, self._path(record), data, 0o600)
+
+    def _thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+
+    # -- lookups ---------------------------------------------------------
+
+    def find_name(self, name: str) -> Optional[dict]:
+        for record in self.networks.values():
+            if record["Name"] == name:
+                return record
+        return None
+
+    def resolve(self, ref: str) -> dict:
+        """By full ID, name, or ID prefix (as libnetwork's FindNetwork)."""
+        if ref in self.networks:
+            return self.networks[ref]
+        named = [r for r in self.networks.values() if r["Name"] == ref]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise InvalidParameter("network %s is ambiguous (%d matches found based on name)"
+                                   % (ref, len(named)))
+        prefixed = [r for r in self.networks.values() if ref and r["Id"].startswith(ref)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        if len(prefixed) > 1:
+            raise InvalidParameter("network %s is ambiguous (%d matches found based on ID prefix)"
+                                   % (ref, len(prefixed)))
+        raise NotFound("network %s not found" % (ref,))
+
+    def _subnets(self) -> list:
+        out = []
+        for record in self.networks.values():
+            for entry in record["IPAM"]["Config"]:
+                try:
+                    out.append(ipam.ipaddress.ip_network(entry["Subnet"], strict=False))
+                except (KeyError, ValueError):
+                    pass
+        return out
+
+    # -- API documents ---------------------------------------------------
+
+    def document(self, record: dict, containers: bool = True) -> dict:
+        doc = {k: record[k] for k in ("Name", "Id", "Created", "Scope", "Driver", "EnableIPv6", "IPAM",
+                                       "Internal", "Attachable", "Ingress", "ConfigFrom", "ConfigOnly")}
+        doc["Containers"] = {}
+        if containers:
+            for cid, ep in record["Endpoints"].items():
+                c = self.containers.by_id.get(cid) if self.containers is not None else None
+                doc["Containers"][cid] = {
+                    "Name": c.name.lstrip("/") if c is not None else ep["Name"],
+                    "EndpointID": ep["EndpointID"],
+                    "MacAddress": ep.get("MacAddress", ""),
+                    "IPv4Address": "%s/%d" % (ep["IPAddress"], ep["IPPrefixLen"]),
+                    "IPv6Address": "",
+                }
+        doc["Options"] = dict(record["Options"])
+        doc["Labels"] = dict(record["Labels"])
+        return doc
+
+    # -- INetworkBackend -------------------------------------------------
+
+    async def list(self, filters: Filters) -> List[dict]:
+        filters.validate(LIST_FILTERS)
+        if filters.contains("type"):
+            for value in filters.get("type"):
+                if value not in ("custom", "builtin"):
+                    raise InvalidParameter("invalid filter: 'type'='%s'" % value)
+        dangling = None
+        if filters.contains("dangling"):
+            dangling = filters.get_bool_or_default("dangling", False)
+        out = []
+        for record in sorted(self.networks.values(), key=lambda r: r.get("CreatedNs", 0)):
+            if not _match_regexps(filters.get("name"), record["Name"]):
+                continue
+            if not _match_regexps(filters.get("id"), record["Id"]):
+                continue
+            if filters.contains("driver") and not filters.exact_match("driver", record["Driver"]):
+                continue
+            if filters.contains("scope") and not filters.exact_match("scope", "local"):
+                continue
+            if not filters.match_kv_list("label", record["Labels"]):
+                continue
+            builtin = record["Name"] in PREDEFINED
+            if filters.contains("type") and not filters.exact_match("type", "builtin" if builtin else "custom"):
+                continue
+            if dangling is not None:
+                unused = not builtin and not record["Endpoints"]
+                if unused != dangling:
+                    continue
+            out.append(self.document(record, containers=False))
+        return out
+
+    async def inspect(self, ref: str, verbose: bool = False) -> dict:
+        return self.document(self.resolve(ref))
+
+    async def create(self, body: dict) -> dict:
+        name = body.get("Name") or ""
+        if not name or not NAME_RE.match(name):
+            raise InvalidParameter("invalid name: %s" % name)
+        if name in PREDEFINED:
+            raise Forbidden("operation is not permitted on predefined %s network " % name)
+        driver = body.get("Driver") or "bridge"
+        if driver != "bridge":
+            if driver in ("host", "null"):
+                raise Forbidden("only one instance of \"%s\" network is allowed" % driver)
+            raise NotFound("plugin %s not found" % golang.quote(driver))
+        warning = ""
+        existing = self.find_name(name)
+        if existing is not None:
+            if body.get("CheckDuplicate"):
+                raise Conflict("network with name %s already exists" % name)
+            warning = "Network with name %s (id : %s) already exists" % (name, existing["Id"])
+        ipam_body = body.get("IPAM") or {}
+        if (ipam_body.get("Driver") or "default") != "default":
+            raise NotFound("plugin %s not found" % golang.quote(ipam_body["Driver"]))
+        taken = self.routes() + self._subnets()
+        config = []
+        for entry in ipam_body.get("Config") or []:
+            if not entry.get("Subnet"):
+                raise InvalidParameter("an IPAM configuration needs a subnet")
+            checked = ipam.check_config(entry, taken)
+            taken.append(ipam.ipaddress.ip_network(checked["Subnet"], strict=False))
+            config.append(checked)
+        if body.get("EnableIPv6"):
+            raise Forbidden("could not find an available, non-overlapping IPv6 address pool "
+                            "among the defaults to assign to the network")
+        if not config:
+            subnet = ipam.choose_subnet(taken)
+            config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}]
+        record = self._record(name, "bridge", config)
+        record["Internal"] = bool(body.get("Internal"))
+        record["Attachable"] = bool(body.get("Attachable"))
+        record["Options"] = dict(body.get("Options") or {})
+        record["Labels"] = dict(body.get("Labels") or {})
+        record["IPAM"]["Options"] = ipam_body.get("Options") or None
+        record["Interface"] = record["Options"].get(BRIDGE_NAME_OPTION) or "br-" + record["Id"][:12]
+        if len(record["Interface"]) > 15:
+            raise InvalidParameter("bridge name %s is too long" % record["Interface"])
+        if any(r["Interface"] == record["Interface"] for r in self.networks.values()):
+            raise Forbidden("bridge name %s is in use by another network" % record["Interface"])
+        if await self._thread(_not_a_bridge, record["Interface"]):
+            raise Forbidden("the host's interface %s is not a bridge" % record["Interface"])
+        record["DNS"] = True
+        await self.save(record)
+        self.networks[record["Id"]] = record
+        self.events.log("network", "create", record["Id"], {"name": name, "type": "bridge"})
+        return {"Id": record["Id"], "Warning": warning}
+
+    async def remove(self, ref: str) -> None:
+        record = self.resolve(ref)
+        if record["Name"] in PREDEFINED:
+            raise Forbidden("%s is a pre-defined network and cannot be removed" % record["Name"])
+        if record["Endpoints"]:
+            raise Forbidden("error while removing network: network %s id %s has active endpoints"
+                            % (record["Name"], record["Id"]))
+        await self._delete(record)
+
+    async def _delete(self, record: dict) -> None:
+        self.networks.pop(record["Id"], None)
+        try:
+            await self._thread(os.unlink, self._path(record))
+        except FileNotFoundError:
+            pass
+        self.events.log("network", "destroy", record["Id"], {"name": record["Name"], "type": record["Driver"]})
+
+    async def prune(self, filters: Filters) -> dict:
+        filters.validate(PRUNE_FILTERS)
+        until = None
+        for value in filters.get("until"):
+            until = get_timestamp(value, time.time_ns())
+        deleted = []
+        for record in sorted(list(self.networks.values()), key=lambda r: r.get("CreatedNs", 0)):
+            if record["Name"] in PREDEFINED or record["Endpoints"]:
+                continue
+            if not filters.match_kv_list("label", record["Labels"]):
+                continue
+            if filters.contains("label!") and any(
+                    Filters({"label": [v]}).match_kv_list("label", record["Labels"])
+                    for v in filters.get("label!")):
+                continue
+            if until is not None and record.get("CreatedNs", 0) >= until:
+                continue
+            await self._delete(record)
+            deleted.append(record["Name"])
+        self.events.log("network", "prune", "", {"reclaimed": "0"})
+        return {"NetworksDeleted": deleted or None}
