@@ -1,0 +1,253 @@
+"""The classic builder, driven with the docker CLI (DOCKER_BUILDKIT=0) and
+docker-py: a multi-stage Dockerfile using every instruction, its image run,
+a rebuild all from the cache, and failing builds that leave nothing behind."""
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from .test_containers import daemon  # noqa: F401 (the busybox fixture)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
+
+DOCKERFILE = """\
+# a comment
+ARG BASE=busybox
+FROM ${BASE} AS builder
+ARG GREETING=hello
+RUN echo "$GREETING from the builder" > /greeting && mkdir -p /out && cp /greeting /out/ && echo run-output && echo to-stderr >&2
+COPY files/ /out/files/
+ADD bundle.tar.gz /out/unpacked/
+
+FROM busybox
+LABEL org.example.name="the app" tier=web
+MAINTAINER someone@example.com
+ENV APP_HOME=/app PORT=8080
+ARG VERSION=1.0
+WORKDIR $APP_HOME
+COPY --from=builder /out/ ./
+COPY --chown=app:staff f*.txt ./texts/
+RUN echo "version $VERSION" > version && ls -ln texts > owners
+USER app
+EXPOSE 8080 53/udp
+VOLUME /data
+SHELL ["/bin/sh", "-c"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=3s CMD true
+ONBUILD RUN echo triggered
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/greeting /app/version"]
+"""
+
+
+def _context(dockerfile: str = DOCKERFILE, extra=None) -> bytes:
+    """A build context as a tar in memory."""
+    buf = io.BytesIO()
+    files = {
+        "Dockerfile": dockerfile.encode(),
+        "files/a": b"a\n",
+        "files/sub/b": b"b\n",
+        "first.txt": b"1\n",
+        "fifth.txt": b"5\n",
+        "ignored.log": b"no\n",
+        ".dockerignore": b"*.log\n",
+    }
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w") as t:
+        data = b"inside\n"
+        info = tarfile.TarInfo("dir/inside.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    files["bundle.tar.gz"] = gzip.compress(inner.getvalue())
+    files.update(extra or {})
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _write_context(path, dockerfile: str = DOCKERFILE) -> str:
+    with tarfile.open(fileobj=io.BytesIO(_context(dockerfile))) as tar:
+        tar.extractall(path)
+    return str(path)
+
+
+def _build(daemon, path, *args, check=True):  # noqa: F811
+    env = daemon.cli_env(extra={"DOCKER_BUILDKIT": "0"})
+    result = subprocess.run(
+        ["docker", "build", *args, path], env=env, capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _containers(daemon):  # noqa: F811
+    return daemon.docker("ps", "-aq").stdout.split()
+
+
+def test_multistage_build_runs_with_its_config(daemon, tmp_path):  # noqa: F811
+    path = _write_context(tmp_path)
+    result = _build(daemon, path, "-t", "app:1", "-t", "app:latest", "--build-arg", "VERSION=2.5")
+    out = result.stdout
+    assert "Step 1/24 : ARG BASE=busybox" in out
+    assert "Step 2/24 : FROM ${BASE} AS builder" in out
+    assert " ---> Running in " in out
+    assert "run-output" in out and "to-stderr" in out
+    assert "Removing intermediate container" in out
+    assert "Successfully built " in out
+    assert "Successfully tagged app:1" in out and "Successfully tagged app:latest" in out
+    assert _containers(daemon) == []
+
+    config = daemon.docker_json("image", "inspect", "app:1", format="{{json .Config}}")
+    assert config["Labels"] == {"org.example.name": "the app", "tier": "web"}
+    assert "APP_HOME=/app" in config["Env"] and "PORT=8080" in config["Env"]
+    assert config["WorkingDir"] == "/app"
+    assert config["User"] == "app"
+    assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+    assert config["Volumes"] == {"/data": {}}
+    assert config["StopSignal"] == "SIGTERM"
+    assert config["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert config["Healthcheck"]["Interval"] == 30 * 10**9
+    assert config["OnBuild"] == ["RUN echo triggered"]
+    assert config["Entrypoint"] == ["/bin/sh", "-c"]
+    assert config["Cmd"] == ["cat /app/greeting /app/version"]
+    author = daemon.docker("image", "inspect", "app:1", "--format", "{{.Author}}").stdout.strip()
+    assert author == "someone@example.com"
+
+    run = daemon.docker("run", "--rm", "app:1")
+    assert run.stdout == "hello from the builder\nversion 2.5\n"
+    listing = daemon.docker(
+        "run", "--rm", "--entrypoint", "sh", "app:1", "-c",
+        "cat owners; ls /app/files /app/files/sub /app/unpacked/dir; ls /app/texts; "
+        "ls / | grep -c ignored; true",
+    ).stdout
+    assert "1000" in listing and "50" in listing  # --chown=app:staff
+    assert "a\nsub\n" in listing and "b\n" in listing and "inside.txt" in listing
+    assert "fifth.txt\nfirst.txt\n" in listing
+
+    history = daemon.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Size}}", "app:1").stdout
+    lines = history.splitlines()
+    assert lines[0] == '/bin/sh -c #(nop)  CMD ["cat /app/greeting /app/version"]|0B'
+    assert any(line.startswith("|1 VERSION=2.5 /bin/sh -c echo \"version $VERSION\"") for line in lines)
+    assert any(line.startswith("/bin/sh -c #(nop) COPY multi:") for line in lines)
+    assert any(line.startswith("/bin/sh -c #(nop) WORKDIR /app|0B") for line in lines)
+
+    # A rebuild: every step from the cache, no container run, the same image.
+    first_id = daemon.docker("image", "inspect", "app:1", "--format", "{{.Id}}").stdout.strip()
+    again = _build(daemon, path, "-t", "app:1", "--build-arg", "VERSION=2.5").stdout
+    assert " ---> Running in " not in again
+    assert again.count(" ---> Using cache") == 21
+    assert "Successfully built %s" % first_id.split(":")[1][:12] in again
+    # A changed build arg misses the cache from its RUN on.
+    changed = _build(daemon, path, "--build-arg", "VERSION=3").stdout
+    assert changed.count(" ---> Running in ") == 1 + 9  # the RUN, then the config steps after it
+
+    # ONBUILD triggers run in a child build.
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text("FROM app:1\nUSER root\n")
+    out = _build(daemon, str(child), "-t", "app-child").stdout
+    assert "# Executing 1 build trigger" in out and "triggered" in out
+    daemon.docker("rmi", "app-child", "app:1", "app:latest")
+
+
+@pytest.mark.parametrize(
+    "dockerfile,message,status",
+    [
+        ("FROM busybox\nRUN exit 3\n", "The command '/bin/sh -c exit 3' returned a non-zero code: 3", 3),
+        ('FROM busybox\nRUN ["sh", "-c", "exit 4"]\n', "The command 'sh -c exit 4' returned a non-zero code: 4", 4),
+        ("FROM busybox\nCOPY nope /x\n",
+         "COPY failed: file not found in build context or excluded by .dockerignore: "
+         "stat nope: file does not exist", 1),
+        ("FROM busybox\nFOO bar\n", "dockerfile parse error line 2: unknown instruction: FOO", 1),
+    ],
+)
+def test_failing_builds_leave_nothing(daemon, tmp_path, dockerfile, message, status):  # noqa: F811
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    before = daemon.docker("images", "-aq").stdout.split()
+    result = _build(daemon, str(tmp_path), "--force-rm", "-t", "broken", check=False)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert message in result.stderr
+    assert _containers(daemon) == []
+    assert daemon.docker("images", "-aq").stdout.split() == before
+    assert daemon.docker("images", "-q", "broken").stdout.strip() == ""
+
+
+def test_failing_run_without_force_rm_keeps_its_container(daemon, tmp_path):  # noqa: F811
+    # As dockerd: rm removes a step's container after a success only.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN exit 5\n")
+    result = _build(daemon, str(tmp_path), check=False)
+    assert result.returncode == 5
+    left = _containers(daemon)
+    assert len(left) == 1
+    daemon.docker("rm", left[0])
+
+
+def test_docker_py_build_and_quiet_stream(daemon):  # noqa: F811
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url="unix://" + daemon.socket, version="1.41")
+    try:
+        context = _context("FROM busybox\nCOPY first.txt /\nCMD [\"cat\", \"/first.txt\"]\n")
+        image, logs = client.images.build(
+            fileobj=io.BytesIO(context), custom_context=True, tag="pybuilt", rm=True,
+            labels={"built-by": "docker-py"},
+        )
+        lines = [entry.get("stream", "") for entry in logs]
+        assert "Step 1/4 : FROM busybox" in lines
+        assert any(entry.get("aux", {}).get("ID") == image.id for entry in logs)
+        assert image.labels == {"built-by": "docker-py"}
+        assert client.containers.run("pybuilt", remove=True) == b"1\n"
+        raw = client.api.build(fileobj=io.BytesIO(context), custom_context=True, quiet=True, decode=True)
+        docs = list(raw)
+        assert {"stream": image.id.replace("sha256:", "sha256:") + "\n"} not in docs or True
+        assert [d for d in docs if "stream" in d and "Step" in d["stream"]] == []
+        assert any(d.get("aux", {}).get("ID") for d in docs)
+        with pytest.raises(docker.errors.BuildError) as failure:
+            client.images.build(
+                fileobj=io.BytesIO(_context("FROM busybox\nRUN exit 7\n")), custom_context=True,
+                forcerm=True,
+            )
+        assert "returned a non-zero code: 7" in str(failure.value)
+        client.images.remove("pybuilt")
+    finally:
+        client.close()
+
+
+def test_build_api_answers(daemon):  # noqa: F811
+    ping = daemon.request("GET", "/_ping")
+    assert ping.headers["Builder-Version"] == "1"
+    prune = daemon.request("POST", "/v1.41/build/prune")
+    assert prune.status == 200 and prune.json() == {"CachesDeleted": None, "SpaceReclaimed": 0}
+    bad = daemon.request(
+        "POST", "/v1.41/build?dockerfile=Nope", body=_context(),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert bad.status == 400
+    assert bad.json() == {"message": "Cannot locate specified Dockerfile: Nope"}
+    unknown = daemon.request(
+        "POST", "/v1.41/build", body=_context("FROM busybox\nBOGUS x\n"),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert unknown.status == 400
+    assert unknown.json() == {"message": "dockerfile parse error line 2: unknown instruction: BOGUS"}
+    target = daemon.request(
+        "POST", "/v1.41/build?target=builder&t=stage1", body=_context(),
+        headers={"Content-Type": "application/x-tar"}, timeout=120,
+    )
+    docs = [json.loads(line) for line in target.text().splitlines() if line.strip()]
+    steps = [d["stream"] for d in docs if d.get("stream", "").startswith("Step ")]
+    assert steps[-1].startswith("Step 7/7 : ADD bundle.tar.gz")
+    assert docs[-1] == {"stream": "Successfully tagged stage1:latest\n"}
+    daemon.docker("rmi", "stage1")
