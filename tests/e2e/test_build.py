@@ -197,13 +197,14 @@ def test_failing_run_without_force_rm_keeps_its_container(daemon, tmp_path):  # 
 
 def test_docker_py_build_and_quiet_stream(daemon):  # noqa: F811
     docker = pytest.importorskip("docker")
-    client = docker.DockerClient(base_url="unix://" + daemon.socket, version="1.41")
+    client = docker.DockerClient(base_url=daemon.host, version="1.41", timeout=120)
     try:
         context = _context("FROM busybox\nCOPY first.txt /\nCMD [\"cat\", \"/first.txt\"]\n")
         image, logs = client.images.build(
             fileobj=io.BytesIO(context), custom_context=True, tag="pybuilt", rm=True,
             labels={"built-by": "docker-py"},
         )
+        logs = list(logs)
         lines = [entry.get("stream", "") for entry in logs]
         assert "Step 1/4 : FROM busybox" in lines
         assert any(entry.get("aux", {}).get("ID") == image.id for entry in logs)
@@ -211,9 +212,8 @@ def test_docker_py_build_and_quiet_stream(daemon):  # noqa: F811
         assert client.containers.run("pybuilt", remove=True) == b"1\n"
         raw = client.api.build(fileobj=io.BytesIO(context), custom_context=True, quiet=True, decode=True)
         docs = list(raw)
-        assert {"stream": image.id.replace("sha256:", "sha256:") + "\n"} not in docs or True
-        assert [d for d in docs if "stream" in d and "Step" in d["stream"]] == []
-        assert any(d.get("aux", {}).get("ID") for d in docs)
+        # Quiet: no steps, the image ID alone.
+        assert len(docs) == 1 and docs[0]["stream"].startswith("sha256:")
         with pytest.raises(docker.errors.BuildError) as failure:
             client.images.build(
                 fileobj=io.BytesIO(_context("FROM busybox\nRUN exit 7\n")), custom_context=True,
@@ -234,7 +234,7 @@ def test_build_api_answers(daemon):  # noqa: F811
         "POST", "/v1.41/build?dockerfile=Nope", body=_context(),
         headers={"Content-Type": "application/x-tar"},
     )
-    assert bad.status == 400
+    assert bad.status == 500  # as dockerd 20.10
     assert bad.json() == {"message": "Cannot locate specified Dockerfile: Nope"}
     unknown = daemon.request(
         "POST", "/v1.41/build", body=_context("FROM busybox\nBOGUS x\n"),
@@ -246,8 +246,8 @@ def test_build_api_answers(daemon):  # noqa: F811
         "POST", "/v1.41/build?target=builder&t=stage1", body=_context(),
         headers={"Content-Type": "application/x-tar"}, timeout=120,
     )
-    docs = [json.loads(line) for line in target.text().splitlines() if line.strip()]
+    docs = [json.loads(line) for line in target.text.splitlines() if line.strip()]
     steps = [d["stream"] for d in docs if d.get("stream", "").startswith("Step ")]
-    assert steps[-1].startswith("Step 7/7 : ADD bundle.tar.gz")
+    assert steps[-1].startswith("Step 6/6 : ADD bundle.tar.gz")
     assert docs[-1] == {"stream": "Successfully tagged stage1:latest\n"}
     daemon.docker("rmi", "stage1")
