@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 
@@ -251,3 +252,45 @@ def test_build_api_answers(daemon):  # noqa: F811
     assert steps[-1].startswith("Step 6/6 : ADD bundle.tar.gz")
     assert docs[-1] == {"stream": "Successfully tagged stage1:latest\n"}
     daemon.docker("rmi", "stage1")
+
+
+def test_cli_without_buildkit_variable_uses_this_builder(daemon, tmp_path):  # noqa: F811
+    # The daemon's _ping says Builder-Version 1: the CLI (without buildx)
+    # takes the classic builder, with its deprecation notice.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nENV X=1\n")
+    env = daemon.cli_env()
+    env.pop("DOCKER_BUILDKIT", None)
+    result = subprocess.run(
+        ["docker", "build", "-t", "nobk", str(tmp_path)], env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DEPRECATED: The legacy builder is deprecated" in result.stderr
+    assert "Step 2/2 : ENV X=1" in result.stdout
+    assert "Successfully tagged nobk:latest" in result.stdout
+    daemon.docker("rmi", "nobk")
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="Debian's docker-compose (1.29) is not installed")
+def test_docker_compose_build(daemon, tmp_path):  # noqa: F811
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text("FROM busybox\nARG MSG\nRUN echo \"$MSG\" > /msg\nCMD [\"cat\", \"/msg\"]\n")
+    (tmp_path / "docker-compose.yml").write_text(
+        "version: '3.8'\n"
+        "services:\n"
+        "  web:\n"
+        "    build:\n"
+        "      context: ./web\n"
+        "      args:\n"
+        "        MSG: built by compose\n"
+        "    image: composed-web:1\n"
+    )
+    env = daemon.cli_env(extra={"COMPOSE_DOCKER_CLI_BUILD": "0", "DOCKER_BUILDKIT": "0"})
+    result = subprocess.run(
+        ["docker-compose", "-p", "cb", "build"], cwd=str(tmp_path), env=env, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully tagged composed-web:1" in result.stdout + result.stderr
+    assert daemon.docker("run", "--rm", "composed-web:1").stdout == "built by compose\n"
+    daemon.docker("rmi", "composed-web:1")
