@@ -294,3 +294,66 @@ def test_docker_compose_build(daemon, tmp_path):  # noqa: F811
     assert "Successfully tagged composed-web:1" in result.stdout + result.stderr
     assert daemon.docker("run", "--rm", "composed-web:1").stdout == "built by compose\n"
     daemon.docker("rmi", "composed-web:1")
+
+
+@pytest.fixture
+def web(tmp_path):
+    """A loopback HTTP server of the files under tmp_path/www."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_remote_context_add_url_and_run_options(daemon, web):  # noqa: F811
+    root, base = web
+    (root / "note.txt").write_text("downloaded\n")
+    dockerfile = (
+        "FROM busybox\n"
+        "ADD %s/note.txt /fetched/\n"
+        "RUN grep -q somehost /etc/hosts && (cat /sys/fs/cgroup/memory.max || "
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes) > /memory\n"
+        "COPY first.txt /\n" % (base,)
+    )
+    (root / "context.tar.gz").write_bytes(gzip.compress(_context(dockerfile)))
+    result = daemon.request(
+        "POST", "/v1.41/build?t=remote:1&remote=" + base + "/context.tar.gz"
+        "&extrahosts=somehost:10.1.2.3&memory=67108864",
+        body=b"", headers={"Content-Type": "application/x-tar"}, timeout=120,
+    )
+    assert result.status == 200
+    assert "Successfully tagged remote:1" in result.text, result.text
+    out = daemon.docker(
+        "run", "--rm", "remote:1", "sh", "-c", "cat /fetched/note.txt /first.txt; stat -c %a /fetched/note.txt; cat /memory"
+    ).stdout
+    assert out.startswith("downloaded\n1\n600\n")
+    assert out.endswith("67108864\n"), result.text
+    # A plain Dockerfile as the remote context.
+    (root / "Dockerfile").write_text("FROM busybox\nLABEL from=url\n")
+    result = daemon.request(
+        "POST", "/v1.41/build?t=remote:2&remote=" + base + "/Dockerfile", body=b"",
+        headers={"Content-Type": "application/x-tar"}, timeout=120,
+    )
+    assert "Successfully tagged remote:2" in result.text, result.text
+    daemon.docker("rmi", "remote:1", "remote:2")
+
+
+def test_from_a_missing_image_fails_as_a_pull(daemon, tmp_path):  # noqa: F811
+    (tmp_path / "Dockerfile").write_text("FROM 127.0.0.1:1/nothing/here:1\n")
+    result = _build(daemon, str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "Step 1/1 : FROM 127.0.0.1:1/nothing/here:1" in result.stdout
+    assert "connection refused" in result.stderr
+    assert _containers(daemon) == []

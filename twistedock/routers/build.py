@@ -6,9 +6,11 @@ import binascii
 import json
 from typing import Optional
 
+from twisted.internet.defer import ensureDeferred
 from zope.interface import Interface
 
 from .. import golang
+from ..deferreds import shield
 from ..errors import InvalidParameter, NotImplementedYet
 from ..server.httputils import APIRequest
 from ..server.routing import route
@@ -131,7 +133,9 @@ class BuildRouter(Router):
             except RuntimeError:
                 pass  # the client went away; the build goes on to its end
 
-        await build.run(emit)
+        # A client that goes away leaves the build to finish: no step's
+        # container or image is left half made.
+        await shield(ensureDeferred(build.run(emit)), None, "build")
 
     async def post_build_prune(self, req: APIRequest) -> None:
         # The classic builder keeps its cache in images (image prune);
