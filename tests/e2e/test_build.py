@@ -142,7 +142,11 @@ def test_multistage_build_runs_with_its_config(daemon, tmp_path):  # noqa: F811
     lines = history.splitlines()
     assert lines[0] == '/bin/sh -c #(nop)  CMD ["cat /app/greeting /app/version"]|0B'
     assert any(line.startswith("|1 VERSION=2.5 /bin/sh -c echo \"version $VERSION\"") for line in lines)
-    assert any(line.startswith("/bin/sh -c #(nop) COPY multi:") for line in lines)
+    # As dockerd 20.10 writes them (the missing space after --chown too).
+    assert any(line.startswith("/bin/sh -c #(nop) COPY --chown=app:staffmulti:") for line in lines)
+    assert any(line.startswith("/bin/sh -c #(nop) COPY dir:") and " in ./ |" in line for line in lines)
+    assert "/bin/sh -c #(nop)  EXPOSE 53/udp 8080|0B" in lines
+    assert "/bin/sh -c #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"30s\" \"3s\" \"0s\" '\\x00'}|0B" in lines
     assert any(line.startswith("/bin/sh -c #(nop) WORKDIR /app|0B") for line in lines)
 
     # A rebuild: every step from the cache, no container run, the same image.
