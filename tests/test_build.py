@@ -15,6 +15,7 @@ from twistedock.backend.build.copying import (
     Owner,
     content_hash,
     context_sources,
+    resolve_in_image,
     dest_is_directory,
     image_sources,
     resolve_chown,
@@ -352,3 +353,25 @@ async def _prune(client):
     response = await client.post("http://x/build/prune")
     assert response.code == 200
     assert (await response.json()) == {"CachesDeleted": None, "SpaceReclaimed": 0}
+
+
+def test_copy_follows_the_images_links(tmp_path):
+    # /bin -> usr/bin in the image: a COPY to /bin/ writes /usr/bin, and
+    # never replaces the link with a directory.
+    layer = tmp_path / "layer"
+    (layer / "usr" / "bin").mkdir(parents=True)
+    os.symlink("usr/bin", layer / "bin")
+    os.symlink("/usr", layer / "abs")
+    layers = (str(layer),)
+    assert resolve_in_image(layers, "bin/x") == "usr/bin/x"
+    assert resolve_in_image(layers, "abs/bin/../lib") == "usr/lib"
+    ctx = tmp_path / "ctx"
+    _tree(ctx, {"tool": b"t", "d/inner": b"i"})
+    sources = context_sources(str(ctx), ["tool"], "COPY")
+    members = _members(write_copy_layer(sources, "/bin/", True, Owner(), layers, False, str(tmp_path)))
+    assert "usr/bin/tool" in members and "bin" not in members
+    members = _members(write_copy_layer(sources, "/bin/tool2", False, Owner(), layers, False, str(tmp_path)))
+    assert "usr/bin/tool2" in members and "bin" not in members
+    sources = context_sources(str(ctx), ["d"], "COPY")
+    members = _members(write_copy_layer(sources, "/bin", True, Owner(), layers, False, str(tmp_path)))
+    assert "usr/bin/inner" in members and "bin" not in members

@@ -124,6 +124,9 @@ def test_multistage_build_runs_with_its_config(daemon, tmp_path):  # noqa: F811
     assert config["OnBuild"] == ["RUN echo triggered"]
     assert config["Entrypoint"] == ["/bin/sh", "-c"]
     assert config["Cmd"] == ["cat /app/greeting /app/version"]
+    # The base, WORKDIR's new directory, two COPYs, the RUN (as dockerd).
+    layers = daemon.docker_json("image", "inspect", "app:1", format="{{json .RootFS.Layers}}")
+    assert len(layers) == 5
     author = daemon.docker("image", "inspect", "app:1", "--format", "{{.Author}}").stdout.strip()
     assert author == "someone@example.com"
 
