@@ -375,3 +375,14 @@ def test_copy_follows_the_images_links(tmp_path):
     sources = context_sources(str(ctx), ["d"], "COPY")
     members = _members(write_copy_layer(sources, "/bin", True, Owner(), layers, False, str(tmp_path)))
     assert "usr/bin/inner" in members and "bin" not in members
+
+
+def test_instruction_flags_as_dockerd_20_10_parses_them():
+    with pytest.raises(InvalidParameter) as e:
+        parse_dockerfile(b"FROM scratch\nCOPY --bogus=1 a /a\n")
+    assert str(e.value) == "dockerfile parse error line 2: Unknown flag: bogus"
+    with pytest.raises(InvalidParameter) as e:
+        parse_dockerfile(b"FROM scratch\nHEALTHCHECK --start-interval=1s CMD true\n")
+    assert str(e.value) == "dockerfile parse error line 2: Unknown flag: start-interval"
+    # BuildKit's flags parse; the build refuses them at their step.
+    parse_dockerfile(b"FROM scratch\nRUN --mount=type=cache,target=/x true\nCOPY --chmod=755 a /a\n")

@@ -364,3 +364,11 @@ def test_from_a_missing_image_fails_as_a_pull(daemon, tmp_path):  # noqa: F811
     assert "Step 1/1 : FROM 127.0.0.1:1/nothing/here:1" in result.stdout
     assert "connection refused" in result.stderr
     assert _containers(daemon) == []
+
+
+def test_buildkit_flags_are_refused_at_their_step(daemon, tmp_path):  # noqa: F811
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=cache,target=/x true\n")
+    result = _build(daemon, str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "Step 2/2 : RUN --mount=type=cache,target=/x true" in result.stdout
+    assert "the --mount option requires BuildKit" in result.stderr
