@@ -126,17 +126,18 @@ def test_dockerignore_patterns_and_exceptions():
     assert not m.excluded("src/main.py")
 
 
-def test_apply_dockerignore_keeps_the_dockerfile(tmp_path):
+def test_apply_dockerignore_drops_what_it_names(tmp_path):
     for name in ("Dockerfile", "a.txt", "secret/key", "logs/x.log", "logs/keep.log"):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(name)
     (tmp_path / ".dockerignore").write_text("Dockerfile\nsecret\nlogs/*.log\n!logs/keep.log\n")
-    apply_dockerignore(str(tmp_path), ("Dockerfile",))
+    apply_dockerignore(str(tmp_path))
     left = sorted(
         os.path.relpath(os.path.join(d, f), tmp_path) for d, _, files in os.walk(tmp_path) for f in files
     )
-    assert left == [".dockerignore", "Dockerfile", "a.txt", "logs/keep.log"]
+    # The Dockerfile (read before) goes too when named, as with dockerd.
+    assert left == [".dockerignore", "a.txt", "logs/keep.log"]
 
 
 # -- COPY and ADD ------------------------------------------------------------------

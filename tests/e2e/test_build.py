@@ -250,6 +250,15 @@ def test_build_api_answers(daemon):  # noqa: F811
     )
     assert unknown.status == 400
     assert unknown.json() == {"message": "dockerfile parse error line 2: unknown instruction: BOGUS"}
+    # The daemon applies .dockerignore itself (for clients that do not).
+    ignored = daemon.request(
+        "POST", "/v1.41/build", body=_context("FROM busybox\nCOPY first.txt /\n", {".dockerignore": b"first.txt\n"}),
+        headers={"Content-Type": "application/x-tar"}, timeout=60,
+    )
+    assert json.loads(ignored.text.splitlines()[-1])["error"] == (
+        "COPY failed: file not found in build context or excluded by .dockerignore: "
+        "stat first.txt: file does not exist"
+    )
     target = daemon.request(
         "POST", "/v1.41/build?target=builder&t=stage1", body=_context(),
         headers={"Content-Type": "application/x-tar"}, timeout=120,
