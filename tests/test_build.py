@@ -315,7 +315,8 @@ async def _router_streams(client, backend):
     query = (
         "t=a:1&t=b&dockerfile=sub/Df&target=t1&nocache=1&rm=0&forcerm=1&pull=1&q=1"
         "&networkmode=host&extrahosts=h:1.2.3.4&memory=1000000&cpushares=512&cpusetcpus=0"
-        "&buildargs=" + json.dumps({"A": "1", "B": None}) + "&labels=" + json.dumps({"l": "v"})
+        "&cgroupparent=/x&ulimits=" + json.dumps([{"Name": "nofile", "Soft": 10, "Hard": 20}])
+        + "&buildargs=" + json.dumps({"A": "1", "B": None}) + "&labels=" + json.dumps({"l": "v"})
     )
     response = await client.post("http://x/build?" + query, data=b"ctx")
     assert response.code == 200
@@ -326,7 +327,10 @@ async def _router_streams(client, backend):
     assert options.tags == ["a:1", "b"] and options.dockerfile == "sub/Df" and options.target == "t1"
     assert options.no_cache and options.remove and options.force_remove and options.pull and options.quiet
     assert options.network_mode == "host" and options.extra_hosts == ["h:1.2.3.4"]
-    assert options.resources == {"Memory": 1000000, "CpuShares": 512, "CpusetCpus": "0"}
+    assert options.resources == {
+        "Memory": 1000000, "CpuShares": 512, "CpusetCpus": "0", "CgroupParent": "/x",
+        "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
+    }
     assert options.build_args == {"A": "1", "B": None} and options.labels == {"l": "v"}
 
 
@@ -343,6 +347,11 @@ async def _router_errors(client):
     assert response.code == 400
     response = await client.post("http://x/build?rm=", data=b"")
     assert response.code == 200
+    response = await client.post("http://x/build?squash=1", data=b"")
+    assert response.code == 400
+    assert (await response.json()) == {"message": "squash is only supported with experimental mode"}
+    response = await client.post("http://x/build?isolation=hyperv", data=b"")
+    assert (await response.json()) == {"message": 'Unsupported isolation: "hyperv"'}
 
 
 @pytest.mark.route("POST", "/build/prune")

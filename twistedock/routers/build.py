@@ -96,6 +96,16 @@ class BuildRouter(Router):
         labels = _json_query(req, "labels", "labels") or {}
         if not isinstance(build_args, dict) or not isinstance(labels, dict):
             raise InvalidParameter("unable to parse build args")
+        if req.bool_query("squash"):
+            raise InvalidParameter("squash is only supported with experimental mode")
+        isolation = req.query("isolation", "") or ""
+        if isolation and isolation.lower() != "default":
+            raise InvalidParameter("Unsupported isolation: %s" % (golang.quote(isolation),))
+        ulimits = _json_query(req, "ulimits", "ulimits")
+        if ulimits:
+            resources["Ulimits"] = ulimits
+        if req.query("cgroupparent", ""):
+            resources["CgroupParent"] = req.query("cgroupparent", "")
         extra_hosts = req.query_all("extrahosts")
         if len(extra_hosts) == 1 and extra_hosts[0].startswith("["):
             extra_hosts = json.loads(extra_hosts[0])
