@@ -180,6 +180,7 @@ def test_multistage_build_runs_with_its_config(daemon, tmp_path):  # noqa: F811
          "COPY failed: file not found in build context or excluded by .dockerignore: "
          "stat nope: file does not exist", 1),
         ("FROM busybox\nFOO bar\n", "dockerfile parse error line 2: unknown instruction: FOO", 1),
+        ('FROM busybox\nRUN ["/nonexistent"]\n', "no such file or directory", 1),
     ],
 )
 def test_failing_builds_leave_nothing(daemon, tmp_path, dockerfile, message, status):  # noqa: F811
@@ -393,3 +394,26 @@ def test_image_prune_after_an_untagged_build(daemon, tmp_path):  # noqa: F811
     pruned = daemon.docker("image", "prune", "-f", "--filter", "label=stage=tmp").stdout
     assert pruned.count("deleted: sha256:") == 4  # three images, the RUN step's layer
     assert sorted(daemon.docker("images", "-aq").stdout.split()) == before
+
+
+def test_two_builds_at_once(daemon, tmp_path):  # noqa: F811
+    procs = []
+    env = daemon.cli_env(extra={"DOCKER_BUILDKIT": "0"})
+    for n in range(2):
+        directory = tmp_path / str(n)
+        directory.mkdir()
+        (directory / "Dockerfile").write_text(
+            "FROM busybox\nRUN echo build-%d | tee /n && sleep 0.3\nCMD [\"cat\", \"/n\"]\n" % n
+        )
+        procs.append(subprocess.Popen(
+            ["docker", "build", "-t", "both:%d" % n, str(directory)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    for n, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        assert "\nbuild-%d\n" % n in out and "build-%d" % (1 - n) not in out
+    for n in range(2):
+        assert daemon.docker("run", "--rm", "both:%d" % n).stdout == "build-%d\n" % n
+    daemon.docker("rmi", "both:0", "both:1")
+    assert _containers(daemon) == []
