@@ -239,6 +239,9 @@ def test_build_api_answers(daemon):  # noqa: F811
     assert ping.headers["Builder-Version"] == "1"
     prune = daemon.request("POST", "/v1.41/build/prune")
     assert prune.status == 200 and prune.json() == {"CachesDeleted": None, "SpaceReclaimed": 0}
+    assert "Total reclaimed space: 0B" in daemon.docker("builder", "prune", "-f").stdout
+    df = daemon.request("GET", "/v1.41/system/df").json()
+    assert df["BuildCache"] is None
     bad = daemon.request(
         "POST", "/v1.41/build?dockerfile=Nope", body=_context(),
         headers={"Content-Type": "application/x-tar"},
