@@ -396,3 +396,15 @@ def test_instruction_flags_as_dockerd_20_10_parses_them():
     assert str(e.value) == "dockerfile parse error line 2: Unknown flag: start-interval"
     # BuildKit's flags parse; the build refuses them at their step.
     parse_dockerfile(b"FROM scratch\nRUN --mount=type=cache,target=/x true\nCOPY --chmod=755 a /a\n")
+
+
+def test_expose_ports_as_dockerd_reads_them():
+    from twistedock.backend.build.dispatchers import _port_keys
+    from twistedock.backend.build.state import BuildFailed
+
+    assert _port_keys("80") == ["80/tcp"]
+    assert _port_keys("53/UDP") == ["53/udp"]
+    assert _port_keys("8000-8002") == ["8000/tcp", "8001/tcp", "8002/tcp"]
+    with pytest.raises(BuildFailed) as e:
+        _port_keys("abc")
+    assert str(e.value) == "Invalid containerPort: abc"
