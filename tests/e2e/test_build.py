@@ -223,6 +223,14 @@ def test_docker_py_build_and_quiet_stream(daemon):  # noqa: F811
         docs = list(raw)
         # Quiet: no steps, the image ID alone.
         assert len(docs) == 1 and docs[0]["stream"].startswith("sha256:")
+        # Quiet and failing: what was held back, then the error (as dockerd).
+        failing = list(client.api.build(
+            fileobj=io.BytesIO(_context("FROM busybox\nRUN echo held; exit 6\n")), custom_context=True,
+            quiet=True, forcerm=True, decode=True,
+        ))
+        assert {"stream": "Step 2/2 : RUN echo held; exit 6"} in failing
+        assert {"stream": "held\n"} in failing
+        assert failing[-1]["errorDetail"]["code"] == 6
         with pytest.raises(docker.errors.BuildError) as failure:
             client.images.build(
                 fileobj=io.BytesIO(_context("FROM busybox\nRUN exit 7\n")), custom_context=True,
