@@ -428,3 +428,49 @@ def test_two_builds_at_once(daemon, tmp_path):  # noqa: F811
         assert daemon.docker("run", "--rm", "both:%d" % n).stdout == "build-%d\n" % n
     daemon.docker("rmi", "both:0", "both:1")
     assert _containers(daemon) == []
+
+
+def test_git_remote_context(daemon, tmp_path):  # noqa: F811
+    from .conftest import free_port, wait_for
+
+    repo = tmp_path / "repos" / "app.git"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sub").mkdir()
+    (work / "sub" / "Dockerfile").write_text("FROM busybox\nCOPY hello.txt /\nCMD [\"cat\", \"/hello.txt\"]\n")
+    (work / "sub" / "hello.txt").write_text("from git\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(git + ["-C", str(work), "add", "."], check=True)
+    subprocess.run(git + ["-C", str(work), "commit", "-qm", "app"], check=True)
+    subprocess.run(git + ["-C", str(work), "tag", "v1"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], check=True)
+    port = free_port()
+    server = subprocess.Popen([
+        "git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=%d" % port,
+        "--base-path=%s" % (tmp_path / "repos"), str(tmp_path / "repos"),
+    ])
+    try:
+        import socket
+
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 10, what="git daemon")
+        url = "git://127.0.0.1:%d/app.git#v1:sub" % port
+        result = daemon.request(
+            "POST", "/v1.41/build?t=fromgit:1&remote=" + url, body=b"",
+            headers={"Content-Type": "application/x-tar"}, timeout=120,
+        )
+        assert "Successfully tagged fromgit:1" in result.text, result.text
+        assert daemon.docker("run", "--rm", "fromgit:1").stdout == "from git\n"
+        daemon.docker("rmi", "fromgit:1")
+        missing = daemon.request(
+            "POST", "/v1.41/build?remote=git://127.0.0.1:%d/nothing.git" % port, body=b"",
+            headers={"Content-Type": "application/x-tar"}, timeout=60,
+        )
+        assert missing.status == 500 and missing.json()["message"].startswith("error fetching: ")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
