@@ -316,7 +316,7 @@ async def _router_streams(client, backend):
         "t=a:1&t=b&dockerfile=sub/Df&target=t1&nocache=1&rm=0&forcerm=1&pull=1&q=1"
         "&networkmode=host&extrahosts=h:1.2.3.4&memory=1000000&cpushares=512&cpusetcpus=0"
         "&cgroupparent=/x&ulimits=" + json.dumps([{"Name": "nofile", "Soft": 10, "Hard": 20}])
-        + "&buildargs=" + json.dumps({"A": "1", "B": None}) + "&labels=" + json.dumps({"l": "v"})
+        + "&cachefrom=" + json.dumps(["img:1"]) + "&buildargs=" + json.dumps({"A": "1", "B": None}) + "&labels=" + json.dumps({"l": "v"})
     )
     response = await client.post("http://x/build?" + query, data=b"ctx")
     assert response.code == 200
@@ -332,6 +332,7 @@ async def _router_streams(client, backend):
         "Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 20}],
     }
     assert options.build_args == {"A": "1", "B": None} and options.labels == {"l": "v"}
+    assert options.cache_from == ["img:1"]
 
 
 @pytest.mark.route("POST", "/build")

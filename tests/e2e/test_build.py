@@ -474,3 +474,14 @@ def test_git_remote_context(daemon, tmp_path):  # noqa: F811
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_cache_from_limits_the_cache_to_those_images(daemon, tmp_path):  # noqa: F811
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo cf > /cf\nENV CF=1\n")
+    _build(daemon, str(tmp_path), "-t", "cf:1")
+    hits = _build(daemon, str(tmp_path), "--cache-from", "cf:1").stdout
+    assert hits.count(" ---> Using cache") == 2 and " ---> Running in " not in hits
+    # Images not named (or whose descendants are not) are no cache.
+    misses = _build(daemon, str(tmp_path), "--cache-from", "busybox", "-t", "cf:2").stdout
+    assert " ---> Using cache" not in misses and misses.count(" ---> Running in ") == 2
+    daemon.docker("rmi", "cf:1", "cf:2")

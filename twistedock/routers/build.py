@@ -126,6 +126,7 @@ class BuildRouter(Router):
             platform=req.query("platform", "") or "",
             resources=resources,
             auth_configs=_registry_config(req),
+            cache_from=[str(c) for c in (_json_query(req, "cachefrom", "cache from") or [])],
         )
 
     async def post_build(self, req: APIRequest) -> None:
