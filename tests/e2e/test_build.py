@@ -485,3 +485,22 @@ def test_cache_from_limits_the_cache_to_those_images(daemon, tmp_path):  # noqa:
     misses = _build(daemon, str(tmp_path), "--cache-from", "busybox", "-t", "cf:2").stdout
     assert " ---> Using cache" not in misses and misses.count(" ---> Running in ") == 2
     daemon.docker("rmi", "cf:1", "cf:2")
+
+
+def test_cache_from_an_image_without_its_parents(daemon, tmp_path):  # noqa: F811
+    # As after a pull: the image alone, read by its history.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nENV H=1\nRUN echo h > /h\nCOPY first.txt /\nCMD [\"cat\", \"/h\"]\n")
+    (tmp_path / "first.txt").write_text("1\n")
+    _build(daemon, str(tmp_path), "-t", "hc:1")
+    image_id = daemon.docker("image", "inspect", "hc:1", "--format", "{{.Id}}").stdout.strip()
+    archive = tmp_path / "hc.tar"
+    daemon.docker("save", "-o", str(archive), "hc:1")
+    daemon.docker("rmi", "hc:1")
+    daemon.docker("load", "-i", str(archive))
+    result = _build(daemon, str(tmp_path), "--cache-from", "hc:1", "-t", "hc:2", check=False)
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert out.count(" ---> Using cache") == 4 and " ---> Running in " not in out, out
+    assert daemon.docker("image", "inspect", "hc:2", "--format", "{{.Id}}").stdout.strip() == image_id
+    assert daemon.docker("run", "--rm", "hc:2").stdout == "h\n"
+    daemon.docker("rmi", "hc:1", "hc:2")

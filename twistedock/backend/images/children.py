@@ -121,3 +121,66 @@ class ChildImages:
     def image_config(self, image_id: str) -> dict:
         """The whole image config of C{image_id}, parsed (do not change it)."""
         return self._images[image_id].config
+
+    def history_cache(self, parent_id: str, container_config: dict, sources) -> Optional[dict]:
+        """dockerd's ImageCache over --cache-from images that came without
+        their parents (pulled, loaded): the first of C{sources} (image IDs)
+        whose layers and history begin with the parent's and whose next
+        history entry was made by this step (its Cmd).  None, or
+        C{{"id": ...}} when that entry is the source's last, or
+        C{{"restore": (target, index)}} for L{restore_cached}."""
+        parent = self._images.get(parent_id) if parent_id else None
+        parent_history = list((parent.config.get("history") if parent else None) or [])
+        created_by = " ".join(container_config.get("Cmd") or [])
+        for source_id in sources:
+            target = self._images.get(source_id)
+            if target is None:
+                continue
+            history = list(target.config.get("history") or [])
+            n = len(parent_history)
+            if len(history) <= n or history[:n] != parent_history:
+                continue
+            if parent is not None and list(target.diff_ids[: len(parent.diff_ids)]) != list(parent.diff_ids):
+                continue
+            if (history[n].get("created_by") or "") != created_by:
+                continue
+            if len(history) - 1 == n:
+                return {"id": target.id}
+            return {"restore": (target.id, n)}
+        return None
+
+    async def restore_cached(self, parent_id: str, target_id: str, index: int, config: dict) -> str:
+        """dockerd's restoreCachedImage: an image of the parent's layers and
+        history plus the target's entry C{index} (and its layer, already
+        stored), with C{config}.  Its ID."""
+        return await self._locked(self._restore_cached, parent_id, target_id, index, config)
+
+    async def _restore_cached(self, parent_id, target_id, index, config) -> str:
+        parent = self._images.get(parent_id) if parent_id else None
+        target = self._images[target_id]
+        history = list((parent.config.get("history") if parent else None) or [])
+        diff_ids = list(parent.diff_ids) if parent is not None else []
+        entry = (target.config.get("history") or [])[index]
+        history.append(entry)
+        if not entry.get("empty_layer"):
+            layer_index = sum(
+                1 for h in (target.config.get("history") or [])[:index] if not h.get("empty_layer")
+            )
+            if layer_index < len(target.diff_ids):
+                diff_ids.append(target.diff_ids[layer_index])
+        image: Dict[str, Any] = {
+            "architecture": target.config.get("architecture") or golang.goarch(),
+            "config": config,
+            "container_config": {},
+            "created": entry.get("created") or golang.rfc3339_nano(self._now()),
+            "docker_version": __version__,
+            "history": history,
+            "os": target.config.get("os") or "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        if target.config.get("author"):
+            image["author"] = target.config["author"]
+        if parent is not None:
+            image["parent"] = parent.id
+        record = await self._store_config(image, None)
+        return record.id
