@@ -313,15 +313,19 @@ def test_docker_compose_build(daemon, tmp_path):  # noqa: F811
         "        MSG: built by compose\n"
         "    image: composed-web:1\n"
     )
-    env = daemon.cli_env(extra={"COMPOSE_DOCKER_CLI_BUILD": "0", "DOCKER_BUILDKIT": "0"})
-    result = subprocess.run(
-        ["docker-compose", "-p", "cb", "build"], cwd=str(tmp_path), env=env, capture_output=True,
-        text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Successfully tagged composed-web:1" in result.stdout + result.stderr
-    assert daemon.docker("run", "--rm", "composed-web:1").stdout == "built by compose\n"
-    daemon.docker("rmi", "composed-web:1")
+    # Through docker-py (COMPOSE_DOCKER_CLI_BUILD=0), then through the
+    # docker CLI (compose's default), with nothing else set.
+    for extra in ({"COMPOSE_DOCKER_CLI_BUILD": "0"}, {}):
+        env = daemon.cli_env(extra=extra)
+        env.pop("DOCKER_BUILDKIT", None)
+        result = subprocess.run(
+            ["docker-compose", "-p", "cb", "build", "--no-cache"], cwd=str(tmp_path), env=env,
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Successfully tagged composed-web:1" in result.stdout + result.stderr
+        assert daemon.docker("run", "--rm", "composed-web:1").stdout == "built by compose\n"
+        daemon.docker("rmi", "composed-web:1")
 
 
 @pytest.fixture
