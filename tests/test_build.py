@@ -409,3 +409,12 @@ def test_expose_ports_as_dockerd_reads_them():
     with pytest.raises(BuildFailed) as e:
         _port_keys("abc")
     assert str(e.value) == "Invalid containerPort: abc"
+
+
+def test_builder_provides_the_routers_interface(tmp_path):
+    from zope.interface.verify import verifyObject
+
+    from twistedock.backend.build import Builder
+    from twistedock.routers.build import IBuildBackend
+
+    assert verifyObject(IBuildBackend, Builder(SyncReactor(), None, None, str(tmp_path)))
