@@ -22,6 +22,7 @@ from .atomic import write_atomic
 from .backend import host
 from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
+from .backend.build import Builder
 from .backend.containers import ContainerBackend, ContainerStore
 from .backend.containers.health import ExecProbeRunner, HealthMonitor
 from .backend.debug import DebugBackend
@@ -65,6 +66,7 @@ CONMON = shutil.which("conmon") or "conmon"
 def build_routers(
     reactor, system, cluster, debug=None, containers=None, images=None,
     execs=None, copies=None, checkpoints=None, volumes=None, registry=None, networks=None,
+    builder=None,
 ) -> list:
     """Every router, in dockerd's registration order: the first match wins,
     so checkpoint comes before container."""
@@ -74,7 +76,7 @@ def build_routers(
         ImageRouter(images),
         SystemRouter(system, reactor),
         VolumeRouter(volumes),
-        BuildRouter(),
+        BuildRouter(builder),
         SessionRouter(),
         SwarmRouter(cluster),
         PluginRouter(),
@@ -214,6 +216,7 @@ class Daemon(MultiService):
             volumes=self.volumes,
             registry=self.registry,
             networks=self.networks,
+            builder=Builder(reactor, self.containers, self.images, os.path.join(config.data_root, "tmp", "build")),
         )
         api = APIConfig(
             experimental=config.experimental,

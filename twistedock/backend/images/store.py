@@ -87,6 +87,7 @@ from ..distribution.manifest import split_platform
 from ..events import EventLog
 from ..system import IInventory
 from .changes import apply_changes
+from .children import ChildImages
 from .config import empty_container_config, encode_image_config
 from .delete import ImageDeletion
 from .image import HistoryItem, Image, ImageRecord, ImageSummary, read_record
@@ -119,7 +120,7 @@ class IContainerStore(Interface):
 
 
 @implementer(IImageBackend, IInventory)
-class ImageStore(ImageDeletion, ImageSaving, ImageLoading):
+class ImageStore(ImageDeletion, ImageSaving, ImageLoading, ChildImages):
     def __init__(
         self,
         reactor,
