@@ -39,12 +39,10 @@ class Checkpoints:
         return await self.client.stream("GET", self._path(container, checkpoint, "export"))
 
     async def export_to(self, container, checkpoint: str, file) -> int:
-        """Export into C{file} (a path or a binary file); the bytes written."""
+        """Export into C{file} (a path or a binary file, written in a
+        thread); the bytes written."""
         stream = await self.export(container, checkpoint)
-        if isinstance(file, str):
-            with open(file, "wb") as f:
-                return await stream.write_to(f.write)
-        return await stream.write_to(file.write)
+        return await stream.write_to(file)
 
     async def import_(self, tar, name: Optional[str] = None) -> str:
         """Create a container and its checkpoint from an export (bytes, a
