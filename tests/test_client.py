@@ -357,6 +357,56 @@ def test_checkpoints(tmp_path):
     assert backend.calls[-1] == ("import", "moved", b"".join(chunks))
 
 
+def test_move_a_checkpointed_container_to_another_daemon():
+    from twistedock.errors import Conflict as ConflictError
+
+    source_api, source_backend = checkpoint_api()
+    target_api, target_backend = checkpoint_api()
+
+    async def export(name, checkpoint_id):
+        return _ExportStream([b"tar" * 1000])
+
+    async def import_checkpoint(content, name, api_version):
+        target_backend.calls.append(("import", name, content.read()))
+        return await target_api.containers.create(name, {}, {}, {}, api_version)
+
+    source_backend.export = export
+    target_backend.import_checkpoint = import_checkpoint
+    source, target = client_for(source_api), client_for(target_api)
+    streamed = target.checkpoints.import_
+
+    async def import_(tar, name=None):
+        # StubTreq sends bytes bodies only: the export stream read here.
+        return await streamed(await tar.read(), name=name)
+
+    target.checkpoints.import_ = import_
+
+    def both(coroutine):
+        d = ensureDeferred(coroutine)
+        for _ in range(100):
+            if d.called:
+                break
+            source_api.treq.flush()
+            target_api.treq.flush()
+        return result_of(d)
+
+    both(source_api.containers.create("web", {}, {}, {}, "1.51"))
+    assert both(source.checkpoints.move("web", "cp1", target, name="moved")) == "moved"
+    assert target_backend.calls[-1] == ("import", "moved", b"tar" * 1000)
+    assert ("start", "moved", "cp1", "") in target_api.containers.calls
+    assert "web" not in source_api.containers.containers
+    # A start that fails there: the copy removed there, the container kept here.
+    both(source_api.containers.create("db", {}, {}, {}, "1.51"))
+
+    async def refuse(name, checkpoint="", checkpoint_dir=""):
+        raise ConflictError("cannot restore")
+
+    target_api.containers.start = refuse
+    with pytest.raises(Conflict, match="cannot restore"):
+        both(source.checkpoints.move("db", "cp1", target, name="db"))
+    assert "db" not in target_api.containers.containers and "db" in source_api.containers.containers
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_checkpoint_exported_to_a_file_in_a_thread(tmp_path):
     from twisted.internet import task

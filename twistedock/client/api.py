@@ -117,8 +117,15 @@ class DockerClient:
         return cls(HTTPClient(agent), endpoint=endpoint_for(reactor, host), version=version, host=host,
                    pool=agent._pool, reactor=reactor)
 
+    async def __aenter__(self) -> "DockerClient":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
     def close(self) -> Deferred:
-        """Close the idle connections kept for the next requests."""
+        """Close the idle connections kept for the next requests (also at
+        the end of C{async with client:})."""
         if self._pool is None:
             d = Deferred()
             d.callback(None)
