@@ -195,6 +195,7 @@ def _tar(name, data):
 @pytest.mark.route("POST", "/containers/{name:.*}/rename")
 @pytest.mark.route("GET", "/containers/json")
 @pytest.mark.route("POST", "/commit")
+@pytest.mark.route("GET", "/containers/{name:.*}/stats")
 @pytest_twisted.ensureDeferred
 async def test_files_commit_and_the_verbs(client, target, tmp_path):
     c = client.containers
@@ -267,6 +268,8 @@ async def _save_and_load(client, target, tmp_path):
 @pytest.mark.route("GET", "/version")
 @pytest.mark.route("GET", "/info")
 @pytest.mark.route("GET", "/system/df")
+@pytest.mark.route("GET", "/images/get")
+@pytest.mark.route("POST", "/images/load")
 @pytest_twisted.ensureDeferred
 async def test_images_and_system(client, target, tmp_path):
     images = client.images
@@ -327,6 +330,7 @@ async def _unless_unimplemented(target, call):
 @pytest.mark.route("POST", "/images/create")
 @pytest.mark.route("POST", "/volumes/create")
 @pytest.mark.route("GET", "/volumes")
+@pytest.mark.route("GET", "/volumes/{name:.*}")
 @pytest.mark.route("DELETE", "/volumes/{name:.*}")
 @pytest.mark.route("GET", "/networks")
 @pytest_twisted.ensureDeferred
