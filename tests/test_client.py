@@ -736,6 +736,28 @@ async def test_a_connection_cut_mid_stream_is_a_client_error(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_hijacked_session_cut_is_a_client_error(tmp_path):
+    from twisted.internet import reactor
+
+    from twistedock.client import StreamInterrupted
+
+    upgraded = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n"
+                b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    server = _CutServer(str(tmp_path / "h.sock"), upgraded, frame(1, b"one\n") + frame(1, b"two\n")[:-2])
+    client = DockerClient.for_host(reactor, "unix://%s/h.sock" % (tmp_path,), version="1.45")
+    try:
+        session = await client.containers.attach("x")
+        assert await session.next() == (1, b"one\n")
+        # A unix socket's peer gone reads as its end: here, in the middle of a frame.
+        with pytest.raises(StreamInterrupted, match="cut in the middle of a frame"):
+            await session.next()
+        session.close()
+    finally:
+        await client.close()
+        await server.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_write_to_files_paths_and_callables(tmp_path):
     import threading
 

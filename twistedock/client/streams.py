@@ -281,7 +281,7 @@ class Frames(_Iterator):
             data = await self.body.next()
             if data is None:
                 if self._buffer:
-                    raise StreamError("the stream ended in the middle of a frame")
+                    raise StreamInterrupted("a frame")
                 return None
             self._split(self._buffer + data if self._buffer else data)
         stream, payload = self._frames.popleft()
