@@ -349,11 +349,86 @@ def test_checkpoints(tmp_path):
         return exported
 
     backend.export = export
-    target = tmp_path / "cp.tar"
-    assert run(api.treq, cp.export_to("web", "cp1", str(target))) == 400005
-    assert target.read_bytes() == b"".join(chunks) and exported.closed
-    assert run(api.treq, cp.import_(target.read_bytes(), name="moved")) == "f" * 64
+    received = []
+    stream = run(api.treq, cp.export("web", "cp1"))
+    assert run(api.treq, stream.write_to(received.append)) == 400005
+    assert b"".join(received) == b"".join(chunks) and exported.closed
+    assert run(api.treq, cp.import_(b"".join(received), name="moved")) == "f" * 64
     assert backend.calls[-1] == ("import", "moved", b"".join(chunks))
+
+
+def test_move_a_checkpointed_container_to_another_daemon():
+    from twistedock.errors import Conflict as ConflictError
+
+    source_api, source_backend = checkpoint_api()
+    target_api, target_backend = checkpoint_api()
+
+    async def export(name, checkpoint_id):
+        return _ExportStream([b"tar" * 1000])
+
+    async def import_checkpoint(content, name, api_version):
+        target_backend.calls.append(("import", name, content.read()))
+        return await target_api.containers.create(name, {}, {}, {}, api_version)
+
+    source_backend.export = export
+    target_backend.import_checkpoint = import_checkpoint
+    source, target = client_for(source_api), client_for(target_api)
+    streamed = target.checkpoints.import_
+
+    async def import_(tar, name=None):
+        # StubTreq sends bytes bodies only: the export stream read here.
+        return await streamed(await tar.read(), name=name)
+
+    target.checkpoints.import_ = import_
+
+    def both(coroutine):
+        d = ensureDeferred(coroutine)
+        for _ in range(100):
+            if d.called:
+                break
+            source_api.treq.flush()
+            target_api.treq.flush()
+        return result_of(d)
+
+    both(source_api.containers.create("web", {}, {}, {}, "1.51"))
+    assert both(source.checkpoints.move("web", "cp1", target, name="moved")) == "moved"
+    assert target_backend.calls[-1] == ("import", "moved", b"tar" * 1000)
+    assert ("start", "moved", "cp1", "") in target_api.containers.calls
+    assert "web" not in source_api.containers.containers
+    # A start that fails there: the copy removed there, the container kept here.
+    both(source_api.containers.create("db", {}, {}, {}, "1.51"))
+
+    async def refuse(name, checkpoint="", checkpoint_dir=""):
+        raise ConflictError("cannot restore")
+
+    target_api.containers.start = refuse
+    with pytest.raises(Conflict, match="cannot restore"):
+        both(source.checkpoints.move("db", "cp1", target, name="db"))
+    assert "db" not in target_api.containers.containers and "db" in source_api.containers.containers
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_checkpoint_exported_to_a_file_in_a_thread(tmp_path):
+    from twisted.internet import task
+
+    api, backend = checkpoint_api()
+    cp = client_for(api).checkpoints
+    flushing = task.LoopingCall(api.treq.flush)
+    flushing.start(0.01)
+    try:
+        await api.containers.create("web", {}, {}, {}, "1.51")
+        chunks = [b"a" * 100000, b"b" * 5, b"c" * 300000]
+        exported = _ExportStream(chunks)
+
+        async def export(name, checkpoint_id):
+            return exported
+
+        backend.export = export
+        target = tmp_path / "cp.tar"
+        assert await cp.export_to("web", "cp1", str(target)) == 400005
+        assert target.read_bytes() == b"".join(chunks) and exported.closed
+    finally:
+        flushing.stop()
 
 
 def test_an_unserved_experimental_route_is_a_typed_error():
@@ -604,3 +679,117 @@ async def test_no_daemon_is_a_typed_error(tmp_path):
     with pytest.raises(DaemonUnreachable, match="Cannot connect to the Docker daemon at unix://.*none.sock"):
         await client.system.info()
     await client.close()
+
+
+# -- a connection cut in the middle, files written in a thread ---------------
+
+
+class _CutServer:
+    """A unix socket server answering every request with C{head} and
+    C{body}, then dropping the connection (abortConnection: a reset)."""
+
+    def __init__(self, path, head, body):
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Cut(Protocol):
+            def dataReceived(self, data):
+                if b"\r\n\r\n" in data:
+                    self.transport.write(head + body)
+                    reactor.callLater(0.05, self.transport.abortConnection)
+
+        self.port = reactor.listenUNIX(path, Factory.forProtocol(Cut))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_cut_mid_stream_is_a_client_error(tmp_path):
+    from twisted.internet import reactor
+
+    from twistedock.client import DockerClientError, StreamInterrupted
+
+    chunked = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    server = _CutServer(str(tmp_path / "d.sock"), chunked, b"a\r\n{\"id\": 1}\n\r\n")
+    client = DockerClient.for_host(reactor, "unix://%s/d.sock" % (tmp_path,), version="1.45")
+    try:
+        stats = await client.containers.stats("x")
+        assert await stats.next() == {"id": 1}
+        with pytest.raises(StreamInterrupted, match="cut in the middle of the answer's body") as raised:
+            await stats.next()
+        assert isinstance(raised.value, StreamError) and isinstance(raised.value, DockerClientError)
+        # The same into a file (written in a thread): the error, what came written.
+        export = await client.containers.export("x")
+        with pytest.raises(StreamInterrupted):
+            await export.write_to(str(tmp_path / "out"))
+        assert (tmp_path / "out").read_bytes() == b"{\"id\": 1}\n"
+    finally:
+        await client.close()
+        await server.port.stopListening()
+    sized = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    server = _CutServer(str(tmp_path / "e.sock"), sized, b"{\"Id\": ")
+    client = DockerClient.for_host(reactor, "unix://%s/e.sock" % (tmp_path,), version="1.45")
+    try:
+        with pytest.raises(StreamInterrupted):
+            await client.containers.inspect("x")
+    finally:
+        await client.close()
+        await server.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hijacked_session_cut_is_a_client_error(tmp_path):
+    from twisted.internet import reactor
+
+    from twistedock.client import StreamInterrupted
+
+    upgraded = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n"
+                b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    server = _CutServer(str(tmp_path / "h.sock"), upgraded, frame(1, b"one\n") + frame(1, b"two\n")[:-2])
+    client = DockerClient.for_host(reactor, "unix://%s/h.sock" % (tmp_path,), version="1.45")
+    try:
+        session = await client.containers.attach("x")
+        assert await session.next() == (1, b"one\n")
+        # A unix socket's peer gone reads as its end: here, in the middle of a frame.
+        with pytest.raises(StreamInterrupted, match="cut in the middle of a frame"):
+            await session.next()
+        session.close()
+    finally:
+        await client.close()
+        await server.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_to_files_paths_and_callables(tmp_path):
+    import threading
+
+    from twistedock.client.streams import BodyStream
+
+    def stream(*chunks):
+        queue = ChunkQueue()
+        for chunk in chunks:
+            queue.put(chunk)
+        queue.end()
+        return BodyStream(None, queue)
+
+    main = threading.get_ident()
+    threads = []
+
+    class File:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, data):
+            threads.append(threading.get_ident())
+            self.data += data
+
+    f = File()
+    assert await stream(b"ab", b"cd").write_to(f) == 4
+    assert f.data == b"abcd" and threads and main not in threads
+    assert await stream(b"xy").write_to(str(tmp_path / "p")) == 2
+    assert (tmp_path / "p").read_bytes() == b"xy"
+    with open(tmp_path / "q", "wb") as real:
+        assert await stream(b"z" * 10).write_to(real.write) == 10
+    assert (tmp_path / "q").read_bytes() == b"z" * 10
+    # Any other callable runs on the reactor (and must not block).
+    seen = []
+    assert await stream(b"1", b"2").write_to(lambda chunk: seen.append(threading.get_ident())) == 2
+    assert set(seen) == {main}

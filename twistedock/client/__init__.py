@@ -23,6 +23,7 @@ from .errors import (
     NotModified,
     ServerError,
     StreamError,
+    StreamInterrupted,
     Unauthorized,
     Unavailable,
 )
@@ -32,6 +33,6 @@ from .streams import STDERR, STDOUT, BodyStream, Frames, JSONStream
 __all__ = [
     "MAX_API_VERSION", "DockerClient", "APIError", "BadRequest", "Conflict", "DaemonUnreachable",
     "DockerClientError", "Forbidden", "HostError", "NotFound", "NotImplementedByDaemon", "NotModified",
-    "ServerError", "StreamError", "Unauthorized", "Unavailable", "DockerHost", "TLSConfig", "host_from_environ",
+    "ServerError", "StreamError", "StreamInterrupted", "Unauthorized", "Unavailable", "DockerHost", "TLSConfig", "host_from_environ",
     "parse_host", "STDERR", "STDOUT", "BodyStream", "Frames", "JSONStream",
 ]

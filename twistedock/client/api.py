@@ -9,10 +9,10 @@ from urllib.parse import quote, urlencode
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
-from twisted.web._newclient import ResponseNeverReceived
+from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 
 from ..versions import compare
-from .errors import DaemonUnreachable, DockerClientError, error_for
+from .errors import DaemonUnreachable, DockerClientError, StreamInterrupted, error_for
 from .hijack import hijack
 from .hosts import DockerHost, TLSConfig, host_from_environ, parse_host
 from .streams import BodyStream, JSONStream, body_producer
@@ -57,6 +57,14 @@ def query(params: Optional[Mapping]) -> str:
             continue
         items.append((key, str(value)))
     return "?" + urlencode(items) if items else ""
+
+
+async def content(response) -> bytes:
+    """A whole (small) answer's body; a cut connection as L{StreamInterrupted}."""
+    try:
+        return await response.content()
+    except ResponseFailed as e:
+        raise StreamInterrupted("the answer's body", e)
 
 
 class DockerClient:
@@ -109,8 +117,15 @@ class DockerClient:
         return cls(HTTPClient(agent), endpoint=endpoint_for(reactor, host), version=version, host=host,
                    pool=agent._pool, reactor=reactor)
 
+    async def __aenter__(self) -> "DockerClient":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
     def close(self) -> Deferred:
-        """Close the idle connections kept for the next requests."""
+        """Close the idle connections kept for the next requests (also at
+        the end of C{async with client:})."""
         if self._pool is None:
             d = Deferred()
             d.callback(None)
@@ -131,7 +146,7 @@ class DockerClient:
         self._waiters = []
         try:
             response = await self._send("GET", BASE + "/_ping")
-            await response.content()
+            await content(response)
         except BaseException as e:
             waiters, self._waiters = self._waiters, None
             for waiting in waiters:
@@ -153,6 +168,8 @@ class DockerClient:
             if any(r.check(CancelledError) for r in reasons):
                 raise CancelledError()
             raise DaemonUnreachable(self.host.url if self.host is not None else BASE, e)
+        except ResponseFailed as e:
+            raise StreamInterrupted("the answer's head", e)
 
     async def url(self, path: str, params=None) -> str:
         return "%s/v%s%s%s" % (BASE, await self.api_version(), path, query(params))
@@ -172,24 +189,24 @@ class DockerClient:
             data = body_producer(body)
         response = await self._send(method, url, data=data, headers=headers or None)
         if response.code >= 300:
-            raise error_for(response.code, await response.content())
+            raise error_for(response.code, await content(response))
         return response
 
     async def json(self, method: str, path: str, params=None, json=None, body=None, headers=None):
         """The answer's JSON document (None for an empty body)."""
         response = await self.request(method, path, params, json=json, body=body, headers=headers)
-        content = await response.content()
-        if not content.strip():
+        text = await content(response)
+        if not text.strip():
             return None
         try:
-            return _json.loads(content)
+            return _json.loads(text)
         except ValueError:
-            raise DockerClientError("%s %s: not JSON: %r" % (method, path, content[:200]))
+            raise DockerClientError("%s %s: not JSON: %r" % (method, path, text[:200]))
 
     async def call(self, method: str, path: str, params=None, json=None, body=None, headers=None) -> None:
         """A request whose answer has no body worth reading."""
         response = await self.request(method, path, params, json=json, body=body, headers=headers)
-        await response.content()
+        await content(response)
 
     async def stream(self, method: str, path: str, params=None, json=None, body=None, headers=None) -> BodyStream:
         """The answer's body as a L{BodyStream}, read as it comes."""

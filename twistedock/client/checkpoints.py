@@ -4,6 +4,7 @@ twistedock's export and import of a checkpoint between daemons."""
 from typing import Optional
 
 from .api import segment
+from .errors import DockerClientError
 
 
 class Checkpoints:
@@ -39,12 +40,10 @@ class Checkpoints:
         return await self.client.stream("GET", self._path(container, checkpoint, "export"))
 
     async def export_to(self, container, checkpoint: str, file) -> int:
-        """Export into C{file} (a path or a binary file); the bytes written."""
+        """Export into C{file} (a path or a binary file, written in a
+        thread); the bytes written."""
         stream = await self.export(container, checkpoint)
-        if isinstance(file, str):
-            with open(file, "wb") as f:
-                return await stream.write_to(f.write)
-        return await stream.write_to(file.write)
+        return await stream.write_to(file)
 
     async def import_(self, tar, name: Optional[str] = None) -> str:
         """Create a container and its checkpoint from an export (bytes, a
@@ -53,3 +52,27 @@ class Checkpoints:
         created = await self.client.json("POST", "/containers/checkpoints/import", {"name": name},
                                          body=tar, headers={"Content-Type": "application/x-tar"})
         return created["Id"]
+
+    async def move(self, container, checkpoint: str, target, name: Optional[str] = None,
+                   start: bool = True, remove: bool = True) -> str:
+        """Move a checkpointed container to the daemon of C{target} (another
+        L{DockerClient}): its export streamed straight into C{target}'s
+        import (no bigger in memory than a few chunks), named C{name} (by
+        default as here), started from C{checkpoint}, then removed here.
+        If the start fails, the copy is removed there and this container is
+        left as it was.  The new container's ID."""
+        if name is None:
+            name = (await self.client.containers.inspect(container))["Name"].lstrip("/")
+        moved = await target.checkpoints.import_(await self.export(container, checkpoint), name=name)
+        if start:
+            try:
+                await target.checkpoints.start(moved, checkpoint)
+            except BaseException:
+                try:
+                    await target.containers.remove(moved, force=True)
+                except DockerClientError:
+                    pass
+                raise
+        if remove:
+            await self.client.containers.remove(container, force=True)
+        return moved

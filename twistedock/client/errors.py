@@ -71,6 +71,17 @@ class StreamError(DockerClientError):
         return self.message
 
 
+class StreamInterrupted(StreamError):
+    """The connection was cut (the daemon gone, a reset) before an answer's
+    end: a stream, a body or a hijacked session stops short.  C{reason} is
+    what Twisted said."""
+
+    def __init__(self, what: str, reason=None) -> None:
+        super().__init__("the connection was cut in the middle of %s%s" % (
+            what, " (%s)" % (_describe(reason),) if reason is not None else ""))
+        self.reason = reason
+
+
 class DaemonUnreachable(DockerClientError):
     """No answer: the connection failed (refused, no socket, TLS refused)."""
 
@@ -84,10 +95,11 @@ class DaemonUnreachable(DockerClientError):
             self.host, _describe(self.reason))
 
 
-def _describe(reason: Exception) -> str:
+def _describe(reason) -> str:
+    reason = getattr(reason, "value", reason)  # a Failure's exception
     reasons = getattr(reason, "reasons", None)
     if reasons:
-        return "; ".join(str(r.value) for r in reasons)
+        return "; ".join(str(r.value) or type(r.value).__name__ for r in reasons)
     return str(reason) or type(reason).__name__
 
 

@@ -4,15 +4,17 @@ daemon's C{101 UPGRADED} (or C{200 OK}) the socket carries stdin one way and
 the output the other.  Closing stdin half-closes the connection; the output
 ends when the daemon closes its side."""
 
+import io
 import json
 from typing import Optional
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from .errors import DockerClientError, error_for
+from .errors import DockerClientError, StreamInterrupted, error_for
 from .streams import ChunkQueue, Frames, body_producer
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -108,13 +110,22 @@ class HijackProtocol(Protocol):
             else:
                 self.ready.errback(reason)
             return
-        # The daemon closing (or dropping) the connection ends the output.
-        self.queue.end()
+        # The daemon closing the connection ends the output; a cut one is
+        # an error (after a half-close from the daemon the output had ended).
+        if reason.check(ConnectionDone):
+            self.queue.end()
+        else:
+            self.queue.end(StreamInterrupted("the session's output", reason))
 
 
 class HijackedSession(Frames):
-    """An attached stream: C{write} stdin, C{close_stdin} (half-close),
-    iterate the output as C{(stream, bytes)}, C{close}."""
+    """An attached stream: C{write} or C{send} stdin, C{close_stdin}
+    (half-close), iterate the output as C{(stream, bytes)}, C{close}.
+
+    C{write} is unbuffered and not flow-controlled: the bytes go to the
+    transport's buffer at once, however slowly the process reads (fine for
+    a line typed, not for a file).  C{send} is the flow-controlled one: it
+    writes no faster than the connection takes the bytes."""
 
     def __init__(self, protocol: HijackProtocol, multiplexed: bool) -> None:
         from .streams import BodyStream
@@ -124,16 +135,18 @@ class HijackedSession(Frames):
         self.protocol = protocol
 
     def write(self, data: bytes) -> None:
+        """C{data} to stdin now, unbuffered and not paced (see L{send})."""
         self.protocol.transport.write(data)
 
     async def send(self, body, close_stdin: bool = True) -> None:
         """Send C{body} (bytes, a binary file, a path, an async iterator of
         bytes) as stdin, no faster than the daemon takes it; then close
         stdin unless told not to."""
+        if isinstance(body, bytes):
+            # Paced as a file is: a large buffer is not queued whole.
+            body = io.BytesIO(body)
         producer = body_producer(body)
-        if isinstance(producer, bytes):
-            self.write(producer)
-        elif producer is not None:
+        if producer is not None:
             transport = self.protocol.transport
             transport.registerProducer(producer, True)
             try:

@@ -8,19 +8,22 @@ event lines) are async iterators over it; closing one, or cancelling the
 Deferred of a pending read, drops its connection.  L{body_producer} sends
 bytes, files and async iterators of bytes as request bodies."""
 
+import io
 import json
+import os
 import struct
 from collections import deque
 from typing import AsyncIterator, Optional, Tuple
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
 from twisted.web.client import FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from .errors import StreamError
+from .errors import StreamError, StreamInterrupted
 
 HIGH_WATER = 1 << 20
 
@@ -156,7 +159,7 @@ class _BodyProtocol(Protocol):
         if reason.check(ResponseDone, PotentialDataLoss):
             self.queue.end()
         else:
-            self.queue.end(reason)
+            self.queue.end(StreamInterrupted("the answer's body", reason))
 
 
 class _Iterator:
@@ -210,16 +213,51 @@ class BodyStream(_Iterator):
             parts.append(chunk)
         return b"".join(parts)
 
-    async def write_to(self, write) -> int:
-        """Each chunk to C{write} (a file's write, say) until the end; the
-        number of bytes."""
+    async def write_to(self, target) -> int:
+        """The stream to its end into C{target}; the number of bytes.
+
+        C{target} is a path, a binary file, or a file's C{write}: the file
+        is written in a thread (the reactor never waits on a disk), one
+        chunk written while the next is read.  Any other callable is called
+        on the reactor with each chunk and must not block (it may return a
+        Deferred, awaited before the next chunk)."""
+        if isinstance(target, (str, os.PathLike)):
+            f = await deferToThread(open, target, "wb")
+            try:
+                return await self._write_in_thread(f.write)
+            finally:
+                await deferToThread(f.close)
+        if hasattr(target, "write"):
+            return await self._write_in_thread(target.write)
+        if isinstance(getattr(target, "__self__", None), io.IOBase):
+            return await self._write_in_thread(target)
         total = 0
         async for chunk in self:
-            result = write(chunk)
+            result = target(chunk)
             if isinstance(result, Deferred):
                 await result
             total += len(chunk)
         return total
+
+    async def _write_in_thread(self, write) -> int:
+        total, pending = 0, None
+        try:
+            async for chunk in self:
+                if pending is not None:
+                    writing, pending = pending, None
+                    await writing
+                pending = deferToThread(write, chunk)
+                pending.addErrback(self._write_failed)
+                total += len(chunk)
+        finally:
+            # The last write (or the one running when reading failed) ends first.
+            if pending is not None:
+                await pending
+        return total
+
+    def _write_failed(self, failure):
+        self.close()
+        return failure
 
     def close(self) -> None:
         self.queue.close()
@@ -243,7 +281,7 @@ class Frames(_Iterator):
             data = await self.body.next()
             if data is None:
                 if self._buffer:
-                    raise StreamError("the stream ended in the middle of a frame")
+                    raise StreamInterrupted("a frame")
                 return None
             self._split(self._buffer + data if self._buffer else data)
         stream, payload = self._frames.popleft()

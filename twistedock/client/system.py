@@ -2,6 +2,8 @@
 
 from typing import Optional
 
+from .api import content
+
 
 class System:
     def __init__(self, client) -> None:
@@ -10,7 +12,7 @@ class System:
     async def ping(self) -> dict:
         """C{/_ping}'s headers of note (Api-Version, OSType, ...) and body."""
         response = await self.client._send("GET", "http://docker/_ping")
-        body = await response.content()
+        body = await content(response)
         if response.code != 200:
             from .errors import error_for
 
