@@ -277,6 +277,12 @@ class Frames(_Iterator):
         if not self.multiplexed:
             data = await self.body.next()
             return None if data is None else (STDOUT, data)
+        if self.body.queue.closed:
+            # Closed (or a read cancelled): frames split from an earlier
+            # chunk are dropped with the rest.
+            self._frames.clear()
+            self._buffer = b""
+            return None
         while not self._frames:
             data = await self.body.next()
             if data is None:
