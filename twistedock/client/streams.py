@@ -277,7 +277,7 @@ class Frames(_Iterator):
         if not self.multiplexed:
             data = await self.body.next()
             return None if data is None else (STDOUT, data)
-        if self.body.queue.closed:
+        if getattr(getattr(self.body, "queue", None), "closed", False):
             # Closed (or a read cancelled): frames split from an earlier
             # chunk are dropped with the rest.
             self._frames.clear()
