@@ -48,10 +48,42 @@ services:
     ports:
       - "127.0.0.1::80"
     networks: [front]
+    stop_grace_period: 1s
     healthcheck:
       test: ["CMD", "wget", "-q", "-O-", "http://localhost/"]
       interval: 1s
       timeout: 2s
+      retries: 20
+  client:
+    image: busybox
+    command: wget -q -O- http://web/
+    depends_on:
+      web:
+        condition: service_healthy
+    networks: [front]
+volumes:
+  site: {}
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: %s
+"""
+
+#: The whole project up at once: web writes its page into the volume itself.
+SELF_SERVED = """\
+version: "2.4"
+services:
+  web:
+    image: busybox
+    command: sh -c "echo served by name > /srv/index.html && exec httpd -f -p 80 -h /srv"
+    volumes:
+      - site:/srv
+    networks: [front]
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "test", "-f", "/srv/index.html"]
+      interval: 1s
       retries: 20
   client:
     image: busybox
@@ -79,17 +111,32 @@ def daemon(daemons, tmp_path):
     return d
 
 
+def run_compose(daemon, directory, project, *args, check=True):
+    result = subprocess.run([COMPOSE, "-p", project] + list(args), cwd=str(directory),
+                            env=daemon.cli_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert not check or result.returncode == 0, (result, daemon.log_text()[-4000:])
+    return result
+
+
+def assert_down(daemon, project, subnet, before):
+    """Containers, network, volume, links and rules of the project gone."""
+    assert daemon.docker("ps", "-aq").stdout == ""
+    assert project not in daemon.docker("network", "ls", "--format", "{{.Name}}").stdout
+    assert project not in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
+    after = host_state()
+    assert subnet not in after
+    assert [line for line in after.splitlines() if "veth" in line] == \
+        [line for line in before.splitlines() if "veth" in line]
+
+
 def test_web_client_named_network_volume_and_healthy_dependency(daemon, tmp_path):
     project, before = "cp" + TAG, host_state()
     subnet = "10.%d.%d.0/24" % (230, int(TAG[:2], 16))
     (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE % subnet)
 
-    def compose(*args, check=True, timeout=120):
-        result = subprocess.run([COMPOSE, "-p", project] + list(args), cwd=str(tmp_path),
-                                env=daemon.cli_env(), stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=timeout)
-        assert not check or result.returncode == 0, (result, daemon.log_text()[-4000:])
-        return result
+    def compose(*args, check=True):
+        return run_compose(daemon, tmp_path, project, *args, check=check)
 
     try:
         # The client's up starts init, then web, and waits for web's health.
@@ -108,10 +155,23 @@ def test_web_client_named_network_volume_and_healthy_dependency(daemon, tmp_path
     finally:
         down = compose("down", "-v", check=False)
     assert down.returncode == 0, (down, daemon.log_text()[-4000:])
-    assert daemon.docker("ps", "-aq").stdout == ""
-    assert project not in daemon.docker("network", "ls", "--format", "{{.Name}}").stdout
-    assert project not in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
-    after = host_state()
-    assert subnet not in after
-    assert [line for line in after.splitlines() if "veth" in line] == \
-        [line for line in before.splitlines() if "veth" in line]
+    assert_down(daemon, project, subnet, before)
+
+
+def test_up_abort_on_container_exit_with_the_exit_code_of_the_client(daemon, tmp_path):
+    project, before = "cq" + TAG, host_state()
+    subnet = "10.%d.%d.0/24" % (231, int(TAG[:2], 16))
+    (tmp_path / "docker-compose.yml").write_text(SELF_SERVED % subnet)
+    try:
+        result = run_compose(daemon, tmp_path, project, "up", "--no-color", "--abort-on-container-exit",
+                             "--exit-code-from", "client")
+        assert "client_1  | served by name\n" in result.stdout, result
+        assert "Aborting on container exit..." in result.stdout
+        # The abort stopped web; its volume and network stay until down.
+        assert daemon.docker("inspect", "--format", "{{.State.Running}}",
+                             project + "_web_1").stdout == "false\n"
+        assert (project + "_site") in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
+    finally:
+        down = run_compose(daemon, tmp_path, project, "down", "-v", check=False)
+    assert down.returncode == 0, (down, daemon.log_text()[-4000:])
+    assert_down(daemon, project, subnet, before)
