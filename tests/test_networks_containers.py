@@ -141,6 +141,21 @@ def test_the_network_of_the_mode_left_and_joined_again(world):
     assert settings(world, "web")["Networks"]["app"]["IPAddress"] == "172.18.0.2"
 
 
+def test_the_mode_network_left_and_joined_again_before_start_takes_the_new_settings(world):
+    # Compose 1.29 creates with the aliases, disconnects, and connects again
+    # with the aliases and the short id before the start.
+    run(world.backend.networks.create({"Name": "app"}))
+    ident = run(world.backend.create("web", {"Image": "busybox"}, {"NetworkMode": "app"},
+                                     {"EndpointsConfig": {"app": {"Aliases": ["web"]}}}, "1.41"))["Id"]
+    run(world.backend.disconnect_network("app", "web", False))
+    assert settings(world, "web")["Networks"] == {}
+    run(world.backend.connect_network("app", "web", {"Aliases": ["web", ident[:12]]}))
+    assert settings(world, "web")["Networks"]["app"]["Aliases"] == ["web", ident[:12]]
+    run(world.backend.start("web"))
+    endpoint = settings(world, "web")["Networks"]["app"]
+    assert endpoint["Aliases"] == ["web", ident[:12]] and "web" in endpoint["DNSNames"]
+
+
 def test_a_renamed_container_is_shown_by_its_new_name(world):
     run(world.backend.networks.create({"Name": "app"}))
     ident = world.started("web", {"NetworkMode": "app"})

@@ -204,10 +204,12 @@ class NetworkingMixin:
                     netns = "/proc/%d/ns/net" % c.state.pid
                 await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})])
             left = c.networking_config.get(LEFT_KEY) or []
-            if record["Id"] in left:
-                # The NetworkMode's network, left before: joined again.
+            rejoined = record["Id"] in left
+            if rejoined:
+                # The NetworkMode's network, left before: joined again, with
+                # the settings of this connect (Compose's aliases so).
                 left.remove(record["Id"])
-            elif not self._is_primary(c, record):
+            if rejoined or not self._is_primary(c, record):
                 configs = (c.networking_config or {}).get("EndpointsConfig") or {}
                 configs[record["Name"]] = endpoint_config or {}
                 c.networking_config["EndpointsConfig"] = configs

@@ -1,0 +1,177 @@
+"""Compose 1.29 (Debian 12's docker-compose) against the daemon: a web
+service serving a file from a named volume, healthy before its client
+starts, reached by name over the project's network and through a port
+published on the host's loopback; C{down -v} leaves nothing behind.
+Traffic goes only to loopback and to the test's own containers."""
+
+import os
+import secrets
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from .test_containers import busybox_rootfs_tar
+from .test_networks import host_state
+
+COMPOSE = shutil.which("docker-compose")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="networks need root"),
+    pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed"),
+    pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/lib/podman/netavark",
+                                                           "/usr/libexec/podman/netavark")),
+                       reason="netavark is not installed"),
+]
+
+TAG = secrets.token_hex(3)
+
+COMPOSE_FILE = """\
+version: "2.4"
+services:
+  init:
+    image: busybox
+    command: sh -c "echo hello from the volume > /srv/index.html"
+    volumes:
+      - site:/srv
+    networks: [front]
+  web:
+    image: busybox
+    command: httpd -f -p 80 -h /srv
+    depends_on:
+      init:
+        condition: service_completed_successfully
+    volumes:
+      - site:/srv:ro
+    ports:
+      - "127.0.0.1::80"
+    networks: [front]
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O-", "http://localhost/"]
+      interval: 1s
+      timeout: 2s
+      retries: 20
+  client:
+    image: busybox
+    command: wget -q -O- http://web/
+    depends_on:
+      web:
+        condition: service_healthy
+    networks: [front]
+volumes:
+  site: {}
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: %s
+"""
+
+#: The whole project up at once: web writes its page into the volume itself.
+SELF_SERVED = """\
+version: "2.4"
+services:
+  web:
+    image: busybox
+    command: sh -c "echo served by name > /srv/index.html && exec httpd -f -p 80 -h /srv"
+    volumes:
+      - site:/srv
+    networks: [front]
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "test", "-f", "/srv/index.html"]
+      interval: 1s
+      retries: 20
+  client:
+    image: busybox
+    command: wget -q -O- http://web/
+    depends_on:
+      web:
+        condition: service_healthy
+    networks: [front]
+volumes:
+  site: {}
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: %s
+"""
+
+
+@pytest.fixture
+def daemon(daemons, tmp_path):
+    d = daemons.start("--debug")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                       capture_output=True, check=True, timeout=60)
+    return d
+
+
+def run_compose(daemon, directory, project, *args, check=True):
+    result = subprocess.run([COMPOSE, "-p", project] + list(args), cwd=str(directory),
+                            env=daemon.cli_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert not check or result.returncode == 0, (result, daemon.log_text()[-4000:])
+    return result
+
+
+def assert_down(daemon, project, subnet, before):
+    """Containers, network, volume, links and rules of the project gone."""
+    assert daemon.docker("ps", "-aq").stdout == ""
+    assert project not in daemon.docker("network", "ls", "--format", "{{.Name}}").stdout
+    assert project not in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
+    after = host_state()
+    assert subnet not in after
+    assert [line for line in after.splitlines() if "veth" in line] == \
+        [line for line in before.splitlines() if "veth" in line]
+
+
+def test_web_client_named_network_volume_and_healthy_dependency(daemon, tmp_path):
+    project, before = "cp" + TAG, host_state()
+    subnet = "10.%d.%d.0/24" % (230, int(TAG[:2], 16))
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE % subnet)
+
+    def compose(*args, check=True):
+        return run_compose(daemon, tmp_path, project, *args, check=check)
+
+    try:
+        # The client's up starts init, then web, and waits for web's health.
+        result = compose("up", "--no-color", "--exit-code-from", "client", "client")
+        assert "client_1  | hello from the volume\n" in result.stdout, result
+        names = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
+        assert project + "_client_1 Exited (0)" in names and project + "_init_1 Exited (0)" in names
+        assert daemon.docker("inspect", "--format", "{{.State.Health.Status}}",
+                             project + "_web_1").stdout == "healthy\n"
+        port = compose("port", "web", "80").stdout.strip()
+        assert port.startswith("127.0.0.1:"), port
+        with urllib.request.urlopen("http://%s/" % port, timeout=10) as resp:
+            assert resp.read() == b"hello from the volume\n"
+        assert (project + "_front") in daemon.docker("network", "ls", "--format", "{{.Name}}").stdout
+        assert (project + "_site") in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
+    finally:
+        down = compose("down", "-v", check=False)
+    assert down.returncode == 0, (down, daemon.log_text()[-4000:])
+    assert_down(daemon, project, subnet, before)
+
+
+def test_up_abort_on_container_exit_with_the_exit_code_of_the_client(daemon, tmp_path):
+    project, before = "cq" + TAG, host_state()
+    subnet = "10.%d.%d.0/24" % (231, int(TAG[:2], 16))
+    (tmp_path / "docker-compose.yml").write_text(SELF_SERVED % subnet)
+    try:
+        result = run_compose(daemon, tmp_path, project, "up", "--no-color", "--abort-on-container-exit",
+                             "--exit-code-from", "client")
+        assert "client_1  | served by name\n" in result.stdout, result
+        assert "Aborting on container exit..." in result.stdout
+        # The abort stopped web; its volume and network stay until down.
+        assert daemon.docker("inspect", "--format", "{{.State.Running}}",
+                             project + "_web_1").stdout == "false\n"
+        assert (project + "_site") in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
+    finally:
+        down = run_compose(daemon, tmp_path, project, "down", "-v", check=False)
+    assert down.returncode == 0, (down, daemon.log_text()[-4000:])
+    assert_down(daemon, project, subnet, before)
