@@ -102,6 +102,42 @@ networks:
 """
 
 
+#: Two services built from their Dockerfiles by C{up --build}.
+BUILT = """\
+version: "2.4"
+services:
+  web:
+    build: ./web
+    networks: [front]
+    stop_grace_period: 1s
+  client:
+    build: ./client
+    depends_on:
+      web:
+        condition: service_healthy
+    networks: [front]
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: %s
+"""
+
+WEB_DOCKERFILE = """\
+FROM busybox
+COPY index.html /srv/index.html
+EXPOSE 80
+HEALTHCHECK --interval=1s --retries=20 CMD wget -q -O- http://localhost/ || exit 1
+CMD ["httpd", "-f", "-p", "80", "-h", "/srv"]
+"""
+
+CLIENT_DOCKERFILE = """\
+FROM busybox
+ENV TARGET=http://web/
+CMD wget -q -O- $TARGET
+"""
+
+
 @pytest.fixture
 def daemon(daemons, tmp_path):
     d = daemons.start("--debug")
@@ -111,9 +147,9 @@ def daemon(daemons, tmp_path):
     return d
 
 
-def run_compose(daemon, directory, project, *args, check=True):
+def run_compose(daemon, directory, project, *args, check=True, env=None):
     result = subprocess.run([COMPOSE, "-p", project] + list(args), cwd=str(directory),
-                            env=daemon.cli_env(), stdin=subprocess.DEVNULL,
+                            env=daemon.cli_env(extra=env), stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=120)
     assert not check or result.returncode == 0, (result, daemon.log_text()[-4000:])
     return result
@@ -175,3 +211,34 @@ def test_up_abort_on_container_exit_with_the_exit_code_of_the_client(daemon, tmp
         down = run_compose(daemon, tmp_path, project, "down", "-v", check=False)
     assert down.returncode == 0, (down, daemon.log_text()[-4000:])
     assert_down(daemon, project, subnet, before)
+
+
+def test_up_build_of_two_services(daemon, tmp_path):
+    """C{up --build} with the classic builder (DOCKER_BUILDKIT=0, as a user
+    sets it where BuildKit would be the default), then the built images
+    run: the client reaches the built web by name once it is healthy."""
+    project, before = "cb" + TAG, host_state()
+    subnet = "10.%d.%d.0/24" % (232, int(TAG[:2], 16))
+    (tmp_path / "docker-compose.yml").write_text(BUILT % subnet)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(WEB_DOCKERFILE)
+    (tmp_path / "web" / "index.html").write_text("built and served\n")
+    (tmp_path / "client").mkdir()
+    (tmp_path / "client" / "Dockerfile").write_text(CLIENT_DOCKERFILE)
+    env = {"DOCKER_BUILDKIT": "0"}
+    try:
+        result = run_compose(daemon, tmp_path, project, "up", "--build", "--no-color",
+                             "--exit-code-from", "client", "client", env=env)
+        assert "client_1  | built and served\n" in result.stdout, result
+        assert "Successfully built" in result.stdout + result.stderr, result
+        images = daemon.docker("images", "--format", "{{.Repository}}").stdout.split()
+        assert {project + "_web", project + "_client"} <= set(images), images
+        config = daemon.docker_json("image", "inspect", project + "_web")["Config"]
+        assert config["Healthcheck"]["Test"][0] == "CMD-SHELL"
+    finally:
+        down = run_compose(daemon, tmp_path, project, "down", "-v", "--rmi", "local",
+                           check=False, env=env)
+    assert down.returncode == 0, (down, daemon.log_text()[-4000:])
+    assert_down(daemon, project, subnet, before)
+    images = daemon.docker("images", "--format", "{{.Repository}}").stdout.split()
+    assert project + "_web" not in images and project + "_client" not in images
