@@ -30,6 +30,7 @@ from .monitor import MonitorMixin, Run
 from .pause import PauseMixin
 from .prune import PruneMixin
 from .rename import RenameMixin
+from .reconcile import ReconcileMixin, save_error
 from .restore import RestoreMixin
 from .start import StartMixin
 from .stats import StatsCollector, StatsMixin
@@ -48,6 +49,7 @@ log = Logger()
 @implementer(IContainerBackend, IInventory)
 class ContainerBackend(
     RestoreMixin,
+    ReconcileMixin,
     CreateMixin,
     StartMixin,
     MonitorMixin,
@@ -160,6 +162,9 @@ class ContainerBackend(
         await lock.acquire()
         try:
             await self.run_in_thread(write_atomic, c.record_path, data, 0o600)
+        except OSError as e:
+            # The disk full (ENOSPC), EIO: a clear message, not a traceback.
+            raise save_error(c, e)
         finally:
             lock.release()
 
