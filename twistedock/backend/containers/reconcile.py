@@ -17,9 +17,13 @@ import re
 import shutil
 from typing import Dict, Iterable, List, Optional
 
+import attr
+from twisted.internet.defer import DeferredLock
+
 from ...atomic import write_atomic
 from ...errors import InternalError
 from ...logs import Logger
+from ..runtime import rootfs
 from .record import Container, State
 from .record import load as load_record
 
@@ -79,21 +83,6 @@ def kill_conmon(bundle: str) -> None:
             os.kill(int(f.read().strip()), 9)
     except (OSError, ValueError):
         pass
-
-
-def mounted_under(prefix: str) -> List[str]:
-    """The mount points below C{prefix} (/proc/self/mountinfo)."""
-    prefix = os.path.realpath(prefix).rstrip("/") + "/"
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and fields[4].startswith(prefix):
-                    found.append(fields[4].replace("\\040", " "))
-    except OSError:
-        pass
-    return found
 
 
 def remove_temp_files(directory: str) -> List[str]:
@@ -215,6 +204,23 @@ class ReconcileMixin:
 
     # -- saves that must not stop the work -----------------------------------
 
+    async def save_changed(self, c: Container, change) -> None:
+        """A change visible only once durable: C{change} (a function of a
+        record) applied to a copy of C{c}, the copy saved, then C{change}
+        applied to C{c}; when the save fails C{c} is unchanged."""
+        lock = self._save_locks.setdefault(c.id, DeferredLock())
+        await lock.acquire()
+        try:
+            copy = attr.evolve(c, state=attr.evolve(c.state))
+            change(copy)
+            try:
+                await self.run_in_thread(write_atomic, copy.record_path, copy.record_bytes(), 0o600)
+            except OSError as e:
+                raise save_error(c, e)
+            change(c)
+        finally:
+            lock.release()
+
     async def save_or_log(self, c: Container) -> bool:
         """Save the record; a failure (the disk full) is logged, not raised:
         for an exit recorded or recovery, where the runtime's own state says
@@ -300,7 +306,7 @@ class ReconcileMixin:
         containers the daemon does not know removed."""
         known = set(self.containers)
         running = {i for i, c in self.containers.items() if c.state.running}
-        listing = getattr(self.mounts, "mounted_under", None) or mounted_under
+        listing = getattr(self.mounts, "mounted_under", None) or rootfs.mounted_under
         busy = set()
         for target in await self.run_in_thread(listing, self.layers_dir):
             relative = os.path.relpath(target, self.layers_dir).split(os.sep)
