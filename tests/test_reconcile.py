@@ -94,6 +94,23 @@ def test_a_kill_after_runc_start_is_re_adopted_with_live_restore(world):
     assert third.state("web")["ExitCode"] == 3
 
 
+def test_a_kill_inside_a_policy_restart_leaves_no_runc_init(world):
+    ident = world.started("web", host_config={"RestartPolicy": {"Name": "always"}})
+    world.runtime.exit(ident, 1)
+    assert world.state("web")["Restarting"]
+    hang_in_start(world, then_running=False)
+    world.clock.advance(1)  # the restart: runc create done, runc start never answers
+    assert world.runtime.status(ident) == "created"
+    world.crash()
+    del world.runtime.start
+    again = world.restarted()
+    # The half-made run is deleted, then the policy starts it afresh.
+    state = again.state("web")
+    assert (state["Status"], state["Restarting"]) == ("running", False)
+    assert world.runtime.status(ident) == "running"
+    assert (ident, True) in again.runtime.called("delete")
+
+
 def test_rm_f_of_a_container_runc_still_knows_deletes_it(world):
     """The kill inside a start, then rm -f by a daemon that knows only the
     records (no reconcile): runc's container is deleted, not left behind

@@ -277,12 +277,17 @@ class ReconcileMixin:
                 await self.forget_runc(container_id, bundle)
                 continue
             alive = await self.run_in_thread(conmon_alive, bundle)
+            starting = os.path.exists(c.path_of(STARTING_MARK))
             if c.state.running:
-                if alive is False and status in ("running", "paused", "created"):
+                if starting and status == "created":
+                    # A restart (its policy's) interrupted before runc start.
+                    log.info("deleting runc container {id} never started", id=c.short_id)
+                    await self.forget_runc(container_id, bundle)
+                elif alive is False and status in ("running", "paused", "created"):
                     log.info("conmon of {id} is gone: deleting it", id=c.short_id)
                     await self.forget_runc(container_id, bundle)
                 continue
-            if status in ("running", "paused") and alive is not False and os.path.exists(c.path_of(STARTING_MARK)):
+            if status in ("running", "paused") and alive is not False and starting:
                 # Started, but the daemon died before it said so.
                 state = await self.runtime.state(container_id)
                 log.info("container {id} was started when the daemon died", id=c.short_id)
