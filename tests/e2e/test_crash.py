@@ -12,6 +12,7 @@ Seeded (TWISTEDOCK_CRASH_SEED) and bounded: TWISTEDOCK_CRASH_CYCLES cycles
 (a few by default; hundreds for a long run).
 """
 
+import collections
 import io
 import json
 import os
@@ -27,6 +28,7 @@ import time
 import pytest
 
 from .conftest import START_TIMEOUT, unix_request
+from .test_checkpoint import _criu_problem, configured_criu
 from .test_containers import busybox_rootfs_tar
 
 CYCLES = int(os.environ.get("TWISTEDOCK_CRASH_CYCLES") or 12)
@@ -114,6 +116,8 @@ class Model:
                 c["names"] = {argument} if acknowledged else c["names"] - {argument}
             if operation == "rm":
                 c["removed"] = True if acknowledged else False
+            if operation == "checkpoint" and acknowledged:
+                c["checkpoints"].add(argument)
 
 
 def worker(daemon, model, rng, stop, counter):
@@ -124,20 +128,22 @@ def worker(daemon, model, rng, stop, counter):
             name = "c%08x" % rng.getrandbits(32)
             auto = rng.random() < 0.2
             body = {"Image": "busybox", "Cmd": image_cmd if not auto else ["sleep", "0.2"],
-                    "HostConfig": {"AutoRemove": auto}}
+                    "HostConfig": {"AutoRemove": auto, "NetworkMode": "none"}}
             status, answer = call(daemon, "POST", "/containers/create?name=" + name, body)
             if status == 201:
                 ident = answer["Id"]
                 with model.lock:
-                    model.containers[ident] = {"names": {"/" + name}, "removed": False, "auto": auto}
+                    model.containers[ident] = {
+                        "names": {"/" + name}, "removed": False, "auto": auto, "checkpoints": set(),
+                    }
                     model.busy.add(ident)
-                counter.append(1)
+                counter.append("create")
                 if auto or rng.random() < 0.7:
                     model.begin(ident, "start")
                     status, _ = call(daemon, "POST", "/containers/%s/start" % ident)
                     model.end(ident, "start", None, status)
                     if status == 204:
-                        counter.append(1)
+                        counter.append("start")
                 else:
                     model.end(ident, "create", None, 201)
                 if status == 0:
@@ -148,10 +154,15 @@ def worker(daemon, model, rng, stop, counter):
         ident = model.pick(rng)
         if ident is None:
             continue
-        operation = rng.choice(["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm"])
+        operations = ["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm"]
+        if daemon.criu:
+            operations.append("checkpoint")
+        operation = rng.choice(operations)
         argument = None
         if operation == "rename":
             argument = "/r%08x" % rng.getrandbits(32)
+        if operation == "checkpoint":
+            argument = "k%08x" % rng.getrandbits(32)
         model.begin(ident, operation, argument)
         if operation == "start":
             status, _ = call(daemon, "POST", "/containers/%s/start" % ident)
@@ -171,11 +182,14 @@ def worker(daemon, model, rng, stop, counter):
             status, answer = call(daemon, "POST", "/containers/%s/exec" % ident, {"Cmd": ["true"]})
             if status == 201:
                 status, _ = call(daemon, "POST", "/exec/%s/start" % answer["Id"], {"Detach": True})
+        elif operation == "checkpoint":
+            status, _ = call(daemon, "POST", "/containers/%s/checkpoints" % ident,
+                             {"CheckpointID": argument, "Exit": False}, timeout=60)
         else:
             status, _ = call(daemon, "PUT", "/containers/%s/archive?path=/tmp" % ident, small_tar())
         model.end(ident, operation, argument, status)
         if 200 <= status < 300:
-            counter.append(1)
+            counter.append(operation)
         if status == 0:
             return
 
@@ -256,6 +270,17 @@ def check_invariants(daemon, model, live_restore):
             violations.append("acknowledged create lost: %s" % ident)
         if present and by_id[ident]["Names"][0] not in c["names"]:
             violations.append("name of %s is %s, acknowledged %r" % (ident, by_id[ident]["Names"][0], c["names"]))
+        if present and daemon.criu:
+            status, listing = call(daemon, "GET", "/containers/%s/checkpoints" % ident)
+            names = {k["Name"] for k in listing or []} if status == 200 else set()
+            if not c["checkpoints"] <= names:
+                violations.append("checkpoints of %s lost: %r" % (ident, c["checkpoints"] - names))
+            base = os.path.join(containers_dir, ident, "checkpoints")
+            for name in names:
+                if not os.path.exists(os.path.join(base, name, "checkpoint.json")):
+                    violations.append("partial checkpoint %s of %s listed" % (name, ident))
+            if os.path.isdir(base) and [n for n in os.listdir(base) if n.startswith(".")]:
+                violations.append("dump leftovers in %s: %r" % (base, os.listdir(base)))
     runc_known = runc_list(daemon)
     mounted = mounts_under(os.path.join(daemon.data_root, "overlay2"))
     for ident, c in by_id.items():
@@ -333,7 +358,12 @@ def kill_everything(daemon):
 
 @pytest.fixture
 def crash_daemon(daemons, tmp_path):
-    daemon = daemons.make()
+    # Checkpoints join the churn where CRIU works (as test_checkpoint needs).
+    criu = None if _criu_problem() else configured_criu()[0]
+    base = ["--experimental", "--criu-path", criu] if criu else []
+    daemon = daemons.make(*base)
+    daemon.base_args = base
+    daemon.criu = criu
     daemon.start()
     import_busybox(daemon, tmp_path)
     yield daemon
@@ -347,7 +377,7 @@ def test_crash_cycles(crash_daemon):
     daemon = crash_daemon
     rng = random.Random(SEED)
     violations = []
-    acknowledged = 0
+    acknowledged = collections.Counter()
     for cycle in range(CYCLES):
         live_restore = cycle % 2 == 1
         model = Model()
@@ -365,8 +395,8 @@ def test_crash_cycles(crash_daemon):
         stop.set()
         for t in threads:
             t.join(30)
-        acknowledged += len(counter)
-        daemon.args = ["--live-restore"] if live_restore else []
+        acknowledged.update(counter)
+        daemon.args = daemon.base_args + (["--live-restore"] if live_restore else [])
         daemon.start(timeout=START_TIMEOUT * 2)
         found = check_invariants(daemon, model, live_restore)
         found += remove_all_and_check(daemon, model.containers)
@@ -374,7 +404,8 @@ def test_crash_cycles(crash_daemon):
         assert not found, "cycle %d (seed %d, live restore %s):\n%s\n%s" % (
             cycle, SEED, live_restore, "\n".join(found), daemon.log_text()[-3000:]
         )
-    print("%d cycles, %d acknowledged operations, %d violations" % (CYCLES, acknowledged, len(violations)))
+    print("%d cycles, %d acknowledged operations (%s), %d violations" % (
+        CYCLES, sum(acknowledged.values()), dict(acknowledged), len(violations)))
 
 
 # -- the disk full ----------------------------------------------------------
@@ -384,6 +415,7 @@ def test_crash_cycles(crash_daemon):
 def small_root(daemons, tmp_path):
     """A daemon whose data root is a 24 MiB tmpfs."""
     daemon = daemons.make()
+    daemon.criu = None
     os.makedirs(daemon.data_root)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", daemon.data_root], check=True)
     try:
