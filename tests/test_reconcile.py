@@ -241,6 +241,16 @@ def full_disk(monkeypatch):
     return full
 
 
+def test_a_create_on_a_full_disk_leaves_nothing(world, full_disk):
+    full_disk[0] = True
+    error = failure_of(world.backend.create("web", {"Image": "busybox"}, {}, None, "1.41"))
+    assert "no space left on device" in error.message
+    with pytest.raises(NotFound):
+        world.backend.get("web")
+    assert os.listdir(world.backend.containers_dir) == []
+    assert os.listdir(world.backend.layers_dir) == []
+
+
 def test_rename_on_a_full_disk_changes_nothing(world, full_disk):
     world.create("old")
     full_disk[0] = True
