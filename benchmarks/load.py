@@ -112,7 +112,7 @@ def burst(daemon: OwnDaemon, total: int, threads: int) -> dict:
         results = list(executor.map(one, range(total)))
     elapsed = time.monotonic() - started
     after = rss_kib(daemon.proc.pid)
-    errors = [(k, s, b[:120]) for k, (s, b, _) in results
+    errors = [(k, s, b[:160].decode("utf-8", "replace")) for k, (s, b, _) in results
               if not (200 <= s < 300) and not (k == "inspect" and s == 404)]
     latencies = [t for _, (_, _, t) in results]
     # (Inspects of a pool container removed meanwhile answer 404: not an error.)
