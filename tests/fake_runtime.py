@@ -140,6 +140,10 @@ class FakeRuntime:
         process = self.processes.get(container_id)
         return None if process is None else {"id": container_id, "status": process.status, "pid": process.pid}
 
+    async def list_containers(self):
+        self._call("list")
+        return [{"id": i, "status": p.status, "pid": p.pid} for i, p in sorted(self.processes.items())]
+
     async def ps(self, container_id):
         self._call("ps", container_id)
         process = self._process(container_id)
@@ -267,6 +271,9 @@ class FakeMounts:
         self.calls.append(("unmount", target))
         self.mounted.discard(target)
 
+    def mounted_under(self, prefix) -> List[str]:
+        return sorted(t for t in self.mounted if t.startswith(prefix.rstrip("/") + "/"))
+
 
 def run(coroutine):
     """The result of a coroutine that completes without the clock moving."""
@@ -287,8 +294,10 @@ class World:
     L{FakeRuntime} unless given: pass the previous world's to restart the
     daemon on the same host)."""
 
-    def __init__(self, root, runtime: Optional[FakeRuntime] = None, live_restore: bool = False, clock=None,
-                 networks=None):
+    def __init__(
+        self, root, runtime: Optional[FakeRuntime] = None, live_restore: bool = False, clock=None, mounts=None,
+        networks=None,
+    ):
         self.root = str(root)
         if clock is None:
             clock = SyncReactor()
@@ -306,7 +315,7 @@ class World:
                 self.images.import_image(io.BytesIO(ROOTFS), repo="busybox", tag="latest", changes=['CMD ["sh"]'])
             )
         self.runtime = runtime if runtime is not None else FakeRuntime(clock)
-        self.mounts = FakeMounts()
+        self.mounts = mounts if mounts is not None else FakeMounts()
         self.backend = ContainerBackend(
             clock,
             data_root=data_root,
@@ -335,7 +344,9 @@ class World:
         L{crash}, or after a clean stop), its containers loaded."""
         self.crash()
         self.runtime.watcher = FakeExitWatcher(self.runtime)
-        world = World(self.root, runtime=self.runtime, live_restore=live_restore, clock=self.clock)
+        # The host's mounts outlive the daemon (their calls start anew).
+        self.mounts.calls = []
+        world = World(self.root, runtime=self.runtime, live_restore=live_restore, clock=self.clock, mounts=self.mounts)
         loaded = ensureDeferred(world.backend.load())
         world.settle()
         result_of(loaded)

@@ -387,7 +387,8 @@ def test_checkpoint_that_stops_the_container(fake):
     c = containers.add("web")
     containers.runtime.result = (b"", b"", 0)
     d = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
-    directory = os.path.join(c.directory, "checkpoints", "cp1")
+    # Dumped under a temporary name, renamed once complete.
+    directory = os.path.join(c.directory, "checkpoints", ".tmp-cp1")
     work = os.path.join(containers.bundle(c), "checkpoint-work")
     assert containers.runtime.calls == [
         ["--criu", "/opt/criu", "checkpoint", "--image-path", directory, "--work-path", work]
@@ -402,7 +403,8 @@ def test_checkpoint_that_stops_the_container(fake):
     assert containers.finished == [("/web", 137, True)]
     assert not c.state.running and c.state.exit_code == 137
     assert containers.events == [("/web", "checkpoint")]
-    with open(os.path.join(directory, METADATA)) as f:
+    assert not os.path.exists(directory)
+    with open(os.path.join(os.path.dirname(directory), "cp1", METADATA)) as f:
         metadata = json.load(f)
     assert metadata["Name"] == "cp1" and metadata["Exit"] is True and metadata["Terminal"] is False
     assert metadata["Container"] == {"ID": c.id, "Name": "/web", "Image": "busybox", "ImageID": "sha256:img"}
@@ -508,13 +510,18 @@ def test_list_and_delete(fake, tmp_path):
     backend, containers = fake
     c = containers.add("web")
     base = os.path.join(c.directory, "checkpoints")
-    for name in ("b", "a", "c"):
+    for name in ("b", "a", "c", ".tmp-d"):
         os.makedirs(os.path.join(base, name))
+        with open(os.path.join(base, name, METADATA), "w") as f:
+            f.write("{}")
+    # A dump never completed: no metadata, or still under its temporary
+    # name; neither is listed.
+    os.makedirs(os.path.join(base, "half"))
     with open(os.path.join(base, "not-a-dir"), "w"):
         pass
     assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "a"}, {"Name": "b"}, {"Name": "c"}]
     result_of(ensureDeferred(backend.delete("web", "b", "")))
-    assert sorted(os.listdir(base)) == ["a", "c", "not-a-dir"]
+    assert sorted(os.listdir(base)) == [".tmp-d", "a", "c", "half", "not-a-dir"]
     assert str(failure_of(ensureDeferred(backend.delete("web", "b", "")))) == (
         "checkpoint b does not exist for container web"
     )

@@ -174,16 +174,28 @@ def _systemd_fds() -> List[int]:
     return list(range(3, 3 + int(count))) if count.isdigit() else []
 
 
+def listen_backlog() -> int:
+    """The accept queue's length, as Go's net.Listen takes it: the host's
+    somaxconn (Twisted's default, 50, refuses a burst of clients with
+    EAGAIN)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(int(f.read().strip()), 50)
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
 def endpoints_for(reactor, address: Address, config: DaemonConfig) -> list:
+    backlog = listen_backlog()
     if address.proto == "unix":
-        return [UNIXServerEndpoint(reactor, address.path, mode=0o660, wantPID=False)]
+        return [UNIXServerEndpoint(reactor, address.path, backlog=backlog, mode=0o660, wantPID=False)]
     if address.proto == "tcp":
         host = address.host or "0.0.0.0"
         if config.use_tls:
-            return [SSL4ServerEndpoint(reactor, address.port, tls_context(config), interface=host)]
+            return [SSL4ServerEndpoint(reactor, address.port, tls_context(config), backlog=backlog, interface=host)]
         if ":" in host:
-            return [TCP6ServerEndpoint(reactor, address.port, interface=host)]
-        return [TCP4ServerEndpoint(reactor, address.port, interface=host)]
+            return [TCP6ServerEndpoint(reactor, address.port, backlog=backlog, interface=host)]
+        return [TCP4ServerEndpoint(reactor, address.port, backlog=backlog, interface=host)]
     fds = _systemd_fds()
     if address.fd is not None:
         if address.fd not in fds:

@@ -220,7 +220,7 @@ class CheckpointBackend:
         if not directory and not os.path.isdir(default):
             return None
         base = checkpoint_dir(directory, "", name, default, create=False)
-        entries = await self._thread(_list_dirs, base)
+        entries = await self._thread(_list_dirs, base, os.path.normpath(base) == os.path.normpath(default))
         return [{"Name": entry} for entry in entries] or None
 
     async def delete(self, name: str, checkpoint_id: str, directory: str = "") -> None:
@@ -248,16 +248,22 @@ class CheckpointBackend:
                     "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
                 )
             try:
-                directory = checkpoint_dir(
+                final = checkpoint_dir(
                     options.get("CheckpointDir") or "", checkpoint_id, name, self.default_dir(c), create=True
                 )
+                # CRIU dumps under a temporary name, renamed once complete:
+                # a dump a crash interrupts is never taken for a checkpoint.
+                directory = dump_dir(final)
+                os.rename(final, directory)
             except DockerError as e:
                 raise InternalError("cannot checkpoint container %s: %s" % (name, e))
             except OSError as e:
                 raise InternalError("cannot checkpoint container %s: %s" % (name, e))
             self.in_progress += 1
             try:
-                await self._checkpoint(c, name, checkpoint_id, directory, exit=bool(options.get("Exit")))
+                await self._checkpoint(
+                    c, name, checkpoint_id, directory, exit=bool(options.get("Exit")), final=final
+                )
             except BaseException:
                 await self._thread(shutil.rmtree, directory, True)
                 raise
@@ -265,7 +271,9 @@ class CheckpointBackend:
                 self.in_progress -= 1
         self.containers.log_event(c, "checkpoint")
 
-    async def _checkpoint(self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool) -> None:
+    async def _checkpoint(
+        self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool, final: str = ""
+    ) -> None:
         try:
             criu = await self.criu.require("checkpoint")
         except DockerError as e:
@@ -301,6 +309,8 @@ class CheckpointBackend:
                 exited.cancel()
             raise
         await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu)
+        if final:
+            await self._thread(publish_dump, directory, final)
         await self._thread(shutil.rmtree, work, True)
         if exit:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
@@ -426,12 +436,40 @@ class CheckpointBackend:
             await self._thread(shutil.rmtree, staging, True)
 
 
-def _list_dirs(base: str) -> List[str]:
+def _list_dirs(base: str, complete_only: bool = False) -> List[str]:
+    """The checkpoints in C{base}: never a dump in progress (its temporary
+    name); with C{complete_only} (the container's own directory, where
+    every checkpoint has its metadata) none without its L{METADATA}."""
     try:
         names = sorted(os.listdir(base))
     except FileNotFoundError:
         return []
-    return [n for n in names if os.path.isdir(os.path.join(base, n))]
+    return [
+        n
+        for n in names
+        if os.path.isdir(os.path.join(base, n))
+        and not n.startswith(DUMP_PREFIX)
+        and (not complete_only or os.path.exists(os.path.join(base, n, METADATA)))
+    ]
+
+
+#: A checkpoint being dumped: its directory's name until it is complete.
+DUMP_PREFIX = ".tmp-"
+
+
+def dump_dir(final: str) -> str:
+    """Where the checkpoint that will be C{final} is dumped."""
+    return os.path.join(os.path.dirname(final), DUMP_PREFIX + os.path.basename(final))
+
+
+def publish_dump(directory: str, final: str) -> None:
+    """The complete dump renamed to its checkpoint's name, durably."""
+    os.rename(directory, final)
+    fd = os.open(os.path.dirname(final), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _touch(path: str) -> None:

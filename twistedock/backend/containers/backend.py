@@ -31,6 +31,7 @@ from .networking import NetworkingMixin
 from .pause import PauseMixin
 from .prune import PruneMixin
 from .rename import RenameMixin
+from .reconcile import ReconcileMixin, save_error
 from .restore import RestoreMixin
 from .start import StartMixin
 from .stats import StatsCollector, StatsMixin
@@ -49,6 +50,7 @@ log = Logger()
 @implementer(IContainerBackend, IInventory)
 class ContainerBackend(
     RestoreMixin,
+    ReconcileMixin,
     CreateMixin,
     StartMixin,
     MonitorMixin,
@@ -158,12 +160,15 @@ class ContainerBackend(
 
     async def save(self, c: Container) -> None:
         """Write the record (atomically, fsynced) off the reactor thread.
-        The record is taken now and writes of one container keep their order."""
-        data = c.record_bytes()
+        Writes of one container keep their order; the record is taken when
+        its turn comes (so a write never puts back an older state)."""
         lock = self._save_locks.setdefault(c.id, DeferredLock())
         await lock.acquire()
         try:
-            await self.run_in_thread(write_atomic, c.record_path, data, 0o600)
+            await self.run_in_thread(write_atomic, c.record_path, c.record_bytes(), 0o600)
+        except OSError as e:
+            # The disk full (ENOSPC), EIO: a clear message, not a traceback.
+            raise save_error(c, e)
         finally:
             lock.release()
 

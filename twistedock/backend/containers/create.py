@@ -4,6 +4,7 @@ daemon/create.go.
 """
 
 import os
+import shutil
 from typing import Optional
 
 from ...errors import Conflict, InvalidParameter, NotFound
@@ -73,7 +74,15 @@ class CreateMixin:
             except BaseException:
                 await self.release_volumes(c, remove_anonymous=True)
                 raise
-        await self.save(c)
+        try:
+            await self.save(c)
+        except BaseException:
+            # (The disk full: nothing of it is left.)
+            await self.run_in_thread(shutil.rmtree, directory, True)
+            await self.run_in_thread(shutil.rmtree, os.path.dirname(self.init_layer(c)), True)
+            if self.volumes is not None:
+                await self.release_volumes(c, remove_anonymous=True)
+            raise
         self.containers[ident] = c
         self.names[name] = ident
         self.log_event(c, "create")

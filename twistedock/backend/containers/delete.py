@@ -5,7 +5,8 @@ import shutil
 import signal as signals
 
 from ...deferreds import cancel_quietly
-from ...errors import Conflict, DockerError
+from ...errors import Conflict, DockerError, InternalError, NotFound
+from .reconcile import REMOVED_PREFIX
 from .record import Container
 
 
@@ -40,31 +41,85 @@ class DeleteMixin:
         await self._remove(c, volumes)
 
     async def _remove(self, c: Container, volumes: bool = False) -> None:
-        """Remove the container; with C{volumes} its anonymous volumes too."""
+        """Remove the container; with C{volumes} its anonymous volumes too.
+
+        Gone means gone: runc has deleted it (its processes killed), its
+        overlay is unmounted, then its record directory is renamed away (the
+        point where the removal is durable: a crash after it finishes the
+        removal at the next start) and its directories deleted.  A failure
+        before that point leaves the container as it was and is the
+        answer; one after it is the answer too, what is left being
+        collected at the next start."""
         self._cancel_restart(c)
+        was_removing = c.state.removing
         c.state.removing = True
         c.state.running = c.state.restarting = False
-        self.containers.pop(c.id, None)
-        self.names.pop(c.name, None)
-        if self._runs.pop(c.id, None) is not None:
-            # A run not yet wound up by _finish_run (which deletes it itself).
+        self._runs.pop(c.id, None)
+        paths = self.overlay(c)
+        try:
             try:
                 await self.runtime.delete(c.id, force=True)
-            except Exception:
+            except NotFound:
                 pass
+            except DockerError as e:
+                raise InternalError(
+                    "Could not kill running container %s, cannot remove - %s" % (c.id, e.message)
+                )
+            try:
+                await self.run_in_thread(self.mounts.unmount, paths["MergedDir"])
+            except OSError as e:
+                raise InternalError("unable to remove filesystem for %s: %s" % (c.id, e))
+            await self.unmount_volumes(c)
+            await self.network_down(c)
+        except Exception:
+            c.state.removing = was_removing
+            raise
+        self.containers.pop(c.id, None)
+        self.names.pop(c.name, None)
         saving = self._save_locks.pop(c.id, None)
         if saving is not None:
             # Let a record write in flight land before its directory goes.
             await saving.acquire()
             saving.release()
-        await self.network_down(c)
-        paths = self.overlay(c)
-        await self.run_in_thread(self.mounts.unmount, paths["MergedDir"])
-        for directory in (c.directory, os.path.dirname(paths["UpperDir"]), self.bundle(c)):
-            await self.run_in_thread(shutil.rmtree, directory, True)
+        trash = os.path.join(self.containers_dir, REMOVED_PREFIX + c.id)
+        try:
+            await self.run_in_thread(_rename_if_there, c.directory, trash)
+        except OSError as e:
+            self.containers[c.id] = c
+            self.names[c.name] = c.id
+            c.state.removing = was_removing
+            raise InternalError("unable to remove container %s: %s" % (c.id, e))
         self._locks.pop(c.id, None)
         self._restart_delay.pop(c.id, None)
+        failed = []
+        for directory in (trash, os.path.dirname(paths["UpperDir"]), self.bundle(c), os.path.dirname(self.attach_socket(c))):
+            try:
+                await self.run_in_thread(_remove_tree, directory)
+            except OSError as e:
+                failed.append("%s: %s" % (directory, e.strerror or e))
         await self.release_volumes(c, remove_anonymous=volumes)
         self.log_event(c, "destroy")
         self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
         self._notify(self._removed_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
+        if failed:
+            raise InternalError("unable to remove filesystem for %s: %s" % (c.id, "; ".join(failed)))
+
+
+def _rename_if_there(source: str, target: str) -> None:
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        return
+    directory = os.path.dirname(target)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_tree(path: str) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass

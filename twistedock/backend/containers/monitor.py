@@ -80,7 +80,10 @@ class MonitorMixin:
         if restart:
             c.state.running = True
             c.state.restarting = True
-        await self.save(c)
+        # A record that cannot be written (the disk full) must not keep the
+        # exit from its waiters: runc and conmon's exit file say it again at
+        # the next start.
+        await self.save_or_log(c)
         if self.execs is not None:
             await self.execs.container_stopped(c)
         if oom:
@@ -143,7 +146,7 @@ class MonitorMixin:
             delay = min(delay * 2, RESTART_DELAY_MAX)
         self._restart_delay[c.id] = delay
         c.restart_count += 1
-        ensureDeferred(self.save(c))
+        ensureDeferred(self.save_or_log(c))
 
         def restart():
             self._restart_timers.pop(c.id, None)

@@ -4,6 +4,9 @@ daemon/pause.go and unpause.go.
 """
 
 from ...errors import Conflict, InternalError
+from ...logs import Logger
+
+log = Logger()
 
 
 class PauseMixin:
@@ -19,9 +22,13 @@ class PauseMixin:
             if c.state.restarting:
                 raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
             await self.runtime.pause(c.id)
-            c.state.paused = True
+            try:
+                await self.save_changed(c, lambda r: setattr(r.state, "paused", True))
+            except BaseException:
+                # Not recorded: not paused either.
+                await self._undo_quietly(self.runtime.resume, c)
+                raise
             self._tell("run_paused", c)
-            await self.save(c)
         self.log_event(c, "pause")
 
     async def unpause(self, ref) -> None:
@@ -31,7 +38,16 @@ class PauseMixin:
                 # dockerd's plain error: a 500.
                 raise InternalError("Container %s is not paused" % (c.id,))
             await self.runtime.resume(c.id)
-            c.state.paused = False
+            try:
+                await self.save_changed(c, lambda r: setattr(r.state, "paused", False))
+            except BaseException:
+                await self._undo_quietly(self.runtime.pause, c)
+                raise
             self._tell("run_resumed", c)
-            await self.save(c)
         self.log_event(c, "unpause")
+
+    async def _undo_quietly(self, action, c) -> None:
+        try:
+            await action(c.id)
+        except Exception as e:
+            log.warn("undoing a change of {id}: {e}", id=c.short_id, e=e)

@@ -21,8 +21,15 @@ class RenameMixin:
         except DockerError as e:
             raise type(e)("Error when allocating new name: %s" % (e,))
         old = c.name
-        self.names.pop(old, None)
-        c.name = name
+        # The new name is reserved while the record is written, and shown
+        # only once it is durable; a failed write gives it back.
         self.names[name] = c.id
-        await self.save(c)
+        try:
+            await self.save_changed(c, lambda r: setattr(r, "name", name))
+        except BaseException:
+            if self.names.get(name) == c.id:
+                del self.names[name]
+            raise
+        if self.names.get(old) == c.id:
+            del self.names[old]
         self.log_event(c, "rename", oldName=old)

@@ -7,7 +7,7 @@ import os
 import shutil
 import signal as signals
 
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import CancelledError, ensureDeferred, gatherResults
 
 from ...logs import Logger
 from ..runtime import rootfs
@@ -15,6 +15,7 @@ from .defaults import CHECKPOINTED_MARK
 from .monitor import Run
 from .record import Container
 from .record import load as load_record
+from .reconcile import RECOVERY_EXIT_TIMEOUT, sweep_record_dirs
 
 log = Logger()
 
@@ -25,11 +26,12 @@ class RestoreMixin:
     async def load(self) -> None:
         """Read every container's record; re-adopt or settle the running ones."""
         self.exits.start()
+        await self.run_in_thread(sweep_record_dirs, self.containers_dir)
         for entry in sorted(os.listdir(self.containers_dir)):
             directory = os.path.join(self.containers_dir, entry)
             try:
                 c = load_record(directory)
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError, TypeError) as e:
                 log.error("unreadable container record in {dir}: {e}", dir=directory, e=e)
                 continue
             if c is None:
@@ -45,11 +47,19 @@ class RestoreMixin:
                 await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
             except OSError as e:
                 log.warn("init layer of {id}: {e}", id=c.short_id, e=e)
+        try:
+            await self.reconcile_before()
+        except Exception:
+            log.failure("reconciling the records with runc")
         for c in list(self.containers.values()):
             try:
                 await self._recover(c)
             except Exception:
                 log.failure("recovering container {id}", id=c.id)
+        try:
+            await self.reconcile_after()
+        except Exception:
+            log.failure("removing what no container owns")
         for c in list(self.containers.values()):
             if c.state.running or os.path.exists(c.path_of(CHECKPOINTED_MARK)):
                 continue
@@ -71,7 +81,7 @@ class RestoreMixin:
             self._watch(c)
             if not c.state.paused:
                 self._tell("run_started", c)
-            await self.save(c)
+            await self.save_or_log(c)
             return
         if alive:
             # Without live restore the daemon does not keep what it did not
@@ -80,12 +90,27 @@ class RestoreMixin:
             self._runs[c.id] = Run(self.reactor.seconds())
             d = self._next_exit(c)
             self._watch(c)
-            await self._signal(c, signals.SIGKILL, announce=False)
-            await d
+            try:
+                await self._signal(c, signals.SIGKILL, announce=False)
+            except Exception as e:
+                log.warn("SIGKILL to {id}: {e}", id=c.short_id, e=e)
+            # The exit is awaited, but not for ever: a conmon that died
+            # would never report it.
+            timer = self.reactor.callLater(RECOVERY_EXIT_TIMEOUT, d.cancel)
+            try:
+                await d
+            except CancelledError:
+                log.warn("no exit reported for {id}: settled as killed", id=c.short_id)
+                await self.runtime_delete_quietly(c)
+                if c.state.running and c.id in self.containers:
+                    await self.finish_run(c, 137, boot=True)
+            finally:
+                if timer.active():
+                    timer.cancel()
             return
         if c.state.restarting:
             c.state.running = c.state.restarting = False
-            await self.save(c)
+            await self.save_or_log(c)
             return
         await self.finish_run(c, code if code is not None else 255, boot=True)
 

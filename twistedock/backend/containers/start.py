@@ -94,6 +94,7 @@ class StartMixin:
             self._runs[c.id] = run
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
             log_path = c.log_path if logged else "/dev/null"
+            await self.intend_start(c)
             pid = await self.runtime.create(
                 c.id,
                 bundle,
@@ -126,7 +127,12 @@ class StartMixin:
             health=c.state.health,
         )
         self._tell("run_started", c)
-        await self.save(c)
+        try:
+            await self.save(c)
+        except DockerError as e:
+            await self.undo_start(c)
+            raise e
+        await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
 
@@ -204,7 +210,8 @@ class StartMixin:
         c.state.exit_code = code
         c.state.error = message
         if c.id in self.containers:
-            await self.save(c)
+            await self.save_or_log(c)
+        await self.clear_intent(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
 

@@ -7,9 +7,12 @@ sets (non-zero) change, so what inspect shows stays what the cgroup enforces.
 from typing import List, Optional
 
 from ...errors import Conflict, DockerError
+from ...logs import Logger
 from ...versions import MAX_API_VERSION
 from .. import spec
 from .defaults import UPDATABLE
+
+log = Logger()
 
 
 def _set(value) -> bool:
@@ -85,7 +88,8 @@ class UpdateMixin:
         host_config = updated_host_config(c.host_config, update)
         spec.validate_create(c.config, host_config, MAX_API_VERSION, update=True)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
-        if c.state.running and not c.state.restarting and resources_changed:
+        applied = c.state.running and not c.state.restarting and resources_changed
+        if applied:
             resources = await self.run_in_thread(spec.read_linux_resources, host_config)
             try:
                 await self.runtime.update(c.id, resources)
@@ -96,8 +100,17 @@ class UpdateMixin:
                 if e.status == 500:
                     message = "runc did not terminate successfully: exit status 1: %s\n: unknown" % (message,)
                 raise type(e)("Cannot update container %s: %s" % (c.id, message))
-        c.host_config = host_config
-        await self.save(c)
+        try:
+            await self.save_changed(c, lambda r: setattr(r, "host_config", host_config))
+        except BaseException:
+            # Not recorded: the cgroup goes back to what the record says.
+            if applied:
+                try:
+                    before = await self.run_in_thread(spec.read_linux_resources, c.host_config)
+                    await self.runtime.update(c.id, before)
+                except Exception as e:
+                    log.warn("restoring the resources of {id}: {e}", id=c.short_id, e=e)
+            raise
         self.log_event(c, "update")
         # Go's nil slice: null when there are none.
         return {"Warnings": warnings or None}

@@ -107,12 +107,36 @@ class OverlayMounts:
     def unmount(self, target: str) -> None:
         unmount(target)
 
+    def mounted_under(self, prefix: str) -> List[str]:
+        """The mount points below C{prefix} (what a crash may have left)."""
+        return mounted_under(prefix)
+
+
+def mounted_under(prefix: str) -> List[str]:
+    """The mount points below C{prefix}, from /proc/self/mountinfo."""
+    prefix = os.path.realpath(prefix).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].startswith(prefix):
+                found.append(fields[4].replace("\\040", " "))
+    return found
+
 def _write(path: str, text: str) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        # (The disk full: no half file left behind.)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_etc_files(

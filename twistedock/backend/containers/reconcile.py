@@ -1,0 +1,336 @@
+"""
+The records and the host made to agree after a crash: what runc knows
+(C{runc list} under the daemon's runc root, the conmon of each container),
+the overlay mounts under the data root and the directories and temporary
+files the daemon leaves while it works, compared with the containers'
+records when the daemon starts (L{ReconcileMixin.reconcile_before} before the
+running containers are recovered, L{ReconcileMixin.reconcile_after} after).
+
+A start writes its intent first (L{STARTING_MARK} in the container's
+directory, fsynced, before conmon runs C{runc create}), so that recovery knows
+a runc container may exist although the record does not say running.
+"""
+
+import errno
+import os
+import re
+import shutil
+from typing import Dict, Iterable, List, Optional
+
+import attr
+from twisted.internet.defer import DeferredLock
+
+from ...atomic import write_atomic
+from ...errors import InternalError
+from ...logs import Logger
+from ..runtime import rootfs
+from .record import Container, State
+from .record import load as load_record
+
+log = Logger()
+
+#: The intent of a start, written before C{runc create}, removed once the
+#: record says how the start ended.
+STARTING_MARK = "starting"
+#: A removed container's directory, renamed so before it is deleted: the
+#: rename is the point where the removal is durable.
+REMOVED_PREFIX = ".removed-"
+#: Temporary files the daemon writes beside a container's record, and
+#: what a crash may leave of them.
+TEMP_NAMES = re.compile(r"^(\.tmp-.*|.*\.tmp)$")
+FULL_ID = re.compile(r"^[0-9a-f]{64}$")
+SHORT_ID = re.compile(r"^[0-9a-f]{12}$")
+#: A checkpoint being dumped (renamed to its name once complete).
+CHECKPOINT_TEMP_PREFIX = ".tmp-"
+CHECKPOINT_METADATA = "checkpoint.json"
+#: How long recovery waits for an exit it caused (a SIGKILL) before it
+#: settles the container itself.
+RECOVERY_EXIT_TIMEOUT = 30.0
+
+
+def save_error(c: Container, error: OSError) -> InternalError:
+    """The clear message a write that failed answers (the disk full, EIO)."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    return InternalError("cannot save the state of container %s: %s" % (c.short_id, reason))
+
+
+def conmon_alive(bundle: str) -> Optional[bool]:
+    """Whether the conmon of C{bundle} (its C{conmon.pid}) still runs; None
+    when no pid file says which conmon that was."""
+    try:
+        with open(os.path.join(bundle, "conmon.pid")) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip().startswith("conmon")
+    except OSError:
+        return False
+
+
+def kill_conmon(bundle: str) -> None:
+    """SIGKILL the conmon of C{bundle} if it still runs (it would go on
+    creating a container the daemon has given up on)."""
+    if not conmon_alive(bundle):
+        return
+    try:
+        with open(os.path.join(bundle, "conmon.pid")) as f:
+            os.kill(int(f.read().strip()), 9)
+    except (OSError, ValueError):
+        pass
+
+
+def remove_temp_files(directory: str) -> List[str]:
+    """Remove what a crash left of the daemon's temporary files in a
+    container's directory (C{.tmp-*}, C{hostname.tmp}, ...)."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if TEMP_NAMES.match(name):
+            path = os.path.join(directory, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def partial_checkpoints(base: str) -> List[str]:
+    """The checkpoints under C{base} (a container's own checkpoint
+    directory) that were never completed: dumps still under their temporary
+    name, and directories without their L{CHECKPOINT_METADATA}."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    partial = []
+    for name in names:
+        path = os.path.join(base, name)
+        if not os.path.isdir(path):
+            continue
+        if name.startswith(CHECKPOINT_TEMP_PREFIX) or not os.path.exists(os.path.join(path, CHECKPOINT_METADATA)):
+            partial.append(path)
+    return partial
+
+
+def sweep_record_dirs(containers_dir: str) -> None:
+    """Before the records are read: finish removals a crash interrupted
+    (L{REMOVED_PREFIX} directories), remove temporary files beside the
+    records and partial checkpoints.  Blocking: run in a thread."""
+    for name in os.listdir(containers_dir):
+        path = os.path.join(containers_dir, name)
+        if name.startswith(REMOVED_PREFIX) or (name.startswith(".tmp-")):
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path) and not os.path.isdir(path):
+                os.unlink(path)
+            continue
+        if not os.path.isdir(path):
+            continue
+        for removed in remove_temp_files(path):
+            log.info("removed temporary file {path}", path=removed)
+        for partial in partial_checkpoints(os.path.join(path, "checkpoints")):
+            log.info("removed partial checkpoint {path}", path=partial)
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def orphans(directory: str, known: Iterable[str], pattern=FULL_ID) -> List[str]:
+    """The entries of C{directory} named as a container ID that no known
+    container has."""
+    known = set(known)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if pattern.match(n) and n not in known]
+
+
+class ReconcileMixin:
+    """The reconcile part of L{ContainerBackend}."""
+
+    # -- the intent of a start ---------------------------------------------
+
+    async def intend_start(self, c: Container) -> None:
+        """Persist that a start is under way, before C{runc create}."""
+        try:
+            await self.run_in_thread(write_atomic, c.path_of(STARTING_MARK), b"", 0o600)
+        except OSError as e:
+            raise save_error(c, e)
+
+    async def clear_intent(self, c: Container) -> None:
+        """The record now says how the start ended."""
+        try:
+            await self.run_in_thread(os.unlink, c.path_of(STARTING_MARK))
+        except OSError:
+            pass
+
+    async def undo_start(self, c: Container) -> None:
+        """A run whose start could not be recorded (the disk full) is
+        undone: its process killed and deleted, its overlay unmounted, its
+        state in memory the one on disk again."""
+        self._tell("run_ended", c)
+        run = self._runs.pop(c.id, None)
+        if run is not None and run.exit_watch is not None:
+            run.exit_watch.cancel()
+        await self.runtime_delete_quietly(c)
+        try:
+            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+        except OSError as e:
+            log.warn("unmount {id}: {e}", id=c.short_id, e=e)
+        await self.unmount_volumes(c)
+        try:
+            durable = await self.run_in_thread(load_record, c.directory)
+        except Exception:
+            durable = None
+        c.state = durable.state if durable is not None else State()
+        c.state.running = c.state.paused = c.state.restarting = False
+        c.state.pid = 0
+        await self.clear_intent(c)
+        if run is not None:
+            for attachment in run.attached:
+                if not attachment.done.called:
+                    attachment.done.callback(None)
+
+    # -- saves that must not stop the work -----------------------------------
+
+    async def save_changed(self, c: Container, change) -> None:
+        """A change visible only once durable: C{change} (a function of a
+        record) applied to a copy of C{c}, the copy saved, then C{change}
+        applied to C{c}; when the save fails C{c} is unchanged."""
+        lock = self._save_locks.setdefault(c.id, DeferredLock())
+        await lock.acquire()
+        try:
+            copy = attr.evolve(c, state=attr.evolve(c.state))
+            change(copy)
+            try:
+                await self.run_in_thread(write_atomic, copy.record_path, copy.record_bytes(), 0o600)
+            except OSError as e:
+                raise save_error(c, e)
+            change(c)
+        finally:
+            lock.release()
+
+    async def save_or_log(self, c: Container) -> bool:
+        """Save the record; a failure (the disk full) is logged, not raised:
+        for an exit recorded or recovery, where the runtime's own state says
+        what happened and the next start of the daemon settles it again."""
+        try:
+            await self.save(c)
+            return True
+        except Exception as e:
+            log.error("cannot save the record of {id}: {e}", id=c.short_id, e=e)
+            return False
+
+    async def runtime_delete_quietly(self, c: Container) -> None:
+        try:
+            await self.runtime.delete(c.id, force=True)
+        except Exception as e:
+            log.debug("runc delete {id}: {e}", id=c.short_id, e=e)
+
+    # -- at start-up -----------------------------------------------------------
+
+    async def runc_containers(self) -> Dict[str, str]:
+        """runc's containers under the daemon's root: ID -> status."""
+        listing = getattr(self.runtime, "list_containers", None)
+        if listing is None:
+            return {}
+        try:
+            entries = await listing()
+        except Exception as e:
+            log.warn("runc list: {e}", e=e)
+            return {}
+        return {e.get("id"): e.get("status", "") for e in entries if isinstance(e, dict) and e.get("id")}
+
+    async def forget_runc(self, container_id: str, bundle: str) -> None:
+        """Kill what runs of a container runc knows but the daemon does not
+        keep (its conmon first), and have runc forget it."""
+        await self.run_in_thread(kill_conmon, bundle)
+        try:
+            await self.runtime.delete(container_id, force=True)
+        except Exception as e:
+            log.warn("runc delete {id}: {e}", id=container_id[:12], e=e)
+
+    async def reconcile_before(self) -> None:
+        """Once the records are read, before the running ones are recovered:
+        runc's containers the records do not know are deleted; a start a
+        crash interrupted (L{STARTING_MARK}) is either a running container
+        (recovered as the others: re-adopted under --live-restore, stopped
+        without) or deleted; a running container whose conmon is gone
+        (nobody would report its exit) is deleted, then recorded exited."""
+        listed = await self.runc_containers()
+        for container_id, status in sorted(listed.items()):
+            c = self.containers.get(container_id)
+            bundle = os.path.join(self.exec_root, container_id)
+            if c is None:
+                log.info("deleting unknown runc container {id}", id=container_id[:12])
+                await self.forget_runc(container_id, bundle)
+                continue
+            alive = await self.run_in_thread(conmon_alive, bundle)
+            starting = os.path.exists(c.path_of(STARTING_MARK))
+            if c.state.running:
+                if starting and status == "created":
+                    # A restart (its policy's) interrupted before runc start.
+                    log.info("deleting runc container {id} never started", id=c.short_id)
+                    await self.forget_runc(container_id, bundle)
+                elif alive is False and status in ("running", "paused", "created"):
+                    log.info("conmon of {id} is gone: deleting it", id=c.short_id)
+                    await self.forget_runc(container_id, bundle)
+                continue
+            if status in ("running", "paused") and alive is not False and starting:
+                # Started, but the daemon died before it said so.
+                state = await self.runtime.state(container_id)
+                log.info("container {id} was started when the daemon died", id=c.short_id)
+                c.state.running = True
+                c.state.paused = status == "paused"
+                c.state.restarting = False
+                c.state.pid = int((state or {}).get("pid") or 0)
+                c.state.started_at = self.now()
+                continue
+            log.info("deleting runc container {id} its record does not run", id=c.short_id)
+            await self.forget_runc(container_id, bundle)
+        for c in self.containers.values():
+            if os.path.exists(c.path_of(STARTING_MARK)):
+                if c.state.running:
+                    await self.save_or_log(c)
+                await self.clear_intent(c)
+
+    async def reconcile_after(self) -> None:
+        """Once the containers are recovered: overlay mounts of containers
+        that do not run unmounted; layers, bundles and attach sockets of
+        containers the daemon does not know removed."""
+        known = set(self.containers)
+        running = {i for i, c in self.containers.items() if c.state.running}
+        listing = getattr(self.mounts, "mounted_under", None) or rootfs.mounted_under
+        busy = set()
+        for target in await self.run_in_thread(listing, self.layers_dir):
+            relative = os.path.relpath(target, self.layers_dir).split(os.sep)
+            if len(relative) != 2 or relative[1] != "merged" or not FULL_ID.match(relative[0]):
+                continue
+            if relative[0] in running:
+                continue
+            try:
+                await self.run_in_thread(self.mounts.unmount, target)
+                log.info("unmounted {target} (no run of it)", target=target)
+            except OSError as e:
+                busy.add(relative[0])
+                log.warn("unmount {target}: {e}", target=target, e=e)
+        for path in orphans(self.layers_dir, known | busy) + orphans(self.exec_root, known):
+            log.info("removing orphaned {path}", path=path)
+            await self.run_in_thread(shutil.rmtree, path, True)
+        for name in os.listdir(self.layers_dir):
+            if name.startswith((".import-", ".tmp-")):
+                await self.run_in_thread(shutil.rmtree, os.path.join(self.layers_dir, name), True)
+        shorts = {i[:12] for i in known}
+        for path in orphans(self.socket_dir, shorts, SHORT_ID):
+            await self.run_in_thread(shutil.rmtree, path, True)
