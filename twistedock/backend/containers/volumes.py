@@ -235,12 +235,13 @@ class VolumesMixin:
         for point in (getattr(c, "mount_points", None) or {}).values():
             if point["Type"] == "volume":
                 try:
-                    await self.volumes.unmount(point["Name"], c.id)
+                    held = await self.volumes.unmount(point["Name"], c.id)
                 except Exception as e:
                     log.warn("unmount volume {name}: {e}", name=point["Name"], e=e)
                     continue
-                self.events.log("volume", "unmount", point["Name"],
-                                {"driver": "local", "container": c.id})
+                if held:  # not given back already (at the run's end)
+                    self.events.log("volume", "unmount", point["Name"],
+                                    {"driver": "local", "container": c.id})
 
     def restore_volumes(self, c: Container) -> None:
         """At load: the container references its volumes again, and a

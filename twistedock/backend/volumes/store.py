@@ -269,23 +269,27 @@ class VolumeStore:
         if name in self.volumes:
             self._mounts.setdefault(name, set()).add(ref)
 
-    async def unmount(self, name: str, ref: str) -> None:
-        """Give back the mount C{ref}; the last one unmounts what was mounted."""
+    async def unmount(self, name: str, ref: str) -> bool:
+        """Give back the mount C{ref}; the last one unmounts what was mounted.
+        False when C{ref} held no mount of it (given back already)."""
         volume = self.volumes.get(name)
         if volume is None:
-            return
+            return False
         await self._lock.acquire()
         try:
             mounts = self._mounts.get(name, set())
+            if ref not in mounts:
+                return False
             mounts.discard(ref)
             if mounts:
-                return
+                return True
             self._mounts.pop(name, None)
             if name in self._mounted:
                 await self._run(
                     [self.umount_command, volume.path], "failed to unmount local volume: %s"
                 )
                 self._mounted.discard(name)
+            return True
         finally:
             self._lock.release()
 
