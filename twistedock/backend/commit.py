@@ -73,7 +73,7 @@ class ContainerCommitter:
             upper = self.containers.overlay(c)["UpperDir"]
             tmp_dir = os.path.dirname(upper)
             layer = shield(
-                self._thread(_layer_tar, upper, self.containers.layer_dirs(c), tmp_dir),
+                self._thread(layer_tar, upper, self.containers.layer_dirs(c), tmp_dir),
                 lambda handle: handle.close(),
             )
             handle = await layer
@@ -103,7 +103,7 @@ class ContainerCommitter:
         return image_id
 
 
-def _layer_tar(upper: str, layer_dirs: List[str], tmp_dir: str) -> BinaryIO:
+def layer_tar(upper: str, layer_dirs: List[str], tmp_dir: str) -> BinaryIO:
     """The container's layer tar in an unlinked temporary file, rewound."""
     os.makedirs(tmp_dir, exist_ok=True)
     handle = tempfile.TemporaryFile(dir=tmp_dir)

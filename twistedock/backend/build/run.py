@@ -7,7 +7,6 @@ the container removed as C{rm}/C{forcerm} say.
 
 import copy
 import os
-import tempfile
 from typing import Callable, List
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -15,7 +14,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from ... import versions
 from ...errors import DockerError
 from ...logs import Logger
-from ...tar.layer import write_layer
+from ..commit import layer_tar
 from .dockerfile import FLAGS, Instruction, parse_flags
 from .dispatchers import _refuse_buildkit_flags
 from .state import BUILTIN_ARGS, BuildFailed, StageState, image_config
@@ -118,7 +117,7 @@ class RunStep:
         c = self.b.containers.get(container_id)
         upper = self.b.containers.overlay(c)["UpperDir"]
         handle = await self.b._thread(
-            _layer_tar, upper, self.b.containers.layer_dirs(c), os.path.dirname(upper)
+            layer_tar, upper, self.b.containers.layer_dirs(c), os.path.dirname(upper)
         )
         return await self.b.images.add_child(
             state.image_id, handle, container_config=probe, config=image_config(state.config),
@@ -131,20 +130,6 @@ class RunStep:
             self.out("Removing intermediate container %s\n" % (container_id[:12],))
         except DockerError as e:
             log.warn("build: removing {id}: {e}", id=container_id[:12], e=e)
-
-
-def _layer_tar(upper: str, layer_dirs: List[str], tmp_dir: str):
-    """A RUN container's layer (its upper directory against the image's
-    layers, as docker commit makes it) in an unlinked temporary file."""
-    handle = tempfile.TemporaryFile(dir=tmp_dir)
-    try:
-        write_layer(upper, layer_dirs, handle.write)
-        handle.flush()
-        handle.seek(0)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
 
 
 class _RunOutput:

@@ -4,6 +4,7 @@ import os
 import shutil
 import signal as signals
 
+from ...atomic import fsync_dir
 from ...deferreds import cancel_quietly
 from ...errors import Conflict, DockerError, InternalError, NotFound
 from .reconcile import REMOVED_PREFIX
@@ -110,12 +111,7 @@ def _rename_if_there(source: str, target: str) -> None:
         os.rename(source, target)
     except FileNotFoundError:
         return
-    directory = os.path.dirname(target)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(os.path.dirname(target))
 
 
 def _remove_tree(path: str) -> None:

@@ -26,8 +26,36 @@ def cache_key(container_config: Optional[dict]) -> str:
     return golang.json_marshal(picked).decode("utf-8")
 
 
+def history_entry(
+    created: str, author: str, container_config: dict, empty: bool, comment: str = ""
+) -> Dict[str, Any]:
+    """The image config's history entry of a child made at C{created} by
+    C{container_config}'s Cmd (a layer of its own unless C{empty})."""
+    entry: Dict[str, Any] = {"created": created}
+    if author:
+        entry["author"] = author
+    created_by = " ".join(container_config.get("Cmd") or [])
+    if created_by:
+        entry["created_by"] = created_by
+    if comment:
+        entry["comment"] = comment
+    if empty:
+        entry["empty_layer"] = True
+    return entry
+
+
 class ChildImages:
     """The build part of L{ImageStore}."""
+
+    async def _keep_layer(self, staged, diff_ids: list, empty: bool) -> None:
+        """Discard C{staged} when C{empty}; else add its layer to the layer
+        store and its diff ID to C{diff_ids}."""
+        if empty:
+            await self._thread(self.layers.discard_blocking, staged)
+        else:
+            layer = await self._thread(self.layers.commit_blocking, staged)
+            self.layers.add(layer)
+            diff_ids.append(layer.diff_id)
 
     def cached_child(self, parent_id: str, container_config: dict) -> Optional[str]:
         """The newest image made from C{parent_id} ("" for scratch) by a step
@@ -81,22 +109,11 @@ class ChildImages:
 
         diff_ids = list(parent.diff_ids) if parent is not None else []
         empty = staged is None
-        if staged is not None and staged.layer.diff_id == EMPTY_LAYER_DIFF_ID and parent is not None:
-            await self._thread(self.layers.discard_blocking, staged)
-            empty = True
-        elif staged is not None:
-            layer = await self._thread(self.layers.commit_blocking, staged)
-            self.layers.add(layer)
-            diff_ids.append(layer.diff_id)
+        if staged is not None:
+            empty = staged.layer.diff_id == EMPTY_LAYER_DIFF_ID and parent is not None
+            await self._keep_layer(staged, diff_ids, empty)
         created = golang.rfc3339_nano(self._now())
-        entry: Dict[str, Any] = {"created": created}
-        if author:
-            entry["author"] = author
-        created_by = " ".join(container_config.get("Cmd") or [])
-        if created_by:
-            entry["created_by"] = created_by
-        if empty:
-            entry["empty_layer"] = True
+        entry = history_entry(created, author, container_config, empty)
         source = parent.config if parent is not None else base
         image: Dict[str, Any] = {
             "architecture": source.get("architecture") or golang.goarch(),

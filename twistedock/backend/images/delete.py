@@ -8,6 +8,7 @@ import json
 import os
 from typing import List, Optional
 
+from ...atomic import fsync_dir
 from ...errors import Conflict, DockerError, InternalError, InvalidParameter
 from ...filters import Filters
 from ...logs import Logger
@@ -278,9 +279,4 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         return
-    directory = os.path.dirname(path)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(os.path.dirname(path))

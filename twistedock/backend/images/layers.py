@@ -39,7 +39,7 @@ from typing import BinaryIO, Dict, List, Optional, Sequence
 import attr
 
 from ...tar import extract
-from ...atomic import write_atomic
+from ...atomic import fsync_dir, write_atomic
 from ...logs import Logger
 
 log = Logger()
@@ -232,7 +232,7 @@ class LayerStore:
                 raise
             _remove_tree(staged.tmp_dir)
         else:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return attr.evolve(staged.layer, path=final)
 
     def discard_blocking(self, staged: StagedLayer) -> None:
@@ -256,18 +256,10 @@ class LayerStore:
                 os.rename(path, target)
             trash.append(target)
         if trash:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         for path in trash:
             _remove_tree(path)
 
 
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -87,7 +87,7 @@ from ..distribution.manifest import split_platform
 from ..events import EventLog
 from ..system import IInventory
 from .changes import apply_changes
-from .children import ChildImages
+from .children import ChildImages, history_entry
 from .config import empty_container_config, encode_image_config
 from .delete import ImageDeletion
 from .image import HistoryItem, Image, ImageRecord, ImageSummary, read_record
@@ -591,23 +591,9 @@ class ImageStore(ImageDeletion, ImageSaving, ImageLoading, ChildImages):
     ) -> str:
         empty = staged.layer.diff_id == EMPTY_LAYER_DIFF_ID
         diff_ids = list(parent.diff_ids)
-        if empty:
-            await self._thread(self.layers.discard_blocking, staged)
-        else:
-            layer = await self._thread(self.layers.commit_blocking, staged)
-            self.layers.add(layer)
-            diff_ids.append(layer.diff_id)
+        await self._keep_layer(staged, diff_ids, empty)
         created = golang.rfc3339_nano(self._now())
-        entry: Dict[str, Any] = {"created": created}
-        if author:
-            entry["author"] = author
-        created_by = " ".join(container_config.get("Cmd") or [])
-        if created_by:
-            entry["created_by"] = created_by
-        if comment:
-            entry["comment"] = comment
-        if empty:
-            entry["empty_layer"] = True
+        entry = history_entry(created, author, container_config, empty, comment)
         image: Dict[str, Any] = {
             "architecture": parent.config.get("architecture") or golang.goarch(),
             "config": config,

@@ -37,19 +37,6 @@ MTU_OPTION = "com.docker.network.driver.mtu"
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
-def _match_regexps(values, source: str) -> bool:
-    """filters.Args.Match: a value is a regular expression found in C{source}."""
-    if not values:
-        return True
-    for value in values:
-        try:
-            if re.search(value, source):
-                return True
-        except re.error:
-            continue
-    return False
-
-
 def _not_a_bridge(name: str, sysfs: str = "/sys/class/net") -> bool:
     """An interface of the host that is there and is not a bridge."""
     return os.path.exists(os.path.join(sysfs, name)) and not os.path.exists(os.path.join(sysfs, name, "bridge"))
@@ -247,9 +234,9 @@ class NetworkStore(EndpointsMixin):
             dangling = filters.get_bool_or_default("dangling", False)
         out = []
         for record in sorted(self.networks.values(), key=lambda r: r.get("CreatedNs", 0)):
-            if not _match_regexps(filters.get("name"), record["Name"]):
+            if not filters.match("name", record["Name"]):
                 continue
-            if not _match_regexps(filters.get("id"), record["Id"]):
+            if not filters.match("id", record["Id"]):
                 continue
             if filters.contains("driver") and not filters.exact_match("driver", record["Driver"]):
                 continue
