@@ -37,8 +37,9 @@ from lifecycle import (  # noqa: E402
     busybox_tar,
     closing,
     log,
-    pid_serving,
     query,
+    serving_pid,
+    start_targets,
 )
 from save_load import cpu_seconds  # noqa: E402
 
@@ -109,10 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         rootfs = busybox_tar()
         context = context_tar(base)
-        own.start()
-        targets["twistedock"] = own.sock
-        if args.peer:
-            targets["peer"] = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
+        start_targets(own, args.peer, targets)
         results: Dict[str, Dict[str, List[float]]] = {name: {} for name in targets}
         for name, sock in targets.items():
             with closing(Client(sock)) as c:
@@ -128,9 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log("%s: first build %.2f s" % (name, first))
         for round_ in range(args.rounds):
             for name, sock in targets.items():
-                pid = own.proc.pid if name == "twistedock" else pid_serving(sock)
-                if pid is None:
-                    raise BenchError("no process serves %s" % sock)
+                pid = serving_pid(own, name, sock)
                 before = cpu_seconds(pid)
                 elapsed, text = build(sock, context, tag)
                 if "Running in" in text or text.count("Using cache") != 9:

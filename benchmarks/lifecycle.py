@@ -358,6 +358,46 @@ def busybox_tar() -> bytes:
     return buf.getvalue()
 
 
+def random_layer(index: int, mib: int) -> bytes:
+    """An image layer tar of one file, layer<index>/data: C{mib} MiB of random bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = os.urandom(mib * 1024 * 1024)
+        info = tarfile.TarInfo("layer%d/data" % index)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def image_config(diff_ids: Sequence[str]) -> bytes:
+    """The image config (linux/amd64, Cmd /bin/sh) of layers C{diff_ids}."""
+    return json.dumps({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2026-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        "history": [{"created": "2026-01-01T00:00:00Z"} for _ in diff_ids],
+    }).encode()
+
+
+def start_targets(own: "OwnDaemon", peer: Optional[str], targets: Dict[str, str]) -> None:
+    """Start C{own} and name the sockets to measure in C{targets}: twistedock's,
+    and the C{peer}'s (a unix:// address or a path) when given."""
+    own.start()
+    targets["twistedock"] = own.sock
+    if peer:
+        targets["peer"] = peer[len("unix://"):] if peer.startswith("unix://") else peer
+
+
+def serving_pid(own: "OwnDaemon", name: str, sock: str) -> int:
+    """The process serving target C{name} at C{sock}."""
+    pid = own.proc.pid if name == "twistedock" else pid_serving(sock)
+    if pid is None:
+        raise BenchError("no process serves %s" % sock)
+    return pid
+
+
 class NeedsRoot(BenchError):
     """Containers need root."""
 

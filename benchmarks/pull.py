@@ -24,7 +24,6 @@ import argparse
 import gzip
 import hashlib
 import http.client
-import io
 import json
 import os
 import shutil
@@ -33,7 +32,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -50,8 +48,11 @@ from lifecycle import (  # noqa: E402
     _pids,
     _cmdline,
     closing,
+    image_config,
     log,
     pid_serving,
+    random_layer,
+    start_targets,
 )
 from save_load import cpu_seconds  # noqa: E402
 
@@ -70,24 +71,11 @@ def make_layout(layout: str, layers: int, layer_mib: int, tag: str) -> int:
     os.makedirs(os.path.join(layout, "blobs", "sha256"))
     descriptors, diff_ids = [], []
     for i in range(layers):
-        tar_bytes = io.BytesIO()
-        with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
-            data = os.urandom(layer_mib * 1024 * 1024)
-            info = tarfile.TarInfo("layer%d/data" % i)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        raw = tar_bytes.getvalue()
+        raw = random_layer(i, layer_mib)
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
         compressed = gzip.compress(raw, compresslevel=1, mtime=0)
         descriptors.append(dict(_blob(layout, compressed), mediaType="application/vnd.oci.image.layer.v1.tar+gzip"))
-    config = json.dumps({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "2026-01-01T00:00:00Z",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": "2026-01-01T00:00:00Z"} for _ in diff_ids],
-    }).encode()
+    config = image_config(diff_ids)
     manifest = json.dumps({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -212,10 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         registry.push(layout, tag)
         shutil.rmtree(layout)
         image = "%s/%s:%s" % (registry.address, REPOSITORY, tag)
-        own.start()
-        targets["twistedock"] = own.sock
-        if args.peer:
-            targets["peer"] = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
+        start_targets(own, args.peer, targets)
         results: Dict[str, Dict[str, List[float]]] = {name: {} for name in targets}
         for round_ in range(args.rounds):
             for name, sock in targets.items():

@@ -40,8 +40,11 @@ from lifecycle import (  # noqa: E402
     OwnDaemon,
     UnixHTTPConnection,
     closing,
+    image_config,
     log,
-    pid_serving,
+    random_layer,
+    serving_pid,
+    start_targets,
 )
 
 
@@ -50,28 +53,13 @@ def make_archive(path: str, layers: int, layer_mib: int, tag: str) -> None:
     diff_ids = []
     with tarfile.open(path, "w") as archive:
         for i in range(layers):
-            layer = io.BytesIO()
-            with tarfile.open(fileobj=layer, mode="w") as tar:
-                data = os.urandom(layer_mib * 1024 * 1024)
-                info = tarfile.TarInfo("layer%d/data" % i)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            raw = layer.getvalue()
+            raw = random_layer(i, layer_mib)
             digest = hashlib.sha256(raw).hexdigest()
             diff_ids.append("sha256:" + digest)
             info = tarfile.TarInfo("blobs/sha256/" + digest)
             info.size = len(raw)
             archive.addfile(info, io.BytesIO(raw))
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {"Cmd": ["/bin/sh"]},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                "history": [{"created": "2026-01-01T00:00:00Z"} for _ in diff_ids],
-            }
-        ).encode()
+        config = image_config(diff_ids)
         config_digest = hashlib.sha256(config).hexdigest()
         for name, data in (
             ("blobs/sha256/" + config_digest, config),
@@ -162,16 +150,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         log("making a %d-layer archive of %d MiB" % (args.layers, args.layers * args.layer_mib))
         make_archive(archive, args.layers, args.layer_mib, tag)
         size_mb = os.path.getsize(archive) / 1e6
-        own.start()
-        targets["twistedock"] = own.sock
-        if args.peer:
-            targets["peer"] = args.peer[len("unix://"):] if args.peer.startswith("unix://") else args.peer
+        start_targets(own, args.peer, targets)
         results: Dict[str, Dict[str, List[float]]] = {name: {} for name in targets}
         for round_ in range(args.rounds):
             for name, sock in targets.items():
-                pid = own.proc.pid if name == "twistedock" else pid_serving(sock)
-                if pid is None:
-                    raise BenchError("no process serves %s" % sock)
+                pid = serving_pid(own, name, sock)
                 numbers = results[name]
                 before = cpu_seconds(pid)
                 numbers.setdefault("load s", []).append(load(sock, archive))
