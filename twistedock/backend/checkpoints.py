@@ -42,7 +42,7 @@ import attr
 from twisted.internet.defer import ensureDeferred
 from zope.interface import implementer
 
-from ..atomic import write_atomic
+from ..atomic import fsync_dir, write_atomic
 from ..deferreds import shield
 from ..errors import DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
@@ -465,11 +465,7 @@ def dump_dir(final: str) -> str:
 def publish_dump(directory: str, final: str) -> None:
     """The complete dump renamed to its checkpoint's name, durably."""
     os.rename(directory, final)
-    fd = os.open(os.path.dirname(final), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(os.path.dirname(final))
 
 
 def _touch(path: str) -> None:
