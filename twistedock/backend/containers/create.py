@@ -38,6 +38,7 @@ class CreateMixin:
         warnings = spec.validate_create(config, host_config, api_version) or []
         image = self.images.get(image_ref)
         host_config = self._host_config(host_config, api_version)
+        self.resolve_joins(host_config)
         config = spec.merge_config(
             dict(CONFIG_DEFAULTS, **config), (image.config or {}).get("config") or {}
         )

@@ -78,6 +78,7 @@ class StartMixin:
         bundle = self.bundle(c)
         try:
             self._check_network(c)
+            self.check_joins(c)
             await self._prepare_bundle(c, paths, bundle)
         except DockerError as e:
             await self._failed_start(c, e)
@@ -151,17 +152,20 @@ class StartMixin:
             raise
         hc = c.host_config
         own_hosts = await network
-        await self.run_in_thread(
-            rootfs.write_etc_files,
-            c.directory,
-            c.config.get("Hostname", ""),
-            c.config.get("Domainname", ""),
-            hc.get("NetworkMode", "default"),
-            own_hosts + self.extra_hosts(c),
-            hc.get("Dns") or self.dns_servers(c),
-            hc.get("DnsSearch"),
-            hc.get("DnsOptions"),
-        )
+        if not self.adopt_network_files(c):
+            await self.run_in_thread(
+                rootfs.write_etc_files,
+                c.directory,
+                c.config.get("Hostname", ""),
+                c.config.get("Domainname", ""),
+                hc.get("NetworkMode", "default"),
+                own_hosts + self.extra_hosts(c),
+                hc.get("Dns") or self.dns_servers(c),
+                hc.get("DnsSearch"),
+                hc.get("DnsOptions"),
+            )
+        files = c.network_paths()
+        shm = await self.ipc_up(c)
         await self.run_in_thread(_create_bind_sources, hc)
         volumes = await self.mount_volumes(c)
         inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
@@ -171,13 +175,15 @@ class StartMixin:
             host_config=hc,
             image_config={},
             rootfs=paths["MergedDir"],
-            hostname_path=c.path_of("hostname"),
-            hosts_path=c.path_of("hosts"),
-            resolv_conf_path=c.path_of("resolv.conf"),
+            hostname_path=files["HostnamePath"],
+            hosts_path=files["HostsPath"],
+            resolv_conf_path=files["ResolvConfPath"],
             netns_path=self.joined_netns(c),
             inputs=inputs,
             init_path=self.init_path,
             volumes=volumes,
+            namespace_paths=self.namespace_paths(c),
+            shm_source=shm,
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 
@@ -203,6 +209,7 @@ class StartMixin:
             pass
         await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         await self.unmount_volumes(c)
+        await self.ipc_down(c)
         await self.network_down(c)
         c.state.running = False
         c.state.restarting = False

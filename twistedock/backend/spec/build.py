@@ -61,6 +61,8 @@ class SpecContext:
     init_path: Optional[str]
     volumes: Mapping[str, str]
     namespace_paths: Mapping[str, str]
+    #: The host directory bound on /dev/shm (IpcMode shareable or container:).
+    shm_source: Optional[str] = None
     #: The process's capabilities (the bounding set), once L{with_capabilities} ran.
     capabilities: List[str] = attr.Factory(list)
 
@@ -103,6 +105,7 @@ def build_spec(
     init_path: Optional[str] = None,
     volumes: Optional[Mapping[str, str]] = None,
     namespace_paths: Optional[Mapping[str, str]] = None,
+    shm_source: Optional[str] = None,
 ) -> dict:
     """
     The OCI runtime spec dockerd's createSpec makes.
@@ -112,7 +115,9 @@ def build_spec(
     C{volumes} maps the destination of each volume mount (named or anonymous)
     to its host directory (or a mapping with Source, RW, Propagation: those
     of destinations the request does not name are mounted too); C{namespace_paths} maps "pid"/"ipc" to the path
-    of the namespace a "container:" mode joins ("network" uses netns_path).
+    of the namespace a "container:" mode joins ("network" uses netns_path);
+    C{shm_source} is the host directory bound on /dev/shm (a shareable IPC's
+    tmpfs), None for the spec's own tmpfs.
     C{inputs} is what L{inputs.gather_inputs} read for this request.
     """
     merged = merge_config(config, image_config)
@@ -131,6 +136,7 @@ def build_spec(
         init_path=init_path,
         volumes=volumes or {},
         namespace_paths=namespace_paths or {},
+        shm_source=shm_source,
     )
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -388,6 +394,10 @@ def _requested_mounts(context: SpecContext) -> List[dict]:
         user_mounts.append({"Source": volume["Source"], "Destination": dest,
                             "Writable": volume["RW"], "NonRecursive": False,
                             "Propagation": volume.get("Propagation") or ""})
+    if context.shm_source and "/dev/shm" not in points and "/dev/shm" not in tmpfs_map:
+        # dockerd's ipcMounts: the shareable tmpfs, unless a mount is there.
+        user_mounts.append({"Source": context.shm_source, "Destination": "/dev/shm", "Writable": True,
+                            "Propagation": DEFAULT_PROPAGATION, "NonRecursive": False})
     user_mounts.sort(key=lambda m: depth(m["Destination"]))
     for dest in ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts"):
         if network_files[dest]:
