@@ -42,6 +42,7 @@ class Options(usage.Options):
         ["bridge", "b", None, "The default bridge network's interface ('none': no default bridge) [default: twistedock0]"],
         ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
+        ["cgroup-parent", None, None, "The parent cgroup of containers without a CgroupParent [default: /docker, system.slice with the systemd driver]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
     ]
 
@@ -50,6 +51,7 @@ class Options(usage.Options):
         self["host"] = []
         self["insecure-registry"] = []
         self["registry-mirror"] = []
+        self["exec-opt"] = []
         self.explicit = set()
         self.false_flags = set()
 
@@ -69,6 +71,11 @@ class Options(usage.Options):
         """A mirror of Docker Hub, shown in /info (repeatable)"""
         self["registry-mirror"].append(value)
         self.explicit.add("registry_mirrors")
+
+    def opt_exec_opt(self, value: str) -> None:
+        """A runtime execution option: native.cgroupdriver=cgroupfs|systemd (repeatable)"""
+        self["exec-opt"].append(value)
+        self.explicit.add("exec_opts")
 
     def opt_version(self) -> None:
         """Print the version and exit"""
@@ -98,7 +105,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H", "insecure-registry", "registry-mirror"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror", "exec-opt"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -113,6 +120,7 @@ class Options(usage.Options):
             "ip_forward": "ip-forward" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
+            "exec_opts": list(self["exec-opt"]),
         }
         defaults = DaemonConfig()
         for option, attribute in (
@@ -123,6 +131,7 @@ class Options(usage.Options):
             ("tlskey", "tlskey"),
             ("group", "group"),
             ("criu-path", "criu_path"),
+            ("cgroup-parent", "cgroup_parent"),
             ("bridge", "bridge"),
             ("bip", "bip"),
             ("mtu", "mtu"),

@@ -102,6 +102,8 @@ class ContainerBackend(
         checkpoints=None,
         volumes=None,
         networks=None,
+        cgroup_parent: str = "",
+        cgroup_driver: str = "cgroupfs",
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -110,7 +112,9 @@ class ContainerBackend(
         ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
         the L{CheckpointStore} that a start with a checkpoint restores from
         (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
-        (None: a container with volumes cannot start)."""
+        (None: a container with volumes cannot start); C{cgroup_parent}
+        dockerd's --cgroup-parent ("": its default for C{cgroup_driver},
+        cgroupfs or systemd)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -124,6 +128,8 @@ class ContainerBackend(
         self.execs = execs
         self.volumes = volumes
         self.networks = networks
+        self.cgroup_driver = cgroup_driver
+        self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

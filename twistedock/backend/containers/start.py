@@ -184,6 +184,8 @@ class StartMixin:
             volumes=volumes,
             namespace_paths=self.namespace_paths(c),
             shm_source=shm,
+            cgroup_parent=self.cgroup_parent,
+            systemd_cgroup=self.cgroup_driver == "systemd",
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 

@@ -63,6 +63,8 @@ class SpecContext:
     namespace_paths: Mapping[str, str]
     #: The host directory bound on /dev/shm (IpcMode shareable or container:).
     shm_source: Optional[str] = None
+    #: runc's systemd cgroup driver: cgroupsPath is "slice:docker:<id>".
+    systemd_cgroup: bool = False
     #: The process's capabilities (the bounding set), once L{with_capabilities} ran.
     capabilities: List[str] = attr.Factory(list)
 
@@ -101,11 +103,12 @@ def build_spec(
     resolv_conf_path: str,
     netns_path: Optional[str],
     inputs: SpecInputs,
-    cgroup_parent: str = "/twistedock",
+    cgroup_parent: str = "/docker",
     init_path: Optional[str] = None,
     volumes: Optional[Mapping[str, str]] = None,
     namespace_paths: Optional[Mapping[str, str]] = None,
     shm_source: Optional[str] = None,
+    systemd_cgroup: bool = False,
 ) -> dict:
     """
     The OCI runtime spec dockerd's createSpec makes.
@@ -137,6 +140,7 @@ def build_spec(
         volumes=volumes or {},
         namespace_paths=namespace_paths or {},
         shm_source=shm_source,
+        systemd_cgroup=systemd_cgroup,
     )
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -303,7 +307,13 @@ def _go_list(items) -> str:
 
 
 def with_cgroups(spec: Dict[str, Any], context: SpecContext) -> None:
+    """dockerd's cgroupsPath: <parent>/<id> (cgroupfs; a relative parent
+    is runc's, below its own cgroup), or <slice>:docker:<id> (systemd: a
+    docker-<id>.scope in the slice)."""
     parent = context.host_config.get("CgroupParent") or context.cgroup_parent
+    if context.systemd_cgroup:
+        spec["linux"]["cgroupsPath"] = "%s:docker:%s" % (parent, context.container_id)
+        return
     spec["linux"]["cgroupsPath"] = golang.clean(posixpath.join(parent, context.container_id))
 
 
