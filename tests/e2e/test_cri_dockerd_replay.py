@@ -251,8 +251,10 @@ def make_labels(labels: dict, annotations: dict) -> dict:
     return merged
 
 
-def run_pod_sandbox(client, name, namespace, uid, cgroup_parent) -> str:
-    """core/sandbox_run.go RunPodSandbox."""
+def run_pod_sandbox(client, name, namespace, uid, cgroup_parent, plugin) -> str:
+    """core/sandbox_run.go RunPodSandbox; C{plugin} the network plugin
+    ("no-op": NetworkMode "default"; "cni": "none", the plugin setting up
+    the sandbox's namespace afterwards)."""
     # ensureSandboxImageExists -> InspectImageByRef: GET /images/{ref}/json,
     # matchImageTagOrSHA reads RepoTags.
     image = client.call("GET", "/images/%s/json" % SANDBOX_IMAGE)
@@ -269,7 +271,7 @@ def run_pod_sandbox(client, name, namespace, uid, cgroup_parent) -> str:
     labels["io.kubernetes.container.name"] = "POD"
     body = go_config(Hostname=name, Image=SANDBOX_IMAGE, Labels=labels)
     body["HostConfig"] = go_host_config(
-        NetworkMode="default", PortBindings={}, IpcMode="shareable", OomScoreAdj=SANDBOX_OOM,
+        NetworkMode="none" if plugin == "cni" else "default", PortBindings={}, IpcMode="shareable", OomScoreAdj=SANDBOX_OOM,
         SecurityOpt=["no-new-privileges"], ShmSize=DEFAULT_SHM_SIZE, CpuShares=2, CgroupParent=cgroup_parent)
     # kubeDockerClient.CreateContainer: POST /containers/create?name=
     created = client.call("POST", "/containers/create", {"name": "k8s_POD_%s_%s_%s_0" % (name, namespace, uid)},
@@ -511,7 +513,27 @@ def remove_cgroup_parents(parent: str) -> None:
             directory = os.path.dirname(directory)
 
 
-def test_pod_lifecycle(node, tmp_path):
+def cni_set_up_pod(client, sandbox_id) -> None:
+    """sandbox_run.go's ds.network.SetUpPod with a CNI plugin: the netns
+    path from getNetworkNamespace (helpers_linux.go: /proc/<State.Pid>/ns/net),
+    an interface made in it (a veth pair both ends of which stay in the
+    pod: no traffic leaves it)."""
+    doc = client.call("GET", "/containers/%s/json" % sandbox_id)
+    netns = "/proc/%d/ns/net" % doc["State"]["Pid"]
+    for command in (["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "cni-peer"],
+                    ["ip", "addr", "add", "10.244.0.5/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"]):
+        subprocess.run(["nsenter", "--net=" + netns] + command, check=True, capture_output=True)
+
+
+def cni_tear_down_pod(client, sandbox_id) -> None:
+    """sandbox_stop.go's ds.network.TearDownPod, before the sandbox stops."""
+    doc = client.call("GET", "/containers/%s/json" % sandbox_id)
+    subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % doc["State"]["Pid"], "ip", "link", "del", "eth0"],
+                   check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("plugin", ["no-op", "cni"])
+def test_pod_lifecycle(node, tmp_path, plugin):
     client = Client(node.sock)
     # cri-dockerd's start: NegotiateAPIVersion (GET /_ping, /version), the
     # cgroup driver and log driver (getDockerInfo: GET /info).
@@ -522,7 +544,9 @@ def test_pod_lifecycle(node, tmp_path):
     pod, namespace, uid = "web", "default", "%s-4b1e-4e1b-9c2e-%s" % (secrets.token_hex(4), secrets.token_hex(6))
     cgroup_parent = "/kubepods/besteffort/pod" + uid
     log_dir = str(tmp_path / "pods" / ("%s_%s_%s" % (namespace, pod, uid)))
-    sandbox_id = run_pod_sandbox(client, pod, namespace, uid, cgroup_parent)
+    sandbox_id = run_pod_sandbox(client, pod, namespace, uid, cgroup_parent, plugin)
+    if plugin == "cni":
+        cni_set_up_pod(client, sandbox_id)
     try:
         sandbox = pod_sandbox_status(client, sandbox_id)
         assert sandbox["State"]["Running"]
@@ -561,6 +585,10 @@ def test_pod_lifecycle(node, tmp_path):
                     os.readlink("/proc/%d/ns/%s" % (pid, kind)), kind
             assert doc["ResolvConfPath"] == sandbox["ResolvConfPath"]
             assert doc["HostsPath"] == sandbox["HostsPath"]
+        if plugin == "cni":
+            # The namespace the plugin set up is the pod's.
+            out, _, code = exec_sync(client, ids["server"], ["ip", "-o", "addr", "show", "eth0"])
+            assert code == 0 and b"10.244.0.5/24" in out, out
 
         # The client reaches the server over the pod's loopback.
         deadline = time.monotonic() + 15
@@ -600,6 +628,8 @@ def test_pod_lifecycle(node, tmp_path):
         for name in ("server", "client"):
             stop_container(client, ids[name], 30)
             assert container_status_exited(client, ids[name])
+        if plugin == "cni":
+            cni_tear_down_pod(client, sandbox_id)
         stop_pod_sandbox(client, sandbox_id)
         doc = client.call("GET", "/containers/%s/json" % sandbox_id)
         check_inspect(doc)
