@@ -532,6 +532,20 @@ def cni_tear_down_pod(client, sandbox_id) -> None:
                    check=True, capture_output=True)
 
 
+@pytest.mark.route("GET", "/_ping")
+@pytest.mark.route("GET", "/info")
+@pytest.mark.route("GET", "/version")
+@pytest.mark.route("GET", "/images/{name:.*}/json")
+@pytest.mark.route("POST", "/containers/create")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+@pytest.mark.route("GET", "/containers/json")
+@pytest.mark.route("POST", "/containers/{name:.*}/exec")
+@pytest.mark.route("POST", "/exec/{name:.*}/start")
+@pytest.mark.route("GET", "/exec/{id:.*}/json")
+@pytest.mark.route("GET", "/containers/{name:.*}/stats")
+@pytest.mark.route("POST", "/containers/{name:.*}/stop")
+@pytest.mark.route("DELETE", "/containers/{name:.*}")
 @pytest.mark.parametrize("plugin", ["no-op", "cni"])
 def test_pod_lifecycle(node, tmp_path, plugin):
     client = Client(node.sock)
