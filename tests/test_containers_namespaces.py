@@ -161,3 +161,13 @@ def test_cgroup_driver_options():
     with pytest.raises(ConfigError, match="valid slice"):
         DaemonConfig(exec_opts=["native.cgroupdriver=systemd"], cgroup_parent="/docker")
     DaemonConfig(exec_opts=["native.cgroupdriver=systemd"], cgroup_parent="k8s.slice")
+
+
+def test_a_shm_a_crash_left_mounted_is_unmounted_at_start_up(world):
+    ident = world.create("sandbox", {"IpcMode": "shareable"})
+    shm = os.path.join(world.backend.get(ident).directory, "mounts", "shm")
+    # A start that got as far as the shm's mount when the daemon died.
+    world.mounts.mount_shm(shm, 1 << 20)
+    restarted = world.restarted()
+    assert shm not in restarted.mounts.mounted and not os.path.exists(shm)
+    assert ("unmount", shm) in restarted.mounts.calls
