@@ -171,3 +171,13 @@ def test_a_shm_a_crash_left_mounted_is_unmounted_at_start_up(world):
     restarted = world.restarted()
     assert shm not in restarted.mounts.mounted and not os.path.exists(shm)
     assert ("unmount", shm) in restarted.mounts.calls
+
+
+def test_a_network_joiner_can_be_updated(world):
+    # dockerd checks an update's HostConfig without the Config: the
+    # joiner's Hostname (its sandbox's) is no conflict with its mode.
+    sandbox = world.started("sandbox")
+    world.started("app", {"NetworkMode": "container:" + sandbox})
+    answer = run(world.backend.update("app", {"CpuShares": 512, "Memory": 64 << 20, "MemorySwap": 64 << 20}))
+    assert answer == {"Warnings": None} or answer.get("Warnings") in (None, [])
+    assert world.backend.get("app").host_config["CpuShares"] == 512
