@@ -158,6 +158,9 @@ class MemoryNetworkDriver:
     async def create_netns(self, path):
         self.calls.append(("create_netns", path))
 
+    async def redirect_dns(self, netns, gateway):
+        self.calls.append(("redirect_dns", netns, gateway))
+
     async def remove_netns(self, path):
         self.calls.append(("remove_netns", path))
 

@@ -14,7 +14,8 @@ from typing import List, Optional, Tuple
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
-from ..networks import ipam, ports
+from ..networks import ipam, ports, resolvconf
+from ..runtime import rootfs
 from .record import Container
 
 log = Logger()
@@ -111,12 +112,16 @@ class NetworkingMixin:
         await self.networks.driver.create_netns(path)
         try:
             wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
+            upstream = await self.upstream_dns(c)
             # Ports chosen and recorded (by the join) by one start at a time.
             async with self.networks.ports_lock:
                 mappings = await self.run_in_thread(
                     ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
                 joined = await self.networks.join(c.id, c.name, path, joins,
-                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings)
+                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings,
+                                                  dns_servers=upstream)
+            if self.dns_gateway(c):
+                await self.networks.driver.redirect_dns(path, self.dns_gateway(c))
         except BaseException:
             await self.networks.driver.remove_netns(path)
             raise
@@ -164,13 +169,44 @@ class NetworkingMixin:
                 out.append("%s:%s" % (names, addresses[0]))
         return out
 
-    def dns_servers(self, c: Container) -> Optional[List[str]]:
-        """The resolvers of a run on DNS-enabled networks (aardvark-dns on
-        their gateways), else None (the host's)."""
-        if not self._bridged(c) or c.host_config.get("Dns"):
+    def dns_gateway(self, c: Container) -> Optional[str]:
+        """Where the run's embedded DNS address is redirected: aardvark-dns
+        on the gateway of its first network with name resolution."""
+        if not self._bridged(c):
             return None
-        servers = [ep["Gateway"] for record, ep in self.networks.endpoints_of(c.id) if record.get("DNS")]
-        return servers or None
+        for record, ep in self.networks.endpoints_of(c.id):
+            if record.get("DNS"):
+                return ep["Gateway"]
+        return None
+
+    def embedded_dns(self, c: Container) -> bool:
+        """The run resolves names through 127.0.0.11 (a user network's)."""
+        return self.dns_gateway(c) is not None
+
+    def host_resolv_conf(self) -> str:
+        return self.networks.resolv_conf if self.networks is not None else "/etc/resolv.conf"
+
+    async def upstream_dns(self, c: Container) -> List[str]:
+        """The resolvers the embedded server forwards the run's other names
+        to (dockerd's ExtServers): --dns, else the host's."""
+        host = await self.run_in_thread(rootfs.read_host_file, self.host_resolv_conf())
+        return resolvconf.external_servers(host, c.host_config.get("Dns") or ())
+
+    async def refresh_dns(self, c: Container, had_embedded: bool) -> None:
+        """After a connect or disconnect of a running container: the
+        redirection pointed at a network it is still on; its resolv.conf
+        pointed at the embedded server once it first joins a user network
+        (as dockerd starts its resolver then)."""
+        netns = self.netns_path(c)
+        if not os.path.exists(netns):
+            netns = "/proc/%d/ns/net" % c.state.pid
+        await self.networks.driver.redirect_dns(netns, self.dns_gateway(c))
+        if self.embedded_dns(c) and not had_embedded:
+            hc = c.host_config
+            text = await self.run_in_thread(
+                rootfs.resolv_conf, hc.get("NetworkMode", "default"), hc.get("Dns"), hc.get("DnsSearch"),
+                hc.get("DnsOptions"), self.host_resolv_conf(), True)
+            await self.run_in_thread(rootfs.rewrite_resolv_conf, c.path_of("resolv.conf"), text)
 
     def published_ports(self, c: Container) -> list:
         if self.networks is None:
@@ -202,7 +238,10 @@ class NetworkingMixin:
                 netns = self.netns_path(c)
                 if not os.path.exists(netns):
                     netns = "/proc/%d/ns/net" % c.state.pid
-                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})])
+                had_embedded = self.embedded_dns(c)
+                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})],
+                                         dns_servers=await self.upstream_dns(c))
+                await self.refresh_dns(c, had_embedded)
             left = c.networking_config.get(LEFT_KEY) or []
             rejoined = record["Id"] in left
             if rejoined:
@@ -245,6 +284,8 @@ class NetworkingMixin:
                 raise Forbidden("container %s is not connected to the network %s" % (c.id, record["Name"]))
             if running_ep:
                 await self.networks.leave(c.id, [record])
+                if record.get("DNS") and c.state.running:
+                    await self.refresh_dns(c, True)
             for n in names:
                 configs.pop(n, None)
             if primary:

@@ -158,9 +158,11 @@ class StartMixin:
             c.config.get("Domainname", ""),
             hc.get("NetworkMode", "default"),
             own_hosts + self.extra_hosts(c),
-            hc.get("Dns") or self.dns_servers(c),
+            hc.get("Dns"),
             hc.get("DnsSearch"),
             hc.get("DnsOptions"),
+            self.host_resolv_conf(),
+            self.embedded_dns(c),
         )
         await self.run_in_thread(_create_bind_sources, hc)
         volumes = await self.mount_volumes(c)

@@ -66,7 +66,8 @@ class EndpointsMixin:
             "ipam_options": {"driver": "host-local"},
         }
 
-    def _options(self, container_id: str, container_name: str, pairs: Sequence[Tuple[dict, dict]]) -> dict:
+    def _options(self, container_id: str, container_name: str, pairs: Sequence[Tuple[dict, dict]],
+                 dns_servers: Sequence[str] = ()) -> dict:
         networks, info = {}, {}
         for record, ep in pairs:
             key = self._network_info(record)["name"]
@@ -83,6 +84,9 @@ class EndpointsMixin:
         mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
         if mappings:
             options["port_mappings"] = mappings
+        if dns_servers:
+            # aardvark-dns forwards the container's other names to these.
+            options["dns_servers"] = list(dns_servers)
         return options
 
     def published(self) -> List[dict]:
@@ -92,10 +96,12 @@ class EndpointsMixin:
 
     async def join(self, container_id: str, container_name: str, netns: str,
                    joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
-                   ports: Sequence[dict] = ()) -> Dict[str, dict]:
+                   ports: Sequence[dict] = (), dns_servers: Sequence[str] = ()) -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
         of C{joins}: addresses allocated, netavark run, endpoints recorded;
-        C{ports} (netavark's port mappings) are published on the first."""
+        C{ports} (netavark's port mappings) are published on the first;
+        C{dns_servers}: where the embedded DNS server forwards the names it
+        does not know."""
         name = container_name.lstrip("/")
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
         pairs = []
@@ -137,7 +143,7 @@ class EndpointsMixin:
                 pairs.append((record, ep))
             if pairs:
                 async with self.netavark_lock:
-                    status = await self.driver.setup(netns, self._options(container_id, name, pairs))
+                    status = await self.driver.setup(netns, self._options(container_id, name, pairs, dns_servers))
                 for record, ep in pairs:
                     block = status.get(self._network_info(record)["name"]) or {}
                     iface = (block.get("interfaces") or {}).get(ep["Interface"]) or {}

@@ -54,7 +54,8 @@ class NetworkStore(EndpointsMixin):
     default bridge (containers in the default mode then get loopback only)."""
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
-                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None) -> None:
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None,
+                 resolv_conf: str = "/etc/resolv.conf") -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
@@ -65,6 +66,9 @@ class NetworkStore(EndpointsMixin):
         #: The ContainerStore (shared): the current names of endpoints' containers.
         self.containers = containers
         self.routes = routes
+        #: The host's resolver configuration: containers' resolv.conf and
+        #: the embedded DNS server's upstream servers come from it.
+        self.resolv_conf = resolv_conf
         self.networks: Dict[str, dict] = {}
 
     # -- loading and saving ----------------------------------------------
