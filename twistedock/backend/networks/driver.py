@@ -13,8 +13,12 @@ server. Every command runs through spawnProcess.
 import json
 import os
 import shutil
+import signal
 from typing import List, Optional, Sequence
 
+from twisted.internet.threads import deferToThreadPool
+
+from ...atomic import write_atomic
 from ...errors import InternalError
 from ..runtime.processes import Collect
 
@@ -87,6 +91,13 @@ class Netavark:
         if status != 0:
             raise InternalError("cannot redirect the embedded DNS server: %s" % _message(out, err))
 
+    async def rename_dns(self, network: str, container_id: str, old: str, new: str) -> None:
+        """The container's name in aardvark-dns's entries for C{network}
+        changed from C{old} to C{new}, and aardvark-dns told (SIGHUP), as
+        netavark tells it of a new entry. Call with netavark's calls held."""
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), rename_entry,
+                                os.path.join(self.config_dir, "aardvark-dns"), network, container_id, old, new)
+
     async def create_netns(self, path: str) -> None:
         """A new network namespace bound at C{path}."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -102,6 +113,35 @@ class Netavark:
             return
         await self._run(["/bin/umount", path])
         _remove(path)
+
+
+def rename_entry(directory: str, network: str, container_id: str, old: str, new: str) -> None:
+    """Blocking: aardvark-dns's file for C{network} (a gateway line, then
+    "ID IPV4S IPV6S NAMES[ DNS]" a container) rewritten with C{new} in
+    place of C{old} in the container's names, then aardvark-dns reloaded."""
+    path = os.path.join(directory, network)
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return
+    changed = False
+    for index, line in enumerate(lines):
+        fields = line.split(" ")
+        if index == 0 or len(fields) < 4 or fields[0] != container_id:
+            continue
+        names = [new if name == old else name for name in fields[3].split(",")]
+        fields[3] = ",".join(dict.fromkeys(names))
+        lines[index] = " ".join(fields)
+        changed = True
+    if not changed:
+        return
+    write_atomic(path, "\n".join(lines).encode(), mode=0o644)
+    try:
+        with open(os.path.join(directory, "aardvark.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGHUP)
+    except (OSError, ValueError):
+        pass
 
 
 def dns_rules(gateway: Optional[str]) -> str:

@@ -176,6 +176,18 @@ class EndpointsMixin:
                 self.events.log("network", "disconnect", record["Id"],
                                 {"container": container_id, "name": record["Name"], "type": "bridge"})
 
+    async def rename(self, container_id: str, old: str, new: str) -> None:
+        """A container renamed: its endpoints' names, and the name the
+        embedded DNS server answers for (the old one no longer)."""
+        for record, ep in self.endpoints_of(container_id):
+            ep["Name"] = new
+            if ep.get("DNSNames"):
+                ep["DNSNames"] = list(dict.fromkeys(new if n == old else n for n in ep["DNSNames"]))
+            if record.get("DNS"):
+                async with self.netavark_lock:
+                    await self.driver.rename_dns(self._network_info(record)["name"], container_id, old, new)
+            await self.save(record)
+
     def public_endpoint(self, record: dict, ep: Optional[dict]) -> dict:
         """EndpointSettings as inspect shows it (empty when not running)."""
         ep = ep or {}

@@ -1,0 +1,115 @@
+"""Name resolution in process: resolv.conf as dockerd 20.10 writes it, the
+embedded DNS address's redirection rules, aardvark-dns's entries renamed,
+the upstream servers given to it."""
+
+import os
+
+import pytest
+
+from twistedock.backend.events import EventLog
+from twistedock.backend.networks import driver, resolvconf
+
+from .fake_runtime import World, run
+from .memory import MemoryNetworks
+
+
+def test_the_host_file_filtered_as_dockerd():
+    host = "# made by hand\nnameserver 10.0.0.2\nnameserver 127.0.0.53\nsearch example.org\noptions edns0\n"
+    assert resolvconf.container_file(host) == "# made by hand\nnameserver 10.0.0.2\nsearch example.org\noptions edns0\n"
+    # Only loopback resolvers: Google's, as dockerd.
+    assert resolvconf.container_file("nameserver 127.0.0.53\n") == "\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert resolvconf.container_file("nameserver 10.0.0.2\nnameserver fd00::1\n") == "nameserver 10.0.0.2\n"
+
+
+def test_a_file_built_from_the_options_as_dockerd():
+    host = "nameserver 10.0.0.2\nsearch example.org\noptions edns0\n"
+    assert resolvconf.container_file(host, ["1.2.3.4"], ["foo.com"], ["ndots:2"]) == (
+        "search foo.com\nnameserver 1.2.3.4\noptions ndots:2\n")
+    # What is not given comes from the host's file; "." searches nothing.
+    assert resolvconf.container_file(host, (), ["."], ()) == "nameserver 10.0.0.2\noptions edns0\n"
+    assert resolvconf.container_file(host, ["1.2.3.4"]) == "search example.org\nnameserver 1.2.3.4\noptions edns0\n"
+
+
+def test_the_embedded_server_in_resolv_conf_as_dockerd():
+    # (dockerd 20.10 on a user network, --dns 1.2.3.4 --dns-search foo.com.)
+    text = resolvconf.container_file("nameserver 10.0.0.2\n", ["1.2.3.4"], ["foo.com"])
+    assert resolvconf.embedded_file(text) == "search foo.com\nnameserver 127.0.0.11\noptions ndots:0\n"
+    text = resolvconf.container_file("nameserver 10.0.0.2\n", (), ["."], ["ndots:2", "rotate"])
+    assert resolvconf.embedded_file(text) == "nameserver 127.0.0.11\noptions ndots:2 rotate\n"
+
+
+def test_the_upstream_servers():
+    host = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver fd00::1\n"
+    # The embedded server forwards from the host's namespace: its loopback
+    # resolvers answer there.
+    assert resolvconf.external_servers(host) == ["127.0.0.53", "10.0.0.2"]
+    assert resolvconf.external_servers(host, ["9.9.9.9"]) == ["9.9.9.9"]
+
+
+def test_the_redirection_rules():
+    rules = driver.dns_rules("172.18.0.1")
+    assert "-A OUTPUT -d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination 172.18.0.1:53" in rules
+    assert "-A OUTPUT -d 127.0.0.11/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 172.18.0.1:53" in rules
+    assert "-A POSTROUTING -s 127.0.0.0/8 -d 172.18.0.1/32 -j MASQUERADE" in rules
+    assert rules.startswith("*nat\n") and rules.endswith("COMMIT\n")
+    # None: the table emptied.
+    assert "-A " not in driver.dns_rules(None)
+
+
+def test_an_aardvark_entry_renamed(tmp_path):
+    ident = "a" * 64
+    path = tmp_path / "net1"
+    path.write_text("10.1.0.1\n%s 10.1.0.2  web,%s,www 10.0.0.2\n%s 10.1.0.3  other\n" % (ident, ident[:12], "b" * 64))
+    driver.rename_entry(str(tmp_path), "net1", ident, "web", "front")
+    assert path.read_text() == ("10.1.0.1\n%s 10.1.0.2  front,%s,www 10.0.0.2\n%s 10.1.0.3  other\n"
+                                % (ident, ident[:12], "b" * 64))
+    driver.rename_entry(str(tmp_path), "gone", ident, "web", "front")  # (no file: nothing to do)
+
+
+@pytest.fixture
+def world(tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.77\nsearch example.org\n")
+    w = World(tmp_path, networks=MemoryNetworks(EventLog(), resolv_conf=str(resolv)))
+    w.backend.networks.containers = w.store
+    return w
+
+
+def test_upstream_servers_given_to_netavark(world):
+    run(world.backend.networks.create({"Name": "app"}))
+    world.started("web", {"NetworkMode": "app"})
+    setup = [c for c in world.backend.networks.driver.calls if c[0] == "setup"][-1][2]
+    assert setup["dns_servers"] == ["127.0.0.77"]
+    with open(world.backend.get("web").path_of("resolv.conf")) as f:
+        assert f.read() == "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"
+    world.started("own", {"NetworkMode": "app", "Dns": ["10.9.9.9"], "DnsSearch": ["a.b"]})
+    setup = [c for c in world.backend.networks.driver.calls if c[0] == "setup"][-1][2]
+    assert setup["dns_servers"] == ["10.9.9.9"]
+    with open(world.backend.get("own").path_of("resolv.conf")) as f:
+        assert f.read() == "search a.b\nnameserver 127.0.0.11\noptions ndots:0\n"
+
+
+def test_the_default_bridge_has_no_embedded_server(world):
+    world.started("web")
+    with open(world.backend.get("web").path_of("resolv.conf")) as f:
+        # (The host's only resolver is on loopback: dockerd's fallback.)
+        assert f.read() == "search example.org\n\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert "redirect_dns" not in [c[0] for c in world.backend.networks.driver.calls]
+
+
+def test_a_rename_renames_the_dns_entries(world):
+    run(world.backend.networks.create({"Name": "app"}))
+    ident = world.started("web", {"NetworkMode": "app"})
+    run(world.backend.rename("web", "front"))
+    app = world.backend.networks.resolve("app")
+    assert world.backend.networks.driver.calls[-1] == ("rename_dns", app["Id"][:12], ident, "web", "front")
+    ep = app["Endpoints"][ident]
+    assert ep["Name"] == "front" and ep["DNSNames"] == ["front", ident[:12]]
+    doc = run(world.backend.inspect("front", False, "1.51"))["NetworkSettings"]["Networks"]["app"]
+    assert doc["DNSNames"] == ["front", ident[:12]]
+    # The teardown at the run's end names the container by its new name.
+    world.runtime.exit(ident, 0)
+    world.settle()
+    teardown = [c for c in world.backend.networks.driver.calls if c[0] == "teardown"][-1][2]
+    assert teardown["container_name"] == "front"
+    assert not os.path.exists(world.backend.netns_path(world.backend.get(ident)))
