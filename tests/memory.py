@@ -269,7 +269,7 @@ class MemoryContainerBackend:
         self.waiters.setdefault(name, []).append(d)
         return d
 
-    async def remove(self, name, force, volumes):
+    async def remove(self, name, force, volumes, link=False):
         self._get(name)
         del self.containers[name]
 

@@ -2,14 +2,17 @@
 embedded DNS address's redirection rules, aardvark-dns's entries renamed,
 the upstream servers given to it."""
 
+import json
 import os
 
 import pytest
 
 from twistedock.backend.events import EventLog
+from twistedock.backend.containers import links
 from twistedock.backend.networks import driver, resolvconf
+from twistedock.errors import InternalError, NotFound
 
-from .fake_runtime import World, run
+from .fake_runtime import World, failure_of, run
 from .memory import MemoryNetworks
 
 
@@ -113,3 +116,48 @@ def test_a_rename_renames_the_dns_entries(world):
     teardown = [c for c in world.backend.networks.driver.calls if c[0] == "teardown"][-1][2]
     assert teardown["container_name"] == "front"
     assert not os.path.exists(world.backend.netns_path(world.backend.get(ident)))
+
+
+def test_link_variables_as_dockerd():
+    env = links.link_env("/app/db", "172.17.0.2", ["80/tcp", "53/udp"], ["FOO=bar", "PATH=/bin", "HOME=/", "X"])
+    assert env == [
+        "DB_PORT=udp://172.17.0.2:53",
+        "DB_PORT_53_UDP=udp://172.17.0.2:53", "DB_PORT_53_UDP_ADDR=172.17.0.2", "DB_PORT_53_UDP_PORT=53",
+        "DB_PORT_53_UDP_PROTO=udp",
+        "DB_PORT_80_TCP=tcp://172.17.0.2:80", "DB_PORT_80_TCP_ADDR=172.17.0.2", "DB_PORT_80_TCP_PORT=80",
+        "DB_PORT_80_TCP_PROTO=tcp",
+        "DB_NAME=/app/db", "DB_ENV_FOO=bar",
+    ]
+    # Contiguous ports: a range's START and END as well.
+    env = links.link_env("/app/my-db", "10.0.0.2", ["8000/tcp", "8001/tcp", "8002/tcp"], [])
+    assert env[:7] == [
+        "MY_DB_PORT=tcp://10.0.0.2:8000",
+        "MY_DB_PORT_8000_TCP_START=tcp://10.0.0.2:8000", "MY_DB_PORT_8000_TCP_ADDR=10.0.0.2",
+        "MY_DB_PORT_8000_TCP_PROTO=tcp", "MY_DB_PORT_8000_TCP_PORT_START=8000",
+        "MY_DB_PORT_8000_TCP_END=tcp://10.0.0.2:8002", "MY_DB_PORT_8000_TCP_PORT_END=8002",
+    ]
+    assert env[-1] == "MY_DB_NAME=/app/my-db" and len(env) == 7 + 12 + 1
+
+
+def test_links_give_variables_and_are_removed_as_dockerd(world):
+    db = world.started("db", {}, Env=["SECRET=x"], ExposedPorts={"80/tcp": {}})
+    app = world.started("app", {"Links": ["db:data"]})
+    with open(os.path.join(world.backend.bundle(world.backend.get(app)), "config.json")) as f:
+        env = json.load(f)["process"]["env"]
+    assert "DATA_PORT_80_TCP=tcp://172.17.0.2:80" in env and "DATA_ENV_SECRET=x" in env
+    # After PATH and HOSTNAME, before the container's own, as dockerd.
+    assert env[0].startswith("PATH=") and env[1].startswith("HOSTNAME=") and env[2].startswith("DATA_PORT=")
+    assert "DATA_NAME=/app/data" in env
+    doc = run(world.backend.inspect("app", False, "1.41"))
+    assert doc["HostConfig"]["Links"] == ["/db:/app/data"]
+    for ref, kind, message in (
+        ("app", InternalError, "Conflict, cannot remove the default link name of the container"),
+        ("app/nope", NotFound, "No such container: app/nope"),
+    ):
+        error = failure_of(world.backend.remove(ref, False, False, link=True))
+        assert isinstance(error, kind) and str(error) == message
+    run(world.backend.remove("app/data", False, False, link=True))
+    assert run(world.backend.inspect("app", False, "1.41"))["HostConfig"]["Links"] is None
+    error = failure_of(world.backend.remove("app/data", False, False, link=True))
+    assert isinstance(error, NotFound) and str(error) == "No such container: app/data"
+    assert world.backend.get(db).state.running

@@ -27,6 +27,7 @@ from .inspect import InspectMixin
 from .list import ListMixin
 from .logs import LogsMixin
 from .monitor import MonitorMixin, Run
+from .links import LinksMixin
 from .networking import NetworkingMixin
 from .pause import PauseMixin
 from .prune import PruneMixin
@@ -70,6 +71,7 @@ class ContainerBackend(
     AttachMixin,
     VolumesMixin,
     NetworkingMixin,
+    LinksMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.

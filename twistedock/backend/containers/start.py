@@ -180,6 +180,7 @@ class StartMixin:
             inputs=inputs,
             init_path=self.init_path,
             volumes=volumes,
+            linked_env=self.linked_env(c),
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 

@@ -10,7 +10,7 @@ L{InternalError}) except Init without an init binary (L{InvalidParameter}).
 
 import posixpath
 import resource
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 
@@ -61,6 +61,8 @@ class SpecContext:
     init_path: Optional[str]
     volumes: Mapping[str, str]
     namespace_paths: Mapping[str, str]
+    #: The variables of the legacy links (after the defaults, before Env).
+    linked_env: List[str] = attr.Factory(list)
     #: The process's capabilities (the bounding set), once L{with_capabilities} ran.
     capabilities: List[str] = attr.Factory(list)
 
@@ -103,6 +105,7 @@ def build_spec(
     init_path: Optional[str] = None,
     volumes: Optional[Mapping[str, str]] = None,
     namespace_paths: Optional[Mapping[str, str]] = None,
+    linked_env: Sequence[str] = (),
 ) -> dict:
     """
     The OCI runtime spec dockerd's createSpec makes.
@@ -113,6 +116,7 @@ def build_spec(
     to its host directory (or a mapping with Source, RW, Propagation: those
     of destinations the request does not name are mounted too); C{namespace_paths} maps "pid"/"ipc" to the path
     of the namespace a "container:" mode joins ("network" uses netns_path).
+    C{linked_env}: the variables of the container's legacy links.
     C{inputs} is what L{inputs.gather_inputs} read for this request.
     """
     merged = merge_config(config, image_config)
@@ -131,6 +135,7 @@ def build_spec(
         init_path=init_path,
         volumes=volumes or {},
         namespace_paths=namespace_paths or {},
+        linked_env=list(linked_env),
     )
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -152,6 +157,7 @@ def with_process(spec: Dict[str, Any], context: SpecContext) -> None:
     defaults = ["PATH=" + DEFAULT_PATH_ENV, "HOSTNAME=" + context.hostname]
     if config.get("Tty"):
         defaults.append("TERM=xterm")
+    defaults += context.linked_env
     spec["process"].update({
         "terminal": bool(config.get("Tty")),
         "user": result(context.inputs.user),
