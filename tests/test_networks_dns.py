@@ -161,3 +161,43 @@ def test_links_give_variables_and_are_removed_as_dockerd(world):
     error = failure_of(world.backend.remove("app/data", False, False, link=True))
     assert isinstance(error, NotFound) and str(error) == "No such container: app/data"
     assert world.backend.get(db).state.running
+
+
+def test_dual_stack_user_networks(world):
+    networks = world.backend.networks
+    ident = run(networks.create({"Name": "v6", "EnableIPv6": True,
+                                 "IPAM": {"Config": [{"Subnet": "fd42:1:2::/64"}]}}))["Id"]
+    record = networks.resolve(ident)
+    # An IPv4 subnet chosen first, as dockerd; the IPv6 one as given.
+    assert record["EnableIPv6"] is True
+    assert record["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"},
+                                        {"Subnet": "fd42:1:2::/64"}]
+    cid = world.started("web", {"NetworkMode": "v6"})
+    setup = [c for c in networks.driver.calls if c[0] == "setup"][-1][2]
+    assert setup["networks"][ident[:12]]["static_ips"] == ["172.18.0.2", "fd42:1:2::2"]
+    info = setup["network_info"][ident[:12]]
+    assert info["ipv6_enabled"] is True
+    assert info["subnets"][1] == {"subnet": "fd42:1:2::/64", "gateway": "fd42:1:2::1"}
+    ep = settings(world, "web")["Networks"]["v6"]
+    assert (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"], ep["IPv6Gateway"]) == ("fd42:1:2::2", 64,
+                                                                                        "fd42:1:2::1")
+    doc = run(networks.inspect("v6"))
+    assert doc["Containers"][cid]["IPv6Address"] == "fd42:1:2::2/64"
+    with open(world.backend.get(cid).path_of("hosts")) as f:
+        assert "fd42:1:2::2\t%s\n" % cid[:12] in f.read()
+    # A static IPv6 address.
+    world.create("fixed")
+    run(world.backend.connect_network("v6", "fixed", {"IPAMConfig": {"IPv6Address": "fd42:1:2::99"}}))
+    run(world.backend.start("fixed"))
+    assert settings(world, "fixed")["Networks"]["v6"]["GlobalIPv6Address"] == "fd42:1:2::99"
+    error = failure_of(networks.create({"Name": "v4only", "EnableIPv6": True,
+                                        "IPAM": {"Config": [{"Subnet": "10.77.0.0/24"}]}}))
+    assert isinstance(error, NotFound)
+    # An IPv6 subnet without EnableIPv6: kept, not used (as dockerd).
+    run(networks.create({"Name": "off", "IPAM": {"Config": [{"Subnet": "fd42:9::/64"}]}}))
+    world.started("plain", {"NetworkMode": "off"})
+    assert settings(world, "plain")["Networks"]["off"]["GlobalIPv6Address"] == ""
+
+
+def settings(world, ref):
+    return run(world.backend.inspect(ref, False, "1.51"))["NetworkSettings"]

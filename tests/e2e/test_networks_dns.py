@@ -221,3 +221,27 @@ def test_the_default_bridge_has_links_not_names(daemon):
         assert result.stderr == "Error response from daemon: No such container: par%s/db\n" % TAG
     finally:
         daemon.docker("rm", "-f", "db" + TAG, "par" + TAG, check=False)
+
+
+def test_a_dual_stack_user_network(daemon):
+    name, v6 = "six" + TAG, "fd42:%s::/64" % TAG[:4]
+    result = daemon.docker("network", "create", "--ipv6", name + "x", check=False)
+    assert result.stderr == ("Error response from daemon: could not find an available, non-overlapping IPv6 "
+                             "address pool among the defaults to assign to the network\n")
+    daemon.docker("network", "create", "--ipv6", "--subnet", subnet(3), "--subnet", v6, name)
+    try:
+        daemon.docker("run", "-d", "--name", "w6" + TAG, "--network", name, "busybox", "sleep", "120")
+        ep = daemon.docker_json("inspect", "w6" + TAG, format="{{json .NetworkSettings.Networks}}")[name]
+        prefix = v6.split("::")[0]
+        assert (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"], ep["IPv6Gateway"]) == (
+            prefix + "::2", 64, prefix + "::1")
+        out = daemon.docker("exec", "w6" + TAG, "ip", "-o", "-6", "addr", "show", "eth0").stdout
+        assert prefix + "::2/64" in out
+        result = daemon.docker("run", "--rm", "--network", name, "busybox", "ping", "-6", "-c1", "-W2",
+                               prefix + "::2", check=False)
+        assert "1 packets received" in result.stdout, result.stdout + result.stderr
+    finally:
+        daemon.docker("rm", "-f", "w6" + TAG, check=False)
+        daemon.docker("network", "rm", name, check=False)
+    assert v6.split("::")[0] not in subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout
+    assert v6.split("::")[0] not in subprocess.run(["ip6tables-save"], capture_output=True, text=True).stdout

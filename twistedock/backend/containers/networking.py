@@ -126,7 +126,8 @@ class NetworkingMixin:
             await self.networks.driver.remove_netns(path)
             raise
         hostname = c.config.get("Hostname") or c.id[:12]
-        return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
+        return ["%s:%s" % (hostname, address) for ep in joined.values()
+                for address in (ep["IPAddress"], ep.get("GlobalIPv6Address")) if address]
 
     async def network_down(self, c: Container) -> None:
         """The run's endpoints left and its namespace removed (idempotent)."""
@@ -149,7 +150,7 @@ class NetworkingMixin:
         out = []
         gateway = ""
         if self.networks is not None and self.networks.default_bridge_enabled:
-            gateway = ipam.gateway_of(self.networks.resolve("bridge")["IPAM"]["Config"][0])
+            gateway = ipam.gateway_of(ipam.entry_of(self.networks.resolve("bridge")))
         for entry in c.host_config.get("ExtraHosts") or []:
             name, _, address = entry.partition(":")
             out.append("%s:%s" % (name, gateway if address == "host-gateway" and gateway else address))
@@ -327,7 +328,8 @@ class NetworkingMixin:
         first = next(iter(networks.values()), None)
         if first is not None and self._mode(c) == "bridge":
             # The default bridge's endpoint is also shown at the top level.
-            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress", "IPv6Gateway",
+                        "GlobalIPv6Address", "GlobalIPv6PrefixLen"):
                 settings[key] = first[key]
             settings["Bridge"] = self.networks.resolve("bridge")["Interface"] if first["IPAddress"] else ""
         if c.state.running and "SandboxKey" in settings:

@@ -15,6 +15,12 @@ from ...errors import Forbidden, InvalidParameter
 from . import ipam
 
 
+def _ipv6(record: dict) -> bool:
+    """The network gives its endpoints IPv6 addresses (EnableIPv6 and an
+    IPv6 subnet)."""
+    return bool(record.get("EnableIPv6")) and ipam.entry_of(record, 6) is not None
+
+
 class EndpointsMixin:
     """The endpoint part of L{store.NetworkStore}."""
 
@@ -48,7 +54,9 @@ class EndpointsMixin:
         return out
 
     def _network_info(self, record: dict) -> dict:
-        entry = record["IPAM"]["Config"][0]
+        entries = [ipam.entry_of(record, 4)]
+        if _ipv6(record):
+            entries.append(ipam.entry_of(record, 6))
         mtu = (record.get("Options") or {}).get("com.docker.network.driver.mtu")
         options = {"mtu": mtu} if mtu and mtu != "1500" else {}
         return {
@@ -59,8 +67,8 @@ class EndpointsMixin:
             "network_interface": record["Interface"],
             "created": record["Created"],
             "subnets": [{"subnet": str(ipaddress.ip_network(entry["Subnet"], strict=False)),
-                         "gateway": ipam.gateway_of(entry)}],
-            "ipv6_enabled": False,
+                         "gateway": ipam.gateway_of(entry)} for entry in entries],
+            "ipv6_enabled": len(entries) > 1,
             "internal": bool(record["Internal"]),
             "dns_enabled": bool(record.get("DNS")),
             "ipam_options": {"driver": "host-local"},
@@ -72,7 +80,7 @@ class EndpointsMixin:
         for record, ep in pairs:
             key = self._network_info(record)["name"]
             networks[key] = {
-                "static_ips": [ep["IPAddress"]],
+                "static_ips": [ep["IPAddress"]] + ([ep["GlobalIPv6Address"]] if ep.get("GlobalIPv6Address") else []),
                 "aliases": [a for a in ep.get("DNSNames") or [] if a != container_name],
                 "interface_name": ep["Interface"],
             }
@@ -110,13 +118,21 @@ class EndpointsMixin:
                 if container_id in record["Endpoints"]:
                     raise Forbidden("endpoint with name %s already exists in network %s"
                                     % (name, record["Name"]))
-                entry = record["IPAM"]["Config"][0]
-                wanted = ((asked or {}).get("IPAMConfig") or {}).get("IPv4Address") or None
-                if wanted and record["Name"] == "bridge":
+                entry = ipam.entry_of(record, 4)
+                asked_ipam = (asked or {}).get("IPAMConfig") or {}
+                wanted = asked_ipam.get("IPv4Address") or None
+                wanted6 = asked_ipam.get("IPv6Address") or None
+                if (wanted or wanted6) and record["Name"] == "bridge":
                     raise InvalidParameter("user specified IP address is supported on user defined "
                                            "networks only")
                 used = {ep["IPAddress"] for ep in record["Endpoints"].values()}
                 address = ipam.allocate(entry, used, wanted)
+                entry6 = ipam.entry_of(record, 6) if _ipv6(record) else None
+                if wanted6 and entry6 is None:
+                    raise InvalidParameter("user specified IP address is supported only when connecting to "
+                                           "networks with user configured subnets")
+                address6 = ipam.allocate(entry6, {ep.get("GlobalIPv6Address") for ep in
+                                                  record["Endpoints"].values()}, wanted6) if entry6 else ""
                 index = 0
                 while "eth%d" % index in taken:
                     index += 1
@@ -129,6 +145,10 @@ class EndpointsMixin:
                     "IPAddress": address,
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
+                    "GlobalIPv6Address": address6,
+                    "GlobalIPv6PrefixLen": (ipaddress.ip_network(entry6["Subnet"], strict=False).prefixlen
+                                            if entry6 else 0),
+                    "IPv6Gateway": ipam.gateway_of(entry6) if entry6 else "",
                     "MacAddress": "",
                     "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
                     "Aliases": aliases or None,
@@ -200,9 +220,9 @@ class EndpointsMixin:
             "Gateway": ep.get("Gateway", ""),
             "IPAddress": ep.get("IPAddress", ""),
             "IPPrefixLen": ep.get("IPPrefixLen", 0),
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": ep.get("IPv6Gateway", ""),
+            "GlobalIPv6Address": ep.get("GlobalIPv6Address", ""),
+            "GlobalIPv6PrefixLen": ep.get("GlobalIPv6PrefixLen", 0),
             "MacAddress": ep.get("MacAddress", ""),
             "DriverOpts": None,
             "DNSNames": ep.get("DNSNames"),

@@ -219,7 +219,8 @@ class NetworkStore(EndpointsMixin):
                     "EndpointID": ep["EndpointID"],
                     "MacAddress": ep.get("MacAddress", ""),
                     "IPv4Address": "%s/%d" % (ep["IPAddress"], ep["IPPrefixLen"]),
-                    "IPv6Address": "",
+                    "IPv6Address": ("%s/%d" % (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"])
+                                    if ep.get("GlobalIPv6Address") else ""),
                 }
         doc["Options"] = dict(record["Options"])
         doc["Labels"] = dict(record["Labels"])
@@ -289,13 +290,16 @@ class NetworkStore(EndpointsMixin):
             checked = ipam.check_config(entry, taken)
             taken.append(ipam.ipaddress.ip_network(checked["Subnet"], strict=False))
             config.append(checked)
-        if body.get("EnableIPv6"):
-            raise Forbidden("could not find an available, non-overlapping IPv6 address pool "
-                            "among the defaults to assign to the network")
-        if not config:
+        versions = {ipam.ipaddress.ip_network(e["Subnet"], strict=False).version for e in config}
+        if body.get("EnableIPv6") and 6 not in versions:
+            # dockerd 20.10 has no default IPv6 pool.
+            raise NotFound("could not find an available, non-overlapping IPv6 address pool "
+                           "among the defaults to assign to the network")
+        if 4 not in versions:
             subnet = ipam.choose_subnet(taken)
-            config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}]
+            config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}] + config
         record = self._record(name, "bridge", config)
+        record["EnableIPv6"] = bool(body.get("EnableIPv6"))
         record["Internal"] = bool(body.get("Internal"))
         record["Attachable"] = bool(body.get("Attachable"))
         record["Options"] = dict(body.get("Options") or {})
