@@ -201,3 +201,11 @@ def test_dual_stack_user_networks(world):
 
 def settings(world, ref):
     return run(world.backend.inspect(ref, False, "1.51"))["NetworkSettings"]
+
+
+def test_a_container_mode_container_resolves_as_the_other(world):
+    run(world.backend.networks.create({"Name": "app"}))
+    web = world.started("web", {"NetworkMode": "app"})
+    side = world.started("side", {"NetworkMode": "container:" + web})
+    with open(world.backend.get(side).path_of("resolv.conf")) as f:
+        assert f.read() == "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"

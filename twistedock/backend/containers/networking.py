@@ -181,7 +181,15 @@ class NetworkingMixin:
         return None
 
     def embedded_dns(self, c: Container) -> bool:
-        """The run resolves names through 127.0.0.11 (a user network's)."""
+        """The run resolves names through 127.0.0.11 (a user network's; in
+        C{container:} mode, the other container's)."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            try:
+                other = self.get(mode[len("container:"):])
+            except NotFound:
+                return False
+            return other.id != c.id and self.dns_gateway(other) is not None
         return self.dns_gateway(c) is not None
 
     def host_resolv_conf(self) -> str:
