@@ -105,8 +105,8 @@ def lookup(daemon, network: str, name: str, *args: str) -> str:
 
 
 def test_names_aliases_ids_and_upstream_names(daemon, upstream):
-    name, before = "n" + TAG, host_state()
-    daemon.docker("network", "create", "--subnet", subnet(0), name)
+    name = "n" + TAG
+    ident = daemon.docker("network", "create", "--subnet", subnet(0), name).stdout.strip()
     try:
         daemon.docker("run", "-d", "--name", "web" + TAG, "--network", name, "--network-alias", "www" + TAG,
                       "busybox", "sh", "-c", "echo served > /tmp/index.html; httpd -f -p 80 -h /tmp")
@@ -134,9 +134,11 @@ def test_names_aliases_ids_and_upstream_names(daemon, upstream):
     finally:
         daemon.docker("rm", "-f", "web" + TAG, "front" + TAG, check=False)
         daemon.docker("network", "rm", name, check=False)
+    # Nothing left: the bridge (and the veths on it), the rules, the
+    # namespaces, aardvark-dns. (Other daemons may share the host: only
+    # what this network made is looked for.)
     after = host_state()
-    assert subnet(0) not in after and name not in after
-    assert [l for l in after.splitlines() if "veth" in l] == [l for l in before.splitlines() if "veth" in l]
+    assert subnet(0) not in after and ("br-" + ident[:12]) not in after
     assert not os.listdir(os.path.join(daemon.exec_root, "netns"))
     assert not subprocess.run(["pgrep", "-f", "aardvark-dns --config " + daemon.exec_root],
                               capture_output=True).stdout
