@@ -9,6 +9,7 @@ C{DELETE /containers/{parent}/{alias}?link=1}.
 from typing import Iterable, List, Optional, Tuple
 
 from ...errors import InternalError, NotFound
+from .. import spec
 from .record import Container
 
 
@@ -74,14 +75,6 @@ def link_env(name: str, child_ip: str, exposed: Iterable[str], child_env: Iterab
     return env
 
 
-def parse_link(link: str) -> Tuple[str, str]:
-    """A HostConfig.Links entry ("name:alias", or as dockerd keeps them,
-    "/name:/parent/alias") as (child name, alias)."""
-    target, _, alias = link.partition(":")
-    target = target.strip("/")
-    return target, alias.rsplit("/", 1)[-1] or target
-
-
 class LinksMixin:
     """The legacy links part of L{ContainerBackend}."""
 
@@ -93,7 +86,7 @@ class LinksMixin:
             return env
         parent = c.name if c.name.startswith("/") else "/" + c.name
         for link in c.host_config.get("Links") or []:
-            target, alias = parse_link(link)
+            target, alias = spec.parse_link(link)
             try:
                 child = self.get(target)
             except NotFound:
@@ -111,7 +104,7 @@ class LinksMixin:
         parent = c.name if c.name.startswith("/") else "/" + c.name
         out = []
         for link in c.host_config.get("Links") or []:
-            target, alias = parse_link(link)
+            target, alias = spec.parse_link(link)
             try:
                 child = self.get(target)
             except NotFound:
@@ -140,7 +133,7 @@ class LinksMixin:
                 raise InternalError("Conflict, cannot remove the default link name of the container")
             raise InternalError("Cannot get parent %s for link %s" % (parent_name, name))
         async with self.lock(parent):
-            links = [l for l in parent.host_config.get("Links") or [] if parse_link(l)[1] != alias]
+            links = [l for l in parent.host_config.get("Links") or [] if spec.parse_link(l)[1] != alias]
             await self.save_changed(parent, lambda r: setattr(r, "host_config", dict(r.host_config, Links=links or None)))
 
     def _linking_parent(self, parent_name: str, alias: str) -> Optional[Container]:
@@ -150,6 +143,6 @@ class LinksMixin:
             parent = self.get(parent_name.lstrip("/"))
         except NotFound:
             return None
-        if any(parse_link(l)[1] == alias for l in parent.host_config.get("Links") or []):
+        if any(spec.parse_link(l)[1] == alias for l in parent.host_config.get("Links") or []):
             return parent
         return None

@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
+from .. import spec
 from ..networks import ipam, ports, resolvconf
 from ..runtime import rootfs
 from .record import Container
@@ -155,9 +156,7 @@ class NetworkingMixin:
             name, _, address = entry.partition(":")
             out.append("%s:%s" % (name, gateway if address == "host-gateway" and gateway else address))
         for link in c.host_config.get("Links") or []:
-            target, _, alias = link.partition(":")
-            target = target.strip("/")
-            alias = alias.rsplit("/", 1)[-1] or target
+            target, alias = spec.parse_link(link)
             other = self.get(target)
             if not other.state.running:
                 raise Conflict("Cannot link to a non running container: /%s AS %s/%s"
