@@ -62,9 +62,10 @@ def test_the_redirection_rules():
 def test_an_aardvark_entry_renamed(tmp_path):
     ident = "a" * 64
     path = tmp_path / "net1"
-    path.write_text("10.1.0.1\n%s 10.1.0.2  web,%s,www 10.0.0.2\n%s 10.1.0.3  other\n" % (ident, ident[:12], "b" * 64))
+    path.write_text("10.1.0.1\n%s 10.1.0.2  web,%s,www,web.app 10.0.0.2\n%s 10.1.0.3  other\n"
+                    % (ident, ident[:12], "b" * 64))
     driver.rename_entry(str(tmp_path), "net1", ident, "web", "front")
-    assert path.read_text() == ("10.1.0.1\n%s 10.1.0.2  front,%s,www 10.0.0.2\n%s 10.1.0.3  other\n"
+    assert path.read_text() == ("10.1.0.1\n%s 10.1.0.2  front,%s,www,front.app 10.0.0.2\n%s 10.1.0.3  other\n"
                                 % (ident, ident[:12], "b" * 64))
     driver.rename_entry(str(tmp_path), "gone", ident, "web", "front")  # (no file: nothing to do)
 
@@ -83,6 +84,9 @@ def test_upstream_servers_given_to_netavark(world):
     world.started("web", {"NetworkMode": "app"})
     setup = [c for c in world.backend.networks.driver.calls if c[0] == "setup"][-1][2]
     assert setup["dns_servers"] == ["127.0.0.77"]
+    short = world.backend.get("web").id[:12]
+    (options,) = setup["networks"].values()
+    assert options["aliases"] == [short, "web.app", short + ".app"]
     with open(world.backend.get("web").path_of("resolv.conf")) as f:
         assert f.read() == "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"
     world.started("own", {"NetworkMode": "app", "Dns": ["10.9.9.9"], "DnsSearch": ["a.b"]})

@@ -114,7 +114,7 @@ def test_names_aliases_ids_and_upstream_names(daemon, upstream):
         ip = subnet(0).replace(".0/24", ".2")
         out = daemon.docker("run", "--rm", "--network", name, "busybox", "cat", "/etc/resolv.conf").stdout
         assert out == "nameserver 127.0.0.11\noptions ndots:0\n"
-        for each in ("web" + TAG, "www" + TAG, ident[:12]):
+        for each in ("web" + TAG, "www" + TAG, ident[:12], "web%s.%s" % (TAG, name), "www%s.%s" % (TAG, name)):
             assert lookup(daemon, name, each) == ip, each
         script = "ping -c1 -W2 www%s && wget -qO- http://web%s/" % (TAG, TAG)
         result = daemon.docker("run", "--rm", "--network", name, "busybox", "sh", "-c", script, check=False)
@@ -130,6 +130,7 @@ def test_names_aliases_ids_and_upstream_names(daemon, upstream):
         # A rename: the old name no longer resolves, the new one does.
         daemon.docker("rename", "web" + TAG, "front" + TAG)
         assert lookup(daemon, name, "front" + TAG) == ip
+        assert lookup(daemon, name, "front%s.%s" % (TAG, name)) == ip
         assert lookup(daemon, name, "web" + TAG) == ""
     finally:
         daemon.docker("rm", "-f", "web" + TAG, "front" + TAG, check=False)

@@ -118,7 +118,8 @@ class Netavark:
 def rename_entry(directory: str, network: str, container_id: str, old: str, new: str) -> None:
     """Blocking: aardvark-dns's file for C{network} (a gateway line, then
     "ID IPV4S IPV6S NAMES[ DNS]" a container) rewritten with C{new} in
-    place of C{old} in the container's names, then aardvark-dns reloaded."""
+    place of C{old} in the container's names (NAME.NETWORK too), then
+    aardvark-dns reloaded."""
     path = os.path.join(directory, network)
     try:
         with open(path) as f:
@@ -130,7 +131,8 @@ def rename_entry(directory: str, network: str, container_id: str, old: str, new:
         fields = line.split(" ")
         if index == 0 or len(fields) < 4 or fields[0] != container_id:
             continue
-        names = [new if name == old else name for name in fields[3].split(",")]
+        names = [new + name[len(old):] if name == old or name.startswith(old + ".") else name
+                 for name in fields[3].split(",")]
         fields[3] = ",".join(dict.fromkeys(names))
         lines[index] = " ".join(fields)
         changed = True

@@ -79,9 +79,11 @@ class EndpointsMixin:
         networks, info = {}, {}
         for record, ep in pairs:
             key = self._network_info(record)["name"]
+            names = ep.get("DNSNames") or []
             networks[key] = {
                 "static_ips": [ep["IPAddress"]] + ([ep["GlobalIPv6Address"]] if ep.get("GlobalIPv6Address") else []),
-                "aliases": [a for a in ep.get("DNSNames") or [] if a != container_name],
+                # Each name also as NAME.NETWORK, which dockerd's server answers.
+                "aliases": [a for a in names if a != container_name] + ["%s.%s" % (a, record["Name"]) for a in names],
                 "interface_name": ep["Interface"],
             }
             if ep.get("StaticMac"):
