@@ -227,7 +227,7 @@ def test_the_default_bridge_has_links_not_names(daemon):
 
 
 def test_a_dual_stack_user_network(daemon):
-    name, v6 = "six" + TAG, "fd42:%s::/64" % TAG[:4]
+    name, v6 = "six" + TAG, "fd42:%x::/64" % int(TAG[:4], 16)
     result = daemon.docker("network", "create", "--ipv6", name + "x", check=False)
     assert result.stderr == ("Error response from daemon: could not find an available, non-overlapping IPv6 "
                              "address pool among the defaults to assign to the network\n")
