@@ -158,6 +158,12 @@ class MemoryNetworkDriver:
     async def create_netns(self, path):
         self.calls.append(("create_netns", path))
 
+    async def rename_dns(self, network, container_id, old, new):
+        self.calls.append(("rename_dns", network, container_id, old, new))
+
+    async def redirect_dns(self, netns, gateway):
+        self.calls.append(("redirect_dns", netns, gateway))
+
     async def remove_netns(self, path):
         self.calls.append(("remove_netns", path))
 
@@ -263,7 +269,7 @@ class MemoryContainerBackend:
         self.waiters.setdefault(name, []).append(d)
         return d
 
-    async def remove(self, name, force, volumes):
+    async def remove(self, name, force, volumes, link=False):
         self._get(name)
         del self.containers[name]
 

@@ -68,9 +68,12 @@ def test_dns_names_from_api_1_44(world):
     assert ep["NetworkID"] == ident
     assert ep["DNSNames"] == ["web", world.backend.get("web").id[:12]]
     assert "DNSNames" not in settings(world, "web", "1.41")["Networks"]["app"]
-    # Its resolver is aardvark-dns on the network's gateway.
+    # It resolves through the embedded address, redirected in its
+    # namespace to aardvark-dns on the network's gateway.
     with open(world.backend.get("web").path_of("resolv.conf")) as f:
-        assert f.read().startswith("nameserver 172.18.0.1\n")
+        assert f.read() == "nameserver 127.0.0.11\noptions ndots:0\n"
+    netns = world.backend.netns_path(world.backend.get("web"))
+    assert world.backend.networks.driver.calls[-1] == ("redirect_dns", netns, "172.18.0.1")
 
 
 def test_an_unknown_network_fails_the_start(world):
@@ -87,7 +90,7 @@ def test_connect_before_start_joins_both_at_start(world):
     assert sorted(doc["Networks"]) == ["app", "bridge"]
     assert doc["Networks"]["app"]["Aliases"] == ["www"] and doc["Networks"]["app"]["NetworkID"] == ""
     run(world.backend.start("web"))
-    setup = world.backend.networks.driver.calls[-1][2]
+    setup = [c for c in world.backend.networks.driver.calls if c[0] == "setup"][-1][2]
     assert sorted(n["interface_name"] for n in setup["networks"].values()) == ["eth0", "eth1"]
     doc = settings(world, "web")
     assert doc["Networks"]["app"]["IPAddress"] == "172.18.0.2"
@@ -111,16 +114,25 @@ def test_connect_and_disconnect_messages_as_dockerd(world):
 def test_a_running_container_is_connected_and_disconnected(world):
     run(world.backend.networks.create({"Name": "app"}))
     world.started("web")
+    c = world.backend.get("web")
+    with open(c.path_of("resolv.conf")) as f:
+        assert "127.0.0.11" not in f.read()
     run(world.backend.connect_network("app", "web", {}))
     app = world.backend.networks.resolve("app")
     assert list(app["Endpoints"]) == [world.backend.get("web").id]
+    # Its first user network: the embedded DNS server from now on, as dockerd.
+    redirect = world.backend.networks.driver.calls[-1]
+    assert (redirect[0], redirect[2]) == ("redirect_dns", "172.18.0.1")
+    with open(c.path_of("resolv.conf")) as f:
+        assert f.read() == "nameserver 127.0.0.11\noptions ndots:0\n"
     error = failure_of(world.backend.connect_network("app", "web", {}))
     assert isinstance(error, Forbidden)
     error = failure_of(world.backend.networks.remove("app"))
     assert isinstance(error, Forbidden)
     run(world.backend.disconnect_network("app", "web", False))
     assert app["Endpoints"] == {}
-    assert calls(world)[-1] == "teardown"
+    assert calls(world)[-2:] == ["teardown", "redirect_dns"]
+    assert world.backend.networks.driver.calls[-1][2] is None
     run(world.backend.networks.remove("app"))
 
 

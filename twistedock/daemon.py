@@ -196,6 +196,7 @@ class Daemon(MultiService):
         self.networks = NetworkStore(
             reactor, config.data_root, self.events, netavark,
             bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
+            resolv_conf=os.environ.get("TWISTEDOCK_RESOLV_CONF") or "/etc/resolv.conf",
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)

@@ -171,8 +171,9 @@ class IContainerBackend(Interface):
     def wait(name, condition):
         """Check C{name} now (sync); a Deferred firing with the wait's body."""
 
-    def remove(name, force, volumes):
-        """Remove the container (force: kill it first)."""
+    def remove(name, force, volumes, link=False):
+        """Remove the container (force: kill it first; link: only the link
+        C{name}, "parent/alias")."""
 
     def rename(name, new_name):
         """Give the container another name."""
@@ -426,9 +427,10 @@ class ContainerRouter(Router):
         req.write_json(await self.backend.prune(req.filters()))
 
     async def delete_containers(self, req: APIRequest) -> None:
-        await self.backend.remove(
-            req.vars["name"], req.bool_query("force"), req.bool_query("v")
-        )
+        if req.bool_query("link"):
+            await self.backend.remove(req.vars["name"], req.bool_query("force"), req.bool_query("v"), link=True)
+        else:
+            await self.backend.remove(req.vars["name"], req.bool_query("force"), req.bool_query("v"))
         req.write_status(204)
 
     async def get_containers_logs(self, req: APIRequest) -> None:

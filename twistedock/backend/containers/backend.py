@@ -28,6 +28,7 @@ from .list import ListMixin
 from .logs import LogsMixin
 from .monitor import MonitorMixin, Run
 from .namespaces import NamespacesMixin
+from .links import LinksMixin
 from .networking import NetworkingMixin
 from .pause import PauseMixin
 from .prune import PruneMixin
@@ -72,6 +73,7 @@ class ContainerBackend(
     VolumesMixin,
     NetworkingMixin,
     NamespacesMixin,
+    LinksMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.

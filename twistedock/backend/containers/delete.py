@@ -14,7 +14,10 @@ from .record import Container
 class DeleteMixin:
     """The delete part of L{ContainerBackend}."""
 
-    async def remove(self, ref, force, volumes) -> None:
+    async def remove(self, ref, force, volumes, link: bool = False) -> None:
+        if link:
+            # (dockerd finds "parent/alias" as the linked container's name.)
+            return await self.remove_link(ref)
         c = self.get(ref)
         if force:
             await self._settled(c)

@@ -40,6 +40,8 @@ class InspectMixin:
                 "/proc/%d/ns/net" % c.state.pid if c.state.pid else ""
             )
         doc["NetworkSettings"] = self.network_settings(c, doc["NetworkSettings"], api_version)
+        if c.host_config.get("Links"):
+            doc["HostConfig"]["Links"] = self.links_view(c)
         return doc
 
 

@@ -14,7 +14,9 @@ from typing import List, Optional, Tuple
 from ...errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
-from ..networks import ipam, ports
+from .. import spec
+from ..networks import ipam, ports, resolvconf
+from ..runtime import rootfs
 from .record import Container
 
 log = Logger()
@@ -115,17 +117,22 @@ class NetworkingMixin:
         await self.networks.driver.create_netns(path)
         try:
             wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
+            upstream = await self.upstream_dns(c)
             # Ports chosen and recorded (by the join) by one start at a time.
             async with self.networks.ports_lock:
                 mappings = await self.run_in_thread(
                     ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
                 joined = await self.networks.join(c.id, c.name, path, joins,
-                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings)
+                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings,
+                                                  dns_servers=upstream)
+            if self.dns_gateway(c):
+                await self.networks.driver.redirect_dns(path, self.dns_gateway(c))
         except BaseException:
             await self.networks.driver.remove_netns(path)
             raise
         hostname = c.config.get("Hostname") or c.id[:12]
-        return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
+        return ["%s:%s" % (hostname, address) for ep in joined.values()
+                for address in (ep["IPAddress"], ep.get("GlobalIPv6Address")) if address]
 
     async def network_down(self, c: Container) -> None:
         """The run's endpoints left and its namespace removed (idempotent)."""
@@ -148,14 +155,12 @@ class NetworkingMixin:
         out = []
         gateway = ""
         if self.networks is not None and self.networks.default_bridge_enabled:
-            gateway = ipam.gateway_of(self.networks.resolve("bridge")["IPAM"]["Config"][0])
+            gateway = ipam.gateway_of(ipam.entry_of(self.networks.resolve("bridge")))
         for entry in c.host_config.get("ExtraHosts") or []:
             name, _, address = entry.partition(":")
             out.append("%s:%s" % (name, gateway if address == "host-gateway" and gateway else address))
         for link in c.host_config.get("Links") or []:
-            target, _, alias = link.partition(":")
-            target = target.strip("/")
-            alias = alias.rsplit("/", 1)[-1] or target
+            target, alias = spec.parse_link(link)
             other = self.get(target)
             if not other.state.running:
                 raise Conflict("Cannot link to a non running container: /%s AS %s/%s"
@@ -168,13 +173,52 @@ class NetworkingMixin:
                 out.append("%s:%s" % (names, addresses[0]))
         return out
 
-    def dns_servers(self, c: Container) -> Optional[List[str]]:
-        """The resolvers of a run on DNS-enabled networks (aardvark-dns on
-        their gateways), else None (the host's)."""
-        if not self._bridged(c) or c.host_config.get("Dns"):
+    def dns_gateway(self, c: Container) -> Optional[str]:
+        """Where the run's embedded DNS address is redirected: aardvark-dns
+        on the gateway of its first network with name resolution."""
+        if not self._bridged(c):
             return None
-        servers = [ep["Gateway"] for record, ep in self.networks.endpoints_of(c.id) if record.get("DNS")]
-        return servers or None
+        for record, ep in self.networks.endpoints_of(c.id):
+            if record.get("DNS"):
+                return ep["Gateway"]
+        return None
+
+    def embedded_dns(self, c: Container) -> bool:
+        """The run resolves names through 127.0.0.11 (a user network's; in
+        C{container:} mode, the other container's)."""
+        mode = self._mode(c)
+        if mode.startswith("container:"):
+            try:
+                other = self.get(mode[len("container:"):])
+            except NotFound:
+                return False
+            return other.id != c.id and self.dns_gateway(other) is not None
+        return self.dns_gateway(c) is not None
+
+    def host_resolv_conf(self) -> str:
+        return self.networks.resolv_conf if self.networks is not None else "/etc/resolv.conf"
+
+    async def upstream_dns(self, c: Container) -> List[str]:
+        """The resolvers the embedded server forwards the run's other names
+        to (dockerd's ExtServers): --dns, else the host's."""
+        host = await self.run_in_thread(rootfs.read_host_file, self.host_resolv_conf())
+        return resolvconf.external_servers(host, c.host_config.get("Dns") or ())
+
+    async def refresh_dns(self, c: Container, had_embedded: bool) -> None:
+        """After a connect or disconnect of a running container: the
+        redirection pointed at a network it is still on; its resolv.conf
+        pointed at the embedded server once it first joins a user network
+        (as dockerd starts its resolver then)."""
+        netns = self.netns_path(c)
+        if not os.path.exists(netns):
+            netns = "/proc/%d/ns/net" % c.state.pid
+        await self.networks.driver.redirect_dns(netns, self.dns_gateway(c))
+        if self.embedded_dns(c) and not had_embedded:
+            hc = c.host_config
+            text = await self.run_in_thread(
+                rootfs.resolv_conf, hc.get("NetworkMode", "default"), hc.get("Dns"), hc.get("DnsSearch"),
+                hc.get("DnsOptions"), self.host_resolv_conf(), True)
+            await self.run_in_thread(rootfs.rewrite_resolv_conf, c.path_of("resolv.conf"), text)
 
     def published_ports(self, c: Container) -> list:
         if self.networks is None:
@@ -206,7 +250,10 @@ class NetworkingMixin:
                 netns = self.netns_path(c)
                 if not os.path.exists(netns):
                     netns = "/proc/%d/ns/net" % c.state.pid
-                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})])
+                had_embedded = self.embedded_dns(c)
+                await self.networks.join(c.id, c.name, netns, [(record, endpoint_config or {})],
+                                         dns_servers=await self.upstream_dns(c))
+                await self.refresh_dns(c, had_embedded)
             left = c.networking_config.get(LEFT_KEY) or []
             rejoined = record["Id"] in left
             if rejoined:
@@ -249,6 +296,8 @@ class NetworkingMixin:
                 raise Forbidden("container %s is not connected to the network %s" % (c.id, record["Name"]))
             if running_ep:
                 await self.networks.leave(c.id, [record])
+                if record.get("DNS") and c.state.running:
+                    await self.refresh_dns(c, True)
             for n in names:
                 configs.pop(n, None)
             if primary:
@@ -290,7 +339,8 @@ class NetworkingMixin:
         first = next(iter(networks.values()), None)
         if first is not None and self._mode(c) == "bridge":
             # The default bridge's endpoint is also shown at the top level.
-            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+            for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress", "IPv6Gateway",
+                        "GlobalIPv6Address", "GlobalIPv6PrefixLen"):
                 settings[key] = first[key]
             settings["Bridge"] = self.networks.resolve("bridge")["Interface"] if first["IPAddress"] else ""
         if c.state.running and "SandboxKey" in settings:

@@ -1,7 +1,10 @@
 """Rename a container, as moby's daemon/rename.go."""
 
 from ...errors import DockerError, InvalidParameter
+from ...logs import Logger
 from .. import spec
+
+log = Logger()
 
 
 class RenameMixin:
@@ -32,4 +35,9 @@ class RenameMixin:
             raise
         if self.names.get(old) == c.id:
             del self.names[old]
+        if self.networks is not None:
+            try:
+                await self.networks.rename(c.id, old.lstrip("/"), name.lstrip("/"))
+            except Exception as e:
+                log.warn("renaming the endpoints of {id}: {e}", id=c.short_id, e=e)
         self.log_event(c, "rename", oldName=old)

@@ -160,9 +160,11 @@ class StartMixin:
                 c.config.get("Domainname", ""),
                 hc.get("NetworkMode", "default"),
                 own_hosts + self.extra_hosts(c),
-                hc.get("Dns") or self.dns_servers(c),
+                hc.get("Dns"),
                 hc.get("DnsSearch"),
                 hc.get("DnsOptions"),
+                self.host_resolv_conf(),
+                self.embedded_dns(c),
             )
         files = c.network_paths()
         shm = await self.ipc_up(c)
@@ -186,6 +188,7 @@ class StartMixin:
             shm_source=shm,
             cgroup_parent=self.cgroup_parent,
             systemd_cgroup=self.cgroup_driver == "systemd",
+            linked_env=self.linked_env(c),
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 

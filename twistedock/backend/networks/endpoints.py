@@ -15,6 +15,12 @@ from ...errors import Forbidden, InvalidParameter
 from . import ipam
 
 
+def _ipv6(record: dict) -> bool:
+    """The network gives its endpoints IPv6 addresses (EnableIPv6 and an
+    IPv6 subnet)."""
+    return bool(record.get("EnableIPv6")) and ipam.entry_of(record, 6) is not None
+
+
 class EndpointsMixin:
     """The endpoint part of L{store.NetworkStore}."""
 
@@ -48,7 +54,9 @@ class EndpointsMixin:
         return out
 
     def _network_info(self, record: dict) -> dict:
-        entry = record["IPAM"]["Config"][0]
+        entries = [ipam.entry_of(record, 4)]
+        if _ipv6(record):
+            entries.append(ipam.entry_of(record, 6))
         mtu = (record.get("Options") or {}).get("com.docker.network.driver.mtu")
         options = {"mtu": mtu} if mtu and mtu != "1500" else {}
         return {
@@ -59,20 +67,23 @@ class EndpointsMixin:
             "network_interface": record["Interface"],
             "created": record["Created"],
             "subnets": [{"subnet": str(ipaddress.ip_network(entry["Subnet"], strict=False)),
-                         "gateway": ipam.gateway_of(entry)}],
-            "ipv6_enabled": False,
+                         "gateway": ipam.gateway_of(entry)} for entry in entries],
+            "ipv6_enabled": len(entries) > 1,
             "internal": bool(record["Internal"]),
             "dns_enabled": bool(record.get("DNS")),
             "ipam_options": {"driver": "host-local"},
         }
 
-    def _options(self, container_id: str, container_name: str, pairs: Sequence[Tuple[dict, dict]]) -> dict:
+    def _options(self, container_id: str, container_name: str, pairs: Sequence[Tuple[dict, dict]],
+                 dns_servers: Sequence[str] = ()) -> dict:
         networks, info = {}, {}
         for record, ep in pairs:
             key = self._network_info(record)["name"]
+            names = ep.get("DNSNames") or []
             networks[key] = {
-                "static_ips": [ep["IPAddress"]],
-                "aliases": [a for a in ep.get("DNSNames") or [] if a != container_name],
+                "static_ips": [ep["IPAddress"]] + ([ep["GlobalIPv6Address"]] if ep.get("GlobalIPv6Address") else []),
+                # Each name also as NAME.NETWORK, which dockerd's server answers.
+                "aliases": [a for a in names if a != container_name] + ["%s.%s" % (a, record["Name"]) for a in names],
                 "interface_name": ep["Interface"],
             }
             if ep.get("StaticMac"):
@@ -83,6 +94,9 @@ class EndpointsMixin:
         mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
         if mappings:
             options["port_mappings"] = mappings
+        if dns_servers:
+            # aardvark-dns forwards the container's other names to these.
+            options["dns_servers"] = list(dns_servers)
         return options
 
     def published(self) -> List[dict]:
@@ -92,10 +106,12 @@ class EndpointsMixin:
 
     async def join(self, container_id: str, container_name: str, netns: str,
                    joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
-                   ports: Sequence[dict] = ()) -> Dict[str, dict]:
+                   ports: Sequence[dict] = (), dns_servers: Sequence[str] = ()) -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
         of C{joins}: addresses allocated, netavark run, endpoints recorded;
-        C{ports} (netavark's port mappings) are published on the first."""
+        C{ports} (netavark's port mappings) are published on the first;
+        C{dns_servers}: where the embedded DNS server forwards the names it
+        does not know."""
         name = container_name.lstrip("/")
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
         pairs = []
@@ -104,13 +120,21 @@ class EndpointsMixin:
                 if container_id in record["Endpoints"]:
                     raise Forbidden("endpoint with name %s already exists in network %s"
                                     % (name, record["Name"]))
-                entry = record["IPAM"]["Config"][0]
-                wanted = ((asked or {}).get("IPAMConfig") or {}).get("IPv4Address") or None
-                if wanted and record["Name"] == "bridge":
+                entry = ipam.entry_of(record, 4)
+                asked_ipam = (asked or {}).get("IPAMConfig") or {}
+                wanted = asked_ipam.get("IPv4Address") or None
+                wanted6 = asked_ipam.get("IPv6Address") or None
+                if (wanted or wanted6) and record["Name"] == "bridge":
                     raise InvalidParameter("user specified IP address is supported on user defined "
                                            "networks only")
                 used = {ep["IPAddress"] for ep in record["Endpoints"].values()}
                 address = ipam.allocate(entry, used, wanted)
+                entry6 = ipam.entry_of(record, 6) if _ipv6(record) else None
+                if wanted6 and entry6 is None:
+                    raise InvalidParameter("user specified IP address is supported only when connecting to "
+                                           "networks with user configured subnets")
+                address6 = ipam.allocate(entry6, {ep.get("GlobalIPv6Address") for ep in
+                                                  record["Endpoints"].values()}, wanted6) if entry6 else ""
                 index = 0
                 while "eth%d" % index in taken:
                     index += 1
@@ -123,6 +147,10 @@ class EndpointsMixin:
                     "IPAddress": address,
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
+                    "GlobalIPv6Address": address6,
+                    "GlobalIPv6PrefixLen": (ipaddress.ip_network(entry6["Subnet"], strict=False).prefixlen
+                                            if entry6 else 0),
+                    "IPv6Gateway": ipam.gateway_of(entry6) if entry6 else "",
                     "MacAddress": "",
                     "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
                     "Aliases": aliases or None,
@@ -137,7 +165,7 @@ class EndpointsMixin:
                 pairs.append((record, ep))
             if pairs:
                 async with self.netavark_lock:
-                    status = await self.driver.setup(netns, self._options(container_id, name, pairs))
+                    status = await self.driver.setup(netns, self._options(container_id, name, pairs, dns_servers))
                 for record, ep in pairs:
                     block = status.get(self._network_info(record)["name"]) or {}
                     iface = (block.get("interfaces") or {}).get(ep["Interface"]) or {}
@@ -170,6 +198,18 @@ class EndpointsMixin:
                 self.events.log("network", "disconnect", record["Id"],
                                 {"container": container_id, "name": record["Name"], "type": "bridge"})
 
+    async def rename(self, container_id: str, old: str, new: str) -> None:
+        """A container renamed: its endpoints' names, and the name the
+        embedded DNS server answers for (the old one no longer)."""
+        for record, ep in self.endpoints_of(container_id):
+            ep["Name"] = new
+            if ep.get("DNSNames"):
+                ep["DNSNames"] = list(dict.fromkeys(new if n == old else n for n in ep["DNSNames"]))
+            if record.get("DNS"):
+                async with self.netavark_lock:
+                    await self.driver.rename_dns(self._network_info(record)["name"], container_id, old, new)
+            await self.save(record)
+
     def public_endpoint(self, record: dict, ep: Optional[dict]) -> dict:
         """EndpointSettings as inspect shows it (empty when not running)."""
         ep = ep or {}
@@ -182,9 +222,9 @@ class EndpointsMixin:
             "Gateway": ep.get("Gateway", ""),
             "IPAddress": ep.get("IPAddress", ""),
             "IPPrefixLen": ep.get("IPPrefixLen", 0),
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": ep.get("IPv6Gateway", ""),
+            "GlobalIPv6Address": ep.get("GlobalIPv6Address", ""),
+            "GlobalIPv6PrefixLen": ep.get("GlobalIPv6PrefixLen", 0),
             "MacAddress": ep.get("MacAddress", ""),
             "DriverOpts": None,
             "DNSNames": ep.get("DNSNames"),

@@ -70,8 +70,6 @@ def check_config(entry: dict, taken: Iterable[IPv4Network]) -> dict:
         subnet = ipaddress.ip_network(raw, strict=False)
     except ValueError:
         raise InvalidParameter("Invalid subnet %s : invalid CIDR address: %s" % (raw, raw))
-    if subnet.version != 4:
-        raise InvalidParameter("IPv6 subnets are not supported yet: %s" % raw)
     for t in taken:
         if subnet.overlaps(t):
             raise Forbidden("Pool overlaps with other one on this address space")
@@ -108,6 +106,17 @@ def _address(value: str, what: str):
         raise InvalidParameter("invalid %s address: %s" % (what, value))
 
 
+def entry_of(record: dict, version: int = 4) -> Optional[dict]:
+    """The network's first IPAM.Config entry of IP C{version}."""
+    for entry in record["IPAM"]["Config"]:
+        try:
+            if ipaddress.ip_network(entry["Subnet"], strict=False).version == version:
+                return entry
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
 def gateway_of(entry: dict) -> str:
     """The gateway: the configured one, else the subnet's first address."""
     if entry.get("Gateway"):
@@ -131,6 +140,9 @@ def allocate(entry: dict, used: Set[str], wanted: Optional[str] = None) -> str:
     for host in pool:
         if host in (subnet.network_address, subnet.broadcast_address) and subnet.prefixlen < 31:
             continue
+        if subnet.version == 6 and host == subnet.network_address:
+            continue
         if str(host) not in reserved:
             return str(host)
-    raise Unavailable("no available IPv4 addresses on this network's address pools: %s" % entry["Subnet"])
+    raise Unavailable("no available IPv%d addresses on this network's address pools: %s"
+                      % (subnet.version, entry["Subnet"]))

@@ -54,7 +54,8 @@ class NetworkStore(EndpointsMixin):
     default bridge (containers in the default mode then get loopback only)."""
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
-                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None) -> None:
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None,
+                 resolv_conf: str = "/etc/resolv.conf") -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
@@ -65,6 +66,9 @@ class NetworkStore(EndpointsMixin):
         #: The ContainerStore (shared): the current names of endpoints' containers.
         self.containers = containers
         self.routes = routes
+        #: The host's resolver configuration: containers' resolv.conf and
+        #: the embedded DNS server's upstream servers come from it.
+        self.resolv_conf = resolv_conf
         self.networks: Dict[str, dict] = {}
 
     # -- loading and saving ----------------------------------------------
@@ -215,7 +219,8 @@ class NetworkStore(EndpointsMixin):
                     "EndpointID": ep["EndpointID"],
                     "MacAddress": ep.get("MacAddress", ""),
                     "IPv4Address": "%s/%d" % (ep["IPAddress"], ep["IPPrefixLen"]),
-                    "IPv6Address": "",
+                    "IPv6Address": ("%s/%d" % (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"])
+                                    if ep.get("GlobalIPv6Address") else ""),
                 }
         doc["Options"] = dict(record["Options"])
         doc["Labels"] = dict(record["Labels"])
@@ -285,13 +290,16 @@ class NetworkStore(EndpointsMixin):
             checked = ipam.check_config(entry, taken)
             taken.append(ipam.ipaddress.ip_network(checked["Subnet"], strict=False))
             config.append(checked)
-        if body.get("EnableIPv6"):
-            raise Forbidden("could not find an available, non-overlapping IPv6 address pool "
-                            "among the defaults to assign to the network")
-        if not config:
+        versions = {ipam.ipaddress.ip_network(e["Subnet"], strict=False).version for e in config}
+        if body.get("EnableIPv6") and 6 not in versions:
+            # dockerd 20.10 has no default IPv6 pool.
+            raise NotFound("could not find an available, non-overlapping IPv6 address pool "
+                           "among the defaults to assign to the network")
+        if 4 not in versions:
             subnet = ipam.choose_subnet(taken)
-            config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}]
+            config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}] + config
         record = self._record(name, "bridge", config)
+        record["EnableIPv6"] = bool(body.get("EnableIPv6"))
         record["Internal"] = bool(body.get("Internal"))
         record["Attachable"] = bool(body.get("Attachable"))
         record["Options"] = dict(body.get("Options") or {})

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence
 from zope.interface import implementer
 
 from ...tar.layer import INIT_LAYER
+from ..networks import resolvconf
 from .interfaces import IOverlayMounts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -28,8 +29,6 @@ ff02::1\tip6-allnodes
 ff02::2\tip6-allrouters
 """
 
-#: Where dockerd falls back to when the host's resolvers are all on loopback.
-DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 
 
 def _check(result: int, what: str) -> None:
@@ -165,8 +164,12 @@ def write_etc_files(
     dns: Optional[List[str]],
     dns_search: Optional[List[str]],
     dns_options: Optional[List[str]],
+    host_resolv_conf: str = "/etc/resolv.conf",
+    embedded_dns: bool = False,
 ) -> None:
-    """hostname, hosts and resolv.conf in the container's directory."""
+    """hostname, hosts and resolv.conf in the container's directory;
+    C{embedded_dns}: the container resolves through the embedded server
+    (a user network's)."""
     _write(os.path.join(directory, "hostname"), hostname + "\n")
     if network_mode == "host":
         try:
@@ -180,30 +183,34 @@ def write_etc_files(
             name, _, address = entry.partition(":")
             hosts += "%s\t%s\n" % (address, name)
     _write(os.path.join(directory, "hosts"), hosts)
-    _write(os.path.join(directory, "resolv.conf"), resolv_conf(network_mode, dns, dns_search, dns_options))
+    _write(os.path.join(directory, "resolv.conf"),
+           resolv_conf(network_mode, dns, dns_search, dns_options, host_resolv_conf, embedded_dns))
 
 
-def resolv_conf(network_mode, dns, dns_search, dns_options, host_path="/etc/resolv.conf") -> str:
+def read_host_file(path: str) -> str:
     try:
-        with open(host_path) as f:
-            host = f.read().splitlines()
+        with open(path) as f:
+            return f.read()
     except OSError:
-        host = []
-    servers = [l.split()[1] for l in host if l.startswith("nameserver") and len(l.split()) > 1]
-    search = [l for l in host if l.startswith(("search", "domain"))]
-    options = [l for l in host if l.startswith("options")]
-    if network_mode != "host":
-        servers = [s for s in servers if not (s.startswith("127.") or s == "::1")]
-        if not servers:
-            servers = list(DEFAULT_NAMESERVERS)
-    if dns:
-        servers = list(dns)
-    if dns_search:
-        search = ["search " + " ".join(dns_search)]
-    if dns_options:
-        options = ["options " + " ".join(dns_options)]
-    lines = ["nameserver " + s for s in servers] + search + options
-    return "\n".join(lines) + "\n"
+        return ""
+
+
+def resolv_conf(network_mode, dns, dns_search, dns_options, host_path="/etc/resolv.conf",
+                embedded_dns: bool = False) -> str:
+    """The container's resolv.conf as dockerd 20.10 writes it."""
+    host = read_host_file(host_path)
+    if network_mode == "host" and not (dns or dns_search or dns_options):
+        return host
+    text = resolvconf.container_file(host, dns or (), dns_search or (), dns_options or ())
+    return resolvconf.embedded_file(text) if embedded_dns else text
+
+
+def rewrite_resolv_conf(path: str, text: str) -> None:
+    """A running container's resolv.conf changed in place (it is bind
+    mounted: a renamed file would not be seen)."""
+    with open(path, "r+") as f:
+        f.truncate(0)
+        f.write(text)
 
 
 def directory_size(path: str) -> int:

@@ -10,7 +10,7 @@ L{InternalError}) except Init without an init binary (L{InvalidParameter}).
 
 import posixpath
 import resource
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 
@@ -65,6 +65,8 @@ class SpecContext:
     shm_source: Optional[str] = None
     #: runc's systemd cgroup driver: cgroupsPath is "slice:docker:<id>".
     systemd_cgroup: bool = False
+    #: The variables of the legacy links (after the defaults, before Env).
+    linked_env: List[str] = attr.Factory(list)
     #: The process's capabilities (the bounding set), once L{with_capabilities} ran.
     capabilities: List[str] = attr.Factory(list)
 
@@ -109,6 +111,7 @@ def build_spec(
     namespace_paths: Optional[Mapping[str, str]] = None,
     shm_source: Optional[str] = None,
     systemd_cgroup: bool = False,
+    linked_env: Sequence[str] = (),
 ) -> dict:
     """
     The OCI runtime spec dockerd's createSpec makes.
@@ -120,7 +123,8 @@ def build_spec(
     of destinations the request does not name are mounted too); C{namespace_paths} maps "pid"/"ipc" to the path
     of the namespace a "container:" mode joins ("network" uses netns_path);
     C{shm_source} is the host directory bound on /dev/shm (a shareable IPC's
-    tmpfs), None for the spec's own tmpfs.
+    tmpfs), None for the spec's own tmpfs;
+    C{linked_env}: the variables of the container's legacy links.
     C{inputs} is what L{inputs.gather_inputs} read for this request.
     """
     merged = merge_config(config, image_config)
@@ -141,6 +145,7 @@ def build_spec(
         namespace_paths=namespace_paths or {},
         shm_source=shm_source,
         systemd_cgroup=systemd_cgroup,
+        linked_env=list(linked_env),
     )
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -162,6 +167,7 @@ def with_process(spec: Dict[str, Any], context: SpecContext) -> None:
     defaults = ["PATH=" + DEFAULT_PATH_ENV, "HOSTNAME=" + context.hostname]
     if config.get("Tty"):
         defaults.append("TERM=xterm")
+    defaults += context.linked_env
     spec["process"].update({
         "terminal": bool(config.get("Tty")),
         "user": result(context.inputs.user),
