@@ -217,6 +217,16 @@ def test_bind_source_must_exist(tmp_path):
     assert spec.missing_bind_sources({"Binds": [missing + ":/x", "/tmp:/y", "vol:/z"]}) == [missing]
 
 
+def test_bind_create_mountpoint(tmp_path):
+    """BindOptions.CreateMountpoint (API 1.42): a missing Mounts bind source
+    is accepted at create and made at start, as the kubelet's hostPath
+    DirectoryOrCreate relies on."""
+    missing = str(tmp_path / "made" / "here")
+    mounts = [{"Type": "bind", "Source": missing, "Target": "/x", "BindOptions": {"CreateMountpoint": True}}]
+    assert validate(host_config={"Mounts": mounts}) == []
+    assert spec.missing_bind_sources({"Mounts": mounts + [{"Type": "bind", "Source": "/tmp", "Target": "/y"}]}) == [missing]
+
+
 @pytest.mark.parametrize(
     "host_config",
     [

@@ -249,7 +249,8 @@ def _runtime_start_error(error: DockerError) -> DockerError:
 
 def _create_bind_sources(host_config: dict) -> None:
     """As dockerd's mount point setup: a Binds source missing on the host is
-    made, root's, mode 0755 (a HostConfig.Mounts bind is refused instead)."""
+    made, root's, mode 0755 (a HostConfig.Mounts bind only with
+    C{BindOptions.CreateMountpoint}, refused at create otherwise)."""
     for source in spec.missing_bind_sources(host_config):
         os.makedirs(source, mode=0o755, exist_ok=True)
 
