@@ -55,6 +55,10 @@ class DaemonConfig:
     bip: str = ""
     ip_forward: bool = True
     mtu: int = 1500
+    #: The log driver and options of containers that name none (a
+    #: container naming the same driver gets the options it lacks).
+    log_driver: str = "json-file"
+    log_opts: Dict[str, str] = attr.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -92,6 +96,8 @@ FILE_KEYS = {
     "bip": "bip",
     "ip-forward": "ip_forward",
     "mtu": "mtu",
+    "log-driver": "log_driver",
+    "log-opts": "log_opts",
 }
 
 _TYPES = {
@@ -106,6 +112,7 @@ _TYPES = {
     "live-restore": bool,
     "ip-forward": bool,
     "mtu": int,
+    "log-opts": dict,
 }
 
 
@@ -162,10 +169,15 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
     values = dict(flags)
     for key, value in file_values.items():
         expected = _TYPES.get(key, str)
-        if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
+        if (
+            not isinstance(value, expected)
+            or (expected is list and not all(isinstance(v, str) for v in value))
+            or (expected is dict and not all(isinstance(v, str) for v in value.values()))
+        ):
             raise ConfigError(
                 "unable to configure the daemon with file %s: %s must be a %s"
-                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number"}[expected])
+                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number",
+                               dict: "map of strings"}[expected])
             )
         values[FILE_KEYS[key]] = value
     values["config_file"] = path

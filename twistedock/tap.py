@@ -43,6 +43,7 @@ class Options(usage.Options):
         ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
+        ["log-driver", None, None, "The log driver of containers that name none [default: json-file]"],
     ]
 
     def __init__(self) -> None:
@@ -50,6 +51,7 @@ class Options(usage.Options):
         self["host"] = []
         self["insecure-registry"] = []
         self["registry-mirror"] = []
+        self["log-opt"] = {}
         self.explicit = set()
         self.false_flags = set()
 
@@ -69,6 +71,14 @@ class Options(usage.Options):
         """A mirror of Docker Hub, shown in /info (repeatable)"""
         self["registry-mirror"].append(value)
         self.explicit.add("registry_mirrors")
+
+    def opt_log_opt(self, value: str) -> None:
+        """A default log option, KEY=VALUE (max-size, max-file, compress; repeatable)"""
+        key, sep, option = value.partition("=")
+        if not sep:
+            raise usage.UsageError("invalid argument %r for --log-opt: bad attribute format: %s" % (value, value))
+        self["log-opt"][key] = option
+        self.explicit.add("log_opts")
 
     def opt_version(self) -> None:
         """Print the version and exit"""
@@ -98,7 +108,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H", "insecure-registry", "registry-mirror"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -113,6 +123,7 @@ class Options(usage.Options):
             "ip_forward": "ip-forward" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
+            "log_opts": dict(self["log-opt"]),
         }
         defaults = DaemonConfig()
         for option, attribute in (
@@ -126,6 +137,7 @@ class Options(usage.Options):
             ("bridge", "bridge"),
             ("bip", "bip"),
             ("mtu", "mtu"),
+            ("log-driver", "log_driver"),
         ):
             value = self[option]
             flags[attribute] = value if value is not None else getattr(defaults, attribute)

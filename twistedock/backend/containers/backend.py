@@ -22,6 +22,7 @@ from ..runtime.interfaces import IExitWatcher, IOverlayMounts, IRuntime
 from ..system import IInventory
 from .attach import Attachment, AttachMixin
 from .create import CreateMixin
+from .defaults import DEFAULT_LOG_DRIVER
 from .delete import DeleteMixin
 from .inspect import InspectMixin
 from .list import ListMixin
@@ -100,6 +101,7 @@ class ContainerBackend(
         checkpoints=None,
         volumes=None,
         networks=None,
+        default_log_config: Optional[dict] = None,
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -108,7 +110,9 @@ class ContainerBackend(
         ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
         the L{CheckpointStore} that a start with a checkpoint restores from
         (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
-        (None: a container with volumes cannot start)."""
+        (None: a container with volumes cannot start);
+        C{default_log_config} the daemon's C{--log-driver} and C{--log-opt}
+        as a LogConfig (json-file without options when None)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -122,6 +126,7 @@ class ContainerBackend(
         self.execs = execs
         self.volumes = volumes
         self.networks = networks
+        self.default_log_config = default_log_config or {"Type": DEFAULT_LOG_DRIVER, "Config": {}}
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root
