@@ -271,6 +271,11 @@ class FakeMounts:
         self.calls.append(("unmount", target))
         self.mounted.discard(target)
 
+    def mount_shm(self, target, size) -> None:
+        self.calls.append(("mount_shm", target, size))
+        os.makedirs(target, exist_ok=True)
+        self.mounted.add(target)
+
     def mounted_under(self, prefix) -> List[str]:
         return sorted(t for t in self.mounted if t.startswith(prefix.rstrip("/") + "/"))
 

@@ -145,7 +145,7 @@ def test_process_basics(rootfs):
     assert s["process"]["args"] == ["echo", "hi"]
     assert s["process"]["cwd"] == "/"
     assert s["root"] == {"path": rootfs, "readonly": False}
-    assert s["linux"]["cgroupsPath"] == "/twistedock/" + "0123456789abcdef" * 4
+    assert s["linux"]["cgroupsPath"] == "/docker/" + "0123456789abcdef" * 4
     assert s["linux"]["sysctl"]["kernel.domainname"] == "example.com"
     assert "noNewPrivileges" not in s["process"]
     assert "oomScoreAdj" not in s["process"]

@@ -59,6 +59,11 @@ class DaemonConfig:
     #: container naming the same driver gets the options it lacks).
     log_driver: str = "json-file"
     log_opts: Dict[str, str] = attr.Factory(dict)
+    #: dockerd's --cgroup-parent: where containers without a CgroupParent
+    #: go ("": /docker, or system.slice with the systemd driver).
+    cgroup_parent: str = ""
+    #: dockerd's --exec-opt (native.cgroupdriver=cgroupfs|systemd).
+    exec_opts: List[str] = attr.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -67,6 +72,26 @@ class DaemonConfig:
             raise ConfigError("invalid MTU: %s" % (self.mtu,))
         if self.mtu < 68:
             raise ConfigError("invalid MTU: %d (at least 68)" % (self.mtu,))
+        driver = self.cgroup_driver
+        if driver == "none":
+            raise ConfigError("native.cgroupdriver option %s is internally used and cannot be specified "
+                              "manually" % driver)
+        if driver not in ("cgroupfs", "systemd"):
+            raise ConfigError("native.cgroupdriver option %s not supported" % driver)
+        if self.cgroup_parent and driver == "systemd" and (
+                len(self.cgroup_parent) <= 6 or not self.cgroup_parent.endswith(".slice")):
+            raise ConfigError('cgroup-parent for systemd cgroup should be a valid slice named as "xxx.slice"')
+
+    @property
+    def cgroup_driver(self) -> str:
+        """dockerd's getCgroupDriver: the last native.cgroupdriver of the
+        exec options (any case), cgroupfs when none says."""
+        driver = ""
+        for option in self.exec_opts:
+            key, sep, value = option.partition("=")
+            if sep and key.strip().lower() == "native.cgroupdriver":
+                driver = value.strip()
+        return driver or "cgroupfs"
 
     @property
     def use_tls(self) -> bool:
@@ -98,6 +123,8 @@ FILE_KEYS = {
     "mtu": "mtu",
     "log-driver": "log_driver",
     "log-opts": "log_opts",
+    "cgroup-parent": "cgroup_parent",
+    "exec-opts": "exec_opts",
 }
 
 _TYPES = {
@@ -105,6 +132,7 @@ _TYPES = {
     "labels": list,
     "insecure-registries": list,
     "registry-mirrors": list,
+    "exec-opts": list,
     "experimental": bool,
     "debug": bool,
     "tls": bool,

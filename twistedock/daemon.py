@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Site
 
-from . import __version__
+from . import __version__, systemd
 from .atomic import write_atomic
 from .backend import host
 from .backend.copies import CopyBackend
@@ -169,6 +169,9 @@ class Daemon(MultiService):
         self.config = config
         set_debug(config.debug)
         addresses = check_addresses(config)
+        if config.cgroup_driver == "systemd" and not systemd.booted():
+            # What runc would answer at every start: refused once, now.
+            raise ConfigError("systemd cgroup flag passed, but systemd support for managing cgroups is not available")
         for directory in (config.data_root, config.exec_root):
             os.makedirs(directory, mode=0o711, exist_ok=True)
         self._lock = lock_data_root(config.data_root)
@@ -186,6 +189,7 @@ class Daemon(MultiService):
             labels=tuple(config.labels),
             criu=self.criu.path,
             min_api_version=config.min_api_version,
+            cgroup_driver=config.cgroup_driver,
         )
         # The containers in memory, made first as moby's container store:
         # the image store asks it which containers use an image, the
@@ -255,7 +259,8 @@ class Daemon(MultiService):
         """The runtime and the container, checkpoint and exec backends, each
         given its collaborators when it is made."""
         runtime_root = os.path.join(config.exec_root, "runc")
-        self.runtime = Runtime(reactor, runc=RUNC, conmon=CONMON, state_root=runtime_root)
+        self.runtime = Runtime(reactor, runc=RUNC, conmon=CONMON, state_root=runtime_root,
+                               systemd_cgroup=config.cgroup_driver == "systemd")
         # Shared by two backends each, so made first: the execs (run by the
         # exec backend, listed and awaited by the container backend) and the
         # checkpoints on disk (taken by the checkpoint backend, restored by a
@@ -281,6 +286,8 @@ class Daemon(MultiService):
             checkpoints=checkpoint_store if config.experimental else None,
             volumes=self.volumes,
             networks=self.networks,
+            cgroup_parent=config.cgroup_parent,
+            cgroup_driver=config.cgroup_driver,
             default_log_config=_default_log_config(config),
         )
         # Log files rotated as the json-file driver does, told of each run.

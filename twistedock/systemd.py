@@ -20,6 +20,12 @@ log = Logger()
 ACTIVATION_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
+def booted(run_dir: str = "/run/systemd/system") -> bool:
+    """sd_booted(3): whether systemd is the init system (runc's systemd
+    cgroup driver needs it, reached on D-Bus)."""
+    return os.path.isdir(run_dir)
+
+
 def take_notify_socket(environ=os.environ) -> Optional[str]:
     """C{$NOTIFY_SOCKET}, removed from C{environ}: set when systemd started
     this process for a C{Type=notify} unit."""

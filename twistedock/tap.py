@@ -42,6 +42,7 @@ class Options(usage.Options):
         ["bridge", "b", None, "The default bridge network's interface ('none': no default bridge) [default: twistedock0]"],
         ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
+        ["cgroup-parent", None, None, "The parent cgroup of containers without a CgroupParent [default: /docker, system.slice with the systemd driver]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
         ["log-driver", None, None, "The log driver of containers that name none [default: json-file]"],
     ]
@@ -52,6 +53,7 @@ class Options(usage.Options):
         self["insecure-registry"] = []
         self["registry-mirror"] = []
         self["log-opt"] = {}
+        self["exec-opt"] = []
         self.explicit = set()
         self.false_flags = set()
 
@@ -79,6 +81,10 @@ class Options(usage.Options):
             raise usage.UsageError("invalid argument %r for --log-opt: bad attribute format: %s" % (value, value))
         self["log-opt"][key] = option
         self.explicit.add("log_opts")
+    def opt_exec_opt(self, value: str) -> None:
+        """A runtime execution option: native.cgroupdriver=cgroupfs|systemd (repeatable)"""
+        self["exec-opt"].append(value)
+        self.explicit.add("exec_opts")
 
     def opt_version(self) -> None:
         """Print the version and exit"""
@@ -108,7 +114,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt", "exec-opt"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -124,6 +130,7 @@ class Options(usage.Options):
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
             "log_opts": dict(self["log-opt"]),
+            "exec_opts": list(self["exec-opt"]),
         }
         defaults = DaemonConfig()
         for option, attribute in (
@@ -134,6 +141,7 @@ class Options(usage.Options):
             ("tlskey", "tlskey"),
             ("group", "group"),
             ("criu-path", "criu_path"),
+            ("cgroup-parent", "cgroup_parent"),
             ("bridge", "bridge"),
             ("bip", "bip"),
             ("mtu", "mtu"),

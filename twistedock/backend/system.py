@@ -47,6 +47,7 @@ class SystemSettings:
     criu: Optional[str] = None
     min_api_version: str = versions.MIN_API_VERSION
     max_api_version: str = versions.MAX_API_VERSION
+    cgroup_driver: str = "cgroupfs"
 
 
 class Once:
@@ -165,7 +166,7 @@ class SystemBackend:
                 "NGoroutines": threading.active_count(),
                 "SystemTime": golang.rfc3339_nano_fixed(golang.seconds_to_ns(self.reactor.seconds())),
                 "LoggingDriver": "json-file",
-                "CgroupDriver": "cgroupfs",
+                "CgroupDriver": self.settings.cgroup_driver,
                 "CgroupVersion": cgroups.cgroup_version,
                 "NEventsListener": self.events.listeners,
                 "KernelVersion": host.kernel_version(),

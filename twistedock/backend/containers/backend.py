@@ -28,6 +28,7 @@ from .inspect import InspectMixin
 from .list import ListMixin
 from .logs import LogsMixin
 from .monitor import MonitorMixin, Run
+from .namespaces import NamespacesMixin
 from .networking import NetworkingMixin
 from .pause import PauseMixin
 from .prune import PruneMixin
@@ -71,6 +72,7 @@ class ContainerBackend(
     AttachMixin,
     VolumesMixin,
     NetworkingMixin,
+    NamespacesMixin,
 ):
     """Containers created, run under conmon + runc, stopped, restarted by
     their policy, and re-found after the daemon restarts.
@@ -102,6 +104,8 @@ class ContainerBackend(
         volumes=None,
         networks=None,
         default_log_config: Optional[dict] = None,
+        cgroup_parent: str = "",
+        cgroup_driver: str = "cgroupfs",
     ) -> None:
         """C{store} is the L{ContainerStore} shared with the image store
         (which asks it which containers use an image); C{mounts} mounts and
@@ -110,9 +114,11 @@ class ContainerBackend(
         ExecIDs, and a run's end waits for its execs' ends); C{checkpoints}
         the L{CheckpointStore} that a start with a checkpoint restores from
         (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
-        (None: a container with volumes cannot start);
-        C{default_log_config} the daemon's C{--log-driver} and C{--log-opt}
-        as a LogConfig (json-file without options when None)."""
+        (None: a container with volumes cannot start); C{cgroup_parent}
+        dockerd's --cgroup-parent ("": its default for C{cgroup_driver},
+        cgroupfs or systemd); C{default_log_config} the daemon's
+        C{--log-driver} and C{--log-opt} as a LogConfig (json-file without
+        options when None)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -127,6 +133,8 @@ class ContainerBackend(
         self.volumes = volumes
         self.networks = networks
         self.default_log_config = default_log_config or {"Type": DEFAULT_LOG_DRIVER, "Config": {}}
+        self.cgroup_driver = cgroup_driver
+        self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

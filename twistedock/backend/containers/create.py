@@ -37,6 +37,10 @@ class CreateMixin:
         warnings = spec.validate_create(config, host_config, api_version) or []
         image = self.images.get(image_ref)
         host_config = self._host_config(host_config, api_version)
+        self.resolve_joins(host_config)
+        parent = host_config.get("CgroupParent") or ""
+        if parent and self.cgroup_driver == "systemd" and (len(parent) <= 6 or not parent.endswith(".slice")):
+            raise InvalidParameter('cgroup-parent for systemd cgroup should be a valid slice named as "xxx.slice"')
         config = spec.merge_config(
             dict(CONFIG_DEFAULTS, **config), (image.config or {}).get("config") or {}
         )

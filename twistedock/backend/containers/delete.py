@@ -71,6 +71,7 @@ class DeleteMixin:
             except OSError as e:
                 raise InternalError("unable to remove filesystem for %s: %s" % (c.id, e))
             await self.unmount_volumes(c)
+            await self.ipc_down(c)
             await self.network_down(c)
         except Exception:
             c.state.removing = was_removing

@@ -34,7 +34,8 @@ class InspectMixin:
         doc = inspect_json(c, sizes, api_version)
         if self.execs is not None:
             doc["ExecIDs"] = self.execs.exec_ids(c.id)
-        if c.state.running:
+        if c.state.running and not c.network_mode().startswith("container:"):
+            # (A network joiner has no sandbox of its own: "", as dockerd.)
             doc["NetworkSettings"]["SandboxKey"] = (
                 "/proc/%d/ns/net" % c.state.pid if c.state.pid else ""
             )

@@ -69,6 +69,7 @@ class MonitorMixin:
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         await self.unmount_volumes(c)
+        await self.ipc_down(c)
         await network
         c.state.running = False
         c.state.paused = False

@@ -11,7 +11,7 @@ NetworkSettings as inspect shows them.
 import os
 from typing import List, Optional, Tuple
 
-from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
+from ...errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
 from ..networks import ipam, ports
@@ -77,8 +77,12 @@ class NetworkingMixin:
         mode = self._mode(c)
         if mode.startswith("container:"):
             other = self.get(mode[len("container:"):])
+            if other.id == c.id:
+                raise InternalError("cannot join own network")
             if not other.state.running:
                 raise Conflict("cannot join network of a non running container: %s" % other.id)
+            if other.state.restarting:
+                raise Conflict("Container %s is restarting, wait until the container is running" % other.id)
         elif mode in ("none", "host"):
             return
         elif self.networks is None:

@@ -189,6 +189,7 @@ class ReconcileMixin:
         except OSError as e:
             log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         await self.unmount_volumes(c)
+        await self.ipc_down(c)
         try:
             durable = await self.run_in_thread(load_record, c.directory)
         except Exception:

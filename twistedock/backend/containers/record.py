@@ -110,6 +110,9 @@ class Container:
     #: The mount points by destination (volumes, binds, tmpfs mounts) as
     #: registered at create; None for a record made before volumes existed.
     mount_points: Optional[Dict[str, dict]] = None
+    #: A network joiner's /etc file paths (its target's, from its start):
+    #: ResolvConfPath, HostnamePath, HostsPath.
+    network_files: Optional[Dict[str, str]] = None
 
     @property
     def short_id(self) -> str:
@@ -125,6 +128,16 @@ class Container:
 
     def path_of(self, name: str) -> str:
         return os.path.join(self.directory, name)
+
+    def network_paths(self) -> Dict[str, str]:
+        """ResolvConfPath, HostnamePath and HostsPath: the container's own,
+        or a network joiner's target's (empty before its first start)."""
+        if self.network_files is not None:
+            return dict(self.network_files)
+        if self.network_mode().startswith("container:"):
+            return {"ResolvConfPath": "", "HostnamePath": "", "HostsPath": ""}
+        return {"ResolvConfPath": self.path_of("resolv.conf"), "HostnamePath": self.path_of("hostname"),
+                "HostsPath": self.path_of("hosts")}
 
     @property
     def record_path(self) -> str:
@@ -157,6 +170,7 @@ class Container:
             "ManuallyStopped": self.manually_stopped,
             "GraphDriver": self.graph,
             "MountPoints": self.mount_points,
+            "NetworkFiles": self.network_files,
         }
 
     @classmethod
@@ -177,6 +191,7 @@ class Container:
             manually_stopped=record.get("ManuallyStopped", False),
             graph=record.get("GraphDriver") or {},
             mount_points=record.get("MountPoints"),
+            network_files=record.get("NetworkFiles"),
         )
 
     def record_bytes(self) -> bytes:
@@ -267,9 +282,7 @@ class Container:
             "Args": list(self.args),
             "State": self.state.to_json(),
             "Image": self.image_id,
-            "ResolvConfPath": self.path_of("resolv.conf"),
-            "HostnamePath": self.path_of("hostname"),
-            "HostsPath": self.path_of("hosts"),
+            **self.network_paths(),
             "LogPath": self.log_path,
             "Name": self.name,
             "RestartCount": self.restart_count,

@@ -79,6 +79,7 @@ class StartMixin:
         try:
             _check_log_driver(c)
             self._check_network(c)
+            self.check_joins(c)
             await self._prepare_bundle(c, paths, bundle)
         except DockerError as e:
             await self._failed_start(c, e)
@@ -152,17 +153,20 @@ class StartMixin:
             raise
         hc = c.host_config
         own_hosts = await network
-        await self.run_in_thread(
-            rootfs.write_etc_files,
-            c.directory,
-            c.config.get("Hostname", ""),
-            c.config.get("Domainname", ""),
-            hc.get("NetworkMode", "default"),
-            own_hosts + self.extra_hosts(c),
-            hc.get("Dns") or self.dns_servers(c),
-            hc.get("DnsSearch"),
-            hc.get("DnsOptions"),
-        )
+        if not self.adopt_network_files(c):
+            await self.run_in_thread(
+                rootfs.write_etc_files,
+                c.directory,
+                c.config.get("Hostname", ""),
+                c.config.get("Domainname", ""),
+                hc.get("NetworkMode", "default"),
+                own_hosts + self.extra_hosts(c),
+                hc.get("Dns") or self.dns_servers(c),
+                hc.get("DnsSearch"),
+                hc.get("DnsOptions"),
+            )
+        files = c.network_paths()
+        shm = await self.ipc_up(c)
         await self.run_in_thread(_create_bind_sources, hc)
         volumes = await self.mount_volumes(c)
         inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
@@ -172,13 +176,17 @@ class StartMixin:
             host_config=hc,
             image_config={},
             rootfs=paths["MergedDir"],
-            hostname_path=c.path_of("hostname"),
-            hosts_path=c.path_of("hosts"),
-            resolv_conf_path=c.path_of("resolv.conf"),
+            hostname_path=files["HostnamePath"],
+            hosts_path=files["HostsPath"],
+            resolv_conf_path=files["ResolvConfPath"],
             netns_path=self.joined_netns(c),
             inputs=inputs,
             init_path=self.init_path,
             volumes=volumes,
+            namespace_paths=self.namespace_paths(c),
+            shm_source=shm,
+            cgroup_parent=self.cgroup_parent,
+            systemd_cgroup=self.cgroup_driver == "systemd",
         )
         await self.run_in_thread(_write_bundle, bundle, oci)
 
@@ -204,6 +212,7 @@ class StartMixin:
             pass
         await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         await self.unmount_volumes(c)
+        await self.ipc_down(c)
         await self.network_down(c)
         c.state.running = False
         c.state.restarting = False

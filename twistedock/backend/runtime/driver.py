@@ -52,8 +52,11 @@ class Runtime:
         conmon: str = "conmon",
         state_root: str,
         create_timeout: float = CREATE_TIMEOUT,
+        systemd_cgroup: bool = False,
     ) -> None:
         self.reactor = reactor
+        #: runc's --systemd-cgroup at create (cgroupsPath "slice:prefix:name").
+        self.systemd_cgroup = systemd_cgroup
         self.runc = resolve_binary(runc)
         self.conmon = resolve_binary(conmon)
         self.state_root = os.path.abspath(state_root)
@@ -80,6 +83,8 @@ class Runtime:
     ) -> List[str]:
         """conmon's command line (argv[0] included) for L{create}; the
         C{options} are L{conmon_argv}'s."""
+        if self.systemd_cgroup:
+            options["runtime_args"] = ["--systemd-cgroup"] + list(options.get("runtime_args") or ())
         return conmon_argv(
             self,
             container_id,

@@ -88,3 +88,7 @@ class IOverlayMounts(Interface):
 
     def unmount(target):
         """Unmount C{target}; nothing when it is not mounted."""
+
+    def mount_shm(target, size):
+        """Mount a tmpfs of C{size} bytes at C{target} (a shareable
+        /dev/shm), making the directory; nothing when it is mounted."""

@@ -18,6 +18,7 @@ from .interfaces import IOverlayMounts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -64,6 +65,19 @@ def mount_overlay(lower_dirs: Sequence[str], upper: str, work: str, target: str)
     )
 
 
+def mount_shm(target: str, size: int) -> None:
+    """A container's shareable /dev/shm: a tmpfs as dockerd mounts it
+    (nosuid, nodev, noexec; mode 1777)."""
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    if is_mounted(target):
+        return
+    _check(
+        _libc.mount(b"shm", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    ("mode=1777,size=%d" % size).encode()),
+        "mounting the container's /dev/shm",
+    )
+
+
 def make_init_layer(directory: str) -> None:
     """dockerd's init layer (daemon/initlayer): the mount points and files
     every container has (/.dockerenv, /etc/mtab -> /proc/mounts, /dev/pts,
@@ -106,6 +120,9 @@ class OverlayMounts:
 
     def unmount(self, target: str) -> None:
         unmount(target)
+
+    def mount_shm(self, target: str, size: int) -> None:
+        mount_shm(target, size)
 
     def mounted_under(self, prefix: str) -> List[str]:
         """The mount points below C{prefix} (what a crash may have left)."""

@@ -61,6 +61,10 @@ class SpecContext:
     init_path: Optional[str]
     volumes: Mapping[str, str]
     namespace_paths: Mapping[str, str]
+    #: The host directory bound on /dev/shm (IpcMode shareable or container:).
+    shm_source: Optional[str] = None
+    #: runc's systemd cgroup driver: cgroupsPath is "slice:docker:<id>".
+    systemd_cgroup: bool = False
     #: The process's capabilities (the bounding set), once L{with_capabilities} ran.
     capabilities: List[str] = attr.Factory(list)
 
@@ -99,10 +103,12 @@ def build_spec(
     resolv_conf_path: str,
     netns_path: Optional[str],
     inputs: SpecInputs,
-    cgroup_parent: str = "/twistedock",
+    cgroup_parent: str = "/docker",
     init_path: Optional[str] = None,
     volumes: Optional[Mapping[str, str]] = None,
     namespace_paths: Optional[Mapping[str, str]] = None,
+    shm_source: Optional[str] = None,
+    systemd_cgroup: bool = False,
 ) -> dict:
     """
     The OCI runtime spec dockerd's createSpec makes.
@@ -112,7 +118,9 @@ def build_spec(
     C{volumes} maps the destination of each volume mount (named or anonymous)
     to its host directory (or a mapping with Source, RW, Propagation: those
     of destinations the request does not name are mounted too); C{namespace_paths} maps "pid"/"ipc" to the path
-    of the namespace a "container:" mode joins ("network" uses netns_path).
+    of the namespace a "container:" mode joins ("network" uses netns_path);
+    C{shm_source} is the host directory bound on /dev/shm (a shareable IPC's
+    tmpfs), None for the spec's own tmpfs.
     C{inputs} is what L{inputs.gather_inputs} read for this request.
     """
     merged = merge_config(config, image_config)
@@ -131,6 +139,8 @@ def build_spec(
         init_path=init_path,
         volumes=volumes or {},
         namespace_paths=namespace_paths or {},
+        shm_source=shm_source,
+        systemd_cgroup=systemd_cgroup,
     )
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2",
@@ -297,7 +307,13 @@ def _go_list(items) -> str:
 
 
 def with_cgroups(spec: Dict[str, Any], context: SpecContext) -> None:
+    """dockerd's cgroupsPath: <parent>/<id> (cgroupfs; a relative parent
+    is runc's, below its own cgroup), or <slice>:docker:<id> (systemd: a
+    docker-<id>.scope in the slice)."""
     parent = context.host_config.get("CgroupParent") or context.cgroup_parent
+    if context.systemd_cgroup:
+        spec["linux"]["cgroupsPath"] = "%s:docker:%s" % (parent, context.container_id)
+        return
     spec["linux"]["cgroupsPath"] = golang.clean(posixpath.join(parent, context.container_id))
 
 
@@ -388,6 +404,10 @@ def _requested_mounts(context: SpecContext) -> List[dict]:
         user_mounts.append({"Source": volume["Source"], "Destination": dest,
                             "Writable": volume["RW"], "NonRecursive": False,
                             "Propagation": volume.get("Propagation") or ""})
+    if context.shm_source and "/dev/shm" not in points and "/dev/shm" not in tmpfs_map:
+        # dockerd's ipcMounts: the shareable tmpfs, unless a mount is there.
+        user_mounts.append({"Source": context.shm_source, "Destination": "/dev/shm", "Writable": True,
+                            "Propagation": DEFAULT_PROPAGATION, "NonRecursive": False})
     user_mounts.sort(key=lambda m: depth(m["Destination"]))
     for dest in ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts"):
         if network_files[dest]:
