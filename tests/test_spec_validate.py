@@ -373,3 +373,17 @@ def test_daemon_log_config_merged_as_dockerd():
         "Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}
     }
     assert spec.merge_log_config({"Type": "none"}, default) == {"Type": "none", "Config": {}}
+
+
+def test_memory_swappiness_zero_on_cgroup_v2_warned_and_dropped():
+    """cgroup v2 has no memory.swappiness: dockerd accepts 0 (Nomad and
+    cri-dockerd send it), warns and drops it, as for any value."""
+    v2 = attr.evolve(HOST, cgroup_version="2", memory_swappiness=False)
+    host_config = {"MemorySwappiness": 0}
+    assert validate(host_config=host_config, sysinfo=v2) == [
+        "Your kernel does not support memory swappiness capabilities or the cgroup is not "
+        "mounted. Memory swappiness discarded."
+    ]
+    stored = spec.adapt_host_config(host_config, "1.46", sysinfo=v2)
+    assert stored["MemorySwappiness"] is None
+    assert "swappiness" not in spec.linux_resources(stored, v2, {}).get("memory", {})

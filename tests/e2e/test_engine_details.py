@@ -191,3 +191,41 @@ def test_version_and_info(daemon):
     assert info["OSType"] == "linux" and info["CgroupDriver"] in ("cgroupfs", "systemd")
     assert info["DefaultRuntime"] == "runc" and "runc" in info["Runtimes"]
     assert info["Runtimes"]["runc"]["path"]
+
+
+def test_exec_after_half_close_and_exit_code_final_at_the_end(daemon):
+    """cri-dockerd's exec: stdin closed by the client's half-close, the
+    process's output still flowing after it, and ExitCode already final
+    when the stream ends (the CRI's ExecSync reads it at once)."""
+    import socket
+
+    run(daemon, "halfclose")
+    resp = daemon.request("POST", "/containers/halfclose/exec", {
+        "Cmd": ["sh", "-c", "cat; sleep 1; echo after-close; exit 7"],
+        "AttachStdin": True, "AttachStdout": True, "AttachStderr": True})
+    exec_id = resp.json()["Id"]
+    body = json.dumps({"Detach": False, "Tty": False}).encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    sock.connect(daemon.sock)
+    sock.sendall(b"POST /exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                 b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n" % (exec_id.encode(), len(body))
+                 + body)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    head, _, stream = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    sock.sendall(b"hello\n")
+    sock.shutdown(socket.SHUT_WR)
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        stream += chunk
+    sock.close()
+    inspect = daemon.request("GET", "/exec/%s/json" % exec_id).json()
+    assert (inspect["Running"], inspect["ExitCode"]) == (False, 7)
+    assert stream == (b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"
+                      b"\x01\x00\x00\x00\x00\x00\x00\x0cafter-close\n")
+    daemon.docker("rm", "-f", "halfclose")
