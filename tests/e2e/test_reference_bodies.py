@@ -110,6 +110,13 @@ def pair(module_daemons, reference, tmp_path_factory):
             image = _docker(sock, "import", "-", tag, stdin=f)
         created = _docker(sock, "create", "--name", "refb-created-" + suffix, tag, "true")
         running = _docker(sock, "run", "-d", "--name", "refb-running-" + suffix, tag, "sleep", "1000")
+        # A pod: a sandbox sharing its IPC, a container joining its
+        # network, IPC and PID namespaces (one created, one running).
+        sandbox = _docker(sock, "run", "-d", "--name", "refb-sandbox-" + suffix, "--network", "none",
+                          "--ipc", "shareable", tag, "sleep", "1000")
+        join = ["--network", "container:" + sandbox, "--ipc", "container:" + sandbox, "--pid", "container:" + sandbox]
+        joiner = _docker(sock, "run", "-d", "--name", "refb-joiner-" + suffix, *join, tag, "sleep", "1000")
+        joiner_created = _docker(sock, "create", "--name", "refb-joinc-" + suffix, *join, tag, "true")
         answer = unix_request(
             sock, "POST", VERSION + "/containers/%s/exec" % (running,),
             body=json.dumps({"Cmd": ["true"]}).encode(), headers={"Content-Type": "application/json"},
@@ -117,12 +124,14 @@ def pair(module_daemons, reference, tmp_path_factory):
         assert answer.status == 201, answer.text()
         sides[side] = {
             "sock": sock, "image": image, "created": created, "running": running,
-            "exec": answer.json()["Id"], "tag": tag,
+            "exec": answer.json()["Id"], "tag": tag, "sandbox": sandbox, "joiner": joiner,
+            "joiner_created": joiner_created,
         }
     yield sides
     for ids in sides.values():
         subprocess.run(
-            ["docker", "-H", "unix://" + ids["sock"], "rm", "-f", ids["created"], ids["running"]],
+            ["docker", "-H", "unix://" + ids["sock"], "rm", "-f", ids["created"], ids["running"], ids["joiner"],
+             ids["joiner_created"], ids["sandbox"]],
             capture_output=True, timeout=60,
         )
         subprocess.run(
@@ -185,7 +194,7 @@ def _entry(entries, key: str, value):
 
 
 @pytest.mark.route("GET", "/containers/{name:.*}/json")
-@pytest.mark.parametrize("role", ["created", "running"])
+@pytest.mark.parametrize("role", ["created", "running", "sandbox", "joiner", "joiner_created"])
 def test_container_inspect(pair, role):
     assert differences(*_both(pair, "/containers/{%s}/json" % (role,))) == {}
     assert differences(*_both(pair, "/containers/{%s}/json?size=1" % (role,))) == {}
@@ -251,3 +260,27 @@ def test_disk_usage(pair):
         body.pop("Volumes")  # the reference may hold others' volumes
         body.pop("BuildCache")  # likewise its build cache
     assert differences(reference, twistedock) == {}
+
+
+@pytest.mark.route("GET", "/containers/{name:.*}/json")
+def test_joined_containers_values(pair):
+    """Beyond the shapes: what a pod's joiner shows of its sandbox, the same
+    on both daemons."""
+    def facts(side):
+        ids = pair[side]
+        sandbox, joiner, created = (_get(ids["sock"], "/containers/%s/json" % ids[role])
+                                    for role in ("sandbox", "joiner", "joiner_created"))
+        paths = ("ResolvConfPath", "HostsPath", "HostnamePath")
+        return {
+            "joiner's files are the sandbox's": all(joiner[k] == sandbox[k] for k in paths),
+            "created joiner's files": [created[k] for k in paths],
+            "joiner's hostname is the sandbox's": joiner["Config"]["Hostname"] == sandbox["Config"]["Hostname"],
+            "created joiner's hostname is its own": created["Config"]["Hostname"] == created["Id"][:12],
+            "joiner's SandboxKey": joiner["NetworkSettings"]["SandboxKey"],
+            "sandbox's SandboxKey is set": bool(sandbox["NetworkSettings"]["SandboxKey"]),
+            "modes": [joiner["HostConfig"][k] == "container:" + sandbox["Id"]
+                      for k in ("NetworkMode", "IpcMode", "PidMode")],
+            "joiner's networks": joiner["NetworkSettings"]["Networks"],
+            "sandbox's networks": sorted(sandbox["NetworkSettings"]["Networks"]),
+        }
+    assert facts("twistedock") == facts("reference")

@@ -307,8 +307,8 @@ class ReconcileMixin:
                 await self.clear_intent(c)
 
     async def reconcile_after(self) -> None:
-        """Once the containers are recovered: overlay mounts of containers
-        that do not run unmounted; layers, bundles and attach sockets of
+        """Once the containers are recovered: overlay and shareable /dev/shm
+        mounts of containers that do not run unmounted; layers, bundles and attach sockets of
         containers the daemon does not know removed."""
         known = set(self.containers)
         running = {i for i, c in self.containers.items() if c.state.running}
@@ -326,6 +326,10 @@ class ReconcileMixin:
             except OSError as e:
                 busy.add(relative[0])
                 log.warn("unmount {target}: {e}", target=target, e=e)
+        for c in list(self.containers.values()):
+            if not c.state.running:
+                # A shareable /dev/shm a crash left mounted (idempotent).
+                await self.ipc_down(c)
         for path in orphans(self.layers_dir, known | busy) + orphans(self.exec_root, known):
             log.info("removing orphaned {path}", path=path)
             await self.run_in_thread(shutil.rmtree, path, True)
