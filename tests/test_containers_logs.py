@@ -4,6 +4,8 @@ log file in conmon's k8s-file format (written here, as conmon writes it)
 with since, until, tail, timestamps and the stream choice.
 """
 
+import os
+
 import pytest
 
 from twistedock.routers.container import ContainerAttachConfig, ContainerLogsOptions
@@ -195,6 +197,10 @@ def test_rotate_and_compress_as_dockerd(tmp_path):
     assert rotate_log(path, 3) == path + ".1"
     write(b"c")
     assert rotated_logs(path) == [path + ".2.gz", path + ".1"]
+    # While .1 is being compressed both are there for a moment: read once.
+    open(path + ".1.gz", "wb").close()
+    assert rotated_logs(path) == [path + ".2.gz", path + ".1"]
+    os.unlink(path + ".1.gz")
     with gzip.open(path + ".2.gz") as f:
         assert f.read() == b"a"
     assert rotate_log(path, 3) == path + ".1"

@@ -131,8 +131,11 @@ def rotated_logs(path: str) -> List[str]:
         number = suffix[:-3] if suffix.endswith(".gz") else suffix
         if number.isdigit():
             numbered.append((int(number), other.endswith(".gz"), other))
-    numbered.sort(reverse=True)
-    return [os.path.join(directory, other) for _, _, other in numbered]
+    # (Both PATH.N and PATH.N.gz for a moment while it is compressed: one.)
+    chosen = {}
+    for number, compressed, other in sorted(numbered, reverse=True):
+        chosen[number] = other
+    return [os.path.join(directory, chosen[number]) for number in sorted(chosen, reverse=True)]
 
 
 def _read_whole(path: str) -> bytes:
@@ -188,16 +191,17 @@ def rotate_log(path: str, max_files: int) -> Optional[str]:
 
 def compress_log(path: str) -> None:
     """C{PATH} gzipped into C{PATH.gz} (run it in a thread, once conmon
-    writes elsewhere): written beside, renamed in, the original removed."""
+    writes elsewhere): written beside, renamed in, the original removed.
+    A container removed meanwhile (its directory gone) ends it quietly."""
     tmp = path + ".gz.tmp"
     try:
         with open(path, "rb") as source, gzip.open(tmp, "wb") as target:
             os.chmod(tmp, os.fstat(source.fileno()).st_mode & 0o777)
             shutil.copyfileobj(source, target, _READ_BLOCK)
+        os.rename(tmp, path + ".gz")
+        os.unlink(path)
     except FileNotFoundError:
         return
-    os.rename(tmp, path + ".gz")
-    os.unlink(path)
 
 
 def _line_is_partial(line: bytes) -> bool:
