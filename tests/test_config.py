@@ -195,7 +195,7 @@ def test_log_driver_and_options(tmp_path):
     assert (options.config.log_driver, options.config.log_opts) == ("json-file", {"max-size": "1k"})
     with pytest.raises(UsageError) as e:
         Options().parseOptions(["--config-file", path, "--log-opt", "max-file=2"])
-    assert "log-opts: (from flag:" in str(e.value)
+    assert "log-opts: (from flag: map[max-file:2], from file: map[max-size:1k])" in str(e.value)
     with pytest.raises(UsageError) as e:
         Options().parseOptions(["--log-opt", "max-size"])
     assert "bad attribute format" in str(e.value)

@@ -149,6 +149,9 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + " ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        # Go's fmt of a map: keys sorted.
+        return "map[" + " ".join("%s:%s" % (k, value[k]) for k in sorted(value)) + "]"
     return str(value)
 
 
