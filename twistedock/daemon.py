@@ -190,6 +190,7 @@ class Daemon(MultiService):
             criu=self.criu.path,
             min_api_version=config.min_api_version,
             cgroup_driver=config.cgroup_driver,
+            logging_driver=config.log_driver,
         )
         # The containers in memory, made first as moby's container store:
         # the image store asks it which containers use an image, the
