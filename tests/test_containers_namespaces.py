@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+from twisted.internet.defer import ensureDeferred
 
 from twistedock.backend.containers import ContainerBackend
 from twistedock.config import ConfigError, DaemonConfig
@@ -171,3 +172,28 @@ def test_a_shm_a_crash_left_mounted_is_unmounted_at_start_up(world):
     restarted = world.restarted()
     assert shm not in restarted.mounts.mounted and not os.path.exists(shm)
     assert ("unmount", shm) in restarted.mounts.calls
+
+
+def test_a_network_joiner_can_be_updated(world):
+    # dockerd checks an update's HostConfig without the Config: the
+    # joiner's Hostname (its sandbox's) is no conflict with its mode.
+    sandbox = world.started("sandbox")
+    world.started("app", {"NetworkMode": "container:" + sandbox})
+    answer = run(world.backend.update("app", {"CpuShares": 512, "Memory": 64 << 20, "MemorySwap": 64 << 20}))
+    assert answer == {"Warnings": None} or answer.get("Warnings") in (None, [])
+    assert world.backend.get("app").host_config["CpuShares"] == 512
+
+
+def test_a_target_removed_before_the_start(world):
+    donor = world.started("donor", {"IpcMode": "shareable"})
+    world.create("j-ipc", {"IpcMode": "container:donor"})
+    world.create("j-pid", {"PidMode": "container:donor"})
+    d = ensureDeferred(world.backend.remove("donor", True, False))
+    world.settle()
+    assert d.called
+    error = failure_of(world.backend.start("j-ipc"))
+    assert isinstance(error, InternalError)
+    assert str(error) == "can't join IPC of container %s: No such container: %s" % (donor, donor)
+    error = failure_of(world.backend.start("j-pid"))
+    assert isinstance(error, InternalError)
+    assert str(error) == "cannot join PID of a non running container: %s: No such container: %s" % (donor, donor)

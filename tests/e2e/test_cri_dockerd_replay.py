@@ -105,6 +105,22 @@ def go_host_config(**fields) -> dict:
     return {k: v for k, v in doc.items() if not (k in omitempty and not v)}
 
 
+RESOURCES = ("CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+             "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+             "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems",
+             "Devices", "DeviceCgroupRules", "DeviceRequests", "KernelMemory", "KernelMemoryTCP",
+             "MemoryReservation", "MemorySwap", "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits",
+             "CpuCount", "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth")
+
+
+def go_update_config(**fields) -> dict:
+    """container.UpdateConfig: Resources embedded, then RestartPolicy."""
+    host_config = go_host_config(**fields)
+    doc = {k: host_config[k] for k in RESOURCES if k in host_config}
+    doc["RestartPolicy"] = {"Name": "", "MaximumRetryCount": 0}
+    return doc
+
+
 def go_exec_options(**fields) -> dict:
     """container.ExecOptions (ConsoleSize omitempty)."""
     doc = {"User": "", "Privileged": False, "Tty": False, "AttachStdin": False, "AttachStderr": False,
@@ -455,6 +471,14 @@ def list_container_stats(client, ids) -> dict:
     return found
 
 
+def update_container_resources(client, container_id, shares, quota, memory) -> None:
+    """core/container_update_resources.go UpdateContainerResources (the
+    kubelet's in-place resize): Memory and MemorySwap the same."""
+    body = go_update_config(CpuPeriod=100000, CpuQuota=quota, CpuShares=shares, Memory=memory, MemorySwap=memory)
+    answer = client.call("POST", "/containers/%s/update" % container_id, body=body)
+    assert answer["Warnings"] is None or isinstance(answer["Warnings"], list)
+
+
 def stop_container(client, container_id, timeout: int) -> None:
     """core/container_stop.go StopContainer: ContainerStop with t=."""
     client.call("POST", "/containers/%s/stop" % container_id, {"t": str(timeout)}, expect=(204, 304))
@@ -546,6 +570,7 @@ def cni_tear_down_pod(client, sandbox_id) -> None:
 @pytest.mark.route("GET", "/containers/{name:.*}/stats")
 @pytest.mark.route("POST", "/containers/{name:.*}/stop")
 @pytest.mark.route("DELETE", "/containers/{name:.*}")
+@pytest.mark.route("POST", "/containers/{name:.*}/update")
 @pytest.mark.parametrize("plugin", ["no-op", "cni"])
 def test_pod_lifecycle(node, tmp_path, plugin):
     client = Client(node.sock)
@@ -635,6 +660,17 @@ def test_pod_lifecycle(node, tmp_path, plugin):
         assert ("stdout", "server-out") in lines and ("stderr", "server-err") in lines, lines
         assert ("stdout", "client ready") in read_cri_log(links["client"])
 
+        update_container_resources(client, ids["server"], 512, 50000, 64 * 1024 * 1024)
+        doc = client.call("GET", "/containers/%s/json" % ids["server"])
+        assert (doc["HostConfig"]["CpuShares"], doc["HostConfig"]["CpuQuota"], doc["HostConfig"]["Memory"],
+                doc["HostConfig"]["MemorySwap"]) == (512, 50000, 64 << 20, 64 << 20)
+        assert doc["HostConfig"]["RestartPolicy"]["Name"] == "no"
+        cgroup = os.path.join(cgroup_parent, ids["server"]).lstrip("/")
+        if os.path.exists(os.path.join("/sys/fs/cgroup/memory", cgroup)):
+            with open(os.path.join("/sys/fs/cgroup/memory", cgroup, "memory.limit_in_bytes")) as f:
+                assert int(f.read()) == 64 << 20
+            with open(os.path.join("/sys/fs/cgroup/cpu", cgroup, "cpu.cfs_quota_us")) as f:
+                assert int(f.read()) == 50000
         relist(client, sandbox_id, list(ids.values()), running=True)
         list_container_stats(client, list(ids.values()))
 

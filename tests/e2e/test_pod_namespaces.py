@@ -137,3 +137,26 @@ def test_errors_as_dockerd(daemon):
         500, "can't join IPC of container %s: non-shareable IPC (hint: use IpcMode:shareable for the "
              "donor container)" % donor)
     daemon.docker("rm", "-f", "donor", "j-net", "j-ipc", "j-pid", "self")
+
+
+def test_a_pod_survives_a_live_restore_restart(daemons, tmp_path):
+    d = daemons.start("--live-restore")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    d.docker("run", "-d", "--name", "sandbox", "--network", "none", "--ipc", "shareable", "busybox", "sleep", "600")
+    join = ["--network", "container:sandbox", "--ipc", "container:sandbox", "--pid", "container:sandbox"]
+    d.docker("run", "-d", "--name", "app", *join, "busybox", "sleep", "600")
+    before = inspect(d, "app")
+    d.docker("exec", "sandbox", "sh", "-c", "echo kept > /dev/shm/x")
+    d.restart()
+    after = inspect(d, "app")
+    assert after["State"]["Running"] and after["State"]["Pid"] == before["State"]["Pid"]
+    for key in ("ResolvConfPath", "HostsPath", "HostnamePath"):
+        assert after[key] == before[key]
+    assert d.docker("exec", "app", "cat", "/dev/shm/x").stdout == "kept\n"
+    shm = os.path.join(os.path.dirname(inspect(d, "sandbox")["LogPath"]), "mounts", "shm")
+    assert mounted(shm)
+    d.docker("rm", "-f", "app", "sandbox")
+    assert not mounted(shm)

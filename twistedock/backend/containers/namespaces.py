@@ -16,7 +16,7 @@ start, with dockerd's messages.
 import os
 from typing import Dict, Optional
 
-from ...errors import Conflict, InternalError, InvalidParameter, NotFound
+from ...errors import InternalError, InvalidParameter, NotFound
 from ...logs import Logger
 from ..spec.fields import as_int, as_str, is_container_mode
 from ..spec.defaults import DEFAULT_SHM_SIZE
@@ -61,14 +61,15 @@ class NamespacesMixin:
     def check_joins(self, c: Container) -> None:
         """At start: the containers whose IPC and PID namespaces C{c} joins
         are running, the IPC one shareable (the network one is
-        L{NetworkingMixin._check_network}'s)."""
+        L{NetworkingMixin._check_network}'s).  Errors of dockerd's
+        createSpec, which its start answers as System errors: 500."""
         ref = joined_ref(c.host_config.get("IpcMode"))
         if ref:
             what = "can't join IPC of container " + ref
             try:
                 target = self.get(ref)
             except NotFound as e:
-                raise NotFound("%s: %s" % (what, e.message))
+                raise InternalError("%s: %s" % (what, e.message))
             if not target.state.running:
                 raise InternalError("%s: container %s is not running" % (what, target.id))
             if target.state.restarting:
@@ -82,11 +83,12 @@ class NamespacesMixin:
             try:
                 target = self.get(ref)
             except NotFound as e:
-                raise NotFound("cannot join PID of a non running container: %s: %s" % (ref, e.message))
+                raise InternalError("cannot join PID of a non running container: %s: %s" % (ref, e.message))
             if not target.state.running:
                 raise InternalError("container %s is not running" % target.id)
             if target.state.restarting:
-                raise Conflict("container %s is restarting, wait until the container is running" % target.id)
+                # (createSpec's errors are System errors to dockerd's start: 500.)
+                raise InternalError("container %s is restarting, wait until the container is running" % target.id)
 
     def namespace_paths(self, c: Container) -> Dict[str, str]:
         """The IPC and PID namespaces a run joins: its targets' processes'."""

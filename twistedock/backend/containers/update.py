@@ -86,7 +86,9 @@ class UpdateMixin:
         if problem is not None:
             raise Conflict("Cannot update container %s: %s" % (c.id, problem))
         host_config = updated_host_config(c.host_config, update)
-        spec.validate_create(c.config, host_config, MAX_API_VERSION, update=True)
+        # dockerd's verifyContainerSettings(hostConfig, nil, true): no
+        # Config (a network joiner's Hostname is no conflict here).
+        spec.validate_create({}, host_config, MAX_API_VERSION, update=True)
         resources_changed = any(host_config.get(k) != c.host_config.get(k) for k in UPDATABLE)
         applied = c.state.running and not c.state.restarting and resources_changed
         if applied:
