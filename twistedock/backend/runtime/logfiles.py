@@ -315,33 +315,47 @@ def _read_current(path: str, since: Optional[int], until: Optional[int], tail: O
 class LogChunks:
     """A log read piece by piece from an offset, for streaming it at the
     client's pace: each L{read} (run it in a thread) returns the entries of
-    the next block and whether the end of the complete lines was reached."""
+    the next block and whether the end of the complete lines was reached.
+
+    The current file is opened first and kept open, so that a rotation
+    meanwhile changes nothing: read from its start, the rotated files that
+    were there when it was opened come first; L{detach} hands the open
+    file over to a L{LogFollower}, which goes on where this stopped."""
 
     def __init__(self, path: str, offset: int = 0) -> None:
         self.path = path
         self.offset = offset
         self._assembler = _Assembler()
         self._remainder = b""
+        self._file = None
         #: The rotated files not read yet (None: not listed yet); read
         #: first when the log is read from its start.
         self._older: Optional[List[str]] = None if offset == 0 else []
 
+    def _current(self):
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError:
+                return None
+        return self._file
+
     def read(self, limit: int = _READ_BLOCK) -> Tuple[List[LogEntry], bool]:
         if self._older is None:
-            self._older = rotated_logs(self.path)
+            f = self._current()
+            held = os.fstat(f.fileno()) if f is not None else None
+            self._older = [p for p in rotated_logs(self.path) if held is None or not _same_file(p, held)]
         if self._older:
             return _parse_all(_read_whole(self._older.pop(0))), False
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
+        f = self._current()
+        if f is None:
             return [], True
-        with f:
-            end = _whole_lines_end(f, os.fstat(f.fileno()).st_size)
-            start = self.offset + len(self._remainder)
-            if start >= end:
-                return [], True
-            f.seek(start)
-            chunk = f.read(min(limit, end - start))
+        end = _whole_lines_end(f, os.fstat(f.fileno()).st_size)
+        start = self.offset + len(self._remainder)
+        if start >= end:
+            return [], True
+        f.seek(start)
+        chunk = f.read(min(limit, end - start))
         data = self._remainder + chunk
         lines = data.split(b"\n")
         self._remainder = lines.pop()
@@ -356,6 +370,25 @@ class LogChunks:
     def partial(self) -> List[LogEntry]:
         """Partial lines held back at the end (the container has stopped)."""
         return self._assembler.flush(self.offset)
+
+    def detach(self):
+        """The open current file (None if there was none), no longer this
+        reader's to close."""
+        f, self._file = self._file, None
+        return f
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _same_file(path: str, held: os.stat_result) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 class LogReader:
@@ -419,7 +452,11 @@ class LogFollower:
         *,
         since: Optional[int] = None,
         until: Optional[int] = None,
+        file=None,
     ) -> None:
+        """C{file}: the log already open (L{LogChunks.detach}), read from
+        C{offset}; if the log was rotated since it was opened, its rest is
+        read before the new file."""
         self.reactor = reactor
         self.path = os.path.abspath(path)
         self.callback = callback
@@ -437,6 +474,13 @@ class LogFollower:
         self._notifier: Optional[inotify.INotify] = None
         self._scheduled = None
         self._finished = False
+        #: Whether the next read first checks for a rotation inotify could
+        #: not tell (one before the watch began).
+        self._check_rotation = False
+        if file is not None:
+            st = os.fstat(file.fileno())
+            self._file, self._inode = file, (st.st_dev, st.st_ino)
+            self._check_rotation = True
 
     def start(self) -> None:
         notifier = inotify.INotify(reactor=self.reactor)
@@ -476,7 +520,8 @@ class LogFollower:
         self._scheduled = None
         if self._finished:
             return
-        if self._read_available(limit=_READ_BLOCK * 4):
+        reopen, self._check_rotation = self._check_rotation, False
+        if self._read_available(limit=_READ_BLOCK * 4, reopen=reopen):
             # More is there: let the reactor breathe, then go on.
             self._schedule()
 
