@@ -336,6 +336,18 @@ def test_conmon_command_line():
     assert not {"-t", "-i", "--leave-stdin-open", "--restore", "--persist-dir"} & set(plain)
 
 
+def test_conmon_command_line_with_the_systemd_cgroup_driver():
+    runtime = Runtime(None, runc="/usr/sbin/runc", conmon="/usr/bin/conmon", state_root="/run/x/runc",
+                      systemd_cgroup=True)
+    args = runtime.conmon_args("abc", "/b", log_path="/l", exit_dir="/e", socket_dir="/s",
+                               runtime_args=["--criu=/c"])
+    joined = " ".join(args)
+    # runc's global options, before its command: the systemd driver first.
+    assert "--runtime-arg --root=/run/x/runc --runtime-arg --systemd-cgroup --runtime-arg --criu=/c" in joined
+    plain = Runtime(None, runc="/usr/sbin/runc", conmon="/usr/bin/conmon", state_root="/run/x/runc")
+    assert "--systemd-cgroup" not in plain.conmon_args("abc", "/b", log_path="/l", exit_dir="/e", socket_dir="/s")
+
+
 def test_one_command_line_builder_for_containers_and_execs():
     class Names:
         conmon, runc, state_root = "/usr/bin/conmon", "/usr/sbin/runc", "/run/x/runc"

@@ -60,7 +60,7 @@ def remove_parents(*paths: str) -> None:
 
 
 def check_placement(cgroups: dict, expected: str) -> None:
-    for controllers in ("memory", "cpu", "pids", "devices", "freezer", "blkio"):
+    for controllers in ("memory", "cpu", "cpuset", "pids", "devices", "freezer", "blkio"):
         for key, path in cgroups.items():
             if controllers in key.split(","):
                 assert path == expected, (key, path, expected)
@@ -75,6 +75,9 @@ def test_default_and_requested_parents(module_daemons, tmp_path):
     assert daemon.info()["CgroupDriver"] == "cgroupfs"
     ident, cgroups = placed(daemon)
     check_placement(cgroups, "/docker/" + ident)
+    # Where Nomad writes a task's reserved cores (cgroup v1).
+    if os.path.isdir("/sys/fs/cgroup/cpuset/docker"):
+        assert os.path.isfile("/sys/fs/cgroup/cpuset/docker/%s/cpuset.cpus" % ident)
     pod = "/kubepods/besteffort/pod" + TAG
     try:
         ident, cgroups = placed(daemon, "--cgroup-parent", pod)

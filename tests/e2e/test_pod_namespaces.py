@@ -160,3 +160,14 @@ def test_a_pod_survives_a_live_restore_restart(daemons, tmp_path):
     assert mounted(shm)
     d.docker("rm", "-f", "app", "sandbox")
     assert not mounted(shm)
+
+
+def test_cp_reads_a_joiners_files_from_its_sandbox(daemon, tmp_path):
+    daemon.docker("run", "-d", "--name", "cp-sandbox", "busybox", "sleep", "600")
+    daemon.docker("run", "-d", "--name", "cp-app", "--network", "container:cp-sandbox", "busybox", "sleep", "600")
+    sandbox = inspect(daemon, "cp-sandbox")
+    with open(sandbox["ResolvConfPath"], "w") as f:
+        f.write("nameserver 10.96.0.10\n")
+    daemon.docker("cp", "cp-app:/etc/resolv.conf", str(tmp_path / "resolv.conf"))
+    assert (tmp_path / "resolv.conf").read_text() == "nameserver 10.96.0.10\n"
+    daemon.docker("rm", "-f", "cp-app", "cp-sandbox")

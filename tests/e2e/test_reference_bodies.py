@@ -204,7 +204,7 @@ def test_container_inspect(pair, role):
 @pytest.mark.parametrize("query", ["all=1", "all=1&size=1"])
 def test_container_list(pair, query):
     bodies = _both(pair, "/containers/json?" + query)
-    for role in ("created", "running"):
+    for role in ("created", "running", "sandbox", "joiner", "joiner_created"):
         entries = [_entry(body, "Id", pair[side][role]) for body, side in zip(bodies, ("reference", "twistedock"))]
         assert differences(*entries) == {}, role
 

@@ -64,13 +64,16 @@ class CopyBackend:
 
     @staticmethod
     def _mounts(c) -> Dict[Tuple[str, ...], str]:
-        """The files the daemon mounts into the container, once it ran."""
+        """The files the daemon mounts into the container, once it ran (a
+        network joiner's are its target's)."""
         path_of = getattr(c, "path_of", None)
         if path_of is None:
             return {}
+        joined = c.network_paths() if hasattr(c, "network_paths") else {}
+        keys = {"hostname": "HostnamePath", "hosts": "HostsPath", "resolv.conf": "ResolvConfPath"}
         mounts = {}
         for name in MOUNTED_FILES:
-            source = path_of(name)
+            source = joined.get(keys[name]) or path_of(name)
             if os.path.isfile(source):
                 mounts[("etc", name)] = source
         return mounts
