@@ -179,3 +179,26 @@ def test_tlsverify_needs_readable_files(tmp_path):
             ["-H", "tcp://127.0.0.1:2376", "--tlsverify", "--tlscert", str(tmp_path / "no.pem")]
         )
     assert "could not read --tlscert" in str(e.value)
+
+
+def test_log_driver_and_options(tmp_path):
+    """--log-driver and --log-opt, or daemon.json's log-driver and
+    log-opts: the containers' default LogConfig."""
+    options = Options()
+    options.parseOptions(["-H", "unix://%s" % (tmp_path / "s"), "--log-opt", "max-size=10m",
+                          "--log-opt", "max-file=3", "--log-driver", "local"])
+    assert options.config.log_driver == "local"
+    assert options.config.log_opts == {"max-size": "10m", "max-file": "3"}
+    path = write(tmp_path, {"log-driver": "json-file", "log-opts": {"max-size": "1k"}})
+    options = Options()
+    options.parseOptions(["--config-file", path, "-H", "unix://%s" % (tmp_path / "s")])
+    assert (options.config.log_driver, options.config.log_opts) == ("json-file", {"max-size": "1k"})
+    with pytest.raises(UsageError) as e:
+        Options().parseOptions(["--config-file", path, "--log-opt", "max-file=2"])
+    assert "log-opts: (from flag: map[max-file:2], from file: map[max-size:1k])" in str(e.value)
+    with pytest.raises(UsageError) as e:
+        Options().parseOptions(["--log-opt", "max-size"])
+    assert "bad attribute format" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        merge({}, set(), {"log-opts": {"max-file": 3}}, "/d.json")
+    assert "log-opts must be a map of strings" in str(e.value)

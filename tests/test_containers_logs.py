@@ -4,6 +4,8 @@ log file in conmon's k8s-file format (written here, as conmon writes it)
 with since, until, tail, timestamps and the stream choice.
 """
 
+import os
+
 import pytest
 
 from twistedock.routers.container import ContainerAttachConfig, ContainerLogsOptions
@@ -145,3 +147,65 @@ def test_attach_with_logs_and_no_stream_replays_the_log(world):
     ))
     assert stream.written == [(STDOUT, b"one\n"), (STDOUT, b"two\n"), (STDOUT, b"three\n")]
     assert stream.framed is True and stream.close_calls == 1
+
+
+def _entry_line(second: int, text: bytes) -> bytes:
+    return b"2023-11-14T22:13:%02d.000000000+00:00 stdout F %s\n" % (second, text)
+
+
+def test_rotated_files_read_first(world, tmp_path):
+    """A rotated log (dockerd's json-file layout: PATH.2.gz, PATH.1, PATH)
+    is read oldest first, whole and by tail; the tail reaches into the
+    rotated files only as far as it needs."""
+    import gzip
+
+    from twistedock.backend.runtime import rotated_logs
+
+    path = world.backend.get("web").log_path
+    with gzip.open(path + ".2.gz", "wb") as f:
+        f.write(_entry_line(1, b"oldest"))
+    with open(path + ".1", "wb") as f:
+        f.write(_entry_line(2, b"older") + _entry_line(3, b"old"))
+    with open(path, "wb") as f:
+        f.write(_entry_line(4, b"new"))
+    open(path + ".x", "wb").close()  # not a rotated file
+    assert rotated_logs(path) == [path + ".2.gz", path + ".1"]
+    assert logs(world) == [(STDOUT, b"oldest\n"), (STDOUT, b"older\n"), (STDOUT, b"old\n"), (STDOUT, b"new\n")]
+    assert logs(world, tail="2") == [(STDOUT, b"old\n"), (STDOUT, b"new\n")]
+    assert logs(world, tail="1") == [(STDOUT, b"new\n")]
+    assert len(logs(world, tail="10")) == 4
+
+
+def test_rotate_and_compress_as_dockerd(tmp_path):
+    """rotate_log moves PATH to PATH.1, shifting the older ones and dropping
+    the one past max-file; compress_log gzips PATH.1 into PATH.1.gz; with
+    one file the log is just removed (conmon starts an empty one)."""
+    import gzip
+
+    from twistedock.backend.runtime import compress_log, rotate_log, rotated_logs
+
+    path = str(tmp_path / "c-json.log")
+
+    def write(text):
+        with open(path, "wb") as f:
+            f.write(text)
+
+    write(b"a")
+    assert rotate_log(path, 3) == path + ".1"
+    compress_log(path + ".1")
+    write(b"b")
+    assert rotate_log(path, 3) == path + ".1"
+    write(b"c")
+    assert rotated_logs(path) == [path + ".2.gz", path + ".1"]
+    # While .1 is being compressed both are there for a moment: read once.
+    open(path + ".1.gz", "wb").close()
+    assert rotated_logs(path) == [path + ".2.gz", path + ".1"]
+    os.unlink(path + ".1.gz")
+    with gzip.open(path + ".2.gz") as f:
+        assert f.read() == b"a"
+    assert rotate_log(path, 3) == path + ".1"
+    assert rotated_logs(path) == [path + ".2", path + ".1"]  # "a" dropped
+    assert [open(p, "rb").read() for p in rotated_logs(path)] == [b"b", b"c"]
+    write(b"d")
+    assert rotate_log(path, 1) is None
+    assert not (tmp_path / "c-json.log").exists()

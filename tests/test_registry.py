@@ -123,6 +123,24 @@ def test_manifest_types():
 # -- progress lines --------------------------------------------------------------
 
 
+def test_progress_pace_reports_a_slow_transfer():
+    """A line every step of bytes, at the end, and after the interval when
+    bytes trickle in below the step (cri-dockerd gives up on a pull that
+    says nothing for a minute); nothing new, no line."""
+    now = [0.0]
+    pace = progress.Pace(lambda: now[0], 10_000, 1000, 5.0)
+    assert pace.due(0)
+    assert not pace.due(10)
+    assert pace.due(1000)
+    now[0] = 4.0
+    assert not pace.due(1100)
+    now[0] = 5.5
+    assert pace.due(1200)
+    now[0] = 20.0
+    assert not pace.due(1200)
+    assert pace.due(10_000)
+
+
 def test_progress_bars_are_dockerds():
     # As the reference dockerd wrote them for the same blobs.
     assert progress.bar(103, 103) == "[==================================================>]     103B/103B"

@@ -856,3 +856,50 @@ async def test_follow_a_running_container_and_log_kept_across_runs(env):
     assert await within(exited) == 0
     entries = await LogReader(reactor(), env.log_path("follow")).read()
     assert b"".join(e.data for e in entries) == b"1\n2\n3\nend1\n2\n3\nend"
+
+
+@pytest_twisted.ensureDeferred
+async def test_follow_goes_on_in_the_file_read_first_across_a_rotation(tmp_path):
+    """A log read to its end by LogChunks, then rotated (moved to .1, conmon
+    writing its last lines there before it reopens a new file) before the
+    follower watches: the follower, handed the open file, reads the rest of
+    the old one, then the new one; nothing is lost or read twice."""
+    from twistedock.backend.runtime import LogChunks, LogFollower
+
+    path = str(tmp_path / "c-json.log")
+
+    def line(n):
+        return b"2026-12-06T10:00:%02d.000000000+00:00 stdout F line-%d\n" % (n, n)
+
+    with open(path, "wb") as f:
+        f.write(line(0) + line(1))
+    chunks = LogChunks(path)
+    entries, at_end = chunks.read()
+    assert [e.data for e in entries] == [b"line-0\n", b"line-1\n"] and at_end
+    os.rename(path, path + ".1")
+    with open(path + ".1", "ab") as f:
+        f.write(line(2))
+    with open(path, "wb") as f:
+        f.write(line(3))
+    got = []
+    follower = LogFollower(reactor(), path, got.append, chunks.offset, file=chunks.detach())
+    follower.start()
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        await sleep(0.05)
+    with open(path, "ab") as f:
+        f.write(line(4))
+    while len(got) < 3 and time.monotonic() < deadline:
+        await sleep(0.05)
+    await within(follower.stop())
+    assert [e.data for e in got] == [b"line-2\n", b"line-3\n", b"line-4\n"]
+    # Read from the start, the rotated file first, once.
+    again = LogChunks(path)
+    data = []
+    while True:
+        entries, at_end = again.read()
+        data += [e.data for e in entries]
+        if at_end:
+            break
+    again.close()
+    assert data == [b"line-%d\n" % n for n in range(5)]

@@ -217,6 +217,16 @@ def test_bind_source_must_exist(tmp_path):
     assert spec.missing_bind_sources({"Binds": [missing + ":/x", "/tmp:/y", "vol:/z"]}) == [missing]
 
 
+def test_bind_create_mountpoint(tmp_path):
+    """BindOptions.CreateMountpoint (API 1.42): a missing Mounts bind source
+    is accepted at create and made at start, as the kubelet's hostPath
+    DirectoryOrCreate relies on."""
+    missing = str(tmp_path / "made" / "here")
+    mounts = [{"Type": "bind", "Source": missing, "Target": "/x", "BindOptions": {"CreateMountpoint": True}}]
+    assert validate(host_config={"Mounts": mounts}) == []
+    assert spec.missing_bind_sources({"Mounts": mounts + [{"Type": "bind", "Source": "/tmp", "Target": "/y"}]}) == [missing]
+
+
 @pytest.mark.parametrize(
     "host_config",
     [
@@ -323,3 +333,57 @@ def test_storage_options_are_refused_not_ignored():
         "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
     )
     validate(host_config={"StorageOpt": {}})
+
+
+def test_log_rotation_as_json_file_checks_it():
+    """max-size, max-file and compress as jsonfilelog.New reads them (the
+    reference dockerd's words when it refuses them at start)."""
+    from twistedock.backend.spec import LogDriverError, Rotation, log_rotation
+
+    assert log_rotation("json-file", {}) is None
+    assert log_rotation("json-file", {"max-file": "3"}) is None
+    assert log_rotation("json-file", {"max-size": "1k"}) == Rotation(1000, 1, False)
+    assert log_rotation("json-file", {"max-size": "10m", "max-file": "3", "compress": "true"}) == Rotation(
+        10_000_000, 3, True
+    )
+    assert log_rotation("json-file", {"max-size": "1.5KB"}) == Rotation(1500, 1, False)
+    assert log_rotation("local", {}) == Rotation(20 * 1024 * 1024, 5, True)
+    assert log_rotation("none", {"max-size": "x"}) is None
+    for options, message in [
+        ({"max-size": "abc"}, "invalid size: 'abc'"),
+        ({"max-size": "-1"}, "invalid size: '-1'"),
+        ({"max-size": "0"}, "max-size must be a positive number"),
+        ({"max-file": "0"}, "max-file cannot be less than 1"),
+        ({"max-file": "x"}, 'strconv.Atoi: parsing "x": invalid syntax'),
+        ({"compress": "true", "max-size": "1k"},
+         "compress cannot be true when max-file is less than 2 or max-size is not set"),
+        ({"compress": "yes"}, 'strconv.ParseBool: parsing "yes": invalid syntax'),
+    ]:
+        with pytest.raises(LogDriverError) as e:
+            log_rotation("json-file", options)
+        assert str(e.value) == message
+
+
+def test_daemon_log_config_merged_as_dockerd():
+    """mergeAndVerifyLogConfig: no driver named, the daemon's; the daemon's
+    driver named, its options filled in; another driver, left alone."""
+    default = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+    assert spec.merge_log_config(None, default) == default
+    assert spec.merge_log_config({"Type": "json-file", "Config": {"max-size": "1k"}}, default) == {
+        "Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}
+    }
+    assert spec.merge_log_config({"Type": "none"}, default) == {"Type": "none", "Config": {}}
+
+
+def test_memory_swappiness_zero_on_cgroup_v2_warned_and_dropped():
+    """cgroup v2 has no memory.swappiness: dockerd accepts 0 (Nomad and
+    cri-dockerd send it), warns and drops it, as for any value."""
+    v2 = attr.evolve(HOST, cgroup_version="2", memory_swappiness=False)
+    host_config = {"MemorySwappiness": 0}
+    assert validate(host_config=host_config, sysinfo=v2) == [
+        "Your kernel does not support memory swappiness capabilities or the cgroup is not "
+        "mounted. Memory swappiness discarded."
+    ]
+    stored = spec.adapt_host_config(host_config, "1.46", sysinfo=v2)
+    assert stored["MemorySwappiness"] is None
+    assert "swappiness" not in spec.linux_resources(stored, v2, {}).get("memory", {})

@@ -55,6 +55,10 @@ class DaemonConfig:
     bip: str = ""
     ip_forward: bool = True
     mtu: int = 1500
+    #: The log driver and options of containers that name none (a
+    #: container naming the same driver gets the options it lacks).
+    log_driver: str = "json-file"
+    log_opts: Dict[str, str] = attr.Factory(dict)
     #: dockerd's --cgroup-parent: where containers without a CgroupParent
     #: go ("": /docker, or system.slice with the systemd driver).
     cgroup_parent: str = ""
@@ -117,6 +121,8 @@ FILE_KEYS = {
     "bip": "bip",
     "ip-forward": "ip_forward",
     "mtu": "mtu",
+    "log-driver": "log_driver",
+    "log-opts": "log_opts",
     "cgroup-parent": "cgroup_parent",
     "exec-opts": "exec_opts",
 }
@@ -134,6 +140,7 @@ _TYPES = {
     "live-restore": bool,
     "ip-forward": bool,
     "mtu": int,
+    "log-opts": dict,
 }
 
 
@@ -142,6 +149,9 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + " ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        # Go's fmt of a map: keys sorted.
+        return "map[" + " ".join("%s:%s" % (k, value[k]) for k in sorted(value)) + "]"
     return str(value)
 
 
@@ -190,10 +200,15 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
     values = dict(flags)
     for key, value in file_values.items():
         expected = _TYPES.get(key, str)
-        if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
+        if (
+            not isinstance(value, expected)
+            or (expected is list and not all(isinstance(v, str) for v in value))
+            or (expected is dict and not all(isinstance(v, str) for v in value.values()))
+        ):
             raise ConfigError(
                 "unable to configure the daemon with file %s: %s must be a %s"
-                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number"}[expected])
+                % (path, key, {list: "list of strings", bool: "boolean", str: "string", int: "number",
+                               dict: "map of strings"}[expected])
             )
         values[FILE_KEYS[key]] = value
     values["config_file"] = path

@@ -24,7 +24,10 @@ from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.build import Builder
 from .backend.containers import ContainerBackend, ContainerStore
+from .backend.containers.defaults import LOG_DRIVERS
 from .backend.containers.health import ExecProbeRunner, HealthMonitor
+from .backend.containers.logrotation import LogRotator
+from .backend import spec
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
@@ -86,6 +89,22 @@ def build_routers(
     if debug is not None:
         routers.append(DebugRouter(debug))
     return routers
+
+
+def _default_log_config(config: DaemonConfig) -> dict:
+    """The daemon's --log-driver and --log-opt as a LogConfig, checked as
+    dockerd checks them before it starts."""
+    if config.log_driver not in LOG_DRIVERS:
+        raise ConfigError(
+            'failed to set log opts: error looking up logging plugin %s: plugin "%s" not found'
+            % (config.log_driver, config.log_driver)
+        )
+    try:
+        spec.validate_log_options(config.log_driver, config.log_opts)
+        spec.log_rotation(config.log_driver, config.log_opts)
+    except (DockerError, spec.LogDriverError) as e:
+        raise ConfigError("failed to set log opts: %s" % (getattr(e, "message", None) or e,))
+    return {"Type": config.log_driver, "Config": dict(config.log_opts)}
 
 
 def enable_ip_forward(path: str = "/proc/sys/net/ipv4/ip_forward") -> None:
@@ -171,6 +190,7 @@ class Daemon(MultiService):
             criu=self.criu.path,
             min_api_version=config.min_api_version,
             cgroup_driver=config.cgroup_driver,
+            logging_driver=config.log_driver,
         )
         # The containers in memory, made first as moby's container store:
         # the image store asks it which containers use an image, the
@@ -270,6 +290,14 @@ class Daemon(MultiService):
             networks=self.networks,
             cgroup_parent=config.cgroup_parent,
             cgroup_driver=config.cgroup_driver,
+            default_log_config=_default_log_config(config),
+        )
+        # Log files rotated as the json-file driver does, told of each run.
+        self.log_rotator = LogRotator(
+            reactor,
+            self.containers,
+            reopen=lambda c: ensureDeferred(self.runtime.reopen_logs(self.containers.bundle(c))),
+            run_in_thread=self.containers.run_in_thread,
         )
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)

@@ -74,3 +74,29 @@ def encode(doc: dict) -> bytes:
 def short(digest: str) -> str:
     """The 12 hex digits a layer shows as its id."""
     return digest.split(":", 1)[-1][:12]
+
+
+class Pace:
+    """When a transfer's next progress line is due: every C{step} bytes,
+    at the end, and once C{interval} seconds passed with bytes moved, so
+    that a slow transfer still reports (cri-dockerd cancels a pull that
+    says nothing for a minute).  C{clock} is a function giving seconds."""
+
+    def __init__(self, clock, total: int, step: int, interval: float) -> None:
+        self.clock = clock
+        self.total = total
+        self.step = step
+        self.interval = interval
+        self.shown = -step
+        self.at = clock()
+
+    def due(self, current: int) -> bool:
+        """Whether a line for C{current} bytes is due (then it counts as shown)."""
+        if current == self.shown:
+            return False
+        now = self.clock()
+        if current - self.shown >= self.step or current == self.total or now - self.at >= self.interval:
+            self.shown = current
+            self.at = now
+            return True
+        return False

@@ -44,6 +44,7 @@ class Options(usage.Options):
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
         ["cgroup-parent", None, None, "The parent cgroup of containers without a CgroupParent [default: /docker, system.slice with the systemd driver]"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
+        ["log-driver", None, None, "The log driver of containers that name none [default: json-file]"],
     ]
 
     def __init__(self) -> None:
@@ -51,6 +52,7 @@ class Options(usage.Options):
         self["host"] = []
         self["insecure-registry"] = []
         self["registry-mirror"] = []
+        self["log-opt"] = {}
         self["exec-opt"] = []
         self.explicit = set()
         self.false_flags = set()
@@ -72,6 +74,13 @@ class Options(usage.Options):
         self["registry-mirror"].append(value)
         self.explicit.add("registry_mirrors")
 
+    def opt_log_opt(self, value: str) -> None:
+        """A default log option, KEY=VALUE (max-size, max-file, compress; repeatable)"""
+        key, sep, option = value.partition("=")
+        if not sep:
+            raise usage.UsageError("invalid argument %r for --log-opt: bad attribute format: %s" % (value, value))
+        self["log-opt"][key] = option
+        self.explicit.add("log_opts")
     def opt_exec_opt(self, value: str) -> None:
         """A runtime execution option: native.cgroupdriver=cgroupfs|systemd (repeatable)"""
         self["exec-opt"].append(value)
@@ -105,7 +114,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H", "insecure-registry", "registry-mirror", "exec-opt"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt", "exec-opt"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -120,6 +129,7 @@ class Options(usage.Options):
             "ip_forward": "ip-forward" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
+            "log_opts": dict(self["log-opt"]),
             "exec_opts": list(self["exec-opt"]),
         }
         defaults = DaemonConfig()
@@ -135,6 +145,7 @@ class Options(usage.Options):
             ("bridge", "bridge"),
             ("bip", "bip"),
             ("mtu", "mtu"),
+            ("log-driver", "log_driver"),
         ):
             value = self[option]
             flags[attribute] = value if value is not None else getattr(defaults, attribute)

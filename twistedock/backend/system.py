@@ -48,6 +48,8 @@ class SystemSettings:
     min_api_version: str = versions.MIN_API_VERSION
     max_api_version: str = versions.MAX_API_VERSION
     cgroup_driver: str = "cgroupfs"
+    #: The containers' default log driver (--log-driver).
+    logging_driver: str = "json-file"
 
 
 class Once:
@@ -165,7 +167,7 @@ class SystemBackend:
                 "OomKillDisable": cgroups.oom_kill_disable,
                 "NGoroutines": threading.active_count(),
                 "SystemTime": golang.rfc3339_nano_fixed(golang.seconds_to_ns(self.reactor.seconds())),
-                "LoggingDriver": "json-file",
+                "LoggingDriver": self.settings.logging_driver,
                 "CgroupDriver": self.settings.cgroup_driver,
                 "CgroupVersion": cgroups.cgroup_version,
                 "NEventsListener": self.events.listeners,

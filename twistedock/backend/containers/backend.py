@@ -22,6 +22,7 @@ from ..runtime.interfaces import IExitWatcher, IOverlayMounts, IRuntime
 from ..system import IInventory
 from .attach import Attachment, AttachMixin
 from .create import CreateMixin
+from .defaults import DEFAULT_LOG_DRIVER
 from .delete import DeleteMixin
 from .inspect import InspectMixin
 from .list import ListMixin
@@ -104,6 +105,7 @@ class ContainerBackend(
         checkpoints=None,
         volumes=None,
         networks=None,
+        default_log_config: Optional[dict] = None,
         cgroup_parent: str = "",
         cgroup_driver: str = "cgroupfs",
     ) -> None:
@@ -116,7 +118,9 @@ class ContainerBackend(
         (--experimental only: None otherwise); C{volumes} the L{VolumeStore}
         (None: a container with volumes cannot start); C{cgroup_parent}
         dockerd's --cgroup-parent ("": its default for C{cgroup_driver},
-        cgroupfs or systemd)."""
+        cgroupfs or systemd); C{default_log_config} the daemon's
+        C{--log-driver} and C{--log-opt} as a LogConfig (json-file without
+        options when None)."""
         self.reactor = reactor
         self.images = images
         self.events = events
@@ -130,6 +134,7 @@ class ContainerBackend(
         self.execs = execs
         self.volumes = volumes
         self.networks = networks
+        self.default_log_config = default_log_config or {"Type": DEFAULT_LOG_DRIVER, "Config": {}}
         self.cgroup_driver = cgroup_driver
         self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
         self.containers_dir = os.path.join(data_root, "containers")

@@ -13,7 +13,6 @@ from ..names import random_name
 from ..runtime import rootfs
 from .defaults import (
     CONFIG_DEFAULTS,
-    DEFAULT_LOG_DRIVER,
     HOST_CONFIG_DEFAULTS,
     LOG_DRIVERS,
 )
@@ -117,15 +116,14 @@ class CreateMixin:
         hc = spec.adapt_host_config(dict(HOST_CONFIG_DEFAULTS, **(requested or {})), api_version)
         if not hc.get("RestartPolicy") or not hc["RestartPolicy"].get("Name"):
             hc["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
-        log_config = hc.get("LogConfig") or {}
-        if not log_config.get("Type"):
-            hc["LogConfig"] = {"Type": DEFAULT_LOG_DRIVER, "Config": log_config.get("Config") or {}}
-        elif log_config["Type"] not in LOG_DRIVERS:
+        log_config = (requested or {}).get("LogConfig") or {}
+        if log_config.get("Type") and log_config["Type"] not in LOG_DRIVERS:
             # dockerd looks an unknown driver up as a plugin.
             raise InvalidParameter(
                 'error looking up logging plugin %s: plugin "%s" not found'
                 % (log_config["Type"], log_config["Type"])
             )
+        hc["LogConfig"] = spec.merge_log_config(log_config, self.default_log_config)
         spec.validate_log_options(hc["LogConfig"]["Type"], hc["LogConfig"].get("Config"))
         if not hc.get("Runtime"):
             hc["Runtime"] = "runc"

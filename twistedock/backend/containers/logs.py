@@ -51,6 +51,8 @@ class LogsMixin:
 
         follow = options.follow and (until is None or until > self.now())
         ended = self._next_exit(c) if follow and c.state.running else None
+        chunks = None
+        handed_over = None
         try:
             if tail_n is not None:
                 reader = self.log_reader_factory(c.log_path)
@@ -73,9 +75,13 @@ class LogsMixin:
                 if ended is None:
                     for entry in chunks.partial():
                         emit(entry)
+                else:
+                    # Followed on in the same file, even if rotated meanwhile.
+                    handed_over = chunks.detach()
             if ended is None:
                 return
-            follower = LogFollower(self.reactor, c.log_path, emit, offset, since=since, until=until)
+            follower = LogFollower(self.reactor, c.log_path, emit, offset, since=since, until=until,
+                                   file=handed_over)
             follower.start()
             pacing = (follower.pause, follower.resume)
             if flow is not None:
@@ -90,6 +96,8 @@ class LogsMixin:
                 follower.resume()
                 await follower.stop()
         finally:
+            if chunks is not None:
+                chunks.close()
             if ended is not None:
                 cancel_quietly(ended)
 

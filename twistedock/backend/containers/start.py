@@ -77,6 +77,7 @@ class StartMixin:
         paths = self.overlay(c)
         bundle = self.bundle(c)
         try:
+            _check_log_driver(c)
             self._check_network(c)
             self.check_joins(c)
             await self._prepare_bundle(c, paths, bundle)
@@ -259,9 +260,20 @@ def _runtime_start_error(error: DockerError) -> DockerError:
     return translated
 
 
+def _check_log_driver(c: Container) -> None:
+    """The log rotation the container's LogConfig asks for can be done: as
+    dockerd, a bad max-size, max-file or compress fails the start."""
+    log_config = c.host_config.get("LogConfig") or {}
+    try:
+        spec.log_rotation(log_config.get("Type") or "", log_config.get("Config"))
+    except spec.LogDriverError as e:
+        raise InternalError("failed to initialize logging driver: %s" % (e,))
+
+
 def _create_bind_sources(host_config: dict) -> None:
     """As dockerd's mount point setup: a Binds source missing on the host is
-    made, root's, mode 0755 (a HostConfig.Mounts bind is refused instead)."""
+    made, root's, mode 0755 (a HostConfig.Mounts bind only with
+    C{BindOptions.CreateMountpoint}, refused at create otherwise)."""
     for source in spec.missing_bind_sources(host_config):
         os.makedirs(source, mode=0o755, exist_ok=True)
 

@@ -25,6 +25,7 @@ refused credentials) is still an error status.
 import hashlib
 import os
 import tempfile
+import time
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
@@ -58,8 +59,10 @@ PARTIAL = ".partial"
 #: n-th retry after n * RETRY_STEP seconds counted down a second at a time.
 DOWNLOAD_ATTEMPTS = 5
 RETRY_STEP = 5
-#: Progress lines at most every this many bytes (and at the end).
+#: Progress lines at most every this many bytes (and at the end), or
+#: after this many seconds with bytes moved (progress.Pace).
 PROGRESS_STEP = 512 << 10
+PROGRESS_INTERVAL = 5.0
 
 
 def _hex(digest: str) -> str:
@@ -369,11 +372,10 @@ class Puller(Transfer):
             await self._thread(_set_aside, tmp, offset, os.path.join(self.downloads, _hex(digest) + PARTIAL))
             raise
         total = layer.descriptor.size or (offset + int(answer.header("Content-Length") or 0))
-        state = {"shown": -PROGRESS_STEP}
+        pace = progress.Pace(self.reactor.seconds, total, PROGRESS_STEP, PROGRESS_INTERVAL)
 
         def on_bytes(received: int) -> None:
-            if received - state["shown"] >= PROGRESS_STEP or received == total:
-                state["shown"] = received
+            if pace.due(received):
                 emit(progress.message("Downloading", id=layer.id, current=received, total=total))
 
         receiver = _BlobReceiver(self, tmp, on_bytes, hashed, offset)
@@ -427,16 +429,14 @@ class Puller(Transfer):
 
     async def _extract(self, layer: _Layer, parent: str, emit: Emit):
         size = layer.descriptor.size or 0
-        state = {"shown": -PROGRESS_STEP}
+        # (read in a thread: the wall clock, not the reactor's)
+        pace = progress.Pace(time.monotonic, size, PROGRESS_STEP, PROGRESS_INTERVAL)
 
         def report(read: int) -> None:
             emit(progress.message("Extracting", id=layer.id, current=read, total=size))
 
         def on_read(read: int) -> None:
-            if read == state["shown"]:
-                return
-            if read - state["shown"] >= PROGRESS_STEP or read == size:
-                state["shown"] = read
+            if pace.due(read):
                 self.reactor.callFromThread(report, read)
 
         source = _CountingFile(await self._thread(open, layer.path, "rb"), on_read)

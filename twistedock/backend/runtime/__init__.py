@@ -9,7 +9,17 @@ from .attach import ATTACH_WRITE_LIMIT, AttachConnection, AttachProtocol, attach
 from .conmon import CTL_REOPEN_LOGS, CTL_RESIZE, ConmonProcess, conmon_argv
 from .driver import CREATE_TIMEOUT, Runtime
 from .exits import ExitWatcher
-from .logfiles import LogChunks, LogEntry, LogFollower, LogReader, parse_line, parse_timestamp
+from .logfiles import (
+    LogChunks,
+    LogEntry,
+    LogFollower,
+    LogReader,
+    compress_log,
+    parse_line,
+    parse_timestamp,
+    rotate_log,
+    rotated_logs,
+)
 from .processes import Collect, exit_status
 from .runc import runc_error, runc_message
 
@@ -31,10 +41,13 @@ __all__ = [
     "LogReader",
     "Runtime",
     "attach",
+    "compress_log",
     "conmon_argv",
     "exit_status",
     "parse_line",
     "parse_timestamp",
+    "rotate_log",
+    "rotated_logs",
     "runc_error",
     "runc_message",
 ]

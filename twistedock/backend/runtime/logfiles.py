@@ -3,12 +3,16 @@ Container logs as conmon writes them, in the C{k8s-file} format: one line
 per piece of output, C{2026-11-30T10:34:29.369866874+00:00 stdout F text},
 C{F} for a full line, C{P} for a piece without its newline yet (continued
 by the next line of the same stream).  Read in threads, followed through
-inotify.
+inotify.  Rotated as dockerd's json-file driver rotates its files
+(L{rotate_log}): C{PATH.1} the newest of the older files, C{PATH.N.gz} when
+compressed; reading from the start reads them first, oldest first.
 """
 
 import calendar
+import gzip
 import os
 import re
+import shutil
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from twisted.internet import inotify
@@ -111,6 +115,95 @@ class _Assembler:
 _READ_BLOCK = 256 * 1024
 
 
+def rotated_logs(path: str) -> List[str]:
+    """The rotated files of the log at C{path}, oldest first: C{PATH.N} or
+    C{PATH.N.gz}, N from the highest down to 1."""
+    directory, name = os.path.split(path)
+    try:
+        names = os.listdir(directory or ".")
+    except FileNotFoundError:
+        return []
+    numbered = []
+    for other in names:
+        if not other.startswith(name + "."):
+            continue
+        suffix = other[len(name) + 1 :]
+        number = suffix[:-3] if suffix.endswith(".gz") else suffix
+        if number.isdigit():
+            numbered.append((int(number), other.endswith(".gz"), other))
+    # (Both PATH.N and PATH.N.gz for a moment while it is compressed: one.)
+    chosen = {}
+    for number, compressed, other in sorted(numbered, reverse=True):
+        chosen[number] = other
+    return [os.path.join(directory, chosen[number]) for number in sorted(chosen, reverse=True)]
+
+
+def _read_whole(path: str) -> bytes:
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, OSError, EOFError):
+        # (rotated away meanwhile, or a compression not finished)
+        return b""
+
+
+def _parse_all(data: bytes) -> List[LogEntry]:
+    assembler = _Assembler()
+    entries = []
+    for line in data.split(b"\n")[:-1]:
+        entry = assembler.feed(line, 0)
+        if entry is not None:
+            entries.append(entry)
+    return entries + assembler.flush(0)
+
+
+def rotate_log(path: str, max_files: int) -> Optional[str]:
+    """Move the log aside as dockerd's rotate does (run it in a thread):
+    with one file the log is removed (conmon, told to reopen, starts an
+    empty one); else C{PATH.1} becomes C{PATH.2} and so on (the oldest
+    dropped) and the log becomes C{PATH.1}, whose path is returned."""
+    if max_files < 2:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return None
+    for suffix in ("", ".gz"):
+        try:
+            os.unlink("%s.%d%s" % (path, max_files - 1, suffix))
+        except FileNotFoundError:
+            pass
+    for i in range(max_files - 1, 1, -1):
+        for suffix in ("", ".gz"):
+            try:
+                os.rename("%s.%d%s" % (path, i - 1, suffix), "%s.%d%s" % (path, i, suffix))
+            except FileNotFoundError:
+                pass
+    try:
+        os.rename(path, path + ".1")
+    except FileNotFoundError:
+        return None
+    return path + ".1"
+
+
+def compress_log(path: str) -> None:
+    """C{PATH} gzipped into C{PATH.gz} (run it in a thread, once conmon
+    writes elsewhere): written beside, renamed in, the original removed.
+    A container removed meanwhile (its directory gone) ends it quietly."""
+    tmp = path + ".gz.tmp"
+    try:
+        with open(path, "rb") as source, gzip.open(tmp, "wb") as target:
+            os.chmod(tmp, os.fstat(source.fileno()).st_mode & 0o777)
+            shutil.copyfileobj(source, target, _READ_BLOCK)
+        os.rename(tmp, path + ".gz")
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+
+
 def _line_is_partial(line: bytes) -> bool:
     parts = line.split(b" ", 3)
     return len(parts) >= 3 and b"P" in parts[2].split(b":")
@@ -161,6 +254,26 @@ def _whole_lines_end(f, size: int) -> int:
 
 
 def _read_log(path: str, since: Optional[int], until: Optional[int], tail: Optional[int]) -> Tuple[List[LogEntry], int]:
+    entries, end = _read_current(path, since, until, tail)
+    if tail is not None and len(entries) >= tail:
+        return entries, end
+    # The rotated files, newest first, until the tail is full.
+    older: List[LogEntry] = []
+    for rotated in reversed(rotated_logs(path)):
+        found = _parse_all(_read_whole(rotated))
+        if since is not None:
+            found = [e for e in found if e.timestamp >= since]
+        if until is not None:
+            found = [e for e in found if e.timestamp <= until]
+        older = found + older
+        if tail is not None and len(older) + len(entries) >= tail:
+            break
+    if tail is not None:
+        older = older[max(0, len(older) + len(entries) - tail) :]
+    return older + entries, end
+
+
+def _read_current(path: str, since: Optional[int], until: Optional[int], tail: Optional[int]) -> Tuple[List[LogEntry], int]:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -202,26 +315,47 @@ def _read_log(path: str, since: Optional[int], until: Optional[int], tail: Optio
 class LogChunks:
     """A log read piece by piece from an offset, for streaming it at the
     client's pace: each L{read} (run it in a thread) returns the entries of
-    the next block and whether the end of the complete lines was reached."""
+    the next block and whether the end of the complete lines was reached.
+
+    The current file is opened first and kept open, so that a rotation
+    meanwhile changes nothing: read from its start, the rotated files that
+    were there when it was opened come first; L{detach} hands the open
+    file over to a L{LogFollower}, which goes on where this stopped."""
 
     def __init__(self, path: str, offset: int = 0) -> None:
         self.path = path
         self.offset = offset
         self._assembler = _Assembler()
         self._remainder = b""
+        self._file = None
+        #: The rotated files not read yet (None: not listed yet); read
+        #: first when the log is read from its start.
+        self._older: Optional[List[str]] = None if offset == 0 else []
+
+    def _current(self):
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError:
+                return None
+        return self._file
 
     def read(self, limit: int = _READ_BLOCK) -> Tuple[List[LogEntry], bool]:
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
+        if self._older is None:
+            f = self._current()
+            held = os.fstat(f.fileno()) if f is not None else None
+            self._older = [p for p in rotated_logs(self.path) if held is None or not _same_file(p, held)]
+        if self._older:
+            return _parse_all(_read_whole(self._older.pop(0))), False
+        f = self._current()
+        if f is None:
             return [], True
-        with f:
-            end = _whole_lines_end(f, os.fstat(f.fileno()).st_size)
-            start = self.offset + len(self._remainder)
-            if start >= end:
-                return [], True
-            f.seek(start)
-            chunk = f.read(min(limit, end - start))
+        end = _whole_lines_end(f, os.fstat(f.fileno()).st_size)
+        start = self.offset + len(self._remainder)
+        if start >= end:
+            return [], True
+        f.seek(start)
+        chunk = f.read(min(limit, end - start))
         data = self._remainder + chunk
         lines = data.split(b"\n")
         self._remainder = lines.pop()
@@ -236,6 +370,25 @@ class LogChunks:
     def partial(self) -> List[LogEntry]:
         """Partial lines held back at the end (the container has stopped)."""
         return self._assembler.flush(self.offset)
+
+    def detach(self):
+        """The open current file (None if there was none), no longer this
+        reader's to close."""
+        f, self._file = self._file, None
+        return f
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _same_file(path: str, held: os.stat_result) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 class LogReader:
@@ -299,7 +452,11 @@ class LogFollower:
         *,
         since: Optional[int] = None,
         until: Optional[int] = None,
+        file=None,
     ) -> None:
+        """C{file}: the log already open (L{LogChunks.detach}), read from
+        C{offset}; if the log was rotated since it was opened, its rest is
+        read before the new file."""
         self.reactor = reactor
         self.path = os.path.abspath(path)
         self.callback = callback
@@ -317,6 +474,13 @@ class LogFollower:
         self._notifier: Optional[inotify.INotify] = None
         self._scheduled = None
         self._finished = False
+        #: Whether the next read first checks for a rotation inotify could
+        #: not tell (one before the watch began).
+        self._check_rotation = False
+        if file is not None:
+            st = os.fstat(file.fileno())
+            self._file, self._inode = file, (st.st_dev, st.st_ino)
+            self._check_rotation = True
 
     def start(self) -> None:
         notifier = inotify.INotify(reactor=self.reactor)
@@ -356,7 +520,8 @@ class LogFollower:
         self._scheduled = None
         if self._finished:
             return
-        if self._read_available(limit=_READ_BLOCK * 4):
+        reopen, self._check_rotation = self._check_rotation, False
+        if self._read_available(limit=_READ_BLOCK * 4, reopen=reopen):
             # More is there: let the reactor breathe, then go on.
             self._schedule()
 

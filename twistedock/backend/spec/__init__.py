@@ -41,7 +41,7 @@ from .defaults import (
 )
 from .devices import host_devices
 from .inputs import SpecInputs, gather_inputs, read_linux_resources
-from .logconfig import validate_log_options
+from .logconfig import LogDriverError, Rotation, log_rotation, merge_log_config, validate_log_options
 from .network import parse_link
 from .mounts import (
     merge_tmpfs_options,
@@ -71,6 +71,8 @@ __all__ = [
     "DEFAULT_SHM_SIZE",
     "IN_CONTAINER_INIT_PATH",
     "LINUX_MIN_MEMORY",
+    "LogDriverError",
+    "Rotation",
     "SecurityOptions",
     "SpecInputs",
     "SysInfo",
@@ -85,6 +87,8 @@ __all__ = [
     "known_capabilities",
     "linux_resources",
     "load_seccomp_profile",
+    "log_rotation",
+    "merge_log_config",
     "merge_config",
     "merge_tmpfs_options",
     "missing_bind_sources",

@@ -244,7 +244,9 @@ def mount_points(host_config: dict, stat_error: StatError = stat_error) -> Dict[
 
 
 def missing_bind_sources(host_config: dict) -> List[str]:
-    """Binds sources absent on the host: dockerd creates them (mkdir -p) at start."""
+    """Bind sources absent on the host that dockerd creates (mkdir -p) at
+    start: those of Binds, and those of Mounts asking for it with
+    C{BindOptions.CreateMountpoint}."""
     missing = []
     for raw in host_config.get("Binds") or ():
         try:
@@ -253,6 +255,14 @@ def missing_bind_sources(host_config: dict) -> List[str]:
             continue
         if point["Type"] == "bind" and not os.path.lexists(point["Source"]):
             missing.append(point["Source"])
+    for mount in host_config.get("Mounts") or ():
+        if not isinstance(mount, dict) or as_str(mount.get("Type")) != "bind":
+            continue
+        if not (mount.get("BindOptions") or {}).get("CreateMountpoint"):
+            continue
+        source = golang.clean(as_str(mount.get("Source")))
+        if source.startswith("/") and not os.path.lexists(source):
+            missing.append(source)
     return missing
 
 
