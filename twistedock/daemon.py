@@ -24,7 +24,8 @@ from .backend.copies import CopyBackend
 from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.build import Builder
 from .backend.containers import ContainerBackend, ContainerStore
-from .backend.containers.health import ExecProbeRunner, HealthMonitor
+from .backend.containers.health import HealthMonitor
+from .backend.containers.probes import ProbeRunnerProcess
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
@@ -266,8 +267,15 @@ class Daemon(MultiService):
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
         # Healthchecks: told of each run by the container backend, probing
-        # through the exec backend.
-        self.health = HealthMonitor(reactor, self.containers, ExecProbeRunner(self.execs, exec_store))
+        # in a runner process of their own (each probe an exec by runc).
+        self.probe_runner = ProbeRunnerProcess(
+            reactor,
+            self.execs,
+            runc=self.runtime.runc,
+            state_root=runtime_root,
+            directory=os.path.join(config.exec_root, "health"),
+        )
+        self.health = HealthMonitor(reactor, self.containers, self.probe_runner)
 
     def startService(self) -> None:
         # The listeners start once the stores are loaded: no request sees a
@@ -323,6 +331,7 @@ class Daemon(MultiService):
         self._loading.cancel()
         await MultiService.stopService(self)
         await self.containers.shutdown()
+        await self.health.stop()
         await self.registry.close()
         self.events.close()
 
