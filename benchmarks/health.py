@@ -44,6 +44,7 @@ from lifecycle import (  # noqa: E402
     closing,
     cmdline,
     comm,
+    cpu_ns,
     cpu_split,
     descendants,
     import_busybox,
@@ -108,14 +109,14 @@ def process_groups(name: str, pid: int, ids: List[str]) -> Dict[str, List[int]]:
 
 
 def cpu_of(groups: Dict[str, List[int]]) -> Dict[str, List[float]]:
-    """{group: [own CPU seconds, reaped children's CPU seconds]}."""
+    """{group: [own CPU seconds (schedstat, exact), reaped children's CPU
+    seconds (clock ticks)]}."""
     out = {}
     for group, pids in groups.items():
         own = children = 0.0
         for pid in pids:
-            a, b = cpu_split(pid)
-            own += a
-            children += b
+            own += cpu_ns(pid) / 1e9
+            children += cpu_split(pid)[1]
         out[group] = [own, children]
     return out
 

@@ -330,14 +330,19 @@ class Loop:
 
 
 class RuncProbe:
-    """One probe: C{runc exec} of the plan's process in its container, its
-    stdout and stderr read from one pipe (the first L{MAX_OUTPUT} bytes
-    kept), its end seen through a pidfd."""
+    """One probe: C{runc exec -d} of the plan's process in its container,
+    as containerd's shim and conmon run an exec: runc ends once the
+    process runs, and the process, orphaned, becomes the runner's child
+    (the runner is a child subreaper), whose end is seen through a pidfd.
+    Its stdout and stderr come through one pipe (the first
+    L{MAX_OUTPUT} bytes kept)."""
 
     def __init__(self, loop: Loop, runc: List[str], directory: str, plan: dict, on_end) -> None:
         self.loop = loop
         self.on_end = on_end
         self.output = LimitedOutput()
+        self.process_pid: Optional[int] = None
+        self.killed = False
         key = plan["key"]
         self.pid_file = os.path.join(directory, "%d.pid" % key)
         process_file = os.path.join(directory, "%d.json" % key)
@@ -347,7 +352,7 @@ class RuncProbe:
             pass
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            argv = runc + ["exec", "--process", process_file, "--pid-file", self.pid_file, plan["container"]]
+            argv = runc + ["exec", "-d", "--process", process_file, "--pid-file", self.pid_file, plan["container"]]
             actions = [
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, write_end, 1),
@@ -362,11 +367,8 @@ class RuncProbe:
         self.pipe = read_end
         os.set_blocking(read_end, False)
         self.pidfd = os.pidfd_open(self.pid)
-        loop.add_reader(read_end, self._readable)
-        loop.add_reader(self.pidfd, self._exited)
-
-    def _readable(self) -> None:
-        self._drain()
+        loop.add_reader(read_end, self._drain)
+        loop.add_reader(self.pidfd, self._runc_exited)
 
     def _drain(self) -> None:
         while self.pipe is not None:
@@ -387,37 +389,96 @@ class RuncProbe:
             os.close(self.pipe)
             self.pipe = None
 
-    def _probe_pid(self) -> Optional[int]:
-        try:
-            with open(self.pid_file) as f:
-                return int(f.read().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
+    def _close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def kill(self) -> None:
-        """As dockerd: the probe's process is killed (runc, which waits for
-        it, then ends); runc itself when it has not started it yet."""
-        pid = self._probe_pid()
+        """As dockerd: the probe's process is killed; runc when it has not
+        started it yet (then the process, once known, too)."""
+        self.killed = True
         try:
-            os.kill(pid or self.pid, signal.SIGKILL)
+            os.kill(self.process_pid or self.pid, signal.SIGKILL)
         except OSError:
             pass
 
-    def _exited(self) -> None:
-        self.loop.remove_reader(self.pidfd)
-        os.close(self.pidfd)
+    def _runc_exited(self) -> None:
+        self._close_pidfd()
         _, status = os.waitpid(self.pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code < 0:
-            code = 128 - code
-        # What is written is in the pipe now; a process the probe left
-        # behind may hold it open: do not wait for its end.
+        code = _exit_code(status)
+        pid = None
+        if code == 0:
+            try:
+                with open(self.pid_file) as f:
+                    pid = int(f.read().strip() or 0) or None
+            except (OSError, ValueError):
+                pid = None
+        if pid is None:
+            # runc could not start it: what runc said is in the pipe.
+            self._drain()
+            self._close_pipe()
+            self._forget()
+            self.on_end(code or 255, self.output.text(), False)
+            return
+        self.process_pid = pid
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:
+            self._ended(None)
+            return
+        self.loop.add_reader(self.pidfd, self._process_exited)
+        if self.killed:
+            self.kill()
+
+    def _process_exited(self) -> None:
+        self._close_pidfd()
+        try:
+            _, status = os.waitpid(self.process_pid, 0)
+        except ChildProcessError:
+            status = None
+        self._ended(status)
+
+    def _ended(self, status) -> None:
+        # What it wrote is in the pipe now; a process it left behind may
+        # hold the pipe open: its end is not awaited.
         self._drain()
         self._close_pipe()
-        ran = os.path.exists(self.pid_file)
-        if ran:
+        self._forget()
+        self.on_end(255 if status is None else _exit_code(status), self.output.text(), True)
+
+    def _forget(self) -> None:
+        try:
             os.unlink(self.pid_file)
-        self.on_end(code, self.output.text(), ran)
+        except OSError:
+            pass
+
+    def wait(self) -> None:
+        """Block until the probe's processes ended (the runner's last act)."""
+        for pid in (self.pid, self.process_pid):
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def _exit_code(status: int) -> int:
+    """As runc and conmon report an end: 128 + the signal of a killed one."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (a probe once runc exec -d ended) become the
+    runner's children, so that it learns how they ended."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 _ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -508,6 +569,7 @@ class Runner:
 
     def run(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        become_subreaper()
         kill_leftovers(self.directory)
         self.loop.add_reader(self.stdin, self._readable)
         self.loop.run()
@@ -519,10 +581,8 @@ class Runner:
         self.prober.stop()
         deadline = time.monotonic() + wait
         for probe in probes:
-            try:
-                os.waitpid(probe.pid, 0) if time.monotonic() < deadline else None
-            except ChildProcessError:
-                pass
+            if time.monotonic() < deadline:
+                probe.wait()
         kill_leftovers(self.directory)
 
 
