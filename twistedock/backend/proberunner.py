@@ -7,7 +7,8 @@ run of a container what to probe; the runner keeps the timers, runs each
 probe as C{runc exec} into the container (as dockerd's probe is an exec),
 kills a probe at its timeout, and tells the daemon one short line per
 step, so that a probe costs the daemon the parsing of two lines and the
-update of C{State.Health} in memory.
+update of C{State.Health} in memory (lines are gathered for up to
+L{FLUSH_DELAY}, so that the daemon wakes up for several at once).
 
 It imports only the standard library and L{healthstate}: it starts in a
 few milliseconds, and its CPU time is its own, not the daemon's.
@@ -481,6 +482,9 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+#: How long a report may wait for others to go with it to the daemon.
+FLUSH_DELAY = 0.1
+
 _ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
@@ -512,9 +516,21 @@ class Runner:
         self.stdin = stdin
         self.stdout = stdout
         self._buffer = b""
+        self._pending: List[bytes] = []
+        self._flush_call = None
         self.prober = Prober(self.loop, self._spawn, LineReport(self._write))
 
     def _write(self, data: bytes) -> None:
+        """Lines are gathered for L{FLUSH_DELAY}: at 50 probes a second the
+        daemon wakes up a few times a second for them, not a hundred."""
+        self._pending.append(data)
+        if self._flush_call is None:
+            self._flush_call = self.loop.call_later(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        self._flush_call = None
+        data = b"".join(self._pending)
+        self._pending = []
         try:
             while data:
                 data = data[os.write(self.stdout, data):]
@@ -577,6 +593,7 @@ class Runner:
 
     def finish(self, wait: float = 5.0) -> None:
         """Every probe under way killed and awaited (a few seconds at most)."""
+        self.flush()
         probes = self.prober.processes()
         self.prober.stop()
         deadline = time.monotonic() + wait
