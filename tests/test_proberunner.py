@@ -23,7 +23,7 @@ from zope.interface.verify import verifyObject
 import twistedock
 from twistedock.backend.containers.health import IProbeReports, IProbeRunner
 from twistedock.backend.containers.probes import ProbeRunnerProcess
-from twistedock.backend.proberunner import LineReport, parse_report
+from twistedock.backend.proberunner import START_LIMIT, LineReport, StartGate, parse_report
 
 S = 1_000_000_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twistedock.__file__)))
@@ -189,6 +189,34 @@ def test_reports_as_lines_and_back():
     assert verifyObject(IProbeReports, recorder)
     with pytest.raises(ValueError):
         parse_report(b"Q 1", recorder)
+
+
+def test_runc_starts_wait_their_turn():
+    gate = StartGate(2)
+    started = []
+    starts = [lambda n=n: started.append(n) for n in range(4)]
+    for start in starts:
+        gate.enter(start)
+    assert started == [0, 1] and gate.busy == 2
+    assert gate.withdraw(starts[2]) and not gate.withdraw(starts[2])
+    gate.leave()
+    assert started == [0, 1, 3]
+    gate.leave()
+    gate.leave()
+    assert gate.busy == 0 and not gate.waiting
+
+
+def test_many_probes_at_once(runner):
+    # More than START_LIMIT at once: each runs, in turn.
+    count = START_LIMIT + 3
+    for key in range(1, count + 1):
+        runner.watch(key, ["echo", str(key)], interval=S // 50)
+    ended = {}
+    while len(ended) < count:
+        line = runner.line()
+        if line[0] == "ended":
+            ended[line[1]] = line[5]
+    assert ended == {key: "%d\n" % key for key in range(1, count + 1)}
 
 
 def test_a_probe_runs_each_interval_with_its_output(runner):

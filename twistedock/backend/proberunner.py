@@ -39,6 +39,7 @@ runner that starts finds the pid files of probes a previous runner left
 running and kills them.
 """
 
+import collections
 import heapq
 import itertools
 import json
@@ -47,7 +48,7 @@ import selectors
 import signal
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 from .healthstate import STARTING, apply_result, status_of, LimitedOutput
 
@@ -338,38 +339,50 @@ class RuncProbe:
     Its stdout and stderr come through one pipe (the first
     L{MAX_OUTPUT} bytes kept)."""
 
-    def __init__(self, loop: Loop, runc: List[str], directory: str, plan: dict, on_end) -> None:
+    def __init__(self, loop: Loop, gate: "StartGate", runc: List[str], directory: str, plan: dict, on_end) -> None:
         self.loop = loop
+        self.gate = gate
         self.on_end = on_end
         self.output = LimitedOutput()
+        self.pid: Optional[int] = None
         self.process_pid: Optional[int] = None
+        self.pipe: Optional[int] = None
+        self.pidfd: Optional[int] = None
         self.killed = False
         key = plan["key"]
         self.pid_file = os.path.join(directory, "%d.pid" % key)
         process_file = os.path.join(directory, "%d.json" % key)
+        self.argv = runc + ["exec", "-d", "--process", process_file, "--pid-file", self.pid_file, plan["container"]]
+        gate.enter(self._start)
+
+    def _start(self) -> None:
         try:
             os.unlink(self.pid_file)
         except FileNotFoundError:
             pass
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            argv = runc + ["exec", "-d", "--process", process_file, "--pid-file", self.pid_file, plan["container"]]
-            actions = [
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, write_end, 1),
-                (os.POSIX_SPAWN_DUP2, write_end, 2),
-            ]
-            self.pid = os.posix_spawn(argv[0], argv, _ENVIRONMENT, file_actions=actions)
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            try:
+                actions = [
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, write_end, 1),
+                    (os.POSIX_SPAWN_DUP2, write_end, 2),
+                ]
+                self.pid = os.posix_spawn(self.argv[0], self.argv, _ENVIRONMENT, file_actions=actions)
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+        except OSError as e:
+            self.gate.leave()
+            self.loop.call_later(0, self.on_end, 255, "%s: %s" % (self.argv[0], e.strerror or e), False)
+            return
         self.pipe = read_end
         os.set_blocking(read_end, False)
         self.pidfd = os.pidfd_open(self.pid)
-        loop.add_reader(read_end, self._drain)
-        loop.add_reader(self.pidfd, self._runc_exited)
+        self.loop.add_reader(read_end, self._drain)
+        self.loop.add_reader(self.pidfd, self._runc_exited)
 
     def _drain(self) -> None:
         while self.pipe is not None:
@@ -398,8 +411,15 @@ class RuncProbe:
 
     def kill(self) -> None:
         """As dockerd: the probe's process is killed; runc when it has not
-        started it yet (then the process, once known, too)."""
+        started it yet (then the process, once known, too); a probe still
+        waiting for its turn ends without running."""
+        if self.killed:
+            return
         self.killed = True
+        if self.pid is None:
+            if self.gate.withdraw(self._start):
+                self.loop.call_later(0, self.on_end, 137, "", False)
+            return
         try:
             os.kill(self.process_pid or self.pid, signal.SIGKILL)
         except OSError:
@@ -408,6 +428,7 @@ class RuncProbe:
     def _runc_exited(self) -> None:
         self._close_pidfd()
         _, status = os.waitpid(self.pid, 0)
+        self.gate.leave()
         code = _exit_code(status)
         pid = None
         if code == 0:
@@ -431,7 +452,10 @@ class RuncProbe:
             return
         self.loop.add_reader(self.pidfd, self._process_exited)
         if self.killed:
-            self.kill()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def _process_exited(self) -> None:
         self._close_pidfd()
@@ -463,6 +487,43 @@ class RuncProbe:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
+
+
+class StartGate:
+    """At most C{limit} C{runc exec} starting at once, the others waiting
+    their turn in order: fifty runc processes starting together on two
+    cores spend several times the CPU of fifty in turn (Go's schedulers
+    spin against each other), and every probe ends later."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.waiting: Deque[Callable[[], None]] = collections.deque()
+
+    def enter(self, start: Callable[[], None]) -> None:
+        if self.busy < self.limit:
+            self.busy += 1
+            start()
+        else:
+            self.waiting.append(start)
+
+    def leave(self) -> None:
+        self.busy -= 1
+        while self.waiting and self.busy < self.limit:
+            self.busy += 1
+            self.waiting.popleft()()
+
+    def withdraw(self, start: Callable[[], None]) -> bool:
+        """Take a waiting start back (False: it is no longer waiting)."""
+        try:
+            self.waiting.remove(start)
+        except ValueError:
+            return False
+        return True
+
+
+#: How many runc exec may start at once.
+START_LIMIT = max(4, 2 * (os.cpu_count() or 1))
 
 
 def _exit_code(status: int) -> int:
@@ -516,6 +577,7 @@ class Runner:
         self.stdin = stdin
         self.stdout = stdout
         self._buffer = b""
+        self.gate = StartGate(START_LIMIT)
         self._pending: List[bytes] = []
         self._flush_call = None
         self.prober = Prober(self.loop, self._spawn, LineReport(self._write))
@@ -543,7 +605,7 @@ class Runner:
             # The daemon could not make the probe's process: each probe
             # fails with its reason.
             raise RuntimeError(plan["error"])
-        return RuncProbe(self.loop, self.runc, self.directory, plan, on_end)
+        return RuncProbe(self.loop, self.gate, self.runc, self.directory, plan, on_end)
 
     def _command(self, line: bytes) -> None:
         kind, _, rest = line.partition(b" ")
