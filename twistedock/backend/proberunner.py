@@ -491,9 +491,10 @@ class RuncProbe:
 
 class StartGate:
     """At most C{limit} C{runc exec} starting at once, the others waiting
-    their turn in order: fifty runc processes starting together on two
-    cores spend several times the CPU of fifty in turn (Go's schedulers
-    spin against each other), and every probe ends later."""
+    their turn in order: a burst of probes (many containers started
+    together, with one interval) does not start dozens of runc at once.
+    The limit is high enough not to slow a steady rate down (a runc exec
+    takes 50-500 ms to start on a loaded machine)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -523,7 +524,7 @@ class StartGate:
 
 
 #: How many runc exec may start at once.
-START_LIMIT = max(4, 2 * (os.cpu_count() or 1))
+START_LIMIT = max(16, 4 * (os.cpu_count() or 1))
 
 
 def _exit_code(status: int) -> int:
