@@ -137,7 +137,7 @@ def query(**params) -> str:
 # -- /proc helpers -------------------------------------------------------------------
 
 
-def _cmdline(pid: int) -> List[str]:
+def cmdline(pid: int) -> List[str]:
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
@@ -145,7 +145,7 @@ def _cmdline(pid: int) -> List[str]:
         return []
 
 
-def _comm(pid: int) -> str:
+def comm(pid: int) -> str:
     try:
         with open("/proc/%d/comm" % pid) as f:
             return f.read().strip()
@@ -162,7 +162,7 @@ def _ppid(pid: int) -> Optional[int]:
         return None
 
 
-def _pids() -> List[int]:
+def all_pids() -> List[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
@@ -181,6 +181,35 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         except (OSError, ValueError, IndexError):
             continue
     return total / TICKS
+
+
+def cpu_split(pid: int) -> Tuple[float, float]:
+    """(the process's own CPU seconds, those of its children it reaped):
+    utime + stime, cutime + cstime; (0, 0) when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = [int(v) for v in f.read().rsplit(")", 1)[1].split()[11:15]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return (fields[0] + fields[1]) / TICKS, (fields[2] + fields[3]) / TICKS
+
+
+def cpu_ns(pid: int) -> int:
+    """The process's own CPU time in nanoseconds, exactly: the sum of its
+    threads' /proc/PID/task/TID/schedstat (utime and stime come in clock
+    ticks, sampled); 0 when it is gone."""
+    total = 0
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -209,7 +238,7 @@ def pss_kib(pid: int) -> Optional[int]:
 
 def descendants(root: int) -> List[int]:
     children: Dict[int, List[int]] = {}
-    for pid in _pids():
+    for pid in all_pids():
         parent = _ppid(pid)
         if parent is not None:
             children.setdefault(parent, []).append(pid)
@@ -227,10 +256,10 @@ def pids_mentioning(path: str) -> List[int]:
     path = path.rstrip("/")
     me = os.getpid()
     found = []
-    for pid in _pids():
+    for pid in all_pids():
         if pid == me:
             continue
-        for arg in _cmdline(pid):
+        for arg in cmdline(pid):
             if path in arg and (arg.endswith(path) or (path + "/") in arg):
                 found.append(pid)
                 break
@@ -251,7 +280,7 @@ def pid_serving(sock_path: str) -> Optional[int]:
     except OSError:
         return None
     holders = []
-    for pid in _pids():
+    for pid in all_pids():
         try:
             fds = os.listdir("/proc/%d/fd" % pid)
         except OSError:
@@ -298,7 +327,7 @@ class MemoryProbe:
             ours = set(self.ours())
             kept = set()
             for pid in pids:
-                shim_id = option_value(_cmdline(pid), "-id") if _comm(pid).startswith("containerd-shim") else None
+                shim_id = option_value(cmdline(pid), "-id") if comm(pid).startswith("containerd-shim") else None
                 if shim_id is not None and shim_id not in ours:
                     continue
                 kept.add(pid)
@@ -314,7 +343,7 @@ class MemoryProbe:
             kib = pss_kib(pid)
             if kib is None:  # gone, or a zombie
                 continue
-            name = "daemon" if pid == self.pid else _comm(pid)
+            name = "daemon" if pid == self.pid else comm(pid)
             total += kib
             entry = groups.setdefault(name, [0, 0])
             entry[0] += 1
@@ -787,7 +816,7 @@ def scrub(workdir: str, ids: Sequence[str], extra_cgroup: Optional[str] = None) 
     """Remove what a stopped twistedock left behind under C{workdir}; say what it was."""
     leftovers = []
     for pid in pids_mentioning(workdir):
-        leftovers.append("process %d %s: %s" % (pid, _comm(pid), " ".join(_cmdline(pid))[:160]))
+        leftovers.append("process %d %s: %s" % (pid, comm(pid), " ".join(cmdline(pid))[:160]))
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -1063,11 +1092,11 @@ def main(argv=None) -> int:
             if pid is None:
                 log("cannot find the process serving %s: no memory figures for the peer" % peer.sock)
             else:
-                argv_ = _cmdline(pid)
+                argv_ = cmdline(pid)
                 exec_root = args.peer_exec_root or option_value(argv_, "--exec-root") or "/var/run/docker"
                 peer.memory = MemoryProbe(pid, exec_root, ours=lambda peer=peer: list(peer.created_ids))
                 peer.memory_note = ("%s (pid %d) + its descendants + processes naming %s (containerd, and "
-                                    "the containerd-shim-runc-v2 of our containers)" % (_comm(pid), pid, exec_root))
+                                    "the containerd-shim-runc-v2 of our containers)" % (comm(pid), pid, exec_root))
             targets.append(peer)
         names = [t.name for t in targets]
 

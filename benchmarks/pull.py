@@ -45,8 +45,8 @@ from lifecycle import (  # noqa: E402
     Client,
     OwnDaemon,
     UnixHTTPConnection,
-    _pids,
-    _cmdline,
+    all_pids,
+    cmdline,
     closing,
     image_config,
     log,
@@ -163,8 +163,8 @@ def pull(sock: str, image: str) -> float:
 
 def containerd_of(dockerd: int) -> Optional[int]:
     """dockerd's containerd (its child), if any."""
-    for pid in _pids():
-        argv = _cmdline(pid)
+    for pid in all_pids():
+        argv = cmdline(pid)
         if not argv or os.path.basename(argv[0]) != "containerd":
             continue
         try:

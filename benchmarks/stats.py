@@ -40,7 +40,7 @@ from lifecycle import (  # noqa: E402
     MemoryProbe,
     OwnDaemon,
     Target,
-    _cmdline,
+    cmdline,
     begin_run,
     busybox_tar,
     closing,
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                 log("no peer at %s (%s): twistedock alone" % (args.peer, e))
         if peer is not None:
             pid = pid_serving(peer.sock)
-            exec_root = (option_value(_cmdline(pid), "--exec-root") if pid else None) or "/var/run/docker"
+            exec_root = (option_value(cmdline(pid), "--exec-root") if pid else None) or "/var/run/docker"
             probes[peer.name] = (MemoryProbe(pid, exec_root, ours=lambda: list(peer.created_ids))
                                  if pid else None)
             targets.append(peer)

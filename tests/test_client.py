@@ -509,12 +509,14 @@ def test_a_cancelled_read_stops_the_connection():
 class _Chunks:
     def __init__(self, chunks):
         self.chunks = list(chunks)
+        self.closed = False
 
     async def next(self):
         return self.chunks.pop(0) if self.chunks else None
 
     def close(self):
         self.chunks = []
+        self.closed = True
 
 
 def test_frames_split_across_chunks():

@@ -9,24 +9,25 @@ import gc
 import json
 
 import pytest
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred, succeed
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from twistedock import golang
 from twistedock.backend.containers import health as hc
 from twistedock.backend.containers.health import (
-    ExecProbeRunner,
     HealthMonitor,
-    IProbe,
+    IProbeReports,
     IProbeRunner,
     LimitedOutput,
     apply_result,
     probe_command,
 )
+from twistedock.backend.events import HISTORY_LIMIT
+from twistedock.backend.proberunner import Prober
 from twistedock.backend.spec.config import merge
 from twistedock.backend.spec.validate import _validate_container_config
-from twistedock.errors import Conflict, InvalidParameter
+from twistedock.errors import InvalidParameter
 from twistedock.filters import Filters
 
 from .fake_runtime import START, FakeExitWatcher, World, failure_of, run
@@ -35,32 +36,72 @@ from .memory import result_of
 S = 1_000_000_000
 
 
-@implementer(IProbe)
 class FakeProbe:
-    def __init__(self, command) -> None:
+    """A probe the test ends."""
+
+    def __init__(self, command, on_end) -> None:
         self.command = command
-        self.result = Deferred()
+        self.on_end = on_end
         self.killed = False
 
     def kill(self) -> None:
         self.killed = True
 
     def succeed(self, output: str = "") -> None:
-        self.result.callback((0, output))
+        self.on_end(0, output, True)
 
     def fail(self, code: int = 1, output: str = "") -> None:
-        self.result.callback((code, output))
+        self.on_end(code, output, True)
+
+    def cannot_start(self, message: str) -> None:
+        self.on_end(-1, message, False)
+
+
+class ClockTime:
+    """The runner's clock on the test's L{Clock}."""
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+
+    def now(self) -> int:
+        return int(self.clock.seconds() * S)
+
+    def call_later(self, seconds, function, *args):
+        return self.clock.callLater(seconds, function, *args)
 
 
 @implementer(IProbeRunner)
-class FakeProbeRunner:
-    """Probes the test ends: C{probes} lists every one started."""
+class InProcessRunner:
+    """The probe runner's schedule (L{Prober}) on the test's clock, its
+    probes ended by the test: C{probes} lists every one started."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock) -> None:
+        self.clock = clock
         self.probes = []
+        self.commands = {}
+        self.plans = {}
+        self.prober = None
+        self.spawn_error = None
 
-    def start(self, c, command):
-        probe = FakeProbe(command)
+    def report_to(self, reports) -> None:
+        self.prober = Prober(ClockTime(self.clock), self._spawn, reports)
+
+    def watch(self, key, c, command, plan) -> None:
+        self.commands[key] = command
+        self.plans[key] = plan
+        self.prober.watch(dict(plan, key=key, container=c.id))
+
+    def unwatch(self, key) -> None:
+        self.prober.unwatch(key)
+
+    def stop(self):
+        self.prober.stop()
+        return succeed(None)
+
+    def _spawn(self, plan, on_end):
+        if self.spawn_error is not None:
+            raise self.spawn_error
+        probe = FakeProbe(self.commands[plan["key"]], on_end)
         self.probes.append(probe)
         return probe
 
@@ -74,7 +115,7 @@ class HealthWorld:
 
     def __init__(self, world: World, runner=None) -> None:
         self.world = world
-        self.runner = runner or FakeProbeRunner()
+        self.runner = runner or InProcessRunner(world.clock)
         self.monitor = HealthMonitor(world.clock, world.backend, self.runner)
 
     def __getattr__(self, name):
@@ -90,7 +131,9 @@ class HealthWorld:
         return [a for a in self.world.actions(ident) if a.startswith("health_status")]
 
     def probe_timers(self):
-        return [call for call in self.world.clock.getDelayedCalls() if call.func.__self__ is self.monitor]
+        return [
+            call for call in self.world.clock.getDelayedCalls() if getattr(call.func, "__self__", None) is self.runner.prober
+        ]
 
 
 @pytest.fixture
@@ -225,10 +268,9 @@ def test_go_durations():
 # -- the monitor ----------------------------------------------------------------------
 
 
-def test_the_fake_runner_is_a_runner(world):
+def test_the_runners_and_the_monitor_provide_their_interfaces(world):
     assert verifyObject(IProbeRunner, world.runner)
-    assert verifyObject(IProbeRunner, ExecProbeRunner(None))
-    assert verifyObject(IProbe, FakeProbe(["true"]))
+    assert verifyObject(IProbeReports, world.monitor)
 
 
 def test_a_container_is_probed_every_interval_and_becomes_healthy(world):
@@ -298,7 +340,7 @@ def test_failures_make_it_unhealthy_after_the_retries(world):
 def test_a_probe_that_cannot_run_is_a_failure(world):
     started(world, "web", check(Interval=S, Retries=1))
     world.advance(1)
-    world.runner.last.result.errback(Conflict("Container x is not running"))
+    world.runner.last.cannot_start("Container x is not running")
     h = world.health("web")
     assert h["Status"] == "unhealthy"
     assert h["Log"][0]["ExitCode"] == -1 and h["Log"][0]["Output"] == "Container x is not running"
@@ -308,7 +350,7 @@ def test_a_probe_that_cannot_run_is_a_failure(world):
 
 def test_a_runner_that_raises_is_a_failure_and_probing_goes_on(world):
     started(world, "web", check(Interval=S, Retries=1))
-    world.runner.start = lambda c, command: 1 / 0
+    world.runner.spawn_error = ZeroDivisionError("division by zero")
     world.advance(1)
     h = world.health("web")
     assert h["Status"] == "unhealthy" and h["Log"][0]["ExitCode"] == -1
@@ -461,19 +503,23 @@ def test_a_live_restored_container_is_probed_again(tmp_path):
 
 def test_thousands_of_probes_leave_nothing_behind(world):
     started(world, "web", check(Interval=S, Timeout=S // 2))
-    world.advance(1)
-    world.runner.last.succeed()
+
+    def probes(count: int) -> None:
+        for n in range(count):
+            world.advance(1)
+            probe = world.runner.last
+            if n % 3 == 2:
+                world.advance(0.5)  # timed out
+                probe.fail(137)
+            else:
+                probe.succeed("x" * 100)
+            world.runner.probes.clear()
+
+    # Enough for the event history (three exec events a probe) to be full.
+    probes(HISTORY_LIMIT)
     gc.collect()
     baseline = len(gc.get_objects())
-    for n in range(3000):
-        world.advance(1)
-        probe = world.runner.last
-        if n % 3 == 2:
-            world.advance(0.5)  # timed out
-            probe.fail(137)
-        else:
-            probe.succeed("x" * 100)
-        world.runner.probes.clear()
+    probes(3000)
     gc.collect()
     assert len(world.probe_timers()) == 1
     assert len(world.health("web")["Log"]) == 5
@@ -481,54 +527,40 @@ def test_thousands_of_probes_leave_nothing_behind(world):
     assert len(gc.get_objects()) - baseline < 500
 
 
-# -- probes as execs ------------------------------------------------------------------
+# -- the exec events -------------------------------------------------------------------
 
 
-class FakeExecs:
-    """The exec backend's surface a probe uses."""
-
-    def __init__(self, output=(b"hello\n",), code=0) -> None:
-        self.execs = {}
-        self.output = output
-        self.code = code
-        self.started = Deferred()
-
-    async def create_exec(self, name, options):
-        self.execs["e1"] = {"options": options, "ExitCode": None, "Pid": 0}
-        return "e1"
-
-    async def start_exec(self, exec_id, config):
-        stream = config.stream
-        self.execs[exec_id]["Pid"] = 4321
-        stream.read_input(None, None)
-        for data in self.output:
-            stream.write(1, data)
-        await self.started
-        self.execs[exec_id]["ExitCode"] = self.code
-        stream.close()
-
-    def inspect_exec(self, exec_id):
-        return self.execs[exec_id]
+def test_each_probe_is_an_exec_in_the_events(world):
+    ident = started(world, "web", check("exit 2", Interval=S, Timeout=S // 2, Retries=1))
+    world.advance(1)
+    world.runner.last.fail(2, "no")
+    world.advance(1)
+    hanging = world.runner.last
+    world.advance(0.5)
+    assert hanging.killed
+    hanging.fail(137)
+    actions = [a for a in world.world.actions(ident) if a.startswith("exec_") or a.startswith("health")]
+    command = "/bin/sh -c exit 2"
+    # As dockerd: the exec's end, then the status; a probe past its timeout
+    # is a result at once, its exec's end comes once it is gone.
+    assert actions == [
+        "exec_create: " + command, "exec_start: " + command, "exec_die:2", "health_status: unhealthy",
+        "exec_create: " + command, "exec_start: " + command, "exec_die:137",
+    ]  # fmt: skip
+    execs = [e for e in world.world.events._history if e.action.startswith("exec_")]
+    assert len({e.actor.attributes["execID"] for e in execs}) == 2
 
 
-class FakeStore:
-    def __init__(self, execs) -> None:
-        self.execs = execs
-
-
-def test_an_exec_probe_keeps_the_output_and_forgets_the_exec(world, monkeypatch):
-    killed = []
-    monkeypatch.setattr(hc.os, "kill", lambda pid, sig: killed.append((pid, sig)))
-    execs = FakeExecs(output=(b"a" * 3000, b"b" * 3000), code=3)
-    runner = ExecProbeRunner(execs, FakeStore(execs.execs))
-    c = world.world.backend.get(started(world, "web", None))
-    probe = runner.start(c, ["/bin/sh", "-c", "x"])
-    options = execs.execs["e1"]["options"]
-    assert options.cmd == ("/bin/sh", "-c", "x")
-    assert options.attach_stdout and options.attach_stderr and not options.attach_stdin and not options.tty
-    probe.kill()
-    assert killed == [(4321, 9)]
-    execs.started.callback(None)
-    code, output = result_of(probe.result)
-    assert code == 3 and output == "a" * 3000 + "b" * 1096 + "..."
-    assert execs.execs == {}
+def test_the_runner_is_told_the_run_and_its_health(world):
+    started(world, "web", check(Interval=2 * S, Timeout=3 * S, StartPeriod=4 * S, StartInterval=S, Retries=5))
+    (plan,) = world.runner.plans.values()
+    c = world.world.backend.get("web")
+    assert plan == {
+        "interval": 2 * S, "timeout": 3 * S, "start_period": 4 * S, "start_interval": S, "retries": 5,
+        "started_at": c.state.started_at, "status": "starting", "streak": 0,
+    }  # fmt: skip
+    run(world.world.backend.pause("web"))
+    run(world.world.backend.unpause("web"))
+    # Watched again after the pause, from the health it has now.
+    assert list(world.runner.plans.values())[-1]["status"] == "unhealthy"
+    assert world.monitor.probing() == 1

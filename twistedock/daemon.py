@@ -25,8 +25,9 @@ from .backend.checkpoints import CheckpointBackend, CheckpointStore
 from .backend.build import Builder
 from .backend.containers import ContainerBackend, ContainerStore
 from .backend.containers.defaults import LOG_DRIVERS
-from .backend.containers.health import ExecProbeRunner, HealthMonitor
+from .backend.containers.health import HealthMonitor
 from .backend.containers.logrotation import LogRotator
+from .backend.containers.probes import ProbeRunnerProcess
 from .backend import spec
 from .backend.debug import DebugBackend
 from .backend.events import EventLog
@@ -302,8 +303,17 @@ class Daemon(MultiService):
         self.checkpoints = CheckpointBackend(reactor, self.containers, checkpoint_store, self.runtime, self.images)
         self.execs = ExecBackend(reactor, self.containers, exec_store, self.runtime, exec_root=config.exec_root)
         # Healthchecks: told of each run by the container backend, probing
-        # through the exec backend.
-        self.health = HealthMonitor(reactor, self.containers, ExecProbeRunner(self.execs, exec_store))
+        # in a runner process of their own (each probe an exec by runc).
+        self.probe_runner = ProbeRunnerProcess(
+            reactor,
+            self.execs,
+            # benchmarks/health.py --synthetic measures the daemon at the full
+            # probe rate with a stand-in for runc (see benchmarks/README.md).
+            runc=os.environ.get("TWISTEDOCK_PROBE_RUNC") or self.runtime.runc,
+            state_root=runtime_root,
+            directory=os.path.join(config.exec_root, "health"),
+        )
+        self.health = HealthMonitor(reactor, self.containers, self.probe_runner)
 
     def startService(self) -> None:
         # The listeners start once the stores are loaded: no request sees a
@@ -359,6 +369,7 @@ class Daemon(MultiService):
         self._loading.cancel()
         await MultiService.stopService(self)
         await self.containers.shutdown()
+        await self.health.stop()
         await self.registry.close()
         self.events.close()
 

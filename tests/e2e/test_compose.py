@@ -5,6 +5,7 @@ published on the host's loopback; C{down -v} leaves nothing behind.
 Traffic goes only to loopback and to the test's own containers."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -27,6 +28,33 @@ pytestmark = [
 ]
 
 TAG = secrets.token_hex(3)
+
+
+def _compose_major() -> int:
+    if COMPOSE is None:
+        return 1
+    out = subprocess.run([COMPOSE, "version", "--short"], capture_output=True, text=True).stdout.strip()
+    try:
+        return int(out.lstrip("v").split(".")[0])
+    except ValueError:
+        return 1
+
+
+#: Compose 1.29 names a service's first container PROJECT_SERVICE_1 and
+#: prefixes its log lines "SERVICE_1  | "; Compose v2 (Debian 13's) says
+#: PROJECT-SERVICE-1 and "SERVICE-1  | ".
+SEPARATOR = "-" if _compose_major() >= 2 else "_"
+
+
+def container(project: str, service: str) -> str:
+    return SEPARATOR.join((project, service, "1"))
+
+
+def logged(output: str, service: str, line: str) -> bool:
+    """Whether C{service}'s first container logged C{line}, as either
+    Compose prefixes it."""
+    return re.search(r"(?m)^%s[-_]1 +\| %s$" % (re.escape(service), re.escape(line)), output) is not None
+
 
 COMPOSE_FILE = """\
 version: "2.4"
@@ -177,11 +205,12 @@ def test_web_client_named_network_volume_and_healthy_dependency(daemon, tmp_path
     try:
         # The client's up starts init, then web, and waits for web's health.
         result = compose("up", "--no-color", "--exit-code-from", "client", "client")
-        assert "client_1  | hello from the volume\n" in result.stdout, result
+        assert logged(result.stdout, "client", "hello from the volume"), result
         names = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
-        assert project + "_client_1 Exited (0)" in names and project + "_init_1 Exited (0)" in names
+        assert container(project, "client") + " Exited (0)" in names
+        assert container(project, "init") + " Exited (0)" in names
         assert daemon.docker("inspect", "--format", "{{.State.Health.Status}}",
-                             project + "_web_1").stdout == "healthy\n"
+                             container(project, "web")).stdout == "healthy\n"
         port = compose("port", "web", "80").stdout.strip()
         assert port.startswith("127.0.0.1:"), port
         with urllib.request.urlopen("http://%s/" % port, timeout=10) as resp:
@@ -201,11 +230,11 @@ def test_up_abort_on_container_exit_with_the_exit_code_of_the_client(daemon, tmp
     try:
         result = run_compose(daemon, tmp_path, project, "up", "--no-color", "--abort-on-container-exit",
                              "--exit-code-from", "client")
-        assert "client_1  | served by name\n" in result.stdout, result
+        assert logged(result.stdout, "client", "served by name"), result
         assert "Aborting on container exit..." in result.stdout
         # The abort stopped web; its volume and network stay until down.
         assert daemon.docker("inspect", "--format", "{{.State.Running}}",
-                             project + "_web_1").stdout == "false\n"
+                             container(project, "web")).stdout == "false\n"
         assert (project + "_site") in daemon.docker("volume", "ls", "--format", "{{.Name}}").stdout
     finally:
         down = run_compose(daemon, tmp_path, project, "down", "-v", check=False)
@@ -229,11 +258,11 @@ def test_up_build_of_two_services(daemon, tmp_path):
     try:
         result = run_compose(daemon, tmp_path, project, "up", "--build", "--no-color",
                              "--exit-code-from", "client", "client", env=env)
-        assert "client_1  | built and served\n" in result.stdout, result
+        assert logged(result.stdout, "client", "built and served"), result
         assert "Successfully built" in result.stdout + result.stderr, result
         images = daemon.docker("images", "--format", "{{.Repository}}").stdout.split()
-        assert {project + "_web", project + "_client"} <= set(images), images
-        config = daemon.docker_json("image", "inspect", project + "_web")["Config"]
+        assert {project + SEPARATOR + "web", project + SEPARATOR + "client"} <= set(images), images
+        config = daemon.docker_json("image", "inspect", project + SEPARATOR + "web")["Config"]
         assert config["Healthcheck"]["Test"][0] == "CMD-SHELL"
     finally:
         down = run_compose(daemon, tmp_path, project, "down", "-v", "--rmi", "local",
@@ -241,4 +270,4 @@ def test_up_build_of_two_services(daemon, tmp_path):
     assert down.returncode == 0, (down, daemon.log_text()[-4000:])
     assert_down(daemon, project, subnet, before)
     images = daemon.docker("images", "--format", "{{.Repository}}").stdout.split()
-    assert project + "_web" not in images and project + "_client" not in images
+    assert project + SEPARATOR + "web" not in images and project + SEPARATOR + "client" not in images

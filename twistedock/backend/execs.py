@@ -402,6 +402,23 @@ class ExecBackend:
             return root if os.path.isabs(root) else os.path.join(self.containers.bundle(c), root)
         return self.containers.overlay(c)["MergedDir"]
 
+    def probe_process(self, c, command: List[str]) -> dict:
+        """The OCI process of a healthcheck probe of C{c} running
+        C{command}, as dockerd's probe exec: the container's environment,
+        user and working directory, no terminal (reads the container's
+        files: call it in a thread)."""
+        e = Exec(
+            id="",
+            container_id=c.id,
+            entrypoint=command[0],
+            args=list(command[1:]),
+            env=daemon_environment(c.config, False),
+            user=c.config.get("User") or "",
+            working_dir=c.config.get("WorkingDir") or "",
+        )
+        oci = self._container_spec(c)
+        return exec_process(oci.get("process") or {}, e, self._rootfs(c, oci), c.host_config.get("GroupAdd") or ())
+
     def inspect_exec(self, exec_id: str) -> dict:
         e = self.execs.get(exec_id)
         if e is None or self.containers.by_id(e.container_id) is None:

@@ -198,6 +198,11 @@ class BodyStream(_Iterator):
         values = self.headers.getRawHeaders(name) if self.headers is not None else None
         return values[0] if values else None
 
+    @property
+    def closed(self) -> bool:
+        """Closed by its reader (or a read was cancelled)."""
+        return self.queue.closed
+
     def read_chunk(self) -> Deferred:
         """The next chunk, C{b""} at the end; cancelling it closes the stream."""
         return self.queue.get()
@@ -265,7 +270,8 @@ class BodyStream(_Iterator):
 
 class Frames(_Iterator):
     """Container output as C{(stream, bytes)}: stdcopy frames split when the
-    output is multiplexed (no TTY), else every chunk as stdout."""
+    output is multiplexed (no TTY), else every chunk as stdout.  C{body} is
+    a L{BodyStream} (C{next}, C{close} and C{closed})."""
 
     def __init__(self, body, multiplexed: bool) -> None:
         self.body = body
@@ -277,7 +283,7 @@ class Frames(_Iterator):
         if not self.multiplexed:
             data = await self.body.next()
             return None if data is None else (STDOUT, data)
-        if getattr(getattr(self.body, "queue", None), "closed", False):
+        if self.body.closed:
             # Closed (or a read cancelled): frames split from an earlier
             # chunk are dropped with the rest.
             self._frames.clear()

@@ -6,45 +6,45 @@ healthy, unhealthy), the failing streak and the last five results, and a
 change of status is a C{health_status: ...} event.
 
 The L{HealthMonitor} is told of each run's changes by the container backend
-(L{ContainerBackend.watch_runs}); it keeps one timer per probed container
-on the reactor it was given and runs the probes through an
-L{IProbeRunner} (L{ExecProbeRunner}: the exec backend, so that a probe is
-an exec as any other, with its exec_create, exec_start and exec_die).
+(L{ContainerBackend.watch_runs}) and tells an L{IProbeRunner} once per run
+what to probe; the runner keeps the timers and runs the probes, and tells
+the monitor of each one (L{IProbeReports}): the monitor logs the exec
+events a probe is in dockerd (exec_create, exec_start, exec_die) and
+applies its result.  The daemon's runner is L{probes.ProbeRunnerProcess},
+a process of its own (L{twistedock.backend.proberunner}): a probe costs
+the daemon two short lines, not an exec.
 """
 
 import copy
 import os
-import signal as signals
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from zope.interface import Attribute, Interface, implementer
+from twisted.internet.defer import ensureDeferred, succeed
+from zope.interface import Interface, implementer
 
 from ... import golang, versions
-from ...errors import DockerError, NotFound
 from ...logs import Logger
-from ...routers.container import ExecOptions, ExecStartConfig
+from ..healthstate import (  # noqa: F401  (the names of health.go, here too)
+    DEFAULT_INTERVAL,
+    DEFAULT_RETRIES,
+    DEFAULT_START_PERIOD,
+    DEFAULT_TIMEOUT,
+    FILTER_VALUES,
+    HEALTHY,
+    MAX_LOG,
+    MAX_OUTPUT,
+    NO_HEALTHCHECK,
+    STARTING,
+    UNHEALTHY,
+    LimitedOutput,
+    apply_result,
+    new_health,
+    status_of,
+)
 
 log = Logger()
 
 _NS = 1_000_000_000
-
-#: dockerd's defaults (daemon/health.go).
-DEFAULT_INTERVAL = 30 * _NS
-DEFAULT_TIMEOUT = 30 * _NS
-DEFAULT_START_PERIOD = 0
-DEFAULT_RETRIES = 3
-#: The longest output kept of one probe; more is dropped, "..." marks it.
-MAX_OUTPUT = 4096
-#: How many results State.Health.Log keeps.
-MAX_LOG = 5
-
-STARTING = "starting"
-HEALTHY = "healthy"
-UNHEALTHY = "unhealthy"
-#: The C{health} filter's value for a container without health state.
-NO_HEALTHCHECK = "none"
-FILTER_VALUES = (STARTING, HEALTHY, UNHEALTHY, NO_HEALTHCHECK)
 
 
 # -- the configuration ---------------------------------------------------------
@@ -84,19 +84,6 @@ def _setting(config: dict, key: str, default: int) -> int:
     return int(value) if value else default
 
 
-def new_health() -> dict:
-    """State.Health as inspect shows it (and as the record keeps it)."""
-    return {"Status": STARTING, "FailingStreak": 0, "Log": []}
-
-
-def status_of(health: Optional[dict]) -> str:
-    """dockerd's Health.Status(): none without health state; an unset
-    status is unhealthy."""
-    if health is None:
-        return NO_HEALTHCHECK
-    return health.get("Status") or UNHEALTHY
-
-
 def status_text(health: dict) -> str:
     """What docker ps shows in brackets after C{Up ...}."""
     status = status_of(health)
@@ -111,184 +98,67 @@ def health_json(health: Optional[dict]) -> Optional[dict]:
     return doc
 
 
-def apply_result(
-    health: dict, result: dict, *, retries: int, start_period: int, started_at: int, start: int
-) -> Tuple[str, str]:
-    """dockerd's handleProbeResult on C{health} (changed in place):
-    C{result} joins the log (five kept); a success is healthy, a failure
-    adds to the streak (unless it began within the start period of a
-    container never yet healthy) and C{retries} of them are unhealthy.
-    The status before and after."""
-    old = status_of(health)
-    entries = list(health.get("Log") or ())
-    entries.append(result)
-    health["Log"] = entries[-MAX_LOG:]
-    if result["ExitCode"] == 0:
-        health["FailingStreak"] = 0
-        health["Status"] = HEALTHY
-    else:
-        counts = True
-        if old == STARTING and start - started_at < start_period:
-            counts = False
-        if counts:
-            health["FailingStreak"] = int(health.get("FailingStreak") or 0) + 1
-            if health["FailingStreak"] >= (retries if retries > 0 else DEFAULT_RETRIES):
-                health["Status"] = UNHEALTHY
-    return old, status_of(health)
+# -- the runner ------------------------------------------------------------------
 
 
-class LimitedOutput:
-    """A probe's stdout and stderr together, up to L{MAX_OUTPUT} bytes."""
+class IProbeReports(Interface):
+    """What a probe runner tells the monitor, for the run it was given as
+    C{key} (times in nanoseconds since the epoch)."""
 
-    def __init__(self, limit: int = MAX_OUTPUT) -> None:
-        self.limit = limit
-        self.chunks: List[bytes] = []
-        self.size = 0
-        self.truncated = False
+    def started(key, start):
+        """A probe began (dockerd's exec_create and exec_start)."""
 
-    def add(self, data: bytes) -> None:
-        keep = min(self.limit - self.size, len(data))
-        if keep > 0:
-            self.chunks.append(data[:keep])
-            self.size += keep
-        if keep < len(data):
-            self.truncated = True
+    def ended(key, start, end, code, output):
+        """It ended with exit C{code} and C{output} (at most
+        L{MAX_OUTPUT} bytes, "..." after a longer one): its result."""
 
-    def text(self) -> str:
-        # Go's JSON encoder replaces invalid UTF-8.
-        out = b"".join(self.chunks).decode("utf-8", "replace")
-        return out + "..." if self.truncated else out
+    def timed_out(key, start, end):
+        """It passed its timeout: it was killed, its result is a failure."""
 
+    def exited(key, code):
+        """A probe killed at its timeout ended (dockerd's exec_die)."""
 
-# -- running probes --------------------------------------------------------------
-
-
-class IProbe(Interface):
-    """One probe under way."""
-
-    result = Attribute("A Deferred: (exit code, output text), or the failure to run")
-
-    def kill():
-        """Kill the probe's process (its result still comes, later)."""
+    def failed(key, start, end, message):
+        """It could not be run (C{message} says why): a failure."""
 
 
 class IProbeRunner(Interface):
-    def start(c, command):
-        """Run C{command} (an argv) in container C{c}: an L{IProbe}."""
+    """Runs the probes of the runs it is told of, on its own timers: the
+    first an interval after the watch began, each next an interval after
+    the previous one ended (the start interval while the run is
+    starting within its start period), each killed at its timeout."""
 
+    def report_to(reports):
+        """Tell L{IProbeReports} C{reports} of every probe."""
 
-class _ProbeStream:
-    """What L{ExecBackend.start_exec} takes for a client's connection:
-    keeps the exec's output, has no input, and tells the probe when the
-    exec runs (the start reads its input then)."""
+    def watch(key, c, command, plan):
+        """Probe container C{c}'s run, known as C{key}, with C{command}
+        (an argv) as L{HealthMonitor.plan} says."""
 
-    transport = None
+    def unwatch(key):
+        """No more probes of C{key} (one under way is killed)."""
 
-    def __init__(self, output: LimitedOutput, on_running) -> None:
-        self.output = output
-        self.on_running = on_running
-        self.closed: Deferred = Deferred()
-
-    def write(self, stream: int, data: bytes) -> None:
-        self.output.add(data)
-
-    def add_source(self, pause, resume) -> None:
-        pass
-
-    def read_input(self, on_input, on_input_closed) -> None:
-        self.on_running()
-
-    def close(self) -> None:
-        pass
-
-
-@implementer(IProbe)
-class _ExecProbe:
-    def __init__(self, execs, exec_store, c, command: List[str]) -> None:
-        self.execs = execs
-        self.exec_store = exec_store
-        self.exec_id: Optional[str] = None
-        self.killed = False
-        self.running = False
-        self.output = LimitedOutput()
-        self.result = ensureDeferred(self._run(c, command))
-
-    async def _run(self, c, command: List[str]):
-        options = ExecOptions(cmd=command, attach_stdout=True, attach_stderr=True)
-        self.exec_id = await self.execs.create_exec(c.id, options)
-        try:
-            stream = _ProbeStream(self.output, self._running)
-            await self.execs.start_exec(self.exec_id, ExecStartConfig(stream=stream))
-            self.running = False
-            code = self.execs.inspect_exec(self.exec_id)["ExitCode"]
-        finally:
-            # Probes are many: their execs are forgotten once they ended,
-            # so that memory stays flat whatever the probes' rate.
-            if self.exec_store is not None:
-                self.exec_store.execs.pop(self.exec_id, None)
-        if code is None:
-            raise DockerError("healthcheck for container %s has no exit code" % (c.id,))
-        return code, self.output.text()
-
-    def _running(self) -> None:
-        self.running = True
-        if self.killed:
-            self.kill()
-
-    def kill(self) -> None:
-        self.killed = True
-        if not self.running or self.exec_id is None:
-            return
-        try:
-            pid = self.execs.inspect_exec(self.exec_id)["Pid"]
-        except NotFound:
-            return
-        if pid > 0:
-            try:
-                os.kill(pid, signals.SIGKILL)
-            except OSError:
-                pass
-
-
-@implementer(IProbeRunner)
-class ExecProbeRunner:
-    """Probes as execs of the exec backend C{execs}; C{exec_store} is the
-    L{ExecStore} they are kept in while they run."""
-
-    def __init__(self, execs, exec_store=None) -> None:
-        self.execs = execs
-        self.exec_store = exec_store
-
-    def start(self, c, command: List[str]) -> IProbe:
-        return _ExecProbe(self.execs, self.exec_store, c, command)
+    def stop():
+        """No more probes at all (a Deferred: the runner is gone)."""
 
 
 # -- the monitor -----------------------------------------------------------------
 
 
-class _Watch:
-    """One container's probing: the timer to its next probe, or the probe
-    under way and its deadline."""
+class _Probed:
+    """One run being probed: its container, command and the exec ID of
+    the probe under way."""
 
-    __slots__ = ("timer", "probe", "deadline", "stopped")
+    __slots__ = ("c", "key", "command", "exec_id")
 
-    def __init__(self) -> None:
-        self.timer = None
-        self.probe = None
-        self.deadline = None
-        self.stopped = False
-
-    def stop(self) -> None:
-        self.stopped = True
-        for call in (self.timer, self.deadline):
-            if call is not None and call.active():
-                call.cancel()
-        self.timer = self.deadline = None
-        probe, self.probe = self.probe, None
-        if probe is not None:
-            probe.kill()
+    def __init__(self, c, key: int, command: List[str]) -> None:
+        self.c = c
+        self.key = key
+        self.command = " ".join(command[:1]) + " " + " ".join(command[1:])
+        self.exec_id = ""
 
 
+@implementer(IProbeReports)
 class HealthMonitor:
     """The probes of every running container that has a healthcheck.
 
@@ -296,11 +166,14 @@ class HealthMonitor:
     run's start, pause, resume and end (L{ContainerBackend.watch_runs}),
     saves records and logs events; C{runner} runs the probes."""
 
-    def __init__(self, reactor, containers, runner: IProbeRunner) -> None:
+    def __init__(self, reactor, containers, runner) -> None:
         self.reactor = reactor
         self.containers = containers
         self.runner = runner
-        self._watches: Dict[str, _Watch] = {}
+        self._by_container: Dict[str, _Probed] = {}
+        self._by_key: Dict[int, _Probed] = {}
+        self._keys = 0
+        runner.report_to(self)
         containers.watch_runs(self)
 
     def now(self) -> int:
@@ -308,7 +181,7 @@ class HealthMonitor:
 
     def probing(self) -> int:
         """How many containers are being probed."""
-        return len(self._watches)
+        return len(self._by_container)
 
     # -- what the container backend tells -------------------------------------
 
@@ -331,10 +204,13 @@ class HealthMonitor:
             return
         state = c.state
         wanted = state.running and not state.paused and not state.restarting
-        if wanted and probe_command(c.config) is not None:
-            if c.id not in self._watches:
-                watch = self._watches[c.id] = _Watch()
-                self._schedule(c, watch)
+        command = probe_command(c.config) if wanted else None
+        if command is not None:
+            if c.id not in self._by_container:
+                self._keys += 1
+                probed = _Probed(c, self._keys, command)
+                self._by_container[c.id] = self._by_key[probed.key] = probed
+                self.runner.watch(probed.key, c, command, self.plan(c))
         else:
             self._close(c)
 
@@ -346,82 +222,81 @@ class HealthMonitor:
         self._close(c)
 
     def shutdown(self) -> None:
-        """The daemon stops: every timer cancelled (what runs on keeps its
-        health state for the next daemon)."""
-        watches, self._watches = self._watches, {}
-        for watch in watches.values():
-            watch.stop()
+        """The daemon stops: no more probes (what runs on keeps its health
+        state for the next daemon)."""
+        probed, self._by_container = self._by_container, {}
+        self._by_key = {}
+        for p in probed.values():
+            self.runner.unwatch(p.key)
 
-    # -- probing -------------------------------------------------------------
+    def stop(self):
+        """L{shutdown}, and the runner stopped (a Deferred)."""
+        self.shutdown()
+        return self.runner.stop()
+
+    def plan(self, c) -> dict:
+        """What the runner needs to probe C{c}'s run: its settings, when it
+        started, and its health so far."""
+        config = c.config
+        return {
+            "interval": _setting(config, "Interval", DEFAULT_INTERVAL),
+            "timeout": _setting(config, "Timeout", DEFAULT_TIMEOUT),
+            "start_period": _setting(config, "StartPeriod", DEFAULT_START_PERIOD),
+            "start_interval": _setting(config, "StartInterval", 0),
+            "retries": _setting(config, "Retries", DEFAULT_RETRIES),
+            "started_at": c.state.started_at,
+            "status": status_of(c.state.health),
+            "streak": int((c.state.health or {}).get("FailingStreak") or 0),
+        }
 
     def _close(self, c) -> None:
-        watch = self._watches.pop(c.id, None)
-        if watch is None:
+        probed = self._by_container.pop(c.id, None)
+        if probed is None:
             return
-        watch.stop()
+        self._by_key.pop(probed.key, None)
+        self.runner.unwatch(probed.key)
         if c.state.health is not None:
             # As dockerd: no longer probed is unhealthy (no event).
             c.state.health["Status"] = UNHEALTHY
 
-    def _interval(self, c) -> int:
-        """The wait before the next probe: C{StartInterval} while the
-        container starts within its start period (when one is set), the
-        interval otherwise."""
-        interval = _setting(c.config, "Interval", DEFAULT_INTERVAL)
-        start_interval = _setting(c.config, "StartInterval", 0)
-        if start_interval and status_of(c.state.health) == STARTING:
-            start_period = _setting(c.config, "StartPeriod", DEFAULT_START_PERIOD)
-            if self.now() - c.state.started_at < start_period:
-                return start_interval
-        return interval
+    # -- what the runner tells (IProbeReports) ----------------------------------
 
-    def _schedule(self, c, watch: _Watch) -> None:
-        watch.timer = self.reactor.callLater(self._interval(c) / _NS, self._probe, c, watch)
+    def started(self, key: int, start: int) -> None:
+        probed = self._by_key.get(key)
+        if probed is None:
+            return
+        probed.exec_id = os.urandom(32).hex()
+        c = probed.c
+        self.containers.log_event(c, "exec_create: " + probed.command, execID=probed.exec_id)
+        self.containers.log_event(c, "exec_start: " + probed.command, execID=probed.exec_id)
 
-    def _probe(self, c, watch: _Watch) -> None:
-        watch.timer = None
-        if watch.stopped:
+    def ended(self, key: int, start: int, end: int, code: int, output: str) -> None:
+        probed = self._by_key.get(key)
+        if probed is None:
             return
-        start = self.now()
-        try:
-            probe = self.runner.start(c, probe_command(c.config))
-        except Exception as e:
-            log.failure("health check of {id}", id=c.short_id)
-            self._record(c, start, _result(start, self.now(), -1, str(e)))
-            self._schedule(c, watch)
-            return
-        watch.probe = probe
-        timeout = _setting(c.config, "Timeout", DEFAULT_TIMEOUT)
-        watch.deadline = self.reactor.callLater(timeout / _NS, self._timed_out, c, watch, probe, start, timeout)
-        probe.result.addBoth(self._probed, c, watch, probe, start)
+        self.containers.log_event(probed.c, "exec_die", execID=probed.exec_id, exitCode=code)
+        self._record(probed.c, start, _result(start, end, code, output))
 
-    def _timed_out(self, c, watch: _Watch, probe, start: int, timeout: int) -> None:
-        """dockerd 20.10: the probe is killed and its result is a failure
-        now; the next one waits until it is gone."""
-        watch.deadline = None
-        if watch.stopped or watch.probe is not probe:
+    def timed_out(self, key: int, start: int, end: int) -> None:
+        probed = self._by_key.get(key)
+        if probed is None:
             return
-        log.debug("Health check for container {id} taking too long", id=c.short_id)
-        probe.kill()
+        log.debug("Health check for container {id} taking too long", id=probed.c.short_id)
+        timeout = _setting(probed.c.config, "Timeout", DEFAULT_TIMEOUT)
         message = "Health check exceeded timeout (%s)" % (golang.format_duration(timeout),)
-        self._record(c, start, _result(start, self.now(), -1, message))
+        self._record(probed.c, start, _result(start, end, -1, message))
 
-    def _probed(self, outcome, c, watch: _Watch, probe, start: int) -> None:
-        if watch.stopped or watch.probe is not probe:
-            return None
-        watch.probe = None
-        if watch.deadline is not None:
-            watch.deadline.cancel()
-            watch.deadline = None
-            if isinstance(outcome, tuple):
-                code, output = outcome
-                self._record(c, start, _result(start, self.now(), code, output))
-            else:
-                error = outcome.value
-                log.warn("Health check for container {id} error: {e}", id=c.short_id, e=error)
-                self._record(c, start, _result(start, self.now(), -1, str(error)))
-        self._schedule(c, watch)
-        return None
+    def exited(self, key: int, code: int) -> None:
+        probed = self._by_key.get(key)
+        if probed is not None:
+            self.containers.log_event(probed.c, "exec_die", execID=probed.exec_id, exitCode=code)
+
+    def failed(self, key: int, start: int, end: int, message: str) -> None:
+        probed = self._by_key.get(key)
+        if probed is None:
+            return
+        log.warn("Health check for container {id} error: {e}", id=probed.c.short_id, e=message)
+        self._record(probed.c, start, _result(start, end, -1, message))
 
     def _record(self, c, start: int, result: dict) -> None:
         """Apply a probe's result (a failure here is logged: the probing
@@ -445,7 +320,8 @@ class HealthMonitor:
         )
         if old == new:
             return
-        # Only a change of status is written: probes do not cost a write each.
+        # dockerd writes the record after every probe; here only a change
+        # of status is written (the log goes with the next write).
         d = ensureDeferred(self.containers.save(c)) if self.containers.by_id(c.id) is c else succeed(None)
         d.addErrback(lambda f: log.failure("saving the health of {id}", f, id=c.short_id))
         d.addCallback(lambda _: self.containers.log_event(c, "health_status: " + new))
