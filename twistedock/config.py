@@ -55,6 +55,8 @@ class DaemonConfig:
     bip: str = ""
     ip_forward: bool = True
     mtu: int = 1500
+    #: Published ports served by the daemon's proxy (False: kernel NAT only).
+    userland_proxy: bool = True
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -92,6 +94,7 @@ FILE_KEYS = {
     "bip": "bip",
     "ip-forward": "ip_forward",
     "mtu": "mtu",
+    "userland-proxy": "userland_proxy",
 }
 
 _TYPES = {
@@ -105,6 +108,7 @@ _TYPES = {
     "tlsverify": bool,
     "live-restore": bool,
     "ip-forward": bool,
+    "userland-proxy": bool,
     "mtu": int,
 }
 

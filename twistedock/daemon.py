@@ -37,6 +37,8 @@ from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .backend.volumes import VolumeStore
 from .backend.networks.driver import Netavark
+from .backend.networks.ports import local_port_range
+from .backend.networks.proxy import PortProxies
 from .backend.networks.store import NetworkStore
 from .config import ConfigError, DaemonConfig, read_config_file
 from .errors import DockerError
@@ -192,6 +194,7 @@ class Daemon(MultiService):
         self.networks = NetworkStore(
             reactor, config.data_root, self.events, netavark,
             bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
+            proxies=PortProxies(reactor, userland=config.userland_proxy, port_range=local_port_range()),
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)

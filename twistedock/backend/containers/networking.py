@@ -9,6 +9,7 @@ NetworkSettings as inspect shows them.
 """
 
 import os
+import secrets
 from typing import List, Optional, Tuple
 
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
@@ -109,17 +110,24 @@ class NetworkingMixin:
         path = self.netns_path(c)
         await self.network_down(c)
         await self.networks.driver.create_netns(path)
+        proxies = self.networks.proxies
+        endpoint_id = secrets.token_hex(32)
         try:
             wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
-            # Ports chosen and recorded (by the join) by one start at a time.
+            # Ports chosen, bound and recorded (by the join) by one start at a time.
             async with self.networks.ports_lock:
-                mappings = await self.run_in_thread(
-                    ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
+                mappings = ports.publish(proxies, c.id, wanted, self.networks.published(),
+                                         "%s (%s)" % (c.name.lstrip("/"), endpoint_id)) if wanted else []
                 joined = await self.networks.join(c.id, c.name, path, joins,
-                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings)
+                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings,
+                                                  endpoint_id=endpoint_id)
         except BaseException:
+            proxies.close(c.id)
             await self.networks.driver.remove_netns(path)
             raise
+        if mappings:
+            first = next(iter(joined.values()))
+            proxies.forward(c.id, mappings, first["IPAddress"])
         hostname = c.config.get("Hostname") or c.id[:12]
         return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
 
@@ -127,6 +135,8 @@ class NetworkingMixin:
         """The run's endpoints left and its namespace removed (idempotent)."""
         if self.networks is None:
             return
+        # The published ports released first: free once the container stops.
+        self.networks.proxies.close(c.id)
         try:
             await self.networks.leave(c.id)
         except Exception as e:

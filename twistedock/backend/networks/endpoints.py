@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from twisted.internet.defer import DeferredLock
 
 from ...errors import Forbidden, InvalidParameter
-from . import ipam
+from . import ipam, ports
 
 
 class EndpointsMixin:
@@ -80,9 +80,11 @@ class EndpointsMixin:
             info[key] = self._network_info(record)
         options = {"container_id": container_id, "container_name": container_name,
                    "networks": networks, "network_info": info}
-        mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
+        # Published ports go to netavark (kernel NAT) unless the userland
+        # proxy carries them; the endpoint says which, for its teardown.
+        mappings = [m for _, ep in pairs if ep.get("PortsNat", True) for m in ep.get("Ports") or ()]
         if mappings:
-            options["port_mappings"] = mappings
+            options["port_mappings"] = ports.for_netavark(mappings)
         return options
 
     def published(self) -> List[dict]:
@@ -92,11 +94,13 @@ class EndpointsMixin:
 
     async def join(self, container_id: str, container_name: str, netns: str,
                    joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
-                   ports: Sequence[dict] = ()) -> Dict[str, dict]:
+                   ports: Sequence[dict] = (), endpoint_id: str = "") -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
         of C{joins}: addresses allocated, netavark run, endpoints recorded;
-        C{ports} (netavark's port mappings) are published on the first."""
+        C{ports} (their host side bound by the L{proxy.PortProxies}) are
+        published on the first, whose ID is C{endpoint_id} when given."""
         name = container_name.lstrip("/")
+        published = ports
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
         pairs = []
         try:
@@ -119,7 +123,7 @@ class EndpointsMixin:
                 dns = [] if record["Name"] == "bridge" else [name, container_id[:12]] + aliases
                 ep = {
                     "Name": name,
-                    "EndpointID": secrets.token_hex(32),
+                    "EndpointID": (endpoint_id if not pairs and endpoint_id else secrets.token_hex(32)),
                     "IPAddress": address,
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
@@ -131,7 +135,8 @@ class EndpointsMixin:
                     "Links": (asked or {}).get("Links") or None,
                     "Interface": "eth%d" % index,
                     "Netns": netns,
-                    "Ports": list(ports) if not pairs else [],
+                    "Ports": list(published) if not pairs else [],
+                    "PortsNat": bool(published) and not pairs and not self.proxies.userland,
                 }
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))

@@ -25,6 +25,7 @@ from ...routers.network import INetworkBackend
 from ...timetypes import get_timestamp
 from . import ipam
 from .endpoints import EndpointsMixin
+from .proxy import PortProxies
 
 log = Logger()
 
@@ -54,7 +55,8 @@ class NetworkStore(EndpointsMixin):
     default bridge (containers in the default mode then get loopback only)."""
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
-                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None) -> None:
+                 bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None,
+                 proxies: Optional[PortProxies] = None) -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
@@ -66,6 +68,8 @@ class NetworkStore(EndpointsMixin):
         self.containers = containers
         self.routes = routes
         self.networks: Dict[str, dict] = {}
+        #: The listeners of published ports (the userland proxy by default).
+        self.proxies = proxies if proxies is not None else PortProxies(reactor)
 
     # -- loading and saving ----------------------------------------------
 
