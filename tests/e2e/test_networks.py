@@ -236,13 +236,17 @@ def test_with_live_restore_a_running_container_keeps_its_network(daemons, tmp_pa
     name = "v" + TAG
     d.docker("network", "create", "--subnet", subnet(6), name)
     try:
-        d.docker("run", "-d", "--name", name, "--network", name, "busybox", "sleep", "60")
+        d.docker("run", "-d", "--name", name, "--network", name, "-p", "127.0.0.1::80", "busybox", "sh", "-c",
+                 "echo hello > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        port = int(d.docker("port", name).stdout.strip().rsplit(":", 1)[1])
         d.proc.send_signal(signal.SIGKILL)
         d.wait_exit()
         d.start()
         assert d.docker("inspect", "--format", "{{.State.Running}}", name).stdout == "true\n"
         result = d.docker("run", "--rm", "--network", name, "busybox", "ping", "-c1", "-W2", name)
         assert "1 packets received" in result.stdout
+        # The published port is served again by the new daemon.
+        assert wait_for_text(lambda: _get(port)) == "hello\n"
     finally:
         d.docker("rm", "-f", name, check=False)
         d.docker("network", "rm", name, check=False)

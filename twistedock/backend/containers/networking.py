@@ -131,6 +131,22 @@ class NetworkingMixin:
         hostname = c.config.get("Hostname") or c.id[:12]
         return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
 
+    def reopen_ports(self, c: Container) -> None:
+        """A running container re-adopted at start-up (--live-restore):
+        its published ports bound and forwarded again."""
+        if self.networks is None:
+            return
+        pairs = [(record, ep) for record, ep in self.networks.endpoints_of(c.id) if ep.get("Ports")]
+        for _, ep in pairs:
+            for m in ep["Ports"]:
+                try:
+                    self.networks.proxies.bind(c.id, m["host_ip"], m["host_port"], m["protocol"])
+                except Exception as e:
+                    log.warn("published port {ip}:{port} of {id}: {e}", ip=m["host_ip"] or "0.0.0.0",
+                             port=m["host_port"], id=c.short_id, e=e)
+                    continue
+                self.networks.proxies.forward(c.id, [m], ep["IPAddress"], last_only=True)
+
     async def network_down(self, c: Container) -> None:
         """The run's endpoints left and its namespace removed (idempotent)."""
         if self.networks is None:

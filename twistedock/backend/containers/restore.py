@@ -79,6 +79,7 @@ class RestoreMixin:
             c.state.restarting = False
             self._runs[c.id] = Run(self.reactor.seconds())
             self._watch(c)
+            self.reopen_ports(c)
             if not c.state.paused:
                 self._tell("run_started", c)
             await self.save_or_log(c)

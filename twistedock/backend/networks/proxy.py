@@ -280,9 +280,13 @@ class PortProxies:
         self.listeners.setdefault(container_id, []).append(listener)
         return listener
 
-    def forward(self, container_id: str, mappings: List[dict], address: str) -> None:
-        """The container's listeners told its address (in C{mappings}' order)."""
-        for listener, m in zip(self.listeners.get(container_id, ()), mappings):
+    def forward(self, container_id: str, mappings: List[dict], address: str, last_only: bool = False) -> None:
+        """The container's listeners told its address (in C{mappings}' order;
+        C{last_only}: the one mapping given is the last listener bound)."""
+        listeners = self.listeners.get(container_id, [])
+        if last_only:
+            listeners = listeners[-1:]
+        for listener, m in zip(listeners, mappings):
             listener.forward_to(address, m["container_port"])
 
     def close(self, container_id: str) -> None:
