@@ -159,10 +159,14 @@ def test_connect_inspect_in_use_disconnect():
     doc = api.request("GET", "/networks/app").json()
     (cid, ep), = doc["Containers"].items()
     assert ep["Name"] == "web" and ep["IPv4Address"] == "10.218.0.2/24"
-    assert ep["MacAddress"] == "02:42:ac:11:00:02" and len(ep["EndpointID"]) == 64
+    # dockerd's MAC address, made of the IPv4 address, given to netavark.
+    assert ep["MacAddress"] == "02:42:0a:da:00:02" and len(ep["EndpointID"]) == 64
     setup = [c for c in api.networks.driver.calls if c[0] == "setup"][-1]
     options = setup[2]
     assert options["networks"][ident[:12]]["static_ips"] == ["10.218.0.2"]
+    assert options["networks"][ident[:12]]["static_mac"] == "02:42:0a:da:00:02"
+    # The bridge kept when its last container leaves; released with the network.
+    assert ("anchor", "br-" + ident[:12]) in api.networks.driver.calls
     assert options["network_info"][ident[:12]]["dns_enabled"] is True
     assert "www" in options["networks"][ident[:12]]["aliases"]
     answer = api.request("DELETE", "/networks/app")

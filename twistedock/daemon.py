@@ -326,6 +326,12 @@ class Daemon(MultiService):
         self._loading.cancel()
         await MultiService.stopService(self)
         await self.containers.shutdown()
+        # The bridges kept for networks in use given back when the daemon
+        # goes (those of containers left running, --live-restore, stay).
+        try:
+            await self.networks.release_unused()
+        except Exception:
+            log.failure("releasing the networks' bridges")
         await self.registry.close()
         self.events.close()
 

@@ -130,5 +130,12 @@ def test_a_published_httpd_answers_on_loopback(mode, daemons, tmp_path):
     finally:
         d.docker("rm", "-f", name, name + "f", name + "g", name + "h", check=False)
     assert _bindable(fixed) and _bindable(port)
+    # While the daemon runs its bridge stays (as dockerd's docker0), with
+    # no container's veth on it; stopped, the daemon takes it down.
+    ports_of_bridge = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                                     text=True).stdout
+    assert [line.split(":")[1].strip()[:4] for line in ports_of_bridge.splitlines()] == ["tdka"]
+    assert os.listdir(os.path.join(d.exec_root, "netns")) == []
+    d.stop()
     marks = [bridge, prefix, "dport %d " % port, "dport %d " % fixed, "dpt:%d " % port, "dpt:%d " % fixed]
     assert leftovers(d.exec_root, marks) == []

@@ -25,6 +25,13 @@ log = Logger()
 LEFT_KEY = "TwistedockLeft"
 
 
+def _listdir(directory: str) -> List[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+
+
 async def settled(d) -> None:
     """Wait for C{d}, whatever its outcome (its failure is someone else's)."""
     try:
@@ -161,6 +168,33 @@ class NetworkingMixin:
             await self.networks.driver.remove_netns(self.netns_path(c))
         except Exception as e:
             log.warn("network namespace of {id}: {e}", id=c.short_id, e=e)
+
+    async def sweep_networks(self) -> None:
+        """At start-up, once the containers are recovered: what a crash left
+        of networks that no running container owns undone. Endpoints of
+        containers that do not run are torn down (their records were
+        written before netavark ran), namespaces under <exec-root>/netns
+        of no running container unmounted (their veths go with them), and
+        the bridges, rules and anchors of networks without endpoints
+        removed."""
+        if self.networks is None:
+            return
+        running = {i for i, c in self.containers.items() if c.state.running}
+        stale = {cid for record in self.networks.networks.values() for cid in record["Endpoints"]} - running
+        for cid in sorted(stale):
+            log.info("tearing down the network endpoints of {id} (not running)", id=cid[:12])
+            self.networks.proxies.close(cid)
+            try:
+                await self.networks.leave(cid)
+            except Exception as e:
+                log.warn("network teardown of {id}: {e}", id=cid[:12], e=e)
+        directory = os.path.join(self.exec_root, "netns")
+        names = await self.run_in_thread(_listdir, directory)
+        for name in names:
+            if name not in running:
+                log.info("removing the network namespace {name} (no running container)", name=name)
+                await self.networks.driver.remove_netns(os.path.join(directory, name))
+        await self.networks.release_unused()
 
     def extra_hosts(self, c: Container) -> List[str]:
         """/etc/hosts entries (name:address) beyond the container's own:

@@ -9,10 +9,18 @@ import ipaddress
 import secrets
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, gatherResults
 
 from ...errors import Forbidden, InvalidParameter
+from ...logs import Logger
 from . import ipam, ports
+
+log = Logger()
+
+
+def mac_of(address: str) -> str:
+    """dockerd's MAC address of an IPv4 address: 02:42 and its four bytes."""
+    return "02:42:" + ":".join("%02x" % b for b in ipaddress.ip_address(address).packed)
 
 
 class EndpointsMixin:
@@ -77,6 +85,8 @@ class EndpointsMixin:
             }
             if ep.get("StaticMac"):
                 networks[key]["static_mac"] = ep["StaticMac"]
+            elif ep.get("MacAddress"):
+                networks[key]["static_mac"] = ep["MacAddress"]
             info[key] = self._network_info(record)
         options = {"container_id": container_id, "container_name": container_name,
                    "networks": networks, "network_info": info}
@@ -127,7 +137,6 @@ class EndpointsMixin:
                     "IPAddress": address,
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
-                    "MacAddress": "",
                     "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
                     "Aliases": aliases or None,
                     "DNSNames": dns or None,
@@ -138,24 +147,69 @@ class EndpointsMixin:
                     "Ports": list(published) if not pairs else [],
                     "PortsNat": bool(published) and not pairs and not self.proxies.userland,
                 }
+                # dockerd's MAC address, made of the IPv4 address, unless one
+                # is asked: known before the setup, so one record says all.
+                ep["MacAddress"] = ep["StaticMac"] or mac_of(address)
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))
+            # The endpoints recorded before the host is changed: a daemon
+            # killed during the setup finds them at its next start, and
+            # tears down what the setup did.
+            await gatherResults([self.save(record) for record, _ in pairs], consumeErrors=True)
             if pairs:
                 async with self.netavark_lock:
-                    status = await self.driver.setup(netns, self._options(container_id, name, pairs))
-                for record, ep in pairs:
-                    block = status.get(self._network_info(record)["name"]) or {}
-                    iface = (block.get("interfaces") or {}).get(ep["Interface"]) or {}
-                    ep["MacAddress"] = iface.get("mac_address", "")
+                    await self.driver.setup(netns, self._options(container_id, name, pairs))
+                    for record, _ in pairs:
+                        await self.keep_bridge(record)
         except BaseException:
             for record, ep in pairs:
                 record["Endpoints"].pop(container_id, None)
+            for record, _ in pairs:
+                await self.save_or_log(record)
             raise
         for record, _ in pairs:
-            await self.save(record)
             self.events.log("network", "connect", record["Id"],
                             {"container": container_id, "name": record["Name"], "type": "bridge"})
         return {record["Name"]: ep for record, ep in pairs}
+
+    async def keep_bridge(self, record: dict) -> None:
+        """The network's bridge kept when its last container leaves (the
+        netavark lock held)."""
+        try:
+            await self.driver.anchor(record["Interface"])
+        except Exception as e:
+            log.warn("{e}", e=e)
+
+    async def release_network(self, record: dict) -> None:
+        """The network's bridge, rules and anchor removed (it has no
+        endpoint left), the netavark lock taken."""
+        async with self.netavark_lock:
+            if record["Endpoints"]:
+                return
+            info = self._network_info(record)
+            entry = record["IPAM"]["Config"][0]
+            subnet = ipaddress.ip_network(entry["Subnet"], strict=False)
+            options = {"container_id": "0" * 64, "container_name": "twistedock-release",
+                       "networks": {info["name"]: {"static_ips": [str(subnet.broadcast_address - 1)],
+                                                   "interface_name": "eth0"}},
+                       "network_info": {info["name"]: info}}
+            try:
+                await self.driver.release(record["Interface"], options)
+            except Exception as e:
+                log.warn("releasing the bridge {bridge}: {e}", bridge=record["Interface"], e=e)
+
+    async def release_unused(self) -> None:
+        """Every bridge network without endpoints released (at start-up,
+        after a crash, and when the daemon stops)."""
+        for record in list(self.networks.values()):
+            if record["Driver"] == "bridge" and record["Interface"] and not record["Endpoints"]:
+                await self.release_network(record)
+
+    async def save_or_log(self, record: dict) -> None:
+        try:
+            await self.save(record)
+        except Exception as e:
+            log.warn("network record {name}: {e}", name=record["Name"], e=e)
 
     async def leave(self, container_id: str, records: Optional[Sequence[dict]] = None) -> None:
         """Tear down the container's endpoints (on C{records}, else on

@@ -324,6 +324,9 @@ class NetworkStore(EndpointsMixin):
         await self._delete(record)
 
     async def _delete(self, record: dict) -> None:
+        if record["Interface"]:
+            # Its bridge and rules, kept since its last container left.
+            await self.release_network(record)
         self.networks.pop(record["Id"], None)
         try:
             await self._thread(os.unlink, self._path(record))
