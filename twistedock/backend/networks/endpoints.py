@@ -186,7 +186,8 @@ class EndpointsMixin:
         async with self.netavark_lock:
             if record["Endpoints"]:
                 return
-            info = self._network_info(record)
+            # No aardvark-dns entry to remove for the stand-in container.
+            info = dict(self._network_info(record), dns_enabled=False)
             entry = record["IPAM"]["Config"][0]
             subnet = ipaddress.ip_network(entry["Subnet"], strict=False)
             options = {"container_id": "0" * 64, "container_name": "twistedock-release",
