@@ -4,6 +4,7 @@ dockerd merges them.  A directive given both ways, or one the file does not
 know, is refused with dockerd's wording.
 """
 
+import ipaddress
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -57,6 +58,15 @@ class DaemonConfig:
     mtu: int = 1500
     #: Published ports served by the daemon's proxy (False: kernel NAT only).
     userland_proxy: bool = True
+    #: The default bridge's addresses given to containers (a CIDR in --bip's subnet).
+    fixed_cidr: str = ""
+    #: The pools networks' subnets are chosen from: [{"base": CIDR, "size": N}]
+    #: (empty: dockerd's defaults).
+    default_address_pools: List[dict] = attr.Factory(list)
+    #: False: no firewall rule written (no NAT, no published ports by the kernel).
+    iptables: bool = True
+    #: False: no traffic between the default bridge's containers.
+    icc: bool = True
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -65,6 +75,17 @@ class DaemonConfig:
             raise ConfigError("invalid MTU: %s" % (self.mtu,))
         if self.mtu < 68:
             raise ConfigError("invalid MTU: %d (at least 68)" % (self.mtu,))
+        self.default_address_pools = [check_pool(p) for p in self.default_address_pools]
+        if self.fixed_cidr:
+            try:
+                fixed = ipaddress.ip_network(self.fixed_cidr, strict=False)
+            except ValueError:
+                raise ConfigError("invalid fixed-cidr %s: invalid CIDR address: %s"
+                                  % (self.fixed_cidr, self.fixed_cidr))
+            if self.bip:
+                bip = ipaddress.ip_network(self.bip, strict=False)
+                if not fixed.subnet_of(bip):
+                    raise ConfigError("fixed-cidr %s is not within the bridge's subnet %s" % (fixed, bip))
 
     @property
     def use_tls(self) -> bool:
@@ -95,6 +116,10 @@ FILE_KEYS = {
     "ip-forward": "ip_forward",
     "mtu": "mtu",
     "userland-proxy": "userland_proxy",
+    "fixed-cidr": "fixed_cidr",
+    "default-address-pools": "default_address_pools",
+    "iptables": "iptables",
+    "icc": "icc",
 }
 
 _TYPES = {
@@ -109,8 +134,41 @@ _TYPES = {
     "live-restore": bool,
     "ip-forward": bool,
     "userland-proxy": bool,
+    "iptables": bool,
+    "icc": bool,
+    "default-address-pools": "pools",
     "mtu": int,
 }
+
+
+def parse_pool(value: str) -> dict:
+    """A --default-address-pool value, "base=10.10.0.0/16,size=24"."""
+    pool: Dict[str, Any] = {}
+    for field in value.split(","):
+        key, sep, item = field.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("base", "size"):
+            raise ConfigError("invalid field %r must be a key=value pair" % (field,))
+        if key == "size":
+            try:
+                pool["size"] = int(item)
+            except ValueError:
+                raise ConfigError("invalid size value %r" % (item,))
+        else:
+            pool["base"] = item.strip()
+    return check_pool(pool)
+
+
+def check_pool(pool: Any) -> dict:
+    if not isinstance(pool, dict) or not pool.get("base") or not isinstance(pool.get("size"), int):
+        raise ConfigError("invalid default address pool %s: it needs a base CIDR and a size" % (pool,))
+    try:
+        base = ipaddress.ip_network(pool["base"], strict=False)
+    except ValueError:
+        raise ConfigError("invalid base pool %s: invalid CIDR address: %s" % (pool["base"], pool["base"]))
+    if base.version != 4 or not base.prefixlen <= pool["size"] <= 32:
+        raise ConfigError("invalid pools size: %d" % (pool["size"],))
+    return {"base": str(base), "size": pool["size"]}
 
 
 def _show(value: Any) -> str:
@@ -166,6 +224,12 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
     values = dict(flags)
     for key, value in file_values.items():
         expected = _TYPES.get(key, str)
+        if expected == "pools":
+            if not isinstance(value, list):
+                raise ConfigError("unable to configure the daemon with file %s: %s must be a list"
+                                  % (path, key))
+            values[FILE_KEYS[key]] = value
+            continue
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
             raise ConfigError(
                 "unable to configure the daemon with file %s: %s must be a %s"

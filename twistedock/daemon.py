@@ -185,7 +185,8 @@ class Daemon(MultiService):
             registry=self.registry,
         )
         self.volumes = VolumeStore(reactor, config.data_root, self.events)
-        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"))
+        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"),
+                            iptables=config.iptables, ip_forward=config.ip_forward)
         bridge = config.bridge
         if netavark.netavark is None and bridge != "none":
             # Without netavark, containers of the default mode keep loopback only.
@@ -195,6 +196,7 @@ class Daemon(MultiService):
             reactor, config.data_root, self.events, netavark,
             bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
             proxies=PortProxies(reactor, userland=config.userland_proxy, port_range=local_port_range()),
+            fixed_cidr=config.fixed_cidr, pools=config.default_address_pools, icc=config.icc,
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)

@@ -139,3 +139,34 @@ def test_a_published_httpd_answers_on_loopback(mode, daemons, tmp_path):
     d.stop()
     marks = [bridge, prefix, "dport %d " % port, "dport %d " % fixed, "dpt:%d " % port, "dpt:%d " % fixed]
     assert leftovers(d.exec_root, marks) == []
+
+
+def test_without_iptables_and_icc(daemons, tmp_path):
+    """--iptables=false writes no rule (the proxy still serves published
+    ports: it reaches containers through the bridge's route); --icc=false
+    keeps the default bridge's containers from each other, not from the
+    gateway."""
+    bridge, prefix = "tdi" + TAG, "10.%d.%d." % (222, int(TAG[:2], 16))
+    d = daemons.start("--bridge=" + bridge, "--bip=%s1/24" % prefix, "--iptables=false", "--icc=false")
+    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
+        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
+                       capture_output=True, check=True, timeout=60)
+    name = "i" + TAG
+    try:
+        d.docker("run", "-d", "--name", name, "-p", "127.0.0.1::80", *HTTPD)
+        port = int(d.docker("port", name).stdout.strip().rsplit(":", 1)[1])
+        assert wait_for_text(lambda: _get(port)) == "hello\n"
+        ip = d.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
+        assert ip.startswith(prefix)
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        assert [line for line in rules.splitlines() if prefix in line or bridge in line] == []
+        options = d.docker_json("network", "inspect", "bridge", format="{{json .Options}}")
+        assert options["com.docker.network.bridge.enable_icc"] == "false"
+        result = d.docker("run", "--rm", "busybox", "sh", "-c",
+                          "ping -c1 -W1 %s1 >/dev/null && echo gateway; ping -c1 -W1 %s >/dev/null && echo peer"
+                          % (prefix, ip), check=False)
+        assert result.stdout == "gateway\n", result.stdout + result.stderr
+    finally:
+        d.docker("rm", "-f", name, check=False)
+    d.stop()
+    assert leftovers(d.exec_root, [bridge, prefix]) == []

@@ -17,6 +17,8 @@ from . import ipam, ports
 
 log = Logger()
 
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+
 
 def mac_of(address: str) -> str:
     """dockerd's MAC address of an IPv4 address: 02:42 and its four bytes."""
@@ -159,8 +161,14 @@ class EndpointsMixin:
             if pairs:
                 async with self.netavark_lock:
                     await self.driver.setup(netns, self._options(container_id, name, pairs))
-                    for record, _ in pairs:
-                        await self.keep_bridge(record)
+                    try:
+                        for record, ep in pairs:
+                            await self.keep_bridge(record)
+                            if (record.get("Options") or {}).get(ICC_OPTION) == "false":
+                                await self.driver.isolate(netns, ep["Interface"], record["Interface"])
+                    except BaseException:
+                        await self.driver.teardown(netns, self._options(container_id, name, pairs))
+                        raise
         except BaseException:
             for record, ep in pairs:
                 record["Endpoints"].pop(container_id, None)
