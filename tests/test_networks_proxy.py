@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from twistedock.backend.networks.proxy import BindError, PortHold, PortProxies, Proxy
+from twistedock.backend.networks.proxy import PIPE_SIZE, BindError, PortHold, PortProxies, Proxy
 
 
 @implementer(IHalfCloseableProtocol)
@@ -52,6 +52,12 @@ def _listen(proto, **attributes):
         setattr(factory, k, v)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     return factory, port
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _round_trip(port, payload):
@@ -101,10 +107,11 @@ async def test_a_slow_container_pauses_the_client_side():
         await _sleep(1.0)
         (sink,) = factory.sinks
         # The sink reads nothing, so the proxy stopped reading the client:
-        # what it holds is bounded by the socket buffers, not the 48 MB.
-        inbound = [r for r in reactor.getReaders() if getattr(r, "protocol", None) is not None
-                   and type(r.protocol).__name__ == "_Inbound"]
-        assert inbound == []
+        # what it holds is one pipe's worth, not the 48 MB.
+        (connection,) = proxy.connections
+        assert connection.client not in reactor.getReaders()
+        assert connection.container in reactor.getWriters()
+        assert connection.pumps[0].pending <= PIPE_SIZE
         assert not sending.called
         sink.transport.resumeProducing()
         await sending
@@ -132,6 +139,14 @@ async def test_no_container_address_yet_closes_the_connection():
 
     try:
         assert await deferToThread(read) == b""
+        # A container that does not answer: the client's connection ends.
+        proxy.forward_to("127.0.0.1", _closed_port())
+        assert await deferToThread(read) == b""
+        for _ in range(50):
+            if not proxy.connections:
+                break
+            await _sleep(0.02)
+        assert proxy.connections == set()
     finally:
         proxy.close()
 

@@ -2,10 +2,12 @@
 The userland proxy of published ports, as dockerd's docker-proxy but on the
 daemon's reactor: a listener on the host address and port of each mapping,
 each accepted TCP connection joined to a connection to the container's
-address, with backpressure both ways (each transport is the other's
-streaming producer: a side whose write buffer fills pauses the reading of
-the other); UDP datagrams relayed per client, each client's flow forgotten
-after L{UDP_IDLE} seconds of silence, as docker-proxy's conntrack.
+address, the bytes moved by splice(2) through a pipe per direction (never
+copied through Python), with backpressure both ways (a side that cannot
+take more stops the reading of the other; each direction holds at most
+its pipe's L{PIPE_SIZE}), half-closes passed on; UDP datagrams relayed per
+client, each client's flow forgotten after L{UDP_IDLE} seconds of silence,
+as docker-proxy's conntrack.
 
 With C{--userland-proxy=false} the kernel's NAT rules (netavark's) carry
 the traffic and the listener only holds the port (L{PortHold}), as
@@ -16,11 +18,14 @@ port's owner known at once, dockerd's error if it is taken); they accept
 once L{Proxy.forward_to} names the container's address.
 """
 
+import errno
+import fcntl
+import os
 import socket
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import error, protocol
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IReadDescriptor, IReadWriteDescriptor
 from zope.interface import implementer
 
 from ...logs import Logger
@@ -47,76 +52,221 @@ def _bind_error(e: error.CannotListenError) -> BindError:
 
 # -- TCP ----------------------------------------------------------------------
 
-
-@implementer(IHalfCloseableProtocol)
-class _Side(protocol.Protocol):
-    """One side of a proxied TCP connection: bytes read here are written to
-    the peer; a half-close passed on; either end closing closes both."""
-
-    peer: Optional["_Side"] = None
-
-    def join(self, peer: "_Side") -> None:
-        self.peer = peer
-        # Each transport is the producer of the other's consumer: a full
-        # buffer on one side pauses reading on the other.
-        self.transport.registerProducer(peer.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.peer is not None:
-            self.peer.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        if self.peer is not None:
-            self.peer.transport.loseWriteConnection()
-
-    def writeConnectionLost(self) -> None:
-        # The peer half-closed earlier and we have written everything: if
-        # our reading ended too, the connection closes itself.
-        pass
-
-    def connectionLost(self, reason=None) -> None:
-        peer, self.peer = self.peer, None
-        if peer is not None:
-            peer.peer = None
-            # This transport no longer produces for the peer's; what the
-            # peer still buffers is written before it closes.
-            peer.transport.unregisterProducer()
-            peer.transport.loseConnection()
+#: Bytes a direction holds between its two sockets (the pipe's size).
+PIPE_SIZE = 1 << 18
+SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
-class _Inbound(_Side):
-    """A connection accepted on the host port: it stops reading until the
-    connection to the container is made, and ends if that fails."""
+class _Pump:
+    """One direction of a proxied connection: bytes moved from C{source}
+    to C{sink} by splice(2) through a pipe, without copying them through
+    the daemon. While the sink cannot take more, the source is not read
+    (backpressure: what waits is at most the pipe's content); the source's
+    end is passed on as a half-close once everything was written."""
 
-    def connectionMade(self) -> None:
-        self.transport.pauseProducing()
-        proxy = self.factory.proxy
-        target = proxy.target
-        if target is None:
-            self.transport.loseConnection()
-            return
-        outbound = protocol.ClientCreator(proxy.reactor, _Side).connectTCP(target[0], target[1], timeout=30)
-        outbound.addCallbacks(self._connected, self._failed)
+    def __init__(self, connection: "_Connection", source: "_Socket", sink: "_Socket") -> None:
+        self.connection = connection
+        self.source = source
+        self.sink = sink
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        self.pending = 0
+        self.ended = False
+        self.done = False
 
-    def _connected(self, other: _Side) -> None:
-        if not self.transport.connected:
-            other.transport.loseConnection()
-            return
-        self.join(other)
-        other.join(self)
-        self.transport.resumeProducing()
+    def run(self) -> None:
+        """Move what can be moved now; wait for the sockets otherwise."""
+        while not self.done:
+            if self.pending:
+                try:
+                    n = os.splice(self.read_fd, self.sink.fileno(), self.pending, flags=SPLICE)
+                except OSError as e:
+                    if e.errno in _AGAIN:
+                        self.source.want_read(False)
+                        self.sink.want_write(True)
+                        return
+                    raise
+                self.pending -= n
+                continue
+            self.sink.want_write(False)
+            if self.ended:
+                self.done = True
+                self.sink.shutdown_write()
+                self.connection.direction_done()
+                return
+            try:
+                n = os.splice(self.source.fileno(), self.write_fd, PIPE_SIZE, flags=SPLICE)
+            except OSError as e:
+                if e.errno in _AGAIN:
+                    self.source.want_read(True)
+                    return
+                raise
+            if n == 0:
+                self.ended = True
+                self.source.want_read(False)
+            self.pending += n
 
-    def _failed(self, reason) -> None:
-        log.debug("proxy to the container failed: {e}", e=reason.value)
-        self.transport.loseConnection()
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
-class _InboundFactory(protocol.Factory):
-    protocol = _Inbound
-    noisy = False
+@implementer(IReadWriteDescriptor)
+class _Socket:
+    """A connected socket in the reactor: readable, it runs the pump that
+    reads it; writable, the pump that writes to it."""
 
-    def __init__(self, proxy: "Proxy") -> None:
+    def __init__(self, connection: "_Connection", sock: socket.socket) -> None:
+        self.connection = connection
+        self.socket = sock
+        self.reads: Optional[_Pump] = None
+        self.writes: Optional[_Pump] = None
+        self.reading = self.writing = False
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "proxy"
+
+    def want_read(self, on: bool) -> None:
+        if on != self.reading:
+            self.reading = on
+            (self.connection.reactor.addReader if on else self.connection.reactor.removeReader)(self)
+
+    def want_write(self, on: bool) -> None:
+        if on != self.writing:
+            self.writing = on
+            (self.connection.reactor.addWriter if on else self.connection.reactor.removeWriter)(self)
+
+    def shutdown_write(self) -> None:
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def doRead(self):
+        return self.connection.run(self.reads)
+
+    def doWrite(self):
+        if self.connection.connecting:
+            return self.connection.connected()
+        return self.connection.run(self.writes)
+
+    def connectionLost(self, reason) -> None:
+        self.connection.close()
+
+    def stop(self) -> None:
+        self.want_read(False)
+        self.want_write(False)
+        self.socket.close()
+
+
+class _Connection:
+    """A connection accepted on the host port, joined to one made to the
+    container: two pumps, closed when both directions ended or either
+    side failed."""
+
+    def __init__(self, proxy: "Proxy", client: socket.socket) -> None:
+        self.reactor = proxy.reactor
         self.proxy = proxy
+        self.client = _Socket(self, client)
+        family = socket.AF_INET6 if ":" in proxy.target[0] else socket.AF_INET
+        self.container = _Socket(self, socket.socket(family, socket.SOCK_STREAM))
+        self.pumps = []
+        self.ends = 0
+        self.closed = False
+        self.connecting = True
+        proxy.connections.add(self)
+        self.container.socket.setblocking(False)
+        code = self.container.socket.connect_ex(proxy.target)
+        if code not in (0, errno.EINPROGRESS):
+            log.debug("proxy to the container failed: {e}", e=os.strerror(code))
+            self.close()
+            return
+        self.container.want_write(True)
+
+    def connected(self) -> None:
+        code = self.container.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            log.debug("proxy to the container failed: {e}", e=os.strerror(code))
+            self.close()
+            return
+        self.connecting = False
+        self.container.want_write(False)
+        upstream = _Pump(self, self.client, self.container)
+        downstream = _Pump(self, self.container, self.client)
+        self.pumps = [upstream, downstream]
+        self.client.reads, self.container.writes = upstream, upstream
+        self.container.reads, self.client.writes = downstream, downstream
+        self.run(upstream)
+        self.run(downstream)
+
+    def run(self, pump: Optional[_Pump]) -> None:
+        if pump is None or self.closed:
+            return
+        try:
+            pump.run()
+        except OSError as e:
+            # A reset or a broken pipe on either side ends both.
+            log.debug("proxied connection ended: {e}", e=e)
+            self.close()
+
+    def direction_done(self) -> None:
+        self.ends += 1
+        if self.ends == 2:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.proxy.connections.discard(self)
+        for side in (self.client, self.container):
+            side.stop()
+        for pump in self.pumps:
+            pump.close()
+
+
+@implementer(IReadDescriptor)
+class _Listener:
+    """The host port's listening socket: connections accepted, and closed
+    at once until the container's address is known."""
+
+    def __init__(self, proxy: "Proxy", sock: socket.socket) -> None:
+        self.proxy = proxy
+        self.socket = sock
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "proxy"
+
+    def doRead(self) -> None:
+        for _ in range(64):
+            try:
+                client, _ = self.socket.accept()
+            except OSError as e:
+                if e.errno in _AGAIN:
+                    return
+                log.warn("accepting on a published port: {e}", e=e)
+                return
+            if self.proxy.target is None:
+                client.close()
+                continue
+            client.setblocking(False)
+            _Connection(self.proxy, client)
+
+    def connectionLost(self, reason) -> None:
+        pass
 
 
 # -- UDP ----------------------------------------------------------------------
@@ -201,17 +351,23 @@ class Proxy:
         self.host_ip = host_ip or "0.0.0.0"
         self.protocol = protocol_name
         self.target: Optional[Tuple[str, int]] = None
+        self.connections = set()
         self._udp: Optional[_UDPRelay] = None
-        try:
-            if protocol_name == "udp":
-                self._udp = _UDPRelay(self)
+        self._listener: Optional[_Listener] = None
+        if protocol_name == "udp":
+            self._udp = _UDPRelay(self)
+            try:
                 self.port = reactor.listenUDP(host_port, self._udp, interface=self.host_ip)
-            else:
-                self.port = reactor.listenTCP(host_port, _InboundFactory(self), backlog=128,
-                                              interface=self.host_ip)
-        except error.CannotListenError as e:
-            raise _bind_error(e)
-        self.host_port = self.port.getHost().port
+            except error.CannotListenError as e:
+                raise _bind_error(e)
+            self.host_port = self.port.getHost().port
+            return
+        sock = _bound(self.host_ip, host_port, socket.SOCK_STREAM)
+        sock.listen(128)
+        sock.setblocking(False)
+        self._listener = _Listener(self, sock)
+        self.host_port = sock.getsockname()[1]
+        reactor.addReader(self._listener)
 
     def forward_to(self, address: str, port: int) -> None:
         self.target = (address, port)
@@ -219,7 +375,28 @@ class Proxy:
     def close(self) -> None:
         if self._udp is not None:
             self._udp.close()
-        self.port.stopListening()
+            self.port.stopListening()
+        if self._listener is not None:
+            self.reactor.removeReader(self._listener)
+            self._listener.socket.close()
+            self._listener = None
+        for connection in list(self.connections):
+            connection.close()
+
+
+def _bound(host_ip: str, host_port: int, kind: int) -> socket.socket:
+    """A socket bound to the address (L{BindError} if it cannot be)."""
+    family = socket.AF_INET6 if ":" in (host_ip or "") else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # As Go's listeners (dockerd's proxies): TCP only.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), host_port))
+    except OSError as e:
+        sock.close()
+        raise BindError(e.errno or 0, e.strerror or str(e))
+    return sock
 
 
 class PortHold:
@@ -227,19 +404,10 @@ class PortHold:
     kernel's NAT carries the traffic), as dockerd's dummy proxy."""
 
     def __init__(self, reactor, host_ip: str, host_port: int, protocol_name: str) -> None:
-        family = socket.AF_INET6 if ":" in (host_ip or "") else socket.AF_INET
         kind = socket.SOCK_DGRAM if protocol_name == "udp" else socket.SOCK_STREAM
-        self.socket = socket.socket(family, kind)
-        try:
-            if kind == socket.SOCK_STREAM:
-                # As Go's listeners (dockerd's dummy proxy): TCP only.
-                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), host_port))
-            if kind == socket.SOCK_STREAM:
-                self.socket.listen(1)
-        except OSError as e:
-            self.socket.close()
-            raise BindError(e.errno or 0, e.strerror or str(e))
+        self.socket = _bound(host_ip, host_port, kind)
+        if kind == socket.SOCK_STREAM:
+            self.socket.listen(1)
         self.host_port = self.socket.getsockname()[1]
 
     def forward_to(self, address: str, port: int) -> None:
