@@ -122,6 +122,8 @@ class ContainerBackend(
         self.execs = execs
         self.volumes = volumes
         self.networks = networks
+        #: netavark's setups of starting runs, by container ID (networking.py).
+        self._network_setups: Dict[str, Deferred] = {}
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

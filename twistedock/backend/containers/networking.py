@@ -12,6 +12,8 @@ import os
 import secrets
 from typing import List, Optional, Tuple
 
+from twisted.internet.defer import ensureDeferred
+
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...logs import Logger
 from ... import versions
@@ -107,8 +109,11 @@ class NetworkingMixin:
         return None
 
     async def network_up(self, c: Container) -> List[str]:
-        """The run's namespace made and joined to its networks; the lines
-        for /etc/hosts (its own addresses)."""
+        """The run's namespace made, its ports published and its endpoints
+        reserved (addresses, recorded); netavark's setup of the namespace
+        started, to be awaited by L{network_ready} before the container's
+        process runs (it overlaps the bundle and C{runc create}). The
+        lines for /etc/hosts (its own addresses)."""
         if not self._bridged(c):
             return []
         joins = self._joins(c)
@@ -121,22 +126,28 @@ class NetworkingMixin:
         endpoint_id = secrets.token_hex(32)
         try:
             wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
-            # Ports chosen, bound and recorded (by the join) by one start at a time.
+            # Ports chosen, bound and recorded (by the reservation) by one start at a time.
             async with self.networks.ports_lock:
                 mappings = ports.publish(proxies, c.id, wanted, self.networks.published(),
                                          "%s (%s)" % (c.name.lstrip("/"), endpoint_id)) if wanted else []
-                joined = await self.networks.join(c.id, c.name, path, joins,
-                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings,
-                                                  endpoint_id=endpoint_id)
+                pairs = await self.networks.reserve(c.id, c.name, path, joins,
+                                                    mac_address=c.config.get("MacAddress") or "",
+                                                    ports=mappings, endpoint_id=endpoint_id)
         except BaseException:
             proxies.close(c.id)
             await self.networks.driver.remove_netns(path)
             raise
+        self._network_setups[c.id] = ensureDeferred(self.networks.configure(c.id, c.name, path, pairs))
         if mappings:
-            first = next(iter(joined.values()))
-            proxies.forward(c.id, mappings, first["IPAddress"])
+            proxies.forward(c.id, mappings, pairs[0][1]["IPAddress"])
         hostname = c.config.get("Hostname") or c.id[:12]
-        return ["%s:%s" % (hostname, ep["IPAddress"]) for ep in joined.values()]
+        return ["%s:%s" % (hostname, ep["IPAddress"]) for _, ep in pairs]
+
+    async def network_ready(self, c: Container) -> None:
+        """netavark's setup of the run's namespace done (its failure raised)."""
+        d = self._network_setups.pop(c.id, None)
+        if d is not None:
+            await d
 
     def reopen_ports(self, c: Container) -> None:
         """A running container re-adopted at start-up (--live-restore):
@@ -158,6 +169,11 @@ class NetworkingMixin:
         """The run's endpoints left and its namespace removed (idempotent)."""
         if self.networks is None:
             return
+        # A setup still under way ends first (its failure is reported by
+        # the start that waits for it, or is moot now).
+        pending = self._network_setups.pop(c.id, None)
+        if pending is not None:
+            await settled(pending)
         # The published ports released first: free once the container stops.
         self.networks.proxies.close(c.id)
         try:

@@ -9,7 +9,7 @@ import ipaddress
 import secrets
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import DeferredLock, gatherResults
+from twisted.internet.defer import DeferredLock
 
 from ...errors import Forbidden, InvalidParameter
 from ...logs import Logger
@@ -108,13 +108,25 @@ class EndpointsMixin:
                    joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
                    ports: Sequence[dict] = (), endpoint_id: str = "") -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
-        of C{joins}: addresses allocated, netavark run, endpoints recorded;
-        C{ports} (their host side bound by the L{proxy.PortProxies}) are
-        published on the first, whose ID is C{endpoint_id} when given."""
+        of C{joins}: L{reserve}, then L{configure}."""
+        pairs = await self.reserve(container_id, container_name, netns, joins, mac_address, ports, endpoint_id)
+        await self.configure(container_id, container_name, netns, pairs)
+        return {record["Name"]: ep for record, ep in pairs}
+
+    async def reserve(self, container_id: str, container_name: str, netns: str,
+                      joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
+                      ports: Sequence[dict] = (), endpoint_id: str = "") -> List[Tuple[dict, dict]]:
+        """The endpoints of C{netns} on each (network record,
+        EndpointSettings asked) of C{joins}: addresses allocated, recorded
+        (saved before the host is changed: a daemon killed during the setup
+        finds them at its next start, and tears down what was done); the
+        (record, endpoint) pairs. C{ports} (their host side bound by the
+        L{proxy.PortProxies}) are published on the first endpoint, whose
+        ID is C{endpoint_id} when given."""
         name = container_name.lstrip("/")
         published = ports
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
-        pairs = []
+        pairs: List[Tuple[dict, dict]] = []
         try:
             for record, asked in joins:
                 if container_id in record["Endpoints"]:
@@ -154,31 +166,43 @@ class EndpointsMixin:
                 ep["MacAddress"] = ep["StaticMac"] or mac_of(address)
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))
-            # The endpoints recorded before the host is changed: a daemon
-            # killed during the setup finds them at its next start, and
-            # tears down what the setup did.
-            await gatherResults([self.save(record) for record, _ in pairs], consumeErrors=True)
-            if pairs:
-                async with self.netavark_lock:
-                    await self.driver.setup(netns, self._options(container_id, name, pairs))
-                    try:
-                        for record, ep in pairs:
-                            await self.keep_bridge(record)
-                            if (record.get("Options") or {}).get(ICC_OPTION) == "false":
-                                await self.driver.isolate(netns, ep["Interface"], record["Interface"])
-                    except BaseException:
-                        await self.driver.teardown(netns, self._options(container_id, name, pairs))
-                        raise
-        except BaseException:
-            for record, ep in pairs:
-                record["Endpoints"].pop(container_id, None)
             for record, _ in pairs:
+                await self.save(record)
+        except BaseException:
+            await self._unreserve(container_id, pairs)
+            raise
+        return pairs
+
+    async def _unreserve(self, container_id: str, pairs) -> None:
+        for record, ep in pairs:
+            if record["Endpoints"].get(container_id) is ep:
+                record["Endpoints"].pop(container_id, None)
                 await self.save_or_log(record)
+
+    async def configure(self, container_id: str, container_name: str, netns: str, pairs) -> None:
+        """netavark's setup of the reserved endpoints C{pairs} in C{netns}
+        (the bridge kept, the port isolated without inter-container
+        traffic); on failure the endpoints are released."""
+        if not pairs:
+            return
+        name = container_name.lstrip("/")
+        try:
+            async with self.netavark_lock:
+                await self.driver.setup(netns, self._options(container_id, name, pairs))
+                try:
+                    for record, ep in pairs:
+                        await self.keep_bridge(record)
+                        if (record.get("Options") or {}).get(ICC_OPTION) == "false":
+                            await self.driver.isolate(netns, ep["Interface"], record["Interface"])
+                except BaseException:
+                    await self.driver.teardown(netns, self._options(container_id, name, pairs))
+                    raise
+        except BaseException:
+            await self._unreserve(container_id, pairs)
             raise
         for record, _ in pairs:
             self.events.log("network", "connect", record["Id"],
                             {"container": container_id, "name": record["Name"], "type": "bridge"})
-        return {record["Name"]: ep for record, ep in pairs}
 
     async def keep_bridge(self, record: dict) -> None:
         """The network's bridge kept when its last container leaves (the
