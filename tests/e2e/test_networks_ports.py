@@ -125,6 +125,8 @@ def test_a_published_httpd_answers_on_loopback(mode, daemons, tmp_path):
         d.docker("stop", "-t", "0", name + "f")
         assert _bindable(fixed)
         assert d.docker("port", name + "f").stdout == ""
+        # As dockerd: no ports shown for a container that does not run.
+        assert d.docker_json("inspect", name + "f", format="{{json .NetworkSettings.Ports}}") == {}
         d.docker("start", name + "g")
         assert wait_for_text(lambda: _get(fixed)) == "hello\n"
     finally:

@@ -334,7 +334,9 @@ class NetworkingMixin:
         """The list's Ports and NetworkSettings.Networks filled in."""
         if self.networks is None or not self._bridged(c):
             return doc
-        doc["Ports"] = ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        # dockerd lists no ports for a container that does not run.
+        doc["Ports"] = (ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+                        if c.state.running else [])
         doc["NetworkSettings"] = {"Networks": self.network_settings(c, {})["Networks"]}
         return doc
 
@@ -358,7 +360,8 @@ class NetworkingMixin:
                 doc.pop("DNSNames", None)
             networks[record["Name"]] = doc
         settings["Networks"] = networks
-        settings["Ports"] = ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        settings["Ports"] = (ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+                             if c.state.running else {})
         first = next(iter(networks.values()), None)
         if first is not None and self._mode(c) == "bridge":
             # The default bridge's endpoint is also shown at the top level.
