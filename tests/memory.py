@@ -167,6 +167,12 @@ class MemoryNetworkDriver:
     async def remove_netns(self, path):
         self.calls.append(("remove_netns", path))
 
+    async def anchor(self, bridge):
+        self.calls.append(("anchor", bridge))
+
+    async def release(self, bridge, options):
+        self.calls.append(("release", bridge, options))
+
 
 class MemoryNetworks(NetworkStore):
     """The network store with nothing written: records in memory, a

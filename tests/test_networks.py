@@ -160,10 +160,14 @@ def test_connect_inspect_in_use_disconnect():
     doc = api.request("GET", "/networks/app").json()
     (cid, ep), = doc["Containers"].items()
     assert ep["Name"] == "web" and ep["IPv4Address"] == "10.218.0.2/24"
-    assert ep["MacAddress"] == "02:42:ac:11:00:02" and len(ep["EndpointID"]) == 64
+    # dockerd's MAC address, made of the IPv4 address, given to netavark.
+    assert ep["MacAddress"] == "02:42:0a:da:00:02" and len(ep["EndpointID"]) == 64
     setup = [c for c in api.networks.driver.calls if c[0] == "setup"][-1]
     options = setup[2]
     assert options["networks"][ident[:12]]["static_ips"] == ["10.218.0.2"]
+    assert options["networks"][ident[:12]]["static_mac"] == "02:42:0a:da:00:02"
+    # The bridge kept when its last container leaves; released with the network.
+    assert ("anchor", "br-" + ident[:12]) in api.networks.driver.calls
     assert options["network_info"][ident[:12]]["dns_enabled"] is True
     assert "www" in options["networks"][ident[:12]]["aliases"]
     answer = api.request("DELETE", "/networks/app")
@@ -310,3 +314,81 @@ def test_the_default_bridge_follows_the_flags_over_restarts(tmp_path):
                          bip="10.7.0.1/24", mtu=1400)
     third.load()
     assert third.resolve("bridge") == bridge
+
+
+def test_the_network_flags_and_daemon_json(tmp_path):
+    from twistedock.tap import Options
+
+    config = str(tmp_path / "daemon.json")
+    with open(config, "w") as f:
+        f.write("{}")
+    options = Options()
+    options.parseOptions(["--config-file", config])
+    c = options.config
+    assert (c.userland_proxy, c.iptables, c.icc, c.fixed_cidr, c.default_address_pools) == (True, True, True, "", [])
+    options = Options()
+    options.parseOptions(["--config-file", config, "--userland-proxy=false", "--iptables=false", "--icc=false",
+                          "--bip", "10.9.0.1/16", "--fixed-cidr", "10.9.5.0/24",
+                          "--default-address-pool", "base=10.10.0.0/16,size=24",
+                          "--default-address-pool", "base=10.11.0.0/16,size=26"])
+    c = options.config
+    assert (c.userland_proxy, c.iptables, c.icc, c.fixed_cidr) == (False, False, False, "10.9.5.0/24")
+    assert c.default_address_pools == [{"base": "10.10.0.0/16", "size": 24}, {"base": "10.11.0.0/16", "size": 26}]
+    with open(config, "w") as f:
+        f.write('{"userland-proxy": false, "iptables": false, "icc": false, "fixed-cidr": "172.30.1.0/24",'
+                ' "default-address-pools": [{"base": "10.12.0.0/16", "size": 24}]}')
+    options = Options()
+    options.parseOptions(["--config-file", config])
+    c = options.config
+    assert (c.userland_proxy, c.iptables, c.icc, c.fixed_cidr) == (False, False, False, "172.30.1.0/24")
+    assert c.default_address_pools == [{"base": "10.12.0.0/16", "size": 24}]
+    for bad, message in ((["--default-address-pool", "base=10.10.0.0/16"], "it needs a base CIDR and a size"),
+                         (["--default-address-pool", "base=nope,size=24"], "invalid CIDR address: nope"),
+                         (["--bip", "10.9.0.1/24", "--fixed-cidr", "10.8.0.0/24"],
+                          "fixed-cidr 10.8.0.0/24 is not within the bridge's subnet 10.9.0.0/24")):
+        with pytest.raises(Exception) as e:
+            Options().parseOptions(["--config-file", "/dev/null"] + bad)
+        assert message in str(e.value)
+
+
+def test_fixed_cidr_pools_and_icc_shape_the_networks():
+    from twisted.internet.defer import ensureDeferred
+
+    from twistedock.backend.events import EventLog
+
+    from .memory import MemoryNetworks, result_of
+
+    fixed = MemoryNetworks(EventLog(), bip="10.9.0.1/16", fixed_cidr="10.9.5.0/24", icc=False)
+    bridge = fixed.resolve("bridge")
+    # libnetwork's IPAM config of the default bridge with --fixed-cidr.
+    assert bridge["IPAM"]["Config"] == [{"Subnet": "10.9.0.0/16", "IPRange": "10.9.5.0/24", "Gateway": "10.9.0.1"}]
+    assert bridge["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+    alone = MemoryNetworks(EventLog(), fixed_cidr="10.8.3.0/24")
+    assert alone.resolve("bridge")["IPAM"]["Config"] == [
+        {"Subnet": "10.8.3.0/24", "IPRange": "10.8.3.0/24", "Gateway": "10.8.3.1"}]
+    pooled = MemoryNetworks(EventLog(), pools=[{"base": "10.10.0.0/16", "size": 24}])
+    assert pooled.resolve("bridge")["IPAM"]["Config"] == [{"Subnet": "10.10.0.0/24", "Gateway": "10.10.0.1"}]
+    ident = result_of(ensureDeferred(pooled.create({"Name": "n"})))["Id"]
+    assert pooled.resolve(ident)["IPAM"]["Config"] == [{"Subnet": "10.10.1.0/24", "Gateway": "10.10.1.1"}]
+
+
+def test_without_iptables_netavark_finds_a_firewall_that_changes_nothing(tmp_path):
+    import subprocess
+
+    from twistedock.backend.networks.driver import Netavark
+
+    driver = Netavark(None, str(tmp_path / "netavark"), iptables=False, ip_forward=False,
+                      ip_forward_path=str(tmp_path / "ip_forward"))
+    (tmp_path / "ip_forward").write_text("0\n")
+    driver.prepare()
+    env = driver._env()
+    assert env["PATH"].split(":")[0] == driver.no_firewall_dir
+    version = subprocess.run(["iptables", "--version"], env=env, capture_output=True, text=True)
+    assert version.stdout.startswith("iptables v1.8.9") and version.returncode == 0
+    check = subprocess.run(["iptables", "-t", "nat", "-C", "POSTROUTING", "-j", "X", "--wait"], env=env,
+                           capture_output=True, text=True)
+    assert (check.returncode, check.stdout) == (0, "")
+    # netavark's setup turns IPv4 forwarding on; --ip-forward=false puts it back.
+    (tmp_path / "ip_forward").write_text("1\n")
+    driver._put_back_ip_forward()
+    assert (tmp_path / "ip_forward").read_text() == "0\n"

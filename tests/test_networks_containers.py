@@ -31,8 +31,8 @@ def settings(world, ref, version="1.51"):
 def test_a_default_container_joins_the_bridge_in_a_namespace_of_its_own(world):
     ident = world.started("web")
     netns = world.backend.netns_path(world.backend.get(ident))
-    assert calls(world) == ["remove_netns", "create_netns", "setup"]
-    options = world.backend.networks.driver.calls[-1][2]
+    assert calls(world) == ["remove_netns", "create_netns", "setup", "anchor"]
+    options = world.backend.networks.driver.calls[-2][2]
     assert options["networks"]["bridge"]["static_ips"] == ["172.17.0.2"]
     assert options["network_info"]["bridge"]["network_interface"] == "twistedock0"
     with open(os.path.join(world.backend.bundle(world.backend.get(ident)), "config.json")) as f:

@@ -4,6 +4,7 @@ dockerd merges them.  A directive given both ways, or one the file does not
 know, is refused with dockerd's wording.
 """
 
+import ipaddress
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -64,6 +65,17 @@ class DaemonConfig:
     cgroup_parent: str = ""
     #: dockerd's --exec-opt (native.cgroupdriver=cgroupfs|systemd).
     exec_opts: List[str] = attr.Factory(list)
+    #: Published ports served by the daemon's proxy (False: kernel NAT only).
+    userland_proxy: bool = True
+    #: The default bridge's addresses given to containers (a CIDR in --bip's subnet).
+    fixed_cidr: str = ""
+    #: The pools networks' subnets are chosen from: [{"base": CIDR, "size": N}]
+    #: (empty: dockerd's defaults).
+    default_address_pools: List[dict] = attr.Factory(list)
+    #: False: no firewall rule written (no NAT, no published ports by the kernel).
+    iptables: bool = True
+    #: False: no traffic between the default bridge's containers.
+    icc: bool = True
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -82,6 +94,17 @@ class DaemonConfig:
                 len(self.cgroup_parent) <= 6 or not self.cgroup_parent.endswith(".slice")):
             raise ConfigError('cgroup-parent for systemd cgroup should be a valid slice named as "xxx.slice"')
 
+        self.default_address_pools = [check_pool(p) for p in self.default_address_pools]
+        if self.fixed_cidr:
+            try:
+                fixed = ipaddress.ip_network(self.fixed_cidr, strict=False)
+            except ValueError:
+                raise ConfigError("invalid fixed-cidr %s: invalid CIDR address: %s"
+                                  % (self.fixed_cidr, self.fixed_cidr))
+            if self.bip:
+                bip = ipaddress.ip_network(self.bip, strict=False)
+                if not fixed.subnet_of(bip):
+                    raise ConfigError("fixed-cidr %s is not within the bridge's subnet %s" % (fixed, bip))
     @property
     def cgroup_driver(self) -> str:
         """dockerd's getCgroupDriver: the last native.cgroupdriver of the
@@ -125,6 +148,11 @@ FILE_KEYS = {
     "log-opts": "log_opts",
     "cgroup-parent": "cgroup_parent",
     "exec-opts": "exec_opts",
+    "userland-proxy": "userland_proxy",
+    "fixed-cidr": "fixed_cidr",
+    "default-address-pools": "default_address_pools",
+    "iptables": "iptables",
+    "icc": "icc",
 }
 
 _TYPES = {
@@ -139,9 +167,43 @@ _TYPES = {
     "tlsverify": bool,
     "live-restore": bool,
     "ip-forward": bool,
+    "userland-proxy": bool,
+    "iptables": bool,
+    "icc": bool,
+    "default-address-pools": "pools",
     "mtu": int,
     "log-opts": dict,
 }
+
+
+def parse_pool(value: str) -> dict:
+    """A --default-address-pool value, "base=10.10.0.0/16,size=24"."""
+    pool: Dict[str, Any] = {}
+    for field in value.split(","):
+        key, sep, item = field.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("base", "size"):
+            raise ConfigError("invalid field %r must be a key=value pair" % (field,))
+        if key == "size":
+            try:
+                pool["size"] = int(item)
+            except ValueError:
+                raise ConfigError("invalid size value %r" % (item,))
+        else:
+            pool["base"] = item.strip()
+    return check_pool(pool)
+
+
+def check_pool(pool: Any) -> dict:
+    if not isinstance(pool, dict) or not pool.get("base") or not isinstance(pool.get("size"), int):
+        raise ConfigError("invalid default address pool %s: it needs a base CIDR and a size" % (pool,))
+    try:
+        base = ipaddress.ip_network(pool["base"], strict=False)
+    except ValueError:
+        raise ConfigError("invalid base pool %s: invalid CIDR address: %s" % (pool["base"], pool["base"]))
+    if base.version != 4 or not base.prefixlen <= pool["size"] <= 32:
+        raise ConfigError("invalid pools size: %d" % (pool["size"],))
+    return {"base": str(base), "size": pool["size"]}
 
 
 def _show(value: Any) -> str:
@@ -200,6 +262,12 @@ def merge(flags: Dict[str, Any], explicit: set, file_values: Dict[str, Any], pat
     values = dict(flags)
     for key, value in file_values.items():
         expected = _TYPES.get(key, str)
+        if expected == "pools":
+            if not isinstance(value, list):
+                raise ConfigError("unable to configure the daemon with file %s: %s must be a list"
+                                  % (path, key))
+            values[FILE_KEYS[key]] = value
+            continue
         if (
             not isinstance(value, expected)
             or (expected is list and not all(isinstance(v, str) for v in value))

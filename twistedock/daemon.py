@@ -41,6 +41,8 @@ from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
 from .backend.volumes import VolumeStore
 from .backend.networks.driver import Netavark
+from .backend.networks.ports import local_port_range
+from .backend.networks.proxy import PortProxies
 from .backend.networks.store import NetworkStore
 from .config import ConfigError, DaemonConfig, read_config_file
 from .errors import DockerError
@@ -208,7 +210,8 @@ class Daemon(MultiService):
             registry=self.registry,
         )
         self.volumes = VolumeStore(reactor, config.data_root, self.events)
-        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"))
+        netavark = Netavark(reactor, os.path.join(config.exec_root, "netavark"),
+                            iptables=config.iptables, ip_forward=config.ip_forward)
         bridge = config.bridge
         if netavark.netavark is None and bridge != "none":
             # Without netavark, containers of the default mode keep loopback only.
@@ -218,6 +221,8 @@ class Daemon(MultiService):
             reactor, config.data_root, self.events, netavark,
             bridge=bridge, bip=config.bip, mtu=config.mtu, containers=self.container_store,
             resolv_conf=os.environ.get("TWISTEDOCK_RESOLV_CONF") or "/etc/resolv.conf",
+            proxies=PortProxies(reactor, userland=config.userland_proxy, port_range=local_port_range()),
+            fixed_cidr=config.fixed_cidr, pools=config.default_address_pools, icc=config.icc,
         )
         self._build_container_backends(reactor, config)
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
@@ -370,6 +375,12 @@ class Daemon(MultiService):
         await MultiService.stopService(self)
         await self.containers.shutdown()
         await self.health.stop()
+        # The bridges kept for networks in use given back when the daemon
+        # goes (those of containers left running, --live-restore, stay).
+        try:
+            await self.networks.release_unused()
+        except Exception:
+            log.failure("releasing the networks' bridges")
         await self.registry.close()
         self.events.close()
 

@@ -10,10 +10,11 @@ from twisted.application.service import ServiceMaker
 from twisted.python import usage
 
 from . import __version__, systemd, versions
-from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
+from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, parse_pool, read_config_file
 from .listeners import check_addresses
 
-BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward")
+BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "userland-proxy",
+                 "iptables", "icc")
 
 
 class Options(usage.Options):
@@ -30,6 +31,10 @@ class Options(usage.Options):
         ["tlsverify", None, "TLS, and require client certificates signed by --tlscacert"],
         ["live-restore", None, "Keep containers running while the daemon is down"],
         ["ip-forward", None, "Turn on net.ipv4.ip_forward (the default; --ip-forward=false: leave it)"],
+        ["userland-proxy", None, "Serve published ports with the daemon's proxy (the default; "
+                                 "--userland-proxy=false: kernel NAT only)"],
+        ["iptables", None, "Write firewall rules: NAT, published ports (the default; --iptables=false: none)"],
+        ["icc", None, "Let the default bridge's containers talk to each other (the default; --icc=false: not)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
@@ -43,6 +48,7 @@ class Options(usage.Options):
         ["mtu", None, None, "The MTU of the default bridge's containers [default: 1500]"],
         ["bip", None, None, "The default bridge's address and subnet (CIDR) [default: a free one of dockerd's pools]"],
         ["cgroup-parent", None, None, "The parent cgroup of containers without a CgroupParent [default: /docker, system.slice with the systemd driver]"],
+        ["fixed-cidr", None, None, "The default bridge's addresses given to containers (a CIDR within --bip's)"],
         ["criu-path", None, None, "The CRIU binary [default: scripts/install's /opt/twistedock/bin/criu, else criu on PATH]"],
         ["log-driver", None, None, "The log driver of containers that name none [default: json-file]"],
     ]
@@ -54,6 +60,7 @@ class Options(usage.Options):
         self["registry-mirror"] = []
         self["log-opt"] = {}
         self["exec-opt"] = []
+        self["default-address-pool"] = []
         self.explicit = set()
         self.false_flags = set()
 
@@ -86,6 +93,14 @@ class Options(usage.Options):
         self["exec-opt"].append(value)
         self.explicit.add("exec_opts")
 
+    def opt_default_address_pool(self, value: str) -> None:
+        """Where networks' subnets are chosen: base=CIDR,size=N (repeatable; replaces dockerd's pools)"""
+        try:
+            self["default-address-pool"].append(parse_pool(value))
+        except ConfigError as e:
+            raise usage.UsageError("invalid argument %r for \"--default-address-pool\" flag: %s" % (value, e))
+        self.explicit.add("default_address_pools")
+
     def opt_version(self) -> None:
         """Print the version and exit"""
         print("twistedock version %s" % (__version__,))
@@ -114,7 +129,7 @@ class Options(usage.Options):
 
     def _record_explicit(self) -> None:
         for name, handler in list(self._dispatch.items()):
-            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt", "exec-opt"):
+            if name in ("host", "H", "insecure-registry", "registry-mirror", "log-opt", "exec-opt", "default-address-pool"):
                 continue
             self._dispatch[name] = _Recorder(self, name, handler)
 
@@ -127,6 +142,10 @@ class Options(usage.Options):
             "tlsverify": bool(self["tlsverify"]),
             "live_restore": bool(self["live-restore"]),
             "ip_forward": "ip-forward" not in self.false_flags,
+            "userland_proxy": "userland-proxy" not in self.false_flags,
+            "iptables": "iptables" not in self.false_flags,
+            "icc": "icc" not in self.false_flags,
+            "default_address_pools": list(self["default-address-pool"]),
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
             "log_opts": dict(self["log-opt"]),
@@ -144,6 +163,7 @@ class Options(usage.Options):
             ("cgroup-parent", "cgroup_parent"),
             ("bridge", "bridge"),
             ("bip", "bip"),
+            ("fixed-cidr", "fixed_cidr"),
             ("mtu", "mtu"),
             ("log-driver", "log_driver"),
         ):

@@ -137,6 +137,8 @@ class ContainerBackend(
         self.default_log_config = default_log_config or {"Type": DEFAULT_LOG_DRIVER, "Config": {}}
         self.cgroup_driver = cgroup_driver
         self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
+        #: netavark's setups of starting runs, by container ID (networking.py).
+        self._network_setups: Dict[str, Deferred] = {}
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

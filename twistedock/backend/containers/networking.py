@@ -9,7 +9,10 @@ NetworkSettings as inspect shows them.
 """
 
 import os
+import secrets
 from typing import List, Optional, Tuple
+
+from twisted.internet.defer import ensureDeferred
 
 from ...errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound
 from ...logs import Logger
@@ -24,6 +27,13 @@ log = Logger()
 #: In a record's NetworkingConfig: the IDs of networks of its NetworkMode
 #: the container was disconnected from (not joined at its next start).
 LEFT_KEY = "TwistedockLeft"
+
+
+def _listdir(directory: str) -> List[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
 
 
 async def settled(d) -> None:
@@ -105,8 +115,11 @@ class NetworkingMixin:
         return None
 
     async def network_up(self, c: Container) -> List[str]:
-        """The run's namespace made and joined to its networks; the lines
-        for /etc/hosts (its own addresses)."""
+        """The run's namespace made, its ports published and its endpoints
+        reserved (addresses, recorded); netavark's setup of the namespace
+        started, to be awaited by L{network_ready} before the container's
+        process runs (it overlaps the bundle and C{runc create}). The
+        lines for /etc/hosts (its own addresses)."""
         if not self._bridged(c):
             return []
         joins = self._joins(c)
@@ -115,29 +128,70 @@ class NetworkingMixin:
         path = self.netns_path(c)
         await self.network_down(c)
         await self.networks.driver.create_netns(path)
+        proxies = self.networks.proxies
+        endpoint_id = secrets.token_hex(32)
         try:
             wanted = ports.wanted(c.host_config, c.config.get("ExposedPorts"))
             upstream = await self.upstream_dns(c)
-            # Ports chosen and recorded (by the join) by one start at a time.
+            # Ports chosen, bound and recorded (by the reservation) by one start at a time.
             async with self.networks.ports_lock:
-                mappings = await self.run_in_thread(
-                    ports.allocate, wanted, self.networks.published(), c.name.lstrip("/")) if wanted else []
-                joined = await self.networks.join(c.id, c.name, path, joins,
-                                                  mac_address=c.config.get("MacAddress") or "", ports=mappings,
-                                                  dns_servers=upstream)
-            if self.dns_gateway(c):
-                await self.networks.driver.redirect_dns(path, self.dns_gateway(c))
+                mappings = ports.publish(proxies, c.id, wanted, self.networks.published(),
+                                         "%s (%s)" % (c.name.lstrip("/"), endpoint_id)) if wanted else []
+                pairs = await self.networks.reserve(c.id, c.name, path, joins,
+                                                    mac_address=c.config.get("MacAddress") or "",
+                                                    ports=mappings, endpoint_id=endpoint_id)
         except BaseException:
+            proxies.close(c.id)
             await self.networks.driver.remove_netns(path)
             raise
+        self._network_setups[c.id] = ensureDeferred(self._configure(c, path, pairs, upstream))
+        if mappings:
+            proxies.forward(c.id, mappings, pairs[0][1]["IPAddress"])
         hostname = c.config.get("Hostname") or c.id[:12]
-        return ["%s:%s" % (hostname, address) for ep in joined.values()
+        return ["%s:%s" % (hostname, address) for _, ep in pairs
                 for address in (ep["IPAddress"], ep.get("GlobalIPv6Address")) if address]
+
+    async def _configure(self, c: Container, path: str, pairs, upstream) -> None:
+        """netavark's setup of the reserved endpoints, then 127.0.0.11
+        redirected in the namespace to the embedded DNS server."""
+        await self.networks.configure(c.id, c.name, path, pairs, upstream)
+        gateway = self.dns_gateway(c)
+        if gateway:
+            await self.networks.driver.redirect_dns(path, gateway)
+
+    async def network_ready(self, c: Container) -> None:
+        """netavark's setup of the run's namespace done (its failure raised)."""
+        d = self._network_setups.pop(c.id, None)
+        if d is not None:
+            await d
+
+    def reopen_ports(self, c: Container) -> None:
+        """A running container re-adopted at start-up (--live-restore):
+        its published ports bound and forwarded again."""
+        if self.networks is None:
+            return
+        pairs = [(record, ep) for record, ep in self.networks.endpoints_of(c.id) if ep.get("Ports")]
+        for _, ep in pairs:
+            for m in ep["Ports"]:
+                try:
+                    self.networks.proxies.bind(c.id, m["host_ip"], m["host_port"], m["protocol"])
+                except Exception as e:
+                    log.warn("published port {ip}:{port} of {id}: {e}", ip=m["host_ip"] or "0.0.0.0",
+                             port=m["host_port"], id=c.short_id, e=e)
+                    continue
+                self.networks.proxies.forward(c.id, [m], ep["IPAddress"], last_only=True)
 
     async def network_down(self, c: Container) -> None:
         """The run's endpoints left and its namespace removed (idempotent)."""
         if self.networks is None:
             return
+        # A setup still under way ends first (its failure is reported by
+        # the start that waits for it, or is moot now).
+        pending = self._network_setups.pop(c.id, None)
+        if pending is not None:
+            await settled(pending)
+        # The published ports released first: free once the container stops.
+        self.networks.proxies.close(c.id)
         try:
             await self.networks.leave(c.id)
         except Exception as e:
@@ -146,6 +200,33 @@ class NetworkingMixin:
             await self.networks.driver.remove_netns(self.netns_path(c))
         except Exception as e:
             log.warn("network namespace of {id}: {e}", id=c.short_id, e=e)
+
+    async def sweep_networks(self) -> None:
+        """At start-up, once the containers are recovered: what a crash left
+        of networks that no running container owns undone. Endpoints of
+        containers that do not run are torn down (their records were
+        written before netavark ran), namespaces under <exec-root>/netns
+        of no running container unmounted (their veths go with them), and
+        the bridges, rules and anchors of networks without endpoints
+        removed."""
+        if self.networks is None:
+            return
+        running = {i for i, c in self.containers.items() if c.state.running}
+        stale = {cid for record in self.networks.networks.values() for cid in record["Endpoints"]} - running
+        for cid in sorted(stale):
+            log.info("tearing down the network endpoints of {id} (not running)", id=cid[:12])
+            self.networks.proxies.close(cid)
+            try:
+                await self.networks.leave(cid)
+            except Exception as e:
+                log.warn("network teardown of {id}: {e}", id=cid[:12], e=e)
+        directory = os.path.join(self.exec_root, "netns")
+        names = await self.run_in_thread(_listdir, directory)
+        for name in names:
+            if name not in running:
+                log.info("removing the network namespace {name} (no running container)", name=name)
+                await self.networks.driver.remove_netns(os.path.join(directory, name))
+        await self.networks.release_unused()
 
     def extra_hosts(self, c: Container) -> List[str]:
         """/etc/hosts entries (name:address) beyond the container's own:
@@ -311,7 +392,9 @@ class NetworkingMixin:
         """The list's Ports and NetworkSettings.Networks filled in."""
         if self.networks is None or not self._bridged(c):
             return doc
-        doc["Ports"] = ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        # dockerd lists no ports for a container that does not run.
+        doc["Ports"] = (ports.summary_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+                        if c.state.running else [])
         doc["NetworkSettings"] = {"Networks": self.network_settings(c, {})["Networks"]}
         return doc
 
@@ -335,7 +418,8 @@ class NetworkingMixin:
                 doc.pop("DNSNames", None)
             networks[record["Name"]] = doc
         settings["Networks"] = networks
-        settings["Ports"] = ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+        settings["Ports"] = (ports.inspect_ports(self.published_ports(c), c.config.get("ExposedPorts"))
+                             if c.state.running else {})
         first = next(iter(networks.values()), None)
         if first is not None and self._mode(c) == "bridge":
             # The default bridge's endpoint is also shown at the top level.

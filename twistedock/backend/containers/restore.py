@@ -60,6 +60,10 @@ class RestoreMixin:
             await self.reconcile_after()
         except Exception:
             log.failure("removing what no container owns")
+        try:
+            await self.sweep_networks()
+        except Exception:
+            log.failure("removing the network state no container owns")
         for c in list(self.containers.values()):
             if c.state.running or os.path.exists(c.path_of(CHECKPOINTED_MARK)):
                 continue
@@ -79,6 +83,7 @@ class RestoreMixin:
             c.state.restarting = False
             self._runs[c.id] = Run(self.reactor.seconds())
             self._watch(c)
+            self.reopen_ports(c)
             if not c.state.paused:
                 self._tell("run_started", c)
             await self.save_or_log(c)

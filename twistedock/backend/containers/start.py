@@ -97,6 +97,9 @@ class StartMixin:
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
             log_path = c.log_path if logged else "/dev/null"
             await self.intend_start(c)
+            if restore is not None:
+                # A restored process runs at once: its network first.
+                await self._network_ready(c)
             pid = await self.runtime.create(
                 c.id,
                 bundle,
@@ -111,7 +114,14 @@ class StartMixin:
             )
             await self._connect_pending(c, run)
             if restore is None:
+                # netavark's setup overlapped the bundle and `runc create`;
+                # the process runs once its network is there.
+                await self._network_ready(c)
                 await self.runtime.start(c.id)
+        except _NetworkFailed as failed:
+            # The network's error as it is, not the runtime's translation.
+            await self._failed_start(c, failed.error)
+            raise failed.error
         except DockerError as e:
             if restore is not None:
                 e = restore.failed(e, bundle)
@@ -137,6 +147,12 @@ class StartMixin:
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
+
+    async def _network_ready(self, c: Container) -> None:
+        try:
+            await self.network_ready(c)
+        except DockerError as e:
+            raise _NetworkFailed(e)
 
     async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
         """The run's root filesystem mounted, its /etc files written, its
@@ -227,6 +243,14 @@ class StartMixin:
         await self.clear_intent(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
+
+
+class _NetworkFailed(Exception):
+    """netavark's setup of a run failed with C{error}."""
+
+    def __init__(self, error: DockerError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _runtime_start_error(error: DockerError) -> DockerError:

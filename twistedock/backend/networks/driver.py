@@ -10,8 +10,11 @@ JSON on stdin). Inside a container's namespace, the embedded DNS address
 server. Every command runs through spawnProcess.
 """
 
+import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 from typing import List, Optional, Sequence
@@ -20,11 +23,26 @@ from twisted.internet.threads import deferToThreadPool
 
 from ...atomic import write_atomic
 from ...errors import InternalError
+from ...logs import Logger
 from ..runtime.processes import Collect
 
 NSENTER = "/usr/bin/nsenter"
 EMBEDDED_DNS = "127.0.0.11"
 
+log = Logger()
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+
+#: iptables and ip6tables as netavark's firewall finds them with
+#: --iptables=false: a version to parse, every rule "already there", every
+#: change done, nothing written (netavark 1.4 has no firewall driver "none").
+NO_FIREWALL = """#!/bin/sh
+# twistedock --iptables=false: netavark's firewall changes nothing.
+for arg in "$@"; do
+  if [ "$arg" = "--version" ] || [ "$arg" = "-V" ]; then echo "iptables v1.8.9 (none)"; fi
+done
+exit 0
+"""
 NETAVARK_PATHS = ("/usr/libexec/podman/netavark", "/usr/lib/podman/netavark")
 AARDVARK_PATHS = ("/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns")
 
@@ -43,17 +61,64 @@ class Netavark:
     """netavark and the namespaces it configures."""
 
     def __init__(self, reactor, config_dir: str, netavark: Optional[str] = None,
-                 aardvark: Optional[str] = None) -> None:
+                 aardvark: Optional[str] = None, netns_dir: Optional[str] = None,
+                 sysfs: str = "/sys/class/net", iptables: bool = True, ip_forward: bool = True,
+                 ip_forward_path: str = "/proc/sys/net/ipv4/ip_forward") -> None:
         self.reactor = reactor
         self.config_dir = config_dir
+        #: False (--iptables=false): netavark's firewall commands are
+        #: answered by L{NO_FIREWALL} and change nothing.
+        self.iptables = iptables
+        self.no_firewall_dir = os.path.join(os.path.dirname(config_dir), "no-firewall")
+        #: False (--ip-forward=false): the forwarding netavark turns on at
+        #: each setup is put back as the host had it.
+        self.ip_forward = ip_forward
+        self.ip_forward_path = ip_forward_path
+        self.host_ip_forward: Optional[str] = None
+        #: Where scratch namespaces are made (beside the containers').
+        self.netns_dir = netns_dir or os.path.join(os.path.dirname(config_dir), "netns")
+        self.sysfs = sysfs
         self.netavark = netavark or find_binary("netavark", NETAVARK_PATHS)
         self.aardvark = aardvark or find_binary("aardvark-dns", AARDVARK_PATHS)
 
+    def prepare(self) -> None:
+        """Before the first call (blocking: at start-up): the configuration
+        directory; with --iptables=false the commands netavark's firewall
+        runs; with --ip-forward=false the host's forwarding noted."""
+        os.makedirs(self.config_dir, exist_ok=True)
+        if not self.iptables:
+            os.makedirs(self.no_firewall_dir, exist_ok=True)
+            for name in ("iptables", "ip6tables"):
+                write_atomic(os.path.join(self.no_firewall_dir, name), NO_FIREWALL.encode(), mode=0o755)
+        if not self.ip_forward:
+            try:
+                with open(self.ip_forward_path) as f:
+                    self.host_ip_forward = f.read().strip()
+            except OSError:
+                self.host_ip_forward = None
+
+    def _env(self) -> dict:
+        path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        if not self.iptables:
+            path = self.no_firewall_dir + os.pathsep + path
+        return {"PATH": path}
+
     async def _run(self, argv: List[str], stdin: Optional[bytes] = None):
         proto = Collect(stdin)
-        self.reactor.spawnProcess(proto, argv[0], argv, env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+        self.reactor.spawnProcess(proto, argv[0], argv, env=self._env())
         out, err, status = await proto.done
         return out, err, status
+
+    def _put_back_ip_forward(self) -> None:
+        # netavark turns IPv4 forwarding on at every setup; dockerd leaves
+        # it alone with --ip-forward=false.
+        if self.ip_forward or self.host_ip_forward != "0":
+            return
+        try:
+            with open(self.ip_forward_path, "w") as f:
+                f.write("0\n")
+        except OSError as e:
+            log.warn("cannot put IPv4 forwarding back: {e}", e=e)
 
     def _argv(self, verb: str, netns: str) -> List[str]:
         if not self.netavark:
@@ -66,8 +131,8 @@ class Netavark:
     async def setup(self, netns: str, options: dict) -> dict:
         """Configure C{netns} for C{options} (netavark's NetworkOptions);
         netavark's StatusBlock per network."""
-        os.makedirs(self.config_dir, exist_ok=True)
         out, err, status = await self._run(self._argv("setup", netns), json.dumps(options).encode())
+        self._put_back_ip_forward()
         if status != 0:
             raise InternalError("netavark setup: %s" % _message(out, err))
         try:
@@ -113,6 +178,78 @@ class Netavark:
             return
         await self._run(["/bin/umount", path])
         _remove(path)
+
+    async def isolate(self, netns: str, interface: str, bridge: str) -> None:
+        """The host end of the container's C{interface} made an isolated
+        port of C{bridge}: no traffic with the bridge's other isolated
+        ports (the other containers), the gateway still reached
+        (--icc=false, or com.docker.network.bridge.enable_icc=false)."""
+        out, err, status = await self._run(["/usr/bin/nsenter", "--net=" + netns, IP, "-o", "link", "show",
+                                            interface])
+        peer = re.search(rb"@if(\d+):", out)
+        if status != 0 or peer is None:
+            raise InternalError("cannot find the veth of %s: %s" % (interface, _message(out, err)))
+        out, err, _ = await self._run([IP, "-o", "link", "show", "master", bridge])
+        for line in out.decode("utf-8", "replace").splitlines():
+            index, _, rest = line.partition(":")
+            if index.strip() == peer.group(1).decode():
+                name = rest.split(":")[0].strip().split("@")[0]
+                out, err, status = await self._run([IP, "link", "set", "dev", name, "type", "bridge_slave",
+                                                    "isolated", "on"])
+                if status != 0:
+                    raise InternalError("cannot isolate %s: %s" % (name, _message(out, err)))
+                return
+        raise InternalError("the veth of %s is not on %s" % (interface, bridge))
+
+    # -- a bridge kept while its network is in use ----------------------
+
+    def bridge_exists(self, bridge: str) -> bool:
+        return os.path.exists(os.path.join(self.sysfs, bridge))
+
+    async def anchor(self, bridge: str) -> None:
+        """Keep C{bridge} (and the network's firewall rules) when its last
+        container leaves, as dockerd keeps its bridges: netavark removes a
+        bridge with no port left, so a port that carries nothing (one end
+        of a veth pair, down) stays on it. Setting up and tearing down a
+        container is then a veth pair and its rules, not the network."""
+        port, peer = anchor_names(bridge)
+        if os.path.exists(os.path.join(self.sysfs, port)) or not self.bridge_exists(bridge):
+            return
+        out, err, status = await self._run([IP, "link", "add", port, "master", bridge, "type", "veth",
+                                            "peer", "name", peer])
+        if status != 0:
+            raise InternalError("cannot keep the bridge %s: %s" % (bridge, _message(out, err)))
+
+    async def release(self, bridge: str, options: dict, interface: str = "eth0") -> None:
+        """The network of C{bridge} taken down completely (the bridge, its
+        firewall rules, its anchor) when no container uses it: netavark
+        does that when the last port of a bridge is a container's that it
+        tears down, so the anchor's other end is made that container's
+        (C{options}: netavark's options of a container with C{interface}
+        on the network) in a namespace of its own."""
+        if not self.bridge_exists(bridge):
+            return
+        port, peer = anchor_names(bridge)
+        scratch = os.path.join(self.netns_dir, ".release-" + secrets.token_hex(6))
+        await self.create_netns(scratch)
+        try:
+            if os.path.exists(os.path.join(self.sysfs, peer)):
+                argv = [IP, "link", "set", peer, "netns", scratch, "name", interface]
+            else:
+                argv = ["/usr/bin/nsenter", "--net=" + scratch, IP, "link", "add", interface, "type", "veth",
+                        "peer", "name", interface + "p"]
+            out, err, status = await self._run(argv)
+            if status != 0:
+                raise InternalError("cannot release the bridge %s: %s" % (bridge, _message(out, err)))
+            await self.teardown(scratch, options)
+        finally:
+            await self.remove_netns(scratch)
+
+
+def anchor_names(bridge: str):
+    """The anchor's two ends for C{bridge} (15 characters at most)."""
+    digest = hashlib.sha256(bridge.encode()).hexdigest()[:10]
+    return "tdka" + digest, "tdkp" + digest
 
 
 def rename_entry(directory: str, network: str, container_id: str, old: str, new: str) -> None:

@@ -12,7 +12,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from twisted.internet.defer import DeferredLock
 
 from ...errors import Forbidden, InvalidParameter
-from . import ipam
+from ...logs import Logger
+from . import ipam, ports
+
+log = Logger()
+
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+
+
+def mac_of(address: str) -> str:
+    """dockerd's MAC address of an IPv4 address: 02:42 and its four bytes."""
+    return "02:42:" + ":".join("%02x" % b for b in ipaddress.ip_address(address).packed)
 
 
 def _ipv6(record: dict) -> bool:
@@ -88,12 +98,16 @@ class EndpointsMixin:
             }
             if ep.get("StaticMac"):
                 networks[key]["static_mac"] = ep["StaticMac"]
+            elif ep.get("MacAddress"):
+                networks[key]["static_mac"] = ep["MacAddress"]
             info[key] = self._network_info(record)
         options = {"container_id": container_id, "container_name": container_name,
                    "networks": networks, "network_info": info}
-        mappings = [m for _, ep in pairs for m in ep.get("Ports") or ()]
+        # Published ports go to netavark (kernel NAT) unless the userland
+        # proxy carries them; the endpoint says which, for its teardown.
+        mappings = [m for _, ep in pairs if ep.get("PortsNat", True) for m in ep.get("Ports") or ()]
         if mappings:
-            options["port_mappings"] = mappings
+            options["port_mappings"] = ports.for_netavark(mappings)
         if dns_servers:
             # aardvark-dns forwards the container's other names to these.
             options["dns_servers"] = list(dns_servers)
@@ -106,15 +120,29 @@ class EndpointsMixin:
 
     async def join(self, container_id: str, container_name: str, netns: str,
                    joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
-                   ports: Sequence[dict] = (), dns_servers: Sequence[str] = ()) -> Dict[str, dict]:
+                   ports: Sequence[dict] = (), endpoint_id: str = "",
+                   dns_servers: Sequence[str] = ()) -> Dict[str, dict]:
         """Join C{netns} to each (network record, EndpointSettings asked)
-        of C{joins}: addresses allocated, netavark run, endpoints recorded;
-        C{ports} (netavark's port mappings) are published on the first;
-        C{dns_servers}: where the embedded DNS server forwards the names it
-        does not know."""
+        of C{joins}: L{reserve}, then L{configure} (C{dns_servers}: where the
+        embedded DNS server forwards the names it does not know)."""
+        pairs = await self.reserve(container_id, container_name, netns, joins, mac_address, ports, endpoint_id)
+        await self.configure(container_id, container_name, netns, pairs, dns_servers)
+        return {record["Name"]: ep for record, ep in pairs}
+
+    async def reserve(self, container_id: str, container_name: str, netns: str,
+                      joins: Sequence[Tuple[dict, dict]], mac_address: str = "",
+                      ports: Sequence[dict] = (), endpoint_id: str = "") -> List[Tuple[dict, dict]]:
+        """The endpoints of C{netns} on each (network record,
+        EndpointSettings asked) of C{joins}: addresses allocated, recorded
+        (saved before the host is changed: a daemon killed during the setup
+        finds them at its next start, and tears down what was done); the
+        (record, endpoint) pairs. C{ports} (their host side bound by the
+        L{proxy.PortProxies}) are published on the first endpoint, whose
+        ID is C{endpoint_id} when given."""
         name = container_name.lstrip("/")
+        published = ports
         taken = {ep["Interface"] for _, ep in self.endpoints_of(container_id)}
-        pairs = []
+        pairs: List[Tuple[dict, dict]] = []
         try:
             for record, asked in joins:
                 if container_id in record["Endpoints"]:
@@ -143,7 +171,7 @@ class EndpointsMixin:
                 dns = [] if record["Name"] == "bridge" else [name, container_id[:12]] + aliases
                 ep = {
                     "Name": name,
-                    "EndpointID": secrets.token_hex(32),
+                    "EndpointID": (endpoint_id if not pairs and endpoint_id else secrets.token_hex(32)),
                     "IPAddress": address,
                     "IPPrefixLen": ipaddress.ip_network(entry["Subnet"], strict=False).prefixlen,
                     "Gateway": ipam.gateway_of(entry),
@@ -151,7 +179,6 @@ class EndpointsMixin:
                     "GlobalIPv6PrefixLen": (ipaddress.ip_network(entry6["Subnet"], strict=False).prefixlen
                                             if entry6 else 0),
                     "IPv6Gateway": ipam.gateway_of(entry6) if entry6 else "",
-                    "MacAddress": "",
                     "StaticMac": (asked or {}).get("MacAddress") or (mac_address if not pairs else ""),
                     "Aliases": aliases or None,
                     "DNSNames": dns or None,
@@ -159,26 +186,93 @@ class EndpointsMixin:
                     "Links": (asked or {}).get("Links") or None,
                     "Interface": "eth%d" % index,
                     "Netns": netns,
-                    "Ports": list(ports) if not pairs else [],
+                    "Ports": list(published) if not pairs else [],
+                    "PortsNat": bool(published) and not pairs and not self.proxies.userland,
                 }
+                # dockerd's MAC address, made of the IPv4 address, unless one
+                # is asked: known before the setup, so one record says all.
+                ep["MacAddress"] = ep["StaticMac"] or mac_of(address)
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))
-            if pairs:
-                async with self.netavark_lock:
-                    status = await self.driver.setup(netns, self._options(container_id, name, pairs, dns_servers))
-                for record, ep in pairs:
-                    block = status.get(self._network_info(record)["name"]) or {}
-                    iface = (block.get("interfaces") or {}).get(ep["Interface"]) or {}
-                    ep["MacAddress"] = iface.get("mac_address", "")
+            for record, _ in pairs:
+                await self.save(record)
         except BaseException:
-            for record, ep in pairs:
+            await self._unreserve(container_id, pairs)
+            raise
+        return pairs
+
+    async def _unreserve(self, container_id: str, pairs) -> None:
+        for record, ep in pairs:
+            if record["Endpoints"].get(container_id) is ep:
                 record["Endpoints"].pop(container_id, None)
+                await self.save_or_log(record)
+
+    async def configure(self, container_id: str, container_name: str, netns: str, pairs,
+                        dns_servers: Sequence[str] = ()) -> None:
+        """netavark's setup of the reserved endpoints C{pairs} in C{netns}
+        (the bridge kept, the port isolated without inter-container
+        traffic; C{dns_servers}: where aardvark-dns forwards the names it
+        does not know); on failure the endpoints are released."""
+        if not pairs:
+            return
+        name = container_name.lstrip("/")
+        try:
+            async with self.netavark_lock:
+                await self.driver.setup(netns, self._options(container_id, name, pairs, dns_servers))
+                try:
+                    for record, ep in pairs:
+                        await self.keep_bridge(record)
+                        if (record.get("Options") or {}).get(ICC_OPTION) == "false":
+                            await self.driver.isolate(netns, ep["Interface"], record["Interface"])
+                except BaseException:
+                    await self.driver.teardown(netns, self._options(container_id, name, pairs))
+                    raise
+        except BaseException:
+            await self._unreserve(container_id, pairs)
             raise
         for record, _ in pairs:
-            await self.save(record)
             self.events.log("network", "connect", record["Id"],
                             {"container": container_id, "name": record["Name"], "type": "bridge"})
-        return {record["Name"]: ep for record, ep in pairs}
+
+    async def keep_bridge(self, record: dict) -> None:
+        """The network's bridge kept when its last container leaves (the
+        netavark lock held)."""
+        try:
+            await self.driver.anchor(record["Interface"])
+        except Exception as e:
+            log.warn("{e}", e=e)
+
+    async def release_network(self, record: dict) -> None:
+        """The network's bridge, rules and anchor removed (it has no
+        endpoint left), the netavark lock taken."""
+        async with self.netavark_lock:
+            if record["Endpoints"]:
+                return
+            # No aardvark-dns entry to remove for the stand-in container.
+            info = dict(self._network_info(record), dns_enabled=False)
+            entry = record["IPAM"]["Config"][0]
+            subnet = ipaddress.ip_network(entry["Subnet"], strict=False)
+            options = {"container_id": "0" * 64, "container_name": "twistedock-release",
+                       "networks": {info["name"]: {"static_ips": [str(subnet.broadcast_address - 1)],
+                                                   "interface_name": "eth0"}},
+                       "network_info": {info["name"]: info}}
+            try:
+                await self.driver.release(record["Interface"], options)
+            except Exception as e:
+                log.warn("releasing the bridge {bridge}: {e}", bridge=record["Interface"], e=e)
+
+    async def release_unused(self) -> None:
+        """Every bridge network without endpoints released (at start-up,
+        after a crash, and when the daemon stops)."""
+        for record in list(self.networks.values()):
+            if record["Driver"] == "bridge" and record["Interface"] and not record["Endpoints"]:
+                await self.release_network(record)
+
+    async def save_or_log(self, record: dict) -> None:
+        try:
+            await self.save(record)
+        except Exception as e:
+            log.warn("network record {name}: {e}", name=record["Name"], e=e)
 
     async def leave(self, container_id: str, records: Optional[Sequence[dict]] = None) -> None:
         """Tear down the container's endpoints (on C{records}, else on

@@ -25,6 +25,7 @@ from ...routers.network import INetworkBackend
 from ...timetypes import get_timestamp
 from . import ipam
 from .endpoints import EndpointsMixin
+from .proxy import PortProxies
 
 log = Logger()
 
@@ -55,13 +56,18 @@ class NetworkStore(EndpointsMixin):
 
     def __init__(self, reactor, data_root: str, events, driver, bridge: str = "twistedock0",
                  bip: str = "", routes=ipam.host_routes, mtu: int = 1500, containers=None,
-                 resolv_conf: str = "/etc/resolv.conf") -> None:
+                 proxies: Optional[PortProxies] = None, fixed_cidr: str = "", pools=None,
+                 icc: bool = True, resolv_conf: str = "/etc/resolv.conf") -> None:
         self.reactor = reactor
         self.directory = os.path.join(data_root, "network")
         self.events = events
         self.driver = driver
         self.bridge_name = bridge or "twistedock0"
         self.bip = bip
+        self.fixed_cidr = fixed_cidr
+        #: The pools subnets are chosen from: (base, size) pairs.
+        self.pools = tuple((p["base"], p["size"]) for p in pools) if pools else ipam.DEFAULT_POOLS
+        self.icc = icc
         self.mtu = mtu
         #: The ContainerStore (shared): the current names of endpoints' containers.
         self.containers = containers
@@ -70,12 +76,17 @@ class NetworkStore(EndpointsMixin):
         #: the embedded DNS server's upstream servers come from it.
         self.resolv_conf = resolv_conf
         self.networks: Dict[str, dict] = {}
+        #: The listeners of published ports (the userland proxy by default).
+        self.proxies = proxies if proxies is not None else PortProxies(reactor)
 
     # -- loading and saving ----------------------------------------------
 
     def load(self) -> None:
         """Read the records and make the predefined networks (blocking: at start-up)."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        prepare = getattr(self.driver, "prepare", None)
+        if prepare is not None:
+            prepare()
         for name in sorted(os.listdir(self.directory)):
             if not name.endswith(".json"):
                 continue
@@ -97,7 +108,7 @@ class NetworkStore(EndpointsMixin):
                 # The flags (--bridge, --bip, --mtu) may have changed since.
                 wanted = self._predefined(name)
                 changed = wanted["Interface"] != existing["Interface"] or wanted["Options"] != existing["Options"]
-                if self.bip and wanted["IPAM"] != existing["IPAM"]:
+                if (self.bip or self.fixed_cidr) and wanted["IPAM"] != existing["IPAM"]:
                     existing["IPAM"] = wanted["IPAM"]
                     changed = True
                 if changed:
@@ -118,14 +129,23 @@ class NetworkStore(EndpointsMixin):
             if self.bip:
                 entry = {"Subnet": str(ipam.ipaddress.ip_network(self.bip, strict=False)),
                          "Gateway": self.bip.split("/")[0]}
-            else:
-                subnet = ipam.choose_subnet(self.routes() + self._subnets())
+            elif self.fixed_cidr:
+                # As dockerd: without --bip the fixed CIDR is the bridge's subnet.
+                subnet = ipam.ipaddress.ip_network(self.fixed_cidr, strict=False)
                 entry = {"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}
+            else:
+                subnet = ipam.choose_subnet(self.routes() + self._subnets(), self.pools)
+                entry = {"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}
+            if self.fixed_cidr:
+                # libnetwork's order: Subnet, IPRange, Gateway.
+                entry = {"Subnet": entry["Subnet"],
+                         "IPRange": str(ipam.ipaddress.ip_network(self.fixed_cidr, strict=False)),
+                         "Gateway": entry["Gateway"]}
             record["IPAM"]["Config"] = [entry]
             record["Interface"] = self.bridge_name
             record["Options"] = {
                 "com.docker.network.bridge.default_bridge": "true",
-                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_icc": "true" if self.icc else "false",
                 "com.docker.network.bridge.enable_ip_masquerade": "true",
                 "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
                 BRIDGE_NAME_OPTION: self.bridge_name,
@@ -296,7 +316,7 @@ class NetworkStore(EndpointsMixin):
             raise NotFound("could not find an available, non-overlapping IPv6 address pool "
                            "among the defaults to assign to the network")
         if 4 not in versions:
-            subnet = ipam.choose_subnet(taken)
+            subnet = ipam.choose_subnet(taken, self.pools)
             config = [{"Subnet": str(subnet), "Gateway": ipam.gateway_of({"Subnet": str(subnet)})}] + config
         record = self._record(name, "bridge", config)
         record["EnableIPv6"] = bool(body.get("EnableIPv6"))
@@ -328,6 +348,9 @@ class NetworkStore(EndpointsMixin):
         await self._delete(record)
 
     async def _delete(self, record: dict) -> None:
+        if record["Interface"]:
+            # Its bridge and rules, kept since its last container left.
+            await self.release_network(record)
         self.networks.pop(record["Id"], None)
         try:
             await self._thread(os.unlink, self._path(record))
