@@ -162,9 +162,11 @@ class CheckpointStore:
     """The checkpoints on disk as a start reads them to restore one: made
     before the container and checkpoint backends, and given to both."""
 
-    def __init__(self, criu: Criu, run_in_thread) -> None:
+    def __init__(self, criu: Criu, run_in_thread, rpc=None) -> None:
         self.criu = criu
         self.run_in_thread = run_in_thread
+        #: The L{CriuDriver} (CRIU over its RPC), or None: runc only.
+        self.rpc = rpc
 
     async def restore_plan(self, c: Container, checkpoint_id: str, directory: str = "") -> RestorePlan:
         """Check that C{c} can be restored from the checkpoint: its
@@ -292,15 +294,12 @@ class CheckpointBackend:
             self.containers.mark_checkpointed(c, True)
             c.manually_stopped = True
         exited = self.containers.wait_exit_code(c) if exit else None
+        rpc = self.store.rpc
         try:
-            out, err, code = await self.runtime.exec_runc(args)
-            if code != 0:
-                message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
-                message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-                details = criu_log_errors(os.path.join(work, "dump.log"))
-                if details:
-                    message = "%s: %s" % (message, details)
-                raise InternalError("Cannot checkpoint container %s: %s" % (name, message))
+            if rpc is not None and rpc.available():
+                await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)
+            else:
+                await self._runc_checkpoint(args, name, work)
         except BaseException:
             if exit:
                 self.containers.mark_checkpointed(c, False)
@@ -316,6 +315,25 @@ class CheckpointBackend:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
             await self.containers.save(c)
             await self._finish_checkpointed_run(c, exited)
+
+    async def _runc_checkpoint(self, args: List[str], name: str, work: str) -> None:
+        out, err, code = await self.runtime.exec_runc(args)
+        if code != 0:
+            message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
+            raise _dump_failed(name, message, work)
+
+    async def _dump_over_rpc(self, rpc, criu: str, c: Container, name: str, directory: str, work: str,
+                             exit: bool) -> None:
+        """The dump runc would make, made over CRIU's RPC (L{CriuDriver})."""
+        try:
+            await rpc.dump(
+                criu, c.id, directory, work, leave_running=not exit,
+                tcp_established="--tcp-established" in RUNC_OPTIONS, file_locks="--file-locks" in RUNC_OPTIONS,
+            )
+        except DockerError as e:
+            raise _dump_failed(name, str(e), work)
+        except OSError as e:
+            raise _dump_failed(name, "%s" % (e,), work)
 
     async def _finish_checkpointed_run(self, c: Container, exited) -> None:
         """Record the exit that the checkpoint caused before answering, so
@@ -434,6 +452,16 @@ class CheckpointBackend:
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)
+
+
+def _dump_failed(name: str, message: str, work: str) -> InternalError:
+    """A failed dump's error: what runc or CRIU said, and the first errors
+    of CRIU's dump.log."""
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    details = criu_log_errors(os.path.join(work, "dump.log"))
+    if details:
+        message = "%s: %s" % (message, details)
+    return InternalError("Cannot checkpoint container %s: %s" % (name, message))
 
 
 def _list_dirs(base: str, complete_only: bool = False) -> List[str]:
