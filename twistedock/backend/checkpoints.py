@@ -67,6 +67,9 @@ METADATA_VERSION = 1
 #: and file locks would otherwise make CRIU refuse the dump.
 RUNC_OPTIONS = ("--tcp-established", "--file-locks")
 
+#: CRIU's configuration for a restore through runc, in the bundle.
+RESTORE_CONFIG = "criu-restore.conf"
+
 #: How long conmon may take to report a checkpointed container's exit.
 EXIT_TIMEOUT = 30.0
 
@@ -89,6 +92,23 @@ class RestorePlan:
         if details and details not in message:
             message = "%s: %s" % (message, details)
         return InternalError("Cannot restore container from %s: %s" % (self.directory, message))
+
+    def adjust_spec(self, spec: dict, bundle: str) -> None:
+        """The run's OCI spec made to restore (blocking, small): runc's CRIU
+        told, through the C{org.criu.config} annotation (unless the
+        container names a file of its own), not to manage cgroups: runc has
+        put CRIU in the container's cgroups before the restore, and the
+        restored processes stay there, where the dump's cgroup paths (those
+        of another container, for an imported checkpoint) do not matter.
+        Written C{manage-cgroups=ignore}: CRIU reads C{manage-cgroups
+        ignore} as soft.  Nothing else goes in it: a C{network-lock} line
+        there crashes CRIU 4.1 (the lock's method comes from the dump)."""
+        annotations = spec.setdefault("annotations", {})
+        if "org.criu.config" in annotations:
+            return
+        path = os.path.join(bundle, RESTORE_CONFIG)
+        write_atomic(path, b"manage-cgroups=ignore\n", mode=0o600)
+        annotations["org.criu.config"] = path
 
     def create_arguments(self) -> dict:
         """Keyword arguments for L{Runtime.create}: conmon's restore mode,
@@ -295,8 +315,9 @@ class CheckpointBackend:
             c.manually_stopped = True
         exited = self.containers.wait_exit_code(c) if exit else None
         rpc = self.store.rpc
+        over_rpc = rpc is not None and rpc.available()
         try:
-            if rpc is not None and rpc.available():
+            if over_rpc:
                 await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)
             else:
                 await self._runc_checkpoint(args, name, work)
@@ -307,7 +328,7 @@ class CheckpointBackend:
                 exited.addErrback(lambda _: None)
                 exited.cancel()
             raise
-        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu)
+        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:
             await self._thread(publish_dump, directory, final)
         await self._thread(shutil.rmtree, work, True)
@@ -350,7 +371,8 @@ class CheckpointBackend:
         if c.state.running:
             await self.containers.finish_run(c, code)
 
-    def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str) -> None:
+    def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str,
+                        over_rpc: bool = False) -> None:
         status = self.criu.checked
         document = {
             "Version": METADATA_VERSION,
@@ -366,7 +388,8 @@ class CheckpointBackend:
             "Terminal": c.tty,
             "Paused": bool(c.state.paused),
             "RuncOptions": list(RUNC_OPTIONS),
-            "CRIU": {"Path": criu, "Version": getattr(status, "version", "")},
+            # Who dumped: the daemon over CRIU's RPC, or runc checkpoint.
+            "CRIU": {"Path": criu, "Version": getattr(status, "version", ""), "RPC": over_rpc},
             "Rootfs": self.containers.overlay(c)["MergedDir"],
         }
         write_atomic(os.path.join(directory, METADATA), json.dumps(document, indent=1).encode(), mode=0o600)

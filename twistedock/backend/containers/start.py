@@ -78,7 +78,7 @@ class StartMixin:
         bundle = self.bundle(c)
         try:
             self._check_network(c)
-            await self._prepare_bundle(c, paths, bundle)
+            await self._prepare_bundle(c, paths, bundle, restore)
         except DockerError as e:
             await self._failed_start(c, e)
             raise
@@ -136,9 +136,9 @@ class StartMixin:
         self.log_event(c, "start")
         self._watch(c)
 
-    async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
+    async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str, restore=None) -> None:
         """The run's root filesystem mounted, its /etc files written, its
-        OCI bundle made."""
+        OCI bundle made (adjusted by C{restore} to restore a checkpoint)."""
         # The network set up (netavark) while the root filesystem is mounted.
         network = ensureDeferred(self.network_up(c))
         try:
@@ -179,7 +179,7 @@ class StartMixin:
             init_path=self.init_path,
             volumes=volumes,
         )
-        await self.run_in_thread(_write_bundle, bundle, oci)
+        await self.run_in_thread(_write_bundle, bundle, oci, restore)
 
     async def _connect_pending(self, c: Container, run: Run) -> None:
         """Join the clients that attached before the run began."""
@@ -254,6 +254,8 @@ def _create_bind_sources(host_config: dict) -> None:
         os.makedirs(source, mode=0o755, exist_ok=True)
 
 
-def _write_bundle(bundle: str, oci: dict) -> None:
+def _write_bundle(bundle: str, oci: dict, restore=None) -> None:
     os.makedirs(bundle, mode=0o700, exist_ok=True)
+    if restore is not None:
+        restore.adjust_spec(oci, bundle)
     write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci, indent=1).encode(), mode=0o600)
