@@ -9,8 +9,8 @@ The dump is given what it cannot do without for a runc container (its
 root, its pid, the mounts runc bound in as external mounts, its network
 namespace as external when runc joined one), the restore the same mounts
 back, the root bind-mounted in advance (CRIU wants a mount point), cgroups
-neither dumped nor restored (the process stays in this script's), no
-network lock (the container holds no TCP connection); the restored process
+neither dumped nor restored (the process stays in this script's; frozen
+with ptrace, not through a freezer cgroup), no network lock (the container holds no TCP connection); the restored process
 is this script's child.  The same options runc would give otherwise
 (log level 4, the dump's ``tcp_established`` and ``file_locks``), so that
 the ratio against twistedock is the cost of twistedock, not of a thinner
@@ -52,6 +52,12 @@ class Floor:
         os.makedirs(self.root, exist_ok=True)
         subprocess.run(["mount", "--bind", self.state["config"]["rootfs"], self.root], check=True)
         self.children: List[int] = []
+        # The cgroup mounts as the live container shows them (its table is
+        # gone once it is dumped).
+        self.cgroup_binds = {
+            m["destination"]: criuopts.cgroup_binds(self.pid, m["destination"])
+            for m in self.state["config"].get("mounts") or [] if m.get("device") == "cgroup"
+        }
 
     def _call(self, request) -> object:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -70,12 +76,21 @@ class Floor:
                     ours.send(reply.SerializeToString())
                     continue
                 if not answer.success:
-                    raise RuntimeError("criu failed: errno %d %s (see %s)" % (answer.cr_errno, answer.cr_errmsg,
-                                                                               self.work))
+                    raise RuntimeError("criu failed: errno %d: %s" % (answer.cr_errno, self._errors()))
                 return answer
         finally:
             ours.close()
             worker.wait()
+
+    def _errors(self) -> str:
+        lines = []
+        for name in ("dump.log", "restore.log"):
+            try:
+                with open(os.path.join(self.work, name), errors="replace") as f:
+                    lines += [line.strip() for line in f if "Error (" in line and "RLIMIT_NOFILE" not in line]
+            except OSError:
+                pass
+        return "; ".join(lines[:4])
 
     def _fresh(self, directory: str) -> int:
         shutil.rmtree(directory, ignore_errors=True)
@@ -91,6 +106,9 @@ class Floor:
             options = criuopts.dump_options(state, leave_running=False, tcp_established=True, file_locks=True,
                                             images_dir_fd=images, work_dir_fd=work)
             options.pop("config_file", None)
+            # Restored, the process is in this script's cgroups, not runc's:
+            # frozen with ptrace every time, the same each round.
+            options.pop("freeze_cgroup", None)
             options["network_lock"] = self.m.enum("criu_network_lock_method", "SKIP")
             options["manage_cgroups_mode"] = self.m.enum("criu_cg_mode", "IGNORE")
             self._call(self.m.request("DUMP", **options))
@@ -129,7 +147,7 @@ class Floor:
                                               else m["destination"]).lstrip("/")
                 ext_mnt.append({"key": dest, "val": m["source"]})
             elif m.get("device") == "cgroup":
-                for bind in criuopts.cgroup_binds(self.pid, m["destination"]):
+                for bind in self.cgroup_binds.get(m["destination"], []):
                     ext_mnt.append({"key": bind, "val": os.path.join("/sys/fs/cgroup", os.path.basename(bind))})
         if config.get("mask_paths"):
             ext_mnt.append({"key": "/dev/null", "val": "/dev/null"})
@@ -137,7 +155,7 @@ class Floor:
             ext_mnt.append({"key": device["path"], "val": device["path"]})
         return {
             "images_dir_fd": images, "work_dir_fd": work, "log_level": 4, "log_file": "restore.log",
-            "root": self.root, "rst_sibling": True, "evasive_devices": True, "tcp_established": True,
+            "root": self.root, "evasive_devices": True, "tcp_established": True,
             "file_locks": True, "orphan_pts_master": True, "ext_mnt": ext_mnt,
             "manage_cgroups_mode": self.m.enum("criu_cg_mode", "IGNORE"),
         }

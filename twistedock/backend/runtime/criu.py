@@ -130,8 +130,10 @@ def _check_message(out: bytes, err: bytes) -> str:
 class Criu:
     """The CRIU this daemon uses: found at once, checked once (L{status})."""
 
-    def __init__(self, reactor, configured: Optional[str] = None, provisioned: str = PROVISIONED, timeout: float = CHECK_TIMEOUT) -> None:
+    def __init__(self, reactor, configured: Optional[str] = None, provisioned: str = PROVISIONED, timeout: float = CHECK_TIMEOUT,
+                 kdat_cache: str = KDAT_CACHE) -> None:
         self.reactor = reactor
+        self.kdat_cache = kdat_cache
         self.configured = configured
         self.path, self.looked = find_criu(configured, provisioned)
         self.timeout = timeout
@@ -171,7 +173,7 @@ class Criu:
         match = re.search(r"Version: (\S+)", (out + err).decode("utf-8", "replace"))
         version = match.group(1) if match else ""
         # `criu check` leaves the probe cached for the checkpoints to come.
-        cache_problem = prepare_kdat_cache()
+        cache_problem = prepare_kdat_cache(self.kdat_cache)
         out, err, code = await self._run("check")
         if code == 0 and b"Looks good" in out + err:
             status = CriuStatus(self.path, version, True, probe_cache=cache_problem)

@@ -22,7 +22,7 @@ from twisted.internet.defer import ensureDeferred
 
 from ...logs import Logger
 from . import criuopts
-from .criurpc import CriuError, CriuWorker, Messages, RpcUnavailable, finished, load_messages
+from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
 
 log = Logger()
 
@@ -68,12 +68,19 @@ class CriuDriver:
         return CriuWorker(self.reactor, criu, self._messages, files=files, path=path)
 
     async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
-                   leave_running: bool, tcp_established: bool = True, file_locks: bool = True) -> None:
+                   leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
+                   extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None) -> None:
         """Dump the container into C{images_dir} (CRIU's log in
-        C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer."""
+        C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer.
+
+        C{extra_options} are more C{criu_opts} fields (e.g. C{lazy_pages},
+        C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
+        CRIU's notifications ("network-lock", "post-dump", "status-ready"...)
+        before they are answered."""
         # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
-        # socket's peer): they stay open here until it answered.
-        worker = self.worker(criu, path=work_dir)
+        # socket's peer): they stay open here until it answered.  No working
+        # directory: the worker is spawned (posix_spawn), not forked.
+        worker = self.worker(criu)
         images = work = -1
         try:
             images = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -82,8 +89,9 @@ class CriuDriver:
                 self._dump_options, container_id, images_dir, images, work, leave_running, tcp_established,
                 file_locks,
             )
+            options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
-            await worker.call(request)
+            await worker.call(request, notify)
         except BaseException:
             worker.kill()
             raise
