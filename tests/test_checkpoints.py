@@ -699,7 +699,7 @@ async def test_start_with_a_checkpoint(tmp_path):
 
     runs = []
 
-    async def fake_run(container, restore=None):
+    async def fake_run(container, restore=None, stale_runtime=False):
         runs.append(restore)
         container.state.running = True
 

@@ -325,3 +325,53 @@ def test_tcp_connections_decide_the_lock():
     # an unreadable table means "lock".
     assert criuopts.has_tcp_connections(2 ** 22 + 12345) is True
     assert isinstance(criuopts.has_tcp_connections(os.getpid()), bool)
+
+
+def test_restore_options_as_runc_makes_them(tmp_path):
+    state = _state(tmp_path, os.getpid())
+    options = criuopts.restore_options(
+        state, ["/sys/fs/cgroup/cpu"], images_dir_fd=9, work_dir_fd=10, root="/var/lib/x/merged", netns_fd=7,
+        tcp_established=True, file_locks=True,
+    )
+    assert options["rst_sibling"] and options["evasive_devices"] and options["root"] == "/var/lib/x/merged"
+    assert options["log_file"] == "restore.log" and options["images_dir_fd"] == 9 and options["work_dir_fd"] == 10
+    mounts = {m["key"]: m["val"] for m in options["ext_mnt"]}
+    assert mounts["/etc/hosts"] == "/x/hosts" and mounts["/data"] == "/x/data"
+    assert mounts["/dev/null"] == "/dev/null"
+    assert mounts["/sys/fs/cgroup/cpu"].startswith("/sys/fs/cgroup/cpu")
+    # The network namespace joined through the inherited descriptor, the
+    # pipes runc recorded inherited from CRIU's stdio.
+    assert options["inherit_fd"] == [
+        {"key": "extRootNetNS", "fd": 7}, {"key": "pipe:[1]", "fd": 1}, {"key": "pipe:[2]", "fd": 2},
+    ]
+    assert "config_file" not in options
+
+
+def test_restored_state_is_runc_s():
+    state = {"init_process_pid": 1, "init_process_start": 5, "created": "x", "config": {"rootfs": "/r"},
+             "namespace_paths": {}}
+    fresh = criuopts.restored_state(state, os.getpid(), "2026-12-06T12:00:00.000000001Z")
+    assert fresh["init_process_pid"] == os.getpid() and fresh["created"] == "2026-12-06T12:00:00.000000001Z"
+    assert fresh["init_process_start"] == criuopts.start_time(os.getpid()) > 0
+    assert fresh["namespace_paths"]["NEWNET"] == "/proc/%d/ns/net" % (os.getpid(),)
+    assert fresh["config"] == {"rootfs": "/r"} and state["init_process_pid"] == 1
+
+
+def test_restorable_state_needs_the_kept_run(tmp_path):
+    from twistedock.backend.runtime.criudriver import restorable_state
+
+    assert restorable_state(str(tmp_path), "gone") is None
+    (tmp_path / "c1").mkdir()
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    kept = {"init_process_pid": 2 ** 22 + 7, "init_process_start": 1, "config": {"namespaces": []},
+            "cgroup_paths": {"memory": str(cgroup)}}
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
+    assert restorable_state(str(tmp_path), "c1") == kept
+    # Its cgroups gone (runc deleted it): runc restores.
+    cgroup.rmdir()
+    assert restorable_state(str(tmp_path), "c1") is None
+    # Still running: not a checkpointed run.
+    kept.update(init_process_pid=os.getpid(), init_process_start=criuopts.start_time(os.getpid()), cgroup_paths={})
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
+    assert restorable_state(str(tmp_path), "c1") is None

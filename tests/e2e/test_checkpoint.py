@@ -247,6 +247,16 @@ def test_dump_over_criu_rpc_then_runc_knows_the_restored_container(daemon):
     pid = state(daemon, name)["Pid"]
     with open("/proc/%d/cgroup" % (pid,)) as f:
         assert all(cid in line for line in f if line.strip())
+    # Restored over the RPC too: conmon ran CRIU itself (its runtime the
+    # daemon's shim), not runc restore.
+    with open(os.path.join(daemon.exec_root, cid, "conmon.pid")) as f:
+        conmon = int(f.read())
+    with open("/proc/%d/cmdline" % (conmon,), "rb") as f:
+        runtime = f.read().split(b"\0")
+    runtime = runtime[runtime.index(b"-r") + 1].decode()
+    assert runtime.endswith("/criu-swrk") is document["CRIU"]["RPC"]
+    with open(os.path.join(daemon.exec_root, "runc", cid, "state.json")) as f:
+        assert json.load(f)["init_process_pid"] == pid
     assert daemon.docker("exec", name, "echo", "in").stdout == "in\n"
     daemon.docker("kill", name)
     assert state(daemon, name)["Status"] == "exited"

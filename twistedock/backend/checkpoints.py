@@ -82,6 +82,15 @@ class RestorePlan:
     criu: str
     options: List[str] = attr.Factory(list)
     metadata: Optional[dict] = None
+    #: The L{CriuDriver}, when restores may go over CRIU's RPC.
+    rpc: object = None
+
+    def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
+        """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
+        in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
+        if self.rpc is None:
+            return None
+        return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
 
     def failed(self, error: DockerError, bundle: str) -> DockerError:
         """The error for a restore that conmon reported failed, with what
@@ -201,7 +210,7 @@ class CheckpointStore:
         options = list(RUNC_OPTIONS)
         if metadata is not None and isinstance(metadata.get("RuncOptions"), list):
             options = [str(o) for o in metadata["RuncOptions"] if str(o) in RUNC_OPTIONS]
-        return RestorePlan(path, criu, options, metadata)
+        return RestorePlan(path, criu, options, metadata, self.rpc)
 
 
 @implementer(ICheckpointBackend)
@@ -308,14 +317,17 @@ class CheckpointBackend:
         args += list(RUNC_OPTIONS)
         args.append(c.id)
         was_stopped_by_user = c.manually_stopped
+        rpc = self.store.rpc
+        over_rpc = rpc is not None and rpc.available()
         if exit:
             # From here the coming exit is the checkpoint's, not a crash:
             # no restart policy may bring the container back.
-            self.containers.mark_checkpointed(c, True)
+            if over_rpc:
+                self.containers.mark_checkpointed(c, True, keep_runtime=True)
+            else:
+                self.containers.mark_checkpointed(c, True)
             c.manually_stopped = True
         exited = self.containers.wait_exit_code(c) if exit else None
-        rpc = self.store.rpc
-        over_rpc = rpc is not None and rpc.available()
         try:
             if over_rpc:
                 await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)

@@ -205,3 +205,118 @@ def write_descriptors(state: dict, images_dir: str) -> None:
     with open(path, "w") as f:
         json.dump(list(state.get("external_descriptors") or []), f)
     os.chmod(path, 0o600)
+
+
+def own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
+    """This process's cgroup in a v1 hierarchy (C{controller} as its
+    mount's base name shows it: "cpu,cpuacct" lists two)."""
+    wanted = set(controller.split(","))
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                _, names, path = line.rstrip("\n").split(":", 2)
+                listed = set(n for n in names.split(",") if n)
+                if listed and (wanted <= listed or listed <= wanted):
+                    return path
+    except OSError:
+        pass
+    return "/"
+
+
+def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int, work_dir_fd: int,
+                    root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool) -> dict:
+    """C{criu_opts} fields for restoring the container runc described in
+    C{state} (runc 1.1's C{Restore}): its bind mounts back from their
+    sources, the cgroup v1 mounts from this host's hierarchies, the masked
+    paths' /dev/null, its devices; its network namespace joined through
+    the inherited C{netns_fd}; its pipes (descriptors.json) inherited
+    from CRIU's own stdio; the restored tree a sibling of CRIU (so a child
+    of conmon, which runs CRIU)."""
+    config = state["config"]
+    rootfs = config["rootfs"]
+    ext_mnt = []
+    for m in config.get("mounts") or []:
+        if m.get("device") == "bind":
+            ext_mnt.append({"key": _relative_destination(rootfs, m["destination"]), "val": m["source"]})
+    for place in cgroup_mounts:
+        base = os.path.basename(place)
+        ext_mnt.append({"key": place, "val": os.path.join("/sys/fs/cgroup", base) + own_cgroup(base).rstrip("/")})
+    if config.get("mask_paths"):
+        ext_mnt.append({"key": "/dev/null", "val": "/dev/null"})
+    for device in config.get("devices") or []:
+        if device.get("path"):
+            path = _relative_destination(rootfs, device["path"])
+            ext_mnt.append({"key": path, "val": device["path"]})
+    options = {
+        "images_dir_fd": images_dir_fd,
+        "work_dir_fd": work_dir_fd,
+        "evasive_devices": True,
+        "log_level": 4,
+        "log_file": "restore.log",
+        "rst_sibling": True,
+        "root": root,
+        "manage_cgroups": True,
+        "notify_scripts": True,
+        "shell_job": False,
+        "ext_unix_sk": False,
+        "tcp_established": tcp_established,
+        "file_locks": file_locks,
+        "empty_ns": 0,
+        "orphan_pts_master": True,
+        "auto_dedup": False,
+        "lazy_pages": False,
+        "ext_mnt": ext_mnt,
+    }
+    chosen = config_file(config)
+    if chosen:
+        options["config_file"] = chosen
+    inherit = []
+    join = []
+    for ns in config.get("namespaces") or []:
+        kind, path = ns.get("type"), ns.get("path") or ""
+        if not path:
+            continue
+        if kind == "NEWNET":
+            if netns_fd is not None:
+                inherit.append({"key": EXTERNAL_NS_KEYS[kind][1], "fd": netns_fd})
+        elif kind == "NEWPID":
+            raise ValueError("a joined pid namespace is restored through runc")
+        elif kind != "NEWCGROUP":
+            join.append({"ns": NAMESPACE_NAMES.get(kind, kind), "ns_file": path})
+    for index, descriptor in enumerate(state.get("external_descriptors") or []):
+        if "pipe:" in descriptor:
+            inherit.append({"key": descriptor, "fd": index})
+    if inherit:
+        options["inherit_fd"] = inherit
+    if join:
+        options["join_ns"] = join
+    return options
+
+
+#: runc's configs.NsName.
+NAMESPACE_NAMES = {"NEWNS": "mnt", "NEWUTS": "uts", "NEWIPC": "ipc", "NEWUSER": "user", "NEWNET": "net",
+                   "NEWPID": "pid", "NEWCGROUP": "cgroup"}
+
+
+def start_time(pid: int) -> int:
+    """A process's start time in clock ticks (/proc/PID/stat field 22), as
+    runc records it to know its init again."""
+    with open("/proc/%d/stat" % (pid,), "rb") as f:
+        text = f.read().decode("ascii", "replace")
+    return int(text[text.rindex(")") + 2:].split()[19])
+
+
+def restored_state(state: dict, pid: int, created: str) -> dict:
+    """runc's state of the container once its process is restored as
+    C{pid}: what runc's restore would record (runc knows the container
+    again: state, exec, kill, delete)."""
+    fresh = dict(state)
+    fresh["init_process_pid"] = pid
+    fresh["init_process_start"] = start_time(pid)
+    fresh["created"] = created
+    paths = {}
+    for kind, name in NAMESPACE_NAMES.items():
+        if os.path.exists("/proc/%d/ns/%s" % (pid, name)):
+            paths[kind] = "/proc/%d/ns/%s" % (pid, name)
+    fresh["namespace_paths"] = paths
+    return fresh

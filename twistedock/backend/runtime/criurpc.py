@@ -285,7 +285,8 @@ class CriuWorker:
     """
 
     def __init__(self, reactor, criu: str, messages: Messages, *, files: Optional[Dict[int, int]] = None,
-                 env: Optional[Dict[str, str]] = None, path: Optional[str] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, path: Optional[str] = None,
+                 spawn: bool = True) -> None:
         self.reactor = reactor
         self.criu = criu
         self.messages = messages
@@ -294,6 +295,14 @@ class CriuWorker:
         self._notify: Optional[NotifyHandler] = None
         self._problem: Optional[str] = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if not spawn:
+            # Another process runs `criu swrk` on L{peer} (conmon, for a
+            # restore whose tree must be conmon's children).
+            self.peer = theirs
+            self.transport = None
+            self.pid = None
+            self.socket = PacketSocket(reactor, ours, self._received, self._closed)
+            return
         try:
             child_fds = {0: "w", 1: "r", 2: "r", WORKER_FD: theirs.fileno()}
             for child, parent in (files or {}).items():
@@ -332,6 +341,9 @@ class CriuWorker:
         self.socket.close()
 
     def kill(self) -> None:
+        if self.transport is None:
+            self.close()
+            return
         try:
             self.transport.signalProcess("KILL")
         except Exception:
@@ -396,6 +408,10 @@ class CriuWorker:
     def _closed(self, problem: Optional[str]) -> None:
         if self._answer is None:
             return
+        if self.transport is None:
+            self._fail(CriuError("CRIU went away before answering" + (" (%s)" % (problem,) if problem else ""),
+                                 errno.EPIPE))
+            return
 
         def gone(status) -> None:
             output = self.process.text()
@@ -419,6 +435,8 @@ class CriuWorker:
 async def finished(worker: CriuWorker, timeout: float = 10.0) -> Optional[int]:
     """Close a worker's socket and wait (at most C{timeout}) for it to exit."""
     worker.close()
+    if worker.transport is None:
+        return None
     timer = worker.reactor.callLater(timeout, worker.kill)
     try:
         return await worker.ended
