@@ -30,7 +30,7 @@ class Options(usage.Options):
         ["tlsverify", None, "TLS, and require client certificates signed by --tlscacert"],
         ["live-restore", None, "Keep containers running while the daemon is down"],
         ["ip-forward", None, "Turn on net.ipv4.ip_forward (the default; --ip-forward=false: leave it)"],
-        ["criu-rpc", None, "Checkpoint over CRIU's RPC (the default; --criu-rpc=false: through runc checkpoint)"],
+        ["criu-rpc", None, "Checkpoint and restore over CRIU's RPC (the default; --criu-rpc=false: runc checkpoint/restore)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],

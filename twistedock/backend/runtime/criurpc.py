@@ -278,10 +278,14 @@ NotifyHandler = Callable[[str, int], Optional[Deferred]]
 class CriuWorker:
     """One C{criu swrk} process and our end of its socket (see the module).
 
-    C{start} spawns it at once, with C{files} (child fd -> our fd) passed
-    beside its socket at fd 3 (images and work directories, namespaces);
-    L{call} gives it a request and fires with CRIU's answer (a
-    C{criu_resp}) or fails with L{CriuError}.
+    It is spawned at once, with C{files} (child fd -> our fd) passed
+    beside its socket at fd 3; or, with C{spawn} false, not at all: another
+    process runs C{criu swrk} on L{peer} (conmon, for a restore).  L{call}
+    gives it a request and fires with CRIU's answer (a C{criu_resp}) or
+    fails with L{CriuError}.  The descriptors a request names
+    (C{images_dir_fd}, C{work_dir_fd}) are the daemon's own: CRIU opens
+    them through /proc/PEER/fd, PEER the process that made the socket
+    pair; C{inherit_fd} ones are CRIU's.
     """
 
     def __init__(self, reactor, criu: str, messages: Messages, *, files: Optional[Dict[int, int]] = None,
