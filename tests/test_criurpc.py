@@ -375,3 +375,26 @@ def test_restorable_state_needs_the_kept_run(tmp_path):
     kept.update(init_process_pid=os.getpid(), init_process_start=criuopts.start_time(os.getpid()), cgroup_paths={})
     (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
     assert restorable_state(str(tmp_path), "c1") is None
+
+
+def test_the_freezer_frozen_ahead_of_criu(tmp_path):
+    """Frozen before CRIU looks (it would sleep 100 ms on a freezing
+    cgroup); a cgroup already frozen (a paused container) is left alone."""
+    from twistedock.backend.runtime.criudriver import freeze, thaw
+
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "freezer.state").write_text("THAWED\n")
+    assert freeze(str(v1)) is True
+    assert (v1 / "freezer.state").read_text() == "FROZEN"
+    assert freeze(str(v1)) is False
+    thaw(str(v1))
+    assert (v1 / "freezer.state").read_text() == "THAWED"
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.freeze").write_text("1\n")
+    (v2 / "cgroup.events").write_text("populated 1\nfrozen 1\n")
+    assert freeze(str(v2)) is False
+    thaw(str(v2))
+    assert (v2 / "cgroup.freeze").read_text() == "0"
+    thaw(str(tmp_path / "gone"))  # quietly

@@ -119,6 +119,8 @@ class CriuDriver:
         # directory: the worker is spawned (posix_spawn), not forked.
         worker = self.worker(criu)
         images = work = -1
+        freezer = None
+        froze = []
         try:
             images = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             work = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -128,10 +130,27 @@ class CriuDriver:
             )
             options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
-            await worker.call(request, notify)
+            freezer = options.get("freeze_cgroup")
+
+            def notified(script: str, pid: int):
+                if script == "pre-dump" and freezer:
+                    # CRIU freezes a thawed cgroup itself, then sleeps 100 ms
+                    # before looking again; frozen here (looked at every
+                    # millisecond) it goes straight on.  Right before
+                    # CRIU's own freeze: the downtime starts no earlier.
+                    return self.run_in_thread(freeze, freezer).addCallback(froze.append)
+                return notify(script, pid) if notify is not None else None
+
+            await worker.call(request, notified)
         except BaseException:
             worker.kill()
+            if any(froze):
+                await self.run_in_thread(thaw, freezer)
             raise
+        else:
+            if leave_running and any(froze):
+                # CRIU puts the cgroup back as it found it: frozen by us.
+                await self.run_in_thread(thaw, freezer)
         finally:
             for fd in (images, work):
                 if fd >= 0:
@@ -327,3 +346,52 @@ def _dumped_cgroup_mounts(images_dir: str, state: dict):
 
 #: The cgroup v1 mounts of a dump, beside its images (for the restore).
 CGROUP_MOUNTS = "cgroup-mounts.json"
+
+
+#: How long a freezer cgroup may take to freeze.
+FREEZE_TIMEOUT = 10.0
+
+
+def _freezer_files(path: str):
+    """(the file to write, what to write to freeze, to thaw, how to tell
+    frozen) of a v1 freezer cgroup or a v2 cgroup."""
+    if os.path.exists(os.path.join(path, "freezer.state")):
+        state = os.path.join(path, "freezer.state")
+        return state, "FROZEN", "THAWED", lambda: _read(state).strip() == "FROZEN"
+    events = os.path.join(path, "cgroup.events")
+    return os.path.join(path, "cgroup.freeze"), "1", "0", lambda: "frozen 1" in _read(events)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def freeze(path: str, timeout: float = FREEZE_TIMEOUT) -> bool:
+    """Freeze the cgroup at C{path} and wait until it is (blocking: in a
+    thread), looking every millisecond; False when it already was (a
+    paused container: it is left as it is)."""
+    import time
+
+    control, frozen, thawed, is_frozen = _freezer_files(path)
+    if is_frozen():
+        return False
+    with open(control, "w") as f:
+        f.write(frozen)
+    deadline = time.monotonic() + timeout
+    while not is_frozen():
+        if time.monotonic() > deadline:
+            thaw(path)
+            raise CriuError("cannot freeze %s in %.0f s" % (path, timeout))
+        time.sleep(0.001)
+    return True
+
+
+def thaw(path: str) -> None:
+    """Thaw the cgroup at C{path} (blocking, small); quietly when it is gone."""
+    try:
+        control, _, thawed, _ = _freezer_files(path)
+        with open(control, "w") as f:
+            f.write(thawed)
+    except OSError:
+        pass
