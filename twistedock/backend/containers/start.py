@@ -105,9 +105,13 @@ class StartMixin:
             await self.intend_start(c)
             session = None
             if restore is not None and stale_runtime:
-                session = await self.run_in_thread(
-                    restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty, golang.rfc3339_nano(self.now())
-                )
+                try:
+                    session = await self.run_in_thread(
+                        restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty,
+                        golang.rfc3339_nano(self.now()),
+                    )
+                except (OSError, ValueError, KeyError) as e:
+                    log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
             if stale_runtime and session is None:
                 try:
                     await self.runtime.delete(c.id, force=True)
