@@ -47,6 +47,8 @@ class DaemonConfig:
     live_restore: bool = False
     labels: List[str] = attr.Factory(list)
     criu_path: Optional[str] = None
+    #: Checkpoints through CRIU's RPC (False: through runc checkpoint).
+    criu_rpc: bool = True
     min_api_version: str = versions.MIN_API_VERSION
     config_file: str = DEFAULT_CONFIG_FILE
     insecure_registries: List[str] = attr.Factory(list)
@@ -137,6 +139,7 @@ FILE_KEYS = {
     "live-restore": "live_restore",
     "labels": "labels",
     "criu-path": "criu_path",
+    "criu-rpc": "criu_rpc",
     "min-api-version": "min_api_version",
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
@@ -171,6 +174,7 @@ _TYPES = {
     "iptables": bool,
     "icc": bool,
     "default-address-pools": "pools",
+    "criu-rpc": bool,
     "mtu": int,
     "log-opts": dict,
 }

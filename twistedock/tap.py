@@ -14,7 +14,7 @@ from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, parse
 from .listeners import check_addresses
 
 BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "userland-proxy",
-                 "iptables", "icc")
+                 "iptables", "icc", "criu-rpc")
 
 
 class Options(usage.Options):
@@ -35,6 +35,7 @@ class Options(usage.Options):
                                  "--userland-proxy=false: kernel NAT only)"],
         ["iptables", None, "Write firewall rules: NAT, published ports (the default; --iptables=false: none)"],
         ["icc", None, "Let the default bridge's containers talk to each other (the default; --icc=false: not)"],
+        ["criu-rpc", None, "Checkpoint and restore over CRIU's RPC (the default; --criu-rpc=false: runc checkpoint/restore)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
@@ -146,6 +147,7 @@ class Options(usage.Options):
             "iptables": "iptables" not in self.false_flags,
             "icc": "icc" not in self.false_flags,
             "default_address_pools": list(self["default-address-pool"]),
+            "criu_rpc": "criu-rpc" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
             "log_opts": dict(self["log-opt"]),
