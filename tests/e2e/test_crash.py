@@ -85,6 +85,8 @@ class Model:
         self.containers = {}  # id -> {"names": {acceptable}, "removed": bool|None, "auto": bool}
         self.busy = set()
         self.pending = {}  # id -> (operation, argument) in flight
+        #: Images acknowledged by a commit: reference -> image ID.
+        self.images = {}
 
     def pick(self, rng):
         with self.lock:
@@ -103,10 +105,12 @@ class Model:
             if operation == "rm":
                 self.containers[ident]["removed"] = None  # in doubt until answered
 
-    def end(self, ident, operation, argument, status):
+    def end(self, ident, operation, argument, status, answer=None):
         """C{status} 0: no answer (the daemon died): the outcome in doubt."""
         acknowledged = 200 <= status < 300
         with self.lock:
+            if operation == "commit" and acknowledged:
+                self.images[argument] = answer["Id"]
             self.pending.pop(ident, None)
             self.busy.discard(ident)
             c = self.containers[ident]
@@ -154,7 +158,7 @@ def worker(daemon, model, rng, stop, counter):
         ident = model.pick(rng)
         if ident is None:
             continue
-        operations = ["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm"]
+        operations = ["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm", "commit"]
         if daemon.criu:
             operations.append("checkpoint")
         operation = rng.choice(operations)
@@ -163,6 +167,9 @@ def worker(daemon, model, rng, stop, counter):
             argument = "/r%08x" % rng.getrandbits(32)
         if operation == "checkpoint":
             argument = "k%08x" % rng.getrandbits(32)
+        if operation == "commit":
+            argument = "crash-commit:%08x" % rng.getrandbits(32)
+        answer = None
         model.begin(ident, operation, argument)
         if operation == "start":
             status, _ = call(daemon, "POST", "/containers/%s/start" % ident)
@@ -185,9 +192,13 @@ def worker(daemon, model, rng, stop, counter):
         elif operation == "checkpoint":
             status, _ = call(daemon, "POST", "/containers/%s/checkpoints" % ident,
                              {"CheckpointID": argument, "Exit": False}, timeout=60)
+        elif operation == "commit":
+            repo, tag = argument.split(":")
+            status, answer = call(daemon, "POST", "/commit?container=%s&repo=%s&tag=%s" % (ident, repo, tag),
+                                  {}, timeout=60)
         else:
             status, _ = call(daemon, "PUT", "/containers/%s/archive?path=/tmp" % ident, small_tar())
-        model.end(ident, operation, argument, status)
+        model.end(ident, operation, argument, status, answer)
         if 200 <= status < 300:
             counter.append(operation)
         if status == 0:
@@ -281,6 +292,10 @@ def check_invariants(daemon, model, live_restore):
                     violations.append("partial checkpoint %s of %s listed" % (name, ident))
             if os.path.isdir(base) and [n for n in os.listdir(base) if n.startswith(".")]:
                 violations.append("dump leftovers in %s: %r" % (base, os.listdir(base)))
+    for reference, image_id in sorted(model.images.items()):
+        status, image = call(daemon, "GET", "/images/%s/json" % reference)
+        if status != 200 or image.get("Id") != image_id:
+            violations.append("acknowledged commit %s (%s) lost: %s %r" % (reference, image_id, status, image))
     runc_known = runc_list(daemon)
     mounted = mounts_under(os.path.join(daemon.data_root, "overlay2"))
     for ident, c in by_id.items():
@@ -378,9 +393,11 @@ def test_crash_cycles(crash_daemon):
     rng = random.Random(SEED)
     violations = []
     acknowledged = collections.Counter()
+    images = {}  # every commit acknowledged so far: its image must stay
     for cycle in range(CYCLES):
         live_restore = cycle % 2 == 1
         model = Model()
+        model.images = images
         stop = threading.Event()
         counter = []
         threads = [
