@@ -342,6 +342,12 @@ def remove_all_and_check(daemon, known=()):
     left = [n for n in os.listdir(daemon.exec_root) if FULL_ID.match(n)]
     if left:
         violations.append("bundles left: %r" % left)
+    # conmon's links to the bundles and its exit files.
+    for sub, names in (("s", {i[:12] for i in known}), ("exits", known)):
+        directory = os.path.join(daemon.exec_root, sub)
+        left = [n for n in os.listdir(directory) if n in names] if os.path.isdir(directory) else []
+        if left:
+            violations.append("left in %s: %r" % (directory, left))
     time.sleep(0.2)
     alive = processes_of(os.path.realpath(daemon.exec_root), known, exclude={daemon.proc.pid, os.getpid()})
     if alive:
@@ -423,6 +429,34 @@ def test_crash_cycles(crash_daemon):
         )
     print("%d cycles, %d acknowledged operations (%s), %d violations" % (
         CYCLES, sum(acknowledged.values()), dict(acknowledged), len(violations)))
+
+
+# -- a runtime call that fails -----------------------------------------------
+
+
+def test_a_start_runc_refuses_leaves_nothing_on_the_host(crash_daemon):
+    """A real runc failure (an entrypoint that does not exist): the start
+    answers dockerd's error, and nothing of the run is left: no runc
+    container, no conmon, no overlay mount, no bundle, no link to it."""
+    daemon = crash_daemon
+    status, answer = call(daemon, "POST", "/containers/create?name=broken",
+                          {"Image": "busybox", "Cmd": ["/no/such/binary"], "HostConfig": {"NetworkMode": "none"}})
+    assert status == 201, answer
+    ident = answer["Id"]
+    for _ in range(2):  # (a second start finds nothing in its way either)
+        status, answer = call(daemon, "POST", "/containers/broken/start")
+        assert status == 400 and "no such file or directory" in answer["message"], answer
+        state = call(daemon, "GET", "/containers/broken/json")[1]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("created", 127), state
+        assert ident not in runc_list(daemon)
+        merged = os.path.join(os.path.realpath(daemon.data_root), "overlay2", ident, "merged")
+        assert merged not in mounts_under(os.path.join(daemon.data_root, "overlay2"))
+        assert not os.path.exists(os.path.join(daemon.exec_root, ident))
+        assert not os.path.lexists(os.path.join(daemon.exec_root, "s", ident[:12]))
+        assert processes_of(os.path.realpath(daemon.exec_root), [ident],
+                            exclude={daemon.proc.pid, os.getpid()}) == []
+        assert [n for n in os.listdir(os.path.join(daemon.data_root, "containers", ident)) if TEMP.match(n)] == []
+    assert remove_all_and_check(daemon) == []
 
 
 # -- the disk full ----------------------------------------------------------

@@ -60,10 +60,12 @@ class MonitorMixin:
             oom = bool(self.runtime.oom_killed(self.bundle(c), c.id))
         except Exception:
             pass
+        deleted = True
         try:
             await self.runtime.delete(c.id, force=True)
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
+            deleted = False
         try:
             await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
@@ -84,6 +86,9 @@ class MonitorMixin:
         # exit from its waiters: runc and conmon's exit file say it again at
         # the next start.
         await self.save_or_log(c)
+        if not deleted:
+            # Recorded over: runc must not keep it (nor its conmon).
+            await self.reconcile_one(c, "delete")
         if self.execs is not None:
             await self.execs.container_stopped(c)
         if oom:

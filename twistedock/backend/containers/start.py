@@ -214,6 +214,9 @@ class StartMixin:
         await self.clear_intent(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
+        # What the failed call may have left (a runc container runc delete
+        # did not take, a conmon, the mount, the bundle) gone too.
+        await self.reconcile_one(c, "start")
 
 
 def _runtime_start_error(error: DockerError) -> DockerError:

@@ -129,13 +129,27 @@ class Runtime:
         return self.reactor.callLater(self.create_timeout, too_long)
 
     def kill_conmon(self, bundle: str) -> None:
-        """SIGKILL the conmon supervising C{bundle}, if any."""
-        pid = self.conmon_pid(bundle)
-        if pid:
-            try:
-                os.kill(pid, signals.SIGKILL)
-            except OSError:
-                pass
+        """SIGKILL the conmon supervising C{bundle}, if it still runs (a pid
+        reused by another process is left alone)."""
+        if not self.conmon_alive(bundle):
+            return
+        try:
+            os.kill(self.conmon_pid(bundle), signals.SIGKILL)
+        except (OSError, TypeError):
+            pass
+
+    @classmethod
+    def conmon_alive(cls, bundle: str) -> Optional[bool]:
+        """Whether the conmon of C{bundle} (its C{conmon.pid}) still runs;
+        None when no pid file says which conmon that was."""
+        pid = cls.conmon_pid(bundle)
+        if not pid or pid <= 0:
+            return None
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                return f.read().strip().startswith("conmon")
+        except OSError:
+            return False
 
     async def create(
         self, container_id: str, bundle: str, *, exit_dir: str, socket_dir: str, persist_dir: Optional[str] = None, **options
