@@ -499,6 +499,10 @@ def fill(path):
     return filler
 
 
+def refused_for_space(answer) -> bool:
+    return bool(answer) and "no space left on device" in answer.get("message", "")
+
+
 def test_a_full_disk_refuses_writes_and_never_wedges_a_restart(small_root):
     daemon = small_root
     status, answer = call(daemon, "POST", "/containers/create?name=web",
@@ -510,28 +514,52 @@ def test_a_full_disk_refuses_writes_and_never_wedges_a_restart(small_root):
     try:
         # Reads answer; writes are refused with a clear message, and
         # change nothing.
+        assert call(daemon, "GET", "/_ping")[0] == 200
         assert call(daemon, "GET", "/containers/json?all=1")[0] == 200
+        assert call(daemon, "GET", "/images/json")[0] == 200
         status, answer = call(daemon, "POST", "/containers/web/rename?name=other")
-        assert status == 500 and "no space left on device" in answer["message"], answer
+        assert status == 500 and refused_for_space(answer), answer
         assert call(daemon, "GET", "/containers/web/json")[1]["Name"] == "/web"
         status, answer = call(daemon, "POST", "/containers/web/pause")
-        assert status == 500 and "no space left on device" in answer["message"], answer
+        assert status == 500 and refused_for_space(answer), answer
         assert call(daemon, "GET", "/containers/web/json")[1]["State"]["Status"] == "running"
         assert runc_list(daemon)[ident]["status"] == "running"
         status, answer = call(daemon, "POST", "/containers/create?name=new",
                               {"Image": "busybox", "Cmd": ["true"]})
-        assert status >= 400, answer
-        # Killed and started again on the full disk: it answers.
+        assert status == 500 and refused_for_space(answer), answer
+        assert call(daemon, "GET", "/containers/new/json")[0] == 404
+    finally:
+        os.unlink(filler)
+    # Space back, the same daemon (no restart): writes work again.
+    pid = daemon.proc.pid
+    assert call(daemon, "POST", "/containers/web/rename?name=other")[0] == 204
+    assert call(daemon, "POST", "/containers/other/pause")[0] == 204
+    assert call(daemon, "POST", "/containers/other/unpause")[0] == 204
+    status, answer = call(daemon, "POST", "/containers/create?name=new",
+                          {"Image": "busybox", "Cmd": ["sleep", "300"]})
+    assert status == 201, answer
+    assert call(daemon, "POST", "/containers/new/start")[0] == 204
+    assert daemon.proc.pid == pid and daemon.running
+    # Full again, then killed and started again on the full disk: its
+    # start is bounded (it does not wait for what cannot come) and it
+    # answers, the running containers recorded exited.
+    filler = fill(daemon.data_root)
+    try:
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.wait_exit()
+        started = time.monotonic()
         daemon.start()
-        state = call(daemon, "GET", "/containers/web/json")[1]
-        assert (state["Name"], state["State"]["Status"]) == ("/web", "exited")
-        assert ident not in runc_list(daemon)
+        assert time.monotonic() - started < START_TIMEOUT
+        for name, its_id in (("other", ident), ("new", None)):
+            state = call(daemon, "GET", "/containers/%s/json" % name)[1]
+            assert (state["Name"], state["State"]["Status"]) == ("/" + name, "exited"), state
+            assert state["Id"] not in runc_list(daemon)
+        status, answer = call(daemon, "POST", "/containers/other/rename?name=third")
+        assert status == 500 and refused_for_space(answer), answer
     finally:
         os.unlink(filler)
     # Space back: everything works again, with nothing left over.
-    assert call(daemon, "POST", "/containers/web/start")[0] == 204
-    assert call(daemon, "POST", "/containers/web/rename?name=other")[0] == 204
+    assert call(daemon, "POST", "/containers/other/start")[0] == 204
+    assert call(daemon, "POST", "/containers/other/rename?name=third")[0] == 204
     assert remove_all_and_check(daemon) == []
     assert [n for root, _, files in os.walk(daemon.data_root) for n in files if TEMP.match(n)] == []
