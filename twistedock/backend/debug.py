@@ -22,6 +22,17 @@ from ..routers.debug import IDebugBackend
 
 TOP_LINES = 60
 
+#: What a snapshot leaves out: tracemalloc's own bookkeeping and imports.
+_SNAPSHOT_FILTERS = (
+    tracemalloc.Filter(False, tracemalloc.__file__),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+)
+
+
+def _snapshot():
+    return tracemalloc.take_snapshot().filter_traces(_SNAPSHOT_FILTERS)
+
 
 def _rss_bytes() -> int:
     try:
@@ -93,13 +104,13 @@ class DebugBackend:
         if started_here:
             tracemalloc.start()
         previous = self._last_snapshot
-        first = await self._thread(tracemalloc.take_snapshot)
+        first = await self._thread(_snapshot)
         self._last_snapshot = first
         if diff and previous is not None and not started_here:
             return await self._thread(_format_growth, previous, first, None)
         if seconds:
             await deferLater(self.reactor, seconds, lambda: None)
-            second = await self._thread(tracemalloc.take_snapshot)
+            second = await self._thread(_snapshot)
             self._last_snapshot = second
             return await self._thread(_format_growth, first, second, seconds)
         return await self._thread(_format_snapshot, first, started_here)

@@ -42,10 +42,7 @@ class StartMixin:
             restore = None
             if checkpoint:
                 restore = await self.checkpoints.restore_plan(c, checkpoint, checkpoint_dir)
-            try:
-                os.unlink(c.path_of(CHECKPOINTED_MARK))
-            except FileNotFoundError:
-                pass
+            await self.run_in_thread(_unlink_if_there, c.path_of(CHECKPOINTED_MARK))
             # dockerd's ResetRestartManager: a manual start counts afresh.
             self._cancel_restart(c)
             self._restart_delay.pop(c.id, None)
@@ -86,10 +83,7 @@ class StartMixin:
             await self._failed_start(c, e)
             raise InternalError(str(e))
         try:
-            try:
-                os.unlink(os.path.join(self.exit_dir, c.id))
-            except FileNotFoundError:
-                pass
+            await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
             run = Run(self.reactor.seconds())
             self._runs[c.id] = run
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
@@ -248,6 +242,13 @@ def _runtime_start_error(error: DockerError) -> DockerError:
     translated = InvalidParameter(text)
     translated.start_exit_code = code
     return translated
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _create_bind_sources(host_config: dict) -> None:

@@ -9,6 +9,7 @@ import os
 import signal as signals
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ...errors import InternalError, NotFound
@@ -167,15 +168,20 @@ class Runtime:
         args = self.conmon_args(
             container_id, bundle, exit_dir=exit_dir, socket_dir=socket_dir, persist_dir=persist_dir, **options
         )
-        for directory in (exit_dir, socket_dir, self.state_root):
-            os.makedirs(directory, mode=0o711, exist_ok=True)
-        # What a previous run left behind would be taken for this run's.
-        for leftover in ("pidfile", "conmon.pid", "oom"):
-            unlink(os.path.join(bundle, leftover))
-        if persist_dir:
-            os.makedirs(persist_dir, mode=0o700, exist_ok=True)
-            for leftover in ("exit", "oom"):
-                unlink(os.path.join(persist_dir, leftover))
+
+        def prepare() -> None:
+            for directory in (exit_dir, socket_dir, self.state_root):
+                os.makedirs(directory, mode=0o711, exist_ok=True)
+            # What a previous run left behind would be taken for this run's.
+            for leftover in ("pidfile", "conmon.pid", "oom"):
+                unlink(os.path.join(bundle, leftover))
+            if persist_dir:
+                os.makedirs(persist_dir, mode=0o700, exist_ok=True)
+                for leftover in ("exit", "oom"):
+                    unlink(os.path.join(persist_dir, leftover))
+
+        # (File work off the reactor thread: a busy disk stalls it.)
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), prepare)
         conmon = ConmonProcess()
         self.spawn_conmon(conmon, args, bundle)
         timer = self.time_limit(conmon, bundle, container_id)
