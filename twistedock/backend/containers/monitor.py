@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
+from ...errors import NotFound
 from ...logs import Logger
 from .defaults import RESTART_DELAY, RESTART_DELAY_MAX, RESTART_RESET_AFTER
 from .record import Container
@@ -63,6 +64,8 @@ class MonitorMixin:
         deleted = True
         try:
             await self.runtime.delete(c.id, force=True)
+        except NotFound:
+            pass  # (a checkpoint's end: runc has forgotten it already)
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
             deleted = False
