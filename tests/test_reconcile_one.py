@@ -249,3 +249,18 @@ def test_rm_f_that_cannot_delete_leaves_runc_and_the_record_agreeing(world):
     assert world.runtime.status(ident) is None
     run(world.backend.remove("web", True, False))
     assert ident not in world.backend.containers
+
+
+def test_only_a_failed_freeze_or_thaw_sets_the_freezer_right(world):
+    """runc thaws a paused container to let a SIGKILL end it: a kill that
+    failed then must not freeze the dying process again."""
+    ident = world.started("web")
+    run(world.backend.pause("web"))
+    c = world.backend.get("web")
+    world.runtime.processes[ident].status = "running"  # thawed by runc
+    run(world.backend.reconcile_one(c, "kill"))
+    assert world.runtime.called("pause") == [(ident,)]
+    assert world.runtime.status(ident) == "running"
+    run(world.backend.reconcile_one(c, "resume"))
+    assert world.runtime.called("pause") == [(ident,), (ident,)]
+    assert world.runtime.status(ident) == "paused"

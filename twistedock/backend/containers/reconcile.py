@@ -46,6 +46,9 @@ CHECKPOINT_METADATA = "checkpoint.json"
 #: How long recovery waits for an exit it caused (a SIGKILL) before it
 #: settles the container itself.
 RECOVERY_EXIT_TIMEOUT = 30.0
+#: The runtime calls that freeze or thaw a container (a CRIU dump freezes
+#: it while it dumps).
+FREEZER_CALLS = ("pause", "resume", "checkpoint")
 
 
 def save_error(c: Container, error: OSError) -> InternalError:
@@ -338,9 +341,10 @@ class ReconcileMixin:
             deleted and the run ended as an exit conmon reported would end
             it: with C{code} (255: unknown; 137 when a SIGKILL was sent),
             137 when it was killed here;
-          - the record runs it and runc's freezer says otherwise: the
-            change the failed call made is undone, or, when that fails
-            too, the record takes runc's view.
+          - after a call that freezes or thaws (L{FREEZER_CALLS}), the
+            record runs it and runc's freezer says otherwise: the change
+            the failed call made is undone, or, when that fails too, the
+            record takes runc's view.
 
         Never raises: what it cannot mend is logged, and the next start of
         the daemon tries again.  The caller holds the container's lock, or
@@ -368,8 +372,11 @@ class ReconcileMixin:
             return
         alive = await self.run_in_thread(self.runtime.conmon_alive, bundle)
         if status in ("created", "running", "paused") and alive is not False:
-            if status != "created" and (status == "paused") != bool(c.state.paused):
-                await self._agree_paused(c, status == "paused", after)
+            # (Only the calls that freeze or thaw: after a kill, a thawed
+            # process may be one runc thawed to let a SIGKILL end it.)
+            frozen = status == "paused"
+            if after in FREEZER_CALLS and status != "created" and frozen != bool(c.state.paused):
+                await self._agree_paused(c, frozen, after)
             return
         if alive:
             return  # the process ended: its conmon writes the exit file

@@ -50,7 +50,6 @@ class StopMixin:
                 resumed = True
             except DockerError as e:
                 log.warn("Cannot unpause container {id}: {e}", id=c.id, e=e)
-                await self.reconcile_one(c, "resume")
         if announce:
             self.log_event(c, "kill", signal=number)
         if resumed and c.state.paused and c.state.running:
