@@ -260,4 +260,6 @@ def _create_bind_sources(host_config: dict) -> None:
 
 def _write_bundle(bundle: str, oci: dict) -> None:
     os.makedirs(bundle, mode=0o700, exist_ok=True)
-    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci, indent=1).encode(), mode=0o600)
+    # (Not indented: json's C encoder, not its Python one, which holds
+    # the GIL from the reactor thread for milliseconds on a large spec.)
+    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600)
