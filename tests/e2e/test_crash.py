@@ -387,7 +387,7 @@ def crash_daemon(daemons, tmp_path):
     daemon = daemons.make(*base)
     daemon.base_args = base
     daemon.criu = criu
-    daemon.start()
+    daemon.start(timeout=START_TIMEOUT * 4)
     import_busybox(daemon, tmp_path)
     yield daemon
     if daemon.running:
