@@ -18,7 +18,10 @@ directories; everything it made is removed):
    throughout, /_ping every 50 ms from another thread (its p50/p99 per round
    and overall), and after each round the daemon's RSS and the live bytes
    tracemalloc sees (GET /debug/pprof/heap: tracing starts after a first
-   warm-up round), so that growth shows as a slope (bytes per round).
+   warm-up round), so that growth shows as a slope (bytes per round), and
+   the top growth lines of a tracemalloc snapshot diff (the base taken after
+   the second round, GET /debug/pprof/heap?diff=1 at the end); /_ping's
+   p50/p99/max per minute.
 
 It needs root, runc, conmon and /bin/busybox.
 """
@@ -27,14 +30,13 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from typing import List
+from typing import List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lifecycle import IMAGE, Client, OwnDaemon, busybox_tar, closing, log  # noqa: E402
@@ -69,12 +71,6 @@ def percentile(values: List[float], p: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
-
-
-def live_bytes(sock: str) -> int:
-    status, data, _ = request(sock, "GET", "/debug/pprof/heap")
-    found = re.search(rb"live: (\d+) bytes", data or b"")
-    return int(found.group(1)) if status == 200 and found else -1
 
 
 def create(sock: str, name: str, cmd=("sleep", "600")) -> str:
@@ -131,10 +127,14 @@ def burst(daemon: OwnDaemon, total: int, threads: int) -> dict:
 
 
 class Pinger(threading.Thread):
+    """/_ping every 50 ms (a new connection each time, as a CLI would):
+    (seconds since the start, latency) of each answer."""
+
     def __init__(self, sock: str) -> None:
         super().__init__(daemon=True)
         self.sock = sock
-        self.samples: List[float] = []
+        self.started = time.monotonic()
+        self.samples: List[Tuple[float, float]] = []
         self.failures = 0
         self.stopped = threading.Event()
 
@@ -142,29 +142,56 @@ class Pinger(threading.Thread):
         while not self.stopped.is_set():
             status, _, seconds = request(self.sock, "GET", "/_ping", timeout=10)
             if status == 200:
-                self.samples.append(seconds)
+                self.samples.append((time.monotonic() - self.started, seconds))
             else:
                 self.failures += 1
             self.stopped.wait(0.05)
 
-    def take(self) -> List[float]:
-        samples, self.samples = self.samples, []
-        return samples
+    def since(self, index: int) -> List[float]:
+        return [latency for _, latency in self.samples[index:]]
+
+
+def per_minute(samples: List[Tuple[float, float]]) -> List[dict]:
+    """p50, p99 and max of the pings of each minute."""
+    minutes: dict = {}
+    for at, latency in samples:
+        minutes.setdefault(int(at // 60), []).append(latency)
+    return [
+        {"minute": m + 1, "pings": len(v), "p50_ms": round(percentile(v, 50) * 1000, 2),
+         "p99_ms": round(percentile(v, 99) * 1000, 2), "max_ms": round(max(v) * 1000, 2)}
+        for m, v in sorted(minutes.items())
+    ]
+
+
+def traced_bytes(sock: str) -> int:
+    status, data, _ = request(sock, "GET", "/debug/vars")
+    if status != 200:
+        return -1
+    return int(json.loads(data)["memstats"].get("traced_bytes", -1))
+
+
+def heap(sock: str, query: str = "") -> str:
+    status, data, _ = request(sock, "GET", "/debug/pprof/heap" + query)
+    return data.decode("utf-8", "replace") if status == 200 else ""
 
 
 def churn(daemon: OwnDaemon, containers: int, minutes: float, threads: int = 8) -> dict:
+    """Rounds of C{containers} containers started then removed, for
+    C{minutes}.  Round 0 warms up; tracemalloc starts after it (a first heap
+    profile) and the snapshot after round 1 is the base that the last one
+    is compared with (C{GET /debug/pprof/heap?diff=1}); every round reads
+    the traced bytes and the RSS in between."""
     sock = daemon.sock
     pinger = Pinger(sock)
     pinger.start()
     rounds = []
-    all_pings: List[float] = []
     deadline = time.monotonic() + minutes * 60
-    traced_first = None
-    first_snapshot_round = 1
+    base_round = 1
     n = 0
     try:
-        while n <= first_snapshot_round or time.monotonic() < deadline:
+        while n <= base_round + 1 or time.monotonic() < deadline:
             started = time.monotonic()
+            first_ping = len(pinger.samples)
 
             def up(i: int) -> str:
                 ident = create(sock, "churn-%d-%d" % (n, i))
@@ -178,34 +205,40 @@ def churn(daemon: OwnDaemon, containers: int, minutes: float, threads: int = 8) 
                 removed = list(executor.map(
                     lambda i: request(sock, "DELETE", "/containers/%s?force=1" % i)[0], idents))
             bad = [s for s in removed if s != 204]
-            pings = pinger.take()
-            all_pings += pings
-            live = live_bytes(sock) if n >= first_snapshot_round else -1
-            if n == first_snapshot_round:
-                traced_first = live
+            pings = pinger.since(first_ping)
+            if n == 0:
+                heap(sock)  # tracing starts
+            elif n == base_round:
+                heap(sock)  # the base snapshot
             rounds.append({
                 "round": n, "seconds": round(time.monotonic() - started, 1), "rm_errors": len(bad),
-                "rss_kib": rss_kib(daemon.proc.pid), "traced_live_bytes": live,
+                "rss_kib": rss_kib(daemon.proc.pid), "traced_bytes": traced_bytes(sock) if n >= base_round else -1,
                 "ping_p50_ms": round(percentile(pings, 50) * 1000, 2),
                 "ping_p99_ms": round(percentile(pings, 99) * 1000, 2),
+                "ping_max_ms": round(max(pings) * 1000, 2) if pings else None,
             })
-            log("round %(round)d: %(seconds)s s, rss %(rss_kib)d KiB, traced %(traced_live_bytes)d B, "
-                "ping p99 %(ping_p99_ms)s ms" % rounds[-1])
+            log("round %(round)d: %(seconds)s s, rss %(rss_kib)d KiB, traced %(traced_bytes)d B, "
+                "ping p50 %(ping_p50_ms)s p99 %(ping_p99_ms)s max %(ping_max_ms)s ms" % rounds[-1])
             n += 1
     finally:
         pinger.stopped.set()
         pinger.join(15)
-    traced = [r["traced_live_bytes"] for r in rounds if r["traced_live_bytes"] >= 0]
+    growth = heap(sock, "?diff=1")
+    all_pings = pinger.since(0)
+    traced = [r["traced_bytes"] for r in rounds if r["round"] >= base_round and r["traced_bytes"] >= 0]
     return {
         "containers_per_round": containers, "rounds": len(rounds), "minutes": minutes,
         "ping_p50_ms": round(percentile(all_pings, 50) * 1000, 2),
         "ping_p99_ms": round(percentile(all_pings, 99) * 1000, 2),
+        "ping_max_ms": round(max(all_pings) * 1000, 2) if all_pings else None,
         "ping_failures": pinger.failures,
+        "ping_per_minute": per_minute(pinger.samples),
         "rss_kib_first_last": [rounds[0]["rss_kib"], rounds[-1]["rss_kib"]],
-        "traced_live_bytes_first_last": [traced_first, traced[-1] if traced else -1],
+        "traced_bytes_base_last": [traced[0] if traced else -1, traced[-1] if traced else -1],
         "traced_growth_per_round_bytes": (
             round(statistics.linear_regression(range(len(traced)), traced).slope) if len(traced) > 2 else None
         ),
+        "heap_growth_top": growth.splitlines()[:16],
         "rounds_detail": rounds,
     }
 

@@ -45,6 +45,8 @@ class FakeProcess:
     oom: bool = False
     #: The exit code a signal gave a paused process: it dies once thawed.
     pending_exit: Optional[int] = None
+    #: Whether its conmon still runs (it exits once it wrote the exit file).
+    conmon: bool = True
 
 
 @implementer(IRuntime)
@@ -62,6 +64,8 @@ class FakeRuntime:
         #: Signals that end the process, and its exit code then.
         self.deadly = {int(signals.SIGKILL): 137}
         self.failures: Dict[str, Exception] = {}
+        #: The bundles a conmon was run for.
+        self.bundles = set()
         self.watcher = FakeExitWatcher(self)
         self._next_pid = 4000
 
@@ -90,6 +94,7 @@ class FakeRuntime:
         self.exit_codes.pop(container_id, None)
         self._next_pid += 1
         self.processes[container_id] = FakeProcess(self._next_pid, bundle, options)
+        self.bundles.add(bundle)
         return self._next_pid
 
     async def start(self, container_id):
@@ -167,6 +172,19 @@ class FakeRuntime:
     def exit_code(self, exit_dir, container_id):
         return self.exit_codes.get(container_id)
 
+    def conmon_alive(self, bundle):
+        for process in self.processes.values():
+            if process.bundle == bundle:
+                return process.conmon
+        # Its conmon.pid names a conmon that has exited (or none was run).
+        return False if bundle in self.bundles else None
+
+    def kill_conmon(self, bundle):
+        self.calls.append((self.reactor.seconds(), "kill_conmon", bundle))
+        for process in self.processes.values():
+            if process.bundle == bundle:
+                process.conmon = False
+
     # -- the world: what the test makes happen -----------------------------
 
     def exit(self, container_id: str, code: int, oom: bool = False) -> None:
@@ -178,8 +196,24 @@ class FakeRuntime:
         process.status = "stopped"
         process.oom = oom
         process.pending_exit = None
+        if not process.conmon:
+            return  # nobody writes the exit file
         self.exit_codes[container_id] = code
+        process.conmon = False
         self.watcher.exited(container_id, code)
+
+    def lose_conmon(self, container_id: str) -> None:
+        """The container's conmon dies (SIGKILLed): its process goes on,
+        and nobody will write its exit file."""
+        self._process(container_id).conmon = False
+
+    def die_unreported(self, container_id: str) -> None:
+        """The container's process and its conmon are gone, runc knows it
+        stopped, and no exit file was written (an OOM of the host, a
+        SIGKILL of both)."""
+        process = self._process(container_id)
+        process.conmon = False
+        process.status = "stopped"
 
     def vanish(self, container_id: str) -> None:
         """The container and its conmon are gone without a trace (the host

@@ -284,6 +284,11 @@ class FakeContainers:
         self.runtime = FakeRuntime()
         self.events = []
         self.finished = []
+        #: (container ID, the failed call) of each reconcile_one.
+        self.reconciled = []
+
+    async def reconcile_one(self, c, after):
+        self.reconciled.append((c.id, after))
 
     def add(self, name, running=True, tty=False):
         ident = (name * 64)[:64]
@@ -454,6 +459,8 @@ def test_checkpoint_that_fails_leaves_nothing(fake):
     assert c.state.running and not c.manually_stopped and not containers._runs[c.id].checkpointed
     assert containers.exits.waiting.get(c.id, []) == [] or all(d.called for d in containers.exits.waiting[c.id])
     assert containers.events == []
+    # The container's record and runc's view of it made to agree.
+    assert containers.reconciled == [(c.id, "checkpoint")]
 
 
 def test_refusals(fake):

@@ -502,7 +502,7 @@ class FakeContainers:
 async def test_backend_archives_a_running_containers_root(tmp_path, monkeypatch):
     from twisted.internet import reactor
 
-    monkeypatch.setattr(rootfs, "is_mounted", lambda path: True)
+    monkeypatch.setattr(rootfs, "overlay_mounted", lambda path: True)
     c = FakeContainer(tmp_path / "c", "sha256:" + "0" * 64)
     merged = c.base / "merged"
     (merged / "data").mkdir(parents=True)

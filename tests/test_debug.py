@@ -65,6 +65,27 @@ async def test_heap_profile():
     assert growth.startswith("growth over 1 s:")
 
 
+@pytest_twisted.ensureDeferred
+async def test_heap_growth_since_the_previous_profile():
+    import tracemalloc
+
+    from twisted.internet import reactor
+
+    backend = DebugBackend(reactor)
+    was_tracing = tracemalloc.is_tracing()
+    try:
+        await backend.heap_profile(0)
+        kept = [bytearray(1000) for _ in range(500)]
+        growth = await backend.heap_profile(0, diff=True)
+        assert growth.startswith("growth since the previous heap profile: +")
+        assert "test_debug.py" in growth.splitlines()[1]
+        assert backend.variables()["memstats"]["traced_bytes"] > 500_000
+        del kept
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
 def test_stacks_show_every_thread():
     from twisted.internet import reactor
 

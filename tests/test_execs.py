@@ -492,6 +492,17 @@ class FakeContainers:
         self.containers = {}
         self.events = EventLog(now=lambda: 0)
         self.execs = ExecStore(clock)
+        self._locks = {}
+        #: (container ID, the failed call, whether its lock was held).
+        self.reconciled = []
+
+    def lock(self, c):
+        from twisted.internet.defer import DeferredLock
+
+        return self._locks.setdefault(c.id, DeferredLock())
+
+    async def reconcile_one(self, c, after):
+        self.reconciled.append((c.id, after, self.lock(c).locked))
 
     def by_id(self, container_id):
         return self.containers.get(container_id)
@@ -696,3 +707,27 @@ def test_a_client_leaving_an_exec_cancels_its_wait_quietly(tmp_path, how):
     assert ended.called and ended.result is None
     actions = [event.action for event in containers.events._history]
     assert actions == (["exec_detach"] if how == "detached" else [])
+
+
+@pytest.mark.parametrize(
+    "error, reconciled",
+    [(InternalError("OCI runtime exec failed: cannot exec in a stopped container: unknown"), True),
+     (InvalidParameter("OCI runtime exec failed: executable file not found in $PATH: unknown"), False)],
+)
+def test_an_exec_the_runtime_cannot_run_has_its_container_reconciled(tmp_path, error, reconciled):
+    """Unless the command is at fault, a failed exec may mean the
+    container's own process is gone with nobody to say so: the container
+    backend is asked to make the record and runc agree, under its lock."""
+    from twistedock.routers.container import ExecStartConfig
+
+    _, containers, backend, c = exec_backend(tmp_path)
+    exec_id = run_sync(backend.create_exec(c.id, ExecOptions(cmd=["sh"])))
+
+    async def launch(*args):
+        raise error
+
+    backend._launch = launch
+    with pytest.raises(type(error)):
+        run_sync(backend.start_exec(exec_id, ExecStartConfig(stream=None)))
+    assert containers.reconciled == ([(c.id, "exec", True)] if reconciled else [])
+    assert backend.inspect_exec(exec_id)["Running"] is False

@@ -34,6 +34,8 @@ from .test_containers import busybox_rootfs_tar
 CYCLES = int(os.environ.get("TWISTEDOCK_CRASH_CYCLES") or 12)
 SEED = int(os.environ.get("TWISTEDOCK_CRASH_SEED") or 11)
 WORKERS = 4
+#: One line a cycle (TWISTEDOCK_CRASH_PROGRESS=1), for long runs.
+PROGRESS = bool(os.environ.get("TWISTEDOCK_CRASH_PROGRESS"))
 RUNC = shutil.which("runc") or "runc"
 FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 TEMP = re.compile(r"^(\.tmp-.*|.*\.tmp)$")
@@ -85,6 +87,8 @@ class Model:
         self.containers = {}  # id -> {"names": {acceptable}, "removed": bool|None, "auto": bool}
         self.busy = set()
         self.pending = {}  # id -> (operation, argument) in flight
+        #: Images acknowledged by a commit: reference -> image ID.
+        self.images = {}
 
     def pick(self, rng):
         with self.lock:
@@ -103,10 +107,12 @@ class Model:
             if operation == "rm":
                 self.containers[ident]["removed"] = None  # in doubt until answered
 
-    def end(self, ident, operation, argument, status):
+    def end(self, ident, operation, argument, status, answer=None):
         """C{status} 0: no answer (the daemon died): the outcome in doubt."""
         acknowledged = 200 <= status < 300
         with self.lock:
+            if operation == "commit" and acknowledged:
+                self.images[argument] = answer["Id"]
             self.pending.pop(ident, None)
             self.busy.discard(ident)
             c = self.containers[ident]
@@ -154,7 +160,7 @@ def worker(daemon, model, rng, stop, counter):
         ident = model.pick(rng)
         if ident is None:
             continue
-        operations = ["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm"]
+        operations = ["start", "stop", "kill", "pause", "unpause", "rm", "rename", "exec", "cp", "rm", "commit"]
         if daemon.criu:
             operations.append("checkpoint")
         operation = rng.choice(operations)
@@ -163,6 +169,9 @@ def worker(daemon, model, rng, stop, counter):
             argument = "/r%08x" % rng.getrandbits(32)
         if operation == "checkpoint":
             argument = "k%08x" % rng.getrandbits(32)
+        if operation == "commit":
+            argument = "crash-commit:%08x" % rng.getrandbits(32)
+        answer = None
         model.begin(ident, operation, argument)
         if operation == "start":
             status, _ = call(daemon, "POST", "/containers/%s/start" % ident)
@@ -185,9 +194,13 @@ def worker(daemon, model, rng, stop, counter):
         elif operation == "checkpoint":
             status, _ = call(daemon, "POST", "/containers/%s/checkpoints" % ident,
                              {"CheckpointID": argument, "Exit": False}, timeout=60)
+        elif operation == "commit":
+            repo, tag = argument.split(":")
+            status, answer = call(daemon, "POST", "/commit?container=%s&repo=%s&tag=%s" % (ident, repo, tag),
+                                  {}, timeout=60)
         else:
             status, _ = call(daemon, "PUT", "/containers/%s/archive?path=/tmp" % ident, small_tar())
-        model.end(ident, operation, argument, status)
+        model.end(ident, operation, argument, status, answer)
         if 200 <= status < 300:
             counter.append(operation)
         if status == 0:
@@ -281,6 +294,10 @@ def check_invariants(daemon, model, live_restore):
                     violations.append("partial checkpoint %s of %s listed" % (name, ident))
             if os.path.isdir(base) and [n for n in os.listdir(base) if n.startswith(".")]:
                 violations.append("dump leftovers in %s: %r" % (base, os.listdir(base)))
+    for reference, image_id in sorted(model.images.items()):
+        status, image = call(daemon, "GET", "/images/%s/json" % reference)
+        if status != 200 or image.get("Id") != image_id:
+            violations.append("acknowledged commit %s (%s) lost: %s %r" % (reference, image_id, status, image))
     runc_known = runc_list(daemon)
     mounted = mounts_under(os.path.join(daemon.data_root, "overlay2"))
     for ident, c in by_id.items():
@@ -327,6 +344,12 @@ def remove_all_and_check(daemon, known=()):
     left = [n for n in os.listdir(daemon.exec_root) if FULL_ID.match(n)]
     if left:
         violations.append("bundles left: %r" % left)
+    # conmon's links to the bundles and its exit files.
+    for sub, names in (("s", {i[:12] for i in known}), ("exits", known)):
+        directory = os.path.join(daemon.exec_root, sub)
+        left = [n for n in os.listdir(directory) if n in names] if os.path.isdir(directory) else []
+        if left:
+            violations.append("left in %s: %r" % (directory, left))
     time.sleep(0.2)
     alive = processes_of(os.path.realpath(daemon.exec_root), known, exclude={daemon.proc.pid, os.getpid()})
     if alive:
@@ -364,7 +387,7 @@ def crash_daemon(daemons, tmp_path):
     daemon = daemons.make(*base)
     daemon.base_args = base
     daemon.criu = criu
-    daemon.start()
+    daemon.start(timeout=START_TIMEOUT * 4)
     import_busybox(daemon, tmp_path)
     yield daemon
     if daemon.running:
@@ -378,9 +401,12 @@ def test_crash_cycles(crash_daemon):
     rng = random.Random(SEED)
     violations = []
     acknowledged = collections.Counter()
+    images = {}  # every commit acknowledged so far: its image must stay
+    restarts = []
     for cycle in range(CYCLES):
         live_restore = cycle % 2 == 1
         model = Model()
+        model.images = images
         stop = threading.Event()
         counter = []
         threads = [
@@ -397,15 +423,51 @@ def test_crash_cycles(crash_daemon):
             t.join(30)
         acknowledged.update(counter)
         daemon.args = daemon.base_args + (["--live-restore"] if live_restore else [])
-        daemon.start(timeout=START_TIMEOUT * 2)
+        # (Generous: a loaded machine starves the daemon; a start that never
+        # ends is what the full-disk case checks.)
+        started = time.monotonic()
+        daemon.start(timeout=START_TIMEOUT * 4)
+        restarts.append(time.monotonic() - started)
         found = check_invariants(daemon, model, live_restore)
         found += remove_all_and_check(daemon, model.containers)
         violations += ["cycle %d: %s" % (cycle, v) for v in found]
+        if PROGRESS:
+            print("cycle %d (live restore %s): %d acknowledged, restart %.1f s, %d violations" % (
+                cycle, live_restore, len(counter), restarts[-1], len(found)), flush=True)
         assert not found, "cycle %d (seed %d, live restore %s):\n%s\n%s" % (
             cycle, SEED, live_restore, "\n".join(found), daemon.log_text()[-3000:]
         )
-    print("%d cycles, %d acknowledged operations (%s), %d violations" % (
-        CYCLES, sum(acknowledged.values()), dict(acknowledged), len(violations)))
+    print("%d cycles (seed %d), %d acknowledged operations (%s), %d violations; restart median %.1f s, max %.1f s" % (
+        CYCLES, SEED, sum(acknowledged.values()), dict(acknowledged), len(violations),
+        sorted(restarts)[len(restarts) // 2], max(restarts)))
+
+
+# -- a runtime call that fails -----------------------------------------------
+
+
+def test_a_start_runc_refuses_leaves_nothing_on_the_host(crash_daemon):
+    """A real runc failure (an entrypoint that does not exist): the start
+    answers dockerd's error, and nothing of the run is left: no runc
+    container, no conmon, no overlay mount, no bundle, no link to it."""
+    daemon = crash_daemon
+    status, answer = call(daemon, "POST", "/containers/create?name=broken",
+                          {"Image": "busybox", "Cmd": ["/no/such/binary"], "HostConfig": {"NetworkMode": "none"}})
+    assert status == 201, answer
+    ident = answer["Id"]
+    for _ in range(2):  # (a second start finds nothing in its way either)
+        status, answer = call(daemon, "POST", "/containers/broken/start")
+        assert status == 400 and "no such file or directory" in answer["message"], answer
+        state = call(daemon, "GET", "/containers/broken/json")[1]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("created", 127), state
+        assert ident not in runc_list(daemon)
+        merged = os.path.join(os.path.realpath(daemon.data_root), "overlay2", ident, "merged")
+        assert merged not in mounts_under(os.path.join(daemon.data_root, "overlay2"))
+        assert not os.path.exists(os.path.join(daemon.exec_root, ident))
+        assert not os.path.lexists(os.path.join(daemon.exec_root, "s", ident[:12]))
+        assert processes_of(os.path.realpath(daemon.exec_root), [ident],
+                            exclude={daemon.proc.pid, os.getpid()}) == []
+        assert [n for n in os.listdir(os.path.join(daemon.data_root, "containers", ident)) if TEMP.match(n)] == []
+    assert remove_all_and_check(daemon) == []
 
 
 # -- the disk full ----------------------------------------------------------
@@ -448,6 +510,10 @@ def fill(path):
     return filler
 
 
+def refused_for_space(answer) -> bool:
+    return bool(answer) and "no space left on device" in answer.get("message", "")
+
+
 def test_a_full_disk_refuses_writes_and_never_wedges_a_restart(small_root):
     daemon = small_root
     status, answer = call(daemon, "POST", "/containers/create?name=web",
@@ -459,28 +525,52 @@ def test_a_full_disk_refuses_writes_and_never_wedges_a_restart(small_root):
     try:
         # Reads answer; writes are refused with a clear message, and
         # change nothing.
+        assert call(daemon, "GET", "/_ping")[0] == 200
         assert call(daemon, "GET", "/containers/json?all=1")[0] == 200
+        assert call(daemon, "GET", "/images/json")[0] == 200
         status, answer = call(daemon, "POST", "/containers/web/rename?name=other")
-        assert status == 500 and "no space left on device" in answer["message"], answer
+        assert status == 500 and refused_for_space(answer), answer
         assert call(daemon, "GET", "/containers/web/json")[1]["Name"] == "/web"
         status, answer = call(daemon, "POST", "/containers/web/pause")
-        assert status == 500 and "no space left on device" in answer["message"], answer
+        assert status == 500 and refused_for_space(answer), answer
         assert call(daemon, "GET", "/containers/web/json")[1]["State"]["Status"] == "running"
         assert runc_list(daemon)[ident]["status"] == "running"
         status, answer = call(daemon, "POST", "/containers/create?name=new",
                               {"Image": "busybox", "Cmd": ["true"]})
-        assert status >= 400, answer
-        # Killed and started again on the full disk: it answers.
+        assert status == 500 and refused_for_space(answer), answer
+        assert call(daemon, "GET", "/containers/new/json")[0] == 404
+    finally:
+        os.unlink(filler)
+    # Space back, the same daemon (no restart): writes work again.
+    pid = daemon.proc.pid
+    assert call(daemon, "POST", "/containers/web/rename?name=other")[0] == 204
+    assert call(daemon, "POST", "/containers/other/pause")[0] == 204
+    assert call(daemon, "POST", "/containers/other/unpause")[0] == 204
+    status, answer = call(daemon, "POST", "/containers/create?name=new",
+                          {"Image": "busybox", "Cmd": ["sleep", "300"]})
+    assert status == 201, answer
+    assert call(daemon, "POST", "/containers/new/start")[0] == 204
+    assert daemon.proc.pid == pid and daemon.running
+    # Full again, then killed and started again on the full disk: its
+    # start is bounded (it does not wait for what cannot come) and it
+    # answers, the running containers recorded exited.
+    filler = fill(daemon.data_root)
+    try:
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.wait_exit()
+        started = time.monotonic()
         daemon.start()
-        state = call(daemon, "GET", "/containers/web/json")[1]
-        assert (state["Name"], state["State"]["Status"]) == ("/web", "exited")
-        assert ident not in runc_list(daemon)
+        assert time.monotonic() - started < START_TIMEOUT
+        for name, its_id in (("other", ident), ("new", None)):
+            state = call(daemon, "GET", "/containers/%s/json" % name)[1]
+            assert (state["Name"], state["State"]["Status"]) == ("/" + name, "exited"), state
+            assert state["Id"] not in runc_list(daemon)
+        status, answer = call(daemon, "POST", "/containers/other/rename?name=third")
+        assert status == 500 and refused_for_space(answer), answer
     finally:
         os.unlink(filler)
     # Space back: everything works again, with nothing left over.
-    assert call(daemon, "POST", "/containers/web/start")[0] == 204
-    assert call(daemon, "POST", "/containers/web/rename?name=other")[0] == 204
+    assert call(daemon, "POST", "/containers/other/start")[0] == 204
+    assert call(daemon, "POST", "/containers/other/rename?name=third")[0] == 204
     assert remove_all_and_check(daemon) == []
     assert [n for root, _, files in os.walk(daemon.data_root) for n in files if TEMP.match(n)] == []

@@ -339,6 +339,9 @@ class CheckpointBackend:
                 c.manually_stopped = was_stopped_by_user
                 exited.addErrback(lambda _: None)
                 exited.cancel()
+            # A dump that failed half-way may have left the process frozen,
+            # or killed it with nobody to report its end.
+            await self.containers.reconcile_one(c, "checkpoint")
             raise
         await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:

@@ -22,6 +22,17 @@ from ..routers.debug import IDebugBackend
 
 TOP_LINES = 60
 
+#: What a snapshot leaves out: tracemalloc's own bookkeeping and imports.
+_SNAPSHOT_FILTERS = (
+    tracemalloc.Filter(False, tracemalloc.__file__),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+)
+
+
+def _snapshot():
+    return tracemalloc.take_snapshot().filter_traces(_SNAPSHOT_FILTERS)
+
 
 def _rss_bytes() -> int:
     try:
@@ -37,6 +48,8 @@ class DebugBackend:
         self.reactor = reactor
         self.started = time.time() if started is None else started
         self._profiling = False
+        #: The last heap profile's snapshot: what C{diff} compares with.
+        self._last_snapshot = None
 
     def _thread(self, function, *args):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
@@ -54,6 +67,7 @@ class DebugBackend:
                 "gc_counts": list(gc.get_count()),
                 "gc_objects": len(gc.get_objects()),
                 "tracemalloc": tracemalloc.is_tracing(),
+                "traced_bytes": tracemalloc.get_traced_memory()[0],
             },
             "cpu": {"user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime},
             "threads": threading.active_count(),
@@ -83,16 +97,21 @@ class DebugBackend:
             self._profiling = False
         return await self._thread(_format_profile, profile, seconds, binary)
 
-    async def heap_profile(self, seconds: int) -> str:
+    async def heap_profile(self, seconds: int, diff: bool = False) -> str:
         # Tracing started by a request stays on, so that the next snapshot
         # shows what was allocated since.
         started_here = not tracemalloc.is_tracing()
         if started_here:
             tracemalloc.start()
-        first = await self._thread(tracemalloc.take_snapshot)
+        previous = self._last_snapshot
+        first = await self._thread(_snapshot)
+        self._last_snapshot = first
+        if diff and previous is not None and not started_here:
+            return await self._thread(_format_growth, previous, first, None)
         if seconds:
             await deferLater(self.reactor, seconds, lambda: None)
-            second = await self._thread(tracemalloc.take_snapshot)
+            second = await self._thread(_snapshot)
+            self._last_snapshot = second
             return await self._thread(_format_growth, first, second, seconds)
         return await self._thread(_format_snapshot, first, started_here)
 
@@ -133,8 +152,14 @@ def _format_snapshot(snapshot, started_here: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _format_growth(first, second, seconds: int) -> str:
-    lines = ["growth over %d s:" % (seconds,)]
+def _format_growth(first, second, seconds) -> str:
+    """The top growth lines from C{first} to C{second} (C{seconds} apart,
+    or None: since the previous heap profile)."""
+    total = sum(s.size_diff for s in second.compare_to(first, "filename"))
+    if seconds is None:
+        lines = ["growth since the previous heap profile: %+d bytes" % (total,)]
+    else:
+        lines = ["growth over %d s:" % (seconds,)]
     for stat in second.compare_to(first, "lineno")[:TOP_LINES]:
         lines.append(str(stat))
     return "\n".join(lines) + "\n"

@@ -447,14 +447,25 @@ class ExecBackend:
             connection = await self._launch(c, e, stream, console_size, output)
         except DockerError as error:
             self._start_failed(e, error)
+            if not isinstance(error, InvalidParameter):
+                # Not the command's fault: the container's own process may
+                # be gone with nobody to say so.
+                await self._reconcile(c)
             raise
         except OSError as error:
             failure = InternalError(str(error))
             self._start_failed(e, failure)
+            await self._reconcile(c)
             raise failure
         if stream is None:
             return
         await self._serve(c, e, stream, connection, output)
+
+    async def _reconcile(self, c) -> None:
+        """After conmon or runc failed to run an exec: the container's
+        record and runc's view of it made to agree (under its lock)."""
+        async with self.containers.lock(c):
+            await self.containers.reconcile_one(c, "exec")
 
     def _prepare(self, c, e: Exec, bundle: str, console_size) -> str:
         """Write the exec's process file (in a thread); its path."""

@@ -57,7 +57,7 @@ class ContainerRoots:
         merged = self.containers.overlay(c)["MergedDir"]
         try:
             async with self.containers.lock(c):
-                if not await self.thread(rootfs.is_mounted, merged):
+                if not await self.thread(rootfs.overlay_mounted, merged):
                     paths = self.containers.overlay(c)
                     await self.thread(
                         rootfs.mount_overlay,

@@ -25,7 +25,7 @@ MAX_SECONDS = 600
 
 PROFILES = {
     "heap": "memory allocated and still live, by allocation site (tracemalloc); "
-    "?seconds=N shows the growth over N seconds",
+    "?seconds=N shows the growth over N seconds, ?diff=1 the growth since the previous heap profile",
     "goroutine": "the stack of every thread, the reactor's included",
     "threadcreate": "the same as goroutine: Python threads are what goroutines are to dockerd",
 }
@@ -41,8 +41,9 @@ class IDebugBackend(Interface):
     def cpu_profile(seconds, binary):
         """Profile the reactor thread for C{seconds}: text, or pstats data (async)."""
 
-    def heap_profile(seconds):
-        """Live allocations, or their growth over C{seconds}: text (async)."""
+    def heap_profile(seconds, diff=False):
+        """Live allocations, or their growth over C{seconds}, or with
+        C{diff} since the previous heap profile: text (async)."""
 
     def stacks():
         """Every thread's stack: text."""
@@ -108,7 +109,11 @@ class DebugRouter(Router):
     async def get_named_profile(self, req: APIRequest) -> None:
         name = req.vars["name"]
         if name == "heap" or name == "allocs":
-            self._text(req, await self.backend.heap_profile(_seconds(req, 0)))
+            seconds = _seconds(req, 0)
+            if req.bool_query("diff"):
+                self._text(req, await self.backend.heap_profile(seconds, diff=True))
+            else:
+                self._text(req, await self.backend.heap_profile(seconds))
         elif name in ("goroutine", "threadcreate"):
             self._text(req, self.backend.stacks())
         else:

@@ -1,13 +1,12 @@
 """Remove a container, as moby's daemon/delete.go."""
 
 import os
-import shutil
 import signal as signals
 
 from ...atomic import fsync_dir
 from ...deferreds import cancel_quietly
 from ...errors import Conflict, DockerError, InternalError, NotFound
-from .reconcile import REMOVED_PREFIX
+from .reconcile import REMOVED_PREFIX, remove_path
 from .record import Container
 
 
@@ -39,7 +38,7 @@ class DeleteMixin:
                 except DockerError:
                     cancel_quietly(exited)
                     raise
-                await exited
+                await self._killed(c, exited)
         if c.id not in self.containers:
             return
         await self._remove(c, volumes)
@@ -66,6 +65,7 @@ class DeleteMixin:
             except NotFound:
                 pass
             except DockerError as e:
+                await self.reconcile_one(c, "delete")
                 raise InternalError(
                     "Could not kill running container %s, cannot remove - %s" % (c.id, e.message)
                 )
@@ -97,11 +97,18 @@ class DeleteMixin:
         self._locks.pop(c.id, None)
         self._restart_delay.pop(c.id, None)
         failed = []
-        for directory in (trash, os.path.dirname(paths["UpperDir"]), self.bundle(c), os.path.dirname(self.attach_socket(c))):
+        for path in (
+            trash,
+            os.path.dirname(paths["UpperDir"]),
+            self.bundle(c),
+            # (conmon's link to the bundle, and its exit file.)
+            os.path.dirname(self.attach_socket(c)),
+            os.path.join(self.exit_dir, c.id),
+        ):
             try:
-                await self.run_in_thread(_remove_tree, directory)
+                await self.run_in_thread(remove_path, path)
             except OSError as e:
-                failed.append("%s: %s" % (directory, e.strerror or e))
+                failed.append("%s: %s" % (path, e.strerror or e))
         await self.release_volumes(c, remove_anonymous=volumes)
         self.log_event(c, "destroy")
         self._notify(self._exit_waiters, c, {"StatusCode": c.state.exit_code, "Error": None})
@@ -117,9 +124,3 @@ def _rename_if_there(source: str, target: str) -> None:
         return
     fsync_dir(os.path.dirname(target))
 
-
-def _remove_tree(path: str) -> None:
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass

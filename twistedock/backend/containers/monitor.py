@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
+from ...errors import NotFound
 from ...logs import Logger
 from .defaults import RESTART_DELAY, RESTART_DELAY_MAX, RESTART_RESET_AFTER
 from .record import Container
@@ -64,11 +65,15 @@ class MonitorMixin:
         except Exception:
             pass
         keep = run is not None and run.checkpointed and run.keep_runtime
+        deleted = True
         try:
             if not keep:
                 await self.runtime.delete(c.id, force=True)
+        except NotFound:
+            pass  # (a checkpoint's end: runc has forgotten it already)
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
+            deleted = False
         try:
             await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
         except OSError as e:
@@ -90,6 +95,9 @@ class MonitorMixin:
         # exit from its waiters: runc and conmon's exit file say it again at
         # the next start.
         await self.save_or_log(c)
+        if not deleted:
+            # Recorded over: runc must not keep it (nor its conmon).
+            await self.reconcile_one(c, "delete")
         if self.execs is not None:
             await self.execs.container_stopped(c)
         if oom:

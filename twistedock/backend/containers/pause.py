@@ -21,7 +21,11 @@ class PauseMixin:
                 raise Conflict("Container %s is already paused" % (c.id,))
             if c.state.restarting:
                 raise Conflict("Container %s is restarting, wait until the container is running" % (c.id,))
-            await self.runtime.pause(c.id)
+            try:
+                await self.runtime.pause(c.id)
+            except BaseException:
+                await self.reconcile_one(c, "pause")
+                raise
             try:
                 await self.save_changed(c, lambda r: setattr(r.state, "paused", True))
             except BaseException:
@@ -37,7 +41,11 @@ class PauseMixin:
             if not c.state.paused:
                 # dockerd's plain error: a 500.
                 raise InternalError("Container %s is not paused" % (c.id,))
-            await self.runtime.resume(c.id)
+            try:
+                await self.runtime.resume(c.id)
+            except BaseException:
+                await self.reconcile_one(c, "resume")
+                raise
             try:
                 await self.save_changed(c, lambda r: setattr(r.state, "paused", False))
             except BaseException:

@@ -15,7 +15,7 @@ import errno
 import os
 import re
 import shutil
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 import attr
 from twisted.internet.defer import DeferredLock
@@ -46,6 +46,9 @@ CHECKPOINT_METADATA = "checkpoint.json"
 #: How long recovery waits for an exit it caused (a SIGKILL) before it
 #: settles the container itself.
 RECOVERY_EXIT_TIMEOUT = 30.0
+#: The runtime calls that freeze or thaw a container (a CRIU dump freezes
+#: it while it dumps).
+FREEZER_CALLS = ("pause", "resume", "checkpoint")
 
 
 def save_error(c: Container, error: OSError) -> InternalError:
@@ -56,32 +59,16 @@ def save_error(c: Container, error: OSError) -> InternalError:
     return InternalError("cannot save the state of container %s: %s" % (c.short_id, reason))
 
 
-def conmon_alive(bundle: str) -> Optional[bool]:
-    """Whether the conmon of C{bundle} (its C{conmon.pid}) still runs; None
-    when no pid file says which conmon that was."""
+def remove_path(path: str) -> None:
+    """Remove C{path}: a directory with what it holds, a file or a symbolic
+    link itself (never what it points to); nothing when it is not there.
+    Blocking: run it in a thread."""
     try:
-        with open(os.path.join(bundle, "conmon.pid")) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    if pid <= 0:
-        return None
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip().startswith("conmon")
-    except OSError:
-        return False
-
-
-def kill_conmon(bundle: str) -> None:
-    """SIGKILL the conmon of C{bundle} if it still runs (it would go on
-    creating a container the daemon has given up on)."""
-    if not conmon_alive(bundle):
-        return
-    try:
-        with open(os.path.join(bundle, "conmon.pid")) as f:
-            os.kill(int(f.read().strip()), 9)
-    except (OSError, ValueError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
         pass
 
 
@@ -256,7 +243,7 @@ class ReconcileMixin:
     async def forget_runc(self, container_id: str, bundle: str) -> None:
         """Kill what runs of a container runc knows but the daemon does not
         keep (its conmon first), and have runc forget it."""
-        await self.run_in_thread(kill_conmon, bundle)
+        await self.run_in_thread(self.runtime.kill_conmon, bundle)
         try:
             await self.runtime.delete(container_id, force=True)
         except Exception as e:
@@ -277,7 +264,7 @@ class ReconcileMixin:
                 log.info("deleting unknown runc container {id}", id=container_id[:12])
                 await self.forget_runc(container_id, bundle)
                 continue
-            alive = await self.run_in_thread(conmon_alive, bundle)
+            alive = await self.run_in_thread(self.runtime.conmon_alive, bundle)
             starting = os.path.exists(c.path_of(STARTING_MARK))
             if c.state.running:
                 if starting and status == "created":
@@ -337,5 +324,90 @@ class ReconcileMixin:
             if name.startswith((".import-", ".tmp-")):
                 await self.run_in_thread(shutil.rmtree, os.path.join(self.layers_dir, name), True)
         shorts = {i[:12] for i in known}
-        for path in orphans(self.socket_dir, shorts, SHORT_ID):
-            await self.run_in_thread(shutil.rmtree, path, True)
+        # conmon's links to bundles and its exit files, of containers gone.
+        for path in orphans(self.socket_dir, shorts, SHORT_ID) + orphans(self.exit_dir, known):
+            try:
+                await self.run_in_thread(remove_path, path)
+            except OSError as e:
+                log.warn("removing {path}: {e}", path=path, e=e)
+
+    # -- after a failed runtime call -------------------------------------------
+
+    async def reconcile_one(self, c: Container, after: str, code: int = 255) -> None:
+        """After a runtime call for C{c} failed (C{after} names it, for the
+        log): runc's state of it, its conmon and its overlay mount compared
+        with its record, and the two brought into agreement:
+
+          - the record does not run it (a start that failed, a run over):
+            runc forgets it (its conmon killed first), its overlay is
+            unmounted, and after a failed start its bundle is removed;
+          - the record runs it, but its process is gone (or unsupervised:
+            its conmon died) and no exit file says so: what is left is
+            deleted and the run ended as an exit conmon reported would end
+            it: with C{code} (255: unknown; 137 when a SIGKILL was sent),
+            137 when it was killed here;
+          - after a call that freezes or thaws (L{FREEZER_CALLS}), the
+            record runs it and runc's freezer says otherwise: the change
+            the failed call made is undone, or, when that fails too, the
+            record takes runc's view.
+
+        Never raises: what it cannot mend is logged, and the next start of
+        the daemon tries again.  The caller holds the container's lock, or
+        is alone in acting on it."""
+        try:
+            await self._reconcile_one(c, after, code)
+        except Exception:
+            log.failure("reconciling {id} after a failed {after}", id=c.short_id, after=after)
+
+    async def _reconcile_one(self, c: Container, after: str, code: int) -> None:
+        if self.containers.get(c.id) is not c:
+            return  # removed meanwhile: the removal owns what is left
+        state = await self.runtime.state(c.id)
+        status = (state or {}).get("status")
+        bundle = self.bundle(c)
+        if not c.state.running or c.state.restarting:
+            if status is not None:
+                log.info("runc still has {id} ({status}) after a failed {after}: deleting it",
+                         id=c.short_id, status=status, after=after)
+                await self.forget_runc(c.id, bundle)
+            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+            if after == "start" and not c.state.running:
+                for path in (bundle, os.path.dirname(self.attach_socket(c))):
+                    await self.run_in_thread(remove_path, path)
+            return
+        alive = await self.run_in_thread(self.runtime.conmon_alive, bundle)
+        if status in ("created", "running", "paused") and alive is not False:
+            # (Only the calls that freeze or thaw: after a kill, a thawed
+            # process may be one runc thawed to let a SIGKILL end it.)
+            frozen = status == "paused"
+            if after in FREEZER_CALLS and status != "created" and frozen != bool(c.state.paused):
+                await self._agree_paused(c, frozen, after)
+            return
+        if alive:
+            return  # the process ended: its conmon writes the exit file
+        if self.runtime.exit_code(self.exit_dir, c.id) is not None:
+            return  # written: the exit watcher reports it
+        if status is not None:
+            if status != "stopped":
+                # Runs with nobody to report its end: ended here.
+                code = 137
+            await self.runtime_delete_quietly(c)
+        log.warn("{id} ended unreported (found after a failed {after}): recorded exited {code}",
+                 id=c.short_id, after=after, code=code)
+        run = self._runs.get(c.id)
+        if run is not None and run.exit_watch is not None and not run.exit_watch.called:
+            run.exit_watch.cancel()
+        await self.finish_run(c, code)
+
+    async def _agree_paused(self, c: Container, paused: bool, after: str) -> None:
+        """runc's freezer says C{paused}, the record the opposite."""
+        undo = self.runtime.resume if paused else self.runtime.pause
+        try:
+            await undo(c.id)
+            log.info("{id} {what} after a failed {after}, as its record says",
+                     id=c.short_id, what="thawed" if paused else "frozen again", after=after)
+            return
+        except Exception as e:
+            log.warn("{id}: cannot undo what a failed {after} did: {e}", id=c.short_id, after=after, e=e)
+        await self.save_changed(c, lambda r: setattr(r.state, "paused", paused))
+        self._tell("run_paused" if paused else "run_resumed", c)

@@ -96,10 +96,7 @@ class StartMixin:
             await self._failed_start(c, e)
             raise InternalError(str(e))
         try:
-            try:
-                os.unlink(os.path.join(self.exit_dir, c.id))
-            except FileNotFoundError:
-                pass
+            await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
             run = Run(self.reactor.seconds())
             self._runs[c.id] = run
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
@@ -280,6 +277,9 @@ class StartMixin:
         await self.clear_intent(c)
         for attachment in self._pending_attach.pop(c.id, []):
             attachment.stream.close()
+        # What the failed call may have left (a runc container runc delete
+        # did not take, a conmon, the mount, the bundle) gone too.
+        await self.reconcile_one(c, "start")
 
 
 class _NetworkFailed(Exception):
@@ -331,6 +331,13 @@ def _check_log_driver(c: Container) -> None:
         raise InternalError("failed to initialize logging driver: %s" % (e,))
 
 
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _create_bind_sources(host_config: dict) -> None:
     """As dockerd's mount point setup: a Binds source missing on the host is
     made, root's, mode 0755 (a HostConfig.Mounts bind only with
@@ -343,4 +350,6 @@ def _write_bundle(bundle: str, oci: dict, restore=None) -> None:
     os.makedirs(bundle, mode=0o700, exist_ok=True)
     if restore is not None:
         restore.adjust_spec(oci, bundle)
-    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci, indent=1).encode(), mode=0o600)
+    # (Not indented: json's C encoder, not its Python one, which holds
+    # the GIL from the reactor thread for milliseconds on a large spec.)
+    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600)

@@ -8,13 +8,17 @@ import signal as signals
 from twisted.internet.defer import CancelledError
 
 from ...deferreds import cancel_quietly
-from ...errors import Conflict, DockerError, NotFound, NotModified
+from ...errors import Conflict, DockerError, InternalError, NotFound, NotModified
 from ...logs import Logger
 from .. import spec
 from .defaults import DEFAULT_STOP_TIMEOUT
 from .record import Container
 
 log = Logger()
+
+#: How long the exit a SIGKILL causes is awaited before runc is asked what
+#: became of the container (dockerd waits as long, then answers an error).
+KILL_EXIT_TIMEOUT = 10.0
 
 
 class StopMixin:
@@ -31,7 +35,12 @@ class StopMixin:
         unpause = c.state.paused and self._ends(c, number)
         try:
             await self.runtime.kill(c.id, number, all=False)
-        except (Conflict, NotFound) as e:
+        except DockerError as e:
+            # A process gone whose end nobody will report is recorded
+            # exited here (the waiters of its exit told).
+            await self.reconcile_one(c, "kill")
+            if not isinstance(e, (Conflict, NotFound)):
+                raise
             log.debug("signal {n} to {id}: {e}", n=number, id=c.short_id, e=e)
             unpause = False
         resumed = False
@@ -56,6 +65,25 @@ class StopMixin:
         its stop signal, or any signal when it has none (dockerd's rule)."""
         stop_signal = c.config.get("StopSignal")
         return number == signals.SIGKILL or not stop_signal or spec.parse_signal(stop_signal) == number
+
+    async def _killed(self, c: Container, exited) -> None:
+        """Await C{exited}, the end of the run a SIGKILL was sent to, for at
+        most L{KILL_EXIT_TIMEOUT}: a process gone whose end nobody reports
+        (its conmon died) is then found and recorded by L{reconcile_one};
+        one that still runs is dockerd's error."""
+        timer = self.reactor.callLater(KILL_EXIT_TIMEOUT, exited.cancel)
+        try:
+            await exited
+            return
+        except CancelledError:
+            pass
+        finally:
+            if timer.active():
+                timer.cancel()
+        log.warn("no exit reported for {id} after SIGKILL: asking runc", id=c.short_id)
+        await self.reconcile_one(c, "kill", code=137)
+        if c.state.running and not c.state.restarting and self.by_id(c.id) is c:
+            raise InternalError("tried to kill container, but did not receive an exit event")
 
     async def _end_restarting(self, c: Container) -> None:
         """A restarting container (its process gone, its restart pending)
@@ -114,6 +142,8 @@ class StopMixin:
                 await self._signal(c, signals.SIGKILL)
             except DockerError as e:
                 log.warn("SIGKILL to {id}: {e}", id=c.short_id, e=e)
+            await self._killed(c, exited)
+            return
         await exited
 
     async def kill(self, ref, signal) -> None:
@@ -146,7 +176,7 @@ class StopMixin:
             raise
         if exited is not None:
             # dockerd returns once a SIGKILLed container is gone.
-            await exited
+            await self._killed(c, exited)
 
     async def restart(self, ref, signal, timeout) -> None:
         c = self.get(ref)

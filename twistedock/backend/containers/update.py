@@ -96,6 +96,7 @@ class UpdateMixin:
             try:
                 await self.runtime.update(c.id, resources)
             except DockerError as e:
+                await self.reconcile_one(c, "update")
                 # The record keeps what the cgroup still enforces.  runc's
                 # refusal as containerd's shim reports it to dockerd.
                 message = e.message

@@ -9,6 +9,7 @@ import os
 import signal as signals
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ...errors import InternalError, NotFound
@@ -139,13 +140,27 @@ class Runtime:
         return self.reactor.callLater(self.create_timeout, too_long)
 
     def kill_conmon(self, bundle: str) -> None:
-        """SIGKILL the conmon supervising C{bundle}, if any."""
-        pid = self.conmon_pid(bundle)
-        if pid:
-            try:
-                os.kill(pid, signals.SIGKILL)
-            except OSError:
-                pass
+        """SIGKILL the conmon supervising C{bundle}, if it still runs (a pid
+        reused by another process is left alone)."""
+        if not self.conmon_alive(bundle):
+            return
+        try:
+            os.kill(self.conmon_pid(bundle), signals.SIGKILL)
+        except (OSError, TypeError):
+            pass
+
+    @classmethod
+    def conmon_alive(cls, bundle: str) -> Optional[bool]:
+        """Whether the conmon of C{bundle} (its C{conmon.pid}) still runs;
+        None when no pid file says which conmon that was."""
+        pid = cls.conmon_pid(bundle)
+        if not pid or pid <= 0:
+            return None
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                return f.read().strip().startswith("conmon")
+        except OSError:
+            return False
 
     async def create(
         self, container_id: str, bundle: str, *, exit_dir: str, socket_dir: str, persist_dir: Optional[str] = None, **options
@@ -165,15 +180,20 @@ class Runtime:
         args = self.conmon_args(
             container_id, bundle, exit_dir=exit_dir, socket_dir=socket_dir, persist_dir=persist_dir, **options
         )
-        for directory in (exit_dir, socket_dir, self.state_root):
-            os.makedirs(directory, mode=0o711, exist_ok=True)
-        # What a previous run left behind would be taken for this run's.
-        for leftover in ("pidfile", "conmon.pid", "oom"):
-            unlink(os.path.join(bundle, leftover))
-        if persist_dir:
-            os.makedirs(persist_dir, mode=0o700, exist_ok=True)
-            for leftover in ("exit", "oom"):
-                unlink(os.path.join(persist_dir, leftover))
+
+        def prepare() -> None:
+            for directory in (exit_dir, socket_dir, self.state_root):
+                os.makedirs(directory, mode=0o711, exist_ok=True)
+            # What a previous run left behind would be taken for this run's.
+            for leftover in ("pidfile", "conmon.pid", "oom"):
+                unlink(os.path.join(bundle, leftover))
+            if persist_dir:
+                os.makedirs(persist_dir, mode=0o700, exist_ok=True)
+                for leftover in ("exit", "oom"):
+                    unlink(os.path.join(persist_dir, leftover))
+
+        # (File work off the reactor thread: a busy disk stalls it.)
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), prepare)
         conmon = ConmonProcess()
         self.spawn_conmon(conmon, args, bundle, extra_fds=extra_fds, extra_env=extra_env)
         timer = self.time_limit(conmon, bundle, container_id)

@@ -56,6 +56,14 @@ class IRuntime(Interface):
     def oom_killed(bundle, container_id=None, persist_dir=None):
         """Whether the run ended in an OOM kill (synchronous)."""
 
+    def conmon_alive(bundle):
+        """Whether the conmon supervising the container of C{bundle} still
+        runs: True, False, or None when nothing says which conmon that was
+        (synchronous: reads /proc)."""
+
+    def kill_conmon(bundle):
+        """SIGKILL the conmon of C{bundle} if it still runs (synchronous)."""
+
     def exit_code(exit_dir, container_id):
         """The exit code conmon wrote for the container's last run, or None
         (synchronous)."""

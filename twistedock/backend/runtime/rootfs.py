@@ -46,11 +46,19 @@ def is_mounted(target: str) -> bool:
     return False
 
 
+def overlay_mounted(target: str) -> bool:
+    """Whether an overlay is mounted at C{target}: an overlay has a device
+    of its own, so a stat of it and of its parent says (where
+    L{is_mounted} reads the whole of /proc/self/mountinfo, milliseconds
+    on a host with hundreds of mounts)."""
+    return os.path.ismount(target)
+
+
 def mount_overlay(lower_dirs: Sequence[str], upper: str, work: str, target: str) -> None:
     """Mount the overlay; C{lower_dirs} lowest layer first (as images list them)."""
     for directory in (upper, work, target):
         os.makedirs(directory, exist_ok=True)
-    if is_mounted(target):
+    if overlay_mounted(target):
         return
     lower = list(reversed(lower_dirs))
     if not lower:
@@ -98,7 +106,8 @@ def make_init_layer(directory: str) -> None:
 
 
 def unmount(target: str) -> None:
-    if not os.path.exists(target) or not is_mounted(target):
+    """Unmount the overlay at C{target}; nothing when none is mounted."""
+    if not overlay_mounted(target):
         return
     if _libc.umount2(target.encode(), 0) != 0:
         code = ctypes.get_errno()
