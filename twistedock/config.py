@@ -54,6 +54,8 @@ class DaemonConfig:
     bridge: str = "twistedock0"
     bip: str = ""
     ip_forward: bool = True
+    #: With --experimental: fs.pipe-max-size raised for lazy-pages checkpoints.
+    lazy_pages_sysctl: bool = True
     mtu: int = 1500
 
     def __attrs_post_init__(self) -> None:
@@ -91,6 +93,7 @@ FILE_KEYS = {
     "bridge": "bridge",
     "bip": "bip",
     "ip-forward": "ip_forward",
+    "lazy-pages-sysctl": "lazy_pages_sysctl",
     "mtu": "mtu",
 }
 
@@ -105,6 +108,7 @@ _TYPES = {
     "tlsverify": bool,
     "live-restore": bool,
     "ip-forward": bool,
+    "lazy-pages-sysctl": bool,
     "mtu": int,
 }
 

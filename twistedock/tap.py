@@ -13,7 +13,7 @@ from . import __version__, systemd, versions
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
 from .listeners import check_addresses
 
-BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward")
+BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "lazy-pages-sysctl")
 
 
 class Options(usage.Options):
@@ -30,6 +30,9 @@ class Options(usage.Options):
         ["tlsverify", None, "TLS, and require client certificates signed by --tlscacert"],
         ["live-restore", None, "Keep containers running while the daemon is down"],
         ["ip-forward", None, "Turn on net.ipv4.ip_forward (the default; --ip-forward=false: leave it)"],
+        ["lazy-pages-sysctl", None,
+         "With --experimental, raise fs.pipe-max-size to 4 MiB for lazy-pages checkpoints "
+         "(the default; --lazy-pages-sysctl=false: leave it)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
@@ -111,6 +114,7 @@ class Options(usage.Options):
             "tlsverify": bool(self["tlsverify"]),
             "live_restore": bool(self["live-restore"]),
             "ip_forward": "ip-forward" not in self.false_flags,
+            "lazy_pages_sysctl": "lazy-pages-sysctl" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
         }

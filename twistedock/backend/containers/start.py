@@ -95,6 +95,8 @@ class StartMixin:
             logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
             log_path = c.log_path if logged else "/dev/null"
             await self.intend_start(c)
+            if restore is not None:
+                await restore.prepare(bundle)
             pid = await self.runtime.create(
                 c.id,
                 bundle,
@@ -112,13 +114,18 @@ class StartMixin:
                 await self.runtime.start(c.id)
         except DockerError as e:
             if restore is not None:
+                restore.abort()
                 e = restore.failed(e, bundle)
             e = _runtime_start_error(e)
             await self._failed_start(c, e)
             raise e
         except OSError as e:
+            if restore is not None:
+                restore.abort()
             await self._failed_start(c, e)
             raise InternalError(str(e))
+        if restore is not None:
+            restore.started(lambda: self.runtime.kill(c.id, "KILL"))
         c.state = State(
             running=True,
             pid=pid,
