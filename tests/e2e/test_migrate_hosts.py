@@ -100,18 +100,60 @@ def test_counter_moves_between_namespaces_over_tls(hosts, mode):
     assert after == list(range(after[0], after[0] + len(after)))
 
 
-@pytest.mark.route("POST", "/networks/create")
-@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
-def test_user_network_name_aliases_and_listener(hosts):
-    pair, certs, a, b = hosts
+#: CRIU 4.1.1 cannot dump a TCP socket on Linux 6.16 and later (the kernel
+#: refuses SO_PASSCRED/SO_PASSSEC on inet sockets; fixed after 4.1.1,
+#: checkpoint-restore/criu#2705).
+CRIU_TCP_BUG = "Can't get 1:16 opt"
+
+
+def skip_if_criu_cannot_dump_tcp(result, daemon, name):
+    """Skip (saying why) when the source's CRIU cannot dump TCP sockets;
+    the failed migration must then have left the container running there."""
+    if result.returncode != 0 and CRIU_TCP_BUG in result.stderr:
+        assert state(daemon, name)["Status"] == "running", result.stdout
+        pytest.skip("this CRIU cannot dump TCP sockets on this kernel (checkpoint-restore/criu#2705): "
+                    "the failed migration left the container running on the source")
+
+
+def network_of(daemon, name):
+    networks = daemon.docker_json("container", "inspect", name, format="{{json .NetworkSettings.Networks}}")
+    return networks["appnet"]
+
+
+def user_networks(a, b):
     for daemon in (a, b):
         daemon.docker("network", "create", "--subnet", "172.29.81.0/24", "appnet")
+
+
+@pytest.mark.route("POST", "/networks/create")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
+def test_user_network_name_and_aliases_kept(hosts):
+    pair, certs, a, b = hosts
+    user_networks(a, b)
+    a.docker("run", "-d", "--name", "member", "--network", "appnet", "--network-alias", "site",
+             "--network-alias", "www", "busybox", "sh", "-c", LOOP)
+    wait_numbers(a, "member", 3)
+    before = numbers(a, "member")[-1]
+    result = migrate(pair, certs, a, b, "member", "--lazy")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert b.docker_json("container", "inspect", "member", format="{{json .Name}}") == "/member"
+    network = network_of(b, "member")
+    assert {"site", "www"} <= set(network.get("Aliases") or []), network
+    assert network.get("IPAddress", "").startswith("172.29.81."), network
+    after = wait_numbers(b, "member", 3)
+    assert before - 1 <= after[0] <= before + 100, (before, after[:5])
+
+
+@pytest.mark.route("POST", "/networks/create")
+def test_tcp_listener_answers_on_the_target(hosts):
+    pair, certs, a, b = hosts
+    user_networks(a, b)
     a.docker("run", "-d", "--name", "web", "--network", "appnet", "--network-alias", "site",
-             "--network-alias", "www", "busybox", "sh", "-c",
+             "busybox", "sh", "-c",
              "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www")
 
-    def answer(daemon, name):
-        address = state_network(daemon, name)["IPAddress"]
+    def answer(daemon):
+        address = network_of(daemon, "web")["IPAddress"]
         got = in_namespace(daemon, sys.executable, "-c", (
             "import socket,sys; s=socket.create_connection((sys.argv[1], 8080), timeout=3);"
             "s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); d=b''\n"
@@ -119,34 +161,28 @@ def test_user_network_name_aliases_and_listener(hosts):
             "print(d.decode())"), address)
         return got.stdout
 
-    wait_for(lambda: "hello-from-web" in answer(a, "web"), 15, what="httpd answering on the source")
+    wait_for(lambda: "hello-from-web" in answer(a), 15, what="httpd answering on the source")
     result = migrate(pair, certs, a, b, "web", "--lazy")
+    skip_if_criu_cannot_dump_tcp(result, a, "web")
     assert result.returncode == 0, (result.stdout, result.stderr)
-    network = state_network(b, "web")
-    assert {"site", "www"} <= set(network.get("Aliases") or []), network
-    assert b.docker_json("container", "inspect", "web", format="{{json .Name}}") == "/web"
     # The listener answers on the target (a new connection: clients reconnect).
-    wait_for(lambda: "hello-from-web" in answer(b, "web"), 15, what="httpd answering on the target")
-
-
-def state_network(daemon, name):
-    networks = daemon.docker_json("container", "inspect", name, format="{{json .NetworkSettings.Networks}}")
-    return networks["appnet"]
+    wait_for(lambda: "hello-from-web" in answer(b), 15, what="httpd answering on the target")
 
 
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
 def test_tcp_established_nc_session_survives(hosts):
     pair, certs, a, b = hosts
     # A busybox nc session inside the container: a counter written into an
-    # established TCP connection, the listener echoing it to the log.
+    # established TCP connection, the listener printing it to the log.
     script = (
-        "nc -l -p 5000 & sleep 0.5; "
+        "sleep 1000000 | nc -l -p 5000 & sleep 0.5; "
         "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done | nc 127.0.0.1 5000"
     )
     a.docker("run", "-d", "--name", "session", "--network", "none", "busybox", "sh", "-c", script)
     wait_numbers(a, "session", 5)
     before = numbers(a, "session")[-1]
     result = migrate(pair, certs, a, b, "session", "--lazy", "--tcp-established")
+    skip_if_criu_cannot_dump_tcp(result, a, "session")
     assert result.returncode == 0, (result.stdout, result.stderr)
     after = wait_numbers(b, "session", 5)
     # The same connection goes on: the numbers continue, none from 0.
