@@ -45,6 +45,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from typing import List, Optional
 
 import attr
@@ -58,6 +59,7 @@ from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
 from .containers import CHECKPOINTED_MARK, Container
+from .containers.defaults import LAZY_PENDING_MARK
 from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, free_loopback_port
@@ -95,8 +97,12 @@ class RestorePlan:
     pages: Optional[PageFetch] = None
 
     async def prepare(self, bundle: str) -> None:
-        """Before conmon restores: the lazy pages' fetcher started."""
+        """Before conmon restores: the lazy pages' fetcher started, and the
+        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived."""
         if self.pages is not None:
+            mark = os.path.join(bundle, LAZY_PENDING_MARK)
+            _touch(mark)
+            self.pages.done.addCallback(lambda complete: _unlink(mark) if complete else None)
             await self.pages.start(self.criu, self.directory, bundle)
 
     def started(self, kill) -> None:
@@ -456,7 +462,11 @@ class CheckpointBackend:
         env = dict(os.environ)
         env["CRIU_CONFIG_FILE"] = config
         port = free_loopback_port()
-        dump = LazyDump(self.reactor, port)
+        # The guard's socket in a private directory with a short path (a
+        # unix socket path must fit in 108 bytes; the bundle's may not).
+        private = await self._thread(tempfile.mkdtemp, "", "twistedock-pages-")
+        dump = LazyDump(self.reactor, port, os.path.join(private, "guard.sock"))
+        dump.ended.addBoth(lambda result: (shutil.rmtree(private, True), result)[1])
         argv = dump.argv(self.runtime.runc, self.runtime.state_root, criu, c.id, directory, work, port,
                          RUNC_OPTIONS)
         was_stopped_by_user = c.manually_stopped
@@ -879,3 +889,10 @@ def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper
         path = os.path.join(files, name)
         if os.path.isfile(path):
             shutil.copyfile(path, os.path.join(container_dir, name))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -9,16 +9,19 @@ successfully once its client disconnects, whether or not it had every page:
 so the loopback connection is only ever ended after the client's final
 flush (see L{protocol}); any other end of the API connection (cut, closed
 early, never made within L{CONNECT_TIMEOUT}) kills CRIU instead, and the
-process it had seized (and never changed) runs on.
+process it had seized (and never changed) runs on.  The loopback connection
+is held by a guard process (L{guard}), not by the daemon: the daemon's own
+death must not look like a finished copy to CRIU.
 """
 
 import os
 import signal
 import socket
+import sys
 from typing import List, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
 
 from ...errors import Conflict, InternalError
@@ -28,6 +31,8 @@ from .protocol import RequestWatcher
 from .relay import Joint, joint_factory
 
 log = Logger()
+
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
 
 #: runc's --status-fd in the child.
 STATUS_FD = 3
@@ -69,9 +74,10 @@ def child_pids(pid: int) -> List[int]:
 class LazyDump(ProcessProtocol):
     """One C{runc checkpoint --lazy-pages} run and its page server."""
 
-    def __init__(self, reactor, port: int, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, reactor, port: int, guard_socket: str, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.reactor = reactor
         self.port = port
+        self.guard_socket = guard_socket
         self.connect_timeout = connect_timeout
         #: Fires once the images are written (fails if runc ends first).
         self.ready: Deferred = Deferred()
@@ -103,6 +109,12 @@ class LazyDump(ProcessProtocol):
             )
         except OSError as e:
             raise InternalError("cannot run %s: %s" % (argv[0], e.strerror or e))
+        guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(self.transport.pid),
+                 str(self.connect_timeout + 30)]
+        try:
+            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+        except OSError as e:
+            self.abort("cannot start the page server's guard: %s" % (e,))
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
@@ -152,7 +164,7 @@ class LazyDump(ProcessProtocol):
         self._cancel_timer()
         joint = self.joint = Joint(stream, self.watcher.feed)
         try:
-            await TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.port).connect(joint_factory(joint))
+            await UNIXClientEndpoint(self.reactor, self.guard_socket, timeout=10).connect(joint_factory(joint))
         except Exception as e:
             self.abort("cannot reach CRIU's page server: %s" % (e,))
             stream.close()
@@ -180,3 +192,10 @@ class LazyDump(ProcessProtocol):
                 os.kill(child, signal.SIGKILL)
             except OSError:
                 pass
+
+
+class _Quiet(ProcessProtocol):
+    """The guard's protocol: it says nothing and is not waited for."""
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
