@@ -140,10 +140,11 @@ def main(argv) -> int:
         return 1
     finally:
         listener.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        for remove in (os.unlink, os.rmdir):
+            try:
+                remove(path if remove is os.unlink else os.path.dirname(path))
+            except OSError:
+                pass
     try:
         criu = connect_page_server(port, time.monotonic() + 10)
     except OSError:
