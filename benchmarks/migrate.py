@@ -213,7 +213,15 @@ def main() -> int:
         for place in places:
             for workload in WORKLOADS:
                 for mode in ("plain", "lazy"):
-                    results = measure(place, workload, mode, rounds, binary)
+                    try:
+                        results = measure(place, workload, mode, rounds, binary)
+                    except RuntimeError as e:
+                        print("%-52s %-6s %-5s FAILED: %s" % (place.name, workload, mode, e))
+                        for daemon in place.daemons:
+                            lines = [line for line in daemon.log_text().splitlines()
+                                     if "warn" in line.lower() or "lazy" in line.lower()]
+                            print("  daemon log:\n    " + "\n    ".join(lines[-8:]))
+                        continue
                     gap = statistics.median(r["gap"] for r in results) * 1000
                     tool = statistics.median(r["tool"] for r in results) * 1000
                     pages = [r["pages"] for r in results if r["pages"] is not None]

@@ -102,7 +102,13 @@ class RestorePlan:
         if self.pages is not None:
             mark = os.path.join(bundle, LAZY_PENDING_MARK)
             _touch(mark)
-            self.pages.done.addCallback(lambda complete: _unlink(mark) if complete else None)
+
+            def arrived(complete: bool) -> bool:
+                if complete:
+                    _unlink(mark)
+                return complete
+
+            self.pages.done.addCallback(arrived)
             await self.pages.start(self.criu, self.directory, bundle)
 
     def started(self, kill) -> None:

@@ -140,10 +140,11 @@ class PageFetch:
     def watch(self, kill: Callable[[], object]) -> None:
         """After the restore: C{kill()} the restored copy unless every page arrives."""
 
-        def finished(complete: bool) -> None:
+        def finished(complete: bool) -> bool:
             if not complete:
                 log.warn("killing the restored copy: its pages did not all arrive")
                 ensureDeferred(_call(kill)).addErrback(lambda f: log.failure("killing the restored copy", f))
+            return complete
 
         self.done.addCallback(finished)
 
