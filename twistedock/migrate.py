@@ -235,16 +235,25 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
     try:
         try:
-            await _pause("export", args.pause_before)
-            moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
-            exported = time.monotonic()
-            spool.seek(0)
-            await _pause("import", args.pause_before)
-            new_id = await target(target.client.checkpoints.import_, spool, name=cname)
-            imported = time.monotonic()
-            await _pause("pages", args.pause_before)
-            served = await source(source.client.checkpoints.pages, cid, checkpoint)
-            sessions.append(served)
+            # The source's page server is joined while the images travel.
+            serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
+            serving.addCallback(lambda session: (sessions.append(session), session)[1])
+            try:
+                await _pause("export", args.pause_before)
+                moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
+                exported = time.monotonic()
+                spool.seek(0)
+                await _pause("import", args.pause_before)
+                new_id = await target(target.client.checkpoints.import_, spool, name=cname)
+                imported = time.monotonic()
+                await _pause("pages", args.pause_before)
+            finally:
+                try:
+                    served = await serving
+                except BaseException:
+                    served = None
+            if served is None:
+                await serving
             fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
             sessions.append(fetching)
             relay = defer.gatherResults([

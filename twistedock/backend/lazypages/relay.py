@@ -30,6 +30,10 @@ class Joint(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
+        if self._closed:
+            # Closed before CRIU connected: CRIU sees its peer gone at once.
+            transport.loseConnection()
+            return
         self.stream.add_source(transport.pauseProducing, transport.resumeProducing)
         self.stream.read_input(self._from_remote, self._remote_end)
         self.stream.closed.addCallback(lambda _: self._remote_end())
@@ -61,8 +65,10 @@ class Joint(Protocol):
             self.transport.loseWriteConnection()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
+        if self.transport is not None:
             self.transport.loseConnection()
 
     def connectionLost(self, reason=None) -> None:

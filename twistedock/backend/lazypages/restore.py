@@ -79,6 +79,8 @@ class PageFetch:
         self.reactor = reactor
         self.stream = stream
         self.joint = Joint(stream)
+        # The source gone, CRIU's lazy-pages must see its page server go.
+        self.joint.remote_ended.addCallback(lambda _: self.joint.close())
         self._listening = None
         self._process: Optional[_LazyPagesProcess] = None
         #: Fires with True once every page arrived, False when they stopped.
