@@ -16,7 +16,10 @@ What is measured:
    each beside ``runc --criu CRIU checkpoint`` / ``runc --criu CRIU restore -d``
    of the same workload in a plain bundle (``runc spec``, the busybox rootfs as
    a directory, dockerd's namespaces, the same ``--tcp-established
-   --file-locks``), rounds interleaved; medians and their ratio;
+   --file-locks``), and beside the floor: CRIU alone over its RPC
+   (``criu_floor.py``) on another such runc container; rounds interleaved;
+   medians and their ratios, and the downtime of a checkpoint followed by
+   its restore (the sum of the two, per round: the process runs in neither);
 2. migration downtime with ``twistedock-migrate`` between two twistedock
    daemons on this machine (checkpoint start to restored start, as the script
    reports it), and the bytes moved, for both workloads.
@@ -55,6 +58,7 @@ from lifecycle import (  # noqa: E402
 
 sys.path.insert(0, REPO_ROOT)
 from twistedock.backend.runtime.criu import find_criu  # noqa: E402
+from criu_floor import Floor  # noqa: E402
 
 RUNC_OPTIONS = ["--tcp-established", "--file-locks"]
 MIB = 1024 * 1024
@@ -68,8 +72,10 @@ READY_RSS = {"small": 0, "256MiB": 256 * MIB}
 
 
 class ExperimentalDaemon(OwnDaemon):
+    extra: List[str] = []
+
     def command(self) -> List[str]:
-        return super().command() + ["--experimental"]
+        return super().command() + ["--experimental"] + list(self.extra)
 
 
 def rss_of(pid: int) -> int:
@@ -223,9 +229,11 @@ def main() -> int:
     p.add_argument("--criu", default="")
     p.add_argument("--runc", default=shutil.which("runc") or "/usr/sbin/runc")
     p.add_argument("--workloads", default="small,256MiB")
+    p.add_argument("--daemon-args", default="", help="more twistd dockerd flags, e.g. --criu-rpc=false")
     args = p.parse_args()
     if args.quick:
         args.rounds, args.migrations = 3, 2
+    ExperimentalDaemon.extra = args.daemon_args.split()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
@@ -236,6 +244,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="cpbench-", dir="/tmp")
     daemons = [ExperimentalDaemon(os.path.join(workdir, d)) for d in ("a", "b")]
     bare: List[BareRunc] = []
+    floors: List[Floor] = []
     rows = []
     try:
         tar_bytes = busybox_tar()
@@ -251,19 +260,34 @@ def main() -> int:
             bare.append(runc)
             runc.run()
             ours = DaemonWorkload(a, workload, command)
+            held = BareRunc(args.runc, criu, workdir, tar_bytes, workload + "-floor", command)
+            bare.append(held)
+            held.run()
             wait_rss(runc.pid, READY_RSS[workload])
             wait_rss(ours.pid, READY_RSS[workload])
-            times = {"ours-cp": [], "ours-rs": [], "runc-cp": [], "runc-rs": []}
+            wait_rss(held.pid, READY_RSS[workload])
+            floor = Floor(criu, held.state, held.id, os.path.join(workdir, "floor-" + workload))
+            floors.append(floor)
+            contenders = [(runc, "runc"), (ours, "ours"), (floor, "floor")]
+            times = {key + op: [] for _, key in contenders for op in ("-cp", "-rs", "-down")}
             for i in range(args.rounds):
-                order = [(runc, "runc"), (ours, "ours")] if i % 2 == 0 else [(ours, "ours"), (runc, "runc")]
+                order = contenders[i % 3:] + contenders[:i % 3]
                 for target, key in order:
-                    times[key + "-cp"].append(target.checkpoint())
-                    times[key + "-rs"].append(target.restore())
+                    cp = target.checkpoint()
+                    rs = target.restore()
+                    times[key + "-cp"].append(cp)
+                    times[key + "-rs"].append(rs)
+                    times[key + "-down"].append(cp + rs)
                 log("workload %s: round %d/%d" % (workload, i + 1, args.rounds))
             size = sum(os.path.getsize(os.path.join(runc.images, f)) for f in os.listdir(runc.images))
-            rows.append((workload, "checkpoint", ms(times["ours-cp"]), ms(times["runc-cp"]), size))
-            rows.append((workload, "restore", ms(times["ours-rs"]), ms(times["runc-rs"]), size))
+            for op, suffix in (("checkpoint", "-cp"), ("restore", "-rs"), ("checkpoint+restore", "-down")):
+                rows.append((workload, op, ms(times["ours" + suffix]), ms(times["runc" + suffix]), size,
+                             ms(times["floor" + suffix])))
             runc.cleanup()
+            if args.migrations == 0:
+                with closing(Client(a.sock)) as c:
+                    c.call("DELETE", "/containers/%s?force=1" % ours.name, expect=(204,))
+                continue
             downtimes, moved = [], []
             source, target = a, b
             for i in range(args.migrations):
@@ -273,7 +297,7 @@ def main() -> int:
                 log("workload %s: migration %d/%d: %.0f ms" % (workload, i + 1, args.migrations,
                                                                figures["Downtime"] * 1000))
                 source, target = target, source
-            rows.append((workload, "migration downtime", ms(downtimes), None, statistics.median(moved)))
+            rows.append((workload, "migration downtime", ms(downtimes), None, statistics.median(moved), None))
             with closing(Client(source.sock)) as c:
                 c.call("DELETE", "/containers/%s?force=1" % ours.name, expect=(204,))
     except BenchError as e:
@@ -282,6 +306,8 @@ def main() -> int:
             print(d.log_tail(), file=sys.stderr)
         return 1
     finally:
+        for floor in floors:
+            floor.close()
         for runc in bare:
             runc.cleanup()
         for d in daemons:
@@ -299,12 +325,15 @@ def main() -> int:
 
     print()
     print("CRIU %s, runc %s, %d rounds, %d migrations" % (criu, args.runc, args.rounds, args.migrations))
-    print("%-8s %-20s %14s %14s %8s %12s" % ("workload", "operation", "twistedock ms", "bare runc ms", "ratio",
-                                          "images MiB"))
-    for workload, op, ours_ms, runc_ms, size in rows:
-        print("%-8s %-20s %14.1f %14s %8s %12.1f" % (
+    print("(machine load at the end: %s)" % (" ".join(open("/proc/loadavg").read().split()[:3]),))
+    print("%-8s %-20s %14s %13s %7s %12s %7s %11s" % (
+        "workload", "operation", "twistedock ms", "bare runc ms", "ratio", "CRIU RPC ms", "ratio", "images MiB"))
+    for workload, op, ours_ms, runc_ms, size, floor_ms in rows:
+        print("%-8s %-20s %14.1f %13s %7s %12s %7s %11.1f" % (
             workload, op, ours_ms, "-" if runc_ms is None else "%.1f" % runc_ms,
-            "-" if runc_ms is None else "%.2f" % (ours_ms / runc_ms), size / MIB))
+            "-" if runc_ms is None else "%.2f" % (ours_ms / runc_ms),
+            "-" if floor_ms is None else "%.1f" % floor_ms,
+            "-" if floor_ms is None else "%.2f" % (ours_ms / floor_ms), size / MIB))
     return 0
 
 

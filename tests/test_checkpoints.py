@@ -421,7 +421,7 @@ def test_checkpoint_that_stops_the_container(fake):
     assert metadata["Name"] == "cp1" and metadata["Exit"] is True and metadata["Terminal"] is False
     assert metadata["Container"] == {"ID": c.id, "Name": "/web", "Image": "busybox", "ImageID": "sha256:img"}
     assert metadata["RuncOptions"] == list(RUNC_OPTIONS)
-    assert metadata["CRIU"] == {"Path": "/opt/criu", "Version": "4.1.1"}
+    assert metadata["CRIU"] == {"Path": "/opt/criu", "Version": "4.1.1", "RPC": False}
     assert not os.path.exists(work)
     assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "cp1"}]
     # Marked until the next start: no restart policy revives it, even at boot.
@@ -711,7 +711,7 @@ async def test_start_with_a_checkpoint(tmp_path):
 
     runs = []
 
-    async def fake_run(container, restore=None):
+    async def fake_run(container, restore=None, stale_runtime=False):
         runs.append(restore)
         container.state.running = True
 
@@ -765,9 +765,13 @@ async def test_criu_check_verdicts(tmp_path, monkeypatch):
     from twisted.internet import reactor
 
     good = _script(tmp_path / "good", 'case "$1" in --version) echo "Version: 4.1.1";; check) echo "Looks good.";; esac\n')
-    status = await Criu(reactor, good).status()
-    assert status == CriuStatus(good, "4.1.1", True, "")
-    assert await Criu(reactor, good).require("checkpoint") == good
+    cache = str(tmp_path / "run" / "criu.kdat")
+    status = await Criu(reactor, good, kdat_cache=cache).status()
+    assert status == CriuStatus(
+        good, "4.1.1", True, "", probe_cache="%s is not a tmpfs: CRIU probes the kernel at every checkpoint and restore"
+        % (tmp_path / "run",)
+    )
+    assert await Criu(reactor, good, kdat_cache=cache).require("checkpoint") == good
 
     bad = _script(
         tmp_path / "bad",
@@ -775,7 +779,7 @@ async def test_criu_check_verdicts(tmp_path, monkeypatch):
         'echo "Warn (criu/kerndat.c:1): whatever" >&2; '
         'echo "Error (criu/vdso.c:2): vdso: Unexpected rt vDSO area bounds" >&2; exit 1;; esac\n',
     )
-    criu = Criu(reactor, bad)
+    criu = Criu(reactor, bad, kdat_cache=cache)
     status = await criu.status()
     assert not status.works and status.version == "3.17.1"
     assert status.problem == '%s failed "criu check": vdso: Unexpected rt vDSO area bounds' % bad
@@ -783,7 +787,7 @@ async def test_criu_check_verdicts(tmp_path, monkeypatch):
         await criu.require("checkpoint")
     assert str(e.value) == "checkpoint needs CRIU: " + status.problem
 
-    status = await Criu(reactor, "/bin/false").status()
+    status = await Criu(reactor, "/bin/false", kdat_cache=cache).status()
     assert status.problem == '/bin/false failed "criu check": exit status 1'
 
     missing = str(tmp_path / "missing")
@@ -809,3 +813,32 @@ def test_a_client_going_away_does_not_cut_a_checkpoint_short(fake):
     assert containers.finished == [("/web", 137, True)]
     assert os.path.isdir(os.path.join(c.directory, "checkpoints", "cp1"))
     assert containers.events == [("/web", "checkpoint")]
+
+
+def test_criu_feature_probe_cache(tmp_path):
+    """CRIU caches its kernel probe in /run/criu.kdat, on a tmpfs only; a
+    criu.kdat.tmp left behind blocks every later save: removed once old."""
+    from twistedock.backend.runtime.criu import prepare_kdat_cache
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cache = str(run / "criu.kdat")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/sda rw\n"
+        "25 22 0:23 / %s rw,nosuid - tmpfs tmpfs rw,mode=755\n" % (run,)
+    )
+    stale = run / "criu.kdat.tmp"
+    stale.write_text("")
+    os.utime(stale, (1000, 1000))
+    assert prepare_kdat_cache(cache, now=1000 + 61, mountinfo=str(mountinfo)) == ""
+    assert not stale.exists()
+    # One being written right now is left alone.
+    stale.write_text("")
+    os.utime(stale, (1000, 1000))
+    prepare_kdat_cache(cache, now=1000 + 5, mountinfo=str(mountinfo))
+    assert stale.exists()
+    mountinfo.write_text("22 1 0:21 / / rw - ext4 /dev/sda rw\n")
+    assert prepare_kdat_cache(cache, mountinfo=str(mountinfo)) == (
+        "%s is not a tmpfs: CRIU probes the kernel at every checkpoint and restore" % (run,)
+    )

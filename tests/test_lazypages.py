@@ -79,7 +79,7 @@ def test_restore_plan_with_a_page_source_restores_lazily():
     class Pages:
         pass
 
-    plan = RestorePlan("/cp", "/criu", ["--tcp-established"], {"LazyPages": True}, Pages())
+    plan = RestorePlan("/cp", "/criu", ["--tcp-established"], {"LazyPages": True}, pages=Pages())
     assert plan.create_arguments()["restore_options"] == ["--tcp-established", "--lazy-pages"]
     assert RestorePlan("/cp", "/criu", ["--file-locks"]).create_arguments()["restore_options"] == ["--file-locks"]
 

@@ -46,6 +46,8 @@ class DaemonConfig:
     live_restore: bool = False
     labels: List[str] = attr.Factory(list)
     criu_path: Optional[str] = None
+    #: Checkpoints through CRIU's RPC (False: through runc checkpoint).
+    criu_rpc: bool = True
     min_api_version: str = versions.MIN_API_VERSION
     config_file: str = DEFAULT_CONFIG_FILE
     insecure_registries: List[str] = attr.Factory(list)
@@ -87,6 +89,7 @@ FILE_KEYS = {
     "live-restore": "live_restore",
     "labels": "labels",
     "criu-path": "criu_path",
+    "criu-rpc": "criu_rpc",
     "min-api-version": "min_api_version",
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
@@ -109,6 +112,7 @@ _TYPES = {
     "live-restore": bool,
     "ip-forward": bool,
     "lazy-pages-sysctl": bool,
+    "criu-rpc": bool,
     "mtu": int,
 }
 

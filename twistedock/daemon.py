@@ -33,6 +33,7 @@ from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.lazypages import sysctl as pipe_sysctl
 from .backend.runtime.criu import Criu
+from .backend.runtime.criudriver import CriuDriver
 from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
@@ -243,9 +244,11 @@ class Daemon(MultiService):
         # checkpoints on disk (taken by the checkpoint backend, restored by a
         # start; restoring is experimental too).
         exec_store = ExecStore(reactor)
-        checkpoint_store = CheckpointStore(
-            self.criu, lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-        )
+        in_thread = lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)  # noqa: E731
+        # Checkpoints over CRIU's RPC unless --criu-rpc=false (or it is
+        # unavailable here): runc checkpoint otherwise.
+        self.criu_rpc = CriuDriver(reactor, self.criu, runtime_root, in_thread, enabled=config.criu_rpc)
+        checkpoint_store = CheckpointStore(self.criu, in_thread, rpc=self.criu_rpc)
         self.containers = ContainerBackend(
             reactor,
             data_root=config.data_root,

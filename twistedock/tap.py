@@ -13,7 +13,7 @@ from . import __version__, systemd, versions
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, read_config_file
 from .listeners import check_addresses
 
-BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "lazy-pages-sysctl")
+BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "lazy-pages-sysctl", "criu-rpc")
 
 
 class Options(usage.Options):
@@ -33,6 +33,7 @@ class Options(usage.Options):
         ["lazy-pages-sysctl", None,
          "With --experimental, raise fs.pipe-max-size to 4 MiB for lazy-pages checkpoints "
          "(the default; --lazy-pages-sysctl=false: leave it)"],
+        ["criu-rpc", None, "Checkpoint and restore over CRIU's RPC (the default; --criu-rpc=false: runc checkpoint/restore)"],
     ]
     optParameters = [
         ["data-root", None, None, "Where persistent state lives [default: /var/lib/twistedock]"],
@@ -115,6 +116,7 @@ class Options(usage.Options):
             "live_restore": bool(self["live-restore"]),
             "ip_forward": "ip-forward" not in self.false_flags,
             "lazy_pages_sysctl": "lazy-pages-sysctl" not in self.false_flags,
+            "criu_rpc": "criu-rpc" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),
         }

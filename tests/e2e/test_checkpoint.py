@@ -81,9 +81,18 @@ def _import_busybox(daemon, tmp_path_factory):
     assert result.returncode == 0, result.stderr
 
 
+def criu_args(criu):
+    """The daemon flags naming C{criu}; TWISTEDOCK_TEST_CRIU_RPC=false runs
+    the daemons under test with --criu-rpc=false (runc checkpoint)."""
+    args = ["--criu-path", criu]
+    if os.environ.get("TWISTEDOCK_TEST_CRIU_RPC", "").lower() in ("false", "0"):
+        args.append("--criu-rpc=false")
+    return args
+
+
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory, criu):
-    d = module_daemons.start("--experimental", "--debug", "--criu-path", criu)
+    d = module_daemons.start("--experimental", "--debug", *criu_args(criu))
     _import_busybox(d, tmp_path_factory)
     return d
 
@@ -213,6 +222,65 @@ def test_checkpoint_dir(daemon, tmp_path):
     daemon.docker("checkpoint", "rm", "--checkpoint-dir", directory, name, "cp1")
     assert os.listdir(directory) == []
     daemon.docker("rm", "-f", name)
+
+
+def _checkpoint_document(daemon, name, checkpoint="cp1"):
+    cid = daemon.docker_json("inspect", name, format="{{json .Id}}")
+    path = os.path.join(daemon.data_root, "containers", cid, "checkpoints", checkpoint, "checkpoint.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_dump_over_criu_rpc_then_runc_knows_the_restored_container(daemon):
+    """The daemon's own dump (CRIU's RPC, unless the suite runs with
+    TWISTEDOCK_TEST_CRIU_RPC=false) restores through runc under conmon:
+    runc knows the restored container (exec, kill, delete work), its
+    process is in the container's cgroups, its log goes on."""
+    name = counter(daemon, "ck-rpc")
+    after, last = checkpoint_and_restore(daemon, name)
+    assert_continues(after, last)
+    document = _checkpoint_document(daemon, name)
+    assert document["CRIU"]["RPC"] is ("--criu-rpc=false" not in criu_args("criu"))
+    cid = daemon.docker_json("inspect", name, format="{{json .Id}}")
+    pid = state(daemon, name)["Pid"]
+    with open("/proc/%d/cgroup" % (pid,)) as f:
+        assert all(cid in line for line in f if line.strip())
+    # Restored over the RPC too: conmon ran CRIU itself (its runtime the
+    # daemon's shim), not runc restore.
+    with open(os.path.join(daemon.exec_root, cid, "conmon.pid")) as f:
+        conmon = int(f.read())
+    with open("/proc/%d/cmdline" % (conmon,), "rb") as f:
+        runtime = f.read().split(b"\0")
+    runtime = runtime[runtime.index(b"-r") + 1].decode()
+    assert runtime.endswith("/criu-swrk") is document["CRIU"]["RPC"]
+    with open(os.path.join(daemon.exec_root, "runc", cid, "state.json")) as f:
+        assert json.load(f)["init_process_pid"] == pid
+    assert daemon.docker("exec", name, "echo", "in").stdout == "in\n"
+    daemon.docker("kill", name)
+    assert state(daemon, name)["Status"] == "exited"
+    daemon.docker("rm", name)
+
+
+@pytest.fixture(scope="module")
+def runc_daemon(module_daemons, tmp_path_factory, criu):
+    """A daemon checkpointing through runc (--criu-rpc=false)."""
+    d = module_daemons.start("--experimental", "--criu-path", criu, "--criu-rpc=false")
+    _import_busybox(d, tmp_path_factory)
+    return d
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_runc_checkpoint_fallback(runc_daemon):
+    """--criu-rpc=false: runc checkpoint and runc restore, as before."""
+    name = counter(runc_daemon, "ck-runc")
+    after, last = checkpoint_and_restore(runc_daemon, name)
+    assert_continues(after, last)
+    assert _checkpoint_document(runc_daemon, name)["CRIU"]["RPC"] is False
+    assert runc_daemon.docker("exec", name, "echo", "in").stdout == "in\n"
+    runc_daemon.docker("rm", "-f", name)
 
 
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")

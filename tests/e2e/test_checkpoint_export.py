@@ -20,6 +20,7 @@ from .test_checkpoint import (  # noqa: F401  (the criu fixture)
     _import_busybox,
     assert_continues,
     criu,
+    criu_args,
     numbers,
     state,
     wait_numbers,
@@ -36,8 +37,8 @@ SCRIPT = "echo moved > /marker; rm /bin/true; i=0; while true; do echo $i; i=$((
 
 @pytest.fixture(scope="module")
 def pair(module_daemons, tmp_path_factory, criu):  # noqa: F811
-    a = module_daemons.start("--experimental", "--criu-path", criu)
-    b = module_daemons.start("--experimental", "--criu-path", criu)
+    a = module_daemons.start("--experimental", *criu_args(criu))
+    b = module_daemons.start("--experimental", *criu_args(criu))
     _import_busybox(a, tmp_path_factory)
     _import_busybox(b, tmp_path_factory)
     yield a, b

@@ -81,6 +81,9 @@ METADATA_VERSION = 1
 #: and file locks would otherwise make CRIU refuse the dump.
 RUNC_OPTIONS = ("--tcp-established", "--file-locks")
 
+#: CRIU's configuration for a restore through runc, in the bundle.
+RESTORE_CONFIG = "criu-restore.conf"
+
 #: How long conmon may take to report a checkpointed container's exit.
 EXIT_TIMEOUT = 30.0
 
@@ -93,6 +96,15 @@ class RestorePlan:
     criu: str
     options: List[str] = attr.Factory(list)
     metadata: Optional[dict] = None
+    #: The L{CriuDriver}, when restores may go over CRIU's RPC.
+    rpc: object = None
+
+    def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
+        """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
+        in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
+        if self.rpc is None or self.pages is not None:
+            return None
+        return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
     #: Where the pages of a lazy checkpoint come from (None: all on disk).
     pages: Optional[PageFetch] = None
 
@@ -130,6 +142,23 @@ class RestorePlan:
         if details and details not in message:
             message = "%s: %s" % (message, details)
         return InternalError("Cannot restore container from %s: %s" % (self.directory, message))
+
+    def adjust_spec(self, spec: dict, bundle: str) -> None:
+        """The run's OCI spec made to restore (blocking, small): runc's CRIU
+        told, through the C{org.criu.config} annotation (unless the
+        container names a file of its own), not to manage cgroups: runc has
+        put CRIU in the container's cgroups before the restore, and the
+        restored processes stay there, where the dump's cgroup paths (those
+        of another container, for an imported checkpoint) do not matter.
+        Written C{manage-cgroups=ignore}: CRIU reads C{manage-cgroups
+        ignore} as soft.  Nothing else goes in it: a C{network-lock} line
+        there crashes CRIU 4.1 (the lock's method comes from the dump)."""
+        annotations = spec.setdefault("annotations", {})
+        if "org.criu.config" in annotations:
+            return
+        path = os.path.join(bundle, RESTORE_CONFIG)
+        write_atomic(path, b"manage-cgroups=ignore\n", mode=0o600)
+        annotations["org.criu.config"] = path
 
     def create_arguments(self) -> dict:
         """Keyword arguments for L{Runtime.create}: conmon's restore mode,
@@ -203,9 +232,11 @@ class CheckpointStore:
     """The checkpoints on disk as a start reads them to restore one: made
     before the container and checkpoint backends, and given to both."""
 
-    def __init__(self, criu: Criu, run_in_thread) -> None:
+    def __init__(self, criu: Criu, run_in_thread, rpc=None) -> None:
         self.criu = criu
         self.run_in_thread = run_in_thread
+        #: The L{CriuDriver} (CRIU over its RPC), or None: runc only.
+        self.rpc = rpc
         #: The page sources given for lazy checkpoints not yet restored,
         #: by (container ID, checkpoint).
         self.page_sources = {}
@@ -245,7 +276,7 @@ class CheckpointStore:
                     "taken on; restore it while that daemon serves them (twistedock-migrate --lazy)"
                     % (c.name.lstrip("/"), checkpoint_id)
                 )
-        return RestorePlan(path, criu, options, metadata, pages)
+        return RestorePlan(path, criu, options, metadata, rpc=self.rpc, pages=pages)
 
 
 @implementer(ICheckpointBackend)
@@ -357,21 +388,22 @@ class CheckpointBackend:
         args += list(RUNC_OPTIONS)
         args.append(c.id)
         was_stopped_by_user = c.manually_stopped
+        rpc = self.store.rpc
+        over_rpc = rpc is not None and rpc.available()
         if exit:
             # From here the coming exit is the checkpoint's, not a crash:
             # no restart policy may bring the container back.
-            self.containers.mark_checkpointed(c, True)
+            if over_rpc:
+                self.containers.mark_checkpointed(c, True, keep_runtime=True)
+            else:
+                self.containers.mark_checkpointed(c, True)
             c.manually_stopped = True
         exited = self.containers.wait_exit_code(c) if exit else None
         try:
-            out, err, code = await self.runtime.exec_runc(args)
-            if code != 0:
-                message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
-                message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-                details = criu_log_errors(os.path.join(work, "dump.log"))
-                if details:
-                    message = "%s: %s" % (message, details)
-                raise InternalError("Cannot checkpoint container %s: %s" % (name, message))
+            if over_rpc:
+                await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)
+            else:
+                await self._runc_checkpoint(args, name, work)
         except BaseException:
             if exit:
                 self.containers.mark_checkpointed(c, False)
@@ -379,7 +411,7 @@ class CheckpointBackend:
                 exited.addErrback(lambda _: None)
                 exited.cancel()
             raise
-        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu)
+        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:
             await self._thread(publish_dump, directory, final)
         await self._thread(shutil.rmtree, work, True)
@@ -387,6 +419,25 @@ class CheckpointBackend:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
             await self.containers.save(c)
             await self._finish_checkpointed_run(c, exited)
+
+    async def _runc_checkpoint(self, args: List[str], name: str, work: str) -> None:
+        out, err, code = await self.runtime.exec_runc(args)
+        if code != 0:
+            message = runc_message(err) or runc_message(out) or "runc checkpoint failed with status %d" % (code,)
+            raise _dump_failed(name, message, work)
+
+    async def _dump_over_rpc(self, rpc, criu: str, c: Container, name: str, directory: str, work: str,
+                             exit: bool) -> None:
+        """The dump runc would make, made over CRIU's RPC (L{CriuDriver})."""
+        try:
+            await rpc.dump(
+                criu, c.id, directory, work, leave_running=not exit,
+                tcp_established="--tcp-established" in RUNC_OPTIONS, file_locks="--file-locks" in RUNC_OPTIONS,
+            )
+        except DockerError as e:
+            raise _dump_failed(name, str(e), work)
+        except OSError as e:
+            raise _dump_failed(name, "%s" % (e,), work)
 
     async def _finish_checkpointed_run(self, c: Container, exited) -> None:
         """Record the exit that the checkpoint caused before answering, so
@@ -497,7 +548,7 @@ class CheckpointBackend:
                 ": " + details if details else ""))
         key = (c.id, checkpoint_id)
         try:
-            await self._thread(self._write_metadata, c, checkpoint_id, directory, True, criu, True)
+            await self._thread(self._write_metadata, c, checkpoint_id, directory, True, criu, False, True)
             await self._thread(publish_dump, directory, final)
         except BaseException:
             dump.abort("the checkpoint could not be recorded")
@@ -558,7 +609,7 @@ class CheckpointBackend:
         return keep
 
     def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str,
-                        lazy: bool = False) -> None:
+                        over_rpc: bool = False, lazy: bool = False) -> None:
         status = self.criu.checked
         document = {
             "Version": METADATA_VERSION,
@@ -574,7 +625,8 @@ class CheckpointBackend:
             "Terminal": c.tty,
             "Paused": bool(c.state.paused),
             "RuncOptions": list(RUNC_OPTIONS),
-            "CRIU": {"Path": criu, "Version": getattr(status, "version", "")},
+            # Who dumped: the daemon over CRIU's RPC, or runc checkpoint.
+            "CRIU": {"Path": criu, "Version": getattr(status, "version", ""), "RPC": over_rpc},
             "Rootfs": self.containers.overlay(c)["MergedDir"],
         }
         if lazy:
@@ -662,6 +714,16 @@ class CheckpointBackend:
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)
+
+
+def _dump_failed(name: str, message: str, work: str) -> InternalError:
+    """A failed dump's error: what runc or CRIU said, and the first errors
+    of CRIU's dump.log."""
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    details = criu_log_errors(os.path.join(work, "dump.log"))
+    if details:
+        message = "%s: %s" % (message, details)
+    return InternalError("Cannot checkpoint container %s: %s" % (name, message))
 
 
 def _list_dirs(base: str, complete_only: bool = False) -> List[str]:

@@ -190,12 +190,16 @@ class ContainerBackend(
         """The container of that full ID, or None (removed)."""
         return self.containers.get(container_id)
 
-    def mark_checkpointed(self, c: Container, checkpointed: bool) -> None:
+    def mark_checkpointed(self, c: Container, checkpointed: bool, keep_runtime: bool = False) -> None:
         """Say whether the current run ends because it was checkpointed (not
-        a crash): no restart policy then applies to its exit."""
+        a crash): no restart policy then applies to its exit.  With
+        C{keep_runtime}, runc's state of the run and its cgroups stay after
+        the exit (a restore over CRIU's RPC goes back into them; the next
+        start or the removal deletes them)."""
         run = self._runs.get(c.id)
         if run is not None:
             run.checkpointed = checkpointed
+            run.keep_runtime = checkpointed and keep_runtime
 
     def wait_exit_code(self, c: Container) -> Deferred:
         """A Deferred firing with the exit code conmon writes for the

@@ -26,6 +26,9 @@ class Run:
         #: The run ends because it was checkpointed (not a crash): no
         #: restart policy applies to its exit.
         self.checkpointed = False
+        #: runc's state of the run (and its cgroups) kept after its exit:
+        #: a dump over CRIU's RPC restores into them.
+        self.keep_runtime = False
 
 
 class MonitorMixin:
@@ -60,8 +63,10 @@ class MonitorMixin:
             oom = bool(self.runtime.oom_killed(self.bundle(c), c.id))
         except Exception:
             pass
+        keep = run is not None and run.checkpointed and run.keep_runtime
         try:
-            await self.runtime.delete(c.id, force=True)
+            if not keep:
+                await self.runtime.delete(c.id, force=True)
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
         try:

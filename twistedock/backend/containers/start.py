@@ -9,6 +9,7 @@ from typing import Dict
 
 from twisted.internet.defer import ensureDeferred
 
+from ... import golang
 from ...atomic import write_atomic
 from ...errors import Conflict, DockerError, InternalError, InvalidParameter, NotModified
 from ...logs import Logger
@@ -44,15 +45,19 @@ class StartMixin:
                 restore = await self.checkpoints.restore_plan(c, checkpoint, checkpoint_dir)
             try:
                 os.unlink(c.path_of(CHECKPOINTED_MARK))
+                # runc's state of the checkpointed run may have been kept
+                # (a dump over CRIU's RPC): gone before runc creates or
+                # restores, reused by a restore over the RPC.
+                stale_runtime = True
             except FileNotFoundError:
-                pass
+                stale_runtime = False
             # dockerd's ResetRestartManager: a manual start counts afresh.
             self._cancel_restart(c)
             self._restart_delay.pop(c.id, None)
             c.restart_count = 0
             c.manually_stopped = False
             try:
-                await self._run(c, restore=restore)
+                await self._run(c, restore=restore, stale_runtime=stale_runtime)
             except Exception:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
@@ -69,16 +74,19 @@ class StartMixin:
         except Exception as e:
             log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
 
-    async def _run(self, c: Container, restore=None) -> None:
+    async def _run(self, c: Container, restore=None, stale_runtime: bool = False) -> None:
         """Set up and start one run; on failure leave the container exited.
         With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
-        checkpoint instead of creating the container afresh."""
+        checkpoint instead of creating the container afresh: through runc,
+        or, when the plan allows it, through CRIU's RPC with CRIU run by
+        conmon (L{CriuDriver.restore_session}).  C{stale_runtime}: runc may
+        still know the previous run (kept after a checkpoint)."""
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
         try:
             self._check_network(c)
-            await self._prepare_bundle(c, paths, bundle)
+            await self._prepare_bundle(c, paths, bundle, restore)
         except DockerError as e:
             await self._failed_start(c, e)
             raise
@@ -97,7 +105,20 @@ class StartMixin:
             await self.intend_start(c)
             if restore is not None:
                 await restore.prepare(bundle)
-            pid = await self.runtime.create(
+            session = None
+            if restore is not None and stale_runtime:
+                session = await self.run_in_thread(
+                    restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty, golang.rfc3339_nano(self.now())
+                )
+            if stale_runtime and session is None:
+                try:
+                    await self.runtime.delete(c.id, force=True)
+                except DockerError:
+                    pass
+            arguments = restore.create_arguments() if restore is not None else {}
+            if session is not None:
+                arguments.update(session.conmon_options())
+            created = ensureDeferred(self.runtime.create(
                 c.id,
                 bundle,
                 log_path=log_path,
@@ -107,8 +128,20 @@ class StartMixin:
                 stdin=bool(c.config.get("OpenStdin")),
                 leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
                 socket_name=c.id[:12],
-                **(restore.create_arguments() if restore is not None else {}),
-            )
+                **arguments,
+            ))
+            if session is not None:
+                # conmon runs CRIU (our shim as its runtime): its questions
+                # are answered while conmon waits for it.
+                restored = ensureDeferred(session.start())
+                try:
+                    await restored
+                except DockerError:
+                    created.addErrback(lambda f: None)
+                    raise
+                finally:
+                    session.close()
+            pid = await created
             await self._connect_pending(c, run)
             if restore is None:
                 await self.runtime.start(c.id)
@@ -143,9 +176,9 @@ class StartMixin:
         self.log_event(c, "start")
         self._watch(c)
 
-    async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str) -> None:
+    async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str, restore=None) -> None:
         """The run's root filesystem mounted, its /etc files written, its
-        OCI bundle made."""
+        OCI bundle made (adjusted by C{restore} to restore a checkpoint)."""
         # The network set up (netavark) while the root filesystem is mounted.
         network = ensureDeferred(self.network_up(c))
         try:
@@ -186,7 +219,7 @@ class StartMixin:
             init_path=self.init_path,
             volumes=volumes,
         )
-        await self.run_in_thread(_write_bundle, bundle, oci)
+        await self.run_in_thread(_write_bundle, bundle, oci, restore)
 
     async def _connect_pending(self, c: Container, run: Run) -> None:
         """Join the clients that attached before the run began."""
@@ -261,6 +294,8 @@ def _create_bind_sources(host_config: dict) -> None:
         os.makedirs(source, mode=0o755, exist_ok=True)
 
 
-def _write_bundle(bundle: str, oci: dict) -> None:
+def _write_bundle(bundle: str, oci: dict, restore=None) -> None:
     os.makedirs(bundle, mode=0o700, exist_ok=True)
+    if restore is not None:
+        restore.adjust_spec(oci, bundle)
     write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci, indent=1).encode(), mode=0o600)

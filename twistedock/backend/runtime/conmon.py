@@ -117,6 +117,7 @@ def conmon_argv(
     runtime_args: Sequence[str] = (),
     exec_process_spec: Optional[str] = None,
     exec_attach: bool = False,
+    runtime_path: Optional[str] = None,
 ) -> List[str]:
     """conmon's command line (argv[0] included), for a container or, with
     C{exec_process_spec}, for an exec in it.  C{runtime} names the binaries
@@ -128,7 +129,7 @@ def conmon_argv(
         "-c", container_id,
         "-u", socket_name or container_id,
         "-n", name or container_id,
-        "-r", runtime.runc,
+        "-r", runtime_path or runtime.runc,
         "-b", bundle,
         "-p", os.path.join(bundle, "pidfile"),
         "--conmon-pidfile", os.path.join(bundle, "conmon.pid"),

@@ -33,6 +33,50 @@ CHECK_TIMEOUT = 60.0
 
 INSTALL_HINT = "scripts/install provisions CRIU 4.x; --criu-path names another binary"
 
+#: Where CRIU (run as root) caches its kernel-feature probe, and the
+#: temporary file it writes first (created exclusively: one left behind
+#: by a CRIU killed while writing it, or by CRIU 4.1's failed save on a
+#: /run that is not a tmpfs, stops every later save).
+KDAT_CACHE = "/run/criu.kdat"
+KDAT_STALE_AFTER = 60.0
+
+
+def _fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The type of the file system mounted at C{path}, or "" when none is."""
+    found = ""
+    try:
+        with open(mountinfo, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 4 and parts[4] == path and "-" in parts:
+                    found = parts[parts.index("-") + 1]
+    except OSError:
+        pass
+    return found
+
+
+def prepare_kdat_cache(cache: str = KDAT_CACHE, now: Optional[float] = None,
+                       stale_after: float = KDAT_STALE_AFTER, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """Make CRIU's feature-probe cache possible (blocking, small): a stale
+    temporary file removed.  Returns why CRIU cannot cache its probe here
+    ("" when it can): CRIU keeps the cache only on a tmpfs."""
+    import time
+
+    temporary = cache + ".tmp"
+    try:
+        age = (time.time() if now is None else now) - os.lstat(temporary).st_mtime
+        if age > stale_after:
+            os.unlink(temporary)
+            log.info("removed a stale {path}", path=temporary)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warn("cannot remove {path}: {e}", path=temporary, e=e)
+    directory = os.path.dirname(cache)
+    if _fs_type(directory, mountinfo) != "tmpfs":
+        return "%s is not a tmpfs: CRIU probes the kernel at every checkpoint and restore" % (directory,)
+    return ""
+
 
 def find_criu(configured: Optional[str] = None, provisioned: str = PROVISIONED) -> Tuple[Optional[str], List[str]]:
     """The CRIU binary to use, and the places looked at (for messages)."""
@@ -59,6 +103,8 @@ class CriuStatus:
     works: bool = False
     #: Why CRIU does not work (empty when it works).
     problem: str = ""
+    #: Why CRIU cannot cache its kernel-feature probe (empty when it can).
+    probe_cache: str = ""
 
     @property
     def found(self) -> bool:
@@ -84,8 +130,10 @@ def _check_message(out: bytes, err: bytes) -> str:
 class Criu:
     """The CRIU this daemon uses: found at once, checked once (L{status})."""
 
-    def __init__(self, reactor, configured: Optional[str] = None, provisioned: str = PROVISIONED, timeout: float = CHECK_TIMEOUT) -> None:
+    def __init__(self, reactor, configured: Optional[str] = None, provisioned: str = PROVISIONED, timeout: float = CHECK_TIMEOUT,
+                 kdat_cache: str = KDAT_CACHE) -> None:
         self.reactor = reactor
+        self.kdat_cache = kdat_cache
         self.configured = configured
         self.path, self.looked = find_criu(configured, provisioned)
         self.timeout = timeout
@@ -124,9 +172,11 @@ class Criu:
         out, err, code = await self._run("--version")
         match = re.search(r"Version: (\S+)", (out + err).decode("utf-8", "replace"))
         version = match.group(1) if match else ""
+        # `criu check` leaves the probe cached for the checkpoints to come.
+        cache_problem = prepare_kdat_cache(self.kdat_cache)
         out, err, code = await self._run("check")
         if code == 0 and b"Looks good" in out + err:
-            status = CriuStatus(self.path, version, True)
+            status = CriuStatus(self.path, version, True, probe_cache=cache_problem)
         else:
             message = _check_message(out, err) or "exit status %d" % (code,)
             status = CriuStatus(
@@ -135,6 +185,8 @@ class Criu:
         self.checked = status
         if status.works:
             log.info("{status}", status=status.describe())
+            if status.probe_cache:
+                log.warn("CRIU's feature probe is not cached: {why}", why=status.probe_cache)
         else:
             log.warn("CRIU does not work, checkpoints are unavailable: {problem}", problem=status.problem)
         return status

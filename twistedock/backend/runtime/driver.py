@@ -93,13 +93,18 @@ class Runtime:
         )
 
     def spawn_conmon(
-        self, protocol: ConmonProcess, args: Sequence[str], bundle: str, attach_pipe: bool = False
+        self, protocol: ConmonProcess, args: Sequence[str], bundle: str, attach_pipe: bool = False,
+        extra_fds: Optional[dict] = None, extra_env: Optional[dict] = None,
     ) -> None:
         """Run conmon (C{args} from L{conmon_argv}) in C{bundle} with its
-        sync pipe, and in exec mode its start pipe (and attach pipe)."""
+        sync pipe, and in exec mode its start pipe (and attach pipe); with
+        C{extra_fds} (conmon's fd -> ours) and C{extra_env} for what conmon
+        hands down to its runtime."""
         env = dict(self._environment)
+        env.update(extra_env or {})
         env["_OCI_SYNCPIPE"] = str(SYNC_FD)
         child_fds = {0: "w", 1: "r", 2: "r", SYNC_FD: "r"}
+        child_fds.update(extra_fds or {})
         if protocol.exec_mode:
             env["_OCI_STARTPIPE"] = str(START_FD)
             child_fds[START_FD] = "w"
@@ -150,6 +155,8 @@ class Runtime:
         when conmon does.
         """
         bundle = os.path.abspath(bundle)
+        extra_fds = options.pop("extra_fds", None)
+        extra_env = options.pop("extra_env", None)
         args = self.conmon_args(
             container_id, bundle, exit_dir=exit_dir, socket_dir=socket_dir, persist_dir=persist_dir, **options
         )
@@ -163,7 +170,7 @@ class Runtime:
             for leftover in ("exit", "oom"):
                 unlink(os.path.join(persist_dir, leftover))
         conmon = ConmonProcess()
-        self.spawn_conmon(conmon, args, bundle)
+        self.spawn_conmon(conmon, args, bundle, extra_fds=extra_fds, extra_env=extra_env)
         timer = self.time_limit(conmon, bundle, container_id)
         try:
             report = await conmon.started

@@ -1,0 +1,377 @@
+"""
+CRIU's RPC as the daemon speaks it (L{twistedock.backend.runtime.criurpc}):
+the descriptor read from CRIU's generated module, one message a
+SOCK_SEQPACKET packet, notifications answered before the final answer,
+failures with CRIU's words; and the dump options made from runc's state
+(L{twistedock.backend.runtime.criuopts}) as runc 1.1 makes them.
+
+The worker tests run a stand-in for C{criu swrk 3} (a small Python
+program speaking the same messages on its fd 3), so they need neither
+CRIU nor root; the messages are CRIU's own, from the rpc module that
+scripts/install provides (a machine without it fails them, saying so).
+"""
+
+import json
+import os
+import socket
+import sys
+import textwrap
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from twistedock.backend.runtime import criuopts
+from twistedock.backend.runtime.criurpc import (
+    RPC_MODULE_PLACES,
+    CriuError,
+    CriuWorker,
+    Messages,
+    PacketSocket,
+    RpcUnavailable,
+    finished,
+    load_messages,
+    serialized_descriptor,
+)
+
+
+@pytest.fixture(scope="module")
+def messages():
+    try:
+        return load_messages()
+    except RpcUnavailable as e:
+        pytest.fail("CRIU's rpc module is missing (scripts/install provides it): %s" % (e,), pytrace=False)
+
+
+# -- the descriptor --------------------------------------------------------------
+
+
+def test_the_descriptor_is_read_not_run(tmp_path, messages):
+    with open(messages.origin, "r") as f:
+        source = f.read()
+    data = serialized_descriptor(source)
+    # A module whose code would fail if run still gives its descriptor.
+    poisoned = "raise SystemExit('ran')\nX = _pool.AddSerializedFile(%r)\n" % (data,)
+    assert serialized_descriptor(poisoned) == data
+    path = tmp_path / "rpc_pb2.py"
+    path.write_text(poisoned)
+    loaded = load_messages([str(tmp_path / "missing.py"), str(path)])
+    assert loaded.origin == str(path)
+    assert loaded.enum("criu_req_type", "DUMP") == 1
+
+
+def test_unusable_modules_say_why(tmp_path):
+    with pytest.raises(RpcUnavailable, match="not installed"):
+        load_messages([str(tmp_path / "none.py")])
+    with pytest.raises(RpcUnavailable, match="no serialized descriptor"):
+        serialized_descriptor("x = 1\n")
+    with pytest.raises(RpcUnavailable, match="does not load"):
+        Messages(b"\xff\xff not a descriptor")
+    assert RPC_MODULE_PLACES[0] == "/opt/twistedock/lib/criu/rpc_pb2.py"
+
+
+def test_requests_carry_the_options(messages):
+    req = messages.request(
+        "DUMP", images_dir_fd=7, leave_running=True, external=["net[1]:extRootNetNS"],
+        ext_mnt=[{"key": "/etc/hosts", "val": "/etc/hosts"}], network_lock=messages.enum("criu_network_lock_method", "NFTABLES"),
+    )
+    parsed = messages.Request.FromString(req.SerializeToString())
+    assert parsed.type == messages.enum("criu_req_type", "DUMP")
+    assert parsed.opts.images_dir_fd == 7 and parsed.opts.leave_running
+    assert list(parsed.opts.external) == ["net[1]:extRootNetNS"]
+    assert [(m.key, m.val) for m in parsed.opts.ext_mnt] == [("/etc/hosts", "/etc/hosts")]
+    assert messages.enum_name("criu_network_lock_method", parsed.opts.network_lock) == "NFTABLES"
+    # No options: no opts message at all (VERSION, FEATURE_CHECK).
+    assert not messages.request("VERSION").HasField("opts")
+
+
+# -- one packet a message ---------------------------------------------------------
+
+
+class _Reactor:
+    """What PacketSocket asks of a reactor."""
+
+    def __init__(self):
+        self.readers = []
+
+    def addReader(self, reader):
+        self.readers.append(reader)
+
+    def removeReader(self, reader):
+        self.readers.remove(reader)
+
+
+def test_each_packet_arrives_whole_and_alone():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    got, closed = [], []
+    fake = _Reactor()
+    packets = PacketSocket(fake, ours, got.append, closed.append, size=64)
+    assert fake.readers == [packets]
+    theirs.send(b"one")
+    theirs.send(b"two" * 10)
+    packets.doRead()
+    packets.doRead()
+    assert got == [b"one", b"two" * 10]
+    packets.doRead()  # nothing more to read yet, nothing closed
+    assert closed == [] and packets.connected
+    packets.send(b"answer")
+    assert theirs.recv(100) == b"answer"
+    # The end of the peer reads as an empty packet (CRIU sends none).
+    theirs.close()
+    packets.doRead()
+    assert closed == [None] and fake.readers == [] and not packets.connected
+
+
+def test_a_packet_too_large_closes_the_socket():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    got, closed = [], []
+    packets = PacketSocket(_Reactor(), ours, got.append, closed.append, size=8)
+    theirs.send(b"x" * 9)
+    packets.doRead()
+    assert got == [] and closed == ["a packet larger than 8 bytes"]
+    with pytest.raises(Exception, match="closed"):
+        packets.send(b"late")
+    theirs.close()
+
+
+# -- a worker ---------------------------------------------------------------------
+
+#: A stand-in for `criu swrk 3`: it reads one request, sends the
+#: notifications the test asks for (each waiting for our answer), then the
+#: final answer; what it was told is written to a file.
+FAKE_CRIU = textwrap.dedent(
+    """\
+    import json, os, socket, sys
+    sys.path[:0] = json.loads(os.environ["FAKE_PATH"])
+    from twistedock.backend.runtime.criurpc import load_messages
+    m = load_messages([os.environ["FAKE_RPC"]])
+    assert sys.argv[1:] == ["swrk", "3"], sys.argv
+    sk = socket.socket(fileno=3)
+    req = m.Request.FromString(sk.recv(65536))
+    seen = {"type": m.enum_name("criu_req_type", req.type), "notify": []}
+    for script in os.environ.get("FAKE_NOTIFY", "").split():
+        resp = m.Response(type=m.enum("criu_req_type", "NOTIFY"), success=True)
+        resp.notify.script = script
+        resp.notify.pid = 42
+        sk.send(resp.SerializeToString())
+        answer = m.Request.FromString(sk.recv(65536))
+        seen["notify"].append([m.enum_name("criu_req_type", answer.type), answer.notify_success])
+        if not answer.notify_success:
+            break
+    ok = os.environ.get("FAKE_FAIL") is None and all(ok for _, ok in seen["notify"])
+    if os.environ.get("FAKE_DIE"):
+        os.write(2, b"Error (criu.c:1): it broke\\n")
+        sys.exit(3)
+    resp = m.Response(type=req.type, success=ok)
+    if not ok:
+        resp.cr_errno = 5
+        resp.cr_errmsg = "it did not work"
+    sk.send(resp.SerializeToString())
+    with open(os.environ["FAKE_SEEN"], "w") as f:
+        json.dump(seen, f)
+    sk.recv(10)  # until the daemon closes its end
+    """
+)
+
+
+@pytest.fixture
+def fake_criu(tmp_path, messages):
+    script = tmp_path / "criu"
+    script.write_text("#!%s\n%s" % (sys.executable, FAKE_CRIU))
+    script.chmod(0o755)
+    seen = tmp_path / "seen.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"FAKE_PATH": json.dumps([root] + sys.path), "FAKE_RPC": messages.origin, "FAKE_SEEN": str(seen)}
+
+    def worker(**extra):
+        environment = dict(os.environ, **env)
+        environment.update(extra)
+        return CriuWorker(reactor, str(script), messages, env=environment)
+
+    def told():
+        with open(seen) as f:
+            return json.load(f)
+
+    return worker, told
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_and_its_notifications(fake_criu, messages):
+    worker, told = fake_criu
+    w = worker(FAKE_NOTIFY="network-lock post-dump")
+    heard = []
+
+    def notify(script, pid):
+        heard.append((script, pid))
+        if script == "post-dump":
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            return d
+        return None
+
+    answer = await w.call(messages.request("DUMP", images_dir_fd=3), notify)
+    assert answer.success and messages.enum_name("criu_req_type", answer.type) == "DUMP"
+    assert heard == [("network-lock", 42), ("post-dump", 42)]
+    assert await finished(w) == 0
+    assert told() == {"type": "DUMP", "notify": [["NOTIFY", True], ["NOTIFY", True]]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_notification_fails_the_request(fake_criu, messages):
+    worker, told = fake_criu
+    w = worker(FAKE_NOTIFY="post-restore")
+
+    def notify(script, pid):
+        raise ValueError("no cgroup for it")
+
+    with pytest.raises(CriuError, match=r"criu failed: type RESTORE errno 5: it did not work \(post-restore: no cgroup for it\)"):
+        await w.call(messages.request("RESTORE", images_dir_fd=3), notify)
+    await finished(w)
+    assert told()["notify"] == [["NOTIFY", False]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_criu_saying_no(fake_criu, messages):
+    worker, _ = fake_criu
+    w = worker(FAKE_FAIL="1")
+    with pytest.raises(CriuError) as caught:
+        await w.call(messages.request("DUMP", images_dir_fd=3))
+    assert caught.value.errno == 5
+    assert str(caught.value) == "criu failed: type DUMP errno 5: it did not work"
+    await finished(w)
+
+
+@pytest_twisted.ensureDeferred
+async def test_criu_dying_before_answering(fake_criu, messages):
+    worker, _ = fake_criu
+    w = worker(FAKE_DIE="1")
+    with pytest.raises(CriuError, match=r"CRIU exited \(status 3\) before answering: Error \(criu.c:1\): it broke"):
+        await w.call(messages.request("DUMP", images_dir_fd=3))
+
+
+def test_a_missing_binary(messages, tmp_path):
+    with pytest.raises(CriuError, match="cannot run"):
+        CriuWorker(reactor, str(tmp_path / "no-criu"), messages)
+
+
+# -- runc's dump options ----------------------------------------------------------------
+
+
+def _state(tmp_path, pid):
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    rootfs = "/var/lib/x/merged"
+    return {
+        "init_process_pid": pid,
+        "cgroup_paths": {"freezer": "/sys/fs/cgroup/freezer/td/abc"},
+        "external_descriptors": ["/dev/null", "pipe:[1]", "pipe:[2]"],
+        "config": {
+            "rootfs": rootfs,
+            "labels": ["bundle=/run/x", "org.criu.config="],
+            "namespaces": [{"type": "NEWNS", "path": ""}, {"type": "NEWNET", "path": str(netns)}],
+            "mounts": [
+                {"device": "proc", "destination": "/proc"},
+                {"device": "bind", "destination": "/etc/hosts", "source": "/x/hosts"},
+                {"device": "bind", "destination": rootfs + "/data", "source": "/x/data"},
+                {"device": "cgroup", "destination": "/sys/fs/cgroup"},
+            ],
+            "mask_paths": ["/proc/nothing-here", "/"],
+            "devices": [{"path": "/dev/null"}],
+        },
+    }
+
+
+def test_dump_options_as_runc_makes_them(tmp_path):
+    state = _state(tmp_path, os.getpid())
+    options = criuopts.dump_options(
+        state, leave_running=False, tcp_established=True, file_locks=True, images_dir_fd=9, work_dir_fd=10,
+        unified=True,
+    )
+    assert options["pid"] == os.getpid() and options["root"] == "/var/lib/x/merged"
+    assert options["images_dir_fd"] == 9 and options["work_dir_fd"] == 10
+    assert options["log_file"] == "dump.log" and options["log_level"] == 4
+    assert options["manage_cgroups"] and options["notify_scripts"] and options["orphan_pts_master"]
+    assert not options["leave_running"] and options["tcp_established"] and options["file_locks"]
+    # org.criu.config given empty: no configuration file at all.
+    assert "config_file" not in options
+    ino = os.stat(tmp_path / "netns").st_ino
+    assert options["external"] == ["net[%d]:extRootNetNS" % (ino,)]
+    assert options["freeze_cgroup"] == "/sys/fs/cgroup/freezer/td/abc"
+    # Bind mounts and devices by their place in the container; a masked
+    # path that is a directory ("/") is CRIU's to dump, a missing one skipped.
+    assert options["ext_mnt"] == [
+        {"key": "/etc/hosts", "val": "/etc/hosts"},
+        {"key": "/data", "val": "/data"},
+        {"key": "/dev/null", "val": "/dev/null"},
+    ]
+
+
+def test_runc_configuration_file_rule():
+    assert criuopts.config_file({"labels": ["bundle=/b"]}) == "/etc/criu/runc.conf"
+    assert criuopts.config_file({"labels": ["org.criu.config=/etc/mine.conf"]}) == "/etc/mine.conf"
+    assert criuopts.config_file({"labels": ["org.criu.config="]}) is None
+
+
+def test_descriptors_file(tmp_path):
+    criuopts.write_descriptors(_state(tmp_path, 1), str(tmp_path))
+    with open(tmp_path / "descriptors.json") as f:
+        assert json.load(f) == ["/dev/null", "pipe:[1]", "pipe:[2]"]
+    assert os.stat(tmp_path / "descriptors.json").st_mode & 0o777 == 0o600
+
+
+def test_tcp_connections_decide_the_lock():
+    # This process's namespace: whatever it holds, the answer is a bool and
+    # an unreadable table means "lock".
+    assert criuopts.has_tcp_connections(2 ** 22 + 12345) is True
+    assert isinstance(criuopts.has_tcp_connections(os.getpid()), bool)
+
+
+def test_restore_options_as_runc_makes_them(tmp_path):
+    state = _state(tmp_path, os.getpid())
+    options = criuopts.restore_options(
+        state, ["/sys/fs/cgroup/cpu"], images_dir_fd=9, work_dir_fd=10, root="/var/lib/x/merged", netns_fd=7,
+        tcp_established=True, file_locks=True,
+    )
+    assert options["rst_sibling"] and options["evasive_devices"] and options["root"] == "/var/lib/x/merged"
+    assert options["log_file"] == "restore.log" and options["images_dir_fd"] == 9 and options["work_dir_fd"] == 10
+    mounts = {m["key"]: m["val"] for m in options["ext_mnt"]}
+    assert mounts["/etc/hosts"] == "/x/hosts" and mounts["/data"] == "/x/data"
+    assert mounts["/dev/null"] == "/dev/null"
+    assert mounts["/sys/fs/cgroup/cpu"].startswith("/sys/fs/cgroup/cpu")
+    # The network namespace joined through the inherited descriptor, the
+    # pipes runc recorded inherited from CRIU's stdio.
+    assert options["inherit_fd"] == [
+        {"key": "extRootNetNS", "fd": 7}, {"key": "pipe:[1]", "fd": 1}, {"key": "pipe:[2]", "fd": 2},
+    ]
+    assert "config_file" not in options
+
+
+def test_restored_state_is_runc_s():
+    state = {"init_process_pid": 1, "init_process_start": 5, "created": "x", "config": {"rootfs": "/r"},
+             "namespace_paths": {}}
+    fresh = criuopts.restored_state(state, os.getpid(), "2026-12-06T12:00:00.000000001Z")
+    assert fresh["init_process_pid"] == os.getpid() and fresh["created"] == "2026-12-06T12:00:00.000000001Z"
+    assert fresh["init_process_start"] == criuopts.start_time(os.getpid()) > 0
+    assert fresh["namespace_paths"]["NEWNET"] == "/proc/%d/ns/net" % (os.getpid(),)
+    assert fresh["config"] == {"rootfs": "/r"} and state["init_process_pid"] == 1
+
+
+def test_restorable_state_needs_the_kept_run(tmp_path):
+    from twistedock.backend.runtime.criudriver import restorable_state
+
+    assert restorable_state(str(tmp_path), "gone") is None
+    (tmp_path / "c1").mkdir()
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    kept = {"init_process_pid": 2 ** 22 + 7, "init_process_start": 1, "config": {"namespaces": []},
+            "cgroup_paths": {"memory": str(cgroup)}}
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
+    assert restorable_state(str(tmp_path), "c1") == kept
+    # Its cgroups gone (runc deleted it): runc restores.
+    cgroup.rmdir()
+    assert restorable_state(str(tmp_path), "c1") is None
+    # Still running: not a checkpointed run.
+    kept.update(init_process_pid=os.getpid(), init_process_start=criuopts.start_time(os.getpid()), cgroup_paths={})
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
+    assert restorable_state(str(tmp_path), "c1") is None

@@ -1,0 +1,329 @@
+"""
+Checkpoints taken by the daemon itself over CRIU's RPC (L{criurpc}),
+instead of through C{runc checkpoint}.
+
+A dump: the C{criu swrk} worker is spawned first, so that its exec and
+loading overlap the rest of the preparation (runc's state read, the
+options made, the images and work directories opened); then one
+C{DUMP} request with the options runc would give (L{criuopts}), the
+notifications answered.  The images are what runc's would be, with
+runc's C{descriptors.json} beside them, so C{runc restore} (conmon's
+restore mode) restores them.
+
+When the RPC is unavailable (no protobuf, no rpc descriptor installed,
+or turned off with C{--criu-rpc=false}), L{CriuDriver.available} says
+why and the checkpoint backend falls back to C{runc checkpoint}.
+"""
+
+import json
+import os
+from typing import Optional
+
+from twisted.internet.defer import ensureDeferred
+
+from ...logs import Logger
+from . import criuopts
+from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
+
+log = Logger()
+
+class CriuDriver:
+    """CRIU over its RPC for the containers of one runc state root.
+
+    C{criu} is the daemon's L{Criu} (which binary, whether it works);
+    C{run_in_thread(f, *args)} runs blocking work; C{enabled} false is
+    C{--criu-rpc=false}.
+    """
+
+    def __init__(self, reactor, criu, state_root: str, run_in_thread, *, enabled: bool = True,
+                 messages: Optional[Messages] = None, shim_dir: Optional[str] = None) -> None:
+        self.reactor = reactor
+        self.criu = criu
+        self.state_root = state_root
+        #: Where the restore's conmon runtime (L{SHIM}) is written.
+        self.shim_dir = shim_dir or os.path.join(os.path.dirname(os.path.abspath(state_root)), "criu")
+        self.criu_binary = ""
+        self.run_in_thread = run_in_thread
+        self.enabled = enabled
+        self._messages = messages
+        self.problem = "" if enabled else "turned off (--criu-rpc=false)"
+        if enabled and messages is None:
+            try:
+                self._messages = load_messages()
+            except RpcUnavailable as e:
+                self.problem = str(e)
+                log.warn("CRIU's RPC is unavailable, checkpoints go through runc: {e}", e=e)
+
+    @property
+    def messages(self) -> Optional[Messages]:
+        return self._messages
+
+    def available(self) -> bool:
+        """Whether dumps go over the RPC (else through runc)."""
+        return self.enabled and self._messages is not None
+
+    def describe(self) -> str:
+        if self.available():
+            return "CRIU RPC (criu swrk, %s)" % (self._messages.origin,)
+        return "runc checkpoint (CRIU RPC %s)" % (self.problem,)
+
+    def shim(self, criu: str) -> str:
+        """The path of L{SHIM}, written once (blocking, small)."""
+        self.criu_binary = criu
+        path = os.path.join(self.shim_dir, "criu-swrk")
+        try:
+            with open(path) as f:
+                if f.read() == SHIM:
+                    return path
+        except OSError:
+            pass
+        from ...atomic import write_atomic
+
+        os.makedirs(self.shim_dir, mode=0o711, exist_ok=True)
+        write_atomic(path, SHIM.encode(), mode=0o755)
+        return path
+
+    def restore_session(self, criu: str, container_id: str, images_dir: str, bundle: str, root: str,
+                        terminal: bool, now: str) -> Optional["RestoreSession"]:
+        """A restore over the RPC of the container's last dump, prepared
+        (blocking: call it in a thread), or None when runc must restore it:
+        the RPC unavailable, a terminal (CRIU hands its pty master to
+        runc's console socket), runc's state of the dumped run not kept, no
+        runc descriptors file."""
+        if not self.available() or terminal:
+            return None
+        if not os.path.exists(os.path.join(images_dir, criuopts.DESCRIPTORS)):
+            return None
+        state = restorable_state(self.state_root, container_id)
+        if state is None or state["config"].get("rootfs") != root:
+            return None
+        cgroup_mounts = [m["key"] for m in _dumped_cgroup_mounts(images_dir, state)]
+        return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now)
+
+    def worker(self, criu: str, files=None, path: Optional[str] = None) -> CriuWorker:
+        """A new C{criu swrk} worker (spawned now)."""
+        return CriuWorker(self.reactor, criu, self._messages, files=files, path=path)
+
+    async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
+                   leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
+                   extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None) -> None:
+        """Dump the container into C{images_dir} (CRIU's log in
+        C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer.
+
+        C{extra_options} are more C{criu_opts} fields (e.g. C{lazy_pages},
+        C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
+        CRIU's notifications ("network-lock", "post-dump", "status-ready"...)
+        before they are answered."""
+        # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
+        # socket's peer): they stay open here until it answered.  No working
+        # directory: the worker is spawned (posix_spawn), not forked.
+        worker = self.worker(criu)
+        images = work = -1
+        try:
+            images = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            work = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            options = await self.run_in_thread(
+                self._dump_options, container_id, images_dir, images, work, leave_running, tcp_established,
+                file_locks,
+            )
+            options.update(extra_options or {})
+            request = self._messages.request("DUMP", **options)
+            await worker.call(request, notify)
+        except BaseException:
+            worker.kill()
+            raise
+        finally:
+            for fd in (images, work):
+                if fd >= 0:
+                    os.close(fd)
+            ensureDeferred(finished(worker)).addErrback(lambda f: None)
+
+    def _dump_options(self, container_id: str, images_dir: str, images_fd: int, work_fd: int,
+                      leave_running: bool, tcp_established: bool, file_locks: bool) -> dict:
+        """(In a thread.)"""
+        try:
+            state = criuopts.read_state(self.state_root, container_id)
+        except (OSError, ValueError) as e:
+            raise CriuError("cannot read runc's state of %s: %s" % (container_id, e))
+        pid = int(state["init_process_pid"])
+        lock = "NFTABLES" if criuopts.has_tcp_connections(pid) else "SKIP"
+        options = criuopts.dump_options(
+            state, leave_running=leave_running, tcp_established=tcp_established, file_locks=file_locks,
+            images_dir_fd=images_fd, work_dir_fd=work_fd,
+        )
+        options["network_lock"] = self._messages.enum("criu_network_lock_method", lock)
+        options["manage_cgroups_mode"] = self._messages.enum("criu_cg_mode", "IGNORE")
+        criuopts.write_descriptors(state, images_dir)
+        places = [m["key"] for m in options["ext_mnt"] if m["key"].startswith("/sys/fs/cgroup/")]
+        with open(os.path.join(images_dir, CGROUP_MOUNTS), "w") as f:
+            json.dump(places, f)
+        return options
+
+
+# -- restores ----------------------------------------------------------------------
+
+#: conmon's runtime for a restore over the RPC: CRIU itself, serving the
+#: socket the daemon passed down through conmon (its environment names
+#: both; the arguments conmon gives a runtime are not CRIU's business).
+SHIM = """#!/bin/sh
+# conmon's runtime for a restore over CRIU's RPC (twistedock): CRIU itself,
+# serving the RPC socket the daemon handed down through conmon.
+exec "$TWISTEDOCK_CRIU" swrk "$TWISTEDOCK_CRIU_FD"
+"""
+
+#: The descriptors conmon (and so CRIU) gets: the RPC socket, the
+#: container's network namespace.
+SWRK_FD, NETNS_FD = 6, 7
+
+
+def restorable_state(state_root: str, container_id: str) -> Optional[dict]:
+    """runc's state of a container whose run ended in a dump over the RPC
+    and was kept (with its cgroups, their limits and device rules), or None
+    (then runc restores)."""
+    try:
+        state = criuopts.read_state(state_root, container_id)
+    except (OSError, ValueError):
+        return None
+    config = state.get("config") or {}
+    for ns in config.get("namespaces") or []:
+        if ns.get("type") in ("NEWPID", "NEWCGROUP") and ns.get("path"):
+            return None
+    pid = int(state.get("init_process_pid") or 0)
+    if pid and os.path.exists("/proc/%d" % (pid,)):
+        try:
+            if criuopts.start_time(pid) == int(state.get("init_process_start") or 0):
+                return None  # still running
+        except (OSError, ValueError):
+            pass
+    for path in (state.get("cgroup_paths") or {}).values():
+        if path and not os.path.isdir(path):
+            return None
+    return state
+
+
+class RestoreSession:
+    """One restore over CRIU's RPC, CRIU run by conmon (see L{CriuDriver.restore_session}).
+
+    L{conmon_options} are what L{Runtime.create} gives conmon (its runtime
+    the L{SHIM}, the socket and namespace descriptors, the environment);
+    L{start} sends the request at once (it waits in the socket for CRIU)
+    and fires once CRIU answered, with the restored pid, after it wrote
+    the pid file conmon reads and runc's state (runc knows the container).
+    """
+
+    def __init__(self, driver: "CriuDriver", criu: str, container_id: str, state: dict, images_dir: str,
+                 bundle: str, root: str, cgroup_mounts, now: str) -> None:
+        self.driver = driver
+        self.container_id = container_id
+        self.state = state
+        self.bundle = bundle
+        self.now = now
+        self.pid: Optional[int] = None
+        self._fds = []
+        self.worker = CriuWorker(driver.reactor, criu, driver.messages, spawn=False)
+        try:
+            images = self._open(images_dir, os.O_RDONLY | os.O_DIRECTORY)
+            work = self._open(bundle, os.O_RDONLY | os.O_DIRECTORY)
+            netns = None
+            for ns in state["config"].get("namespaces") or []:
+                if ns.get("type") == "NEWNET" and ns.get("path"):
+                    netns = self._open(ns["path"], os.O_RDONLY)
+            self.netns = netns
+            self.options = criuopts.restore_options(
+                state, cgroup_mounts, images_dir_fd=images, work_dir_fd=work, root=root,
+                netns_fd=NETNS_FD if netns is not None else None, tcp_established=True, file_locks=True,
+            )
+        except BaseException:
+            self.close()
+            raise
+        m = driver.messages
+        self.options["manage_cgroups_mode"] = m.enum("criu_cg_mode", "IGNORE")
+        self.shim = driver.shim(criu)
+
+    def _open(self, path: str, flags: int) -> int:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        self._fds.append(fd)
+        return fd
+
+    def conmon_options(self) -> dict:
+        fds = {SWRK_FD: self.worker.peer.fileno()}
+        if self.netns is not None:
+            fds[NETNS_FD] = self.netns
+        return {
+            "runtime_path": self.shim,
+            "extra_fds": fds,
+            "extra_env": {"TWISTEDOCK_CRIU": self.driver.criu_binary, "TWISTEDOCK_CRIU_FD": str(SWRK_FD)},
+        }
+
+    async def start(self) -> int:
+        request = self.driver.messages.request("RESTORE", **self.options)
+        # conmon holds CRIU's end now: ours must not keep it open.
+        self.worker.peer.close()
+        try:
+            answer = await self.worker.call(request, self._notified)
+        finally:
+            ensureDeferred(finished(self.worker)).addErrback(lambda f: None)
+            self.close()
+        return self.pid or answer.restore.pid
+
+    def _notified(self, script: str, pid: int):
+        if script == "setup-namespaces":
+            # The restored root task exists, its children not yet: in the
+            # container's cgroups, they are born there.
+            return self.driver.run_in_thread(place_in_cgroups, self.state, pid)
+        if script == "post-restore":
+            self.pid = pid
+            return self.driver.run_in_thread(self._restored, pid)
+        return None
+
+    def _restored(self, pid: int) -> None:
+        """(In a thread.)  The pid file conmon reads once CRIU exits, and
+        runc's state of the restored container."""
+        from ...atomic import write_atomic
+
+        write_atomic(os.path.join(self.bundle, "pidfile"), b"%d" % (pid,), mode=0o600)
+        fresh = criuopts.restored_state(self.state, pid, self.now)
+        write_atomic(os.path.join(self.driver.state_root, self.container_id, "state.json"),
+                     json.dumps(fresh).encode(), mode=0o600)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+        try:
+            self.worker.peer.close()
+        except OSError:
+            pass
+
+
+def place_in_cgroups(state: dict, pid: int) -> None:
+    """Move C{pid} into the container's cgroups (runc kept them, limits and
+    device rules set), thawed (CRIU froze the freezer cgroup to dump)."""
+    for controller, path in (state.get("cgroup_paths") or {}).items():
+        if not path:
+            continue
+        if controller == "freezer":
+            try:
+                with open(os.path.join(path, "freezer.state"), "w") as f:
+                    f.write("THAWED")
+            except OSError:
+                pass
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+def _dumped_cgroup_mounts(images_dir: str, state: dict):
+    """The cgroup v1 mounts the dump named external (saved beside the
+    images at dump time: the container's mount table is gone)."""
+    try:
+        with open(os.path.join(images_dir, CGROUP_MOUNTS)) as f:
+            return [{"key": place} for place in json.load(f)]
+    except (OSError, ValueError):
+        return []
+
+
+#: The cgroup v1 mounts of a dump, beside its images (for the restore).
+CGROUP_MOUNTS = "cgroup-mounts.json"
