@@ -112,8 +112,11 @@ class Place:
         argv = self.tool_prefix + [sys.executable, "-m", "twistedock.migrate", self.hosts[source],
                                    self.hosts[target], container, "--mode", mode, "--keep-source", "--json",
                                    *self.tls]
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
-                                stdin=subprocess.DEVNULL)
+        try:
+            result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError("migration took more than 600 s: %s" % (e.stdout,))
         if result.returncode != 0:
             raise RuntimeError("migration failed: %s %s" % (result.stdout, result.stderr))
         return json.loads(result.stdout.strip().splitlines()[-1])
@@ -172,6 +175,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one round each")
     parser.add_argument("--criu", default=None)
     parser.add_argument("--only", default="", help="same-host or namespaces")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="small,256MiB")
+    parser.add_argument("--modes", default="plain,lazy")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     criu, _ = find_criu(args.criu)
@@ -211,8 +216,8 @@ def main() -> int:
               "(1 ms writing period: resolution ~1 ms); medians of %d round(s)" % (rounds,))
         summary = {}
         for place in places:
-            for workload in WORKLOADS:
-                for mode in ("plain", "lazy"):
+            for workload in args.workloads.split(","):
+                for mode in args.modes.split(","):
                     try:
                         results = measure(place, workload, mode, rounds, binary)
                     except RuntimeError as e:
