@@ -199,9 +199,9 @@ async def _migrate(source, target, args) -> dict:
     return figures
 
 
-async def _pump(reader, writer, counter: list, index: int) -> None:
+async def _pump(reader, writer, counter: list, index: int, stopped: list) -> None:
     """Bytes from one hijacked session to the other until the first ends;
-    then the second is closed."""
+    then the second is closed (and C{stopped} told)."""
     try:
         while True:
             data = await reader.body.next()
@@ -210,6 +210,7 @@ async def _pump(reader, writer, counter: list, index: int) -> None:
             counter[index] += len(data)
             writer.write(data)
     finally:
+        stopped.append(index)
         writer.close()
         reader.close()
 
@@ -256,11 +257,19 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
                 await serving
             fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
             sessions.append(fetching)
+            stopped: list = []
             relay = defer.gatherResults([
-                defer.ensureDeferred(_pump(served, fetching, counted, 0)),
-                defer.ensureDeferred(_pump(fetching, served, counted, 1)),
+                defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
+                defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
             ], consumeErrors=True)
             await _pause("restore", args.pause_before)
+            # A page connection that already ended (the source gone) would
+            # leave the restore waiting for pages that never come.
+            from twisted.internet import reactor
+
+            await deferLater(reactor, 0.01)
+            if stopped:
+                raise MigrationError("the page connection ended before the restore")
             await target(target.client.checkpoints.start, new_id, checkpoint)
             restored = time.monotonic()
             state = await target(target.client.containers.inspect, new_id)
