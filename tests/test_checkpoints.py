@@ -122,6 +122,14 @@ class MemoryCheckpoints:
         self.calls.append(("export", name, checkpoint_id))
         raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
 
+    async def page_server(self, name, checkpoint_id):
+        self.calls.append(("pages", name, checkpoint_id))
+        raise NotFound("checkpoint %s of container %s serves no pages" % (checkpoint_id, name))
+
+    async def page_source(self, name, checkpoint_id):
+        self.calls.append(("page-source", name, checkpoint_id))
+        raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+
     async def import_checkpoint(self, content, name, api_version):
         self.calls.append(("import", name, content.read()))
         return {"Id": "f" * 64, "Checkpoint": "cp1"}
@@ -201,12 +209,16 @@ def test_export_and_import_routes_are_ours():
 
 
 @pytest.mark.route("DELETE", "/containers/{name}/checkpoints/{checkpoint}")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/page-source")
 def test_routes_are_experimental():
     api, backend = checkpoint_api(experimental=False)
     for method, path in (
         ("GET", "/v1.41/containers/web/checkpoints"),
         ("POST", "/v1.41/containers/web/checkpoints"),
         ("DELETE", "/v1.41/containers/web/checkpoints/cp1"),
+        ("POST", "/v1.41/containers/web/checkpoints/cp1/pages"),
+        ("POST", "/v1.41/containers/web/checkpoints/cp1/page-source"),
     ):
         answer = api.request(method, path)
         assert answer.code == 501

@@ -57,6 +57,8 @@ class DaemonConfig:
     bridge: str = "twistedock0"
     bip: str = ""
     ip_forward: bool = True
+    #: With --experimental: fs.pipe-max-size raised for lazy-pages checkpoints.
+    lazy_pages_sysctl: bool = True
     mtu: int = 1500
     #: The log driver and options of containers that name none (a
     #: container naming the same driver gets the options it lacks).
@@ -146,6 +148,7 @@ FILE_KEYS = {
     "bridge": "bridge",
     "bip": "bip",
     "ip-forward": "ip_forward",
+    "lazy-pages-sysctl": "lazy_pages_sysctl",
     "mtu": "mtu",
     "log-driver": "log_driver",
     "log-opts": "log_opts",
@@ -174,6 +177,7 @@ _TYPES = {
     "iptables": bool,
     "icc": bool,
     "default-address-pools": "pools",
+    "lazy-pages-sysctl": bool,
     "criu-rpc": bool,
     "mtu": int,
     "log-opts": dict,

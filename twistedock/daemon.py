@@ -35,6 +35,7 @@ from .backend.execs import ExecBackend, ExecStore
 from .backend.distribution import RegistryService
 from .backend.images import ImageStore
 from .backend.runtime import ExitWatcher, LogReader, Runtime
+from .backend.lazypages import sysctl as pipe_sysctl
 from .backend.runtime.criu import Criu
 from .backend.runtime.criudriver import CriuDriver
 from .backend.runtime.rootfs import OverlayMounts
@@ -365,6 +366,8 @@ class Daemon(MultiService):
         self.networks.load()
         if self.config.ip_forward:
             enable_ip_forward()
+        if self.config.experimental and self.config.lazy_pages_sysctl:
+            log.info("{what}", what=pipe_sysctl.raise_limit())
 
     def stopService(self):
         if self._previous_sighup is not None:

@@ -2,7 +2,8 @@
 twistedock-migrate: move a running container from one twistedock daemon to
 another over their Engine APIs (both run with --experimental).
 
-    twistedock-migrate SOURCE_HOST TARGET_HOST CONTAINER [--pre-copy N] [--keep-source]
+    twistedock-migrate SOURCE_HOST TARGET_HOST CONTAINER [--mode plain|lazy|auto] [--lazy]
+                       [--keep-source] [--tcp-established]
 
 Hosts are C{unix:///path/to/docker.sock} or C{tcp://host:port} (TLS with
 C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
@@ -18,6 +19,20 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
     and the target reports the container running;
  6. only then the container is removed from the source (kept, exited with its
     checkpoint, with C{--keep-source}).
+
+With C{--lazy} (C{--mode lazy}; C{--mode auto} chooses it when the
+container uses more than C{--lazy-threshold} of memory) the checkpoint is
+post-copy: step 3 answers once CRIU wrote everything but the pages, which
+stay with the frozen process on the source; step 4 moves only those small
+images; the tool then joins the source's page server (C{.../pages}) to the
+target's page source (C{.../page-source}), both hijacked API connections
+(over TLS between hosts), and step 5 restores at once; the target faults
+the pages in while the process runs.  The source serves pages until the
+target has them all, and only then exits the container, which step 6
+removes.  If the page copy breaks off (either daemon or the tool dies, a
+connection drops) the target kills its copy and the source's CRIU is
+killed, which leaves the process running there again: never two live
+copies.
 
 A failure at any step leaves the container running on the source: before
 the checkpoint nothing was changed; after it, what was made on the target
@@ -35,6 +50,7 @@ import time
 from typing import Optional
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from .client import DockerClient, DockerClientError, NotFound, NotModified, TLSConfig, parse_host
@@ -91,6 +107,26 @@ async def migrate(reactor, args) -> dict:
         await defer.gatherResults([source.client.close(), target.client.close()])
 
 
+async def _memory_usage(source, cid) -> int:
+    """The container's memory use (bytes) as the source's stats say."""
+    stats = await source(source.client.containers.stats, cid, stream=False, one_shot=True)
+    memory = (stats or {}).get("memory_stats") or {}
+    usage = int(memory.get("usage") or 0)
+    cache = int((memory.get("stats") or {}).get("cache") or (memory.get("stats") or {}).get("inactive_file") or 0)
+    return max(0, usage - cache)
+
+
+async def _choose_mode(source, cid, args) -> str:
+    if args.lazy:
+        return "lazy"
+    if args.mode != "auto":
+        return args.mode
+    usage = await _memory_usage(source, cid)
+    mode = "lazy" if usage >= args.lazy_threshold * 1048576 else "plain"
+    _say("memory in use %.1f MiB: %s migration" % (usage / 1048576.0, mode))
+    return mode
+
+
 async def _migrate(source, target, args) -> dict:
     name = args.container
     info = await source(source.client.containers.inspect, name)
@@ -105,6 +141,10 @@ async def _migrate(source, target, args) -> dict:
             "--pre-copy is not supported yet (the daemon's checkpoint API has no pre-dump, which "
             "needs a kernel with soft-dirty page tracking); nothing was done"
         )
+
+    mode = await _choose_mode(source, cid, args)
+    if mode == "lazy":
+        return await _migrate_lazy(source, target, args, cid, cname, name)
 
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
     await _pause("checkpoint", args.pause_before)
@@ -159,6 +199,175 @@ async def _migrate(source, target, args) -> dict:
     return figures
 
 
+async def _pump(reader, writer, counter: list, index: int, stopped: list) -> None:
+    """Bytes from one hijacked session to the other until the first ends;
+    then the second is closed (and C{stopped} told)."""
+    try:
+        while True:
+            data = await reader.body.next()
+            if data is None:
+                break
+            counter[index] += len(data)
+            writer.write(data)
+    finally:
+        stopped.append(index)
+        writer.close()
+        reader.close()
+
+
+async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -> dict:
+    """Post-copy: the images without the pages moved, the restore made, the
+    pages fetched by the target from the source's page server through this
+    tool's two API connections."""
+    checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("checkpoint", args.pause_before)
+    frozen = time.monotonic()
+    _say("checkpointing %s (%s) on %s, pages left behind (lazy)" % (cname, cid[:12], args.source))
+    await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+    checkpointed = time.monotonic()
+    # From here the process is frozen on the source and CRIU serves its
+    # pages: the source gives them up (and runs the process again) if the
+    # page connection ends before the target has them all.
+    new_id: Optional[str] = None
+    moved = 0
+    relay = None
+    sessions = []
+    counted = [0, 0]
+    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
+    try:
+        try:
+            # The source's page server is joined while the images travel.
+            serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
+            serving.addCallback(lambda session: (sessions.append(session), session)[1])
+            try:
+                await _pause("export", args.pause_before)
+                moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
+                exported = time.monotonic()
+                spool.seek(0)
+                await _pause("import", args.pause_before)
+                new_id = await target(target.client.checkpoints.import_, spool, name=cname)
+                imported = time.monotonic()
+                await _pause("pages", args.pause_before)
+            finally:
+                try:
+                    served = await serving
+                except BaseException:
+                    served = None
+            if served is None:
+                await serving
+            fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
+            sessions.append(fetching)
+            stopped: list = []
+            relay = defer.gatherResults([
+                defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
+                defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
+            ], consumeErrors=True)
+            await _pause("restore", args.pause_before)
+            # A page connection that already ended (the source gone) would
+            # leave the restore waiting for pages that never come.
+            from twisted.internet import reactor
+
+            await deferLater(reactor, 0.01)
+            if stopped:
+                raise MigrationError("the page connection ended before the restore")
+            await target(target.client.checkpoints.start, new_id, checkpoint)
+            restored = time.monotonic()
+            state = await target(target.client.containers.inspect, new_id)
+            if not state["State"].get("Running"):
+                raise MigrationError("the restored container is not running on %s" % (args.target,))
+            await _pause("copy", args.pause_before)
+            try:
+                await relay
+            except Exception as e:
+                raise MigrationError("the page copy broke off: %r" % (e,))
+            copied = time.monotonic()
+            # The source exits the container once CRIU served every page.
+            left = await _wait_source_exited(source, cid, args.copy_timeout)
+            if not left:
+                raise MigrationError("the source did not confirm the page copy")
+            state = await target(target.client.containers.inspect, new_id)
+            if not state["State"].get("Running"):
+                raise MigrationError("the restored container stopped on %s during the page copy" % (args.target,))
+        except BaseException as e:
+            for session in sessions:
+                session.close()
+            await _recover_lazy(source, target, cid, new_id, checkpoint, args, e)
+            raise
+    finally:
+        spool.close()
+    downtime = restored - frozen
+    if not args.keep_source:
+        try:
+            await source(source.client.containers.remove, cid, force=True)
+        except MigrationError as e:
+            _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
+    figures = {
+        "Id": new_id,
+        "Mode": "lazy",
+        "Downtime": downtime,
+        "Checkpoint": checkpointed - frozen,
+        "Transfer": imported - checkpointed,
+        "Export": exported - checkpointed,
+        "Restore": restored - imported,
+        "PageCopy": copied - restored,
+        "Bytes": moved,
+        "PageBytes": counted[0],
+    }
+    _say("%s runs on %s as %s" % (cname, args.target, new_id[:12]))
+    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms)" % (
+        downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
+        (imported - exported) * 1000, figures["Restore"] * 1000))
+    _say("bytes moved: %d (%.1f MiB) before the restore, %d (%.1f MiB) of pages in %.0f ms after it" % (
+        moved, moved / 1048576.0, counted[0], counted[0] / 1048576.0, figures["PageCopy"] * 1000))
+    return figures
+
+
+async def _wait_source_exited(source, cid: str, timeout: float) -> bool:
+    """Whether the source reports the container exited (its lazy
+    checkpoint complete) within C{timeout} seconds."""
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = await source(source.client.containers.inspect, cid)
+        if not info["State"].get("Running"):
+            return True
+        await deferLater(reactor, 0.02)
+    return False
+
+
+async def _recover_lazy(source, target, cid, new_id, checkpoint, args, error) -> None:
+    """After a failure of a lazy migration: the target's copy removed; the
+    source, whose CRIU is killed when its page connection ends early, runs
+    the container again by itself."""
+    _say("failed: %s" % (error,))
+    if new_id is not None:
+        try:
+            await target.client.containers.remove(new_id, force=True)
+        except NotFound:
+            pass
+        except Exception as e:
+            _say("warning: could not remove the half-made container on the target: %s" % (e,))
+    try:
+        from twisted.internet import reactor
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = await source.client.containers.inspect(cid)
+            # Running again once its lazy checkpoint was given up (removed).
+            if info["State"].get("Running") and checkpoint not in await source.client.checkpoints.list(cid):
+                _say("the container runs on the source again")
+                return
+            if not info["State"].get("Running"):
+                break
+            await deferLater(reactor, 0.1)
+        _say("the container does not run on the source (state %s); see its logs there" % (
+            info["State"].get("Status"),))
+    except Exception as e:
+        _say("could not ask the source about the container: %s" % (e,))
+
+
+
 async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None:
     """After a failure past the checkpoint: nothing left on the target, the
     container restored on the source."""
@@ -192,6 +401,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("--pre-copy", type=int, default=0, metavar="N",
                    help="pre-copy rounds before the final checkpoint (not supported yet)")
+    p.add_argument("--mode", choices=("plain", "lazy", "auto"), default="plain",
+                   help="plain: stop and copy (the default); lazy: post-copy, the pages fetched after the "
+                        "restore; auto: lazy when the container uses more than --lazy-threshold of memory")
+    p.add_argument("--lazy", action="store_true", help="the same as --mode lazy")
+    p.add_argument("--lazy-threshold", type=float, default=64.0, metavar="MiB",
+                   help="--mode auto: the memory use from which lazy is chosen (default 64 MiB)")
+    p.add_argument("--copy-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="lazy: how long the source may take to confirm the page copy")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="keep established TCP connections (the daemons always checkpoint them; "
+                        "the container's address must be the same on the target)")
     p.add_argument("--keep-source", action="store_true",
                    help="keep the (exited, checkpointed) container on the source")
     p.add_argument("--tls", action="store_true", help="use TLS for tcp:// hosts")

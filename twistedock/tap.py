@@ -14,7 +14,7 @@ from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, parse
 from .listeners import check_addresses
 
 BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "userland-proxy",
-                 "iptables", "icc", "criu-rpc")
+                 "iptables", "icc", "criu-rpc", "lazy-pages-sysctl")
 
 
 class Options(usage.Options):
@@ -35,6 +35,9 @@ class Options(usage.Options):
                                  "--userland-proxy=false: kernel NAT only)"],
         ["iptables", None, "Write firewall rules: NAT, published ports (the default; --iptables=false: none)"],
         ["icc", None, "Let the default bridge's containers talk to each other (the default; --icc=false: not)"],
+        ["lazy-pages-sysctl", None,
+         "With --experimental, raise fs.pipe-max-size to 4 MiB for lazy-pages checkpoints "
+         "(the default; --lazy-pages-sysctl=false: leave it)"],
         ["criu-rpc", None, "Checkpoint and restore over CRIU's RPC (the default; --criu-rpc=false: runc checkpoint/restore)"],
     ]
     optParameters = [
@@ -147,6 +150,7 @@ class Options(usage.Options):
             "iptables": "iptables" not in self.false_flags,
             "icc": "icc" not in self.false_flags,
             "default_address_pools": list(self["default-address-pool"]),
+            "lazy_pages_sysctl": "lazy-pages-sysctl" not in self.false_flags,
             "criu_rpc": "criu-rpc" not in self.false_flags,
             "insecure_registries": list(self["insecure-registry"]),
             "registry_mirrors": list(self["registry-mirror"]),

@@ -30,26 +30,40 @@ same bundle and overlay, and conmon given C{--restore DIR}, so that conmon
 runs C{runc restore} instead of C{runc create}; the restored process is
 then supervised, logged and waited on like any other, and its log goes on
 in the same file.
+
+A lazy checkpoint (C{LazyPages}, see L{lazypages}) answers once CRIU wrote
+its images, leaving the pages behind: the process stays frozen and CRIU
+serves them until one client (C{POST .../pages}) fetched them all; only
+then is the container exited, as after any checkpoint.  If the pages are
+not all fetched, CRIU is killed and the container runs on, here, its
+partial checkpoint removed.  A daemon restoring such a checkpoint fetches
+the pages through a page source (C{POST .../page-source}) given before the
+start.
 """
 
 import json
 import os
 import re
 import shutil
+import tempfile
 from typing import List, Optional
 
 import attr
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
 from ..atomic import fsync_dir, write_atomic
 from ..deferreds import shield
-from ..errors import DockerError, InternalError, InvalidParameter, NotFound
+from ..errors import Conflict, DockerError, InternalError, InvalidParameter, NotFound
 from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
 from .containers import CHECKPOINTED_MARK, Container
+from .containers.defaults import LAZY_PENDING_MARK
 from .runtime import runc_message
+from .lazypages import sysctl
+from .lazypages.dump import CRIU_CONFIG, LazyDump, free_loopback_port
+from .lazypages.restore import PageFetch
 from .runtime.criu import Criu
 
 log = Logger()
@@ -88,9 +102,36 @@ class RestorePlan:
     def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
         """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
         in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
-        if self.rpc is None:
+        if self.rpc is None or self.pages is not None:
             return None
         return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
+    #: Where the pages of a lazy checkpoint come from (None: all on disk).
+    pages: Optional[PageFetch] = None
+
+    async def prepare(self, bundle: str) -> None:
+        """Before conmon restores: the lazy pages' fetcher started, and the
+        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived."""
+        if self.pages is not None:
+            mark = os.path.join(bundle, LAZY_PENDING_MARK)
+            _touch(mark)
+
+            def arrived(complete: bool) -> bool:
+                if complete:
+                    _unlink(mark)
+                return complete
+
+            self.pages.done.addCallback(arrived)
+            await self.pages.start(self.criu, self.directory, bundle)
+
+    def started(self, kill) -> None:
+        """The restore succeeded: C{kill()} it if its pages stop arriving."""
+        if self.pages is not None:
+            self.pages.watch(kill)
+
+    def abort(self) -> None:
+        """The restore failed: the fetcher stopped."""
+        if self.pages is not None:
+            self.pages.abort()
 
     def failed(self, error: DockerError, bundle: str) -> DockerError:
         """The error for a restore that conmon reported failed, with what
@@ -124,7 +165,7 @@ class RestorePlan:
         runc told where CRIU is, and the options of the checkpoint."""
         return {
             "restore_from": self.directory,
-            "restore_options": list(self.options),
+            "restore_options": list(self.options) + (["--lazy-pages"] if self.pages is not None else []),
             "runtime_args": ["--criu=" + self.criu],
         }
 
@@ -196,6 +237,22 @@ class CheckpointStore:
         self.run_in_thread = run_in_thread
         #: The L{CriuDriver} (CRIU over its RPC), or None: runc only.
         self.rpc = rpc
+        #: The page sources given for lazy checkpoints not yet restored,
+        #: by (container ID, checkpoint).
+        self.page_sources = {}
+
+    def add_page_source(self, container_id: str, checkpoint_id: str, fetch: PageFetch) -> None:
+        key = (container_id, checkpoint_id)
+        previous = self.page_sources.get(key)
+        if previous is not None:
+            previous.abort()
+        self.page_sources[key] = fetch
+
+        def forget(_):
+            if self.page_sources.get(key) is fetch:
+                del self.page_sources[key]
+
+        fetch.stream.closed.addCallback(forget)
 
     async def restore_plan(self, c: Container, checkpoint_id: str, directory: str = "") -> RestorePlan:
         """Check that C{c} can be restored from the checkpoint: its
@@ -210,7 +267,16 @@ class CheckpointStore:
         options = list(RUNC_OPTIONS)
         if metadata is not None and isinstance(metadata.get("RuncOptions"), list):
             options = [str(o) for o in metadata["RuncOptions"] if str(o) in RUNC_OPTIONS]
-        return RestorePlan(path, criu, options, metadata, self.rpc)
+        pages = None
+        if metadata is not None and metadata.get("LazyPages"):
+            pages = self.page_sources.pop((c.id, checkpoint_id), None)
+            if pages is None or pages.gone:
+                raise InternalError(
+                    "Cannot restore container %s: checkpoint %s left its pages on the daemon it was "
+                    "taken on; restore it while that daemon serves them (twistedock-migrate --lazy)"
+                    % (c.name.lstrip("/"), checkpoint_id)
+                )
+        return RestorePlan(path, criu, options, metadata, rpc=self.rpc, pages=pages)
 
 
 @implementer(ICheckpointBackend)
@@ -228,6 +294,8 @@ class CheckpointBackend:
         self.exit_timeout = exit_timeout
         #: How many checkpoints are being taken (for tests and /debug).
         self.in_progress = 0
+        #: Lazy checkpoints whose pages are being served, by (container ID, checkpoint).
+        self.lazy_dumps = {}
 
     # -- where ------------------------------------------------------------
 
@@ -264,6 +332,9 @@ class CheckpointBackend:
     async def create(self, name: str, options: dict) -> None:
         # A client that goes away does not stop a checkpoint half-way: runc
         # and CRIU go on, and so must the bookkeeping.
+        if options.get("LazyPages"):
+            await self._create_lazy(name, options)
+            return
         await shield(ensureDeferred(self._create(name, options)), what="checkpoint of %s" % (name,))
 
     async def _create(self, name: str, options: dict) -> None:
@@ -386,8 +457,162 @@ class CheckpointBackend:
         if c.state.running:
             await self.containers.finish_run(c, code)
 
+    # -- lazy checkpoints ----------------------------------------------------
+
+    async def _create_lazy(self, name: str, options: dict) -> None:
+        """Answer once the images are written; the pages are served after."""
+        answered: Deferred = Deferred()
+
+        def failed(failure):
+            if not answered.called:
+                answered.errback(failure)
+            else:
+                log.failure("lazy checkpoint of {name}", failure, name=name)
+
+        ensureDeferred(self._lazy_checkpoint(name, options, answered)).addErrback(failed)
+        await answered
+
+    async def _lazy_checkpoint(self, name: str, options: dict, answered: Deferred) -> None:
+        c = self.containers.get(name)
+        async with self.containers.lock(c):
+            if self.containers.by_id(c.id) is None:
+                raise NotFound("No such container: %s" % (name,))
+            if not c.state.running or c.state.restarting:
+                raise InternalError("Container %s not running" % (name,))
+            if c.state.paused:
+                raise Conflict("cannot take a lazy checkpoint of a paused container")
+            checkpoint_id = options.get("CheckpointID") or ""
+            if not VALID_NAME.match(checkpoint_id):
+                raise InternalError(
+                    "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
+                )
+            if options.get("CheckpointDir"):
+                raise InvalidParameter("a lazy checkpoint lives in the container's own directory")
+            if not options.get("Exit"):
+                raise InvalidParameter("a lazy checkpoint stops the container (Exit must be true)")
+            try:
+                criu = await self.criu.require("checkpoint")
+            except DockerError as e:
+                raise InternalError("Cannot checkpoint container %s: %s" % (name, e))
+            problem = sysctl.problem()
+            if problem:
+                raise InternalError("Cannot checkpoint container %s with lazy pages: %s" % (name, problem))
+            try:
+                final = checkpoint_dir("", checkpoint_id, name, self.default_dir(c), create=True)
+                directory = dump_dir(final)
+                os.rename(final, directory)
+            except (DockerError, OSError) as e:
+                raise InternalError("cannot checkpoint container %s: %s" % (name, e))
+            self.in_progress += 1
+            try:
+                await self._lazy_dump(c, name, checkpoint_id, directory, final, criu, answered)
+            except BaseException:
+                await self._thread(shutil.rmtree, directory, True)
+                await self._thread(shutil.rmtree, final, True)
+                raise
+            finally:
+                self.in_progress -= 1
+
+    async def _lazy_dump(self, c: Container, name: str, checkpoint_id: str, directory: str, final: str,
+                         criu: str, answered: Deferred) -> None:
+        work = self._work_dir(c)
+        await self._thread(_fresh_dir, work)
+        config = os.path.join(work, "lazy-pages.conf")
+        await self._thread(write_atomic, config, CRIU_CONFIG.encode(), 0o600)
+        env = dict(os.environ)
+        env["CRIU_CONFIG_FILE"] = config
+        port = free_loopback_port()
+        # The guard's socket in a private directory with a short path (a
+        # unix socket path must fit in 108 bytes; the bundle's may not).
+        private = await self._thread(tempfile.mkdtemp, "", "twistedock-pages-")
+        dump = LazyDump(self.reactor, port, os.path.join(private, "guard.sock"))
+        dump.ended.addBoth(lambda result: (shutil.rmtree(private, True), result)[1])
+        argv = dump.argv(self.runtime.runc, self.runtime.state_root, criu, c.id, directory, work, port,
+                         RUNC_OPTIONS)
+        was_stopped_by_user = c.manually_stopped
+        self.containers.mark_checkpointed(c, True)
+        c.manually_stopped = True
+        exited = self.containers.wait_exit_code(c)
+
+        def undo() -> None:
+            self.containers.mark_checkpointed(c, False)
+            c.manually_stopped = was_stopped_by_user
+            exited.addErrback(lambda _: None)
+            exited.cancel()
+
+        try:
+            dump.spawn(argv, env)
+            await dump.ready
+        except DockerError as e:
+            undo()
+            details = criu_log_errors(os.path.join(work, "dump.log"))
+            raise InternalError("Cannot checkpoint container %s: %s%s" % (
+                name, "; ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+                ": " + details if details else ""))
+        key = (c.id, checkpoint_id)
+        try:
+            await self._thread(self._write_metadata, c, checkpoint_id, directory, True, criu, False, True)
+            await self._thread(publish_dump, directory, final)
+        except BaseException:
+            dump.abort("the checkpoint could not be recorded")
+            await dump.ended
+            undo()
+            raise
+        self.lazy_dumps[key] = dump
+        self.containers.log_event(c, "checkpoint")
+        answered.callback(None)
+        try:
+            code = await dump.ended
+        finally:
+            self.lazy_dumps.pop(key, None)
+        if code == 0 and dump.complete:
+            log.info("lazy checkpoint {checkpoint} of {id}: every page fetched", checkpoint=checkpoint_id,
+                     id=c.short_id)
+            await self._thread(shutil.rmtree, work, True)
+            await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
+            await self.containers.save(c)
+            await self._finish_checkpointed_run(c, exited)
+            return
+        # Not every page left: the process runs on here, and the checkpoint,
+        # without its pages, is no checkpoint.
+        undo()
+        log.warn("lazy checkpoint {checkpoint} of {id} given up ({why}); the container runs on",
+                 checkpoint=checkpoint_id, id=c.short_id,
+                 why=dump.aborted or "runc checkpoint ended with status %d: %s" % (code, dump.output().strip()))
+        await self._thread(shutil.rmtree, final, True)
+
+    async def page_server(self, name: str, checkpoint_id: str):
+        """The function serving the pages of lazy checkpoint C{checkpoint_id}
+        of C{name} to a hijacked connection; NotFound when none are served."""
+        c = self.containers.get(name)
+        dump = self.lazy_dumps.get((c.id, checkpoint_id))
+        if dump is None:
+            raise NotFound("checkpoint %s of container %s serves no pages" % (checkpoint_id, name))
+        if dump.joint is not None:
+            raise Conflict("the pages of checkpoint %s are already being fetched" % (checkpoint_id,))
+        return dump.serve
+
+    async def page_source(self, name: str, checkpoint_id: str):
+        """The function that keeps a hijacked connection as the page source
+        of C{name}'s next restore from lazy checkpoint C{checkpoint_id}."""
+        c = self.containers.get(name)
+        path = os.path.join(self.default_dir(c), checkpoint_id)
+        metadata = await self._thread(read_metadata, path) if VALID_NAME.match(checkpoint_id or "") else None
+        if metadata is None:
+            raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+        if not metadata.get("LazyPages"):
+            raise InvalidParameter("checkpoint %s holds all its pages" % (checkpoint_id,))
+        if c.state.running:
+            raise Conflict("container %s is already running" % (name,))
+
+        async def keep(stream) -> None:
+            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream))
+            await stream.closed
+
+        return keep
+
     def _write_metadata(self, c: Container, checkpoint_id: str, directory: str, exit: bool, criu: str,
-                        over_rpc: bool = False) -> None:
+                        over_rpc: bool = False, lazy: bool = False) -> None:
         status = self.criu.checked
         document = {
             "Version": METADATA_VERSION,
@@ -407,6 +632,8 @@ class CheckpointBackend:
             "CRIU": {"Path": criu, "Version": getattr(status, "version", ""), "RPC": over_rpc},
             "Rootfs": self.containers.overlay(c)["MergedDir"],
         }
+        if lazy:
+            document["LazyPages"] = True
         write_atomic(os.path.join(directory, METADATA), json.dumps(document, indent=1).encode(), mode=0o600)
 
     # -- export, import --------------------------------------------------------
@@ -733,3 +960,10 @@ def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper
         path = os.path.join(files, name)
         if os.path.isfile(path):
             shutil.copyfile(path, os.path.join(container_dir, name))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -18,6 +18,7 @@ from .. import versions
 from . import host
 from .spec import current_sysinfo
 from .events import EventLog
+from .lazypages import sysctl as pipe_sysctl
 from .. import golang
 
 
@@ -234,6 +235,9 @@ class SystemBackend:
                     "WARNING: CRIU does not work: checkpoint and restore are unavailable: "
                     + criu_status.problem
                 )
+            lazy_problem = pipe_sysctl.problem()
+            if lazy_problem:
+                warnings.append("WARNING: lazy-pages checkpoints are unavailable: " + lazy_problem)
         return warnings
 
     async def system_version(self) -> dict:

@@ -15,9 +15,13 @@ class Checkpoints:
         return "/containers/%s/checkpoints" % (segment(container),) + "".join("/" + segment(p) for p in rest)
 
     async def create(self, container, checkpoint: str, exit: bool = True,
-                     checkpoint_dir: Optional[str] = None) -> None:
-        """Checkpoint a running container (stopping it, with C{exit})."""
+                     checkpoint_dir: Optional[str] = None, lazy_pages: bool = False) -> None:
+        """Checkpoint a running container (stopping it, with C{exit}).  With
+        C{lazy_pages} (twistedock only) the answer comes once the images
+        are written, the pages left to be fetched (L{pages})."""
         body = {"CheckpointID": checkpoint, "Exit": exit}
+        if lazy_pages:
+            body["LazyPages"] = True
         if checkpoint_dir:
             body["CheckpointDir"] = checkpoint_dir
         await self.client.call("POST", self._path(container), json=body)
@@ -52,6 +56,18 @@ class Checkpoints:
         created = await self.client.json("POST", "/containers/checkpoints/import", {"name": name},
                                          body=tar, headers={"Content-Type": "application/x-tar"})
         return created["Id"]
+
+    async def pages(self, container, checkpoint: str):
+        """The page server of a lazy checkpoint, as a hijacked session
+        (twistedock only): what is written to it goes to CRIU's page server,
+        what it answers comes out."""
+        return await self.client.hijack("POST", self._path(container, checkpoint, "pages"), multiplexed=False)
+
+    async def page_source(self, container, checkpoint: str):
+        """Give the daemon the connection (a hijacked session) over which
+        its next restore from lazy checkpoint C{checkpoint} fetches its
+        pages (twistedock only)."""
+        return await self.client.hijack("POST", self._path(container, checkpoint, "page-source"), multiplexed=False)
 
     async def move(self, container, checkpoint: str, target, name: Optional[str] = None,
                    start: bool = True, remove: bool = True) -> str:

@@ -13,9 +13,11 @@ from typing import Any, Dict
 
 from zope.interface import Interface
 
-from ..errors import InternalError, InvalidParameter, NotImplementedYet
+from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
+from ..server.hijack import hijacked, refused
 from ..server.httputils import APIRequest, decode_go_struct, go_syntax_error
 from ..server.routing import route
+from ..streams import RAW
 from . import Router
 
 ROUTES = (
@@ -35,6 +37,20 @@ ROUTES = (
         experimental=True,
     ),
     route("POST", "/containers/checkpoints/import", "post_container_checkpoint_import", experimental=True),
+    # Beyond dockerd: the pages of a lazy checkpoint, served by the daemon
+    # that took it and fetched by the one restoring it (hijacked connections).
+    route(
+        "POST",
+        "/containers/{name}/checkpoints/{checkpoint}/pages",
+        "post_container_checkpoint_pages",
+        experimental=True,
+    ),
+    route(
+        "POST",
+        "/containers/{name}/checkpoints/{checkpoint}/page-source",
+        "post_container_checkpoint_page_source",
+        experimental=True,
+    ),
 )
 
 
@@ -60,9 +76,17 @@ class ICheckpointBackend(Interface):
         """Create a container and its checkpoint from an export tar
         (C{content}, a file); C{{"Id": ..., "Checkpoint": ...}}."""
 
+    def page_server(name, checkpoint_id):
+        """C{serve(stream)}: the pages of a lazy checkpoint being served,
+        given to a hijacked connection (NotFound when none are)."""
+
+    def page_source(name, checkpoint_id):
+        """C{keep(stream)}: a hijacked connection kept as where the next
+        restore from a lazy checkpoint fetches its pages."""
+
 
 #: The create body: types.CheckpointCreateOptions's fields and Go types.
-CREATE_FIELDS = {"CheckpointID": "string", "CheckpointDir": "string", "Exit": "bool"}
+CREATE_FIELDS = {"CheckpointID": "string", "CheckpointDir": "string", "Exit": "bool", "LazyPages": "bool"}
 CREATE_TYPE = "types.CheckpointCreateOptions"
 
 
@@ -132,3 +156,19 @@ class CheckpointRouter(Router):
         content.seek(0)
         result = await backend.import_checkpoint(content, req.query("name", "") or "", req.version)
         req.write_json(result, status=201)
+
+    async def post_container_checkpoint_pages(self, req: APIRequest):
+        backend = self._backend()
+        try:
+            serve = await backend.page_server(req.vars["name"], req.vars["checkpoint"])
+        except DockerError as e:
+            return refused(req, e.status, str(e))
+        return hijacked(req, RAW, False, serve)
+
+    async def post_container_checkpoint_page_source(self, req: APIRequest):
+        backend = self._backend()
+        try:
+            keep = await backend.page_source(req.vars["name"], req.vars["checkpoint"])
+        except DockerError as e:
+            return refused(req, e.status, str(e))
+        return hijacked(req, RAW, False, keep)

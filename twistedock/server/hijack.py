@@ -126,6 +126,12 @@ class HijackedStream(Protocol):
 
     def close(self) -> None:
         if not self._lost:
+            # A TLS transport shuts down only once its producer (this
+            # stream) is gone: unregistered first, or the close never comes.
+            try:
+                self.transport.unregisterProducer()
+            except Exception:
+                pass
             self.transport.loseConnection()
 
 

@@ -129,3 +129,8 @@ UPDATABLE = (
 #: policy revives it, not even "always" when the daemon starts; a start
 #: removes it.
 CHECKPOINTED_MARK = "checkpointed"
+
+#: In a restored container's bundle while its lazy pages are still being
+#: fetched: a daemon that restarts then does not re-adopt the copy (its
+#: pages would never come), it stops it.
+LAZY_PENDING_MARK = "lazy-pages-pending"

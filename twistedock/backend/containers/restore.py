@@ -11,7 +11,7 @@ from twisted.internet.defer import CancelledError, ensureDeferred, gatherResults
 
 from ...logs import Logger
 from ..runtime import rootfs
-from .defaults import CHECKPOINTED_MARK
+from .defaults import CHECKPOINTED_MARK, LAZY_PENDING_MARK
 from .monitor import Run
 from .record import Container
 from .record import load as load_record
@@ -77,7 +77,10 @@ class RestoreMixin:
         code = self.runtime.exit_code(self.exit_dir, c.id)
         state = await self.runtime.state(c.id)
         alive = state is not None and state.get("status") in ("running", "paused") and code is None
-        if alive and self.live_restore:
+        # A copy restored from a lazy checkpoint whose pages had not all
+        # arrived is not kept, even with live restore.
+        lazy_pending = os.path.exists(os.path.join(self.bundle(c), LAZY_PENDING_MARK))
+        if alive and self.live_restore and not lazy_pending:
             log.info("re-adopting running container {id}", id=c.short_id)
             c.state.paused = state.get("status") == "paused"
             c.state.restarting = False
@@ -91,7 +94,8 @@ class RestoreMixin:
         if alive:
             # Without live restore the daemon does not keep what it did not
             # stop: stop it now; its policy decides whether it runs again.
-            log.info("stopping container {id} left running", id=c.short_id)
+            log.info("stopping container {id} left running{why}", id=c.short_id,
+                     why=" (its lazy pages never all arrived)" if lazy_pending else "")
             self._runs[c.id] = Run(self.reactor.seconds())
             d = self._next_exit(c)
             self._watch(c)

@@ -105,6 +105,7 @@ class StartMixin:
             if restore is not None:
                 # A restored process runs at once: its network first.
                 await self._network_ready(c)
+                await restore.prepare(bundle)
             session = None
             if restore is not None and stale_runtime:
                 try:
@@ -158,13 +159,18 @@ class StartMixin:
             raise failed.error
         except DockerError as e:
             if restore is not None:
+                restore.abort()
                 e = restore.failed(e, bundle)
             e = _runtime_start_error(e)
             await self._failed_start(c, e)
             raise e
         except OSError as e:
+            if restore is not None:
+                restore.abort()
             await self._failed_start(c, e)
             raise InternalError(str(e))
+        if restore is not None:
+            restore.started(lambda: self.runtime.kill(c.id, "KILL"))
         c.state = State(
             running=True,
             pid=pid,

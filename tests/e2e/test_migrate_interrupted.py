@@ -1,0 +1,225 @@
+"""
+A migration interrupted at each of its steps (the tool stopped there with
+its hidden --pause-before hook, then a daemon SIGKILLed, the tool's
+connections dropped, or the target's disk full) leaves the container
+running on exactly one side, or stopped with its checkpoint intact.  The
+daemons run with --live-restore, so a daemon that comes back keeps what
+ran while it was away (without it, a restarted daemon stops every
+container it left running, migrated or not).
+"""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from .conftest import wait_for
+from .test_checkpoint import (  # noqa: F401  (the criu fixture)
+    _import_busybox,
+    criu,
+    numbers,
+    state,
+    wait_numbers,
+)
+from .test_checkpoint_export import _remove_all
+from .test_migrate import counter, migrate_command, migrate_env
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
+
+
+@pytest.fixture
+def pair(daemons, tmp_path_factory, criu):  # noqa: F811
+    a = daemons.start("--experimental", "--live-restore", "--criu-path", criu)
+    b = daemons.start("--experimental", "--live-restore", "--criu-path", criu)
+    _import_busybox(a, tmp_path_factory)
+    _import_busybox(b, tmp_path_factory)
+    yield a, b
+    for d in (a, b):
+        if d.running:
+            _remove_all(d)
+
+
+class Paused:
+    """twistedock-migrate stopped before C{step}."""
+
+    def __init__(self, a, b, name, step, *args):
+        self.proc = subprocess.Popen(
+            migrate_command(a.host, b.host, name, "--pause-before", step, *args),
+            env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.kill()
+                raise AssertionError("migrate ended early: %s %s" % (lines, self.proc.stderr.read()))
+            lines.append(line)
+            if "paused before %s" % (step,) in line:
+                return
+
+    def go_on(self, timeout=120):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def running(daemon, name):
+    result = daemon.docker("inspect", "--format", "{{.State.Running}}", name, check=False)
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def assert_runs_on(daemon, name, last_logged):
+    """The counter goes on on C{daemon}, from where it stopped."""
+    wait_for(lambda: running(daemon, name), 30, what="%s running" % (name,))
+    logged = len(numbers(daemon, name))
+    after = wait_numbers(daemon, name, logged + 3, timeout=30)[logged:]
+    assert after[0] > last_logged - 2, (last_logged, after[:3])
+
+
+def checkpoints(daemon, name):
+    result = daemon.docker("checkpoint", "ls", name, check=False)
+    return result.stdout.split()[1:] if result.returncode == 0 else []
+
+
+# -- lazy (post-copy) ----------------------------------------------------------
+
+
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/page-source")
+def test_lazy_tool_dropped_before_restore(pair):
+    a, b = pair
+    counter(a, "drop")
+    last = wait_numbers(a, "drop", 3)[-1]
+    paused = Paused(a, b, "drop", "restore", "--lazy")
+    try:
+        # Frozen on the source, its pages relayed: the tool's connections go.
+        paused.kill()
+    finally:
+        paused.close()
+    assert_runs_on(a, "drop", last)
+    assert not any(c.startswith("migrate-") for c in checkpoints(a, "drop"))
+    assert not running(b, "drop")
+
+
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
+def test_lazy_source_killed_before_pages(pair):
+    a, b = pair
+    counter(a, "src")
+    last = wait_numbers(a, "src", 3)[-1]
+    paused = Paused(a, b, "src", "pages", "--lazy")
+    try:
+        a.signal(signal.SIGKILL)
+        a.wait_exit(10)
+        code, out, err = paused.go_on()
+    finally:
+        paused.close()
+    assert code == 1, (out, err)
+    # The target's copy was removed; the source's process runs again (the
+    # guard killed CRIU when the daemon died), kept by the daemon's return.
+    assert b.docker("inspect", "src", check=False).returncode != 0
+    a.start()
+    assert_runs_on(a, "src", last)
+
+
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/page-source")
+def test_lazy_target_killed_before_restore(pair):
+    a, b = pair
+    counter(a, "tgt")
+    last = wait_numbers(a, "tgt", 3)[-1]
+    paused = Paused(a, b, "tgt", "restore", "--lazy")
+    try:
+        b.signal(signal.SIGKILL)
+        b.wait_exit(10)
+        code, out, err = paused.go_on()
+    finally:
+        paused.close()
+    assert code == 1, (out, err)
+    assert "runs on the source again" in out, (out, err)
+    assert_runs_on(a, "tgt", last)
+    b.start()
+    assert not running(b, "tgt")
+
+
+# -- plain (stop and copy) -----------------------------------------------------
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+def test_plain_source_killed_after_checkpoint_keeps_it(pair):
+    a, b = pair
+    counter(a, "kept")
+    wait_numbers(a, "kept", 3)
+    paused = Paused(a, b, "kept", "export")
+    try:
+        a.signal(signal.SIGKILL)
+        a.wait_exit(10)
+        code, out, err = paused.go_on()
+    finally:
+        paused.close()
+    assert code == 1, (out, err)
+    assert b.docker("inspect", "kept", check=False).returncode != 0
+    # Stopped on the source with its checkpoint intact: it restores.
+    a.start()
+    assert not running(a, "kept")
+    (checkpoint,) = [c for c in checkpoints(a, "kept") if c.startswith("migrate-")]
+    last = numbers(a, "kept")[-1]
+    a.docker("start", "--checkpoint", checkpoint, "kept")
+    assert_runs_on(a, "kept", last)
+
+
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+def test_plain_tool_dropped_before_import_keeps_the_checkpoint(pair):
+    a, b = pair
+    counter(a, "cut")
+    wait_numbers(a, "cut", 3)
+    paused = Paused(a, b, "cut", "import")
+    try:
+        paused.kill()
+    finally:
+        paused.close()
+    assert not running(a, "cut") and not running(b, "cut")
+    (checkpoint,) = [c for c in checkpoints(a, "cut") if c.startswith("migrate-")]
+    last = numbers(a, "cut")[-1]
+    a.docker("start", "--checkpoint", checkpoint, "cut")
+    assert_runs_on(a, "cut", last)
+
+
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+def test_plain_full_disk_on_target(daemons, tmp_path, tmp_path_factory, criu):  # noqa: F811
+    a = daemons.start("--experimental", "--criu-path", criu)
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], check=True)
+    try:
+        b = daemons.make("--experimental", "--criu-path", criu, workdir=root)
+        b.start()
+        _import_busybox(a, tmp_path_factory)
+        _import_busybox(b, tmp_path_factory)
+        counter(a, "full")
+        last = wait_numbers(a, "full", 3)[-1]
+        # Leave the target's disk all but full.
+        subprocess.run(["dd", "if=/dev/zero", "of=%s" % (root / "filler"), "bs=64k"], capture_output=True)
+        result = subprocess.run(migrate_command(a.host, b.host, "full"), env=migrate_env(), capture_output=True,
+                                text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        assert "the container runs on the source again" in result.stdout, (result.stdout, result.stderr)
+        assert_runs_on(a, "full", last)
+        assert not running(b, "full")
+        _remove_all(a)
+        b.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)

@@ -1,0 +1,212 @@
+"""
+Lazy-pages checkpoints in process: the page-server requests watched for the
+client's final flush, the fs.pipe-max-size sysctl, the create body's
+LazyPages, a restore plan with a page source, and the guard process that
+holds CRIU's connection (run for real against a stand-in page server and a
+stand-in CRIU it must kill, or spare).
+"""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from twistedock.backend.checkpoints import RestorePlan
+from twistedock.backend.lazypages import guard, sysctl
+from twistedock.backend.lazypages.dump import GUARD, LazyDump, child_pids
+from twistedock.backend.lazypages.protocol import IOV, PS_IOV_FLUSH, PS_IOV_GET, RequestWatcher
+from twistedock.routers.checkpoint import decode_create_options
+
+
+def request(command, pages=1, address=0x1000):
+    return IOV.pack(command, pages, address, 1)
+
+
+# -- the protocol ---------------------------------------------------------------
+
+
+def test_watcher_sees_the_flush_in_any_pieces():
+    watcher = RequestWatcher()
+    stream = request(PS_IOV_GET) * 3 + request(PS_IOV_FLUSH, 0, 0)
+    for i in range(0, len(stream), 7):
+        watcher.feed(stream[i:i + 7])
+        if i + 7 < len(stream):
+            assert not watcher.complete
+    assert watcher.complete and watcher.requests == 3
+
+
+def test_watcher_without_flush_is_incomplete():
+    watcher = RequestWatcher()
+    watcher.feed(request(PS_IOV_GET) + request(PS_IOV_FLUSH)[:10])
+    assert not watcher.complete and watcher.requests == 1
+
+
+# -- the sysctl -----------------------------------------------------------------
+
+
+def test_pipe_max_size_raised_only_when_low(tmp_path):
+    path = tmp_path / "pipe-max-size"
+    path.write_text("1048576\n")
+    assert "lazy-pages checkpoints need 4194304" in sysctl.problem(str(path))
+    assert sysctl.raise_limit(str(path)) == "fs.pipe-max-size raised from 1048576 to 4194304"
+    assert int(path.read_text()) == sysctl.NEEDED and sysctl.problem(str(path)) == ""
+    path.write_text("8388608\n")
+    assert sysctl.raise_limit(str(path)) == "fs.pipe-max-size is 8388608"
+    assert int(path.read_text()) == 8388608
+
+
+def test_pipe_max_size_unwritable(tmp_path):
+    missing = str(tmp_path / "nope" / "pipe-max-size")
+    assert sysctl.raise_limit(missing).startswith("cannot raise fs.pipe-max-size")
+    assert sysctl.problem(missing) == ""
+
+
+# -- the API ----------------------------------------------------------------------
+
+
+def test_create_body_lazy_pages():
+    assert decode_create_options(b'{"CheckpointID":"a","Exit":true,"LazyPages":true}') == {
+        "CheckpointID": "a", "CheckpointDir": "", "Exit": True, "LazyPages": True,
+    }
+    assert "LazyPages" not in decode_create_options(b'{"CheckpointID":"a"}')
+
+
+def test_restore_plan_with_a_page_source_restores_lazily():
+    class Pages:
+        pass
+
+    plan = RestorePlan("/cp", "/criu", ["--tcp-established"], {"LazyPages": True}, pages=Pages())
+    assert plan.create_arguments()["restore_options"] == ["--tcp-established", "--lazy-pages"]
+    assert RestorePlan("/cp", "/criu", ["--file-locks"]).create_arguments()["restore_options"] == ["--file-locks"]
+
+
+def test_lazy_dump_argv():
+    argv = LazyDump.argv("runc", "/state", "/criu", "ID", "/img", "/work", 4321, ["--file-locks"])
+    assert argv == ["runc", "--root", "/state", "--criu", "/criu", "checkpoint", "--image-path", "/img",
+                    "--work-path", "/work", "--lazy-pages", "--page-server", "127.0.0.1:4321", "--status-fd",
+                    "3", "--file-locks", "ID"]
+
+
+# -- the guard ----------------------------------------------------------------------
+
+
+class StandIn:
+    """A stand-in runc (a sleeping parent) whose child, a stand-in CRIU, is
+    what the guard kills; and a page server on loopback that answers each
+    request with a page."""
+
+    def __init__(self):
+        self.runc = subprocess.Popen([sys.executable, "-c",
+                                      "import subprocess,sys,time; p=subprocess.Popen(['sleep','60']); "
+                                      "time.sleep(60)"])
+        deadline = time.monotonic() + 10
+        while not child_pids(self.runc.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        self.criu = child_pids(self.runc.pid)[0]
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        connection, _ = self.server.accept()
+        buffered = b""
+        while True:
+            data = connection.recv(4096)
+            if not data:
+                break
+            buffered += data
+            while len(buffered) >= IOV.size:
+                command = struct.unpack_from("<I", buffered)[0]
+                buffered = buffered[IOV.size:]
+                if command == PS_IOV_GET:
+                    connection.sendall(b"P" * 4096)
+        connection.close()
+
+    def criu_alive(self):
+        try:
+            with open("/proc/%d/stat" % (self.criu,)) as f:
+                return f.read().split()[2] != "Z"
+        except OSError:
+            return False
+
+    def close(self):
+        try:
+            os.kill(self.criu, signal.SIGKILL)
+        except OSError:
+            pass
+        self.runc.kill()
+        self.runc.wait()
+        self.server.close()
+
+
+def run_guard(tmp_path, stand_in, timeout=30):
+    path = str(tmp_path / "g" / "guard.sock")
+    os.makedirs(os.path.dirname(path))
+    proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(stand_in.runc.pid), str(timeout)])
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    return proc, path
+
+
+def test_guard_spares_criu_after_the_flush(tmp_path):
+    stand_in = StandIn()
+    try:
+        proc, path = run_guard(tmp_path, stand_in)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.sendall(request(PS_IOV_GET))
+        assert len(client.recv(8192)) > 0
+        client.sendall(request(PS_IOV_FLUSH, 0, 0))
+        time.sleep(0.2)
+        client.close()
+        assert proc.wait(10) == 0
+        assert stand_in.criu_alive()
+        assert not os.path.exists(os.path.dirname(path))
+    finally:
+        stand_in.close()
+
+
+def test_guard_kills_criu_when_the_client_goes_early(tmp_path):
+    stand_in = StandIn()
+    try:
+        proc, path = run_guard(tmp_path, stand_in)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.sendall(request(PS_IOV_GET))
+        client.recv(8192)
+        client.close()
+        assert proc.wait(10) == 1
+        deadline = time.monotonic() + 5
+        while stand_in.criu_alive():
+            assert time.monotonic() < deadline, "CRIU was not killed"
+            time.sleep(0.02)
+    finally:
+        stand_in.close()
+
+
+def test_guard_kills_criu_when_no_client_comes(tmp_path):
+    stand_in = StandIn()
+    try:
+        proc, path = run_guard(tmp_path, stand_in, timeout=0.5)
+        assert proc.wait(10) == 1
+        deadline = time.monotonic() + 5
+        while stand_in.criu_alive():
+            assert time.monotonic() < deadline, "CRIU was not killed"
+            time.sleep(0.02)
+    finally:
+        stand_in.close()
+
+
+def test_guard_module_constants_match_the_protocol():
+    assert guard.IOV_SIZE == IOV.size
+    assert PS_IOV_FLUSH in guard.FLUSH_COMMANDS

@@ -1,0 +1,201 @@
+"""
+The source's side: C{runc checkpoint --lazy-pages}, CRIU's page server on
+loopback, and the one API connection allowed to fetch the pages through it.
+
+runc reports on its status descriptor once the images (everything but the
+pages left behind) are written: the checkpoint can then be exported while
+the process stays frozen and CRIU serves its pages.  CRIU ends its dump
+successfully once its client disconnects, whether or not it had every page:
+so the loopback connection is only ever ended after the client's final
+flush (see L{protocol}); any other end of the API connection (cut, closed
+early, never made within L{CONNECT_TIMEOUT}) kills CRIU instead, and the
+process it had seized (and never changed) runs on.  The loopback connection
+is held by a guard process (L{guard}), not by the daemon: the daemon's own
+death must not look like a finished copy to CRIU.
+"""
+
+import os
+import signal
+import socket
+import sys
+from typing import List, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
+
+from ...errors import Conflict, InternalError
+from ...logs import Logger
+from ..runtime.processes import exit_status
+from .protocol import RequestWatcher
+from .relay import Joint, joint_factory
+
+log = Logger()
+
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+
+#: runc's --status-fd in the child.
+STATUS_FD = 3
+#: How long the pages wait for their client once the images are written.
+CONNECT_TIMEOUT = 60.0
+#: CRIU's configuration for a lazy dump: runc passes the page server's port
+#: but, for lazy pages, CRIU ignores its address and would listen on every
+#: interface; a configuration file (read before the RPC options) binds it
+#: to loopback, where only this daemon's relay reaches it.
+CRIU_CONFIG = "address 127.0.0.1\n"
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (CRIU binds it a moment later)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def child_pids(pid: int) -> List[int]:
+    """The children of C{pid} (CRIU, under runc)."""
+    found: List[int] = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % (pid,))
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                found.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+class LazyDump(ProcessProtocol):
+    """One C{runc checkpoint --lazy-pages} run and its page server."""
+
+    def __init__(self, reactor, port: int, guard_socket: str, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.guard_socket = guard_socket
+        self.connect_timeout = connect_timeout
+        #: Fires once the images are written (fails if runc ends first).
+        self.ready: Deferred = Deferred()
+        #: Fires with runc's exit status.
+        self.ended: Deferred = Deferred()
+        self.watcher = RequestWatcher()
+        self.joint: Optional[Joint] = None
+        #: Why the dump was given up, if it was.
+        self.aborted = ""
+        self._out: List[bytes] = []
+        self._err: List[bytes] = []
+        self._timer = None
+
+    # -- runc ------------------------------------------------------------
+
+    @staticmethod
+    def argv(runc: str, state_root: str, criu: str, container_id: str, image_path: str, work_path: str,
+             port: int, options) -> List[str]:
+        return [
+            runc, "--root", state_root, "--criu", criu, "checkpoint",
+            "--image-path", image_path, "--work-path", work_path,
+            "--lazy-pages", "--page-server", "127.0.0.1:%d" % (port,), "--status-fd", str(STATUS_FD),
+        ] + list(options) + [container_id]
+
+    def spawn(self, argv: List[str], env: dict) -> None:
+        try:
+            self.reactor.spawnProcess(
+                self, argv[0], argv, env=env, childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"}
+            )
+        except OSError as e:
+            raise InternalError("cannot run %s: %s" % (argv[0], e.strerror or e))
+        guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(self.transport.pid),
+                 str(self.connect_timeout + 30)]
+        try:
+            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+        except OSError as e:
+            self.abort("cannot start the page server's guard: %s" % (e,))
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == STATUS_FD:
+            if not self.ready.called:
+                self._timer = self.reactor.callLater(
+                    self.connect_timeout, self.abort, "no client fetched the pages in %.0f s" % (self.connect_timeout,)
+                )
+                self.ready.callback(None)
+        elif fd == 1:
+            self._out.append(data)
+        elif fd == 2:
+            self._err.append(data)
+
+    def output(self) -> str:
+        return (b"".join(self._err) + b"".join(self._out)).decode("utf-8", "replace")
+
+    def processEnded(self, reason) -> None:
+        code = exit_status(reason)
+        self._cancel_timer()
+        if not self.ready.called:
+            self.ready.errback(InternalError(self.output().strip() or "runc checkpoint failed with status %d" % (code,)))
+        if self.joint is not None:
+            self.joint.close()
+        self.ended.callback(code)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    # -- the pages --------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Whether the client said it had every page."""
+        return self.watcher.complete
+
+    async def serve(self, stream) -> None:
+        """Join C{stream} (a hijacked API connection) to the page server
+        until the copy ends, one way or the other."""
+        if self.joint is not None:
+            raise Conflict("the pages of this checkpoint are already being fetched")
+        if self.ended.called:
+            raise Conflict("this checkpoint no longer serves pages")
+        self._cancel_timer()
+        joint = self.joint = Joint(stream, self.watcher.feed)
+        try:
+            await UNIXClientEndpoint(self.reactor, self.guard_socket, timeout=10).connect(joint_factory(joint))
+        except Exception as e:
+            self.abort("cannot reach CRIU's page server: %s" % (e,))
+            stream.close()
+            return
+        await joint.remote_ended
+        if self.complete:
+            joint.half_close()
+        else:
+            self.abort("the page connection ended before the last page")
+        await joint.ended
+
+    def abort(self, why: str) -> None:
+        """Give the dump up: CRIU killed, the process it froze left to run."""
+        if self.ended.called or self.complete:
+            return
+        if not self.aborted:
+            log.warn("lazy checkpoint given up: {why}", why=why)
+            self.aborted = why
+        pid = getattr(self.transport, "pid", None)
+        if not pid:
+            return
+        children = child_pids(pid)
+        for child in children or [pid]:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class _Quiet(ProcessProtocol):
+    """The guard's protocol: it says nothing and is not waited for."""
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
