@@ -177,11 +177,7 @@ async def _migrate(source, target, args) -> dict:
     finally:
         spool.close()
     downtime = restored - frozen
-    if not args.keep_source:
-        try:
-            await source(source.client.containers.remove, cid, force=True)
-        except MigrationError as e:
-            _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
+    await _remove_source(source, cid, args)
     figures = {
         "Id": new_id,
         "Downtime": downtime,
@@ -296,11 +292,7 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     finally:
         spool.close()
     downtime = restored - frozen
-    if not args.keep_source:
-        try:
-            await source(source.client.containers.remove, cid, force=True)
-        except MigrationError as e:
-            _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
+    await _remove_source(source, cid, args)
     figures = {
         "Id": new_id,
         "Mode": "lazy",
@@ -366,6 +358,17 @@ async def _recover_lazy(source, target, cid, new_id, checkpoint, args, error) ->
     except Exception as e:
         _say("could not ask the source about the container: %s" % (e,))
 
+
+
+async def _remove_source(source, cid: str, args) -> None:
+    """The container removed from the source once it runs on the target
+    (kept with C{--keep-source}); a failure is only a warning."""
+    if args.keep_source:
+        return
+    try:
+        await source(source.client.containers.remove, cid, force=True)
+    except MigrationError as e:
+        _say("warning: the container runs on the target but could not be removed from the source: %s" % (e,))
 
 
 async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None:

@@ -9,11 +9,10 @@ at start where systemd does not run (runc's message).
 
 import os
 import secrets
-import subprocess
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -21,13 +20,6 @@ pytestmark = [
 ]
 
 TAG = secrets.token_hex(3)
-
-
-def import_busybox(daemon, tmp_path):
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=daemon.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
 
 
 def cgroups_of(pid: int) -> dict:

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 from .test_networks import host_state
 
 COMPOSE = shutil.which("docker-compose")
@@ -169,9 +169,7 @@ CMD wget -q -O- $TARGET
 @pytest.fixture
 def daemon(daemons, tmp_path):
     d = daemons.start("--debug")
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                       capture_output=True, check=True, timeout=60)
+    import_busybox(d, tmp_path)
     return d
 
 

@@ -55,6 +55,15 @@ def busybox_rootfs_tar(path) -> str:
     return out
 
 
+def import_busybox(daemon, path, tag: str = "busybox:latest") -> None:
+    """The busybox image (L{busybox_rootfs_tar}, made in C{path}) imported
+    into C{daemon} as C{tag} with the docker CLI."""
+    with open(busybox_rootfs_tar(path), "rb") as f:
+        result = subprocess.run(["docker", "import", "-", tag], stdin=f, env=daemon.cli_env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory):
     d = module_daemons.start()

@@ -29,7 +29,7 @@ import pytest
 
 from .conftest import START_TIMEOUT, unix_request
 from .test_checkpoint import _criu_problem, configured_criu
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 CYCLES = int(os.environ.get("TWISTEDOCK_CRASH_CYCLES") or 12)
 SEED = int(os.environ.get("TWISTEDOCK_CRASH_SEED") or 11)
@@ -39,16 +39,6 @@ PROGRESS = bool(os.environ.get("TWISTEDOCK_CRASH_PROGRESS"))
 RUNC = shutil.which("runc") or "runc"
 FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 TEMP = re.compile(r"^(\.tmp-.*|.*\.tmp)$")
-
-
-def import_busybox(daemon, tmp_path):
-    tar = busybox_rootfs_tar(tmp_path)
-    with open(tar, "rb") as f:
-        result = subprocess.run(
-            ["docker", "import", "-", "busybox:latest"], stdin=f, env=daemon.cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
 
 
 def call(daemon, method, target, body=None, timeout=10.0):

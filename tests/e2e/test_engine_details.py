@@ -10,13 +10,12 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import time
 import urllib.parse
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,11 +37,7 @@ CAP_NUMBERS = {
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory):
     d = module_daemons.start()
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    import_busybox(d, tmp_path_factory.mktemp("img"))
     yield d
     d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
 

@@ -9,13 +9,12 @@ ending with the container.
 import gzip
 import os
 import re
-import subprocess
 import time
 
 import pytest
 
 from .conftest import wait_for
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,11 +28,7 @@ CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d) (
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory):
     d = module_daemons.start("--log-opt", "max-size=1k", "--log-opt", "max-file=3", "--log-opt", "compress=true")
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    import_busybox(d, tmp_path_factory.mktemp("img"))
     yield d
     d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -32,11 +32,7 @@ def host_state() -> str:
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory):
     d = module_daemons.start("--bridge=" + BRIDGE)
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    import_busybox(d, tmp_path_factory.mktemp("img"))
     yield d
     d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
 
@@ -240,9 +236,7 @@ def test_with_live_restore_a_running_container_keeps_its_network(daemons, tmp_pa
     import signal
 
     d = daemons.start("--bridge=tdl" + TAG, "--live-restore")
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                       capture_output=True, check=True, timeout=60)
+    import_busybox(d, tmp_path)
     name = "v" + TAG
     d.docker("network", "create", "--subnet", subnet(6), name)
     try:

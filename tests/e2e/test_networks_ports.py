@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from .conftest import unix_request
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 from .test_networks import wait_for_text
 
 pytestmark = [
@@ -80,9 +80,7 @@ def test_a_published_httpd_answers_on_loopback(mode, daemons, tmp_path):
     if mode == "nat":
         args.append("--userland-proxy=false")
     d = daemons.start(*args)
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                       capture_output=True, check=True, timeout=60)
+    import_busybox(d, tmp_path)
     name = "p" + TAG
     fixed = _free_port()
     try:
@@ -150,9 +148,7 @@ def test_without_iptables_and_icc(daemons, tmp_path):
     gateway."""
     bridge, prefix = "tdi" + TAG, "10.%d.%d." % (222, int(TAG[:2], 16))
     d = daemons.start("--bridge=" + bridge, "--bip=%s1/24" % prefix, "--iptables=false", "--icc=false")
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                       capture_output=True, check=True, timeout=60)
+    import_busybox(d, tmp_path)
     name = "i" + TAG
     try:
         d.docker("run", "-d", "--name", name, "-p", "127.0.0.1::80", *HTTPD)

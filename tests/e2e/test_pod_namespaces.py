@@ -5,11 +5,10 @@ a container joining all three, seen from inside both; dockerd's errors.
 """
 
 import os
-import subprocess
 
 import pytest
 
-from .test_containers import busybox_rootfs_tar
+from .test_containers import import_busybox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -20,11 +19,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def daemon(module_daemons, tmp_path_factory):
     d = module_daemons.start()
-    tar = busybox_rootfs_tar(tmp_path_factory.mktemp("img"))
-    with open(tar, "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    import_busybox(d, tmp_path_factory.mktemp("img"))
     yield d
     d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
 
@@ -141,10 +136,7 @@ def test_errors_as_dockerd(daemon):
 
 def test_a_pod_survives_a_live_restore_restart(daemons, tmp_path):
     d = daemons.start("--live-restore")
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        result = subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    import_busybox(d, tmp_path)
     d.docker("run", "-d", "--name", "sandbox", "--network", "none", "--ipc", "shareable", "busybox", "sleep", "600")
     join = ["--network", "container:sandbox", "--ipc", "container:sandbox", "--pid", "container:sandbox"]
     d.docker("run", "-d", "--name", "app", *join, "busybox", "sleep", "600")

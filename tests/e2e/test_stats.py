@@ -19,7 +19,7 @@ from twistedock.backend.runtime.cgroups import Cgroup, find_cgroup, read_cgroup,
 from twistedock.backend.spec.sysinfo import current_sysinfo
 
 from .conftest import DockerDaemon, unix_request
-from .test_containers import busybox_rootfs_tar, daemon  # noqa: F401  (the module's daemon with busybox)
+from .test_containers import busybox_rootfs_tar, daemon, import_busybox  # noqa: F401  (the module's daemon with busybox)
 from .test_reference_bodies import _docker, differences, reference  # noqa: F401
 
 pytestmark = [
@@ -169,9 +169,7 @@ def test_docker_stats_on_cgroup_v2(daemons, tmp_path):
         d = UnifiedOnlyDaemon(daemons.workdir("v2"), daemons.cli_config)
         daemons.daemons.append(d)
         d.start()
-    with open(busybox_rootfs_tar(tmp_path), "rb") as f:
-        subprocess.run(["docker", "import", "-", "busybox:latest"], stdin=f, env=d.cli_env(),
-                       capture_output=True, check=True, timeout=60)
+    import_busybox(d, tmp_path)
     assert d.info()["CgroupVersion"] == "2"
     try:
         d.docker("run", "-d", "--name", "v2-busy", "busybox", *BUSY)

@@ -136,6 +136,8 @@ class StartMixin:
                 **arguments,
             ))
             if session is not None:
+                # A conmon that could not be spawned leaves CRIU's end to us.
+                created.addErrback(_released, session)
                 # conmon runs CRIU (our shim as its runtime): its questions
                 # are answered while conmon waits for it.
                 restored = ensureDeferred(session.start())
@@ -335,6 +337,11 @@ def _check_log_driver(c: Container) -> None:
         spec.log_rotation(log_config.get("Type") or "", log_config.get("Config"))
     except spec.LogDriverError as e:
         raise InternalError("failed to initialize logging driver: %s" % (e,))
+
+
+def _released(failure, session):
+    session.release_peer()
+    return failure
 
 
 def _unlink_if_there(path: str) -> None:

@@ -71,19 +71,24 @@ class StopMixin:
         most L{KILL_EXIT_TIMEOUT}: a process gone whose end nobody reports
         (its conmon died) is then found and recorded by L{reconcile_one};
         one that still runs is dockerd's error."""
-        timer = self.reactor.callLater(KILL_EXIT_TIMEOUT, exited.cancel)
-        try:
-            await exited
+        if await self._exited_within(exited, KILL_EXIT_TIMEOUT):
             return
-        except CancelledError:
-            pass
-        finally:
-            if timer.active():
-                timer.cancel()
         log.warn("no exit reported for {id} after SIGKILL: asking runc", id=c.short_id)
         await self.reconcile_one(c, "kill", code=137)
         if c.state.running and not c.state.restarting and self.by_id(c.id) is c:
             raise InternalError("tried to kill container, but did not receive an exit event")
+
+    async def _exited_within(self, exited, seconds: float) -> bool:
+        """Whether C{exited} fired within C{seconds} (cancelled if not)."""
+        timer = self.reactor.callLater(seconds, exited.cancel)
+        try:
+            await exited
+            return True
+        except CancelledError:
+            return False
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def _end_restarting(self, c: Container) -> None:
         """A restarting container (its process gone, its restart pending)
@@ -128,15 +133,8 @@ class StopMixin:
         except DockerError as e:
             log.warn("stop signal to {id}: {e}", id=c.short_id, e=e)
         if timeout >= 0:
-            timer = self.reactor.callLater(timeout, exited.cancel)
-            try:
-                await exited
+            if await self._exited_within(exited, timeout):
                 return
-            except CancelledError:
-                pass
-            finally:
-                if timer.active():
-                    timer.cancel()
             exited = self._next_exit(c)
             try:
                 await self._signal(c, signals.SIGKILL)

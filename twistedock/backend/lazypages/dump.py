@@ -27,6 +27,7 @@ from twisted.internet.protocol import ProcessProtocol
 from ...errors import Conflict, InternalError
 from ...logs import Logger
 from ..runtime.processes import exit_status
+from .guard import child_pids
 from .protocol import RequestWatcher
 from .relay import Joint, joint_factory
 
@@ -53,22 +54,6 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
     finally:
         s.close()
-
-
-def child_pids(pid: int) -> List[int]:
-    """The children of C{pid} (CRIU, under runc)."""
-    found: List[int] = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % (pid,))
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
-                found.extend(int(p) for p in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return found
 
 
 class LazyDump(ProcessProtocol):

@@ -29,6 +29,7 @@ FLUSH_COMMANDS = (0x1023, 0x1024)
 
 
 def child_pids(pid: int):
+    """The children of C{pid} (CRIU, under runc)."""
     found = []
     try:
         tasks = os.listdir("/proc/%d/task" % (pid,))

@@ -270,14 +270,15 @@ class RestoreSession:
             fds[NETNS_FD] = self.netns
         return {
             "runtime_path": self.shim,
+            "on_spawned": self.release_peer,
             "extra_fds": fds,
             "extra_env": {"TWISTEDOCK_CRIU": self.driver.criu_binary, "TWISTEDOCK_CRIU_FD": str(SWRK_FD)},
         }
 
     async def start(self) -> int:
         request = self.driver.messages.request("RESTORE", **self.options)
-        # conmon holds CRIU's end now: ours must not keep it open.
-        self.worker.peer.close()
+        # (It waits in the socket until conmon has started CRIU; our copy of
+        # CRIU's end goes once conmon holds it: L{release_peer}.)
         try:
             answer = await self.worker.call(request, self._notified)
         finally:
@@ -304,6 +305,15 @@ class RestoreSession:
         fresh = criuopts.restored_state(self.state, pid, self.now)
         write_atomic(os.path.join(self.driver.state_root, self.container_id, "state.json"),
                      json.dumps(fresh).encode(), mode=0o600)
+
+    def release_peer(self) -> None:
+        """Our copy of CRIU's end of the socket closed: once conmon was
+        spawned with it (its runtime, CRIU, holds it then), or once conmon
+        could not be (CRIU's silence is then an end, not a wait)."""
+        try:
+            self.worker.peer.close()
+        except OSError:
+            pass
 
     def close(self) -> None:
         for fd in self._fds:

@@ -177,6 +177,8 @@ class Runtime:
         bundle = os.path.abspath(bundle)
         extra_fds = options.pop("extra_fds", None)
         extra_env = options.pop("extra_env", None)
+        # Told once conmon was spawned (it holds extra_fds then).
+        on_spawned = options.pop("on_spawned", None)
         args = self.conmon_args(
             container_id, bundle, exit_dir=exit_dir, socket_dir=socket_dir, persist_dir=persist_dir, **options
         )
@@ -196,6 +198,8 @@ class Runtime:
         await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), prepare)
         conmon = ConmonProcess()
         self.spawn_conmon(conmon, args, bundle, extra_fds=extra_fds, extra_env=extra_env)
+        if on_spawned is not None:
+            on_spawned()
         timer = self.time_limit(conmon, bundle, container_id)
         try:
             report = await conmon.started
