@@ -71,6 +71,9 @@ DOCKERD_500S = (
     re.compile(r"^stat .*: no such file or directory$"),
     re.compile(r"^could not select device driver .* with capabilities: "),
     re.compile(r"^Decoding seccomp profile failed: "),
+    # DELETE /containers/{name}?link=1 of a name that is no link: a plain
+    # error in dockerd's daemon/delete.go rmLink.
+    re.compile(r"^Conflict, cannot remove the default link name of the container$"),
     # Exec create with DetachKeys that do not parse: a plain error.
     re.compile(r"^Invalid escape keys \(.*\) provided$"),
     # Unpause of a container that is not paused: a plain error.

@@ -250,11 +250,11 @@ class EndpointsMixin:
                 return
             # No aardvark-dns entry to remove for the stand-in container.
             info = dict(self._network_info(record), dns_enabled=False)
-            entry = record["IPAM"]["Config"][0]
-            subnet = ipaddress.ip_network(entry["Subnet"], strict=False)
+            # An address of each of its subnets (a dual-stack network's
+            # IPv6 rules go with the IPv6 one).
+            ips = [str(ipaddress.ip_network(s["subnet"]).broadcast_address - 1) for s in info["subnets"]]
             options = {"container_id": "0" * 64, "container_name": "twistedock-release",
-                       "networks": {info["name"]: {"static_ips": [str(subnet.broadcast_address - 1)],
-                                                   "interface_name": "eth0"}},
+                       "networks": {info["name"]: {"static_ips": ips, "interface_name": "eth0"}},
                        "network_info": {info["name"]: info}}
             try:
                 await self.driver.release(record["Interface"], options)
