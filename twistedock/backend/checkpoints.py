@@ -337,13 +337,17 @@ class CheckpointBackend:
             return
         await shield(ensureDeferred(self._create(name, options)), what="checkpoint of %s" % (name,))
 
+    def _check_running(self, c, name: str) -> None:
+        """(Under the container's lock.)  C{c} is still there and runs."""
+        if self.containers.by_id(c.id) is None:
+            raise NotFound("No such container: %s" % (name,))
+        if not c.state.running or c.state.restarting:
+            raise InternalError("Container %s not running" % (name,))
+
     async def _create(self, name: str, options: dict) -> None:
         c = self.containers.get(name)
         async with self.containers.lock(c):
-            if self.containers.by_id(c.id) is None:
-                raise NotFound("No such container: %s" % (name,))
-            if not c.state.running or c.state.restarting:
-                raise InternalError("Container %s not running" % (name,))
+            self._check_running(c, name)
             checkpoint_id = options.get("CheckpointID") or ""
             if not VALID_NAME.match(checkpoint_id):
                 raise InternalError(
@@ -475,10 +479,7 @@ class CheckpointBackend:
     async def _lazy_checkpoint(self, name: str, options: dict, answered: Deferred) -> None:
         c = self.containers.get(name)
         async with self.containers.lock(c):
-            if self.containers.by_id(c.id) is None:
-                raise NotFound("No such container: %s" % (name,))
-            if not c.state.running or c.state.restarting:
-                raise InternalError("Container %s not running" % (name,))
+            self._check_running(c, name)
             if c.state.paused:
                 raise Conflict("cannot take a lazy checkpoint of a paused container")
             checkpoint_id = options.get("CheckpointID") or ""

@@ -85,12 +85,7 @@ class LinksMixin:
         if self.networks is None:
             return env
         parent = c.name if c.name.startswith("/") else "/" + c.name
-        for link in c.host_config.get("Links") or []:
-            target, alias = spec.parse_link(link)
-            try:
-                child = self.get(target)
-            except NotFound:
-                continue
+        for child, alias in self._linked(c):
             address = self._bridge_address(child)
             if not address:
                 continue
@@ -98,17 +93,22 @@ class LinksMixin:
                             child.config.get("Env") or ())
         return env
 
+    def _linked(self, c: Container):
+        """(child container, alias) of each of C{c}'s links whose container
+        is still there."""
+        for link in c.host_config.get("Links") or []:
+            target, alias = spec.parse_link(link)
+            try:
+                yield self.get(target), alias
+            except NotFound:
+                continue
+
     def links_view(self, c: Container) -> Optional[List[str]]:
         """HostConfig.Links as dockerd's inspect shows them:
         "/child:/parent/alias" for each linked container still there."""
         parent = c.name if c.name.startswith("/") else "/" + c.name
         out = []
-        for link in c.host_config.get("Links") or []:
-            target, alias = spec.parse_link(link)
-            try:
-                child = self.get(target)
-            except NotFound:
-                continue
+        for child, alias in self._linked(c):
             out.append("%s:%s/%s" % (child.name if child.name.startswith("/") else "/" + child.name, parent, alias))
         return out or None
 

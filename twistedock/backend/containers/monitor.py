@@ -53,6 +53,16 @@ class MonitorMixin:
                 return
             await self.finish_run(c, code)
 
+    async def unmount_run(self, c: Container) -> None:
+        """The run's root filesystem, volumes and shareable /dev/shm
+        unmounted (a failure logged)."""
+        try:
+            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+        except OSError as e:
+            log.warn("unmount {id}: {e}", id=c.short_id, e=e)
+        await self.unmount_volumes(c)
+        await self.ipc_down(c)
+
     async def finish_run(self, c: Container, code: int, boot: bool = False) -> None:
         """The run is over: record how it ended, then apply the restart policy."""
         run = self._runs.pop(c.id, None)
@@ -74,12 +84,7 @@ class MonitorMixin:
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
             deleted = False
-        try:
-            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
-        except OSError as e:
-            log.warn("unmount {id}: {e}", id=c.short_id, e=e)
-        await self.unmount_volumes(c)
-        await self.ipc_down(c)
+        await self.unmount_run(c)
         await network
         c.state.running = False
         c.state.paused = False

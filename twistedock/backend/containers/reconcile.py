@@ -171,12 +171,7 @@ class ReconcileMixin:
         if run is not None and run.exit_watch is not None:
             run.exit_watch.cancel()
         await self.runtime_delete_quietly(c)
-        try:
-            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
-        except OSError as e:
-            log.warn("unmount {id}: {e}", id=c.short_id, e=e)
-        await self.unmount_volumes(c)
-        await self.ipc_down(c)
+        await self.unmount_run(c)
         try:
             durable = await self.run_in_thread(load_record, c.directory)
         except Exception:
