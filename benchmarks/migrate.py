@@ -75,6 +75,8 @@ int main(int argc, char **argv) {
 """
 
 WORKLOADS = {"small": 0, "256MiB": 256}
+# The tool's own split of its downtime (``--json``), printed under each line.
+PHASES = ("Checkpoint", "Export", "Transfer", "Restore")
 
 
 def compile_ticker(directory: Path) -> Path:
@@ -153,7 +155,8 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
                 raise RuntimeError("no line after the migration on the target")
             gap = after[following] - before[last]
             results.append({"gap": gap, "tool": figures["Downtime"], "lost": following - last - 1,
-                            "pages": figures.get("PageCopy")})
+                            "pages": figures.get("PageCopy"),
+                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None}})
             source.docker("rm", "-f", name)
             here = 1 - here
     finally:
@@ -235,6 +238,9 @@ def main() -> int:
                         place.name, workload, mode, gap, tool,
                         "  pages after restore %.0f ms" % (statistics.median(pages) * 1000,) if pages else "",
                         ", ".join("%.1f" % (r["gap"] * 1000) for r in results)))
+                    phases = [(k, [r["phases"][k] for r in results if k in r["phases"]]) for k in PHASES]
+                    print("%52s tool's split (medians): %s" % ("", ", ".join(
+                        "%s %.0f ms" % (k.lower(), statistics.median(v) * 1000) for k, v in phases if v)))
         print("load average after: %s" % (" ".join("%.2f" % x for x in os.getloadavg()),))
         cross = "two namespaces, veth, TLS with client certificates"
         for (workload, mode, target) in (("small", "plain", 100.0), ("small", "lazy", 100.0),
