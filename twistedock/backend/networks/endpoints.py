@@ -2,7 +2,8 @@
 Endpoints: a container joining networks (addresses allocated, then one
 C{netavark setup} of its namespace) and leaving them (C{netavark teardown},
 addresses released). Called by the container backend at start, exit and
-connect/disconnect; the records are saved after each change.
+connect/disconnect; each endpoint's record is saved after each change
+(L{store.NetworkStore.save_endpoint}: one small file, not the network's).
 """
 
 import ipaddress
@@ -195,7 +196,7 @@ class EndpointsMixin:
                 record["Endpoints"][container_id] = ep
                 pairs.append((record, ep))
             for record, _ in pairs:
-                await self.save(record)
+                await self.save_endpoint(record, container_id)
         except BaseException:
             await self._unreserve(container_id, pairs)
             raise
@@ -205,7 +206,7 @@ class EndpointsMixin:
         for record, ep in pairs:
             if record["Endpoints"].get(container_id) is ep:
                 record["Endpoints"].pop(container_id, None)
-                await self.save_or_log(record)
+                await self.save_endpoint_or_log(record, container_id)
 
     async def configure(self, container_id: str, container_name: str, netns: str, pairs,
                         dns_servers: Sequence[str] = ()) -> None:
@@ -268,9 +269,9 @@ class EndpointsMixin:
             if record["Driver"] == "bridge" and record["Interface"] and not record["Endpoints"]:
                 await self.release_network(record)
 
-    async def save_or_log(self, record: dict) -> None:
+    async def save_endpoint_or_log(self, record: dict, container_id: str) -> None:
         try:
-            await self.save(record)
+            await self.save_endpoint(record, container_id)
         except Exception as e:
             log.warn("network record {name}: {e}", name=record["Name"], e=e)
 
@@ -288,7 +289,7 @@ class EndpointsMixin:
         finally:
             for record, ep in pairs:
                 record["Endpoints"].pop(container_id, None)
-                await self.save(record)
+                await self.save_endpoint(record, container_id)
                 self.events.log("network", "disconnect", record["Id"],
                                 {"container": container_id, "name": record["Name"], "type": "bridge"})
 
@@ -302,7 +303,7 @@ class EndpointsMixin:
             if record.get("DNS"):
                 async with self.netavark_lock:
                     await self.driver.rename_dns(self._network_info(record)["name"], container_id, old, new)
-            await self.save(record)
+            await self.save_endpoint(record, container_id)
 
     def public_endpoint(self, record: dict, ep: Optional[dict]) -> dict:
         """EndpointSettings as inspect shows it (empty when not running)."""

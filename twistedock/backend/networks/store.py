@@ -4,20 +4,28 @@ and user-defined bridge networks), one atomic record each under
 C{<data-root>/network/}, with their endpoints (the containers joined, their
 addresses allocated here, by L{ipam}). The API documents are made here; the
 host is changed only by the L{driver}, when a container joins or leaves.
+
+Each endpoint is a record of its own, C{<network ID>.endpoints/<container
+ID>.json} beside the network's C{<network ID>.json}: a join or leave writes
+(or unlinks) one small file, whatever the number of containers on the
+network. Records of an older daemon, with every endpoint inside the
+network's record, are split so at start-up.
 """
 
 import json
 import os
 import re
 import secrets
+import shutil
 import time
 from typing import Dict, List, Optional
 
+from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ... import golang
-from ...atomic import write_atomic
+from ...atomic import fsync_dir, write_atomic
 from ...errors import Conflict, Forbidden, InvalidParameter, NotFound
 from ...filters import Filters
 from ...logs import Logger
@@ -45,6 +53,51 @@ def _not_a_bridge(name: str, sysfs: str = "/sys/class/net") -> bool:
 
 def _new_id() -> str:
     return secrets.token_hex(32)
+
+
+ENDPOINTS_SUFFIX = ".endpoints"
+
+
+def _encode(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def write_endpoint(directory: str, container_id: str, data: bytes) -> None:
+    """An endpoint's record written atomically (blocking), its directory
+    made first (and made durable) if need be."""
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fsync_dir(os.path.dirname(directory))
+    write_atomic(os.path.join(directory, container_id + ".json"), data, mode=0o600)
+
+
+def remove_endpoint(directory: str, container_id: str) -> None:
+    """An endpoint's record unlinked, durably (blocking)."""
+    try:
+        os.unlink(os.path.join(directory, container_id + ".json"))
+    except FileNotFoundError:
+        return
+    fsync_dir(directory)
+
+
+def read_endpoints(directory: str) -> Dict[str, dict]:
+    """The endpoint records in C{directory} (blocking); a record cut short
+    cannot be there (each was renamed into place), an unreadable one is
+    logged and left out."""
+    out: Dict[str, dict] = {}
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue  # (a temporary file of a write the daemon did not finish)
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                out[name[: -len(".json")]] = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            log.warn("endpoint record {name} unreadable: {e}", name=name, e=e)
+    return out
 
 
 @implementer(INetworkBackend)
@@ -76,6 +129,8 @@ class NetworkStore(EndpointsMixin):
         #: the embedded DNS server's upstream servers come from it.
         self.resolv_conf = resolv_conf
         self.networks: Dict[str, dict] = {}
+        #: One lock an endpoint being saved: its writes in order.
+        self._endpoint_locks: Dict[tuple, DeferredLock] = {}
         #: The listeners of published ports (the userland proxy by default).
         self.proxies = proxies if proxies is not None else PortProxies(reactor)
 
@@ -87,7 +142,8 @@ class NetworkStore(EndpointsMixin):
         prepare = getattr(self.driver, "prepare", None)
         if prepare is not None:
             prepare()
-        for name in sorted(os.listdir(self.directory)):
+        names = sorted(os.listdir(self.directory))
+        for name in names:
             if not name.endswith(".json"):
                 continue
             try:
@@ -96,7 +152,24 @@ class NetworkStore(EndpointsMixin):
             except (OSError, ValueError) as e:
                 log.warn("network record {name} unreadable: {e}", name=name, e=e)
                 continue
+            inline = record.get("Endpoints") or {}
+            record["Endpoints"] = dict(inline)
+            record["Endpoints"].update(read_endpoints(self._endpoints_dir(record)))
+            if inline:
+                # An older daemon's record: its endpoints written one a
+                # file, then the record without them (a crash in between
+                # leaves both, and this runs again).
+                for container_id in inline:
+                    write_endpoint(self._endpoints_dir(record), container_id,
+                                   _encode(record["Endpoints"][container_id]))
+                self._write(record)
             self.networks[record["Id"]] = record
+        for name in names:
+            # The endpoints of a network whose record is gone (a daemon
+            # killed while it removed the network).
+            if name.endswith(ENDPOINTS_SUFFIX) and name[: -len(ENDPOINTS_SUFFIX)] not in self.networks \
+                    and not os.path.exists(os.path.join(self.directory, name[: -len(ENDPOINTS_SUFFIX)] + ".json")):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         self.make_predefined()
 
     def make_predefined(self) -> None:
@@ -179,12 +252,40 @@ class NetworkStore(EndpointsMixin):
     def _path(self, record: dict) -> str:
         return os.path.join(self.directory, record["Id"] + ".json")
 
+    def _endpoints_dir(self, record: dict) -> str:
+        return os.path.join(self.directory, record["Id"] + ENDPOINTS_SUFFIX)
+
+    @staticmethod
+    def _network_part(record: dict) -> bytes:
+        """The network's own record: its endpoints are records of their own."""
+        return _encode(dict(record, Endpoints={}))
+
     def _write(self, record: dict) -> None:
-        write_atomic(self._path(record), json.dumps(record, separators=(",", ":")).encode(), mode=0o600)
+        write_atomic(self._path(record), self._network_part(record), mode=0o600)
 
     def save(self, record: dict):
-        data = json.dumps(record, separators=(",", ":")).encode()
-        return self._thread(write_atomic, self._path(record), data, 0o600)
+        """The network's own record saved (not its endpoints: L{save_endpoint})."""
+        return self._thread(write_atomic, self._path(record), self._network_part(record), 0o600)
+
+    async def save_endpoint(self, record: dict, container_id: str) -> None:
+        """The container's endpoint on the network saved as it is now in
+        C{record}, or its record removed if it has left: one small file,
+        written in a thread. The writes of one endpoint happen in the order
+        asked (a join's write never lands after the leave's unlink)."""
+        key = (record["Id"], container_id)
+        lock = self._endpoint_locks.get(key)
+        if lock is None:
+            lock = self._endpoint_locks[key] = DeferredLock()
+        try:
+            async with lock:
+                ep = record["Endpoints"].get(container_id)
+                if ep is not None:
+                    await self._thread(write_endpoint, self._endpoints_dir(record), container_id, _encode(ep))
+                else:
+                    await self._thread(remove_endpoint, self._endpoints_dir(record), container_id)
+        finally:
+            if not lock.locked and not lock.waiting:
+                self._endpoint_locks.pop(key, None)
 
     def _thread(self, function, *args):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
@@ -356,6 +457,8 @@ class NetworkStore(EndpointsMixin):
             await self._thread(os.unlink, self._path(record))
         except FileNotFoundError:
             pass
+        # (Empty, or left by a kill: its endpoints are gone with the network.)
+        await self._thread(shutil.rmtree, self._endpoints_dir(record), True)
         self.events.log("network", "destroy", record["Id"], {"name": record["Name"], "type": record["Driver"]})
 
     async def prune(self, filters: Filters) -> dict:
