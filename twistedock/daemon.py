@@ -30,6 +30,7 @@ from .backend.containers.logrotation import LogRotator
 from .backend.containers.probes import ProbeRunnerProcess
 from .backend import spec
 from .backend.debug import DebugBackend
+from .backend.stalls import StallMonitor
 from .backend.events import EventLog
 from .backend.execs import ExecBackend, ExecStore
 from .backend.distribution import RegistryService
@@ -227,6 +228,8 @@ class Daemon(MultiService):
             fixed_cidr=config.fixed_cidr, pools=config.default_address_pools, icc=config.icc,
         )
         self._build_container_backends(reactor, config)
+        #: With --debug: reactor iterations over 10 ms logged with what ran.
+        self.stalls = StallMonitor(reactor) if config.debug else None
         self.copies = CopyBackend(reactor, self.containers, self.images, volumes=self.volumes)
         self.system = SystemBackend(
             reactor,
@@ -240,7 +243,7 @@ class Daemon(MultiService):
             reactor,
             self.system,
             InactiveCluster(),
-            DebugBackend(reactor) if config.debug else None,
+            DebugBackend(reactor, stalls=self.stalls) if config.debug else None,
             containers=self.containers,
             images=self.images,
             execs=self.execs,
@@ -332,9 +335,13 @@ class Daemon(MultiService):
         # for its verdict.
         self.criu.status().addErrback(lambda f: log.failure("criu check", f))
         self._loading = ensureDeferred(self._load())
-        if self.config.debug:
-            # Heap profiles (/debug/pprof/heap) see what was allocated since.
+        if self.config.debug and os.environ.get("TWISTEDOCK_TRACEMALLOC", "1") != "0":
+            # Heap profiles (/debug/pprof/heap) see what was allocated since
+            # (with TWISTEDOCK_TRACEMALLOC=0, since the first one: tracing
+            # slows every allocation, which a latency benchmark must not see).
             tracemalloc.start()
+        if self.stalls is not None:
+            self.reactor.callWhenRunning(self.stalls.start)
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self.reactor.callWhenRunning(self._handle_stop_signals)
         log.info(
@@ -374,6 +381,8 @@ class Daemon(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         log.info("twistedock stopping")
+        if self.stalls is not None:
+            self.stalls.stop()
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:

@@ -44,8 +44,10 @@ def _rss_bytes() -> int:
 
 @implementer(IDebugBackend)
 class DebugBackend:
-    def __init__(self, reactor, started: float = None) -> None:
+    def __init__(self, reactor, started: float = None, stalls=None) -> None:
         self.reactor = reactor
+        #: The L{stalls.StallMonitor}, if one runs: its figures in /debug/vars.
+        self.stalls = stalls
         self.started = time.time() if started is None else started
         self._profiling = False
         #: The last heap profile's snapshot: what C{diff} compares with.
@@ -77,6 +79,7 @@ class DebugBackend:
                 "delayed_calls": len(self.reactor.getDelayedCalls()),
                 "readers": len(self.reactor.getReaders()),
                 "writers": len(self.reactor.getWriters()),
+                **(self.stalls.figures() if self.stalls is not None else {}),
             },
         }
 
