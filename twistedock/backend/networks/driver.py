@@ -25,6 +25,7 @@ from ...atomic import write_atomic
 from ...errors import InternalError
 from ...logs import Logger
 from ..runtime.processes import Collect
+from ..spawn import Spawner
 
 NSENTER = "/usr/bin/nsenter"
 EMBEDDED_DNS = "127.0.0.11"
@@ -65,6 +66,7 @@ class Netavark:
                  sysfs: str = "/sys/class/net", iptables: bool = True, ip_forward: bool = True,
                  ip_forward_path: str = "/proc/sys/net/ipv4/ip_forward") -> None:
         self.reactor = reactor
+        self.spawner = Spawner(reactor)
         self.config_dir = config_dir
         #: False (--iptables=false): netavark's firewall commands are
         #: answered by L{NO_FIREWALL} and change nothing.
@@ -105,7 +107,8 @@ class Netavark:
 
     async def _run(self, argv: List[str], stdin: Optional[bytes] = None):
         proto = Collect(stdin)
-        self.reactor.spawnProcess(proto, argv[0], argv, env=self._env())
+        # (From a thread: the reactor neither waits nor holds the GIL.)
+        await self.spawner.spawn_process(proto, argv[0], argv, self._env())
         out, err, status = await proto.done
         return out, err, status
 

@@ -29,6 +29,7 @@ from .conmon import (
     write_ctl,
 )
 from .interfaces import IRuntime
+from ..spawn import Spawner
 from .processes import Collect, read_int, resolve_binary, unlink
 from .runc import runc_error, runc_message, shim_task_message
 
@@ -86,6 +87,10 @@ class Runtime:
         self._environment = {
             k: v for k, v in os.environ.items() if k not in ("_OCI_STARTPIPE", "_OCI_ATTACHPIPE")
         }
+        #: runc's environment: the daemon's, copied once too.
+        self._runc_environment = dict(os.environ)
+        #: runc started from a thread (the reactor neither waits nor holds the GIL).
+        self.spawner = Spawner(reactor)
 
     # -- conmon --------------------------------------------------------
 
@@ -279,7 +284,7 @@ class Runtime:
         collect = Collect(stdin)
         argv = [self.runc, "--root", self.state_root] + [str(a) for a in args]
         try:
-            self.reactor.spawnProcess(collect, self.runc, argv, env=dict(os.environ))
+            await self.spawner.spawn_process(collect, self.runc, argv, self._runc_environment)
         except OSError as e:
             raise InternalError("cannot run %s: %s" % (self.runc, e.strerror or e))
         return await collect.done

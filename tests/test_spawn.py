@@ -1,0 +1,98 @@
+"""Children started from a thread (twistedock.backend.spawn): what they get
+is what Twisted's spawnProcess gives them (their pipes, no other inherited
+file, signals at their defaults, nothing blocked), over the real reactor."""
+
+import os
+import signal
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.testing import MemoryReactor
+
+from twistedock.backend.runtime.processes import Collect
+from twistedock.backend.spawn import Spawner
+
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+@pytest.fixture
+def spawner():
+    s = Spawner(reactor)
+    assert s.usable
+    yield s
+    s.stop()
+
+
+async def run(spawner, argv, stdin=None):
+    collect = Collect(stdin)
+    transport = await spawner.spawn_process(collect, argv[0], argv, ENV)
+    # (None when the child had ended already: reaped as it was registered.)
+    assert transport.pid is None or transport.pid > 0
+    return await collect.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_output_input_and_status(spawner):
+    assert await run(spawner, ["sh", "-c", "cat; echo err >&2; exit 3"], b"in\n") == (b"in\n", b"err\n", 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_executable_fails_and_leaves_no_fd(spawner):
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as caught:
+        await spawner.spawn_process(Collect(None), "no-such-binary-here", ["no-such-binary-here"], ENV)
+    assert caught.value.errno == 2
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_pipes_are_inherited(spawner):
+    r, w = os.pipe()
+    os.set_inheritable(w, True)  # (Twisted closes even inheritable ones)
+    try:
+        out, _, status = await run(spawner, ["sh", "-c", "ls /proc/$$/fd"])
+    finally:
+        os.close(r)
+        os.close(w)
+    assert status == 0
+    # the shell's 0, 1, 2 (and the fd ls reads with, 3)
+    assert sorted(int(fd) for fd in out.split()) in ([0, 1, 2], [0, 1, 2, 3])
+
+
+@pytest_twisted.ensureDeferred
+async def test_signals_as_twisteds_children_get_them(spawner):
+    """Ignored and blocked signals as with reactor.spawnProcess: none but
+    the two glibc keeps for itself (32 and 33), even when the daemon
+    ignores one."""
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    argv = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+    try:
+        ours, _, _ = await run(spawner, argv)
+        collect = Collect(None)
+        reactor.spawnProcess(collect, argv[0], argv, env=ENV)
+        twisteds, _, _ = await collect.done
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert ours == twisteds
+    fields = dict(line.split(":\t") for line in ours.decode().splitlines())
+    assert int(fields["SigIgn"], 16) & ~0x180000000 == 0 and int(fields["SigBlk"], 16) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quick_child_is_reaped(spawner):
+    results = [await run(spawner, ["true"]) for _ in range(20)]
+    assert results == [(b"", b"", 0)] * 20
+
+
+def test_another_reactor_gets_its_own_spawnprocess():
+    class Reactor(MemoryReactor):
+        def spawnProcess(self, proto, executable, args, env, childFDs=None):
+            self.spawned = (executable, args, env, childFDs)
+            return "transport"
+
+    memory = Reactor()
+    s = Spawner(memory)
+    assert not s.usable
+    d = s.spawn_process(Collect(None), "true", ["true"], ENV)
+    assert d.result == "transport" and memory.spawned == ("true", ["true"], ENV, None)

@@ -1,0 +1,195 @@
+"""
+L{spawn_process}: a child process started from a thread of its own, so that
+the reactor neither waits for it nor holds the GIL meanwhile.
+
+Twisted's C{spawnProcess} runs C{posix_spawn} on the reactor thread, and
+C{os.posix_spawn} keeps the GIL: glibc's C{posix_spawn} is a C{vfork},
+whose parent waits until the child has run its file actions and exec'd,
+which on a loaded host is milliseconds during which no thread of the daemon
+runs. Here the pipes are made and wired on the reactor (as Twisted does),
+and only the spawn itself runs in a thread, through libc by ctypes (which
+releases the GIL). The child is what Twisted's would be: the same file
+actions (Twisted's own computation), every signal's disposition set to its
+default (those caught are reset by the exec anyway: Twisted resets those
+ignored), an empty signal mask. Where that is not available (another
+reactor, no glibc) the reactor's C{spawnProcess} is used.
+"""
+
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import signal
+from typing import Dict, Optional, Sequence
+
+from twisted.internet import process as _process
+from twisted.internet.defer import succeed
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ..logs import Logger
+
+log = Logger()
+
+_DUP2, _CLOSE = 1, 2
+_POSIX_SPAWN_SETSIGDEF = 0x04
+_POSIX_SPAWN_SETSIGMASK = 0x08
+#: Room for glibc's posix_spawn_file_actions_t (80 bytes), posix_spawnattr_t
+#: (336) and sigset_t (128), with a margin.
+_OPAQUE = 1024
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        for name in ("posix_spawnp", "posix_spawn_file_actions_init", "posix_spawn_file_actions_adddup2",
+                     "posix_spawn_file_actions_addclose", "posix_spawn_file_actions_destroy",
+                     "posix_spawnattr_init", "posix_spawnattr_setflags", "posix_spawnattr_setsigdefault",
+                     "posix_spawnattr_setsigmask", "posix_spawnattr_destroy", "sigemptyset", "sigaddset"):
+            getattr(libc, name)
+    except (OSError, AttributeError):
+        return None
+    libc.posix_spawnattr_setflags.argtypes = [ctypes.c_void_p, ctypes.c_short]
+    return libc
+
+
+_libc = _load_libc()
+
+
+def _sigset(signals: Sequence[int]):
+    s = ctypes.create_string_buffer(_OPAQUE)
+    _libc.sigemptyset(s)
+    for number in signals:
+        _libc.sigaddset(s, number)
+    return s
+
+
+def _spawn(executable: bytes, argv: Sequence[bytes], envp: Sequence[bytes], actions) -> int:
+    """posix_spawnp through libc (the GIL released while the child starts):
+    its pid; OSError if it could not be started."""
+    file_actions = ctypes.create_string_buffer(_OPAQUE)
+    attributes = ctypes.create_string_buffer(_OPAQUE)
+    _libc.posix_spawn_file_actions_init(file_actions)
+    _libc.posix_spawnattr_init(attributes)
+    try:
+        for action in actions:
+            if action[0] == _DUP2:
+                _libc.posix_spawn_file_actions_adddup2(file_actions, action[1], action[2])
+            else:
+                _libc.posix_spawn_file_actions_addclose(file_actions, action[1])
+        _libc.posix_spawnattr_setflags(attributes, _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK)
+        # Every signal to its default: an ignored one would stay ignored in
+        # the child, a caught one reverts at the exec anyway.
+        _libc.posix_spawnattr_setsigdefault(attributes, _sigset(sorted(signal.valid_signals())))
+        _libc.posix_spawnattr_setsigmask(attributes, _sigset(()))
+        pid = ctypes.c_int()
+        c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+        c_envp = (ctypes.c_char_p * (len(envp) + 1))(*envp, None)
+        error = _libc.posix_spawnp(ctypes.byref(pid), executable, file_actions, attributes, c_argv, c_envp)
+    finally:
+        _libc.posix_spawn_file_actions_destroy(file_actions)
+        _libc.posix_spawnattr_destroy(attributes)
+    if error:
+        raise OSError(error, "%s: %s" % (os.strerror(error), os.fsdecode(executable)))
+    return pid.value
+
+
+class _Spawned(_process.Process):
+    """Twisted's Process for a child started already: its pipes' parent
+    ends wired to the reactor, the protocol connected, the child reaped
+    (what the end of C{Process.__init__} does)."""
+
+    def __init__(self, reactor, proto, pid: int, child_fds: Dict[int, object], helpers: Dict[int, int]) -> None:
+        self._reactor = reactor
+        _process._BaseProcess.__init__(self, proto)
+        self.pipes = {}
+        self.pid = pid
+        self.status = -1
+        for child_fd, parent_fd in helpers.items():
+            if child_fds[child_fd] == "r":
+                self.pipes[child_fd] = self.processReaderFactory(reactor, self, child_fd, parent_fd)
+            else:
+                self.pipes[child_fd] = self.processWriterFactory(reactor, self, child_fd, parent_fd,
+                                                                 forceReadHack=True)
+        try:
+            if self.proto is not None:
+                self.proto.makeConnection(self)
+        except BaseException:
+            log.failure("connecting the process protocol of {pid}", pid=pid)
+        # (A child that ended meanwhile is reaped here: SIGCHLD's handler
+        # only reaps registered children.)
+        _process.registerReapProcessHandler(self.pid, self)
+
+
+class Spawner:
+    """Spawns children from its own small thread pool (not the reactor's,
+    which file work may keep busy): L{spawn_process}."""
+
+    def __init__(self, reactor, threads: int = 2) -> None:
+        self.reactor = reactor
+        self.pool: Optional[ThreadPool] = None
+        self.threads = threads
+
+    @property
+    def usable(self) -> bool:
+        return _libc is not None and isinstance(self.reactor, PosixReactorBase) and hasattr(_process, "_getFileActions")
+
+    def _pool(self) -> ThreadPool:
+        if self.pool is None:
+            self.pool = ThreadPool(1, self.threads, name="spawn")
+            self.pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        return self.pool
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+
+    def spawn_process(self, proto, executable: str, args: Sequence[str], env: Dict[str, str],
+                      child_fds: Optional[dict] = None):
+        """As C{reactor.spawnProcess(proto, executable, args, env,
+        childFDs=child_fds)} (no working directory, no uid/gid): a Deferred
+        firing with the process transport, or failing with the OSError of a
+        child that could not be started."""
+        if not self.usable:
+            return succeed(self.reactor.spawnProcess(proto, executable, list(args), env=env, childFDs=child_fds))
+        child_fds = dict(child_fds) if child_fds is not None else {0: "w", 1: "r", 2: "r"}
+        fdmap: Dict[int, int] = {}  # the child's fd -> ours
+        helpers: Dict[int, int] = {}  # the child's fd -> our end of its pipe
+        opened = []
+        try:
+            for child_fd, target in child_fds.items():
+                if target in ("r", "w"):
+                    r, w = os.pipe()
+                    opened += [r, w]
+                    fdmap[child_fd], helpers[child_fd] = (w, r) if target == "r" else (r, w)
+                else:
+                    fdmap[child_fd] = target
+            fd_state = []
+            for fd in _process._listOpenFDs():
+                try:
+                    fd_state.append((fd, fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)))
+                except OSError:
+                    pass
+            actions = _process._getFileActions(fd_state, fdmap, doClose=_CLOSE, doDup2=_DUP2)
+            argv = [os.fsencode(a) for a in args]
+            envp = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+
+        def started(pid: int):
+            for child_fd in helpers:
+                os.close(fdmap[child_fd])
+            return _Spawned(self.reactor, proto, pid, child_fds, helpers)
+
+        def failed(failure):
+            for fd in opened:
+                os.close(fd)
+            return failure
+
+        d = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, actions)
+        return d.addCallbacks(started, failed)
