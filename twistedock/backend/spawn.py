@@ -6,9 +6,11 @@ Twisted's C{spawnProcess} runs C{posix_spawn} on the reactor thread, and
 C{os.posix_spawn} keeps the GIL: glibc's C{posix_spawn} is a C{vfork},
 whose parent waits until the child has run its file actions and exec'd,
 which on a loaded host is milliseconds during which no thread of the daemon
-runs. Here the pipes are made and wired on the reactor (as Twisted does),
-and only the spawn itself runs in a thread, through libc by ctypes (which
-releases the GIL). The child is what Twisted's would be: the same file
+runs; before it, Twisted checks each of the daemon's open fds (a
+thousand with a few hundred containers). Here the pipes are made and wired
+on the reactor (as Twisted does), and the rest runs in a thread: the fds
+checked, the spawn itself through libc by ctypes (which releases the
+GIL). The child is what Twisted's would be: the same file
 actions (Twisted's own computation), every signal's disposition set to its
 default (those caught are reset by the exec anyway: Twisted resets those
 ignored), an empty signal mask. Where that is not available (another
@@ -65,9 +67,23 @@ def _sigset(signals: Sequence[int]):
     return s
 
 
-def _spawn(executable: bytes, argv: Sequence[bytes], envp: Sequence[bytes], actions) -> int:
-    """posix_spawnp through libc (the GIL released while the child starts):
-    its pid; OSError if it could not be started."""
+def _file_actions(fdmap: Dict[int, int]) -> list:
+    """Twisted's file actions for a child whose fds are C{fdmap} (the
+    child's fd -> ours): each of our fds inherited by mistake closed."""
+    fd_state = []
+    for fd in _process._listOpenFDs():
+        try:
+            fd_state.append((fd, fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)))
+        except OSError:
+            pass
+    return _process._getFileActions(fd_state, fdmap, doClose=_CLOSE, doDup2=_DUP2)
+
+
+def _spawn(executable: bytes, argv: Sequence[bytes], envp: Sequence[bytes], fdmap: Dict[int, int]) -> int:
+    """posix_spawnp through libc (in a thread: the file actions computed
+    here, O(open fds), and the GIL released while the child starts): its
+    pid; OSError if it could not be started."""
+    actions = _file_actions(fdmap)
     file_actions = ctypes.create_string_buffer(_OPAQUE)
     attributes = ctypes.create_string_buffer(_OPAQUE)
     _libc.posix_spawn_file_actions_init(file_actions)
@@ -167,13 +183,6 @@ class Spawner:
                     fdmap[child_fd], helpers[child_fd] = (w, r) if target == "r" else (r, w)
                 else:
                     fdmap[child_fd] = target
-            fd_state = []
-            for fd in _process._listOpenFDs():
-                try:
-                    fd_state.append((fd, fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)))
-                except OSError:
-                    pass
-            actions = _process._getFileActions(fd_state, fdmap, doClose=_CLOSE, doDup2=_DUP2)
             argv = [os.fsencode(a) for a in args]
             envp = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
         except BaseException:
@@ -191,5 +200,5 @@ class Spawner:
                 os.close(fd)
             return failure
 
-        d = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, actions)
+        d = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, fdmap)
         return d.addCallbacks(started, failed)
