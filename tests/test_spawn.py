@@ -85,6 +85,20 @@ async def test_a_quick_child_is_reaped(spawner):
     assert results == [(b"", b"", 0)] * 20
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_spawn_still_wires_and_reaps_its_child(spawner):
+    """The caller gone (its Deferred cancelled) while the child starts: the
+    child is still connected to its protocol and reaped."""
+    from twisted.internet.defer import CancelledError
+
+    collect = Collect(None)
+    d = spawner.spawn_process(collect, "echo", ["echo", "still"], ENV)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    assert await collect.done == (b"still\n", b"", 0)
+
+
 def test_another_reactor_gets_its_own_spawnprocess():
     class Reactor(MemoryReactor):
         def spawnProcess(self, proto, executable, args, env, childFDs=None):

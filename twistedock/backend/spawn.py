@@ -25,9 +25,10 @@ import signal
 from typing import Dict, Optional, Sequence
 
 from twisted.internet import process as _process
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ..logs import Logger
@@ -200,5 +201,22 @@ class Spawner:
                 os.close(fd)
             return failure
 
-        d = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, fdmap)
-        return d.addCallbacks(started, failed)
+        spawned = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, fdmap)
+        spawned.addCallbacks(started, failed)
+        # The caller may cancel what it awaits (a client gone): the child,
+        # started or about to be, is wired and reaped all the same, as one
+        # of Twisted's would be.
+        result = Deferred()
+
+        def deliver(outcome):
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            elif isinstance(outcome, Failure):
+                log.failure("starting {executable}", outcome, executable=executable)
+            return None
+
+        spawned.addBoth(deliver)
+        return result
