@@ -55,7 +55,8 @@ class CreateMixin:
             else:
                 config["Hostname"] = ident[:12]
         directory = os.path.join(self.containers_dir, ident)
-        os.makedirs(directory, mode=0o710)
+        # (In a thread: a busy disk stalls a mkdir, and the reactor with it.)
+        await self.run_in_thread(os.makedirs, directory, 0o710)
         c = Container(
             id=ident,
             name=name,

@@ -168,9 +168,8 @@ class Netavark:
 
     async def create_netns(self, path: str) -> None:
         """A new network namespace bound at C{path}."""
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a"):
-            pass
+        # (The mount point made in a thread: a busy disk stalls it.)
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _mount_point, path)
         out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path, "true"])
         if status != 0:
             _remove(path)
@@ -298,6 +297,13 @@ def dns_rules(gateway: Optional[str]) -> str:
         lines.append("-A POSTROUTING -s 127.0.0.0/8 -d %s/32 -j MASQUERADE" % gateway)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def _mount_point(path: str) -> None:
+    """An empty file to bind a namespace on (blocking)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a"):
+        pass
 
 
 def _remove(path: str) -> None:
