@@ -5,23 +5,32 @@ does its memory stay flat while containers come and go for a long time?
 
     python benchmarks/load.py --quick          # a short run
     python benchmarks/load.py                  # 1,000 requests; 200 containers x 10 minutes
+    python benchmarks/load.py --quick --debug-latency   # where the reactor stalls
 
-What is measured (on a daemon of this checkout, --debug, in temporary
-directories; everything it made is removed):
+What is measured (on a daemon of this checkout, in temporary directories;
+everything it made is removed), /_ping timed every 50 ms throughout by a
+process of its own (a new connection a ping, as the docker CLI makes one a
+command; its own process so that the client threads' GIL does not delay
+it):
 
 1. a burst of N concurrent API requests (default 1,000; 200 client
    threads), mixed: list (all), inspect, create, remove (-f): how many were
    answered without error, the latency percentiles, the daemon's RSS before
    and after;
-2. a loop: C{--containers} containers created and started (8 client
-   threads), then all removed (rm -f), again and again for C{--minutes};
-   throughout, /_ping every 50 ms from another thread (its p50/p99 per round
-   and overall), and after each round the daemon's RSS and the live bytes
-   tracemalloc sees (GET /debug/pprof/heap: tracing starts after a first
-   warm-up round), so that growth shows as a slope (bytes per round), and
-   the top growth lines of a tracemalloc snapshot diff (the base taken after
-   the second round, GET /debug/pprof/heap?diff=1 at the end); /_ping's
-   p50/p99/max per minute.
+2. the floor: /_ping's p50/p99/max on the idle daemon (C{--idle-seconds}),
+   the same after the churn: what the churn's figures compare with;
+3. latency: C{--containers} containers created and started (8 client
+   threads), then all removed (rm -f), again and again for C{--minutes},
+   on a daemon without --debug (no request log, no tracemalloc): /_ping's
+   p50/p99/max per round, per minute and overall, the daemon's RSS after
+   each round (with C{--debug-latency} on a --debug daemon, tracemalloc
+   off, with its reactor stall log summed up: where the reactor stalled);
+4. leaks: the same daemon restarted with --debug, C{--leak-rounds} more
+   rounds: tracemalloc starts after the first (a heap profile), the
+   snapshot after the third is the base, the live bytes it traces are read
+   after every round from then on (a slope: bytes per round) and the top
+   growth lines of the snapshot diff at the end (GET
+   /debug/pprof/heap?diff=1); the pings under tracing too.
 
 It needs root, runc, conmon and /bin/busybox.
 """
@@ -31,7 +40,10 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -126,41 +138,103 @@ def burst(daemon: OwnDaemon, total: int, threads: int) -> dict:
     return out
 
 
-class Pinger(threading.Thread):
-    """/_ping every 50 ms (a new connection each time, as a CLI would):
-    (seconds since the start, latency) of each answer."""
+def ping_once(sock: str, timeout: float = 10.0) -> Tuple[int, float]:
+    """One C{GET /_ping} on a new connection, as the docker CLI makes one
+    per command: (status, seconds from connect to the answer's end)."""
+    started = time.monotonic()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(sock)
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return 0, time.monotonic() - started
+    finally:
+        s.close()
+    try:
+        status = int(data.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        status = 0
+    return status, time.monotonic() - started
 
-    def __init__(self, sock: str) -> None:
-        super().__init__(daemon=True)
-        self.sock = sock
-        self.started = time.monotonic()
-        self.samples: List[Tuple[float, float]] = []
-        self.failures = 0
-        self.stopped = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            status, _, seconds = request(self.sock, "GET", "/_ping", timeout=10)
-            if status == 200:
-                self.samples.append((time.monotonic() - self.started, seconds))
-            else:
-                self.failures += 1
-            self.stopped.wait(0.05)
-
-    def since(self, index: int) -> List[float]:
-        return [latency for _, latency in self.samples[index:]]
+def pinger_main(sock: str, out: str, every: float) -> int:
+    """The pinger process: a ping every C{every} seconds, a line each
+    (monotonic time, seconds, status) appended to C{out}, until SIGTERM."""
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+    with open(out, "a") as f:
+        while not stopped:
+            at = time.monotonic()
+            status, seconds = ping_once(sock)
+            f.write("%.6f %.6f %d\n" % (at, seconds, status))
+            f.flush()
+            time.sleep(max(0.0, every - (time.monotonic() - at)))
+    return 0
 
 
-def per_minute(samples: List[Tuple[float, float]]) -> List[dict]:
+class Pinger:
+    """/_ping every 50 ms from a process of its own (so that neither the
+    benchmark's client threads nor its GIL delay the pings), a new
+    connection each time: its samples read back by time (CLOCK_MONOTONIC
+    is the system's, shared by both processes)."""
+
+    def __init__(self, sock: str, path: str, every: float = 0.05) -> None:
+        self.path = path
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--pinger", sock, path,
+                                      "--every", str(every)])
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def samples(self, since: float = 0.0, until: float = float("inf")) -> List[Tuple[float, float, int]]:
+        out = []
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 3:
+                        at, seconds, status = float(parts[0]), float(parts[1]), int(parts[2])
+                        if since <= at < until:
+                            out.append((at, seconds, status))
+        except OSError:
+            pass
+        return out
+
+
+def ping_figures(samples: List[Tuple[float, float, int]]) -> dict:
+    ok = [seconds for _, seconds, status in samples if status == 200]
+    return {
+        "pings": len(samples), "failures": len(samples) - len(ok),
+        "p50_ms": round(percentile(ok, 50) * 1000, 2), "p99_ms": round(percentile(ok, 99) * 1000, 2),
+        "max_ms": round(max(ok) * 1000, 2) if ok else None,
+    }
+
+
+def per_minute(samples: List[Tuple[float, float, int]], started: float) -> List[dict]:
     """p50, p99 and max of the pings of each minute."""
     minutes: dict = {}
-    for at, latency in samples:
-        minutes.setdefault(int(at // 60), []).append(latency)
-    return [
-        {"minute": m + 1, "pings": len(v), "p50_ms": round(percentile(v, 50) * 1000, 2),
-         "p99_ms": round(percentile(v, 99) * 1000, 2), "max_ms": round(max(v) * 1000, 2)}
-        for m, v in sorted(minutes.items())
-    ]
+    for sample in samples:
+        minutes.setdefault(int((sample[0] - started) // 60), []).append(sample)
+    return [dict(minute=m + 1, **ping_figures(v)) for m, v in sorted(minutes.items())]
+
+
+def idle(pinger: Pinger, seconds: float) -> dict:
+    """The floor: the pings of the idle daemon over C{seconds}."""
+    started = time.monotonic()
+    time.sleep(seconds)
+    return dict(seconds=seconds, **ping_figures(pinger.samples(started)))
 
 
 def traced_bytes(sock: str) -> int:
@@ -170,93 +244,156 @@ def traced_bytes(sock: str) -> int:
     return int(json.loads(data)["memstats"].get("traced_bytes", -1))
 
 
+def debug_vars(sock: str) -> dict:
+    status, data, _ = request(sock, "GET", "/debug/vars")
+    return json.loads(data) if status == 200 else {}
+
+
 def heap(sock: str, query: str = "") -> str:
     status, data, _ = request(sock, "GET", "/debug/pprof/heap" + query)
     return data.decode("utf-8", "replace") if status == 200 else ""
 
 
-def churn(daemon: OwnDaemon, containers: int, minutes: float, threads: int = 8) -> dict:
-    """Rounds of C{containers} containers started then removed, for
-    C{minutes}.  Round 0 warms up; tracemalloc starts after it (a first heap
-    profile) and the snapshot after round 1 is the base that the last one
-    is compared with (C{GET /debug/pprof/heap?diff=1}); every round reads
-    the traced bytes and the RSS in between."""
+def one_round(sock: str, n: int, containers: int, threads: int) -> int:
+    """C{containers} containers created and started from C{threads}
+    threads, then removed (rm -f): how many removals failed."""
+
+    def up(i: int) -> str:
+        ident = create(sock, "churn-%d-%d" % (n, i))
+        status, data, _ = request(sock, "POST", "/containers/%s/start" % ident)
+        if status != 204:
+            raise RuntimeError("start: %s %r" % (status, data[:200]))
+        return ident
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as executor:
+        idents = list(executor.map(up, range(containers)))
+        removed = list(executor.map(
+            lambda i: request(sock, "DELETE", "/containers/%s?force=1" % i)[0], idents))
+    return len([s for s in removed if s != 204])
+
+
+def churn(daemon: OwnDaemon, pinger: Pinger, containers: int, minutes: float, threads: int = 8) -> dict:
+    """Latency: rounds of C{containers} containers started then removed,
+    for C{minutes} (at least 2 rounds), tracemalloc off; /_ping's figures
+    per round, per minute and overall, and the daemon's RSS after each
+    round."""
     sock = daemon.sock
-    pinger = Pinger(sock)
-    pinger.start()
     rounds = []
-    deadline = time.monotonic() + minutes * 60
-    base_round = 1
+    began = time.monotonic()
+    deadline = began + minutes * 60
     n = 0
-    try:
-        while n <= base_round + 1 or time.monotonic() < deadline:
-            started = time.monotonic()
-            first_ping = len(pinger.samples)
-
-            def up(i: int) -> str:
-                ident = create(sock, "churn-%d-%d" % (n, i))
-                status, data, _ = request(sock, "POST", "/containers/%s/start" % ident)
-                if status != 204:
-                    raise RuntimeError("start: %s %r" % (status, data[:200]))
-                return ident
-
-            with concurrent.futures.ThreadPoolExecutor(threads) as executor:
-                idents = list(executor.map(up, range(containers)))
-                removed = list(executor.map(
-                    lambda i: request(sock, "DELETE", "/containers/%s?force=1" % i)[0], idents))
-            bad = [s for s in removed if s != 204]
-            pings = pinger.since(first_ping)
-            if n == 0:
-                heap(sock)  # tracing starts
-            elif n == base_round:
-                heap(sock)  # the base snapshot
-            rounds.append({
-                "round": n, "seconds": round(time.monotonic() - started, 1), "rm_errors": len(bad),
-                "rss_kib": rss_kib(daemon.proc.pid), "traced_bytes": traced_bytes(sock) if n >= base_round else -1,
-                "ping_p50_ms": round(percentile(pings, 50) * 1000, 2),
-                "ping_p99_ms": round(percentile(pings, 99) * 1000, 2),
-                "ping_max_ms": round(max(pings) * 1000, 2) if pings else None,
-            })
-            log("round %(round)d: %(seconds)s s, rss %(rss_kib)d KiB, traced %(traced_bytes)d B, "
-                "ping p50 %(ping_p50_ms)s p99 %(ping_p99_ms)s max %(ping_max_ms)s ms" % rounds[-1])
-            n += 1
-    finally:
-        pinger.stopped.set()
-        pinger.join(15)
-    growth = heap(sock, "?diff=1")
-    all_pings = pinger.since(0)
-    traced = [r["traced_bytes"] for r in rounds if r["round"] >= base_round and r["traced_bytes"] >= 0]
+    while n < 2 or time.monotonic() < deadline:
+        started = time.monotonic()
+        bad = one_round(sock, n, containers, threads)
+        pings = ping_figures(pinger.samples(started))
+        rounds.append({"round": n, "seconds": round(time.monotonic() - started, 1), "rm_errors": bad,
+                       "rss_kib": rss_kib(daemon.proc.pid), "ping": pings})
+        log("round %d: %s s, rss %d KiB, ping p50 %s p99 %s max %s ms" % (
+            n, rounds[-1]["seconds"], rounds[-1]["rss_kib"], pings["p50_ms"], pings["p99_ms"], pings["max_ms"]))
+        n += 1
+    samples = pinger.samples(began)
+    rss = [r["rss_kib"] for r in rounds]
     return {
         "containers_per_round": containers, "rounds": len(rounds), "minutes": minutes,
-        "ping_p50_ms": round(percentile(all_pings, 50) * 1000, 2),
-        "ping_p99_ms": round(percentile(all_pings, 99) * 1000, 2),
-        "ping_max_ms": round(max(all_pings) * 1000, 2) if all_pings else None,
-        "ping_failures": pinger.failures,
-        "ping_per_minute": per_minute(pinger.samples),
-        "rss_kib_first_last": [rounds[0]["rss_kib"], rounds[-1]["rss_kib"]],
-        "traced_bytes_base_last": [traced[0] if traced else -1, traced[-1] if traced else -1],
-        "traced_growth_per_round_bytes": (
-            round(statistics.linear_regression(range(len(traced)), traced).slope) if len(traced) > 2 else None
+        "ping": ping_figures(samples),
+        "ping_per_minute": per_minute(samples, began),
+        "rss_kib_first_last": [rss[0], rss[-1]],
+        "rss_growth_per_round_kib": (
+            round(statistics.linear_regression(range(len(rss) - 1), rss[1:]).slope, 1) if len(rss) > 3 else None
         ),
-        "heap_growth_top": growth.splitlines()[:16],
         "rounds_detail": rounds,
     }
 
 
+def leaks(daemon: OwnDaemon, pinger: Pinger, containers: int, rounds: int, threads: int = 8) -> dict:
+    """Leaks, under tracemalloc (on a --debug daemon): round 0 warms up,
+    tracing starts after it (a first heap profile); round 1 fills what is
+    bounded (the 256 events kept), and the snapshot after round 2 is the
+    base the last one is compared with (C{GET /debug/pprof/heap?diff=1});
+    the traced bytes after every round from 2 on, so that growth shows as
+    a slope (bytes per round). The pings are reported too: what tracing
+    costs."""
+    sock = daemon.sock
+    began = time.monotonic()
+    traced = []
+    rounds = max(rounds, 5)
+    for n in range(rounds):
+        bad = one_round(sock, 1000 + n, containers, threads)
+        if n in (0, 2):
+            heap(sock)  # round 0: tracing starts; round 2: the base snapshot
+        if n >= 2:
+            traced.append(traced_bytes(sock))
+        log("leak round %d: rm errors %d, rss %d KiB, traced %s B" % (
+            n, bad, rss_kib(daemon.proc.pid), traced[-1] if traced else "-"))
+    growth = heap(sock, "?diff=1")
+    return {
+        "containers_per_round": containers, "rounds": rounds,
+        "rss_kib_last": rss_kib(daemon.proc.pid),
+        "traced_bytes_base_last": [traced[0], traced[-1]],
+        "traced_growth_per_round_bytes": round(statistics.linear_regression(range(len(traced)), traced).slope),
+        "heap_growth_top": growth.splitlines()[:16],
+        "ping_under_tracing": ping_figures(pinger.samples(began)),
+    }
+
+
+def stall_sites(log_path: str, top: int = 8) -> List[str]:
+    """The stall monitor's lines in the daemon's log: the innermost frame
+    of each stall's stack, with their count and total milliseconds."""
+    sites: dict = {}
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for i, line in enumerate(lines):
+        if "reactor stalled" not in line:
+            continue
+        try:
+            ms = float(line.split("reactor stalled ")[1].split(" ms")[0])
+        except (IndexError, ValueError):
+            continue
+        stack = []
+        for follow in lines[i + 1:i + 1 + 8]:
+            if not follow.startswith("\t") or "other threads busy" in follow:  # (twistd's continuation lines)
+                break
+            stack.append(follow.strip())
+        key = stack[-1] if stack else "?"
+        count, total = sites.get(key, (0, 0.0))
+        sites[key] = (count + 1, total + ms)
+    ordered = sorted(sites.items(), key=lambda kv: -kv[1][1])[:top]
+    return ["%d stalls, %.0f ms: %s" % (c, t, k) for k, (c, t) in ordered]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 requests; 20 containers x 1 minute")
+    parser.add_argument("--quick", action="store_true",
+                        help="200 requests; 20 containers x 1 minute; 7 leak rounds")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=200)
     parser.add_argument("--containers", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--leak-rounds", type=int, default=10, help="rounds under tracemalloc (at least 5)")
+    parser.add_argument("--idle-seconds", type=float, default=15.0, help="the idle floor's length")
+    parser.add_argument("--debug-latency", action="store_true",
+                        help="the latency phases on a --debug daemon (request log, stall monitor; no "
+                        "tracemalloc): where the reactor stalls")
+    parser.add_argument("--no-burst", action="store_true")
     parser.add_argument("--json", help="write the figures here too")
+    parser.add_argument("--pinger", nargs=2, metavar=("SOCKET", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--every", type=float, default=0.05, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pinger:
+        return pinger_main(args.pinger[0], args.pinger[1], args.every)
     if args.quick:
         args.requests, args.threads, args.containers, args.minutes = 200, 50, 20, 1.0
+        args.leak_rounds, args.idle_seconds = 7, 10.0
     workdir = tempfile.mkdtemp(prefix="td-load-")
-    daemon = DebugDaemon(workdir)
-    figures = {}
+    # Tracing starts with the first heap profile (the leak phase's), not
+    # with the daemon: it slows every allocation.
+    os.environ["TWISTEDOCK_TRACEMALLOC"] = "0"
+    daemon = (DebugDaemon if args.debug_latency else OwnDaemon)(workdir)
+    figures: dict = {"loadavg_start": os.getloadavg()}
+    pinger = None
     try:
         daemon.start()
         with closing(Client(daemon.sock)) as c:
@@ -264,12 +401,37 @@ def main() -> int:
                                      busybox_tar(), {"Content-Type": "application/x-tar"})
             if status != 200:
                 raise RuntimeError("import: %s %r" % (status, data[:200]))
-        log("burst of %d requests" % args.requests)
-        figures["burst"] = burst(daemon, args.requests, args.threads)
-        log(json.dumps(figures["burst"]))
+        if not args.no_burst:
+            log("burst of %d requests" % args.requests)
+            figures["burst"] = burst(daemon, args.requests, args.threads)
+            log(json.dumps(figures["burst"]))
+        pinger = Pinger(daemon.sock, os.path.join(workdir, "pings"))
+        log("idle floor: %.0f s of pings" % args.idle_seconds)
+        figures["idle_before"] = idle(pinger, args.idle_seconds)
+        log(json.dumps(figures["idle_before"]))
         log("churn: %d containers a round for %.1f min" % (args.containers, args.minutes))
-        figures["churn"] = churn(daemon, args.containers, args.minutes)
+        figures["churn"] = churn(daemon, pinger, args.containers, args.minutes)
+        figures["loadavg_churn_end"] = os.getloadavg()
+        figures["idle_after"] = idle(pinger, args.idle_seconds)
+        log(json.dumps(figures["idle_after"]))
+        if args.debug_latency:
+            figures["stalls"] = debug_vars(daemon.sock).get("reactor", {})
+            figures["stall_sites"] = stall_sites(daemon.log_path)
+        pinger.stop()
+        pinger = None
+        # Leaks: the same data root under a --debug daemon.
+        complaint = daemon.stop()
+        if complaint:
+            log(complaint)
+        daemon = DebugDaemon(workdir)
+        daemon.start()
+        pinger = Pinger(daemon.sock, os.path.join(workdir, "pings"))
+        log("leaks: %d rounds of %d containers under tracemalloc" % (args.leak_rounds, args.containers))
+        figures["leaks"] = leaks(daemon, pinger, args.containers, args.leak_rounds)
+        figures["loadavg_end"] = os.getloadavg()
     finally:
+        if pinger is not None:
+            pinger.stop()
         complaint = daemon.stop()
         if complaint:
             log(complaint)
