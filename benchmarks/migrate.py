@@ -156,13 +156,22 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
             gap = after[following] - before[last]
             results.append({"gap": gap, "tool": figures["Downtime"], "lost": following - last - 1,
                             "pages": figures.get("PageCopy"),
-                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None}})
+                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None},
+                            "copy": _copy_note(target)})
             source.docker("rm", "-f", name)
             here = 1 - here
     finally:
         for daemon in place.daemons:
             daemon.docker("rm", "-f", name, check=False)
     return results
+
+
+def _copy_note(daemon) -> str:
+    """What the target's daemon said of its last lazy page copy (how many
+    pages it fetched ahead, how many of CRIU's requests they answered)."""
+    lines = [line for line in daemon.log_text().splitlines() if "lazy pages complete" in line
+             or "lazy pages broken off" in line]
+    return lines[-1].split("lazy pages", 1)[1].strip() if lines else ""
 
 
 def start_daemon(daemon, busybox_tar: str) -> None:
@@ -241,6 +250,9 @@ def main() -> int:
                     phases = [(k, [r["phases"][k] for r in results if k in r["phases"]]) for k in PHASES]
                     print("%52s tool's split (medians): %s" % ("", ", ".join(
                         "%s %.0f ms" % (k.lower(), statistics.median(v) * 1000) for k, v in phases if v)))
+                    notes = [r["copy"] for r in results if r.get("copy")]
+                    if notes:
+                        print("%52s page copy (last round): %s" % ("", notes[-1]))
         print("load average after: %s" % (" ".join("%.2f" % x for x in os.getloadavg()),))
         cross = "two namespaces, veth, TLS with client certificates"
         for (workload, mode, target) in (("small", "plain", 100.0), ("small", "lazy", 100.0),

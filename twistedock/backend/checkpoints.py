@@ -607,7 +607,7 @@ class CheckpointBackend:
             raise Conflict("container %s is already running" % (name,))
 
         async def keep(stream) -> None:
-            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream))
+            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream, self._thread))
             await stream.closed
 
         return keep
