@@ -189,6 +189,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="same-host or namespaces")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="small,256MiB")
     parser.add_argument("--modes", default="plain,lazy")
+    parser.add_argument("--daemon-flag", action="append", default=[],
+                        help="more daemon flags (e.g. --daemon-flag=--criu-rpc=false: dumps through runc)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     criu, _ = find_criu(args.criu)
@@ -204,7 +206,7 @@ def main() -> int:
     try:
         binary = compile_ticker(work)
         tar = busybox_rootfs_tar(work)
-        flags = ("--experimental", "--criu-path", criu)
+        flags = ("--experimental", "--criu-path", criu) + tuple(args.daemon_flag)
         if args.only in ("", "same-host"):
             a = DockerDaemon(work / "a", cli_config, flags)
             b = DockerDaemon(work / "b", cli_config, flags)

@@ -203,13 +203,27 @@ def test_window_bounds_what_is_held():
     assert [a[:3] for a in joint.transport.answers()] == [(1, 0x100000, 4), (1, 0x104000, 4)]
 
 
-def test_the_close_goes_after_the_prefetches_and_its_status_back():
+def test_the_close_goes_after_the_prefetches_and_is_answered_at_once():
+    # (The source corks its socket: its status would wait 200 ms.)
     source, joint = joint_for([(1, 0x100000, 16)], chunk_pages=4, in_flight=2)
     joint.start_prefetch()
     joint.dataReceived(IOV.pack(PS_IOV_FLUSH, 0, 0, 0))
     assert source.requests[-1][0] == PS_IOV_FLUSH
     assert len(source.requests) == 3  # no prefetch after the close
+    assert joint.transport.buffer == b"\0\0\0\0"
+    source.deliver()  # the prefetches' answers and the source's status: dropped
+    assert joint.transport.buffer == b"\0\0\0\0"
+    assert not source.closed
+
+
+def test_the_close_waits_for_answers_owed():
+    source, joint = joint_for([(1, 0x100000, 4)])
+    ask(joint, 1, 0x100000, 1)
+    joint.dataReceived(IOV.pack(PS_IOV_FLUSH, 0, 0, 0))
+    assert joint.transport.buffer == b""
     source.deliver()
+    [answer] = joint.transport.answers()
+    check(answer)
     assert joint.transport.buffer == b"\0\0\0\0"
 
 

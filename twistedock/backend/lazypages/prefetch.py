@@ -59,6 +59,9 @@ PE_PRESENT = 1 << 2
 PS_IOV_ADD_F = 6
 ANSWER_CMD = (PE_PRESENT << 16) | PS_IOV_ADD_F
 
+#: The page server's answer to PS_IOV_CLOSE: an int32 status, always 0.
+CLOSE_STATUS = struct.pack("<i", 0)
+
 PAGEMAP_NAME = re.compile(r"^pagemap-(\d+)\.img$")
 
 
@@ -217,12 +220,19 @@ class PrefetchJoint(Joint):
             if command == PS_IOV_GET and pages:
                 self._asked(ident, vaddr, pages)
             elif command in (PS_IOV_FLUSH, PS_IOV_FLUSH_N_CLOSE):
-                # After every request of ours: its answer (a status) is
-                # CRIU's once the ones before are dropped.
+                # The end: passed on after every request of ours, and
+                # answered here at once.  The source's page server corks
+                # its socket (TCP_CORK) when it serves lazy pages: its
+                # 4-byte status would wait 200 ms for the cork's timer,
+                # and the status is always 0 (page-xfer.c); the source's
+                # own end follows from the close (see L{guard}).
                 self._prefetching = False
                 self._ranges.clear()
                 self._sent.append(("close", None))
                 self.stream.write_raw(buffer[offset - IOV.size:offset])
+                status = _Answer(ident, vaddr, 0)
+                status.payload = CLOSE_STATUS
+                self._answers.append(status)
             else:
                 self._fail("unexpected request %#x from criu lazy-pages" % (command,))
         self._from_client = buffer[offset:]
@@ -310,11 +320,9 @@ class PrefetchJoint(Joint):
             if kind == "close":
                 if len(buffer) - offset < 4:
                     break
-                status = bytes(buffer[offset:offset + 4])
+                # (Already answered.)
                 offset += 4
                 self._sent.popleft()
-                if not self._closed:
-                    self.transport.write(status)
                 continue
             if len(buffer) - offset < IOV.size:
                 break
