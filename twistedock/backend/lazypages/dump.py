@@ -1,9 +1,11 @@
 """
-The source's side: C{runc checkpoint --lazy-pages}, CRIU's page server on
+The source's side: a lazy dump (over CRIU's RPC, L{LazyRpcDump}, or
+C{runc checkpoint --lazy-pages}, L{LazyDump}), CRIU's page server on
 loopback, and the one API connection allowed to fetch the pages through it.
 
-runc reports on its status descriptor once the images (everything but the
-pages left behind) are written: the checkpoint can then be exported while
+CRIU reports (runc's status descriptor, or the RPC's C{status-ready}
+notification) once the images (everything but the pages left behind) are
+written: the checkpoint can then be exported while
 the process stays frozen and CRIU serves its pages.  CRIU ends its dump
 successfully once its client disconnects, whether or not it had every page:
 so the loopback connection is only ever ended after the client's final

@@ -141,6 +141,13 @@ def lazy_ranges(images_dir: str) -> List[Tuple[int, int, int]]:
 # -- the proxy ----------------------------------------------------------------------
 
 
+def _copy(buffer: bytearray, start: int, end: int) -> bytes:
+    """Bytes of C{buffer}, copied once (a slice of a bytearray is another
+    bytearray: twice), the view released before the buffer changes."""
+    with memoryview(buffer) as view:
+        return bytes(view[start:end])
+
+
 class _Chunk:
     """Pages asked of the source by the prefetch: in flight (C{data} None) or here."""
 
@@ -332,10 +339,10 @@ class PrefetchJoint(Joint):
                 break
             self._sent.popleft()
             if kind == "client":
-                item.payload = bytes(buffer[offset:offset + size])
+                item.payload = _copy(buffer, offset, offset + size)
                 self._deliver(ident, vaddr, pages)
             else:
-                self._arrived(item, pages, bytes(buffer[offset + IOV.size:offset + size]))
+                self._arrived(item, pages, _copy(buffer, offset + IOV.size, offset + size))
             offset += size
         del buffer[:offset]
         if not self._sent and buffer:
