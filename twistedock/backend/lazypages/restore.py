@@ -31,6 +31,8 @@ log = Logger()
 STATUS_FD = 3
 #: How long C{criu lazy-pages} may take to get ready.
 READY_TIMEOUT = 30.0
+#: C{criu lazy-pages}'s niceness during the copy (see L{PageFetch._lower_priority}).
+COPY_NICENESS = 10
 #: The log C{criu lazy-pages} leaves in the work directory.
 LOG_NAME = "lazy-pages.log"
 
@@ -156,6 +158,7 @@ class PageFetch:
         """After the restore: C{kill()} the restored copy unless every page arrives."""
 
         self.joint.start_prefetch()
+        self._lower_priority()
         restored = self.reactor.seconds()
 
         def finished(complete: bool) -> bool:
@@ -170,6 +173,18 @@ class PageFetch:
             return complete
 
         self.done.addCallback(finished)
+
+    def _lower_priority(self) -> None:
+        """C{criu lazy-pages} niced for the copy: once the restore is done it
+        polls its descriptors without sleeping until the last page came
+        (uffd.c: C{handle_requests}, a zero timeout), a whole core taken
+        from the daemons that relay those pages on a small machine."""
+        pid = getattr(getattr(self._process, "transport", None), "pid", None)
+        if pid:
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, COPY_NICENESS)
+            except OSError:
+                pass
 
     def abort(self) -> None:
         """Stop fetching (the restore failed or was not made)."""
