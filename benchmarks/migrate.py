@@ -154,10 +154,14 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
             if following is None:
                 raise RuntimeError("no line after the migration on the target")
             gap = after[following] - before[last]
+            # The process runs on the target from there: its longest pause
+            # since (a post-copy restore's faults wait for their pages).
+            times = [after[n] for n in sorted(after) if n >= following]
+            stall = max((b - a for a, b in zip(times, times[1:])), default=None)
             results.append({"gap": gap, "tool": figures["Downtime"], "lost": following - last - 1,
                             "pages": figures.get("PageCopy"),
                             "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None},
-                            "copy": _copy_note(target)})
+                            "copy": _copy_note(target), "stall": stall})
             source.docker("rm", "-f", name)
             here = 1 - here
     finally:
@@ -252,6 +256,10 @@ def main() -> int:
                     phases = [(k, [r["phases"][k] for r in results if k in r["phases"]]) for k in PHASES]
                     print("%52s tool's split (medians): %s" % ("", ", ".join(
                         "%s %.0f ms" % (k.lower(), statistics.median(v) * 1000) for k, v in phases if v)))
+                    stalls = [r["stall"] for r in results if r.get("stall") is not None]
+                    if stalls:
+                        print("%52s longest pause after the resume (median): %.0f ms" % (
+                            "", statistics.median(stalls) * 1000))
                     notes = [r["copy"] for r in results if r.get("copy")]
                     if notes:
                         print("%52s page copy (last round): %s" % ("", notes[-1]))

@@ -44,9 +44,11 @@ CHUNK_PAGES = 256
 #: Prefetch requests in flight at once.  The source answers in order, so a
 #: fault's request waits behind them: fewer keep faults quick, more keep the
 #: connection busy.  Measured across the two namespaces over TLS (256 MiB,
-#: loaded machine): 3 in flight, copy done 12 s after the restore; 8, 5.4 s;
-#: 16, 3.7 s.  The copy's end frees the source; faults wait some 100 ms.
-IN_FLIGHT = 16
+#: shared 2-core machine at load 3 to 9, several runs each, criu lazy-pages
+#: niced): 16 in flight, copy done 5.8-8.6 s after the restore, the process's
+#: longest pause after it 0.5-1.0 s; 8, 4.6-9.4 s and 0.2-0.7 s; 4, 4.6-5.8 s
+#: and 0.2-0.25 s (4 without the nice: 10-17 s).
+IN_FLIGHT = 8
 #: Bytes fetched ahead and not yet asked for, at most.
 WINDOW = 64 * 1024 * 1024
 
