@@ -154,15 +154,28 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
             if following is None:
                 raise RuntimeError("no line after the migration on the target")
             gap = after[following] - before[last]
+            # The process runs on the target from there: its longest pause
+            # since (a post-copy restore's faults wait for their pages).
+            times = [after[n] for n in sorted(after) if n >= following]
+            stall = max((b - a for a, b in zip(times, times[1:])), default=None)
             results.append({"gap": gap, "tool": figures["Downtime"], "lost": following - last - 1,
                             "pages": figures.get("PageCopy"),
-                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None}})
+                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None},
+                            "copy": _copy_note(target), "stall": stall})
             source.docker("rm", "-f", name)
             here = 1 - here
     finally:
         for daemon in place.daemons:
             daemon.docker("rm", "-f", name, check=False)
     return results
+
+
+def _copy_note(daemon) -> str:
+    """What the target's daemon said of its last lazy page copy (how many
+    pages it fetched ahead, how many of CRIU's requests they answered)."""
+    lines = [line for line in daemon.log_text().splitlines() if "lazy pages complete" in line
+             or "lazy pages broken off" in line]
+    return lines[-1].split("lazy pages", 1)[1].strip() if lines else ""
 
 
 def start_daemon(daemon, busybox_tar: str) -> None:
@@ -180,6 +193,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="same-host or namespaces")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="small,256MiB")
     parser.add_argument("--modes", default="plain,lazy")
+    parser.add_argument("--daemon-flag", action="append", default=[],
+                        help="more daemon flags (e.g. --daemon-flag=--criu-rpc=false: dumps through runc)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     criu, _ = find_criu(args.criu)
@@ -195,7 +210,7 @@ def main() -> int:
     try:
         binary = compile_ticker(work)
         tar = busybox_rootfs_tar(work)
-        flags = ("--experimental", "--criu-path", criu)
+        flags = ("--experimental", "--criu-path", criu) + tuple(args.daemon_flag)
         if args.only in ("", "same-host"):
             a = DockerDaemon(work / "a", cli_config, flags)
             b = DockerDaemon(work / "b", cli_config, flags)
@@ -241,6 +256,13 @@ def main() -> int:
                     phases = [(k, [r["phases"][k] for r in results if k in r["phases"]]) for k in PHASES]
                     print("%52s tool's split (medians): %s" % ("", ", ".join(
                         "%s %.0f ms" % (k.lower(), statistics.median(v) * 1000) for k, v in phases if v)))
+                    stalls = [r["stall"] for r in results if r.get("stall") is not None]
+                    if stalls:
+                        print("%52s longest pause after the resume (median): %.0f ms" % (
+                            "", statistics.median(stalls) * 1000))
+                    notes = [r["copy"] for r in results if r.get("copy")]
+                    if notes:
+                        print("%52s page copy (last round): %s" % ("", notes[-1]))
         print("load average after: %s" % (" ".join("%.2f" % x for x in os.getloadavg()),))
         cross = "two namespaces, veth, TLS with client certificates"
         for (workload, mode, target) in (("small", "plain", 100.0), ("small", "lazy", 100.0),

@@ -82,6 +82,10 @@ def test_requests_carry_the_options(messages):
     assert list(parsed.opts.external) == ["net[1]:extRootNetNS"]
     assert [(m.key, m.val) for m in parsed.opts.ext_mnt] == [("/etc/hosts", "/etc/hosts")]
     assert messages.enum_name("criu_network_lock_method", parsed.opts.network_lock) == "NFTABLES"
+    # A sub-message from a dict: a lazy dump's page server.
+    lazy = messages.Request.FromString(messages.request(
+        "DUMP", lazy_pages=True, ps={"port": 4711}, config_file="/x/lazy-pages.conf").SerializeToString())
+    assert lazy.opts.lazy_pages and lazy.opts.ps.port == 4711 and lazy.opts.config_file == "/x/lazy-pages.conf"
     # No options: no opts message at all (VERSION, FEATURE_CHECK).
     assert not messages.request("VERSION").HasField("opts")
 

@@ -147,10 +147,13 @@ class StandIn:
         self.server.close()
 
 
-def run_guard(tmp_path, stand_in, timeout=30):
+def run_guard(tmp_path, stand_in, timeout=30, itself=False):
+    """The guard; C{itself}: told CRIU's own pid (a dump over the RPC)."""
     path = str(tmp_path / "g" / "guard.sock")
     os.makedirs(os.path.dirname(path))
-    proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(stand_in.runc.pid), str(timeout)])
+    pid = stand_in.criu if itself else stand_in.runc.pid
+    proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(pid), str(timeout)]
+                            + (["criu"] if itself else []))
     deadline = time.monotonic() + 10
     while not os.path.exists(path):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -190,6 +193,26 @@ def test_guard_kills_criu_when_the_client_goes_early(tmp_path):
         while stand_in.criu_alive():
             assert time.monotonic() < deadline, "CRIU was not killed"
             time.sleep(0.02)
+    finally:
+        stand_in.close()
+
+
+def test_guard_kills_criu_itself_when_the_client_goes_early(tmp_path):
+    # Over CRIU's RPC, the dump runs in the criu swrk process: that pid.
+    stand_in = StandIn()
+    try:
+        proc, path = run_guard(tmp_path, stand_in, itself=True)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.sendall(request(PS_IOV_GET))
+        client.recv(8192)
+        client.close()
+        assert proc.wait(10) == 1
+        deadline = time.monotonic() + 5
+        while stand_in.criu_alive():
+            assert time.monotonic() < deadline, "CRIU was not killed"
+            time.sleep(0.02)
+        assert stand_in.runc.poll() is None
     finally:
         stand_in.close()
 

@@ -53,6 +53,7 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from .backend.lazypages.relay import no_delay
 from .client import DockerClient, DockerClientError, NotFound, NotModified, TLSConfig, parse_host
 
 
@@ -253,6 +254,8 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
                 await serving
             fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
             sessions.append(fetching)
+            for session in (served, fetching):
+                no_delay(session.protocol.transport)
             stopped: list = []
             relay = defer.gatherResults([
                 defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),

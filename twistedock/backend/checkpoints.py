@@ -62,7 +62,7 @@ from .containers import CHECKPOINTED_MARK, Container
 from .containers.defaults import LAZY_PENDING_MARK
 from .runtime import runc_message
 from .lazypages import sysctl
-from .lazypages.dump import CRIU_CONFIG, LazyDump, free_loopback_port
+from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
 from .runtime.criu import Criu
 
@@ -526,7 +526,12 @@ class CheckpointBackend:
         # The guard's socket in a private directory with a short path (a
         # unix socket path must fit in 108 bytes; the bundle's may not).
         private = await self._thread(tempfile.mkdtemp, "", "twistedock-pages-")
-        dump = LazyDump(self.reactor, port, os.path.join(private, "guard.sock"))
+        rpc = self.store.rpc
+        over_rpc = rpc is not None and rpc.available()
+        if over_rpc:
+            dump = LazyRpcDump(self.reactor, port, os.path.join(private, "guard.sock"))
+        else:
+            dump = LazyDump(self.reactor, port, os.path.join(private, "guard.sock"))
         dump.ended.addBoth(lambda result: (shutil.rmtree(private, True), result)[1])
         argv = dump.argv(self.runtime.runc, self.runtime.state_root, criu, c.id, directory, work, port,
                          RUNC_OPTIONS)
@@ -542,7 +547,10 @@ class CheckpointBackend:
             exited.cancel()
 
         try:
-            dump.spawn(argv, env)
+            if over_rpc:
+                dump.start(rpc, criu, c.id, directory, work, config, env)
+            else:
+                dump.spawn(argv, env)
             await dump.ready
         except DockerError as e:
             undo()
@@ -552,7 +560,7 @@ class CheckpointBackend:
                 ": " + details if details else ""))
         key = (c.id, checkpoint_id)
         try:
-            await self._thread(self._write_metadata, c, checkpoint_id, directory, True, criu, False, True)
+            await self._thread(self._write_metadata, c, checkpoint_id, directory, True, criu, over_rpc, True)
             await self._thread(publish_dump, directory, final)
         except BaseException:
             dump.abort("the checkpoint could not be recorded")
@@ -607,7 +615,7 @@ class CheckpointBackend:
             raise Conflict("container %s is already running" % (name,))
 
         async def keep(stream) -> None:
-            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream))
+            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream, self._thread))
             await stream.closed
 
         return keep

@@ -1,9 +1,11 @@
 """
-The source's side: C{runc checkpoint --lazy-pages}, CRIU's page server on
+The source's side: a lazy dump (over CRIU's RPC, L{LazyRpcDump}, or
+C{runc checkpoint --lazy-pages}, L{LazyDump}), CRIU's page server on
 loopback, and the one API connection allowed to fetch the pages through it.
 
-runc reports on its status descriptor once the images (everything but the
-pages left behind) are written: the checkpoint can then be exported while
+CRIU reports (runc's status descriptor, or the RPC's C{status-ready}
+notification) once the images (everything but the pages left behind) are
+written: the checkpoint can then be exported while
 the process stays frozen and CRIU serves its pages.  CRIU ends its dump
 successfully once its client disconnects, whether or not it had every page:
 so the loopback connection is only ever ended after the client's final
@@ -20,7 +22,7 @@ import socket
 import sys
 from typing import List, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
 
@@ -175,6 +177,83 @@ class LazyDump(ProcessProtocol):
         for child in children or [pid]:
             try:
                 os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class LazyRpcDump(LazyDump):
+    """The same lazy dump made by the daemon over CRIU's RPC (L{CriuDriver.dump}
+    with C{lazy_pages} and a page server): no runc in between, the worker
+    spawned before the freeze, the daemon's own network lock and cgroup
+    freeze.  CRIU tells that the images are written by its C{status-ready}
+    notification; it dumps in the C{criu swrk} process itself, which is what
+    the guard and L{abort} kill."""
+
+    def __init__(self, reactor, port: int, guard_socket: str, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        super().__init__(reactor, port, guard_socket, connect_timeout)
+        self.worker = None
+        self._problem = ""
+
+    def start(self, rpc, criu: str, container_id: str, image_path: str, work_path: str, config: str,
+              env: dict) -> None:
+        """Spawn the worker and its guard, and send the dump request."""
+        options = {"lazy_pages": True, "ps": {"port": self.port}, "config_file": config}
+
+        def notified(script: str, pid: int):
+            if script == "status-ready":
+                self._images_written()
+            return None
+
+        d = ensureDeferred(rpc.dump(
+            criu, container_id, image_path, work_path, leave_running=False, extra_options=options,
+            notify=notified, on_worker=lambda worker: self._spawned(worker, env),
+        ))
+        d.addCallbacks(lambda _: self._finished(0), self._failed)
+
+    def _spawned(self, worker, env: dict) -> None:
+        self.worker = worker
+        guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(worker.pid),
+                 str(self.connect_timeout + 30), "criu"]
+        try:
+            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+        except OSError as e:
+            self.abort("cannot start the page server's guard: %s" % (e,))
+
+    def _images_written(self) -> None:
+        if not self.ready.called:
+            self._timer = self.reactor.callLater(
+                self.connect_timeout, self.abort, "no client fetched the pages in %.0f s" % (self.connect_timeout,)
+            )
+            self.ready.callback(None)
+
+    def _failed(self, failure) -> None:
+        self._problem = failure.getErrorMessage()
+        self._finished(1)
+
+    def _finished(self, code: int) -> None:
+        self._cancel_timer()
+        if not self.ready.called:
+            self.ready.errback(InternalError(self._problem or "the lazy dump ended before its images were written"))
+        if self.joint is not None:
+            self.joint.close()
+        if not self.ended.called:
+            self.ended.callback(code)
+
+    def output(self) -> str:
+        return self._problem
+
+    def abort(self, why: str) -> None:
+        if self.ended.called or self.complete:
+            return
+        if not self.aborted:
+            log.warn("lazy checkpoint given up: {why}", why=why)
+            self.aborted = why
+        pid = getattr(self.worker, "pid", None)
+        if not pid:
+            return
+        for victim in [pid] + child_pids(pid):
+            try:
+                os.kill(victim, signal.SIGKILL)
             except OSError:
                 pass
 

@@ -11,7 +11,10 @@ sides.  The guard outlives the daemon: when the daemon's side ends without
 the client's final flush (see L{protocol}), or never comes, it kills CRIU
 instead, which leaves the process running again on the source, untouched.
 
-    python -m twistedock.backend.lazypages.guard SOCKET PORT RUNC_PID TIMEOUT
+    python -m twistedock.backend.lazypages.guard SOCKET PORT RUNC_PID TIMEOUT [criu]
+
+(With C{criu}, RUNC_PID is CRIU's own pid: the daemon's C{criu swrk},
+which dumps in its own process; else CRIU is runc's child.)
 
 Only the standard library: it starts in milliseconds, during the dump.
 """
@@ -44,9 +47,10 @@ def child_pids(pid: int):
     return found
 
 
-def kill_criu(runc_pid: int) -> None:
-    """SIGKILL CRIU (runc's children): the process it froze runs on."""
-    for pid in child_pids(runc_pid):
+def kill_criu(runc_pid: int, itself: bool = False) -> None:
+    """SIGKILL CRIU (runc's children, or C{runc_pid} itself and its
+    children): the process it froze runs on."""
+    for pid in ([runc_pid] if itself else []) + child_pids(runc_pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -71,6 +75,11 @@ def relay(daemon: socket.socket, criu: socket.socket) -> bool:
     for s in (daemon, criu):
         s.setblocking(True)
         s.settimeout(None)
+    try:
+        # Requests are 24 bytes, several in flight: not held back by Nagle.
+        criu.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
     while True:
         readable, _, _ = select.select([daemon, criu] if daemon_open else [criu], [], [])
         if criu in readable:
@@ -108,6 +117,7 @@ def relay(daemon: socket.socket, criu: socket.socket) -> bool:
 
 def main(argv) -> int:
     path, port, runc_pid, timeout = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
+    itself = argv[4:5] == ["criu"]
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # Not the daemon's process group: what ends the daemon's group does not end this.
     try:
@@ -134,10 +144,10 @@ def main(argv) -> int:
                 break
             except socket.timeout:
                 if os.getppid() != parent or time.monotonic() > deadline:
-                    kill_criu(runc_pid)
+                    kill_criu(runc_pid, itself)
                     return 1
     except OSError:
-        kill_criu(runc_pid)
+        kill_criu(runc_pid, itself)
         return 1
     finally:
         listener.close()
@@ -149,7 +159,7 @@ def main(argv) -> int:
     try:
         criu = connect_page_server(port, time.monotonic() + 10)
     except OSError:
-        kill_criu(runc_pid)
+        kill_criu(runc_pid, itself)
         daemon.close()
         return 1
     try:
@@ -157,7 +167,7 @@ def main(argv) -> int:
     except Exception:
         complete = False
     if not complete:
-        kill_criu(runc_pid)
+        kill_criu(runc_pid, itself)
         return 1
     # Wait for CRIU to finish with its client before letting it go.
     try:

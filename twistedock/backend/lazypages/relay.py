@@ -30,6 +30,8 @@ class Joint(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
+        no_delay(transport)
+        no_delay(getattr(self.stream, "transport", None))
         if self._closed:
             # Closed before CRIU connected: CRIU sees its peer gone at once.
             transport.loseConnection()
@@ -76,6 +78,23 @@ class Joint(Protocol):
         self.stream.close()
         if not self.ended.called:
             self.ended.callback(None)
+
+
+def no_delay(transport) -> None:
+    """TCP_NODELAY on C{transport} (or the TCP connection under its TLS),
+    if it is TCP: a page request is 24 bytes, and Nagle would hold one
+    back while the previous is unacknowledged."""
+    for _ in range(3):
+        if transport is None:
+            return
+        set_no_delay = getattr(type(transport), "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(transport, True)
+            except Exception:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
 
 
 def joint_factory(joint: Joint) -> Factory:

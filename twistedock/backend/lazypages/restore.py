@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from ...errors import InternalError
 from ...logs import Logger
 from ..runtime.processes import exit_status
+from .prefetch import PrefetchJoint, lazy_ranges
 from .relay import Joint
 
 log = Logger()
@@ -30,6 +31,8 @@ log = Logger()
 STATUS_FD = 3
 #: How long C{criu lazy-pages} may take to get ready.
 READY_TIMEOUT = 30.0
+#: C{criu lazy-pages}'s niceness during the copy (see L{PageFetch._lower_priority}).
+COPY_NICENESS = 10
 #: The log C{criu lazy-pages} leaves in the work directory.
 LOG_NAME = "lazy-pages.log"
 
@@ -75,10 +78,12 @@ class PageFetch:
     """A page source (a hijacked stream to the source's page server) and
     the C{criu lazy-pages} that reads from it."""
 
-    def __init__(self, reactor, stream) -> None:
+    def __init__(self, reactor, stream, run_in_thread=None) -> None:
         self.reactor = reactor
         self.stream = stream
-        self.joint = Joint(stream)
+        self.run_in_thread = run_in_thread
+        #: Fetches every page ahead once the restore is done (L{prefetch}).
+        self.joint = PrefetchJoint(stream)
         # The source gone, CRIU's lazy-pages must see its page server go.
         self.joint.remote_ended.addCallback(lambda _: self.joint.close())
         self._listening = None
@@ -93,6 +98,16 @@ class PageFetch:
 
     async def start(self, criu: str, images_dir: str, work_dir: str) -> None:
         """Listen, start C{criu lazy-pages}, and wait until it is ready."""
+        try:
+            if self.run_in_thread is not None:
+                ranges = await self.run_in_thread(lazy_ranges, images_dir)
+            else:
+                ranges = lazy_ranges(images_dir)
+        except (OSError, ValueError) as e:
+            # Then only criu lazy-pages' own requests fetch the pages.
+            log.warn("no prefetch of the lazy pages: {e}", e=e)
+            ranges = []
+        self.joint.add_ranges(ranges)
         factory = _OneConnection(self.joint)
         self._listening = await TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(factory)
         port = self._listening.getHost().port
@@ -142,13 +157,34 @@ class PageFetch:
     def watch(self, kill: Callable[[], object]) -> None:
         """After the restore: C{kill()} the restored copy unless every page arrives."""
 
+        self.joint.start_prefetch()
+        self._lower_priority()
+        restored = self.reactor.seconds()
+
         def finished(complete: bool) -> bool:
+            joint = self.joint
+            log.info("lazy pages {how} {seconds:.3f} s after the restore: {pages} pages prefetched, {hits} of "
+                     "criu's requests answered from them, {passed} passed on",
+                     how="complete" if complete else "broken off", seconds=self.reactor.seconds() - restored,
+                     pages=joint.prefetched_pages, hits=joint.hits, passed=joint.passed)
             if not complete:
                 log.warn("killing the restored copy: its pages did not all arrive")
                 ensureDeferred(_call(kill)).addErrback(lambda f: log.failure("killing the restored copy", f))
             return complete
 
         self.done.addCallback(finished)
+
+    def _lower_priority(self) -> None:
+        """C{criu lazy-pages} niced for the copy: once the restore is done it
+        polls its descriptors without sleeping until the last page came
+        (uffd.c: C{handle_requests}, a zero timeout), a whole core taken
+        from the daemons that relay those pages on a small machine."""
+        pid = getattr(getattr(self._process, "transport", None), "pid", None)
+        if pid:
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, COPY_NICENESS)
+            except OSError:
+                pass
 
     def abort(self) -> None:
         """Stop fetching (the restore failed or was not made)."""

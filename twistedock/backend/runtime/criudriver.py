@@ -106,18 +106,22 @@ class CriuDriver:
 
     async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
                    leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
-                   extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None) -> None:
+                   extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None,
+                   on_worker=None) -> None:
         """Dump the container into C{images_dir} (CRIU's log in
         C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer.
 
         C{extra_options} are more C{criu_opts} fields (e.g. C{lazy_pages},
         C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
         CRIU's notifications ("network-lock", "post-dump", "status-ready"...)
-        before they are answered."""
+        before they are answered; C{on_worker(worker)} is told of the
+        C{criu swrk} process once it is spawned (a lazy dump's guard)."""
         # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
         # socket's peer): they stay open here until it answered.  No working
         # directory: the worker is spawned (posix_spawn), not forked.
         worker = self.worker(criu)
+        if on_worker is not None:
+            on_worker(worker)
         images = work = -1
         freezer = None
         froze = []

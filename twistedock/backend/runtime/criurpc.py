@@ -131,9 +131,13 @@ class Messages:
 
 def set_options(opts, options: Dict[str, object]) -> None:
     """Fill a C{criu_opts} from plain values: scalars set, lists of scalars
-    extended, lists of dicts appended as sub-messages."""
+    extended, lists of dicts appended as sub-messages, a dict as a
+    sub-message (C{ps}: the page server)."""
     for name, value in options.items():
         if value is None:
+            continue
+        if isinstance(value, dict):
+            set_options(getattr(opts, name), value)
             continue
         if isinstance(value, (list, tuple)):
             field = getattr(opts, name)
