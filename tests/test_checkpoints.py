@@ -8,6 +8,7 @@ checked with stand-in binaries, and the container backend's restore and
 
 import json
 import os
+import stat
 
 import pytest
 import pytest_twisted
@@ -804,6 +805,43 @@ async def test_criu_check_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     status = await Criu(reactor, None, provisioned=str(tmp_path / "absent")).status()
     assert status.problem.startswith("no criu binary found (looked at %s, criu on PATH)" % (tmp_path / "absent"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_criu_probe_cache_seeded_from_a_private_tmpfs(tmp_path):
+    """/run not a tmpfs: the start-up check runs on a private tmpfs /run
+    (the host's /run untouched) and the cache CRIU saved there is
+    installed (0600, atomically) where CRIU loads it."""
+    from twisted.internet import reactor
+
+    if os.geteuid() != 0 or not os.access("/usr/bin/unshare", os.X_OK):
+        pytest.skip("needs root and unshare")
+    criu = _script(
+        tmp_path / "criu",
+        'case "$1" in --version) echo "Version: 4.1.1";; check) '
+        'test -e /run/criu.kdat && exit 3; '
+        'grep -q " /run tmpfs " /proc/mounts || exit 4; '
+        'printf "KDAT\\001" > /run/criu.kdat; echo "Looks good.";; esac\n',
+    )
+    cache = tmp_path / "run" / "criu.kdat"
+    cache.parent.mkdir()
+    status = await Criu(reactor, criu, kdat_cache=str(cache)).status()
+    assert status.works and status.probe_cache == ""
+    assert cache.read_bytes() == b"KDAT\001"
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    assert os.listdir(cache.parent) == ["criu.kdat"]
+    assert not os.path.exists("/run/criu.kdat") or open("/run/criu.kdat", "rb").read() != b"KDAT\001"
+
+
+def test_install_kdat_cache_replaces_atomically(tmp_path):
+    from twistedock.backend.runtime.criu import install_kdat_cache
+
+    cache = tmp_path / "criu.kdat"
+    cache.write_bytes(b"old")
+    install_kdat_cache(b"new", str(cache))
+    assert cache.read_bytes() == b"new" and os.listdir(tmp_path) == ["criu.kdat"]
+    with pytest.raises(OSError):
+        install_kdat_cache(b"x", str(tmp_path / "absent" / "criu.kdat"))
 
 
 def test_a_client_going_away_does_not_cut_a_checkpoint_short(fake):
