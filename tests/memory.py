@@ -155,8 +155,8 @@ class MemoryNetworkDriver:
     async def teardown(self, netns, options):
         self.calls.append(("teardown", netns, options))
 
-    async def create_netns(self, path):
-        self.calls.append(("create_netns", path))
+    async def create_netns(self, path, loopback=False):
+        self.calls.append(("create_netns", path) + (("lo",) if loopback else ()))
 
     async def rename_dns(self, network, container_id, old, new):
         self.calls.append(("rename_dns", network, container_id, old, new))

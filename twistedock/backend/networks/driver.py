@@ -163,12 +163,15 @@ class Netavark:
         await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), rename_entry,
                                 os.path.join(self.config_dir, "aardvark-dns"), network, container_id, old, new)
 
-    async def create_netns(self, path: str) -> None:
-        """A new network namespace bound at C{path}."""
+    async def create_netns(self, path: str, loopback: bool = False) -> None:
+        """A new network namespace bound at C{path} (C{loopback}: its
+        loopback interface up, as runc does for a namespace it makes;
+        netavark does it on networks)."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a"):
             pass
-        out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path, "true"])
+        command = [IP, "link", "set", "lo", "up"] if loopback else ["true"]
+        out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path] + command)
         if status != 0:
             _remove(path)
             raise InternalError("cannot create a network namespace: %s" % _message(out, err))
