@@ -833,6 +833,26 @@ async def test_criu_probe_cache_seeded_from_a_private_tmpfs(tmp_path):
     assert not os.path.exists("/run/criu.kdat") or open("/run/criu.kdat", "rb").read() != b"KDAT\001"
 
 
+def test_a_restore_through_runc_maps_the_masked_directories(tmp_path):
+    """runc's CRIU told (the bundle's configuration file) where the
+    masked directories a dump named external come from."""
+    from twistedock.backend.checkpoints import RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.runtime.criuopts import MASKED_DIR_KEY
+
+    class Driver:
+        def masked_source(self):
+            return "/run/td/criu/masked"
+
+    spec = {}
+    RestorePlan(str(tmp_path), "/criu", rpc=Driver()).adjust_spec(spec, str(tmp_path))
+    assert spec["annotations"]["org.criu.config"] == str(tmp_path / RESTORE_CONFIG)
+    assert (tmp_path / RESTORE_CONFIG).read_text() == (
+        "manage-cgroups=ignore\next-mount-map=%s:/run/td/criu/masked\n" % MASKED_DIR_KEY)
+    spec = {}
+    RestorePlan(str(tmp_path), "/criu").adjust_spec(spec, str(tmp_path))
+    assert (tmp_path / RESTORE_CONFIG).read_text() == "manage-cgroups=ignore\n"
+
+
 def test_install_kdat_cache_replaces_atomically(tmp_path):
     from twistedock.backend.runtime.criu import install_kdat_cache
 

@@ -22,7 +22,7 @@ from typing import Optional
 from twisted.internet.defer import ensureDeferred
 
 from ...logs import Logger
-from . import criuopts
+from . import criuopts, rootfs
 from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
 
 log = Logger()
@@ -82,6 +82,30 @@ class CriuDriver:
         os.makedirs(self.shim_dir, mode=0o711, exist_ok=True)
         write_atomic(path, SHIM.encode(), mode=0o755)
         return path
+
+    @property
+    def masked_path(self) -> str:
+        return os.path.join(self.shim_dir, "masked")
+
+    def masked_source(self) -> Optional[str]:
+        """The daemon's empty read-only tmpfs a restore binds on the masked
+        directories a dump named external (mounted at the first need;
+        blocking), or None when it cannot be (the dumps then tar runc's)."""
+        try:
+            os.makedirs(self.shim_dir, mode=0o711, exist_ok=True)
+            rootfs.mount_empty_readonly(self.masked_path)
+        except OSError as e:
+            log.warn("no empty tmpfs for masked directories: {e}", e=e)
+            return None
+        return self.masked_path
+
+    def release(self) -> None:
+        """L{masked_source} unmounted (the daemon stops; blocking)."""
+        try:
+            rootfs.unmount(self.masked_path)
+            os.rmdir(self.masked_path)
+        except OSError:
+            pass
 
     def restore_session(self, criu: str, container_id: str, images_dir: str, bundle: str, root: str,
                         terminal: bool, now: str) -> Optional["RestoreSession"]:
@@ -168,7 +192,7 @@ class CriuDriver:
         lock = "NFTABLES" if criuopts.has_tcp_connections(pid) else "SKIP"
         options = criuopts.dump_options(
             state, leave_running=leave_running, tcp_established=tcp_established, file_locks=file_locks,
-            images_dir_fd=images_fd, work_dir_fd=work_fd,
+            images_dir_fd=images_fd, work_dir_fd=work_fd, masked_dirs=self.masked_source() is not None,
         )
         options["network_lock"] = self._messages.enum("criu_network_lock_method", lock)
         options["manage_cgroups_mode"] = self._messages.enum("criu_cg_mode", "IGNORE")
@@ -251,6 +275,7 @@ class RestoreSession:
             self.options = criuopts.restore_options(
                 state, cgroup_mounts, images_dir_fd=images, work_dir_fd=work, root=root,
                 netns_fd=NETNS_FD if netns is not None else None, tcp_established=True, file_locks=True,
+                masked_source=driver.masked_source(),
             )
         except BaseException:
             self.close()
