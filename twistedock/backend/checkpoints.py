@@ -111,7 +111,12 @@ class RestorePlan:
 
     async def prepare(self, bundle: str) -> None:
         """Before conmon restores: the lazy pages' fetcher started, and the
-        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived."""
+        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived; the
+        kernel's wait before a first cgroup migration begun meanwhile
+        (L{criudriver.prime_cgroup_migration})."""
+        prime = getattr(self.rpc, "prime_cgroups", None)
+        if prime is not None:
+            prime()
         if self.pages is not None:
             mark = os.path.join(bundle, LAZY_PENDING_MARK)
             _touch(mark)
@@ -166,7 +171,7 @@ class RestorePlan:
         source = masked() if masked is not None else None
         if source:
             text += "ext-mount-map=%s:%s\n" % (criuopts.MASKED_DIR_KEY, source)
-        write_atomic(path, text.encode(), mode=0o600)
+        write_atomic(path, text.encode(), mode=0o600, durable=False)
         annotations["org.criu.config"] = path
 
     def create_arguments(self) -> dict:

@@ -365,4 +365,6 @@ def _write_bundle(bundle: str, oci: dict, restore=None) -> None:
         restore.adjust_spec(oci, bundle)
     # (Not indented: json's C encoder, not its Python one, which holds
     # the GIL from the reactor thread for milliseconds on a large spec.)
-    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600)
+    # (Not synced: the exec root's files describe processes a power loss
+    # ends anyway.)
+    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600, durable=False)
