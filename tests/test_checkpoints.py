@@ -682,6 +682,41 @@ def test_the_surface_the_checkpoint_backend_uses(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_checkpointed_run_ends_without_waiting_for_its_unmounts(tmp_path):
+    """overlayfs syncs its upper file system when unmounted (where the
+    images were just written): the checkpoint's end does not wait for
+    it; the next start (a removal, a reconcile, the shutdown) does."""
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    release = Deferred()
+    unmounts = []
+
+    async def unmount_run(container):
+        unmounts.append(container.id)
+        await release
+
+    backend.unmount_run = unmount_run
+    run = _Run()
+    run.checkpointed = True
+    backend._runs[c.id] = run
+    await backend.finish_run(c, 137)
+    assert not c.state.running and unmounts == [c.id] and c.id in backend._unmounting
+    waiting = [ensureDeferred(backend.unmounted(c.id)), ensureDeferred(backend.all_unmounted())]
+    assert not any(d.called for d in waiting)
+    release.callback(None)
+    assert all(d.called for d in waiting) and backend._unmounting == {}
+    # Any other end of a run unmounts before it is recorded.
+    c.state.running = True
+    backend._runs[c.id] = _Run()
+    release = Deferred()
+    finished = ensureDeferred(backend.finish_run(c, 0))
+    assert not finished.called
+    release.callback(None)
+    await finished
+    backend._cancel_restart(c)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_checkpointed_run_is_not_restarted(tmp_path):
     backend = container_backend(tmp_path)
     c = _container(backend, tmp_path)

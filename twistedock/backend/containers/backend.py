@@ -139,6 +139,8 @@ class ContainerBackend(
         self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
         #: netavark's setups of starting runs, by container ID (networking.py).
         self._network_setups: Dict[str, Deferred] = {}
+        #: A checkpointed run's unmounts under way (L{MonitorMixin.finish_run}).
+        self._unmounting: Dict[str, Deferred] = {}
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

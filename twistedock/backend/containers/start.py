@@ -84,6 +84,7 @@ class StartMixin:
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
+        await self.unmounted(c.id)
         try:
             _check_log_driver(c)
             self._check_network(c)
