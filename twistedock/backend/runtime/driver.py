@@ -119,9 +119,7 @@ class Runtime:
                 env["_OCI_ATTACHPIPE"] = str(ATTACH_FD)
         # An exec's conmon needs no working directory (its paths are
         # absolute): without one Twisted spawns it with posix_spawn instead
-        # of forking the daemon, which costs milliseconds a probe.  A
-        # container's conmon needs the bundle: it writes "oom" in its
-        # working directory.
+        # of forking the daemon, which costs milliseconds a probe.
         path = None if protocol.exec_mode else bundle
         try:
             self.reactor.spawnProcess(protocol, self.conmon, list(args), env=env, path=path, childFDs=child_fds)
