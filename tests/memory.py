@@ -155,8 +155,11 @@ class MemoryNetworkDriver:
     async def teardown(self, netns, options):
         self.calls.append(("teardown", netns, options))
 
-    async def create_netns(self, path, loopback=False):
-        self.calls.append(("create_netns", path) + (("lo",) if loopback else ()))
+    async def create_netns(self, path):
+        self.calls.append(("create_netns", path))
+
+    async def loopback_up(self, path):
+        self.calls.append(("loopback_up", path))
 
     async def rename_dns(self, network, container_id, old, new):
         self.calls.append(("rename_dns", network, container_id, old, new))

@@ -66,7 +66,8 @@ def test_none_runs_in_a_namespace_of_the_daemons_with_loopback_up(world):
     checkpoint, as external), inspect names it, the run's end removes it."""
     ident = world.started("quiet", {"NetworkMode": "none"})
     netns = world.backend.netns_path(world.backend.get(ident))
-    assert world.backend.networks.driver.calls == [("remove_netns", netns), ("create_netns", netns, "lo")]
+    assert world.backend.networks.driver.calls == [
+        ("remove_netns", netns), ("create_netns", netns), ("loopback_up", netns)]
     with open(os.path.join(world.backend.bundle(world.backend.get(ident)), "config.json")) as f:
         spec = json.load(f)
     assert {"type": "network", "path": netns} in spec["linux"]["namespaces"]

@@ -137,8 +137,13 @@ class NetworkingMixin:
         joins = self._joins(c) if self._bridged(c) else []
         path = self.netns_path(c)
         await self.network_down(c)
-        await self.networks.driver.create_netns(path, loopback=not joins)
+        await self.networks.driver.create_netns(path)
         if not joins:
+            try:
+                await self.networks.driver.loopback_up(path)
+            except BaseException:
+                await self.networks.driver.remove_netns(path)
+                raise
             return []
         proxies = self.networks.proxies
         endpoint_id = secrets.token_hex(32)

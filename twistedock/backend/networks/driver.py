@@ -163,18 +163,22 @@ class Netavark:
         await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), rename_entry,
                                 os.path.join(self.config_dir, "aardvark-dns"), network, container_id, old, new)
 
-    async def create_netns(self, path: str, loopback: bool = False) -> None:
-        """A new network namespace bound at C{path} (C{loopback}: its
-        loopback interface up, as runc does for a namespace it makes;
-        netavark does it on networks)."""
+    async def create_netns(self, path: str) -> None:
+        """A new network namespace bound at C{path}."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a"):
             pass
-        command = [IP, "link", "set", "lo", "up"] if loopback else ["true"]
-        out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path] + command)
+        out, err, status = await self._run(["/usr/bin/unshare", "--net=" + path, "true"])
         if status != 0:
             _remove(path)
             raise InternalError("cannot create a network namespace: %s" % _message(out, err))
+
+    async def loopback_up(self, path: str) -> None:
+        """The loopback interface of the namespace bound at C{path} up (runc
+        does it in a namespace it makes; netavark on networks)."""
+        out, err, status = await self._run([NSENTER, "--net=" + path, IP, "link", "set", "lo", "up"])
+        if status != 0:
+            raise InternalError("cannot bring loopback up: %s" % _message(out, err))
 
     async def remove_netns(self, path: str) -> None:
         if not os.path.exists(path):
