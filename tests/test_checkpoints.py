@@ -682,37 +682,39 @@ def test_the_surface_the_checkpoint_backend_uses(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_checkpointed_run_ends_without_waiting_for_its_unmounts(tmp_path):
+async def test_a_checkpointed_run_keeps_its_root_filesystem_mounted(tmp_path):
     """overlayfs syncs its upper file system when unmounted (where the
-    images were just written): the checkpoint's end does not wait for
-    it; the next start (a removal, a reconcile, the shutdown) does."""
+    images were just written), and the restore mounts it again: a
+    checkpointed run's end leaves it mounted (its volumes and /dev/shm
+    not), the next start takes it over, the shutdown unmounts it."""
     backend = container_backend(tmp_path)
     c = _container(backend, tmp_path)
-    release = Deferred()
-    unmounts = []
+    calls = []
 
-    async def unmount_run(container):
-        unmounts.append(container.id)
-        await release
+    class Mounts:
+        def unmount(self, target):
+            calls.append(("unmount", target))
 
-    backend.unmount_run = unmount_run
+    backend.mounts = Mounts()
+
+    async def unmount_volumes(container):
+        calls.append(("volumes", container.id))
+
+    backend.unmount_volumes = unmount_volumes
+    merged = backend.overlay(c)["MergedDir"]
     run = _Run()
     run.checkpointed = True
     backend._runs[c.id] = run
     await backend.finish_run(c, 137)
-    assert not c.state.running and unmounts == [c.id] and c.id in backend._unmounting
-    waiting = [ensureDeferred(backend.unmounted(c.id)), ensureDeferred(backend.all_unmounted())]
-    assert not any(d.called for d in waiting)
-    release.callback(None)
-    assert all(d.called for d in waiting) and backend._unmounting == {}
-    # Any other end of a run unmounts before it is recorded.
+    assert not c.state.running and calls == [("volumes", c.id)] and backend._kept_rootfs == {c.id}
+    await backend.unmount_kept()
+    assert calls[-1] == ("unmount", merged) and backend._kept_rootfs == set()
+    # Any other end of a run unmounts it.
     c.state.running = True
     backend._runs[c.id] = _Run()
-    release = Deferred()
-    finished = ensureDeferred(backend.finish_run(c, 0))
-    assert not finished.called
-    release.callback(None)
-    await finished
+    del calls[:]
+    await backend.finish_run(c, 0)
+    assert calls[0] == ("unmount", merged) and backend._kept_rootfs == set()
     backend._cancel_restart(c)
 
 

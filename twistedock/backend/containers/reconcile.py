@@ -350,7 +350,6 @@ class ReconcileMixin:
         the daemon tries again.  The caller holds the container's lock, or
         is alone in acting on it."""
         try:
-            await self.unmounted(c.id)
             await self._reconcile_one(c, after, code)
         except Exception:
             log.failure("reconciling {id} after a failed {after}", id=c.short_id, after=after)

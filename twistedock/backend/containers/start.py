@@ -84,7 +84,8 @@ class StartMixin:
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
-        await self.unmounted(c.id)
+        # (A checkpointed run's root filesystem, still mounted, is reused.)
+        self._kept_rootfs.discard(c.id)
         try:
             _check_log_driver(c)
             self._check_network(c)
