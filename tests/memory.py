@@ -158,6 +158,9 @@ class MemoryNetworkDriver:
     async def create_netns(self, path):
         self.calls.append(("create_netns", path))
 
+    async def loopback_up(self, path):
+        self.calls.append(("loopback_up", path))
+
     async def rename_dns(self, network, container_id, old, new):
         self.calls.append(("rename_dns", network, container_id, old, new))
 

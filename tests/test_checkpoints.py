@@ -8,6 +8,7 @@ checked with stand-in binaries, and the container backend's restore and
 
 import json
 import os
+import stat
 
 import pytest
 import pytest_twisted
@@ -681,6 +682,43 @@ def test_the_surface_the_checkpoint_backend_uses(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_checkpointed_run_keeps_its_root_filesystem_mounted(tmp_path):
+    """overlayfs syncs its upper file system when unmounted (where the
+    images were just written), and the restore mounts it again: a
+    checkpointed run's end leaves it mounted (its volumes and /dev/shm
+    not), the next start takes it over, the shutdown unmounts it."""
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    calls = []
+
+    class Mounts:
+        def unmount(self, target):
+            calls.append(("unmount", target))
+
+    backend.mounts = Mounts()
+
+    async def unmount_volumes(container):
+        calls.append(("volumes", container.id))
+
+    backend.unmount_volumes = unmount_volumes
+    merged = backend.overlay(c)["MergedDir"]
+    run = _Run()
+    run.checkpointed = True
+    backend._runs[c.id] = run
+    await backend.finish_run(c, 137)
+    assert not c.state.running and calls == [("volumes", c.id)] and backend._kept_rootfs == {c.id}
+    await backend.unmount_kept()
+    assert calls[-1] == ("unmount", merged) and backend._kept_rootfs == set()
+    # Any other end of a run unmounts it.
+    c.state.running = True
+    backend._runs[c.id] = _Run()
+    del calls[:]
+    await backend.finish_run(c, 0)
+    assert calls[0] == ("unmount", merged) and backend._kept_rootfs == set()
+    backend._cancel_restart(c)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_checkpointed_run_is_not_restarted(tmp_path):
     backend = container_backend(tmp_path)
     c = _container(backend, tmp_path)
@@ -804,6 +842,63 @@ async def test_criu_check_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     status = await Criu(reactor, None, provisioned=str(tmp_path / "absent")).status()
     assert status.problem.startswith("no criu binary found (looked at %s, criu on PATH)" % (tmp_path / "absent"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_criu_probe_cache_seeded_from_a_private_tmpfs(tmp_path):
+    """/run not a tmpfs: the start-up check runs on a private tmpfs /run
+    (the host's /run untouched) and the cache CRIU saved there is
+    installed (0600, atomically) where CRIU loads it."""
+    from twisted.internet import reactor
+
+    if os.geteuid() != 0 or not os.access("/usr/bin/unshare", os.X_OK):
+        pytest.skip("needs root and unshare")
+    criu = _script(
+        tmp_path / "criu",
+        'case "$1" in --version) echo "Version: 4.1.1";; check) '
+        'test -e /run/criu.kdat && exit 3; '
+        'grep -q " /run tmpfs " /proc/mounts || exit 4; '
+        'printf "KDAT\\001" > /run/criu.kdat; echo "Looks good.";; esac\n',
+    )
+    cache = tmp_path / "run" / "criu.kdat"
+    cache.parent.mkdir()
+    status = await Criu(reactor, criu, kdat_cache=str(cache)).status()
+    assert status.works and status.probe_cache == ""
+    assert cache.read_bytes() == b"KDAT\001"
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    assert os.listdir(cache.parent) == ["criu.kdat"]
+    assert not os.path.exists("/run/criu.kdat") or open("/run/criu.kdat", "rb").read() != b"KDAT\001"
+
+
+def test_a_restore_through_runc_maps_the_masked_directories(tmp_path):
+    """runc's CRIU told (the bundle's configuration file) where the
+    masked directories a dump named external come from."""
+    from twistedock.backend.checkpoints import RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.runtime.criuopts import MASKED_DIR_KEY
+
+    class Driver:
+        def masked_source(self):
+            return "/run/td/criu/masked"
+
+    spec = {}
+    RestorePlan(str(tmp_path), "/criu", rpc=Driver()).adjust_spec(spec, str(tmp_path))
+    assert spec["annotations"]["org.criu.config"] == str(tmp_path / RESTORE_CONFIG)
+    assert (tmp_path / RESTORE_CONFIG).read_text() == (
+        "manage-cgroups=ignore\next-mount-map=%s:/run/td/criu/masked\n" % MASKED_DIR_KEY)
+    spec = {}
+    RestorePlan(str(tmp_path), "/criu").adjust_spec(spec, str(tmp_path))
+    assert (tmp_path / RESTORE_CONFIG).read_text() == "manage-cgroups=ignore\n"
+
+
+def test_install_kdat_cache_replaces_atomically(tmp_path):
+    from twistedock.backend.runtime.criu import install_kdat_cache
+
+    cache = tmp_path / "criu.kdat"
+    cache.write_bytes(b"old")
+    install_kdat_cache(b"new", str(cache))
+    assert cache.read_bytes() == b"new" and os.listdir(tmp_path) == ["criu.kdat"]
+    with pytest.raises(OSError):
+        install_kdat_cache(b"x", str(tmp_path / "absent" / "criu.kdat"))
 
 
 def test_a_client_going_away_does_not_cut_a_checkpoint_short(fake):

@@ -311,6 +311,53 @@ def test_dump_options_as_runc_makes_them(tmp_path):
     ]
 
 
+def test_masked_directories_external_when_the_restores_know_their_source(tmp_path):
+    """A masked directory's tmpfs (runc's empty read-only one) named
+    external, unless the container names a CRIU configuration of its own
+    (runc's restore would not map it); its source given to the restore."""
+    tmpfs = sorted(criuopts.tmpfs_mounts(os.getpid()))
+    if not tmpfs:
+        pytest.skip("no tmpfs mount here")
+    state = _state(tmp_path, os.getpid())
+    state["config"]["mask_paths"] = [tmpfs[0], "/proc/nothing-here"]
+    state["config"]["labels"] = ["bundle=/run/x"]
+
+    def masked(state, **kw):
+        options = criuopts.dump_options(state, leave_running=False, tcp_established=True, file_locks=True,
+                                        images_dir_fd=9, work_dir_fd=10, unified=True, **kw)
+        return [m for m in options["ext_mnt"] if m["key"] == tmpfs[0]]
+
+    assert masked(state, masked_dirs=True) == [{"key": tmpfs[0], "val": criuopts.MASKED_DIR_KEY}]
+    assert masked(state) == []
+    state["config"]["labels"] = ["org.criu.config=/etc/mine.conf"]
+    assert masked(state, masked_dirs=True) == []
+    options = criuopts.restore_options(state, [], images_dir_fd=9, work_dir_fd=10, root="/r", netns_fd=None,
+                                       tcp_established=True, file_locks=True, masked_source="/run/td/masked")
+    assert {"key": criuopts.MASKED_DIR_KEY, "val": "/run/td/masked"} in options["ext_mnt"]
+
+
+def test_priming_a_cgroup_migration_moves_this_process_where_it_is(tmp_path):
+    """This process written into its own cgroup (v1 names, name=, the
+    unified hierarchy): the first that takes it, remembered."""
+    from twistedock.backend.runtime import criudriver
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("3:name=systemd:/user.slice\n2:cpu,cpuacct:/a/b\n0::/u\n")
+    root = tmp_path / "fs"
+    (root / "cpu,cpuacct" / "a" / "b").mkdir(parents=True)
+    criudriver._primed[:] = []
+    assert criudriver.prime_cgroup_migration(str(proc), str(root))
+    assert (root / "cpu,cpuacct" / "a" / "b" / "cgroup.procs").read_text() == str(os.getpid())
+    assert criudriver._primed == [str(root / "cpu,cpuacct" / "a" / "b" / "cgroup.procs")]
+    criudriver._primed[:] = []
+    (root / "unified" / "u").mkdir(parents=True)
+    proc.write_text("0::/u\n")
+    assert criudriver.prime_cgroup_migration(str(proc), str(root))
+    assert (root / "unified" / "u" / "cgroup.procs").read_text() == str(os.getpid())
+    criudriver._primed[:] = []
+    assert not criudriver.prime_cgroup_migration(str(tmp_path / "none"), str(root))
+
+
 def test_runc_configuration_file_rule():
     assert criuopts.config_file({"labels": ["bundle=/b"]}) == "/etc/criu/runc.conf"
     assert criuopts.config_file({"labels": ["org.criu.config=/etc/mine.conf"]}) == "/etc/mine.conf"

@@ -61,6 +61,26 @@ def test_none_and_host_make_no_endpoint(world):
         assert list(settings(world, mode)["Networks"]) == [mode]
 
 
+def test_none_runs_in_a_namespace_of_the_daemons_with_loopback_up(world):
+    """As dockerd's sandbox: runc joins it (CRIU then leaves it out of a
+    checkpoint, as external), inspect names it, the run's end removes it."""
+    ident = world.started("quiet", {"NetworkMode": "none"})
+    netns = world.backend.netns_path(world.backend.get(ident))
+    assert world.backend.networks.driver.calls == [
+        ("remove_netns", netns), ("create_netns", netns), ("loopback_up", netns)]
+    with open(os.path.join(world.backend.bundle(world.backend.get(ident)), "config.json")) as f:
+        spec = json.load(f)
+    assert {"type": "network", "path": netns} in spec["linux"]["namespaces"]
+    assert settings(world, "quiet")["SandboxKey"] == netns
+    world.runtime.exit(ident, 0)
+    world.settle()
+    assert world.backend.networks.driver.calls[-1] == ("remove_netns", netns)
+    # Host: none of the daemon's.
+    before = len(world.backend.networks.driver.calls)
+    world.started("host", {"NetworkMode": "host"})
+    assert world.backend.networks.driver.calls[before:] == []
+
+
 def test_dns_names_from_api_1_44(world):
     ident = world.backend.networks.resolve(run(world.backend.networks.create({"Name": "app"}))["Id"])["Id"]
     world.started("web", {"NetworkMode": "app"})

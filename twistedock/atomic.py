@@ -4,8 +4,12 @@ import os
 import tempfile
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write C{data} to a temporary file beside C{path}, fsync, rename over it."""
+def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write C{data} to a temporary file beside C{path}, fsync, rename over it.
+    C{durable} false: no fsync (a crash of the daemon still leaves the old
+    content or the new; a power loss may leave neither), for the exec
+    root's files (bundles, runc's state), which describe processes a power
+    loss ends anyway; runc writes its state so."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
@@ -13,7 +17,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -21,7 +26,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def fsync_dir(directory: str) -> None:

@@ -397,6 +397,9 @@ class Daemon(MultiService):
         except Exception:
             log.failure("releasing the networks' bridges")
         await self.registry.close()
+        # The empty tmpfs restores bind on masked directories (restored
+        # containers keep their own binds of it).
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.release)
         self.events.close()
 
     def _handle_stop_signals(self) -> None:

@@ -410,9 +410,20 @@ class DaemonPool:
                 errors.append(str(e))
         self.daemons.clear()
         for directory in self.dirs:
+            # What a daemon killed by a test left mounted there (network
+            # namespaces, CRIU's empty tmpfs) unmounted first.
+            _unmount_under(directory)
             shutil.rmtree(directory, ignore_errors=True)
         self.dirs.clear()
         assert not errors, "\n".join(errors)
+
+
+def _unmount_under(path: str) -> None:
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+    for target in sorted(targets, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -365,7 +365,9 @@ def kill_everything(daemon):
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    for target in sorted(mounts_under(daemon.data_root), reverse=True):
+    # (The exec root holds mounts too: network namespaces, the empty
+    # tmpfs restores bind on masked directories.)
+    for target in sorted(mounts_under(daemon.data_root) + mounts_under(daemon.exec_root), reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
 
 

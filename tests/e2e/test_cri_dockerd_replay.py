@@ -590,8 +590,8 @@ def test_pod_lifecycle(node, tmp_path, plugin):
         sandbox = pod_sandbox_status(client, sandbox_id)
         assert sandbox["State"]["Running"]
         pid = sandbox["State"]["Pid"]
-        # The sandbox: its SandboxKey a namespace of its host process.
-        assert os.readlink(sandbox["NetworkSettings"]["SandboxKey"]) == os.readlink("/proc/%d/ns/net" % pid)
+        # The sandbox: its SandboxKey the network namespace of its process.
+        assert os.stat(sandbox["NetworkSettings"]["SandboxKey"]).st_ino == os.stat("/proc/%d/ns/net" % pid).st_ino
         assert sandbox["HostConfig"]["ShmSize"] == DEFAULT_SHM_SIZE
 
         # The kubelet's per-pod files, bound into each container (GenerateMountBindings).

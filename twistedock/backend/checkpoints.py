@@ -64,6 +64,7 @@ from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
+from .runtime import criuopts
 from .runtime.criu import Criu
 
 log = Logger()
@@ -110,7 +111,12 @@ class RestorePlan:
 
     async def prepare(self, bundle: str) -> None:
         """Before conmon restores: the lazy pages' fetcher started, and the
-        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived."""
+        bundle marked (L{LAZY_PENDING_MARK}) until every page arrived; the
+        kernel's wait before a first cgroup migration begun meanwhile
+        (L{criudriver.prime_cgroup_migration})."""
+        prime = getattr(self.rpc, "prime_cgroups", None)
+        if prime is not None:
+            prime()
         if self.pages is not None:
             mark = os.path.join(bundle, LAZY_PENDING_MARK)
             _touch(mark)
@@ -152,12 +158,20 @@ class RestorePlan:
         of another container, for an imported checkpoint) do not matter.
         Written C{manage-cgroups=ignore}: CRIU reads C{manage-cgroups
         ignore} as soft.  Nothing else goes in it: a C{network-lock} line
-        there crashes CRIU 4.1 (the lock's method comes from the dump)."""
+        there crashes CRIU 4.1 (the lock's method comes from the dump),
+        but the source of the masked directories a dump over the RPC named
+        external (L{criuopts.MASKED_DIR_KEY}): the daemon's empty read-only
+        tmpfs."""
         annotations = spec.setdefault("annotations", {})
         if "org.criu.config" in annotations:
             return
         path = os.path.join(bundle, RESTORE_CONFIG)
-        write_atomic(path, b"manage-cgroups=ignore\n", mode=0o600)
+        text = "manage-cgroups=ignore\n"
+        masked = getattr(self.rpc, "masked_source", None)
+        source = masked() if masked is not None else None
+        if source:
+            text += "ext-mount-map=%s:%s\n" % (criuopts.MASKED_DIR_KEY, source)
+        write_atomic(path, text.encode(), mode=0o600, durable=False)
         annotations["org.criu.config"] = path
 
     def create_arguments(self) -> dict:

@@ -139,6 +139,9 @@ class ContainerBackend(
         self.cgroup_parent = cgroup_parent or ("system.slice" if cgroup_driver == "systemd" else "/docker")
         #: netavark's setups of starting runs, by container ID (networking.py).
         self._network_setups: Dict[str, Deferred] = {}
+        #: Containers whose checkpointed run left its root filesystem mounted
+        #: (L{MonitorMixin.finish_run}).
+        self._kept_rootfs = set()
         self.containers_dir = os.path.join(data_root, "containers")
         self.layers_dir = os.path.join(data_root, "overlay2")
         self.exec_root = exec_root

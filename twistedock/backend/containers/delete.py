@@ -59,6 +59,7 @@ class DeleteMixin:
         c.state.running = c.state.restarting = False
         self._runs.pop(c.id, None)
         paths = self.overlay(c)
+        self._kept_rootfs.discard(c.id)
         try:
             try:
                 await self.runtime.delete(c.id, force=True)

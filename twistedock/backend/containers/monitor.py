@@ -53,15 +53,30 @@ class MonitorMixin:
                 return
             await self.finish_run(c, code)
 
-    async def unmount_run(self, c: Container) -> None:
-        """The run's root filesystem, volumes and shareable /dev/shm
-        unmounted (a failure logged)."""
-        try:
-            await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
-        except OSError as e:
-            log.warn("unmount {id}: {e}", id=c.short_id, e=e)
+    async def unmount_run(self, c: Container, keep_rootfs: bool = False) -> None:
+        """The run's root filesystem (unless C{keep_rootfs}), volumes and
+        shareable /dev/shm unmounted (a failure logged)."""
+        if not keep_rootfs:
+            try:
+                await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+            except OSError as e:
+                log.warn("unmount {id}: {e}", id=c.short_id, e=e)
         await self.unmount_volumes(c)
         await self.ipc_down(c)
+
+    async def unmount_kept(self) -> None:
+        """The root filesystems kept mounted after checkpoints (L{finish_run})
+        of containers that did not run again, unmounted (the daemon stops;
+        else the start-up sweep would)."""
+        kept, self._kept_rootfs = self._kept_rootfs, set()
+        for container_id in sorted(kept):
+            c = self.containers.get(container_id)
+            if c is None or c.state.running:
+                continue
+            try:
+                await self.run_in_thread(self.mounts.unmount, self.overlay(c)["MergedDir"])
+            except OSError as e:
+                log.warn("unmount {id}: {e}", id=c.short_id, e=e)
 
     async def finish_run(self, c: Container, code: int, boot: bool = False) -> None:
         """The run is over: record how it ended, then apply the restart policy."""
@@ -84,7 +99,15 @@ class MonitorMixin:
         except Exception as e:
             log.warn("runc delete {id}: {e}", id=c.short_id, e=e)
             deleted = False
-        await self.unmount_run(c)
+        # A checkpointed run's root filesystem stays mounted for the restore
+        # (or start) that follows: overlayfs syncs its upper file system when
+        # unmounted, where the images were just dumped (up to ~300 ms for 256
+        # MiB), and the restore mounts it again. A removal, a reconcile, the
+        # shutdown (L{unmount_kept}) or the start-up sweep unmount it.
+        keep_rootfs = run is not None and run.checkpointed and not boot
+        await self.unmount_run(c, keep_rootfs=keep_rootfs)
+        if keep_rootfs:
+            self._kept_rootfs.add(c.id)
         await network
         c.state.running = False
         c.state.paused = False

@@ -133,6 +133,7 @@ class RestoreMixin:
         if self.live_restore:
             self._tell("shutdown")
             self.exits.stop()
+            await self.unmount_kept()
             return
         running = [c for c in self.containers.values() if c.state.running]
         await gatherResults(
@@ -140,3 +141,4 @@ class RestoreMixin:
             consumeErrors=True,
         ).addErrback(lambda f: log.failure("stopping containers", f))
         self.exits.stop()
+        await self.unmount_kept()

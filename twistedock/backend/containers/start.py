@@ -84,6 +84,8 @@ class StartMixin:
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
+        # (A checkpointed run's root filesystem, still mounted, is reused.)
+        self._kept_rootfs.discard(c.id)
         try:
             _check_log_driver(c)
             self._check_network(c)
@@ -365,4 +367,6 @@ def _write_bundle(bundle: str, oci: dict, restore=None) -> None:
         restore.adjust_spec(oci, bundle)
     # (Not indented: json's C encoder, not its Python one, which holds
     # the GIL from the reactor thread for milliseconds on a large spec.)
-    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600)
+    # (Not synced: the exec root's files describe processes a power loss
+    # ends anyway.)
+    write_atomic(os.path.join(bundle, "config.json"), json.dumps(oci).encode(), mode=0o600, durable=False)

@@ -175,6 +175,13 @@ class Netavark:
             _remove(path)
             raise InternalError("cannot create a network namespace: %s" % _message(out, err))
 
+    async def loopback_up(self, path: str) -> None:
+        """The loopback interface of the namespace bound at C{path} up (runc
+        does it in a namespace it makes; netavark on networks)."""
+        out, err, status = await self._run([NSENTER, "--net=" + path, IP, "link", "set", "lo", "up"])
+        if status != 0:
+            raise InternalError("cannot bring loopback up: %s" % _message(out, err))
+
     async def remove_netns(self, path: str) -> None:
         if not os.path.exists(path):
             return

@@ -8,6 +8,16 @@ its own loader from a private prefix, L{PROVISIONED}); C{criu} on PATH.
 C{criu check} runs once, when the daemon starts; its verdict is what
 C{/info} warns about and what a checkpoint or restore is refused with when
 CRIU does not work.
+
+CRIU probes the kernel's features (its "kdat", 30-40 ms) at every dump
+and restore unless it finds them cached in C{/run/criu.kdat}; it saves
+that cache only on a tmpfs, but loads it from anywhere (CRIU 4.1's
+kerndat_try_load_cache checks its magics only).  When C{/run} is not a
+tmpfs, the start-up C{criu check} therefore runs in a private mount
+namespace with a fresh tmpfs on C{/run}, and the cache it saved there is
+copied to C{/run/criu.kdat} (L{install_kdat_cache}).  Redone at every
+daemon start: a cache on a disk outlives a reboot, and the kernel may
+have changed.
 """
 
 import os
@@ -17,6 +27,7 @@ from typing import List, Optional, Tuple
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 
 from ...errors import InternalError
 from ...logs import Logger
@@ -39,6 +50,12 @@ INSTALL_HINT = "scripts/install provisions CRIU 4.x; --criu-path names another b
 #: /run that is not a tmpfs, stops every later save).
 KDAT_CACHE = "/run/criu.kdat"
 KDAT_STALE_AFTER = 60.0
+
+UNSHARE = "/usr/bin/unshare"
+
+#: C{criu check} (C{$0}) with a fresh tmpfs on /run, its verdict on
+#: stderr and the probe cache it saved on stdout.
+SEED_SCRIPT = 'mount -t tmpfs -o size=1m,mode=0755 criu-kdat /run && "$0" check >&2 && exec cat /run/criu.kdat'
 
 
 def _fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
@@ -76,6 +93,29 @@ def prepare_kdat_cache(cache: str = KDAT_CACHE, now: Optional[float] = None,
     if _fs_type(directory, mountinfo) != "tmpfs":
         return "%s is not a tmpfs: CRIU probes the kernel at every checkpoint and restore" % (directory,)
     return ""
+
+
+def install_kdat_cache(data: bytes, cache: str = KDAT_CACHE) -> None:
+    """C{data} (CRIU's probe cache) written to C{cache} atomically: a
+    temporary file of our own (CRIU's C{.tmp} name is its lock), synced,
+    renamed over.  Blocking: call it in a thread."""
+    temporary = "%s.twistedock-%d" % (cache, os.getpid())
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, cache)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def find_criu(configured: Optional[str] = None, provisioned: str = PROVISIONED) -> Tuple[Optional[str], List[str]]:
@@ -141,10 +181,11 @@ class Criu:
         self.checked: Optional[CriuStatus] = None
         self._status = Once(self._check)
 
-    async def _run(self, *args: str) -> Tuple[bytes, bytes, int]:
+    async def _run(self, *args: str, argv: Optional[List[str]] = None) -> Tuple[bytes, bytes, int]:
         collect = Collect(None)
+        argv = argv or [self.path] + list(args)
         try:
-            process = self.reactor.spawnProcess(collect, self.path, [self.path] + list(args), env=dict(os.environ))
+            process = self.reactor.spawnProcess(collect, argv[0], argv, env=dict(os.environ))
         except OSError as e:
             return b"", ("cannot run it: %s" % (e.strerror or e,)).encode(), 127
 
@@ -174,7 +215,13 @@ class Criu:
         version = match.group(1) if match else ""
         # `criu check` leaves the probe cached for the checkpoints to come.
         cache_problem = prepare_kdat_cache(self.kdat_cache)
-        out, err, code = await self._run("check")
+        code = -1
+        if cache_problem:
+            out, err, code = await self._seeded_check()
+            if code == 0:
+                cache_problem = ""
+        if code != 0:
+            out, err, code = await self._run("check")
         if code == 0 and b"Looks good" in out + err:
             status = CriuStatus(self.path, version, True, probe_cache=cache_problem)
         else:
@@ -190,6 +237,24 @@ class Criu:
         else:
             log.warn("CRIU does not work, checkpoints are unavailable: {problem}", problem=status.problem)
         return status
+
+    async def _seeded_check(self) -> Tuple[bytes, bytes, int]:
+        """C{criu check} on a private tmpfs /run, its cache installed at
+        C{self.kdat_cache}: what the check said, as L{_run} gives it
+        (status not 0: the plain check is run for the verdict)."""
+        out, err, code = await self._run(argv=[UNSHARE, "--mount", "--propagation", "private", "--",
+                                               "/bin/sh", "-c", SEED_SCRIPT, self.path])
+        if code != 0 or b"Looks good" not in err or not out:
+            log.info("CRIU's probe not seeded ({why})", why=_check_message(b"", err) or "exit status %d" % code)
+            return b"", err, code or 1
+        try:
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), install_kdat_cache, out,
+                                    self.kdat_cache)
+        except OSError as e:
+            log.warn("cannot cache CRIU's probe in {path}: {e}", path=self.kdat_cache, e=e)
+            return b"", err, 1
+        log.info("CRIU's probe cached in {path} (from a check on a private tmpfs /run)", path=self.kdat_cache)
+        return b"", err, 0
 
     def status(self) -> Deferred:
         """A Deferred firing with the L{CriuStatus} (checked once)."""

@@ -11,7 +11,13 @@ the network lock is nftables (C{NFTABLES}), or none when the
 container's network namespace holds no TCP connection to preserve,
 instead of four C{iptables-restore} runs; cgroups are not dumped
 (C{manage_cgroups_mode IGNORE}): the restore places the process in its
-container's cgroups, as runc's restore does for CRIU's own process.
+container's cgroups, as runc's restore does for CRIU's own process;
+the empty read-only tmpfs runc mounts on each masked directory
+(/proc/acpi, /sys/firmware...) is an external mount (C{MASKED_DIR_KEY}),
+not a tmpfs CRIU tars at the dump and untars at the restore (~5 ms each
+way each): the restore binds the daemon's own empty read-only tmpfs
+there (L{rootfs.mount_empty_readonly}), which the container sees as
+runc's (tmpfs, ro, root 1777, empty).
 
 Blocking (reads state.json and /proc): call it in a thread.
 """
@@ -29,6 +35,10 @@ RUNC_CONFIG_FILE = "/etc/criu/runc.conf"
 
 #: CRIU's key for an external namespace (runc's criuNsToKey).
 EXTERNAL_NS_KEYS = {"NEWNET": ("net", "extRootNetNS"), "NEWPID": ("pid", "extRootPidNS")}
+
+#: The external mount key of a masked directory's empty read-only tmpfs
+#: (its source at the restore: an empty read-only tmpfs of the daemon's).
+MASKED_DIR_KEY = "twistedock-masked-dir"
 
 
 def read_state(state_root: str, container_id: str) -> dict:
@@ -110,6 +120,21 @@ def cgroup_binds(pid: int, destination: str) -> List[str]:
     return found
 
 
+def tmpfs_mounts(pid: int) -> set:
+    """The mount points of the tmpfs mounts C{pid} sees (in its root)."""
+    try:
+        return {f["mountpoint"] for f in _mountinfo("/proc/%d/mountinfo" % (pid,)) if f["fstype"] == "tmpfs"}
+    except OSError:
+        return set()
+
+
+def masks_externally(config: dict) -> bool:
+    """Whether a dump may name the masked directories external: the
+    restores know their source (runc's through the configuration file
+    the daemon writes, unless the container names one of its own)."""
+    return "org.criu.config" not in annotations(config.get("labels") or [])
+
+
 def has_tcp_connections(pid: int) -> bool:
     """Whether the network namespace of C{pid} has a TCP socket other
     than a listening one (state 0A), whose connection a lock protects."""
@@ -129,11 +154,12 @@ def has_tcp_connections(pid: int) -> bool:
 
 def dump_options(state: dict, *, leave_running: bool, tcp_established: bool, file_locks: bool,
                  images_dir_fd: int, work_dir_fd: int, unified: Optional[bool] = None,
-                 network_lock: str = "NFTABLES") -> dict:
+                 network_lock: str = "NFTABLES", masked_dirs: bool = False) -> dict:
     """C{criu_opts} fields (see L{criurpc.set_options}) for the dump of
     the container runc described in C{state}; C{network_lock} is the name
     of the lock method (C{NFTABLES}, C{IPTABLES}, C{SKIP}), turned into its
-    number by the caller's messages."""
+    number by the caller's messages; C{masked_dirs}: the masked
+    directories' tmpfs mounts external (L{MASKED_DIR_KEY})."""
     config = state["config"]
     rootfs = config["rootfs"]
     pid = int(state["init_process_pid"])
@@ -184,6 +210,7 @@ def dump_options(state: dict, *, leave_running: bool, tcp_established: bool, fil
         elif m.get("device") == "cgroup" and not unified and "NEWCGROUP" not in namespaces:
             for bind in cgroup_binds(pid, m["destination"]):
                 external_mount(bind)
+    masked_tmpfs = tmpfs_mounts(pid) if masked_dirs and masks_externally(config) else set()
     for path in config.get("mask_paths") or []:
         try:
             st = os.stat("/proc/%d/root/%s" % (pid, path.lstrip("/")))
@@ -191,6 +218,8 @@ def dump_options(state: dict, *, leave_running: bool, tcp_established: bool, fil
             continue
         if not stat.S_ISDIR(st.st_mode):
             ext_mnt.append({"key": path, "val": "/dev/null"})
+        elif path in masked_tmpfs:
+            ext_mnt.append({"key": path, "val": MASKED_DIR_KEY})
     for device in config.get("devices") or []:
         if device.get("path"):
             external_mount(device["path"])
@@ -224,11 +253,13 @@ def own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 
 def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int, work_dir_fd: int,
-                    root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool) -> dict:
+                    root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool,
+                    masked_source: Optional[str] = None) -> dict:
     """C{criu_opts} fields for restoring the container runc described in
     C{state} (runc 1.1's C{Restore}): its bind mounts back from their
     sources, the cgroup v1 mounts from this host's hierarchies, the masked
-    paths' /dev/null, its devices; its network namespace joined through
+    paths' /dev/null, the masked directories from C{masked_source} (when
+    the dump named them external), its devices; its network namespace joined through
     the inherited C{netns_fd}; its pipes (descriptors.json) inherited
     from CRIU's own stdio; the restored tree a sibling of CRIU (so a child
     of conmon, which runs CRIU)."""
@@ -243,6 +274,8 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
         ext_mnt.append({"key": place, "val": os.path.join("/sys/fs/cgroup", base) + own_cgroup(base).rstrip("/")})
     if config.get("mask_paths"):
         ext_mnt.append({"key": "/dev/null", "val": "/dev/null"})
+        if masked_source:
+            ext_mnt.append({"key": MASKED_DIR_KEY, "val": masked_source})
     for device in config.get("devices") or []:
         if device.get("path"):
             path = _relative_destination(rootfs, device["path"])

@@ -19,7 +19,7 @@ from .interfaces import IOverlayMounts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -83,6 +83,16 @@ def mount_shm(target: str, size: int) -> None:
                     ("mode=1777,size=%d" % size).encode()),
         "mounting the container's /dev/shm",
     )
+
+
+def mount_empty_readonly(target: str) -> None:
+    """An empty read-only tmpfs at C{target}, as runc masks a directory
+    (C{mount("tmpfs", dir, "tmpfs", MS_RDONLY, "")}: its root 1777, owned
+    by root); nothing when one is mounted there already."""
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    if os.path.ismount(target):
+        return
+    _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_RDONLY, b""), "mounting a tmpfs on " + target)
 
 
 def make_init_layer(directory: str) -> None:
