@@ -63,7 +63,7 @@ class ImportingContainers:
     def staging_dir(self, name):
         return os.path.join(self.layers_dir, name)
 
-    async def create(self, name, config, host_config, networking_config, api_version):
+    async def create(self, name, config, host_config, networking_config, api_version, import_pending=False):
         ident = "%064x" % (len(self.created) + 1)
         directory = os.path.join(self.root, "containers", ident)
         os.makedirs(directory)

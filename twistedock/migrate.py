@@ -146,41 +146,97 @@ async def _migrate(source, target, args) -> dict:
     if mode == "lazy":
         return await _migrate_lazy(source, target, args, cid, cname, name)
 
+    return await _migrate_plain(source, target, args, cid, cname)
+
+
+async def _prepare(source, target, args, cid: str, cname: str, checkpoint: str) -> str:
+    """Before the freeze: the container made on the target from the
+    source's record (a prepared import, marked there until its restore),
+    the two connections (TLS handshakes included) opened; its ID.  A
+    failure removes what was made: nothing else was changed."""
+    new_id: Optional[str] = None
+    try:
+        record = await source(source.client.checkpoints.export, cid, checkpoint, prepare=True)
+        new_id = await target(target.client.checkpoints.import_, record, name=cname, prepare=True)
+        return new_id
+    except BaseException as e:
+        _say("failed before the checkpoint: %s" % (e,))
+        if new_id is not None:
+            await _remove_target(target, new_id)
+        raise MigrationError("%s; nothing was done (the container runs on %s)" % (e, args.source))
+
+
+class _Counted:
+    """An export stream relayed chunk by chunk (into the target's import),
+    its bytes counted and the time its end was read noted."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.bytes = 0
+        self.ended: Optional[float] = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.stream.next()
+        if data is None:
+            self.ended = time.monotonic()
+            raise StopAsyncIteration
+        self.bytes += len(data)
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
+    """Stop and copy: the target prepared, then the checkpoint, its export
+    streamed straight into the target's import, and the restore."""
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("prepare", args.pause_before)
+    preparing = time.monotonic()
+    new_id = await _prepare(source, target, args, cid, cname, checkpoint)
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
-    await source(source.client.checkpoints.create, cid, checkpoint, exit=True)
+    try:
+        await source(source.client.checkpoints.create, cid, checkpoint, exit=True)
+    except BaseException as e:
+        # Not checkpointed: it still runs on the source; the prepared
+        # container goes.
+        _say("failed: %s" % (e,))
+        await _remove_target(target, new_id)
+        raise
     checkpointed = time.monotonic()
     # From here the container is stopped on the source, its checkpoint kept.
-    new_id: Optional[str] = None
-    moved = 0
-    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
+    relayed: Optional[_Counted] = None
     try:
+        await _pause("export", args.pause_before)
+        relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint))
+        await _pause("import", args.pause_before)
         try:
-            await _pause("export", args.pause_before)
-            moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
-            exported = time.monotonic()
-            spool.seek(0)
-            await _pause("import", args.pause_before)
-            new_id = await target(target.client.checkpoints.import_, spool, name=cname)
-            imported = time.monotonic()
-            await _pause("restore", args.pause_before)
-            await target(target.client.checkpoints.start, new_id, checkpoint)
-            restored = time.monotonic()
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container is not running on %s" % (args.target,))
-        except BaseException as e:
-            await _recover(source, target, cid, new_id, checkpoint, args, e)
-            raise
-    finally:
-        spool.close()
+            await target(target.client.checkpoints.import_into, new_id, relayed)
+        finally:
+            relayed.stream.close()
+        imported = time.monotonic()
+        await _pause("restore", args.pause_before)
+        await target(target.client.checkpoints.start, new_id, checkpoint)
+        restored = time.monotonic()
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container is not running on %s" % (args.target,))
+    except BaseException as e:
+        await _recover(source, target, cid, new_id, checkpoint, args, e)
+        raise
     downtime = restored - frozen
     await _remove_source(source, cid, args)
+    exported = relayed.ended or imported
+    moved = relayed.bytes
     figures = {
         "Id": new_id,
         "Downtime": downtime,
+        "Prepare": frozen - preparing,
         "Checkpoint": checkpointed - frozen,
         "Transfer": imported - checkpointed,
         "Export": exported - checkpointed,
@@ -188,11 +244,23 @@ async def _migrate(source, target, args) -> dict:
         "Bytes": moved,
     }
     _say("%s runs on %s as %s" % (cname, args.target, new_id[:12]))
-    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms)" % (
-        downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
-        (imported - exported) * 1000, figures["Restore"] * 1000))
+    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms); "
+         "prepared before it in %.0f ms" % (
+             downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
+             (imported - exported) * 1000, figures["Restore"] * 1000, figures["Prepare"] * 1000))
     _say("bytes moved: %d (%.1f MiB)" % (moved, moved / 1048576.0))
     return figures
+
+
+async def _remove_target(target, new_id: str) -> None:
+    """The target's (prepared or half-made) copy removed; a failure is a
+    warning (its daemon removes a prepared one when it starts again)."""
+    try:
+        await target.client.containers.remove(new_id, force=True)
+    except NotFound:
+        pass
+    except Exception as e:
+        _say("warning: could not remove the half-made container on the target: %s" % (e,))
 
 
 async def _pump(reader, writer, counter: list, index: int, stopped: list) -> None:
@@ -376,12 +444,7 @@ async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None
     container restored on the source."""
     _say("failed: %s" % (error,))
     if new_id is not None:
-        try:
-            await target.client.containers.remove(new_id, force=True)
-        except NotFound:
-            pass
-        except Exception as e:
-            _say("warning: could not remove the half-made container on the target: %s" % (e,))
+        await _remove_target(target, new_id)
     _say("restoring the container on the source from checkpoint %s" % (checkpoint,))
     try:
         try:

@@ -59,7 +59,7 @@ from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
 from .containers import CHECKPOINTED_MARK, Container
-from .containers.defaults import LAZY_PENDING_MARK
+from .containers.defaults import IMPORT_PENDING_MARK, LAZY_PENDING_MARK
 from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, free_loopback_port
@@ -639,8 +639,11 @@ class CheckpointBackend:
 
     # -- export, import --------------------------------------------------------
 
-    async def export(self, name: str, checkpoint_id: str):
-        """A L{TarStream} of the checkpoint (see L{write_checkpoint_export})."""
+    async def export(self, name: str, checkpoint_id: str, prepare: bool = False):
+        """A L{TarStream} of the checkpoint (see L{write_checkpoint_export}).
+        With C{prepare}, only what a target needs to make the container
+        before the checkpoint exists (its manifest and record): a migration
+        sends it before the freeze, the rest after (L{import_into})."""
         from ..tar.stream import TarStream
 
         c = self.containers.get(name)
@@ -649,9 +652,12 @@ class CheckpointBackend:
                 "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
             )
         path = os.path.join(self.default_dir(c), checkpoint_id)
-        if not os.path.isdir(path):
+        if prepare:
+            metadata = {}
+        elif not os.path.isdir(path):
             raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
-        metadata = await self._thread(read_metadata, path) or {}
+        else:
+            metadata = await self._thread(read_metadata, path) or {}
         image_ref = c.config.get("Image", "")
         manifest = {
             "Version": EXPORT_VERSION,
@@ -667,6 +673,13 @@ class CheckpointBackend:
             },
         }
         record = c.record_bytes()
+        if prepare:
+            manifest["Prepare"] = True
+            stream = TarStream(
+                self.reactor,
+                lambda write: write_checkpoint_export(write, manifest, record, None, None, (), None),
+            )
+            return stream
         upper = self.containers.overlay(c)["UpperDir"]
         try:
             layer_dirs = self.containers.layer_dirs(c)
@@ -680,12 +693,17 @@ class CheckpointBackend:
         return stream
 
 
-    async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41") -> dict:
+    async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41",
+                                prepare: bool = False) -> dict:
         """Create a container and its checkpoint from an export tarball
-        (C{content}, a file): C{{"Id", "Checkpoint"}}."""
+        (C{content}, a file): C{{"Id", "Checkpoint"}}.  With C{prepare}
+        (an export made with C{prepare}) only the container, marked
+        L{IMPORT_PENDING_MARK} until a restore from the checkpoint
+        L{import_into} gives it: removed by the daemon's next start if that
+        never comes."""
         staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
         try:
-            parsed = await self._thread(unpack_checkpoint_export, content, staging)
+            parsed = await self._thread(unpack_checkpoint_export, content, staging, not prepare)
             manifest, record = parsed["manifest"], parsed["record"]
             checkpoint_id = str(manifest.get("Checkpoint") or "")
             if not VALID_NAME.match(checkpoint_id):
@@ -701,8 +719,12 @@ class CheckpointBackend:
                 dict(record.get("HostConfig") or {}),
                 dict(record.get("NetworkingConfig") or {}),
                 api_version,
+                import_pending=prepare,
             )
             c = self.containers.get(created["Id"])
+            if prepare:
+                self.containers.log_event(c, "checkpoint-import")
+                return {"Id": c.id, "Checkpoint": checkpoint_id}
             try:
                 await self._thread(
                     install_import, staging, self.default_dir(c), checkpoint_id,
@@ -718,6 +740,42 @@ class CheckpointBackend:
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)
+
+    async def import_into(self, name: str, content) -> dict:
+        """The rest of a prepared import (C{content}, an export tarball of
+        the checkpoint prepared for): CRIU's images and the root
+        filesystem's changes installed into the container made by
+        L{import_checkpoint} with C{prepare}; C{{"Id", "Checkpoint"}}.
+        The container stays marked until a start restores it."""
+        c = self.containers.get(name)
+        staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
+        try:
+            parsed = await self._thread(unpack_checkpoint_export, content, staging)
+            checkpoint_id = str(parsed["manifest"].get("Checkpoint") or "")
+            if not VALID_NAME.match(checkpoint_id):
+                raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %s" % (golang.quote(checkpoint_id),))
+            async with self.containers.lock(c):
+                self._check_prepared(c, name)
+                # (A failure leaves the container prepared: the migration
+                # removes it, or the daemon's next start does.)
+                await self._thread(
+                    install_import, staging, self.default_dir(c), checkpoint_id,
+                    self.containers.overlay(c)["UpperDir"], c.directory,
+                )
+            self.containers.log_event(c, "checkpoint-import")
+            return {"Id": c.id, "Checkpoint": checkpoint_id}
+        finally:
+            await self._thread(shutil.rmtree, staging, True)
+
+    def _check_prepared(self, c: Container, name: str) -> None:
+        """(Under the container's lock.)  C{c} is still there, was made by a
+        prepared import and was not restored yet."""
+        if self.containers.by_id(c.id) is None:
+            raise NotFound("No such container: %s" % (name,))
+        if not os.path.exists(c.path_of(IMPORT_PENDING_MARK)):
+            raise Conflict("container %s was not made by a prepared checkpoint import" % (name,))
+        if c.state.running:
+            raise Conflict("container %s is already running" % (name,))
 
 
 def _dump_failed(name: str, message: str, work: str) -> InternalError:
@@ -831,6 +889,10 @@ def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: st
     writer = TarWriter(write)
     _tar_bytes(writer, EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode(), now)
     _tar_bytes(writer, EXPORT_RECORD, record, now)
+    if checkpoint is None:
+        # (A prepare export: the manifest and the record only.)
+        writer.close()
+        return
     fd = os.open(checkpoint, DIR_FLAGS)
     try:
         writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
@@ -861,10 +923,11 @@ def _safe_parts(name: str) -> List[str]:
     return parts
 
 
-def unpack_checkpoint_export(content, staging: str) -> dict:
+def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True) -> dict:
     """Unpack an export tarball (blocking) into C{staging}: C{checkpoint/},
     C{files/} and C{diff/} (the upper directory, whiteouts made overlay
-    whiteouts again); the manifest and the record, parsed."""
+    whiteouts again); the manifest and the record, parsed.  Without
+    C{checkpoint} (a prepare export) C{checkpoint/} may be missing."""
     import tarfile
 
     from ..tar.extract import Extractor
@@ -919,7 +982,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
         raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
     if not isinstance(manifest, dict) or not isinstance(record, dict) or not isinstance(record.get("Config"), dict):
         raise InvalidParameter("invalid checkpoint archive: bad manifest or container record")
-    if not os.path.isdir(os.path.join(staging, EXPORT_CHECKPOINT)):
+    if checkpoint and not os.path.isdir(os.path.join(staging, EXPORT_CHECKPOINT)):
         raise InvalidParameter("invalid checkpoint archive: no checkpoint/")
     return {"manifest": manifest, "record": record}
 
