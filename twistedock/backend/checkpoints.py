@@ -65,6 +65,7 @@ from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, free_loopback_port
 from .lazypages.restore import PageFetch
 from .runtime.criu import Criu
+from .precopy import EXPORT_PRECOPY, PrecopyExtractor, PrecopyWriter
 
 log = Logger()
 
@@ -296,6 +297,9 @@ class CheckpointBackend:
         self.in_progress = 0
         #: Lazy checkpoints whose pages are being served, by (container ID, checkpoint).
         self.lazy_dumps = {}
+        #: What a prepare export sent of a container's upper directory, by
+        #: container ID: (checkpoint, {path: identity}) (see L{precopy}).
+        self.precopied = {}
 
     # -- where ------------------------------------------------------------
 
@@ -673,21 +677,29 @@ class CheckpointBackend:
             },
         }
         record = c.record_bytes()
-        if prepare:
-            manifest["Prepare"] = True
-            stream = TarStream(
-                self.reactor,
-                lambda write: write_checkpoint_export(write, manifest, record, None, None, (), None),
-            )
-            return stream
         upper = self.containers.overlay(c)["UpperDir"]
         try:
             layer_dirs = self.containers.layer_dirs(c)
         except Exception:
             layer_dirs = []
+        if prepare:
+            # The upper directory as it is now, what was sent remembered
+            # for the export after the freeze.
+            manifest["Prepare"] = True
+            precopied: dict = {}
+            self.precopied[c.id] = (checkpoint_id, precopied)
+            return TarStream(
+                self.reactor,
+                lambda write: write_checkpoint_export(
+                    write, manifest, record, None, upper, layer_dirs, None, record_into=precopied),
+            )
+        sent = None
+        if self.precopied.get(c.id, (None,))[0] == checkpoint_id:
+            sent = self.precopied.pop(c.id)[1]
         stream = TarStream(
             self.reactor,
-            lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory),
+            lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory,
+                                                  sent=sent),
         )
         self.containers.log_event(c, "checkpoint-export")
         return stream
@@ -722,14 +734,16 @@ class CheckpointBackend:
                 import_pending=prepare,
             )
             c = self.containers.get(created["Id"])
-            if prepare:
-                self.containers.log_event(c, "checkpoint-import")
-                return {"Id": c.id, "Checkpoint": checkpoint_id}
             try:
-                await self._thread(
-                    install_import, staging, self.default_dir(c), checkpoint_id,
-                    self.containers.overlay(c)["UpperDir"], c.directory,
-                )
+                if prepare:
+                    # The source's upper directory as it was before the
+                    # freeze: what the import after it links from.
+                    await self._thread(install_diff, staging, self.containers.overlay(c)["UpperDir"])
+                else:
+                    await self._thread(
+                        install_import, staging, self.default_dir(c), checkpoint_id,
+                        self.containers.overlay(c)["UpperDir"], c.directory,
+                    )
             except BaseException:
                 try:
                     await self.containers.remove(c.id, True, False)
@@ -750,7 +764,8 @@ class CheckpointBackend:
         c = self.containers.get(name)
         staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
         try:
-            parsed = await self._thread(unpack_checkpoint_export, content, staging)
+            parsed = await self._thread(unpack_checkpoint_export, content, staging, True,
+                                        self.containers.overlay(c)["UpperDir"])
             checkpoint_id = str(parsed["manifest"].get("Checkpoint") or "")
             if not VALID_NAME.match(checkpoint_id):
                 raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %s" % (golang.quote(checkpoint_id),))
@@ -872,36 +887,36 @@ def _rebase_entry(entry, prefix: str) -> None:
         stack.extend(e.children)
 
 
-def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: str, upper: str,
-                            layer_dirs, files_dir: str) -> None:
+def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: Optional[str], upper: str,
+                            layer_dirs, files_dir: Optional[str], record_into: Optional[dict] = None,
+                            sent: Optional[dict] = None) -> None:
     """The export tarball (blocking, in a thread): C{manifest.json},
     C{container.json}, C{checkpoint/} (CRIU's images and checkpoint.json),
     C{files/} (hostname, hosts, resolv.conf) and C{rootfs-diff/}: the
     container's upper directory as an OCI layer (overlay whiteouts as
-    C{.wh.NAME}, opaque directories with C{.wh..wh..opq})."""
+    C{.wh.NAME}, opaque directories with C{.wh..wh..opq}).  Without
+    C{checkpoint} (a prepare export) no C{checkpoint/} nor C{files/}, and
+    the upper directory's files are recorded into C{record_into}; with
+    C{sent} (such a record) unchanged files are links to the target's
+    pre-copy (L{precopy})."""
     import time as _time
 
     from ..tar import DIR_FLAGS
     from ..tar.layer import LowerView, scan_upper, write_layer_dir
-    from ..tar.write import TarWriter
-
     now = _time.time()
-    writer = TarWriter(write)
+    writer = PrecopyWriter(write, EXPORT_ROOTFS, record=record_into, sent=sent)
     _tar_bytes(writer, EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode(), now)
     _tar_bytes(writer, EXPORT_RECORD, record, now)
-    if checkpoint is None:
-        # (A prepare export: the manifest and the record only.)
-        writer.close()
-        return
-    fd = os.open(checkpoint, DIR_FLAGS)
-    try:
-        writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
-    finally:
-        os.close(fd)
-    for name in CONTAINER_FILES:
-        path = os.path.join(files_dir, name)
-        if os.path.isfile(path):
-            writer.mounted(path, EXPORT_FILES + "/" + name)
+    if checkpoint is not None:
+        fd = os.open(checkpoint, DIR_FLAGS)
+        try:
+            writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
+        finally:
+            os.close(fd)
+        for name in CONTAINER_FILES:
+            path = os.path.join(files_dir, name)
+            if os.path.isfile(path):
+                writer.mounted(path, EXPORT_FILES + "/" + name)
     if os.path.isdir(upper):
         _, root = scan_upper(upper, LowerView(list(layer_dirs)))
         _rebase_entry(root, EXPORT_ROOTFS)
@@ -923,14 +938,16 @@ def _safe_parts(name: str) -> List[str]:
     return parts
 
 
-def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True) -> dict:
+def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True,
+                             precopy: Optional[str] = None) -> dict:
     """Unpack an export tarball (blocking) into C{staging}: C{checkpoint/},
     C{files/} and C{diff/} (the upper directory, whiteouts made overlay
     whiteouts again); the manifest and the record, parsed.  Without
-    C{checkpoint} (a prepare export) C{checkpoint/} may be missing."""
+    C{checkpoint} (a prepare export) C{checkpoint/} may be missing.  With
+    C{precopy} (the upper directory a prepare export filled) the links to
+    C{rootfs-precopy/} are links to its files (L{precopy})."""
     import tarfile
 
-    from ..tar.extract import Extractor
     from ..tar.read import ArchiveError
 
     os.makedirs(staging, mode=0o700)
@@ -938,8 +955,11 @@ def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True) -> 
     os.makedirs(diff, mode=0o755)
     found: dict = {}
     diff_fd = os.open(diff, os.O_RDONLY | os.O_DIRECTORY)
+    precopy_fd = None
     try:
-        extractor = Extractor(diff_fd)
+        if precopy is not None and os.path.isdir(precopy):
+            precopy_fd = os.open(precopy, os.O_RDONLY | os.O_DIRECTORY)
+        extractor = PrecopyExtractor(diff_fd, precopy_fd)
         try:
             tar = tarfile.open(fileobj=content, mode="r|", errorlevel=2)
         except tarfile.ReadError as e:
@@ -955,9 +975,12 @@ def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True) -> 
                     member.name = "/".join(parts[1:])
                     if member.islnk() and member.linkname:
                         link = _safe_parts(member.linkname)
-                        if link[0] != EXPORT_ROOTFS:
+                        if link[0] == EXPORT_PRECOPY and len(link) > 1:
+                            member.linkname = "/".join(link)
+                        elif link[0] != EXPORT_ROOTFS:
                             raise InvalidParameter("invalid link in checkpoint archive: %s" % (golang.quote(member.name),))
-                        member.linkname = "/".join(link[1:])
+                        else:
+                            member.linkname = "/".join(link[1:])
                     extractor.extract(tar, member)
                     continue
                 if len(parts) == 1 and top in (EXPORT_MANIFEST, EXPORT_RECORD) and member.isfile():
@@ -972,6 +995,8 @@ def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True) -> 
         raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
     finally:
         os.close(diff_fd)
+        if precopy_fd is not None:
+            os.close(precopy_fd)
     for name in (EXPORT_MANIFEST, EXPORT_RECORD):
         if name not in found:
             raise InvalidParameter("invalid checkpoint archive: no %s" % (name,))
@@ -1015,15 +1040,20 @@ def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper
     """Move what was unpacked into place for the new container (blocking)."""
     os.makedirs(checkpoints_dir, mode=0o700, exist_ok=True)
     os.rename(os.path.join(staging, EXPORT_CHECKPOINT), os.path.join(checkpoints_dir, checkpoint_id))
-    os.makedirs(os.path.dirname(upper), mode=0o710, exist_ok=True)
-    if os.path.isdir(upper):
-        shutil.rmtree(upper)
-    os.rename(os.path.join(staging, "diff"), upper)
+    install_diff(staging, upper)
     files = os.path.join(staging, EXPORT_FILES)
     for name in CONTAINER_FILES:
         path = os.path.join(files, name)
         if os.path.isfile(path):
             shutil.copyfile(path, os.path.join(container_dir, name))
+
+
+def install_diff(staging: str, upper: str) -> None:
+    """The unpacked upper directory put in place of C{upper} (blocking)."""
+    os.makedirs(os.path.dirname(upper), mode=0o710, exist_ok=True)
+    if os.path.isdir(upper):
+        shutil.rmtree(upper)
+    os.rename(os.path.join(staging, "diff"), upper)
 
 
 def _unlink(path: str) -> None:
