@@ -118,7 +118,7 @@ class MemoryCheckpoints:
             raise InternalError("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
         names.remove(checkpoint_id)
 
-    async def export(self, name, checkpoint_id, prepare=False):
+    async def export(self, name, checkpoint_id, prepare=False, wait=False):
         self.calls.append(("export", name, checkpoint_id) + (("prepare",) if prepare else ()))
         raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
 

@@ -157,7 +157,11 @@ async def _prepare(source, target, args, cid: str, cname: str, checkpoint: str) 
     new_id: Optional[str] = None
     try:
         record = await source(source.client.checkpoints.export, cid, checkpoint, prepare=True)
+        # A second connection to the source opened meanwhile: the
+        # checkpoint and its export are asked for at once after the freeze.
+        second = defer.ensureDeferred(source(source.client.system.ping))
         new_id = await target(target.client.checkpoints.import_, record, name=cname, prepare=True)
+        await second
         return new_id
     except BaseException as e:
         _say("failed before the checkpoint: %s" % (e,))
@@ -200,25 +204,26 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
+    # The checkpoint and its export asked for at once: the source answers
+    # the export as soon as the checkpoint is complete, while it still
+    # records the container's exit.
+    creating = defer.ensureDeferred(source(source.client.checkpoints.create, cid, checkpoint, exit=True))
+    moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, _settled(creating)))
     try:
-        await source(source.client.checkpoints.create, cid, checkpoint, exit=True)
+        await creating
     except BaseException as e:
         # Not checkpointed: it still runs on the source; the prepared
         # container goes.
         _say("failed: %s" % (e,))
+        moving.addErrback(lambda _: None)
+        moving.cancel()
         await _remove_target(target, new_id)
         raise
     checkpointed = time.monotonic()
     # From here the container is stopped on the source, its checkpoint kept.
     relayed: Optional[_Counted] = None
     try:
-        await _pause("export", args.pause_before)
-        relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint))
-        await _pause("import", args.pause_before)
-        try:
-            await target(target.client.checkpoints.import_into, new_id, relayed)
-        finally:
-            relayed.stream.close()
+        relayed = await moving
         imported = time.monotonic()
         await _pause("restore", args.pause_before)
         await target(target.client.checkpoints.start, new_id, checkpoint)
@@ -231,7 +236,9 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
         raise
     downtime = restored - frozen
     await _remove_source(source, cid, args)
-    exported = relayed.ended or imported
+    # (The export overlaps the end of the checkpoint: what is left of it
+    # once the checkpoint answered.)
+    exported = max(relayed.ended or imported, checkpointed)
     moved = relayed.bytes
     figures = {
         "Id": new_id,
@@ -250,6 +257,36 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
              (imported - exported) * 1000, figures["Restore"] * 1000, figures["Prepare"] * 1000))
     _say("bytes moved: %d (%.1f MiB)" % (moved, moved / 1048576.0))
     return figures
+
+
+async def _move(source, target, args, cid: str, checkpoint: str, new_id: str, checkpointed) -> _Counted:
+    """The checkpoint's export (answered once it is complete) streamed into
+    the prepared container's import on the target."""
+    if args.pause_before in ("export", "import"):
+        # (The test hook's steps come after the checkpoint.)
+        await checkpointed
+    await _pause("export", args.pause_before)
+    relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint, wait=True))
+    try:
+        await _pause("import", args.pause_before)
+        await target(target.client.checkpoints.import_into, new_id, relayed)
+    finally:
+        relayed.close()
+    return relayed
+
+
+def _settled(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred fired (with None) when C{d} fires, C{d}'s result left
+    to its own callbacks."""
+    settled: defer.Deferred = defer.Deferred()
+
+    def fire(result):
+        if not settled.called:
+            settled.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return settled
 
 
 async def _remove_target(target, new_id: str) -> None:

@@ -88,6 +88,10 @@ RESTORE_CONFIG = "criu-restore.conf"
 #: How long conmon may take to report a checkpointed container's exit.
 EXIT_TIMEOUT = 30.0
 
+#: How long an export asked to wait for its checkpoint waits for the
+#: checkpoint to be taken (it is asked for at the same time).
+PUBLISH_WAIT = 60.0
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class RestorePlan:
@@ -297,6 +301,10 @@ class CheckpointBackend:
         self.in_progress = 0
         #: Lazy checkpoints whose pages are being served, by (container ID, checkpoint).
         self.lazy_dumps = {}
+        #: Exports waiting for a checkpoint being taken (in the container's
+        #: own directory), by (container ID, checkpoint): their Deferreds,
+        #: fired with whether it was published.
+        self.publishing = {}
         #: What a prepare export sent of a container's upper directory, by
         #: container ID: (checkpoint, {path: identity}) (see L{precopy}).
         self.precopied = {}
@@ -370,6 +378,9 @@ class CheckpointBackend:
             except OSError as e:
                 raise InternalError("cannot checkpoint container %s: %s" % (name, e))
             self.in_progress += 1
+            key = (c.id, checkpoint_id)
+            if not options.get("CheckpointDir"):
+                self.publishing.setdefault(key, [])
             try:
                 await self._checkpoint(
                     c, name, checkpoint_id, directory, exit=bool(options.get("Exit")), final=final
@@ -379,7 +390,15 @@ class CheckpointBackend:
                 raise
             finally:
                 self.in_progress -= 1
+                self._published(key, False)
         self.containers.log_event(c, "checkpoint")
+
+    def _published(self, key, published: bool) -> None:
+        """The exports waiting for checkpoint C{key} told whether it was
+        published (once: later calls find nobody waiting)."""
+        for waiting in self.publishing.pop(key, ()):
+            if not waiting.called:
+                waiting.callback(published)
 
     async def _checkpoint(
         self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool, final: str = ""
@@ -425,6 +444,9 @@ class CheckpointBackend:
         await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:
             await self._thread(publish_dump, directory, final)
+            # Complete and durable: its export may begin while the
+            # container's exit is recorded.
+            self._published((c.id, checkpoint_id), True)
         await self._thread(shutil.rmtree, work, True)
         if exit:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
@@ -643,11 +665,14 @@ class CheckpointBackend:
 
     # -- export, import --------------------------------------------------------
 
-    async def export(self, name: str, checkpoint_id: str, prepare: bool = False):
+    async def export(self, name: str, checkpoint_id: str, prepare: bool = False, wait: bool = False):
         """A L{TarStream} of the checkpoint (see L{write_checkpoint_export}).
         With C{prepare}, only what a target needs to make the container
         before the checkpoint exists (its manifest and record): a migration
-        sends it before the freeze, the rest after (L{import_into})."""
+        sends it before the freeze, the rest after (L{import_into}).  A
+        checkpoint being taken is exported once complete; with C{wait}
+        one not begun yet too (a migration asks for the checkpoint and its
+        export at once), for at most L{PUBLISH_WAIT} seconds."""
         from ..tar.stream import TarStream
 
         c = self.containers.get(name)
@@ -656,6 +681,18 @@ class CheckpointBackend:
                 "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
             )
         path = os.path.join(self.default_dir(c), checkpoint_id)
+        key = (c.id, checkpoint_id)
+        if not prepare and (wait or key in self.publishing) and not os.path.isdir(path):
+            # Being taken (or about to be): exported once it is complete,
+            # not found if it fails.
+            waiting: Deferred = Deferred()
+            self.publishing.setdefault(key, []).append(waiting)
+            timer = self.reactor.callLater(PUBLISH_WAIT, self._published, key, False)
+            try:
+                await waiting
+            finally:
+                if timer.active():
+                    timer.cancel()
         if prepare:
             metadata = {}
         elif not os.path.isdir(path):

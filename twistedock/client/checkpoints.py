@@ -38,12 +38,14 @@ class Checkpoints:
         """Restore the container from C{checkpoint}."""
         await self.client.containers.start(container, checkpoint=checkpoint, checkpoint_dir=checkpoint_dir)
 
-    async def export(self, container, checkpoint: str, prepare: bool = False):
+    async def export(self, container, checkpoint: str, prepare: bool = False, wait: bool = False):
         """The checkpoint, the container's record and its filesystem
         changes as a tar L{BodyStream} (twistedock only).  With C{prepare}
         the record only, for L{import_} with C{prepare} on another daemon
-        (the checkpoint, named already, need not exist yet)."""
-        params = {"prepare": "1"} if prepare else None
+        (the checkpoint, named already, need not exist yet).  With C{wait}
+        the answer waits for the checkpoint to be taken (asked for at the
+        same time, on another connection), 404 if it fails."""
+        params = {"prepare": "1" if prepare else None, "wait": "1" if wait else None}
         return await self.client.stream("GET", self._path(container, checkpoint, "export"), params)
 
     async def export_to(self, container, checkpoint: str, file) -> int:

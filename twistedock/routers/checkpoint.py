@@ -75,10 +75,11 @@ class ICheckpointBackend(Interface):
     def delete(name, checkpoint_id, directory):
         """Remove a checkpoint."""
 
-    def export(name, checkpoint_id, prepare):
+    def export(name, checkpoint_id, prepare, wait):
         """A tar stream (C{write_to(consumer, flow)}, C{close()}) of the
         checkpoint, the container's record and its root filesystem changes;
-        with C{prepare} the record only (the checkpoint need not exist yet)."""
+        with C{prepare} the record only (the checkpoint need not exist yet);
+        with C{wait} once the checkpoint, not taken yet, is."""
 
     def import_checkpoint(content, name, api_version, prepare):
         """Create a container and its checkpoint from an export tar
@@ -154,7 +155,9 @@ class CheckpointRouter(Router):
 
     async def get_container_checkpoint_export(self, req: APIRequest) -> None:
         backend = self._backend()
-        stream = await backend.export(req.vars["name"], req.vars["checkpoint"], bool_value(req.query("prepare")))
+        stream = await backend.export(
+            req.vars["name"], req.vars["checkpoint"], bool_value(req.query("prepare")), bool_value(req.query("wait"))
+        )
         try:
             flow = req.start_stream("application/x-tar")
             await stream.write_to(req.request, flow)
