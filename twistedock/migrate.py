@@ -12,9 +12,15 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
     image exists on the target (a missing image stops here, nothing done);
  2. pre-copy rounds (C{--pre-copy N}): not supported yet by the daemon's
     checkpoint API, so N > 0 is refused with a clear message;
- 3. the final checkpoint on the source (C{Exit}: the process is frozen and
-    stops there) - the downtime starts here;
- 4. export from the source, import on the target (same name);
+ 3. the target prepared while the container runs: the source's record and
+    root filesystem changes exported (C{prepare}) into the target's
+    prepared import, which makes the container there (same name), marked
+    until its restore; the connections of the steps below opened;
+ 4. the final checkpoint on the source (C{Exit}: the process is frozen and
+    stops there) - the downtime starts here - and, asked for at the same
+    time, its export (answered once the checkpoint is complete), streamed
+    into the prepared container's import on the target: CRIU's images and
+    the root filesystem's changes, unchanged files only named;
  5. C{start --checkpoint} on the target - the downtime ends when it answers
     and the target reports the container running;
  6. only then the container is removed from the source (kept, exited with its
@@ -22,8 +28,8 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
 
 With C{--lazy} (C{--mode lazy}; C{--mode auto} chooses it when the
 container uses more than C{--lazy-threshold} of memory) the checkpoint is
-post-copy: step 3 answers once CRIU wrote everything but the pages, which
-stay with the frozen process on the source; step 4 moves only those small
+post-copy: step 4's checkpoint answers once CRIU wrote everything but the pages, which
+stay with the frozen process on the source; its export (after that answer) moves only those small
 images; the tool then joins the source's page server (C{.../pages}) to the
 target's page source (C{.../page-source}), both hijacked API connections
 (over TLS between hosts), and step 5 restores at once; the target faults
@@ -35,8 +41,9 @@ killed, which leaves the process running there again: never two live
 copies.
 
 A failure at any step leaves the container running on the source: before
-the checkpoint nothing was changed; after it, what was made on the target
-is removed and the container is restored on the source from its checkpoint
+the checkpoint nothing was changed but the prepared container, which is
+removed (by the target's next start if the tool dies); after it, what was
+made on the target is removed and the container is restored on the source from its checkpoint
 (if even that fails, the checkpoint is left and the command to restore it
 printed).  The downtime (checkpoint start to restored start) and the bytes
 moved are printed at the end.
@@ -45,7 +52,6 @@ moved are printed at the end.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from typing import Optional
 
@@ -321,87 +327,94 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     pages fetched by the target from the source's page server through this
     tool's two API connections."""
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("prepare", args.pause_before)
+    preparing = time.monotonic()
+    new_id = await _prepare(source, target, args, cid, cname, checkpoint)
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s, pages left behind (lazy)" % (cname, cid[:12], args.source))
-    await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+    try:
+        await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+    except BaseException as e:
+        _say("failed: %s" % (e,))
+        await _remove_target(target, new_id)
+        raise
     checkpointed = time.monotonic()
     # From here the process is frozen on the source and CRIU serves its
     # pages: the source gives them up (and runs the process again) if the
     # page connection ends before the target has them all.
-    new_id: Optional[str] = None
     moved = 0
     relay = None
     sessions = []
     counted = [0, 0]
-    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
     try:
+        # The source's page server is joined while the images travel.
+        serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
+        serving.addCallback(lambda session: (sessions.append(session), session)[1])
         try:
-            # The source's page server is joined while the images travel.
-            serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
-            serving.addCallback(lambda session: (sessions.append(session), session)[1])
+            await _pause("export", args.pause_before)
+            relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint))
             try:
-                await _pause("export", args.pause_before)
-                moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
-                exported = time.monotonic()
-                spool.seek(0)
                 await _pause("import", args.pause_before)
-                new_id = await target(target.client.checkpoints.import_, spool, name=cname)
-                imported = time.monotonic()
-                await _pause("pages", args.pause_before)
+                await target(target.client.checkpoints.import_into, new_id, relayed)
             finally:
-                try:
-                    served = await serving
-                except BaseException:
-                    served = None
-            if served is None:
-                await serving
-            fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
-            sessions.append(fetching)
-            stopped: list = []
-            relay = defer.gatherResults([
-                defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
-                defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
-            ], consumeErrors=True)
-            await _pause("restore", args.pause_before)
-            # A page connection that already ended (the source gone) would
-            # leave the restore waiting for pages that never come.
-            from twisted.internet import reactor
-
-            await deferLater(reactor, 0.01)
-            if stopped:
-                raise MigrationError("the page connection ended before the restore")
-            await target(target.client.checkpoints.start, new_id, checkpoint)
-            restored = time.monotonic()
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container is not running on %s" % (args.target,))
-            await _pause("copy", args.pause_before)
+                relayed.close()
+            imported = time.monotonic()
+            moved = relayed.bytes
+            exported = relayed.ended or imported
+            await _pause("pages", args.pause_before)
+        finally:
             try:
-                await relay
-            except Exception as e:
-                raise MigrationError("the page copy broke off: %r" % (e,))
-            copied = time.monotonic()
-            # The source exits the container once CRIU served every page.
-            left = await _wait_source_exited(source, cid, args.copy_timeout)
-            if not left:
-                raise MigrationError("the source did not confirm the page copy")
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container stopped on %s during the page copy" % (args.target,))
-        except BaseException as e:
-            for session in sessions:
-                session.close()
-            await _recover_lazy(source, target, cid, new_id, checkpoint, args, e)
-            raise
-    finally:
-        spool.close()
+                served = await serving
+            except BaseException:
+                served = None
+        if served is None:
+            await serving
+        fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
+        sessions.append(fetching)
+        stopped: list = []
+        relay = defer.gatherResults([
+            defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
+            defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
+        ], consumeErrors=True)
+        await _pause("restore", args.pause_before)
+        # A page connection that already ended (the source gone) would
+        # leave the restore waiting for pages that never come.
+        from twisted.internet import reactor
+
+        await deferLater(reactor, 0.01)
+        if stopped:
+            raise MigrationError("the page connection ended before the restore")
+        await target(target.client.checkpoints.start, new_id, checkpoint)
+        restored = time.monotonic()
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container is not running on %s" % (args.target,))
+        await _pause("copy", args.pause_before)
+        try:
+            await relay
+        except Exception as e:
+            raise MigrationError("the page copy broke off: %r" % (e,))
+        copied = time.monotonic()
+        # The source exits the container once CRIU served every page.
+        left = await _wait_source_exited(source, cid, args.copy_timeout)
+        if not left:
+            raise MigrationError("the source did not confirm the page copy")
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container stopped on %s during the page copy" % (args.target,))
+    except BaseException as e:
+        for session in sessions:
+            session.close()
+        await _recover_lazy(source, target, cid, new_id, checkpoint, args, e)
+        raise
     downtime = restored - frozen
     await _remove_source(source, cid, args)
     figures = {
         "Id": new_id,
         "Mode": "lazy",
         "Downtime": downtime,
+        "Prepare": frozen - preparing,
         "Checkpoint": checkpointed - frozen,
         "Transfer": imported - checkpointed,
         "Export": exported - checkpointed,
