@@ -75,8 +75,11 @@ int main(int argc, char **argv) {
 """
 
 WORKLOADS = {"small": 0, "256MiB": 256}
-# The tool's own split of its downtime (``--json``), printed under each line.
-PHASES = ("Checkpoint", "Export", "Transfer", "Restore")
+# The tool's own split of its downtime (``--json``), printed under each line
+# (export and transfer: what is left of them once the checkpoint answered),
+# and the preparation of the target before the freeze (outside the downtime)
+# and the bytes moved inside it.
+PHASES = ("Checkpoint", "Export", "Transfer", "Restore", "Prepare")
 
 
 def compile_ticker(directory: Path) -> Path:
@@ -156,7 +159,8 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
             gap = after[following] - before[last]
             results.append({"gap": gap, "tool": figures["Downtime"], "lost": following - last - 1,
                             "pages": figures.get("PageCopy"),
-                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None}})
+                            "phases": {k: figures[k] for k in PHASES if figures.get(k) is not None},
+                            "bytes": figures.get("Bytes")})
             source.docker("rm", "-f", name)
             here = 1 - here
     finally:
@@ -239,8 +243,11 @@ def main() -> int:
                         "  pages after restore %.0f ms" % (statistics.median(pages) * 1000,) if pages else "",
                         ", ".join("%.1f" % (r["gap"] * 1000) for r in results)))
                     phases = [(k, [r["phases"][k] for r in results if k in r["phases"]]) for k in PHASES]
-                    print("%52s tool's split (medians): %s" % ("", ", ".join(
-                        "%s %.0f ms" % (k.lower(), statistics.median(v) * 1000) for k, v in phases if v)))
+                    moved = [r["bytes"] for r in results if r.get("bytes") is not None]
+                    print("%52s tool's split (medians): %s%s" % ("", ", ".join(
+                        "%s %.0f ms" % (k.lower() if k != "Prepare" else "prepared before the freeze in",
+                                        statistics.median(v) * 1000) for k, v in phases if v),
+                        "; %.0f KiB moved in the downtime" % (statistics.median(moved) / 1024.0,) if moved else ""))
         print("load average after: %s" % (" ".join("%.2f" % x for x in os.getloadavg()),))
         cross = "two namespaces, veth, TLS with client certificates"
         for (workload, mode, target) in (("small", "plain", 100.0), ("small", "lazy", 100.0),

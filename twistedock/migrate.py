@@ -28,12 +28,13 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
 
 With C{--lazy} (C{--mode lazy}; C{--mode auto} chooses it when the
 container uses more than C{--lazy-threshold} of memory) the checkpoint is
-post-copy: step 4's checkpoint answers once CRIU wrote everything but the pages, which
-stay with the frozen process on the source; its export (after that answer) moves only those small
-images; the tool then joins the source's page server (C{.../pages}) to the
-target's page source (C{.../page-source}), both hijacked API connections
-(over TLS between hosts), and step 5 restores at once; the target faults
-the pages in while the process runs.  The source serves pages until the
+post-copy: step 4's checkpoint answers once CRIU wrote everything but the
+pages, which stay with the frozen process on the source; its export (asked
+for after that answer) moves only those small images; the tool then joins
+the source's page server (C{.../pages}) to the target's page source
+(C{.../page-source}), both hijacked API connections (over TLS between
+hosts), and step 5 restores at once; the target faults the pages in while
+the process runs.  The source serves pages until the
 target has them all, and only then exits the container, which step 6
 removes.  If the page copy breaks off (either daemon or the tool dies, a
 connection drops) the target kills its copy and the source's CRIU is
