@@ -380,7 +380,8 @@ class FakeContainers:
         return os.path.join(self.root, "exec", c.id)
 
     def overlay(self, c):
-        return {"MergedDir": os.path.join(self.root, "merged", c.id)}
+        return {"MergedDir": os.path.join(self.root, "merged", c.id),
+                "UpperDir": os.path.join(self.root, "upper", c.id)}
 
     async def finish_run(self, c, code):
         self.finished.append((c.name, code, self._runs[c.id].checkpointed))
@@ -459,6 +460,47 @@ def test_checkpoint_that_stops_the_container(fake):
     assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "cp1"}]
     # Marked until the next start: no restart policy revives it, even at boot.
     assert os.path.exists(c.path_of("checkpointed"))
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+def test_an_export_asked_with_the_checkpoint_answers_once_it_is_published(fake):
+    """A migration asks for the checkpoint and its export at once: the
+    export (wait) is answered when the dump is complete and published,
+    before the container's exit is recorded and the checkpoint answered."""
+    backend, containers = fake
+    c = containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
+    assert not exported.called
+    containers.runtime.pending.pop().callback((b"", b"", 0))
+    stream = result_of(exported)
+    assert os.path.exists(os.path.join(c.directory, "checkpoints", "cp1", METADATA))
+    stream.close()
+    assert not created.called
+    containers.exits.exit(c.id, 137)
+    result_of(created)
+    assert backend.publishing == {}
+
+
+def test_an_export_waiting_for_a_failed_checkpoint_is_not_found(fake):
+    backend, containers = fake
+    containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
+    containers.runtime.pending.pop().callback((b"", b"criu failed", 1))
+    assert isinstance(failure_of(created), InternalError)
+    assert isinstance(failure_of(exported), NotFound)
+    assert backend.publishing == {}
+
+
+def test_an_export_waits_for_a_checkpoint_that_never_comes_at_most_a_while(fake):
+    backend, containers = fake
+    containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    backend.clock.advance(checkpoints_module.PUBLISH_WAIT)
+    assert isinstance(failure_of(exported), NotFound)
+    # Without wait: at once.
+    assert isinstance(failure_of(ensureDeferred(backend.export("web", "cp2"))), NotFound)
 
 
 def test_checkpoint_leaving_it_running(fake):
