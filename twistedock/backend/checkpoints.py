@@ -814,10 +814,15 @@ class CheckpointBackend:
                     install_import, staging, self.default_dir(c), checkpoint_id,
                     self.containers.overlay(c)["UpperDir"], c.directory,
                 )
-            self.containers.log_event(c, "checkpoint-import")
-            return {"Id": c.id, "Checkpoint": checkpoint_id}
-        finally:
+        except BaseException:
             await self._thread(shutil.rmtree, staging, True)
+            raise
+        self.containers.log_event(c, "checkpoint-import")
+        # (What is left of the staging directory goes after the answer: the
+        # restore waits for it; a crash leaves it to the next start's sweep.)
+        self._thread(shutil.rmtree, staging, True).addErrback(
+            lambda f: log.failure("removing {staging}", f, staging=staging))
+        return {"Id": c.id, "Checkpoint": checkpoint_id}
 
     def _check_prepared(self, c: Container, name: str) -> None:
         """(Under the container's lock.)  C{c} is still there, was made by a
