@@ -76,6 +76,8 @@ int main(int argc, char **argv) {
 """
 
 WORKLOADS = {"small": 0, "256MiB": 256}
+#: More arguments for twistedock-migrate (--tool-args).
+TOOL_ARGS: List[str] = []
 # The tool's own split of its downtime (``--json``), printed under each line
 # (export and transfer: what is left of them once the checkpoint answered),
 # and the preparation of the target before the freeze (outside the downtime)
@@ -117,7 +119,7 @@ class Place:
         env["PYTHONPATH"] = REPO_ROOT
         argv = self.tool_prefix + [sys.executable, "-m", "twistedock.migrate", self.hosts[source],
                                    self.hosts[target], container, "--mode", mode, "--keep-source", "--json",
-                                   *self.tls]
+                                   *self.tls] + TOOL_ARGS
         try:
             result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
                                     stdin=subprocess.DEVNULL)
@@ -198,7 +200,10 @@ def main() -> int:
     parser.add_argument("--only", default="", help="same-host or namespaces")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="small,256MiB")
     parser.add_argument("--modes", default="plain,lazy")
+    parser.add_argument("--tool-args", default="", help="more arguments for twistedock-migrate, e.g. "
+                        "--tool-args=--export-with-checkpoint")
     args = parser.parse_args()
+    TOOL_ARGS.extend(args.tool_args.split())
     rounds = 1 if args.quick else args.rounds
     criu, _ = find_criu(args.criu)
     if criu is None:

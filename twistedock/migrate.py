@@ -211,22 +211,28 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
-    # The checkpoint and its export asked for at once: the source answers
-    # the export as soon as the checkpoint is complete, while it still
-    # records the container's exit.
     creating = defer.ensureDeferred(source(source.client.checkpoints.create, cid, checkpoint, exit=True))
-    moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, _settled(creating)))
+    checkpoint_done = _settled(creating)
+    moving: Optional[defer.Deferred] = None
+    if args.export_with_checkpoint:
+        # The checkpoint and its export asked for at once: the source
+        # answers the export as soon as the checkpoint is complete, while
+        # it still records the container's exit.
+        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
     try:
         await creating
     except BaseException as e:
         # Not checkpointed: it still runs on the source; the prepared
         # container goes.
         _say("failed: %s" % (e,))
-        moving.addErrback(lambda _: None)
-        moving.cancel()
+        if moving is not None:
+            moving.addErrback(lambda _: None)
+            moving.cancel()
         await _remove_target(target, new_id)
         raise
     checkpointed = time.monotonic()
+    if moving is None:
+        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
     # From here the container is stopped on the source, its checkpoint kept.
     relayed: Optional[_Counted] = None
     try:
@@ -529,6 +535,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-established", action="store_true",
                    help="keep established TCP connections (the daemons always checkpoint them; "
                         "the container's address must be the same on the target)")
+    p.add_argument("--export-with-checkpoint", action="store_true",
+                   help="plain: ask for the export together with the checkpoint (the source streams it while "
+                        "it records the container's exit); on a loaded machine the two compete and the "
+                        "checkpoint grows by more than the export it hides")
     p.add_argument("--keep-source", action="store_true",
                    help="keep the (exited, checkpointed) container on the source")
     p.add_argument("--tls", action="store_true", help="use TLS for tcp:// hosts")

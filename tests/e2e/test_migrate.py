@@ -71,12 +71,13 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
 @pytest.mark.route("POST", "/containers/checkpoints/import")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")
 @pytest.mark.route("DELETE", "/containers/{name:.*}")
-def test_migrate_moves_a_running_counter(pair):
+@pytest.mark.parametrize("options", [(), ("--export-with-checkpoint",)])
+def test_migrate_moves_a_running_counter(pair, options):
     a, b = pair
     counter(a, "mover")
     wait_numbers(a, "mover", 5)
     before = numbers(a, "mover")[-1]
-    result = run_migrate(a.host, b.host, "mover", "--json")
+    result = run_migrate(a.host, b.host, "mover", "--json", *options)
     assert result.returncode == 0, (result.stdout, result.stderr)
     downtime = re.search(r"downtime: (\d+) ms", result.stdout)
     moved = re.search(r"bytes moved: (\d+)", result.stdout)
