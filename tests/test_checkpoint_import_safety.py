@@ -20,10 +20,12 @@ import stat
 import tarfile
 
 import pytest
-from twisted.internet.defer import ensureDeferred, succeed
+from twisted.internet.defer import DeferredLock, ensureDeferred, succeed
 
 from twistedock import golang
 from twistedock.backend.checkpoints import CheckpointBackend, CheckpointStore
+from twistedock.backend.containers import State
+from twistedock.backend.containers.defaults import IMPORT_PENDING_MARK
 from twistedock.errors import NotFound, status_for
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -37,6 +39,10 @@ class ImportedContainer:
         self.id = ident
         self.short_id = ident[:12]
         self.directory = directory
+        self.state = State(running=False)
+
+    def path_of(self, name):
+        return os.path.join(self.directory, name)
 
 
 class ImportingContainers:
@@ -48,6 +54,7 @@ class ImportingContainers:
         self.containers = {}
         self.created = []
         self.removed = []
+        self._locks = {}
         self.events = []
         os.makedirs(self.layers_dir)
 
@@ -63,10 +70,13 @@ class ImportingContainers:
     def staging_dir(self, name):
         return os.path.join(self.layers_dir, name)
 
-    async def create(self, name, config, host_config, networking_config, api_version):
+    async def create(self, name, config, host_config, networking_config, api_version, import_pending=False):
         ident = "%064x" % (len(self.created) + 1)
         directory = os.path.join(self.root, "containers", ident)
         os.makedirs(directory)
+        if import_pending:
+            with open(os.path.join(directory, IMPORT_PENDING_MARK), "w"):
+                pass
         for name_ in ("hostname", "hosts", "resolv.conf"):
             with open(os.path.join(directory, name_), "w") as f:
                 f.write("made by the daemon\n")
@@ -77,6 +87,12 @@ class ImportingContainers:
 
     def get(self, ident):
         return self.containers[ident]
+
+    def by_id(self, ident):
+        return self.containers.get(ident)
+
+    def lock(self, c):
+        return self._locks.setdefault(c.id, DeferredLock())
 
     def overlay(self, c):
         return {"UpperDir": os.path.join(self.layers_dir, c.id, "diff")}
@@ -226,6 +242,43 @@ def test_a_benign_archive_is_imported(machine):
         assert f.read() == "moved\n"
     with open(os.path.join(c.directory, "hostname")) as f:
         assert f.read() == "moved\n"
+    assert [n for n in os.listdir(containers.layers_dir) if n.startswith(".import-")] == []
+
+
+def result_of_import(d):
+    results = []
+    d.addBoth(results.append)
+    assert results, "the import did not finish"
+    return results[0].value if hasattr(results[0], "value") else results[0]
+
+
+def test_a_prepared_import_then_its_checkpoint(machine):
+    """Before the freeze the record and the root filesystem's changes make
+    the container, marked; after it the checkpoint goes into that container
+    (only into one so made and not running)."""
+    backend, containers, top = machine
+    prepare = archive([MANIFEST, RECORD, entry("rootfs-diff", "dir"), entry("rootfs-diff/kept", data=b"pre\n")])
+    made = result_of_import(ensureDeferred(backend.import_checkpoint(io.BytesIO(prepare), "moved", "1.41", True)))
+    c = containers.get(made["Id"])
+    upper = containers.overlay(c)["UpperDir"]
+    assert os.path.exists(c.path_of(IMPORT_PENDING_MARK))
+    assert not os.path.exists(os.path.join(c.directory, "checkpoints"))
+    with open(os.path.join(upper, "kept")) as f:
+        assert f.read() == "pre\n"
+    final = with_attack([entry("rootfs-diff/kept", "hardlink", link="rootfs-precopy/kept")])
+    answer = result_of_import(ensureDeferred(backend.import_into(c.id, io.BytesIO(final))))
+    assert answer == {"Id": c.id, "Checkpoint": "cp1"}
+    with open(os.path.join(c.directory, "checkpoints", "cp1", "inventory.img"), "rb") as f:
+        assert f.read() == b"images"
+    with open(os.path.join(upper, "kept")) as f:
+        assert f.read() == "pre\n"
+    with open(os.path.join(upper, "etc", "marker")) as f:
+        assert f.read() == "moved\n"
+    # (Still marked: only the restore unmarks it.)
+    assert os.path.exists(c.path_of(IMPORT_PENDING_MARK))
+    os.unlink(c.path_of(IMPORT_PENDING_MARK))
+    error = result_of_import(ensureDeferred(backend.import_into(c.id, io.BytesIO(archive(BENIGN)))))
+    assert status_for(error) == 409, error
     assert [n for n in os.listdir(containers.layers_dir) if n.startswith(".import-")] == []
 
 

@@ -119,8 +119,8 @@ class MemoryCheckpoints:
             raise InternalError("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
         names.remove(checkpoint_id)
 
-    async def export(self, name, checkpoint_id):
-        self.calls.append(("export", name, checkpoint_id))
+    async def export(self, name, checkpoint_id, prepare=False, wait=False):
+        self.calls.append(("export", name, checkpoint_id) + (("prepare",) if prepare else ()))
         raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
 
     async def page_server(self, name, checkpoint_id):
@@ -131,8 +131,12 @@ class MemoryCheckpoints:
         self.calls.append(("page-source", name, checkpoint_id))
         raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
 
-    async def import_checkpoint(self, content, name, api_version):
-        self.calls.append(("import", name, content.read()))
+    async def import_checkpoint(self, content, name, api_version, prepare=False):
+        self.calls.append(("import", name, content.read()) + (("prepare",) if prepare else ()))
+        return {"Id": "f" * 64, "Checkpoint": "cp1"}
+
+    async def import_into(self, name, content):
+        self.calls.append(("import-into", name, content.read()))
         return {"Id": "f" * 64, "Checkpoint": "cp1"}
 
 
@@ -206,6 +210,30 @@ def test_export_and_import_routes_are_ours():
     assert backend.calls[-1] == ("import", "moved", b"TAR")
     api, backend = checkpoint_api(experimental=False)
     answer = api.request("POST", "/v1.41/containers/checkpoints/import", body=b"TAR")
+    assert answer.code == 501 and not backend.calls
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/import")
+def test_prepared_import_routes():
+    """A migration's two halves: the record exported and imported with
+    prepare=1 before the freeze, the checkpoint imported into the prepared
+    container after it (not taken for a checkpoint named "import", nor by
+    the container router); experimental."""
+    api, backend = checkpoint_api()
+    answer = api.request("GET", "/v1.41/containers/web/checkpoints/cp1/export?prepare=1")
+    assert backend.calls[-1] == ("export", "web", "cp1", "prepare")
+    answer = api.request("POST", "/v1.41/containers/checkpoints/import?name=moved&prepare=1", body=b"REC",
+                         headers={"Content-Type": "application/x-tar"})
+    assert (answer.code, answer.json()) == (201, {"Id": "f" * 64, "Checkpoint": "cp1"})
+    assert backend.calls[-1] == ("import", "moved", b"REC", "prepare")
+    answer = api.request("POST", "/v1.41/containers/moved/checkpoints/import", body=b"TAR",
+                         headers={"Content-Type": "application/x-tar"})
+    assert (answer.code, answer.json()) == (200, {"Id": "f" * 64, "Checkpoint": "cp1"})
+    assert backend.calls[-1] == ("import-into", "moved", b"TAR")
+    api, backend = checkpoint_api(experimental=False)
+    answer = api.request("POST", "/v1.41/containers/moved/checkpoints/import", body=b"TAR")
     assert answer.code == 501 and not backend.calls
 
 
@@ -353,7 +381,8 @@ class FakeContainers:
         return os.path.join(self.root, "exec", c.id)
 
     def overlay(self, c):
-        return {"MergedDir": os.path.join(self.root, "merged", c.id)}
+        return {"MergedDir": os.path.join(self.root, "merged", c.id),
+                "UpperDir": os.path.join(self.root, "upper", c.id)}
 
     async def finish_run(self, c, code):
         self.finished.append((c.name, code, self._runs[c.id].checkpointed))
@@ -432,6 +461,47 @@ def test_checkpoint_that_stops_the_container(fake):
     assert result_of(ensureDeferred(backend.list("web", ""))) == [{"Name": "cp1"}]
     # Marked until the next start: no restart policy revives it, even at boot.
     assert os.path.exists(c.path_of("checkpointed"))
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+def test_an_export_asked_with_the_checkpoint_answers_once_it_is_published(fake):
+    """A migration asks for the checkpoint and its export at once: the
+    export (wait) is answered when the dump is complete and published,
+    before the container's exit is recorded and the checkpoint answered."""
+    backend, containers = fake
+    c = containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
+    assert not exported.called
+    containers.runtime.pending.pop().callback((b"", b"", 0))
+    stream = result_of(exported)
+    assert os.path.exists(os.path.join(c.directory, "checkpoints", "cp1", METADATA))
+    stream.close()
+    assert not created.called
+    containers.exits.exit(c.id, 137)
+    result_of(created)
+    assert backend.publishing == {}
+
+
+def test_an_export_waiting_for_a_failed_checkpoint_is_not_found(fake):
+    backend, containers = fake
+    containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
+    containers.runtime.pending.pop().callback((b"", b"criu failed", 1))
+    assert isinstance(failure_of(created), InternalError)
+    assert isinstance(failure_of(exported), NotFound)
+    assert backend.publishing == {}
+
+
+def test_an_export_waits_for_a_checkpoint_that_never_comes_at_most_a_while(fake):
+    backend, containers = fake
+    containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    backend.clock.advance(checkpoints_module.PUBLISH_WAIT)
+    assert isinstance(failure_of(exported), NotFound)
+    # Without wait: at once.
+    assert isinstance(failure_of(ensureDeferred(backend.export("web", "cp2"))), NotFound)
 
 
 def test_checkpoint_leaving_it_running(fake):

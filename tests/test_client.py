@@ -345,7 +345,7 @@ def test_checkpoints(tmp_path):
     chunks = [b"a" * 100000, b"b" * 5, b"c" * 300000]
     exported = _ExportStream(chunks)
 
-    async def export(name, checkpoint_id):
+    async def export(name, checkpoint_id, prepare=False, wait=False):
         return exported
 
     backend.export = export
@@ -363,10 +363,10 @@ def test_move_a_checkpointed_container_to_another_daemon():
     source_api, source_backend = checkpoint_api()
     target_api, target_backend = checkpoint_api()
 
-    async def export(name, checkpoint_id):
+    async def export(name, checkpoint_id, prepare=False, wait=False):
         return _ExportStream([b"tar" * 1000])
 
-    async def import_checkpoint(content, name, api_version):
+    async def import_checkpoint(content, name, api_version, prepare=False):
         target_backend.calls.append(("import", name, content.read()))
         return await target_api.containers.create(name, {}, {}, {}, api_version)
 
@@ -420,7 +420,7 @@ async def test_a_checkpoint_exported_to_a_file_in_a_thread(tmp_path):
         chunks = [b"a" * 100000, b"b" * 5, b"c" * 300000]
         exported = _ExportStream(chunks)
 
-        async def export(name, checkpoint_id):
+        async def export(name, checkpoint_id, prepare=False, wait=False):
             return exported
 
         backend.export = export

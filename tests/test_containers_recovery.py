@@ -170,3 +170,24 @@ def test_a_removal_in_progress_is_forgotten(world):
     c.save()
     again = world.restarted()
     assert again.state("web")["Status"] == "created"
+
+
+def test_a_prepared_import_never_restored_is_removed(world):
+    """A migration's target made the container before the source froze
+    (marked import-pending); the daemon starts again: a marked container
+    that does not run is removed (its migration died before the restore;
+    even a restart policy does not keep it), one that runs (restored, the
+    daemon gone before it unmarked it) is kept and unmarked."""
+    from twistedock.backend.containers.defaults import IMPORT_PENDING_MARK
+
+    waiting = world.create("waiting", host_config=policy("always"))
+    restored = world.started("restored")
+    for name in ("waiting", "restored"):
+        with open(world.backend.get(name).path_of(IMPORT_PENDING_MARK), "w"):
+            pass
+    again = world.restarted(live_restore=True)
+    assert "/waiting" not in again.backend.names and waiting not in again.backend.containers
+    assert again.state("restored")["Status"] == "running"
+    assert again.backend.get("restored").id == restored
+    assert not os.path.exists(again.backend.get("restored").path_of(IMPORT_PENDING_MARK))
+    assert sorted(again.restarted(live_restore=True).backend.names) == ["/restored"]

@@ -12,9 +12,15 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
     image exists on the target (a missing image stops here, nothing done);
  2. pre-copy rounds (C{--pre-copy N}): not supported yet by the daemon's
     checkpoint API, so N > 0 is refused with a clear message;
- 3. the final checkpoint on the source (C{Exit}: the process is frozen and
-    stops there) - the downtime starts here;
- 4. export from the source, import on the target (same name);
+ 3. the target prepared while the container runs: the source's record and
+    root filesystem changes exported (C{prepare}) into the target's
+    prepared import, which makes the container there (same name), marked
+    until its restore; the connections of the steps below opened;
+ 4. the final checkpoint on the source (C{Exit}: the process is frozen and
+    stops there) - the downtime starts here - and, asked for at the same
+    time, its export (answered once the checkpoint is complete), streamed
+    into the prepared container's import on the target: CRIU's images and
+    the root filesystem's changes, unchanged files only named;
  5. C{start --checkpoint} on the target - the downtime ends when it answers
     and the target reports the container running;
  6. only then the container is removed from the source (kept, exited with its
@@ -22,12 +28,13 @@ C{--tlscacert}/C{--tlscert}/C{--tlskey}, or C{--tls}).  The steps:
 
 With C{--lazy} (C{--mode lazy}; C{--mode auto} chooses it when the
 container uses more than C{--lazy-threshold} of memory) the checkpoint is
-post-copy: step 3 answers once CRIU wrote everything but the pages, which
-stay with the frozen process on the source; step 4 moves only those small
-images; the tool then joins the source's page server (C{.../pages}) to the
-target's page source (C{.../page-source}), both hijacked API connections
-(over TLS between hosts), and step 5 restores at once; the target faults
-the pages in while the process runs.  The source serves pages until the
+post-copy: step 4's checkpoint answers once CRIU wrote everything but the
+pages, which stay with the frozen process on the source; its export (asked
+for after that answer) moves only those small images; the tool then joins
+the source's page server (C{.../pages}) to the target's page source
+(C{.../page-source}), both hijacked API connections (over TLS between
+hosts), and step 5 restores at once; the target faults the pages in while
+the process runs.  The source serves pages until the
 target has them all, and only then exits the container, which step 6
 removes.  If the page copy breaks off (either daemon or the tool dies, a
 connection drops) the target kills its copy and the source's CRIU is
@@ -35,8 +42,9 @@ killed, which leaves the process running there again: never two live
 copies.
 
 A failure at any step leaves the container running on the source: before
-the checkpoint nothing was changed; after it, what was made on the target
-is removed and the container is restored on the source from its checkpoint
+the checkpoint nothing was changed but the prepared container, which is
+removed (by the target's next start if the tool dies); after it, what was
+made on the target is removed and the container is restored on the source from its checkpoint
 (if even that fails, the checkpoint is left and the command to restore it
 printed).  The downtime (checkpoint start to restored start) and the bytes
 moved are printed at the end.
@@ -45,7 +53,6 @@ moved are printed at the end.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from typing import Optional
 
@@ -147,41 +154,110 @@ async def _migrate(source, target, args) -> dict:
     if mode == "lazy":
         return await _migrate_lazy(source, target, args, cid, cname, name)
 
+    return await _migrate_plain(source, target, args, cid, cname)
+
+
+async def _prepare(source, target, args, cid: str, cname: str, checkpoint: str) -> str:
+    """Before the freeze: the container made on the target from the
+    source's record (a prepared import, marked there until its restore),
+    the two connections (TLS handshakes included) opened; its ID.  A
+    failure removes what was made: nothing else was changed."""
+    new_id: Optional[str] = None
+    try:
+        record = await source(source.client.checkpoints.export, cid, checkpoint, prepare=True)
+        # A second connection to the source opened meanwhile: the
+        # checkpoint and its export are asked for at once after the freeze.
+        second = defer.ensureDeferred(source(source.client.system.ping))
+        new_id = await target(target.client.checkpoints.import_, record, name=cname, prepare=True)
+        await second
+        return new_id
+    except BaseException as e:
+        _say("failed before the checkpoint: %s" % (e,))
+        if new_id is not None:
+            await _remove_target(target, new_id)
+        raise MigrationError("%s; nothing was done (the container runs on %s)" % (e, args.source))
+
+
+class _Counted:
+    """An export stream relayed chunk by chunk (into the target's import),
+    its bytes counted and the time its end was read noted."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.bytes = 0
+        self.ended: Optional[float] = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.stream.next()
+        if data is None:
+            self.ended = time.monotonic()
+            raise StopAsyncIteration
+        self.bytes += len(data)
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
+    """Stop and copy: the target prepared, then the checkpoint, its export
+    streamed straight into the target's import, and the restore."""
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("prepare", args.pause_before)
+    preparing = time.monotonic()
+    new_id = await _prepare(source, target, args, cid, cname, checkpoint)
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
-    await source(source.client.checkpoints.create, cid, checkpoint, exit=True)
-    checkpointed = time.monotonic()
-    # From here the container is stopped on the source, its checkpoint kept.
-    new_id: Optional[str] = None
-    moved = 0
-    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
+    creating = defer.ensureDeferred(source(source.client.checkpoints.create, cid, checkpoint, exit=True))
+    checkpoint_done = _settled(creating)
+    moving: Optional[defer.Deferred] = None
+    if args.export_with_checkpoint:
+        # The checkpoint and its export asked for at once: the source
+        # answers the export as soon as the checkpoint is complete, while
+        # it still records the container's exit.
+        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
     try:
-        try:
-            await _pause("export", args.pause_before)
-            moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
-            exported = time.monotonic()
-            spool.seek(0)
-            await _pause("import", args.pause_before)
-            new_id = await target(target.client.checkpoints.import_, spool, name=cname)
-            imported = time.monotonic()
-            await _pause("restore", args.pause_before)
-            await target(target.client.checkpoints.start, new_id, checkpoint)
-            restored = time.monotonic()
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container is not running on %s" % (args.target,))
-        except BaseException as e:
-            await _recover(source, target, cid, new_id, checkpoint, args, e)
-            raise
-    finally:
-        spool.close()
+        await creating
+    except BaseException as e:
+        # Not checkpointed: it still runs on the source; the prepared
+        # container goes.
+        _say("failed: %s" % (e,))
+        if moving is not None:
+            moving.addErrback(lambda _: None)
+            moving.cancel()
+        await _remove_target(target, new_id)
+        raise
+    checkpointed = time.monotonic()
+    if moving is None:
+        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
+    # From here the container is stopped on the source, its checkpoint kept.
+    relayed: Optional[_Counted] = None
+    try:
+        relayed = await moving
+        imported = time.monotonic()
+        await _pause("restore", args.pause_before)
+        await target(target.client.checkpoints.start, new_id, checkpoint)
+        restored = time.monotonic()
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container is not running on %s" % (args.target,))
+    except BaseException as e:
+        await _recover(source, target, cid, new_id, checkpoint, args, e)
+        raise
     downtime = restored - frozen
     await _remove_source(source, cid, args)
+    # (The export overlaps the end of the checkpoint: what is left of it
+    # once the checkpoint answered.)
+    exported = max(relayed.ended or imported, checkpointed)
+    moved = relayed.bytes
     figures = {
         "Id": new_id,
         "Downtime": downtime,
+        "Prepare": frozen - preparing,
         "Checkpoint": checkpointed - frozen,
         "Transfer": imported - checkpointed,
         "Export": exported - checkpointed,
@@ -189,11 +265,53 @@ async def _migrate(source, target, args) -> dict:
         "Bytes": moved,
     }
     _say("%s runs on %s as %s" % (cname, args.target, new_id[:12]))
-    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms)" % (
-        downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
-        (imported - exported) * 1000, figures["Restore"] * 1000))
+    _say("downtime: %.0f ms (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms); "
+         "prepared before it in %.0f ms" % (
+             downtime * 1000, figures["Checkpoint"] * 1000, figures["Export"] * 1000,
+             (imported - exported) * 1000, figures["Restore"] * 1000, figures["Prepare"] * 1000))
     _say("bytes moved: %d (%.1f MiB)" % (moved, moved / 1048576.0))
     return figures
+
+
+async def _move(source, target, args, cid: str, checkpoint: str, new_id: str, checkpointed) -> _Counted:
+    """The checkpoint's export (answered once it is complete) streamed into
+    the prepared container's import on the target."""
+    if args.pause_before in ("export", "import"):
+        # (The test hook's steps come after the checkpoint.)
+        await checkpointed
+    await _pause("export", args.pause_before)
+    relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint, wait=True))
+    try:
+        await _pause("import", args.pause_before)
+        await target(target.client.checkpoints.import_into, new_id, relayed)
+    finally:
+        relayed.close()
+    return relayed
+
+
+def _settled(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred fired (with None) when C{d} fires, C{d}'s result left
+    to its own callbacks."""
+    settled: defer.Deferred = defer.Deferred()
+
+    def fire(result):
+        if not settled.called:
+            settled.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return settled
+
+
+async def _remove_target(target, new_id: str) -> None:
+    """The target's (prepared or half-made) copy removed; a failure is a
+    warning (its daemon removes a prepared one when it starts again)."""
+    try:
+        await target.client.containers.remove(new_id, force=True)
+    except NotFound:
+        pass
+    except Exception as e:
+        _say("warning: could not remove the half-made container on the target: %s" % (e,))
 
 
 async def _pump(reader, writer, counter: list, index: int, stopped: list) -> None:
@@ -217,89 +335,96 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     pages fetched by the target from the source's page server through this
     tool's two API connections."""
     checkpoint = "migrate-%d" % (int(time.time() * 1000),)
+    await _pause("prepare", args.pause_before)
+    preparing = time.monotonic()
+    new_id = await _prepare(source, target, args, cid, cname, checkpoint)
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s, pages left behind (lazy)" % (cname, cid[:12], args.source))
-    await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+    try:
+        await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+    except BaseException as e:
+        _say("failed: %s" % (e,))
+        await _remove_target(target, new_id)
+        raise
     checkpointed = time.monotonic()
     # From here the process is frozen on the source and CRIU serves its
     # pages: the source gives them up (and runs the process again) if the
     # page connection ends before the target has them all.
-    new_id: Optional[str] = None
     moved = 0
     relay = None
     sessions = []
     counted = [0, 0]
-    spool = tempfile.TemporaryFile(prefix="twistedock-migrate-")
     try:
+        # The source's page server is joined while the images travel.
+        serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
+        serving.addCallback(lambda session: (sessions.append(session), session)[1])
         try:
-            # The source's page server is joined while the images travel.
-            serving = defer.ensureDeferred(source(source.client.checkpoints.pages, cid, checkpoint))
-            serving.addCallback(lambda session: (sessions.append(session), session)[1])
+            await _pause("export", args.pause_before)
+            relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint))
             try:
-                await _pause("export", args.pause_before)
-                moved = await source(source.client.checkpoints.export_to, cid, checkpoint, spool)
-                exported = time.monotonic()
-                spool.seek(0)
                 await _pause("import", args.pause_before)
-                new_id = await target(target.client.checkpoints.import_, spool, name=cname)
-                imported = time.monotonic()
-                await _pause("pages", args.pause_before)
+                await target(target.client.checkpoints.import_into, new_id, relayed)
             finally:
-                try:
-                    served = await serving
-                except BaseException:
-                    served = None
-            if served is None:
-                await serving
-            fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
-            sessions.append(fetching)
-            for session in (served, fetching):
-                no_delay(session.protocol.transport)
-            stopped: list = []
-            relay = defer.gatherResults([
-                defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
-                defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
-            ], consumeErrors=True)
-            await _pause("restore", args.pause_before)
-            # A page connection that already ended (the source gone) would
-            # leave the restore waiting for pages that never come.
-            from twisted.internet import reactor
-
-            await deferLater(reactor, 0.01)
-            if stopped:
-                raise MigrationError("the page connection ended before the restore")
-            await target(target.client.checkpoints.start, new_id, checkpoint)
-            restored = time.monotonic()
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container is not running on %s" % (args.target,))
-            await _pause("copy", args.pause_before)
+                relayed.close()
+            imported = time.monotonic()
+            moved = relayed.bytes
+            exported = relayed.ended or imported
+            await _pause("pages", args.pause_before)
+        finally:
             try:
-                await relay
-            except Exception as e:
-                raise MigrationError("the page copy broke off: %r" % (e,))
-            copied = time.monotonic()
-            # The source exits the container once CRIU served every page.
-            left = await _wait_source_exited(source, cid, args.copy_timeout)
-            if not left:
-                raise MigrationError("the source did not confirm the page copy")
-            state = await target(target.client.containers.inspect, new_id)
-            if not state["State"].get("Running"):
-                raise MigrationError("the restored container stopped on %s during the page copy" % (args.target,))
-        except BaseException as e:
-            for session in sessions:
-                session.close()
-            await _recover_lazy(source, target, cid, new_id, checkpoint, args, e)
-            raise
-    finally:
-        spool.close()
+                served = await serving
+            except BaseException:
+                served = None
+        if served is None:
+            await serving
+        fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
+        sessions.append(fetching)
+        for session in (served, fetching):
+            no_delay(session.protocol.transport)
+        stopped: list = []
+        relay = defer.gatherResults([
+            defer.ensureDeferred(_pump(served, fetching, counted, 0, stopped)),
+            defer.ensureDeferred(_pump(fetching, served, counted, 1, stopped)),
+        ], consumeErrors=True)
+        await _pause("restore", args.pause_before)
+        # A page connection that already ended (the source gone) would
+        # leave the restore waiting for pages that never come.
+        from twisted.internet import reactor
+
+        await deferLater(reactor, 0.01)
+        if stopped:
+            raise MigrationError("the page connection ended before the restore")
+        await target(target.client.checkpoints.start, new_id, checkpoint)
+        restored = time.monotonic()
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container is not running on %s" % (args.target,))
+        await _pause("copy", args.pause_before)
+        try:
+            await relay
+        except Exception as e:
+            raise MigrationError("the page copy broke off: %r" % (e,))
+        copied = time.monotonic()
+        # The source exits the container once CRIU served every page.
+        left = await _wait_source_exited(source, cid, args.copy_timeout)
+        if not left:
+            raise MigrationError("the source did not confirm the page copy")
+        state = await target(target.client.containers.inspect, new_id)
+        if not state["State"].get("Running"):
+            raise MigrationError("the restored container stopped on %s during the page copy" % (args.target,))
+    except BaseException as e:
+        for session in sessions:
+            session.close()
+        await _recover_lazy(source, target, cid, new_id, checkpoint, args, e)
+        raise
     downtime = restored - frozen
     await _remove_source(source, cid, args)
     figures = {
         "Id": new_id,
         "Mode": "lazy",
         "Downtime": downtime,
+        "Prepare": frozen - preparing,
         "Checkpoint": checkpointed - frozen,
         "Transfer": imported - checkpointed,
         "Export": exported - checkpointed,
@@ -379,12 +504,7 @@ async def _recover(source, target, cid, new_id, checkpoint, args, error) -> None
     container restored on the source."""
     _say("failed: %s" % (error,))
     if new_id is not None:
-        try:
-            await target.client.containers.remove(new_id, force=True)
-        except NotFound:
-            pass
-        except Exception as e:
-            _say("warning: could not remove the half-made container on the target: %s" % (e,))
+        await _remove_target(target, new_id)
     _say("restoring the container on the source from checkpoint %s" % (checkpoint,))
     try:
         try:
@@ -418,6 +538,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-established", action="store_true",
                    help="keep established TCP connections (the daemons always checkpoint them; "
                         "the container's address must be the same on the target)")
+    p.add_argument("--export-with-checkpoint", action="store_true",
+                   help="plain: ask for the export together with the checkpoint (the source streams it while "
+                        "it records the container's exit); on a loaded machine the two compete and the "
+                        "checkpoint grows by more than the export it hides")
     p.add_argument("--keep-source", action="store_true",
                    help="keep the (exited, checkpointed) container on the source")
     p.add_argument("--tls", action="store_true", help="use TLS for tcp:// hosts")

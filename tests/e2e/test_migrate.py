@@ -71,12 +71,13 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
 @pytest.mark.route("POST", "/containers/checkpoints/import")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")
 @pytest.mark.route("DELETE", "/containers/{name:.*}")
-def test_migrate_moves_a_running_counter(pair):
+@pytest.mark.parametrize("options", [(), ("--export-with-checkpoint",)])
+def test_migrate_moves_a_running_counter(pair, options):
     a, b = pair
     counter(a, "mover")
     wait_numbers(a, "mover", 5)
     before = numbers(a, "mover")[-1]
-    result = run_migrate(a.host, b.host, "mover", "--json")
+    result = run_migrate(a.host, b.host, "mover", "--json", *options)
     assert result.returncode == 0, (result.stdout, result.stderr)
     downtime = re.search(r"downtime: (\d+) ms", result.stdout)
     moved = re.search(r"bytes moved: (\d+)", result.stdout)
@@ -153,3 +154,47 @@ def test_target_killed_mid_migration_leaves_the_source_running(pair):
     )[len(logged):]
     assert logged[-1] - 1 <= after[0] <= logged[-1] + 2, (logged[-1], after[:5])
     a.docker("rm", "-f", "survivor")
+
+
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/import")
+def test_root_filesystem_changes_move_and_unchanged_files_are_not_sent_twice(pair):
+    """The target is prepared with the root filesystem's changes while the
+    container runs; what changes after that (here while the tool waits
+    before the freeze) travels again, the unchanged megabyte does not."""
+    a, b = pair
+    counter(a, "files")
+    wait_numbers(a, "files", 3)
+    a.docker("exec", "files", "sh", "-c",
+             "dd if=/dev/urandom of=/big bs=64k count=16 2>/dev/null && echo before > /changed && echo x > /gone")
+    big = a.docker("exec", "files", "md5sum", "/big").stdout.split()[0]
+    wait_numbers(a, "files", len(numbers(a, "files")) + 3)  # (older than the pre-copy's margin)
+    proc = subprocess.Popen(
+        migrate_command(a.host, b.host, "files", "--pause-before", "checkpoint"),
+        env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            assert line, "migrate ended early: %s %s" % (lines, proc.stderr.read())
+            lines.append(line)
+            if "paused before checkpoint" in line:
+                break
+        a.docker("exec", "files", "sh", "-c", "echo after > /changed && rm /gone && echo new > /new")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    moved = int(re.search(r"bytes moved: (\d+)", out).group(1))
+    assert moved < 1 << 20, out
+    assert state(b, "files")["Status"] == "running"
+    assert b.docker("exec", "files", "md5sum", "/big").stdout.split()[0] == big
+    assert b.docker("exec", "files", "cat", "/changed", "/new").stdout.split() == ["after", "new"]
+    assert b.docker("exec", "files", "ls", "/gone", check=False).returncode != 0
+    b.docker("rm", "-f", "files")

@@ -75,6 +75,7 @@ def in_namespace(daemon, *argv, timeout=20):
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
 @pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
 @pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/import")
 @pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/pages")
 @pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/page-source")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")

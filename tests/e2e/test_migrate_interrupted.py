@@ -198,6 +198,51 @@ def test_plain_tool_dropped_before_import_keeps_the_checkpoint(pair):
     assert_runs_on(a, "cut", last)
 
 
+@pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+def test_plain_tool_dropped_after_prepare_target_removes_it(pair):
+    """The target was prepared (the container made there before the
+    freeze), then the tool died: the source runs on, untouched; the
+    target's next start removes the prepared container."""
+    a, b = pair
+    counter(a, "prep")
+    last = wait_numbers(a, "prep", 3)[-1]
+    paused = Paused(a, b, "prep", "checkpoint")
+    try:
+        assert not running(b, "prep") and b.docker("inspect", "prep", check=False).returncode == 0
+        paused.kill()
+    finally:
+        paused.close()
+    assert_runs_on(a, "prep", last)
+    assert not any(c.startswith("migrate-") for c in checkpoints(a, "prep"))
+    b.signal(signal.SIGKILL)
+    b.wait_exit(10)
+    b.start()
+    assert b.docker("inspect", "prep", check=False).returncode != 0
+
+
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/import")
+def test_plain_target_killed_before_restore(pair):
+    """The checkpoint imported into the prepared container, the target
+    killed before the restore: the source restores its own checkpoint;
+    the target's next start removes the prepared container."""
+    a, b = pair
+    counter(a, "half")
+    last = wait_numbers(a, "half", 3)[-1]
+    paused = Paused(a, b, "half", "restore")
+    try:
+        b.signal(signal.SIGKILL)
+        b.wait_exit(10)
+        code, out, err = paused.go_on()
+    finally:
+        paused.close()
+    assert code == 1, (out, err)
+    assert "the container runs on the source again" in out, (out, err)
+    assert_runs_on(a, "half", last)
+    b.start()
+    assert b.docker("inspect", "half", check=False).returncode != 0
+
+
 @pytest.mark.route("POST", "/containers/checkpoints/import")
 def test_plain_full_disk_on_target(daemons, tmp_path, tmp_path_factory, criu):  # noqa: F811
     a = daemons.start("--experimental", "--criu-path", criu)
@@ -216,7 +261,10 @@ def test_plain_full_disk_on_target(daemons, tmp_path, tmp_path_factory, criu):  
         result = subprocess.run(migrate_command(a.host, b.host, "full"), env=migrate_env(), capture_output=True,
                                 text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert result.returncode == 1, (result.stdout, result.stderr)
-        assert "the container runs on the source again" in result.stdout, (result.stdout, result.stderr)
+        # Refused while the target is prepared (before the freeze), or at
+        # the import (after it, then restored on the source).
+        assert ("the container runs on the source again" in result.stdout
+                or "nothing was done" in result.stderr), (result.stdout, result.stderr)
         assert_runs_on(a, "full", last)
         assert not running(b, "full")
         _remove_all(a)

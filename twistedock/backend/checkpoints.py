@@ -59,13 +59,14 @@ from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
 from .containers import CHECKPOINTED_MARK, Container
-from .containers.defaults import LAZY_PENDING_MARK
+from .containers.defaults import IMPORT_PENDING_MARK, LAZY_PENDING_MARK
 from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
 from .runtime import criuopts
 from .runtime.criu import Criu
+from .precopy import EXPORT_PRECOPY, PrecopyExtractor, PrecopyWriter
 
 log = Logger()
 
@@ -87,6 +88,10 @@ RESTORE_CONFIG = "criu-restore.conf"
 
 #: How long conmon may take to report a checkpointed container's exit.
 EXIT_TIMEOUT = 30.0
+
+#: How long an export asked to wait for its checkpoint waits for the
+#: checkpoint to be taken (it is asked for at the same time).
+PUBLISH_WAIT = 60.0
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -310,6 +315,13 @@ class CheckpointBackend:
         self.in_progress = 0
         #: Lazy checkpoints whose pages are being served, by (container ID, checkpoint).
         self.lazy_dumps = {}
+        #: Exports waiting for a checkpoint being taken (in the container's
+        #: own directory), by (container ID, checkpoint): their Deferreds,
+        #: fired with whether it was published.
+        self.publishing = {}
+        #: What a prepare export sent of a container's upper directory, by
+        #: container ID: (checkpoint, {path: identity}) (see L{precopy}).
+        self.precopied = {}
 
     # -- where ------------------------------------------------------------
 
@@ -380,6 +392,9 @@ class CheckpointBackend:
             except OSError as e:
                 raise InternalError("cannot checkpoint container %s: %s" % (name, e))
             self.in_progress += 1
+            key = (c.id, checkpoint_id)
+            if not options.get("CheckpointDir"):
+                self.publishing.setdefault(key, [])
             try:
                 await self._checkpoint(
                     c, name, checkpoint_id, directory, exit=bool(options.get("Exit")), final=final
@@ -389,7 +404,15 @@ class CheckpointBackend:
                 raise
             finally:
                 self.in_progress -= 1
+                self._published(key, False)
         self.containers.log_event(c, "checkpoint")
+
+    def _published(self, key, published: bool) -> None:
+        """The exports waiting for checkpoint C{key} told whether it was
+        published (once: later calls find nobody waiting)."""
+        for waiting in self.publishing.pop(key, ()):
+            if not waiting.called:
+                waiting.callback(published)
 
     async def _checkpoint(
         self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool, final: str = ""
@@ -435,6 +458,9 @@ class CheckpointBackend:
         await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:
             await self._thread(publish_dump, directory, final)
+            # Complete and durable: its export may begin while the
+            # container's exit is recorded.
+            self._published((c.id, checkpoint_id), True)
         await self._thread(shutil.rmtree, work, True)
         if exit:
             await self._thread(_touch, c.path_of(CHECKPOINTED_MARK))
@@ -661,8 +687,14 @@ class CheckpointBackend:
 
     # -- export, import --------------------------------------------------------
 
-    async def export(self, name: str, checkpoint_id: str):
-        """A L{TarStream} of the checkpoint (see L{write_checkpoint_export})."""
+    async def export(self, name: str, checkpoint_id: str, prepare: bool = False, wait: bool = False):
+        """A L{TarStream} of the checkpoint (see L{write_checkpoint_export}).
+        With C{prepare}, only what a target needs to make the container
+        before the checkpoint exists (its manifest and record): a migration
+        sends it before the freeze, the rest after (L{import_into}).  A
+        checkpoint being taken is exported once complete; with C{wait}
+        one not begun yet too (a migration asks for the checkpoint and its
+        export at once), for at most L{PUBLISH_WAIT} seconds."""
         from ..tar.stream import TarStream
 
         c = self.containers.get(name)
@@ -671,9 +703,24 @@ class CheckpointBackend:
                 "Invalid checkpoint ID (%s), only %s are allowed" % (checkpoint_id, VALID_NAME_CHARS)
             )
         path = os.path.join(self.default_dir(c), checkpoint_id)
-        if not os.path.isdir(path):
+        key = (c.id, checkpoint_id)
+        if not prepare and (wait or key in self.publishing) and not os.path.isdir(path):
+            # Being taken (or about to be): exported once it is complete,
+            # not found if it fails.
+            waiting: Deferred = Deferred()
+            self.publishing.setdefault(key, []).append(waiting)
+            timer = self.reactor.callLater(PUBLISH_WAIT, self._published, key, False)
+            try:
+                await waiting
+            finally:
+                if timer.active():
+                    timer.cancel()
+        if prepare:
+            metadata = {}
+        elif not os.path.isdir(path):
             raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
-        metadata = await self._thread(read_metadata, path) or {}
+        else:
+            metadata = await self._thread(read_metadata, path) or {}
         image_ref = c.config.get("Image", "")
         manifest = {
             "Version": EXPORT_VERSION,
@@ -694,20 +741,40 @@ class CheckpointBackend:
             layer_dirs = self.containers.layer_dirs(c)
         except Exception:
             layer_dirs = []
+        if prepare:
+            # The upper directory as it is now, what was sent remembered
+            # for the export after the freeze.
+            manifest["Prepare"] = True
+            precopied: dict = {}
+            self.precopied[c.id] = (checkpoint_id, precopied)
+            return TarStream(
+                self.reactor,
+                lambda write: write_checkpoint_export(
+                    write, manifest, record, None, upper, layer_dirs, None, record_into=precopied),
+            )
+        sent = None
+        if self.precopied.get(c.id, (None,))[0] == checkpoint_id:
+            sent = self.precopied.pop(c.id)[1]
         stream = TarStream(
             self.reactor,
-            lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory),
+            lambda write: write_checkpoint_export(write, manifest, record, path, upper, layer_dirs, c.directory,
+                                                  sent=sent),
         )
         self.containers.log_event(c, "checkpoint-export")
         return stream
 
 
-    async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41") -> dict:
+    async def import_checkpoint(self, content, name: str = "", api_version: str = "1.41",
+                                prepare: bool = False) -> dict:
         """Create a container and its checkpoint from an export tarball
-        (C{content}, a file): C{{"Id", "Checkpoint"}}."""
+        (C{content}, a file): C{{"Id", "Checkpoint"}}.  With C{prepare}
+        (an export made with C{prepare}) only the container, marked
+        L{IMPORT_PENDING_MARK} until a restore from the checkpoint
+        L{import_into} gives it: removed by the daemon's next start if that
+        never comes."""
         staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
         try:
-            parsed = await self._thread(unpack_checkpoint_export, content, staging)
+            parsed = await self._thread(unpack_checkpoint_export, content, staging, not prepare)
             manifest, record = parsed["manifest"], parsed["record"]
             checkpoint_id = str(manifest.get("Checkpoint") or "")
             if not VALID_NAME.match(checkpoint_id):
@@ -723,13 +790,19 @@ class CheckpointBackend:
                 dict(record.get("HostConfig") or {}),
                 dict(record.get("NetworkingConfig") or {}),
                 api_version,
+                import_pending=prepare,
             )
             c = self.containers.get(created["Id"])
             try:
-                await self._thread(
-                    install_import, staging, self.default_dir(c), checkpoint_id,
-                    self.containers.overlay(c)["UpperDir"], c.directory,
-                )
+                if prepare:
+                    # The source's upper directory as it was before the
+                    # freeze: what the import after it links from.
+                    await self._thread(install_diff, staging, self.containers.overlay(c)["UpperDir"])
+                else:
+                    await self._thread(
+                        install_import, staging, self.default_dir(c), checkpoint_id,
+                        self.containers.overlay(c)["UpperDir"], c.directory,
+                    )
             except BaseException:
                 try:
                     await self.containers.remove(c.id, True, False)
@@ -740,6 +813,48 @@ class CheckpointBackend:
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)
+
+    async def import_into(self, name: str, content) -> dict:
+        """The rest of a prepared import (C{content}, an export tarball of
+        the checkpoint prepared for): CRIU's images and the root
+        filesystem's changes installed into the container made by
+        L{import_checkpoint} with C{prepare}; C{{"Id", "Checkpoint"}}.
+        The container stays marked until a start restores it."""
+        c = self.containers.get(name)
+        staging = self.containers.staging_dir(".import-" + os.urandom(8).hex())
+        try:
+            parsed = await self._thread(unpack_checkpoint_export, content, staging, True,
+                                        self.containers.overlay(c)["UpperDir"])
+            checkpoint_id = str(parsed["manifest"].get("Checkpoint") or "")
+            if not VALID_NAME.match(checkpoint_id):
+                raise InvalidParameter("invalid checkpoint archive: bad checkpoint name %s" % (golang.quote(checkpoint_id),))
+            async with self.containers.lock(c):
+                self._check_prepared(c, name)
+                # (A failure leaves the container prepared: the migration
+                # removes it, or the daemon's next start does.)
+                await self._thread(
+                    install_import, staging, self.default_dir(c), checkpoint_id,
+                    self.containers.overlay(c)["UpperDir"], c.directory,
+                )
+        except BaseException:
+            await self._thread(shutil.rmtree, staging, True)
+            raise
+        self.containers.log_event(c, "checkpoint-import")
+        # (What is left of the staging directory goes after the answer: the
+        # restore waits for it; a crash leaves it to the next start's sweep.)
+        self._thread(shutil.rmtree, staging, True).addErrback(
+            lambda f: log.failure("removing {staging}", f, staging=staging))
+        return {"Id": c.id, "Checkpoint": checkpoint_id}
+
+    def _check_prepared(self, c: Container, name: str) -> None:
+        """(Under the container's lock.)  C{c} is still there, was made by a
+        prepared import and was not restored yet."""
+        if self.containers.by_id(c.id) is None:
+            raise NotFound("No such container: %s" % (name,))
+        if not os.path.exists(c.path_of(IMPORT_PENDING_MARK)):
+            raise Conflict("container %s was not made by a prepared checkpoint import" % (name,))
+        if c.state.running:
+            raise Conflict("container %s is already running" % (name,))
 
 
 def _dump_failed(name: str, message: str, work: str) -> InternalError:
@@ -836,32 +951,36 @@ def _rebase_entry(entry, prefix: str) -> None:
         stack.extend(e.children)
 
 
-def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: str, upper: str,
-                            layer_dirs, files_dir: str) -> None:
+def write_checkpoint_export(write, manifest: dict, record: bytes, checkpoint: Optional[str], upper: str,
+                            layer_dirs, files_dir: Optional[str], record_into: Optional[dict] = None,
+                            sent: Optional[dict] = None) -> None:
     """The export tarball (blocking, in a thread): C{manifest.json},
     C{container.json}, C{checkpoint/} (CRIU's images and checkpoint.json),
     C{files/} (hostname, hosts, resolv.conf) and C{rootfs-diff/}: the
     container's upper directory as an OCI layer (overlay whiteouts as
-    C{.wh.NAME}, opaque directories with C{.wh..wh..opq})."""
+    C{.wh.NAME}, opaque directories with C{.wh..wh..opq}).  Without
+    C{checkpoint} (a prepare export) no C{checkpoint/} nor C{files/}, and
+    the upper directory's files are recorded into C{record_into}; with
+    C{sent} (such a record) unchanged files are links to the target's
+    pre-copy (L{precopy})."""
     import time as _time
 
     from ..tar import DIR_FLAGS
     from ..tar.layer import LowerView, scan_upper, write_layer_dir
-    from ..tar.write import TarWriter
-
     now = _time.time()
-    writer = TarWriter(write)
+    writer = PrecopyWriter(write, EXPORT_ROOTFS, record=record_into, sent=sent)
     _tar_bytes(writer, EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode(), now)
     _tar_bytes(writer, EXPORT_RECORD, record, now)
-    fd = os.open(checkpoint, DIR_FLAGS)
-    try:
-        writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
-    finally:
-        os.close(fd)
-    for name in CONTAINER_FILES:
-        path = os.path.join(files_dir, name)
-        if os.path.isfile(path):
-            writer.mounted(path, EXPORT_FILES + "/" + name)
+    if checkpoint is not None:
+        fd = os.open(checkpoint, DIR_FLAGS)
+        try:
+            writer.tree(fd, None, EXPORT_CHECKPOINT, os.fstat(fd))
+        finally:
+            os.close(fd)
+        for name in CONTAINER_FILES:
+            path = os.path.join(files_dir, name)
+            if os.path.isfile(path):
+                writer.mounted(path, EXPORT_FILES + "/" + name)
     if os.path.isdir(upper):
         _, root = scan_upper(upper, LowerView(list(layer_dirs)))
         _rebase_entry(root, EXPORT_ROOTFS)
@@ -883,13 +1002,16 @@ def _safe_parts(name: str) -> List[str]:
     return parts
 
 
-def unpack_checkpoint_export(content, staging: str) -> dict:
+def unpack_checkpoint_export(content, staging: str, checkpoint: bool = True,
+                             precopy: Optional[str] = None) -> dict:
     """Unpack an export tarball (blocking) into C{staging}: C{checkpoint/},
     C{files/} and C{diff/} (the upper directory, whiteouts made overlay
-    whiteouts again); the manifest and the record, parsed."""
+    whiteouts again); the manifest and the record, parsed.  Without
+    C{checkpoint} (a prepare export) C{checkpoint/} may be missing.  With
+    C{precopy} (the upper directory a prepare export filled) the links to
+    C{rootfs-precopy/} are links to its files (L{precopy})."""
     import tarfile
 
-    from ..tar.extract import Extractor
     from ..tar.read import ArchiveError
 
     os.makedirs(staging, mode=0o700)
@@ -897,8 +1019,11 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
     os.makedirs(diff, mode=0o755)
     found: dict = {}
     diff_fd = os.open(diff, os.O_RDONLY | os.O_DIRECTORY)
+    precopy_fd = None
     try:
-        extractor = Extractor(diff_fd)
+        if precopy is not None and os.path.isdir(precopy):
+            precopy_fd = os.open(precopy, os.O_RDONLY | os.O_DIRECTORY)
+        extractor = PrecopyExtractor(diff_fd, precopy_fd)
         try:
             tar = tarfile.open(fileobj=content, mode="r|", errorlevel=2)
         except tarfile.ReadError as e:
@@ -914,9 +1039,12 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
                     member.name = "/".join(parts[1:])
                     if member.islnk() and member.linkname:
                         link = _safe_parts(member.linkname)
-                        if link[0] != EXPORT_ROOTFS:
+                        if link[0] == EXPORT_PRECOPY and len(link) > 1:
+                            member.linkname = "/".join(link)
+                        elif link[0] != EXPORT_ROOTFS:
                             raise InvalidParameter("invalid link in checkpoint archive: %s" % (golang.quote(member.name),))
-                        member.linkname = "/".join(link[1:])
+                        else:
+                            member.linkname = "/".join(link[1:])
                     extractor.extract(tar, member)
                     continue
                 if len(parts) == 1 and top in (EXPORT_MANIFEST, EXPORT_RECORD) and member.isfile():
@@ -931,6 +1059,8 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
         raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
     finally:
         os.close(diff_fd)
+        if precopy_fd is not None:
+            os.close(precopy_fd)
     for name in (EXPORT_MANIFEST, EXPORT_RECORD):
         if name not in found:
             raise InvalidParameter("invalid checkpoint archive: no %s" % (name,))
@@ -941,7 +1071,7 @@ def unpack_checkpoint_export(content, staging: str) -> dict:
         raise InvalidParameter("invalid checkpoint archive: %s" % (e,))
     if not isinstance(manifest, dict) or not isinstance(record, dict) or not isinstance(record.get("Config"), dict):
         raise InvalidParameter("invalid checkpoint archive: bad manifest or container record")
-    if not os.path.isdir(os.path.join(staging, EXPORT_CHECKPOINT)):
+    if checkpoint and not os.path.isdir(os.path.join(staging, EXPORT_CHECKPOINT)):
         raise InvalidParameter("invalid checkpoint archive: no checkpoint/")
     return {"manifest": manifest, "record": record}
 
@@ -974,15 +1104,20 @@ def install_import(staging: str, checkpoints_dir: str, checkpoint_id: str, upper
     """Move what was unpacked into place for the new container (blocking)."""
     os.makedirs(checkpoints_dir, mode=0o700, exist_ok=True)
     os.rename(os.path.join(staging, EXPORT_CHECKPOINT), os.path.join(checkpoints_dir, checkpoint_id))
-    os.makedirs(os.path.dirname(upper), mode=0o710, exist_ok=True)
-    if os.path.isdir(upper):
-        shutil.rmtree(upper)
-    os.rename(os.path.join(staging, "diff"), upper)
+    install_diff(staging, upper)
     files = os.path.join(staging, EXPORT_FILES)
     for name in CONTAINER_FILES:
         path = os.path.join(files, name)
         if os.path.isfile(path):
             shutil.copyfile(path, os.path.join(container_dir, name))
+
+
+def install_diff(staging: str, upper: str) -> None:
+    """The unpacked upper directory put in place of C{upper} (blocking)."""
+    os.makedirs(os.path.dirname(upper), mode=0o710, exist_ok=True)
+    if os.path.isdir(upper):
+        shutil.rmtree(upper)
+    os.rename(os.path.join(staging, "diff"), upper)
 
 
 def _unlink(path: str) -> None:

@@ -38,10 +38,15 @@ class Checkpoints:
         """Restore the container from C{checkpoint}."""
         await self.client.containers.start(container, checkpoint=checkpoint, checkpoint_dir=checkpoint_dir)
 
-    async def export(self, container, checkpoint: str):
+    async def export(self, container, checkpoint: str, prepare: bool = False, wait: bool = False):
         """The checkpoint, the container's record and its filesystem
-        changes as a tar L{BodyStream} (twistedock only)."""
-        return await self.client.stream("GET", self._path(container, checkpoint, "export"))
+        changes as a tar L{BodyStream} (twistedock only).  With C{prepare}
+        the record only, for L{import_} with C{prepare} on another daemon
+        (the checkpoint, named already, need not exist yet).  With C{wait}
+        the answer waits for the checkpoint to be taken (asked for at the
+        same time, on another connection), 404 if it fails."""
+        params = {"prepare": "1" if prepare else None, "wait": "1" if wait else None}
+        return await self.client.stream("GET", self._path(container, checkpoint, "export"), params)
 
     async def export_to(self, container, checkpoint: str, file) -> int:
         """Export into C{file} (a path or a binary file, written in a
@@ -49,13 +54,24 @@ class Checkpoints:
         stream = await self.export(container, checkpoint)
         return await stream.write_to(file)
 
-    async def import_(self, tar, name: Optional[str] = None) -> str:
+    async def import_(self, tar, name: Optional[str] = None, prepare: bool = False) -> str:
         """Create a container and its checkpoint from an export (bytes, a
         binary file, a path, or an async iterator such as another daemon's
-        L{export} stream); the new container's ID."""
-        created = await self.client.json("POST", "/containers/checkpoints/import", {"name": name},
+        L{export} stream); the new container's ID.  With C{prepare} (a
+        C{prepare} export) the container only, its checkpoint to come with
+        L{import_into}; the daemon removes it at its next start if no
+        restore came."""
+        params = {"name": name, "prepare": "1" if prepare else None}
+        created = await self.client.json("POST", "/containers/checkpoints/import", params,
                                          body=tar, headers={"Content-Type": "application/x-tar"})
         return created["Id"]
+
+    async def import_into(self, container, tar) -> str:
+        """The checkpoint of an export (as for L{import_}) given to the
+        container a prepared L{import_} made; the checkpoint's name."""
+        imported = await self.client.json("POST", "/containers/%s/checkpoints/import" % (segment(container),),
+                                          body=tar, headers={"Content-Type": "application/x-tar"})
+        return imported["Checkpoint"]
 
     async def pages(self, container, checkpoint: str):
         """The page server of a lazy checkpoint, as a hijacked session

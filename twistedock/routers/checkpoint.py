@@ -15,7 +15,7 @@ from zope.interface import Interface
 
 from ..errors import DockerError, InternalError, InvalidParameter, NotImplementedYet
 from ..server.hijack import hijacked, refused
-from ..server.httputils import APIRequest, decode_go_struct, go_syntax_error
+from ..server.httputils import APIRequest, bool_value, decode_go_struct, go_syntax_error
 from ..server.routing import route
 from ..streams import RAW
 from . import Router
@@ -37,6 +37,13 @@ ROUTES = (
         experimental=True,
     ),
     route("POST", "/containers/checkpoints/import", "post_container_checkpoint_import", experimental=True),
+    # Beyond dockerd: the second half of a prepared import (prepare=1 above).
+    route(
+        "POST",
+        "/containers/{name}/checkpoints/import",
+        "post_container_checkpoint_import_into",
+        experimental=True,
+    ),
     # Beyond dockerd: the pages of a lazy checkpoint, served by the daemon
     # that took it and fetched by the one restoring it (hijacked connections).
     route(
@@ -68,13 +75,20 @@ class ICheckpointBackend(Interface):
     def delete(name, checkpoint_id, directory):
         """Remove a checkpoint."""
 
-    def export(name, checkpoint_id):
+    def export(name, checkpoint_id, prepare, wait):
         """A tar stream (C{write_to(consumer, flow)}, C{close()}) of the
-        checkpoint, the container's record and its root filesystem changes."""
+        checkpoint, the container's record and its root filesystem changes;
+        with C{prepare} the record only (the checkpoint need not exist yet);
+        with C{wait} once the checkpoint, not taken yet, is."""
 
-    def import_checkpoint(content, name, api_version):
+    def import_checkpoint(content, name, api_version, prepare):
         """Create a container and its checkpoint from an export tar
-        (C{content}, a file); C{{"Id": ..., "Checkpoint": ...}}."""
+        (C{content}, a file); C{{"Id": ..., "Checkpoint": ...}}; with
+        C{prepare} the container only, awaiting L{import_into}."""
+
+    def import_into(name, content):
+        """The checkpoint and root filesystem changes of an export tar
+        installed into the container C{name} a prepared import made."""
 
     def page_server(name, checkpoint_id):
         """C{serve(stream)}: the pages of a lazy checkpoint being served,
@@ -141,7 +155,9 @@ class CheckpointRouter(Router):
 
     async def get_container_checkpoint_export(self, req: APIRequest) -> None:
         backend = self._backend()
-        stream = await backend.export(req.vars["name"], req.vars["checkpoint"])
+        stream = await backend.export(
+            req.vars["name"], req.vars["checkpoint"], bool_value(req.query("prepare")), bool_value(req.query("wait"))
+        )
         try:
             flow = req.start_stream("application/x-tar")
             await stream.write_to(req.request, flow)
@@ -154,8 +170,18 @@ class CheckpointRouter(Router):
         if content is None:
             raise InvalidParameter("a checkpoint archive (tar) is required as the body")
         content.seek(0)
-        result = await backend.import_checkpoint(content, req.query("name", "") or "", req.version)
+        result = await backend.import_checkpoint(
+            content, req.query("name", "") or "", req.version, bool_value(req.query("prepare"))
+        )
         req.write_json(result, status=201)
+
+    async def post_container_checkpoint_import_into(self, req: APIRequest) -> None:
+        backend = self._backend()
+        content = req.request.content
+        if content is None:
+            raise InvalidParameter("a checkpoint archive (tar) is required as the body")
+        content.seek(0)
+        req.write_json(await backend.import_into(req.vars["name"], content))
 
     async def post_container_checkpoint_pages(self, req: APIRequest):
         backend = self._backend()

@@ -14,6 +14,7 @@ from ..runtime import rootfs
 from .defaults import (
     CONFIG_DEFAULTS,
     HOST_CONFIG_DEFAULTS,
+    IMPORT_PENDING_MARK,
     LOG_DRIVERS,
 )
 from .health import for_api
@@ -24,7 +25,11 @@ from .volumes import check_subpath_version
 class CreateMixin:
     """The create part of L{ContainerBackend}."""
 
-    async def create(self, name, config, host_config, networking_config, api_version):
+    async def create(self, name, config, host_config, networking_config, api_version,
+                     import_pending: bool = False):
+        """The container recorded; with C{import_pending} (a prepared
+        checkpoint import) marked L{IMPORT_PENDING_MARK} before its record
+        exists, so that no crash leaves it unmarked."""
         check_subpath_version(host_config, api_version)
         if name:
             spec.validate_name(name)
@@ -79,6 +84,8 @@ class CreateMixin:
                 await self.release_volumes(c, remove_anonymous=True)
                 raise
         try:
+            if import_pending:
+                await self.run_in_thread(_touch, c.path_of(IMPORT_PENDING_MARK))
             await self.save(c)
         except BaseException:
             # (The disk full: nothing of it is left.)
@@ -136,3 +143,8 @@ class CreateMixin:
             if "/" + candidate not in self.names:
                 return candidate
         return random_name() + os.urandom(3).hex()
+
+
+def _touch(path: str) -> None:
+    with open(path, "w"):
+        pass

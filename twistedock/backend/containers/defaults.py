@@ -134,3 +134,10 @@ CHECKPOINTED_MARK = "checkpointed"
 #: fetched: a daemon that restarts then does not re-adopt the copy (its
 #: pages would never come), it stops it.
 LAZY_PENDING_MARK = "lazy-pages-pending"
+
+#: In a container made by a prepared checkpoint import (a migration's
+#: target, made before the source froze) until it was restored: a daemon
+#: that starts and finds it there with the container not running removes
+#: the container (the migration never reached its restore); a start from a
+#: checkpoint removes it once the restored run is recorded.
+IMPORT_PENDING_MARK = "import-pending"

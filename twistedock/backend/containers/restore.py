@@ -11,7 +11,7 @@ from twisted.internet.defer import CancelledError, ensureDeferred, gatherResults
 
 from ...logs import Logger
 from ..runtime import rootfs
-from .defaults import CHECKPOINTED_MARK, LAZY_PENDING_MARK
+from .defaults import CHECKPOINTED_MARK, IMPORT_PENDING_MARK, LAZY_PENDING_MARK
 from .monitor import Run
 from .record import Container
 from .record import load as load_record
@@ -64,11 +64,30 @@ class RestoreMixin:
             await self.sweep_networks()
         except Exception:
             log.failure("removing the network state no container owns")
+        await self._reconcile_pending_imports()
         for c in list(self.containers.values()):
             if c.state.running or os.path.exists(c.path_of(CHECKPOINTED_MARK)):
                 continue
             if self._should_restart(c, boot=True):
                 ensureDeferred(self._start_logged(c))
+
+    async def _reconcile_pending_imports(self) -> None:
+        """Containers of prepared checkpoint imports (L{IMPORT_PENDING_MARK})
+        whose restore never happened are removed: their migration died
+        before it (the source still has the container, running or
+        checkpointed).  One that runs was restored and is kept."""
+        for c in list(self.containers.values()):
+            mark = c.path_of(IMPORT_PENDING_MARK)
+            if not os.path.exists(mark):
+                continue
+            try:
+                if c.state.running:
+                    await self.run_in_thread(os.unlink, mark)
+                    continue
+                log.info("removing {id}, prepared for an import that never came", id=c.short_id)
+                await self._remove(c, volumes=True)
+            except Exception:
+                log.failure("removing the prepared import {id}", id=c.short_id)
 
     async def _recover(self, c: Container) -> None:
         c.state.removing = False

@@ -15,7 +15,7 @@ from ...errors import Conflict, DockerError, InternalError, InvalidParameter, No
 from ...logs import Logger
 from .. import spec
 from ..runtime import rootfs
-from .defaults import CHECKPOINTED_MARK
+from .defaults import CHECKPOINTED_MARK, IMPORT_PENDING_MARK
 from .attach import _closes_stdin
 from .monitor import Run
 from .networking import settled
@@ -188,6 +188,10 @@ class StartMixin:
         except DockerError as e:
             await self.undo_start(c)
             raise e
+        if restore is not None:
+            # A prepared import restored: no longer to be removed at the
+            # next daemon start (recorded running first, then unmarked).
+            await self.run_in_thread(_unlink_if_there, c.path_of(IMPORT_PENDING_MARK))
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
