@@ -60,8 +60,8 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from .backend.lazypages.relay import no_delay
 from .client import DockerClient, DockerClientError, NotFound, NotModified, TLSConfig, parse_host
+from .client.hijack import no_delay
 
 
 class MigrationError(Exception):

@@ -20,6 +20,23 @@ from .streams import ChunkQueue, Frames, body_producer
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
 
+def no_delay(transport) -> None:
+    """TCP_NODELAY on C{transport} (or the TCP connection under its TLS),
+    if it is TCP: a page request is 24 bytes, and Nagle would hold one
+    back while the previous is unacknowledged."""
+    for _ in range(3):
+        if transport is None:
+            return
+        set_no_delay = getattr(type(transport), "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(transport, True)
+            except Exception:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
 def request_bytes(method: str, target: str, body: Optional[dict]) -> bytes:
     payload = json.dumps(body).encode() if body is not None else b""
     lines = [

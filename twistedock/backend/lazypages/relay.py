@@ -14,6 +14,8 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from ...client.hijack import no_delay
+
 
 @implementer(IHalfCloseableProtocol)
 class Joint(Protocol):
@@ -79,22 +81,6 @@ class Joint(Protocol):
         if not self.ended.called:
             self.ended.callback(None)
 
-
-def no_delay(transport) -> None:
-    """TCP_NODELAY on C{transport} (or the TCP connection under its TLS),
-    if it is TCP: a page request is 24 bytes, and Nagle would hold one
-    back while the previous is unacknowledged."""
-    for _ in range(3):
-        if transport is None:
-            return
-        set_no_delay = getattr(type(transport), "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(transport, True)
-            except Exception:
-                pass
-            return
-        transport = getattr(transport, "transport", None)
 
 
 def joint_factory(joint: Joint) -> Factory:
