@@ -361,7 +361,7 @@ def test_restored_state_is_runc_s():
     assert fresh["config"] == {"rootfs": "/r"} and state["init_process_pid"] == 1
 
 
-def test_restorable_state_needs_the_kept_run(tmp_path):
+def test_restorable_state_needs_a_stopped_run_and_its_cgroups(tmp_path):
     from twistedock.backend.runtime.criudriver import restorable_state
 
     assert restorable_state(str(tmp_path), "gone") is None
@@ -372,6 +372,11 @@ def test_restorable_state_needs_the_kept_run(tmp_path):
             "cgroup_paths": {"memory": str(cgroup)}}
     (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
     assert restorable_state(str(tmp_path), "c1") == kept
+    # runc's exec fifo still there (created, never started): runc would
+    # call the restored container created.
+    (tmp_path / "c1" / "exec.fifo").write_text("")
+    assert restorable_state(str(tmp_path), "c1") is None
+    (tmp_path / "c1" / "exec.fifo").unlink()
     # Its cgroups gone (runc deleted it): runc restores.
     cgroup.rmdir()
     assert restorable_state(str(tmp_path), "c1") is None

@@ -65,6 +65,8 @@ from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
 from .runtime.criu import Criu
+from .runtime.criudriver import CGROUP_MOUNTS
+from .runtime.criuopts import DESCRIPTORS
 
 log = Logger()
 
@@ -102,9 +104,19 @@ class RestorePlan:
     def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
         """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
         in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
-        if self.rpc is None or self.pages is not None:
+        if not self.over_rpc(terminal):
             return None
         return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
+
+    def over_rpc(self, terminal: bool) -> bool:
+        """Whether this restore may go over CRIU's RPC (given runc's state
+        of a stopped container to go back into: kept after a dump over the
+        RPC, or prepared, L{ContainerBackend.prepare_restore}): the RPC
+        available, the checkpoint's pages all on disk, no terminal, runc's
+        descriptors file and the dump's cgroup mounts beside the images (a
+        dump over the RPC: blocking, two stats)."""
+        return (self.rpc is not None and self.rpc.available() and self.pages is None and not terminal
+                and all(os.path.exists(os.path.join(self.directory, name)) for name in (DESCRIPTORS, CGROUP_MOUNTS)))
     #: Where the pages of a lazy checkpoint come from (None: all on disk).
     pages: Optional[PageFetch] = None
 

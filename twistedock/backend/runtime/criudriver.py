@@ -23,6 +23,7 @@ from twisted.internet.defer import ensureDeferred
 
 from ...logs import Logger
 from . import criuopts
+from .driver import process_dead
 from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
 
 log = Logger()
@@ -97,6 +98,18 @@ class CriuDriver:
         state = restorable_state(self.state_root, container_id)
         if state is None or state["config"].get("rootfs") != root:
             return None
+        if not os.path.exists(os.path.join(images_dir, CGROUP_MOUNTS)) and any(
+            m.get("device") == "cgroup" for m in state["config"].get("mounts") or []
+        ):
+            return None  # (a dump by runc: where its cgroup mounts were is not known)
+        try:
+            with open(os.path.join(images_dir, criuopts.DESCRIPTORS)) as f:
+                descriptors = json.load(f)
+        except (OSError, ValueError):
+            return None
+        # The dumped process's pipes, as runc restore maps them: the kept
+        # state's are the same, a prepared state's are runc create's.
+        state["external_descriptors"] = [str(d) for d in descriptors] if isinstance(descriptors, list) else []
         cgroup_mounts = [m["key"] for m in _dumped_cgroup_mounts(images_dir, state)]
         return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now)
 
@@ -200,9 +213,10 @@ SWRK_FD, NETNS_FD = 6, 7
 
 
 def restorable_state(state_root: str, container_id: str) -> Optional[dict]:
-    """runc's state of a container whose run ended in a dump over the RPC
-    and was kept (with its cgroups, their limits and device rules), or None
-    (then runc restores)."""
+    """runc's state of a stopped container whose cgroups (their limits and
+    device rules) are still there, or None (then runc restores): a run that
+    ended in a dump over the RPC and was kept, or a container prepared for
+    a restore (L{Runtime.create_stopped}: created, its init killed)."""
     try:
         state = criuopts.read_state(state_root, container_id)
     except (OSError, ValueError):
@@ -214,10 +228,12 @@ def restorable_state(state_root: str, container_id: str) -> Optional[dict]:
     pid = int(state.get("init_process_pid") or 0)
     if pid and os.path.exists("/proc/%d" % (pid,)):
         try:
-            if criuopts.start_time(pid) == int(state.get("init_process_start") or 0):
+            if criuopts.start_time(pid) == int(state.get("init_process_start") or 0) and not process_dead(pid):
                 return None  # still running
         except (OSError, ValueError):
             pass
+    if os.path.exists(os.path.join(state_root, container_id, "exec.fifo")):
+        return None  # runc would call the restored container created
     for path in (state.get("cgroup_paths") or {}).values():
         if path and not os.path.isdir(path):
             return None
