@@ -13,6 +13,7 @@ scripts/install provides (a machine without it fails them, saying so).
 
 import json
 import os
+import time
 import socket
 import sys
 import textwrap
@@ -407,3 +408,36 @@ def test_the_freezer_frozen_ahead_of_criu(tmp_path):
     thaw(str(v2))
     assert (v2 / "cgroup.freeze").read_text() == "0"
     thaw(str(tmp_path / "gone"))  # quietly
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_the_loopback_of_an_empty_network_namespace_brought_up():
+    """A restore makes a container's own network namespace empty (as runc
+    restore does), its loopback then brought up by the daemon, from a
+    thread that leaves the daemon's own namespace alone."""
+    import subprocess
+
+    from twistedock.backend.runtime.criudriver import loopback_up
+
+    before = os.readlink("/proc/self/ns/net")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        for _ in range(200):
+            if os.readlink("/proc/%d/ns/net" % holder.pid) != before:
+                break
+            time.sleep(0.01)
+
+        def lo():
+            return subprocess.run(["nsenter", "-t", str(holder.pid), "-n", "ip", "-o", "link", "show", "lo"],
+                                  capture_output=True, text=True, check=True).stdout
+
+        assert ",UP" not in lo()
+        loopback_up(holder.pid)
+        assert ",UP" in lo()
+        assert os.readlink("/proc/self/ns/net") == before
+        import threading
+
+        assert all(t.name != "loopback-up" for t in threading.enumerate())
+    finally:
+        holder.kill()
+        holder.wait()
