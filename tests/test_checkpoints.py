@@ -865,6 +865,10 @@ async def test_a_start_prepares_runc_s_state_for_an_rpc_restore(tmp_path):
     (images / "descriptors.json").write_text("[]")
     assert await backend._restore_state(c, plan, "/b", root) is False
     (images / "cgroup-mounts.json").write_text("[]")
+    backend.prepare_restore_at_start = False
+    assert await backend._restore_state(c, plan, "/b", root) is False
+    assert done == []
+    del backend.prepare_restore_at_start
     assert await backend._restore_state(c, plan, "/b", root) is True
     assert done == [("delete", c.id), ("create", c.id)]
     assert await backend._restore_state(c, plan, "/b", root) is True
