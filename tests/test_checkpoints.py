@@ -850,6 +850,142 @@ async def test_start_with_a_checkpoint(tmp_path):
     assert len(plans) == 2
 
 
+# -- runc's state prepared for a restore over CRIU's RPC ------------------------------------
+
+
+class _Rpc:
+    def __init__(self, state_root, available=True):
+        self.state_root = state_root
+        self._available = available
+
+    def available(self):
+        return self._available
+
+
+class _Store:
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+
+class _Images:
+    def get(self, ref):
+        return ref
+
+
+def _preparing_backend(tmp_path, fail=False, available=True):
+    """A container backend whose runtime "creates" runc's stopped state
+    (a state.json naming live cgroup directories and a dead init), the
+    run's set-up and tear-down recorded."""
+    backend = container_backend(tmp_path)
+    c = _container(backend, tmp_path)
+    c.state = State(running=False, exit_code=0)
+    state_root = str(tmp_path / "runc")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    done = []
+
+    async def create_stopped(container_id, bundle):
+        done.append(("create", container_id))
+        if fail:
+            raise InternalError("runc create failed: no")
+        os.makedirs(os.path.join(state_root, container_id))
+        state = {"init_process_pid": 2 ** 22 + 7, "init_process_start": 1, "cgroup_paths": {"memory": str(cgroup)},
+                 "config": {"rootfs": backend.overlay(c)["MergedDir"], "namespaces": []}}
+        with open(os.path.join(state_root, container_id, "state.json"), "w") as f:
+            json.dump(state, f)
+
+    async def delete(container_id, force=False):
+        done.append(("delete", container_id))
+
+    async def prepare_bundle(c, paths, bundle, restore=None, bare_network=False):
+        done.append(("bundle", bare_network))
+
+    async def unmount_run(c):
+        done.append(("unmount",))
+
+    backend.runtime.create_stopped = create_stopped
+    backend.runtime.delete = delete
+    backend._prepare_bundle = prepare_bundle
+    backend.unmount_run = unmount_run
+    backend._check_network = backend.check_joins = lambda c: None
+    backend.images = _Images()
+    backend.checkpoints = _Store(_Rpc(state_root, available))
+    return backend, c, done
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepare_restore_makes_runc_s_state_once(tmp_path):
+    backend, c, done = _preparing_backend(tmp_path)
+    assert await backend.prepare_restore("web") is True
+    assert done == [("bundle", True), ("delete", c.id), ("create", c.id), ("unmount",)]
+    assert os.path.exists(c.path_of("restore-prepared"))
+    # Idempotent: the state is there, nothing made again.
+    assert await backend.prepare_restore("web") is True
+    assert len(done) == 4
+    # A start uses it (stale runtime: reused by the RPC restore) and takes the mark.
+    runs = []
+
+    async def fake_run(container, restore=None, stale_runtime=False):
+        runs.append(stale_runtime)
+
+    backend._run = fake_run
+    await backend.start("web")
+    assert runs == [True] and not os.path.exists(c.path_of("restore-prepared"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepare_restore_refusals(tmp_path):
+    backend, c, done = _preparing_backend(tmp_path)
+    c.config["Tty"] = True
+    assert await backend.prepare_restore("web") is False  # a terminal: runc restores
+    c.config["Tty"] = False
+    c.state.running = True
+    from twistedock.errors import Conflict
+
+    with pytest.raises(Conflict):
+        await backend.prepare_restore("web")
+    assert done == []
+    backend, c, done = _preparing_backend(tmp_path / "2", available=False)
+    assert await backend.prepare_restore("web") is False
+    assert done == []
+    backend.checkpoints = None
+    with pytest.raises(InvalidParameter):
+        await backend.prepare_restore("web")
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepare_restore_that_fails_undoes_the_run(tmp_path):
+    backend, c, done = _preparing_backend(tmp_path, fail=True)
+    assert await backend.prepare_restore("web") is False
+    assert done == [("bundle", True), ("delete", c.id), ("create", c.id), ("unmount",)]
+    assert not os.path.exists(c.path_of("restore-prepared"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_start_prepares_runc_s_state_for_an_rpc_restore(tmp_path):
+    backend, c, done = _preparing_backend(tmp_path)
+    rpc = backend.checkpoints.rpc
+    images = tmp_path / "cp1"
+    images.mkdir()
+    plan = RestorePlan(str(images), "/opt/criu", rpc=rpc)
+    root = backend.overlay(c)["MergedDir"]
+    # A dump by runc (no cgroup mounts recorded beside it): runc restores.
+    (images / "descriptors.json").write_text("[]")
+    assert await backend._restore_state(c, plan, "/b", root) is False
+    (images / "cgroup-mounts.json").write_text("[]")
+    backend.prepare_restore_at_start = False
+    assert await backend._restore_state(c, plan, "/b", root) is False
+    assert done == []
+    del backend.prepare_restore_at_start
+    assert await backend._restore_state(c, plan, "/b", root) is True
+    assert done == [("delete", c.id), ("create", c.id)]
+    assert await backend._restore_state(c, plan, "/b", root) is True
+    assert len(done) == 2
+    # A terminal, or lazy pages: runc restores.
+    assert not plan.over_rpc(True)
+    assert not RestorePlan(str(images), "/opt/criu", rpc=rpc, pages=object()).over_rpc(False)
+
+
 # -- finding and checking CRIU -------------------------------------------------------------
 
 

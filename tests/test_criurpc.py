@@ -13,6 +13,7 @@ scripts/install provides (a machine without it fails them, saying so).
 
 import json
 import os
+import time
 import socket
 import sys
 import textwrap
@@ -408,7 +409,7 @@ def test_restored_state_is_runc_s():
     assert fresh["config"] == {"rootfs": "/r"} and state["init_process_pid"] == 1
 
 
-def test_restorable_state_needs_the_kept_run(tmp_path):
+def test_restorable_state_needs_a_stopped_run_and_its_cgroups(tmp_path):
     from twistedock.backend.runtime.criudriver import restorable_state
 
     assert restorable_state(str(tmp_path), "gone") is None
@@ -419,6 +420,11 @@ def test_restorable_state_needs_the_kept_run(tmp_path):
             "cgroup_paths": {"memory": str(cgroup)}}
     (tmp_path / "c1" / "state.json").write_text(json.dumps(kept))
     assert restorable_state(str(tmp_path), "c1") == kept
+    # runc's exec fifo still there (created, never started): runc would
+    # call the restored container created.
+    (tmp_path / "c1" / "exec.fifo").write_text("")
+    assert restorable_state(str(tmp_path), "c1") is None
+    (tmp_path / "c1" / "exec.fifo").unlink()
     # Its cgroups gone (runc deleted it): runc restores.
     cgroup.rmdir()
     assert restorable_state(str(tmp_path), "c1") is None
@@ -449,3 +455,36 @@ def test_the_freezer_frozen_ahead_of_criu(tmp_path):
     thaw(str(v2))
     assert (v2 / "cgroup.freeze").read_text() == "0"
     thaw(str(tmp_path / "gone"))  # quietly
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_the_loopback_of_an_empty_network_namespace_brought_up():
+    """A restore makes a container's own network namespace empty (as runc
+    restore does), its loopback then brought up by the daemon, from a
+    thread that leaves the daemon's own namespace alone."""
+    import subprocess
+
+    from twistedock.backend.runtime.criudriver import loopback_up
+
+    before = os.readlink("/proc/self/ns/net")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        for _ in range(200):
+            if os.readlink("/proc/%d/ns/net" % holder.pid) != before:
+                break
+            time.sleep(0.01)
+
+        def lo():
+            return subprocess.run(["nsenter", "-t", str(holder.pid), "-n", "ip", "-o", "link", "show", "lo"],
+                                  capture_output=True, text=True, check=True).stdout
+
+        assert ",UP" not in lo()
+        loopback_up(holder.pid)
+        assert ",UP" in lo()
+        assert os.readlink("/proc/self/ns/net") == before
+        import threading
+
+        assert all(t.name != "loopback-up" for t in threading.enumerate())
+    finally:
+        holder.kill()
+        holder.wait()

@@ -903,3 +903,48 @@ async def test_follow_goes_on_in_the_file_read_first_across_a_rotation(tmp_path)
             break
     again.close()
     assert data == [b"line-%d\n" % n for n in range(5)]
+
+
+@needs_runtime
+@pytest_twisted.ensureDeferred
+async def test_create_stopped_leaves_a_stopped_container_with_its_cgroups(env):
+    """Ahead of a restore over CRIU's RPC: runc's state of a container that
+    never ran, its cgroups (limits set) kept, its init killed and gone."""
+    from twistedock.backend.runtime.criudriver import restorable_state
+
+    bundle = env.make_bundle("prepared", ["sleep", "1000"], memory=32 * 1024 * 1024)
+    env.ids.append("prepared")
+    await within(defer.ensureDeferred(env.runtime.create_stopped("prepared", bundle)))
+    assert (await env.runtime.state("prepared"))["status"] == "stopped"
+    kept = restorable_state(env.runtime.state_root, "prepared")
+    assert kept is not None and kept["config"]["rootfs"] == os.path.join(bundle, "rootfs")
+    assert not os.path.exists(os.path.join(env.runtime.state_root, "prepared", "exec.fifo"))
+    assert (proc_state(kept["init_process_pid"]) or ("Z",))[0] == "Z"
+    memory = kept["cgroup_paths"].get("memory")
+    if memory and os.path.exists(os.path.join(memory, "memory.limit_in_bytes")):
+        with open(os.path.join(memory, "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == 32 * 1024 * 1024
+    assert all(os.path.isdir(path) for path in kept["cgroup_paths"].values() if path)
+    assert sorted(os.listdir(bundle)) == ["config.json", "rootfs"]
+    # Again: runc refuses (the ID is taken) and what was there stays.
+    with pytest.raises(InternalError):
+        await within(defer.ensureDeferred(env.runtime.create_stopped("prepared", bundle)))
+    # runc delete takes the cgroups with it.
+    await env.runtime.delete("prepared", force=True)
+    assert await env.runtime.state("prepared") is None
+    assert not any(os.path.exists(path) for path in kept["cgroup_paths"].values() if path)
+
+
+@needs_runtime
+@pytest_twisted.ensureDeferred
+async def test_create_stopped_that_fails_leaves_nothing(env):
+    bundle = env.make_bundle("unpreparable", ["sleep", "1000"])
+    with open(os.path.join(bundle, "config.json")) as f:
+        spec = json.load(f)
+    spec["mounts"].append({"destination": "/x", "type": "bind", "source": "/nonexistent/x", "options": ["bind"]})
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(InternalError, match="nonexistent"):
+        await within(defer.ensureDeferred(env.runtime.create_stopped("unpreparable", bundle)))
+    assert await env.runtime.state("unpreparable") is None
+    assert sorted(os.listdir(bundle)) == ["config.json", "rootfs"]

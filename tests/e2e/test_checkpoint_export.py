@@ -9,6 +9,7 @@ where it was checkpointed, not from 0.
 """
 
 import io
+import json
 import os
 import stat
 import tarfile
@@ -108,6 +109,10 @@ def test_export_import_restore_continues_on_the_other_daemon(pair):
     assert s["Status"] == "running" and s["Pid"] > 0
     after = wait_numbers(b, "arrived", 5)
     assert_continues(after, last)
+    if _over_rpc():
+        # Its own network namespace (network none) made empty as runc
+        # restore makes it, its loopback up as it was.
+        assert int(b.docker("exec", "arrived", "cat", "/sys/class/net/lo/flags").stdout, 16) & 1
     # Its root filesystem changes came with it: the whiteout is one again.
     upper = os.path.join(b.data_root, "overlay2", result["Id"], "diff")
     with open(os.path.join(upper, "marker")) as f:
@@ -177,3 +182,85 @@ def test_bad_requests(pair):
     answer = a.request("GET", "/v1.41/containers/plain/checkpoints/none/export")
     assert (answer.status, answer.json()) == (404, {"message": "checkpoint none does not exist for container plain"})
     a.docker("rm", "-f", "plain")
+
+
+def _conmon_runtime(daemon, cid):
+    """The runtime conmon was given: the daemon's CRIU shim for a restore
+    over CRIU's RPC, runc otherwise."""
+    with open(os.path.join(daemon.exec_root, cid, "conmon.pid")) as f:
+        conmon = int(f.read())
+    with open("/proc/%d/cmdline" % (conmon,), "rb") as f:
+        argv = f.read().split(b"\0")
+    return argv[argv.index(b"-r") + 1].decode()
+
+
+def _over_rpc():
+    return "--criu-rpc=false" not in criu_args("criu")
+
+
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+@pytest.mark.route("POST", "/containers/{name:.*}/pause")
+@pytest.mark.route("POST", "/containers/{name:.*}/unpause")
+@pytest.mark.route("POST", "/containers/{name:.*}/stop")
+def test_an_imported_checkpoint_restores_over_criu_rpc(pair):
+    """A container that never ran on the target (no runc state kept from a
+    dump) is restored over CRIU's RPC all the same: runc's state of a
+    stopped container is prepared first (its cgroups with its limits), and
+    runc knows the restored container: exec, pause, stop, rm."""
+    a, b = pair
+    a.docker("rm", "-f", "limited", check=False)
+    a.docker("run", "-d", "--name", "limited", "-m", "64m", "busybox", "sh", "-c", SCRIPT)
+    wait_numbers(a, "limited", 5)
+    a.docker("checkpoint", "create", "limited", "cp1")
+    last = numbers(a, "limited")[-1]
+    answer = import_(b, export(a, "limited", "cp1"), "limited-here")
+    assert answer.status == 201, answer
+    cid = answer.json()["Id"]
+    b.docker("start", "--checkpoint", "cp1", "limited-here")
+    assert_continues(wait_numbers(b, "limited-here", 5), last)
+    pid = state(b, "limited-here")["Pid"]
+    assert _conmon_runtime(b, cid).endswith("/criu-swrk") is _over_rpc()
+    with open(os.path.join(b.exec_root, "runc", cid, "state.json")) as f:
+        assert json.load(f)["init_process_pid"] == pid
+    assert not os.path.exists(os.path.join(b.exec_root, "runc", cid, "exec.fifo"))
+    with open("/proc/%d/cgroup" % (pid,)) as f:
+        groups = dict(line.strip().split(":", 2)[1:] for line in f if line.strip())
+    assert all(cid in path for path in groups.values()), groups
+    memory = [path for kinds, path in groups.items() if "memory" in kinds.split(",")]
+    if memory:  # (cgroup v1)
+        with open("/sys/fs/cgroup/memory%s/memory.limit_in_bytes" % (memory[0],)) as f:
+            assert int(f.read()) == 64 * 1024 * 1024
+    assert b.docker("exec", "limited-here", "cat", "/marker").stdout == "moved\n"
+    b.docker("pause", "limited-here")
+    assert state(b, "limited-here")["Status"] == "paused"
+    b.docker("unpause", "limited-here")
+    count = len(numbers(b, "limited-here"))
+    wait_numbers(b, "limited-here", count + 3)
+    b.docker("stop", "-t", "1", "limited-here")
+    assert state(b, "limited-here")["Status"] == "exited"
+    b.docker("rm", "limited-here")
+    assert not os.path.exists(os.path.join(b.exec_root, "runc", cid))
+    a.docker("rm", "-f", "limited")
+
+
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_an_imported_tty_checkpoint_restores_through_runc(pair):
+    """A terminal's pty goes to conmon's console socket through runc
+    restore: no runc state is prepared for it."""
+    a, b = pair
+    a.docker("rm", "-f", "tty-travel", check=False)
+    a.docker("run", "-d", "-t", "--name", "tty-travel", "--network", "none", "busybox", "sh", "-c", SCRIPT)
+    wait_numbers(a, "tty-travel", 5)
+    a.docker("checkpoint", "create", "tty-travel", "cp1")
+    last = numbers(a, "tty-travel")[-1]
+    answer = import_(b, export(a, "tty-travel", "cp1"), "tty-here")
+    assert answer.status == 201, answer
+    cid = answer.json()["Id"]
+    b.docker("start", "--checkpoint", "cp1", "tty-here")
+    assert_continues(wait_numbers(b, "tty-here", 5), last)
+    assert not _conmon_runtime(b, cid).endswith("/criu-swrk")
+    assert b.docker("exec", "tty-here", "echo", "in").stdout == "in\n"
+    b.docker("rm", "-f", "tty-here")
+    a.docker("rm", "-f", "tty-travel")

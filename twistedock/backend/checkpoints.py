@@ -67,6 +67,8 @@ from .lazypages.restore import PageFetch
 from .runtime import criuopts
 from .runtime.criu import Criu
 from .precopy import EXPORT_PRECOPY, PrecopyExtractor, PrecopyWriter
+from .runtime.criudriver import CGROUP_MOUNTS
+from .runtime.criuopts import DESCRIPTORS
 
 log = Logger()
 
@@ -108,9 +110,19 @@ class RestorePlan:
     def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
         """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
         in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
-        if self.rpc is None or self.pages is not None:
+        if not self.over_rpc(terminal):
             return None
         return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
+
+    def over_rpc(self, terminal: bool) -> bool:
+        """Whether this restore may go over CRIU's RPC (given runc's state
+        of a stopped container to go back into: kept after a dump over the
+        RPC, or prepared, L{ContainerBackend.prepare_restore}): the RPC
+        available, the checkpoint's pages all on disk, no terminal, runc's
+        descriptors file and the dump's cgroup mounts beside the images (a
+        dump over the RPC: blocking, two stats)."""
+        return (self.rpc is not None and self.rpc.available() and self.pages is None and not terminal
+                and all(os.path.exists(os.path.join(self.directory, name)) for name in (DESCRIPTORS, CGROUP_MOUNTS)))
     #: Where the pages of a lazy checkpoint come from (None: all on disk).
     pages: Optional[PageFetch] = None
 
@@ -810,6 +822,13 @@ class CheckpointBackend:
                     log.warn("removing half-imported container {id}: {e}", id=c.short_id, e=e)
                 raise
             self.containers.log_event(c, "checkpoint-import")
+            if prepare:
+                # The restore to come goes over CRIU's RPC without making
+                # runc's state then: made now, before the source freezes.
+                try:
+                    await self.containers.prepare_restore(c.id)
+                except DockerError as e:
+                    log.info("{id} restores through runc: {e}", id=c.short_id, e=e)
             return {"Id": c.id, "Checkpoint": checkpoint_id}
         finally:
             await self._thread(shutil.rmtree, staging, True)

@@ -130,6 +130,11 @@ UPDATABLE = (
 #: removes it.
 CHECKPOINTED_MARK = "checkpointed"
 
+#: A file in the container's directory saying that runc's state of a
+#: stopped container was made for it ahead of a restore (prepare_restore):
+#: the next start reuses it (a restore over CRIU's RPC) or deletes it.
+PREPARED_MARK = "restore-prepared"
+
 #: In a restored container's bundle while its lazy pages are still being
 #: fetched: a daemon that restarts then does not re-adopt the copy (its
 #: pages would never come), it stops it.

@@ -23,6 +23,7 @@ from twisted.internet.defer import ensureDeferred
 
 from ...logs import Logger
 from . import criuopts, rootfs
+from .driver import process_dead
 from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
 
 log = Logger()
@@ -125,6 +126,18 @@ class CriuDriver:
         state = restorable_state(self.state_root, container_id)
         if state is None or state["config"].get("rootfs") != root:
             return None
+        if not os.path.exists(os.path.join(images_dir, CGROUP_MOUNTS)) and any(
+            m.get("device") == "cgroup" for m in state["config"].get("mounts") or []
+        ):
+            return None  # (a dump by runc: where its cgroup mounts were is not known)
+        try:
+            with open(os.path.join(images_dir, criuopts.DESCRIPTORS)) as f:
+                descriptors = json.load(f)
+        except (OSError, ValueError):
+            return None
+        # The dumped process's pipes, as runc restore maps them: the kept
+        # state's are the same, a prepared state's are runc create's.
+        state["external_descriptors"] = [str(d) for d in descriptors] if isinstance(descriptors, list) else []
         cgroup_mounts = [m["key"] for m in _dumped_cgroup_mounts(images_dir, state)]
         return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now)
 
@@ -228,9 +241,10 @@ SWRK_FD, NETNS_FD = 6, 7
 
 
 def restorable_state(state_root: str, container_id: str) -> Optional[dict]:
-    """runc's state of a container whose run ended in a dump over the RPC
-    and was kept (with its cgroups, their limits and device rules), or None
-    (then runc restores)."""
+    """runc's state of a stopped container whose cgroups (their limits and
+    device rules) are still there, or None (then runc restores): a run that
+    ended in a dump over the RPC and was kept, or a container prepared for
+    a restore (L{Runtime.create_stopped}: created, its init killed)."""
     try:
         state = criuopts.read_state(state_root, container_id)
     except (OSError, ValueError):
@@ -242,10 +256,12 @@ def restorable_state(state_root: str, container_id: str) -> Optional[dict]:
     pid = int(state.get("init_process_pid") or 0)
     if pid and os.path.exists("/proc/%d" % (pid,)):
         try:
-            if criuopts.start_time(pid) == int(state.get("init_process_start") or 0):
+            if criuopts.start_time(pid) == int(state.get("init_process_start") or 0) and not process_dead(pid):
                 return None  # still running
         except (OSError, ValueError):
             pass
+    if os.path.exists(os.path.join(state_root, container_id, "exec.fifo")):
+        return None  # runc would call the restored container created
     for path in (state.get("cgroup_paths") or {}).values():
         if path and not os.path.isdir(path):
             return None
@@ -290,7 +306,16 @@ class RestoreSession:
             raise
         m = driver.messages
         self.options["manage_cgroups_mode"] = m.enum("criu_cg_mode", "IGNORE")
+        #: A network namespace of its own (network "none"): made empty, as
+        #: runc restore makes it (its empty_ns), not restored (links,
+        #: addresses, routes, rules, four iptables-restore: some 30 ms),
+        #: its loopback brought up here (L{loopback_up}).
+        self.own_netns = any(ns.get("type") == "NEWNET" and not ns.get("path")
+                             for ns in state["config"].get("namespaces") or [])
+        if self.own_netns:
+            self.options["empty_ns"] = CLONE_NEWNET
         self.shim = driver.shim(criu)
+        self._written = None
 
     def _open(self, path: str, flags: int) -> int:
         fd = os.open(path, flags | os.O_CLOEXEC)
@@ -314,6 +339,8 @@ class RestoreSession:
         # CRIU's end goes once conmon holds it: L{release_peer}.)
         try:
             answer = await self.worker.call(request, self._notified)
+            if self._written is not None:
+                await self._written
         finally:
             ensureDeferred(finished(self.worker)).addErrback(lambda f: None)
             self.close()
@@ -328,11 +355,24 @@ class RestoreSession:
         if script == "setup-namespaces":
             # The restored root task exists, its children not yet: in the
             # container's cgroups, they are born there.
-            return self.driver.run_in_thread(place_in_cgroups, self.state, pid)
+            return self.driver.run_in_thread(self._namespaces_made, pid)
         if script == "post-restore":
+            # Written while CRIU goes on (its tasks resume meanwhile);
+            # done before it exits (post-resume, its last question): conmon
+            # reads the pid file then.
             self.pid = pid
-            return self.driver.run_in_thread(self._restored, pid)
+            self._written = self.driver.run_in_thread(self._restored, pid)
+            return None
+        if script == "post-resume" and self._written is not None:
+            written, self._written = self._written, None
+            return written
         return None
+
+    def _namespaces_made(self, pid: int) -> None:
+        """(In a thread.)"""
+        place_in_cgroups(self.state, pid)
+        if self.own_netns:
+            loopback_up(pid)
 
     def _restored(self, pid: int) -> None:
         """(In a thread.)  The pid file conmon reads once CRIU exits, and
@@ -401,6 +441,54 @@ def prime_cgroup_migration(proc_cgroup: str = "/proc/self/cgroup", root: str = "
         _primed[:] = [procs]
         return True
     return False
+
+
+#: The network namespace flag (C{empty_ns}: made, not restored).
+CLONE_NEWNET = 0x40000000
+
+
+def loopback_up(pid: int) -> None:
+    """(Blocking.)  The loopback of C{pid}'s network namespace up, as it was
+    dumped (a namespace made empty has it down), set from a thread of its
+    own that enters the namespace (and ends there: no pool thread is ever
+    left in a container's namespace)."""
+    import threading
+
+    errors = []
+
+    def run() -> None:
+        try:
+            _loopback_up(pid)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="loopback-up")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _loopback_up(pid: int) -> None:
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = os.open("/proc/%d/ns/net" % (pid,), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into the restored network namespace")
+    finally:
+        os.close(target)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
 def place_in_cgroups(state: dict, pid: int) -> None:

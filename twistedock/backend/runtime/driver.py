@@ -53,6 +53,10 @@ log = Logger()
 
 #: How long conmon may take to report the container created.
 CREATE_TIMEOUT = 120.0
+#: How long a killed C{runc init} may take to die (L{Runtime.create_stopped}).
+STOP_TIMEOUT = 10.0
+#: runc create's pid file and log in the bundle (L{Runtime.create_stopped}).
+PREPARE_PID, PREPARE_LOG = "prepare.pid", "prepare.log"
 
 
 @implementer(IRuntime)
@@ -333,6 +337,64 @@ class Runtime:
         out = await self._runc(["ps", "--format", "json", container_id])
         return [int(pid) for pid in (json.loads(out.decode("utf-8", "replace") or "null") or [])]
 
+    async def create_stopped(self, container_id: str, bundle: str, timeout: float = STOP_TIMEOUT) -> None:
+        """runc's state of a container of C{bundle} that never ran: C{runc
+        create} (no conmon, stdio /dev/null, no terminal), which makes its
+        cgroups (limits and device rules set), then its C{runc init}
+        killed before it was ever started, waited for, and its exec fifo
+        removed.  runc then knows a stopped container whose cgroups stay
+        until C{runc delete}: what a restore over CRIU's RPC goes back into
+        (L{criudriver.restorable_state}).  On failure, what was made is
+        deleted and L{InternalError} raised with runc's message."""
+        bundle = os.path.abspath(bundle)
+        pid_file = os.path.join(bundle, PREPARE_PID)
+        log_file = os.path.join(bundle, PREPARE_LOG)
+
+        def prepare() -> int:
+            os.makedirs(self.state_root, mode=0o711, exist_ok=True)
+            for leftover in (pid_file, log_file):
+                unlink(leftover)
+            return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+        devnull = await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), prepare)
+        argv = [self.runc, "--root", self.state_root, "--log", log_file, "--log-format", "json"]
+        if self.systemd_cgroup:
+            argv.append("--systemd-cgroup")
+        argv += ["create", "--bundle", bundle, "--pid-file", pid_file, container_id]
+        # runc init keeps runc create's stdio: no pipe of ours, which would
+        # stay open until it dies.
+        collect = Collect(None)
+        try:
+            await self.spawner.spawn_process(collect, self.runc, argv, self._runc_environment,
+                                             child_fds={0: devnull, 1: devnull, 2: devnull})
+        except OSError as e:
+            raise InternalError("cannot run %s: %s" % (self.runc, e.strerror or e))
+        finally:
+            os.close(devnull)
+        _, _, code = await collect.done
+        pid = read_int(pid_file)
+        try:
+            if pid:
+                os.kill(pid, signals.SIGKILL)
+            if code != 0:
+                message = await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _runc_log_error,
+                                                  log_file)
+                raise InternalError(message or "runc create failed with status %d" % (code,))
+            if not pid:
+                raise InternalError("runc create wrote no pid file")
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _wait_dead, pid, timeout)
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), unlink,
+                                    os.path.join(self.state_root, container_id, "exec.fifo"))
+        except BaseException:
+            try:
+                await self.delete(container_id, force=True)
+            except Exception as e:
+                log.debug("runc delete {id}: {e}", id=container_id, e=e)
+            raise
+        finally:
+            for leftover in (pid_file, log_file):
+                unlink(leftover)
+
     async def update(self, container_id: str, resources: dict) -> None:
         """Apply OCI C{LinuxResources} to the running container."""
         await self._runc(["update", "--resources", "-", container_id], stdin=json.dumps(resources).encode())
@@ -357,3 +419,43 @@ class Runtime:
         """Make conmon reopen its log files (after they were moved away)."""
         write_ctl(bundle, "%d 0 0\n" % (CTL_REOPEN_LOGS,))
 
+
+
+def _runc_log_error(path: str) -> str:
+    """The last error runc wrote to its C{--log} file (JSON lines)."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {"msg": line}
+        if isinstance(entry, dict) and entry.get("level", "error") in ("error", "fatal") and entry.get("msg"):
+            return runc_message(str(entry["msg"]))
+    return ""
+
+
+def process_dead(pid: int) -> bool:
+    """Whether C{pid} is gone or a zombie (runc takes a zombie init for
+    stopped; an orphaned one is reaped by whoever inherits it)."""
+    try:
+        with open("/proc/%d/stat" % (pid,), "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return text[text.rindex(")") + 2:].split()[0] in ("Z", "X", "x")
+
+
+def _wait_dead(pid: int, timeout: float) -> None:
+    """(Blocking: in a thread.)  Until C{pid} is dead, looking every
+    millisecond; InternalError after C{timeout} seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not process_dead(pid):
+        if time.monotonic() > deadline:
+            raise InternalError("runc init %d still alive %.0f s after SIGKILL" % (pid, timeout))
+        time.sleep(0.001)
