@@ -171,7 +171,8 @@ def measure(place: Place, workload: str, mode: str, rounds: int, binary: Path) -
             last = max(before)
             following = min(n for n in after if n > last) if any(n > last for n in after) else None
             if following is None:
-                raise RuntimeError("no line after the migration on the target")
+                raise RuntimeError("no line after the migration on the target (last on the source %d, the target's %s to %s)" % (
+                    last, min(after, default=None), max(after, default=None)))
             gap = downtime_of(before, after, last)
             # The process runs on the target from there: its longest pause
             # since (a post-copy restore's faults wait for their pages).

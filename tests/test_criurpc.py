@@ -407,6 +407,28 @@ def test_restored_state_is_runc_s():
     assert fresh["init_process_start"] == criuopts.start_time(os.getpid()) > 0
     assert fresh["namespace_paths"]["NEWNET"] == "/proc/%d/ns/net" % (os.getpid(),)
     assert fresh["config"] == {"rootfs": "/r"} and state["init_process_pid"] == 1
+    # The restored process's stdio as they are now (the next dump's
+    # descriptors file names them), not the dumped run's.
+    assert fresh["external_descriptors"] == [os.readlink("/proc/self/fd/%d" % fd) for fd in range(3)]
+
+
+def test_restored_state_names_the_new_pipes(tmp_path):
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        state = {"init_process_pid": 1, "config": {}, "external_descriptors": ["/dev/null", "pipe:[1]", "pipe:[2]"]}
+        fresh = criuopts.restored_state(state, child.pid, "now")
+        assert fresh["external_descriptors"][0] == "/dev/null"
+        assert fresh["external_descriptors"][1].startswith("pipe:[") and fresh["external_descriptors"][1] != "pipe:[1]"
+        assert fresh["external_descriptors"][1] == "pipe:[%d]" % os.fstat(child.stdout.fileno()).st_ino
+        assert state["external_descriptors"][1] == "pipe:[1]"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
 
 
 def test_restorable_state_needs_a_stopped_run_and_its_cgroups(tmp_path):

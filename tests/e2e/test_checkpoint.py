@@ -174,6 +174,22 @@ def test_checkpoint_then_restore_continues_the_counter(daemon):
 
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_a_restored_container_checkpoints_and_restores_again(daemon):
+    """The second dump names the restored process's own stdio (conmon's
+    new pipes), so that the second restore's output reaches the log too."""
+    name = counter(daemon, "ck-twice")
+    after, last = checkpoint_and_restore(daemon, name)
+    assert_continues(after, last)
+    wait_numbers(daemon, name, len(numbers(daemon, name)) + 5)
+    daemon.docker("checkpoint", "create", name, "cp2")
+    logged = numbers(daemon, name)
+    daemon.docker("start", "--checkpoint", "cp2", name)
+    assert_continues(restored_numbers(daemon, name, len(logged)), logged[-1])
+    daemon.docker("rm", "-f", name)
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
 def test_leave_running_keeps_the_original_running(daemon):
     name = counter(daemon, "ck-leave")
     first = wait_numbers(daemon, name, 5)

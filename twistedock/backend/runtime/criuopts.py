@@ -352,4 +352,14 @@ def restored_state(state: dict, pid: int, created: str) -> dict:
         if os.path.exists("/proc/%d/ns/%s" % (pid, name)):
             paths[kind] = "/proc/%d/ns/%s" % (pid, name)
     fresh["namespace_paths"] = paths
+    # What the restored process's stdio are now (conmon's pipes, not the
+    # dumped run's): what its next dump's descriptors file must name, as
+    # runc's restore records them (getPipeFds).
+    descriptors = list(state.get("external_descriptors") or ["", "", ""])
+    for fd in range(3):
+        try:
+            descriptors[fd] = os.readlink("/proc/%d/fd/%d" % (pid, fd))
+        except (OSError, IndexError):
+            pass
+    fresh["external_descriptors"] = descriptors
     return fresh
