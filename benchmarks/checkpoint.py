@@ -311,16 +311,7 @@ def main() -> int:
         for runc in bare:
             runc.cleanup()
         for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                with closing(Client(d.sock)) as c:
-                    try:
-                        for item in c.json("GET", "/containers/json?all=1"):
-                            c.request("DELETE", "/containers/%s?force=1" % item["Id"])
-                    except Exception:
-                        pass
-            complaint = d.stop()
-            if complaint:
-                print(complaint, file=sys.stderr)
+            d.remove_all_and_stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()

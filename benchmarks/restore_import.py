@@ -162,16 +162,7 @@ def main() -> int:
         return 1
     finally:
         for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                with closing(Client(d.sock)) as client:
-                    try:
-                        for item in client.json("GET", "/containers/json?all=1"):
-                            client.request("DELETE", "/containers/%s?force=1" % item["Id"])
-                    except Exception:
-                        pass
-            complaint = d.stop()
-            if complaint:
-                print(complaint, file=sys.stderr)
+            d.remove_all_and_stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print("start --checkpoint of an imported checkpoint, %d rounds, network %s, CRIU %s" % (

@@ -462,12 +462,7 @@ async def _recover_lazy(source, target, cid, new_id, checkpoint, args, error) ->
     the container again by itself."""
     _say("failed: %s" % (error,))
     if new_id is not None:
-        try:
-            await target.client.containers.remove(new_id, force=True)
-        except NotFound:
-            pass
-        except Exception as e:
-            _say("warning: could not remove the half-made container on the target: %s" % (e,))
+        await _remove_target(target, new_id)
     try:
         from twisted.internet import reactor
 

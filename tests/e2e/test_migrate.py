@@ -111,6 +111,41 @@ def test_missing_container_or_image_changes_nothing(pair, daemons):
     a.docker("rm", "-f", "stay")
 
 
+class Paused:
+    """twistedock-migrate stopped before C{step}."""
+
+    def __init__(self, a, b, name, step, *args):
+        self.proc = subprocess.Popen(
+            migrate_command(a.host, b.host, name, "--pause-before", step, *args),
+            env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.kill()
+                raise AssertionError("migrate ended early: %s %s" % (lines, self.proc.stderr.read()))
+            lines.append(line)
+            if "paused before %s" % (step,) in line:
+                return
+
+    def go_on(self, timeout=120):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @pytest.mark.route("GET", "/containers/{name:.*}/json")
 @pytest.mark.route("GET", "/images/{name:.*}/json")
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
@@ -120,31 +155,17 @@ def test_target_killed_mid_migration_leaves_the_source_running(pair):
     a, b = pair
     counter(a, "survivor")
     wait_numbers(a, "survivor", 5)
-    proc = subprocess.Popen(
-        migrate_command(a.host, b.host, "survivor", "--pause-before", "import"),
-        env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    paused = Paused(a, b, "survivor", "import")
     try:
-        lines = []
-        while True:
-            line = proc.stdout.readline()
-            assert line, "migrate ended early: %s %s" % (lines, proc.stderr.read())
-            lines.append(line)
-            if "paused before import" in line:
-                break
         # Checkpointed and exported: the source's container is stopped now.
         assert state(a, "survivor")["Status"] == "exited"
         logged = numbers(a, "survivor")
         b.signal(signal.SIGKILL)
         b.wait_exit(10)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=120)
+        code, out, err = paused.go_on()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, (out, err)
+        paused.close()
+    assert code == 1, (out, err)
     assert "the container runs on the source again" in out, (out, err)
     s = state(a, "survivor")
     assert s["Status"] == "running" and s["Pid"] > 0
@@ -170,27 +191,13 @@ def test_root_filesystem_changes_move_and_unchanged_files_are_not_sent_twice(pai
              "dd if=/dev/urandom of=/big bs=64k count=16 2>/dev/null && echo before > /changed && echo x > /gone")
     big = a.docker("exec", "files", "md5sum", "/big").stdout.split()[0]
     wait_numbers(a, "files", len(numbers(a, "files")) + 3)  # (older than the pre-copy's margin)
-    proc = subprocess.Popen(
-        migrate_command(a.host, b.host, "files", "--pause-before", "checkpoint"),
-        env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    paused = Paused(a, b, "files", "checkpoint")
     try:
-        lines = []
-        while True:
-            line = proc.stdout.readline()
-            assert line, "migrate ended early: %s %s" % (lines, proc.stderr.read())
-            lines.append(line)
-            if "paused before checkpoint" in line:
-                break
         a.docker("exec", "files", "sh", "-c", "echo after > /changed && rm /gone && echo new > /new")
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        out, err = proc.communicate(timeout=120)
+        code, out, err = paused.go_on()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, (out, err)
+        paused.close()
+    assert code == 0, (out, err)
     moved = int(re.search(r"bytes moved: (\d+)", out).group(1))
     assert moved < 1 << 20, out
     assert state(b, "files")["Status"] == "running"

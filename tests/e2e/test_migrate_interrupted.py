@@ -23,7 +23,7 @@ from .test_checkpoint import (  # noqa: F401  (the criu fixture)
     wait_numbers,
 )
 from .test_checkpoint_export import _remove_all
-from .test_migrate import counter, migrate_command, migrate_env
+from .test_migrate import Paused, counter, migrate_command, migrate_env
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,41 +41,6 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
     for d in (a, b):
         if d.running:
             _remove_all(d)
-
-
-class Paused:
-    """twistedock-migrate stopped before C{step}."""
-
-    def __init__(self, a, b, name, step, *args):
-        self.proc = subprocess.Popen(
-            migrate_command(a.host, b.host, name, "--pause-before", step, *args),
-            env=migrate_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        lines = []
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                self.proc.kill()
-                raise AssertionError("migrate ended early: %s %s" % (lines, self.proc.stderr.read()))
-            lines.append(line)
-            if "paused before %s" % (step,) in line:
-                return
-
-    def go_on(self, timeout=120):
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.communicate(timeout=30)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def running(daemon, name):

@@ -170,15 +170,19 @@ class LazyDump(ProcessProtocol):
         if not self.aborted:
             log.warn("lazy checkpoint given up: {why}", why=why)
             self.aborted = why
-        pid = getattr(self.transport, "pid", None)
-        if not pid:
-            return
-        children = child_pids(pid)
-        for child in children or [pid]:
+        for victim in self._criu_pids():
             try:
-                os.kill(child, signal.SIGKILL)
+                os.kill(victim, signal.SIGKILL)
             except OSError:
                 pass
+
+    def _criu_pids(self) -> list:
+        """The processes that are CRIU: runc's children (runc itself if it
+        has none yet)."""
+        pid = getattr(self.transport, "pid", None)
+        if not pid:
+            return []
+        return child_pids(pid) or [pid]
 
 
 class LazyRpcDump(LazyDump):
@@ -242,20 +246,12 @@ class LazyRpcDump(LazyDump):
     def output(self) -> str:
         return self._problem
 
-    def abort(self, why: str) -> None:
-        if self.ended.called or self.complete:
-            return
-        if not self.aborted:
-            log.warn("lazy checkpoint given up: {why}", why=why)
-            self.aborted = why
+    def _criu_pids(self) -> list:
+        """The CRIU worker and its children."""
         pid = getattr(self.worker, "pid", None)
         if not pid:
-            return
-        for victim in [pid] + child_pids(pid):
-            try:
-                os.kill(victim, signal.SIGKILL)
-            except OSError:
-                pass
+            return []
+        return [pid] + child_pids(pid)
 
 
 class _Quiet(ProcessProtocol):
