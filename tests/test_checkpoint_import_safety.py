@@ -56,6 +56,7 @@ class ImportingContainers:
         self.removed = []
         self._locks = {}
         self.events = []
+        self.prepared = []
         os.makedirs(self.layers_dir)
 
     class images:
@@ -107,6 +108,10 @@ class ImportingContainers:
 
     def log_event(self, c, action, **extra):
         self.events.append((c.id, action))
+
+    async def prepare_restore(self, ref, checkpoint="", checkpoint_dir=""):
+        self.prepared.append(ref)
+        return True
 
 
 # -- archives ---------------------------------------------------------------------
@@ -262,6 +267,8 @@ def test_a_prepared_import_then_its_checkpoint(machine):
     c = containers.get(made["Id"])
     upper = containers.overlay(c)["UpperDir"]
     assert os.path.exists(c.path_of(IMPORT_PENDING_MARK))
+    # runc's state for the restore made ahead of the freeze.
+    assert containers.prepared == [c.id]
     assert not os.path.exists(os.path.join(c.directory, "checkpoints"))
     with open(os.path.join(upper, "kept")) as f:
         assert f.read() == "pre\n"
