@@ -6,6 +6,7 @@ does its memory stay flat while containers come and go for a long time?
     python benchmarks/load.py --quick          # a short run
     python benchmarks/load.py                  # 1,000 requests; 200 containers x 10 minutes
     python benchmarks/load.py --quick --debug-latency   # where the reactor stalls
+    python benchmarks/load.py --quick --no-burst --no-leaks   # the latency phase only (A/B runs)
 
 What is measured (on a daemon of this checkout, in temporary directories;
 everything it made is removed), /_ping timed every 50 ms throughout by a
@@ -378,6 +379,7 @@ def main() -> int:
                         help="the latency phases on a --debug daemon (request log, stall monitor; no "
                         "tracemalloc): where the reactor stalls")
     parser.add_argument("--no-burst", action="store_true")
+    parser.add_argument("--no-leaks", action="store_true", help="no leak phase (latency comparisons)")
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--pinger", nargs=2, metavar=("SOCKET", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--every", type=float, default=0.05, help=argparse.SUPPRESS)
@@ -419,15 +421,16 @@ def main() -> int:
             figures["stall_sites"] = stall_sites(daemon.log_path)
         pinger.stop()
         pinger = None
-        # Leaks: the same data root under a --debug daemon.
-        complaint = daemon.stop()
-        if complaint:
-            log(complaint)
-        daemon = DebugDaemon(workdir)
-        daemon.start()
-        pinger = Pinger(daemon.sock, os.path.join(workdir, "pings"))
-        log("leaks: %d rounds of %d containers under tracemalloc" % (args.leak_rounds, args.containers))
-        figures["leaks"] = leaks(daemon, pinger, args.containers, args.leak_rounds)
+        if not args.no_leaks:
+            # Leaks: the same data root under a --debug daemon.
+            complaint = daemon.stop()
+            if complaint:
+                log(complaint)
+            daemon = DebugDaemon(workdir)
+            daemon.start()
+            pinger = Pinger(daemon.sock, os.path.join(workdir, "pings"))
+            log("leaks: %d rounds of %d containers under tracemalloc" % (args.leak_rounds, args.containers))
+            figures["leaks"] = leaks(daemon, pinger, args.containers, args.leak_rounds)
         figures["loadavg_end"] = os.getloadavg()
     finally:
         if pinger is not None:

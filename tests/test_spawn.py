@@ -99,6 +99,54 @@ async def test_a_cancelled_spawn_still_wires_and_reaps_its_child(spawner):
     assert await collect.done == (b"still\n", b"", 0)
 
 
+@pytest_twisted.ensureDeferred
+async def test_conmons_fds_pipes_and_an_inherited_socket(spawner):
+    """conmon's shape: its stdin, a pipe it writes on fd 3 (its sync pipe),
+    one it reads on fd 4 (its start pipe), and a socket of ours (non
+    inheritable here, as the RPC restore's CRIU end) as its fd 5, and as an
+    fd of the same number: nothing else inherited."""
+    import socket
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import ProcessProtocol
+
+    class Proto(ProcessProtocol):
+        def __init__(self):
+            self.out, self.sync, self.done = b"", b"", Deferred()
+
+        def connectionMade(self):
+            self.transport.writeToChild(4, b"go")
+            self.transport.closeChildFD(4)
+
+        def childDataReceived(self, fd, data):
+            if fd == 1:
+                self.out += data
+            elif fd == 3:
+                self.sync += data
+
+        def processEnded(self, reason):
+            self.done.callback(reason.value.exitCode)
+
+    ours, theirs = socket.socketpair()
+    try:
+        assert not theirs.get_inheritable()
+        script = "read -r go <&4; echo \"$go\" >&3; echo hello >&5; ls /proc/$$/fd"
+        for target in (5, theirs.fileno()):
+            proto = Proto()
+            fds = {0: "w", 1: "r", 2: "r", 3: "r", 4: "w", target: theirs.fileno()}
+            line = script.replace("&5", "&%d" % target)
+            # (bash: dash redirects single-digit fds only)
+            await spawner.spawn_process(proto, "bash", ["bash", "-c", line], ENV, fds)
+            assert await proto.done == 0
+            assert proto.sync == b"go\n" and ours.recv(100) == b"hello\n"
+            listed = {int(fd) for fd in proto.out.split()}
+            # (and the fd ls reads with, if the shell exec'd it)
+            assert {0, 1, 2, 3, 4, target} <= listed and len(listed - {0, 1, 2, 3, 4, target}) <= 1
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_another_reactor_gets_its_own_spawnprocess():
     class Reactor(MemoryReactor):
         def spawnProcess(self, proto, executable, args, env, childFDs=None):

@@ -509,7 +509,7 @@ class ExecBackend:
         process_file = await self._thread(self._prepare, c, e, bundle, console_size)
         attached = stream is not None
         conmon = ConmonProcess(exec_mode=True)
-        self.runtime.spawn_conmon(
+        await self.runtime.spawn_conmon(
             conmon, self.conmon_args(c, e, bundle, process_file, attached), bundle, attach_pipe=attached
         )
         e.conmon = conmon

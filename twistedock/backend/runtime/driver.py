@@ -126,14 +126,18 @@ class Runtime:
             **options,
         )
 
-    def spawn_conmon(
+    async def spawn_conmon(
         self, protocol: ConmonProcess, args: Sequence[str], bundle: str, attach_pipe: bool = False,
         extra_fds: Optional[dict] = None, extra_env: Optional[dict] = None,
     ) -> None:
         """Run conmon (C{args} from L{conmon_argv}) in C{bundle} with its
         sync pipe, and in exec mode its start pipe (and attach pipe); with
-        C{extra_fds} (conmon's fd -> ours) and C{extra_env} for what conmon
-        hands down to its runtime."""
+        C{extra_fds} (conmon's fd -> ours, kept open by the caller until
+        this returns) and C{extra_env} for what conmon hands down to its
+        runtime. Spawned from L{Spawner}'s thread, as runc is: on the
+        reactor, posix_spawn would hold the GIL while the child starts (a
+        few ms a container under load, during which nothing of the daemon
+        runs); returns once conmon was started (the protocol connected)."""
         env = dict(self._environment)
         env.update(extra_env or {})
         env["_OCI_SYNCPIPE"] = str(SYNC_FD)
@@ -159,7 +163,10 @@ class Runtime:
             else:
                 path = bundle
         try:
-            self.reactor.spawnProcess(protocol, executable, argv, env=env, path=path, childFDs=child_fds)
+            if path is None:
+                await self.spawner.spawn_process(protocol, executable, argv, env, child_fds)
+            else:
+                self.reactor.spawnProcess(protocol, executable, argv, env=env, path=path, childFDs=child_fds)
         except OSError as e:
             raise InternalError("cannot run %s: %s" % (self.conmon, e.strerror or e))
 
@@ -234,7 +241,7 @@ class Runtime:
         # (File work off the reactor thread: a busy disk stalls it.)
         await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), prepare)
         conmon = ConmonProcess()
-        self.spawn_conmon(conmon, args, bundle, extra_fds=extra_fds, extra_env=extra_env)
+        await self.spawn_conmon(conmon, args, bundle, extra_fds=extra_fds, extra_env=extra_env)
         if on_spawned is not None:
             on_spawned()
         timer = self.time_limit(conmon, bundle, container_id)
