@@ -981,9 +981,17 @@ async def test_a_start_prepares_runc_s_state_for_an_rpc_restore(tmp_path):
     assert done == [("delete", c.id), ("create", c.id)]
     assert await backend._restore_state(c, plan, "/b", root) is True
     assert len(done) == 2
-    # A terminal, or lazy pages: runc restores.
+    # A terminal: runc restores; lazy pages too go over the RPC, CRIU asked
+    # for them.
     assert not plan.over_rpc(True)
-    assert not RestorePlan(str(images), "/opt/criu", rpc=rpc, pages=object()).over_rpc(False)
+    assert RestorePlan(str(images), "/opt/criu", rpc=rpc, pages=object()).over_rpc(False)
+    asked = []
+    rpc.restore_session = lambda *args, **kwargs: asked.append((args, kwargs)) or "session"
+    lazy = RestorePlan(str(images), "/opt/criu", rpc=rpc, pages=object())
+    assert lazy.rpc_session(c.id, "/b", root, False, "now") == "session"
+    assert plan.rpc_session(c.id, "/b", root, False, "now") == "session"
+    assert [kwargs for _, kwargs in asked] == [{"lazy_pages": True}, {"lazy_pages": False}]
+    assert asked[0][0] == ("/opt/criu", c.id, str(images), "/b", root, False, "now")
 
 
 # -- finding and checking CRIU -------------------------------------------------------------

@@ -397,6 +397,117 @@ def test_restore_options_as_runc_makes_them(tmp_path):
         {"key": "extRootNetNS", "fd": 7}, {"key": "pipe:[1]", "fd": 1}, {"key": "pipe:[2]", "fd": 2},
     ]
     assert "config_file" not in options
+    assert options["lazy_pages"] is False
+    # A lazy checkpoint's restore: CRIU asked for lazy pages, as runc asks
+    # with --lazy-pages (no page server: criu lazy-pages has it).
+    lazy = criuopts.restore_options(
+        state, [], images_dir_fd=9, work_dir_fd=10, root="/r", netns_fd=None, tcp_established=True,
+        file_locks=True, lazy_pages=True,
+    )
+    assert lazy["lazy_pages"] is True and "ps" not in lazy and lazy["work_dir_fd"] == 10
+
+
+class _Driver:
+    """What a L{RestoreSession} asks of its L{CriuDriver}."""
+
+    def __init__(self, messages, state_root):
+        self.reactor = reactor
+        self.messages = messages
+        self.state_root = state_root
+        self.criu_binary = "/opt/criu"
+
+    def masked_source(self):
+        return None
+
+    def shim(self, criu):
+        return "/shim"
+
+    def prime_cgroups(self):
+        pass
+
+    def run_in_thread(self, f, *args):
+        from twisted.internet.defer import maybeDeferred
+
+        return maybeDeferred(f, *args)
+
+
+def _lazy_session(tmp_path, messages):
+    from twistedock.backend.runtime.criudriver import RestoreSession
+
+    state = _state(tmp_path, os.getpid())
+    state["config"]["namespaces"] = [{"type": "NEWNS", "path": ""}]
+    images, bundle = tmp_path / "images", tmp_path / "bundle"
+    images.mkdir()
+    bundle.mkdir()
+    session = RestoreSession(_Driver(messages, str(tmp_path / "state")), "/opt/criu", "c1", state, str(images),
+                             str(bundle), "/r", [], "now", lazy_pages=True)
+    criu = session.worker.peer.dup()
+    session.release_peer()
+    criu.setblocking(False)
+    return session, criu
+
+
+def _nothing_yet(sk):
+    try:
+        return sk.recv(65536) is None
+    except BlockingIOError:
+        return True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lazy_restore_is_asked_once_its_fetcher_is_ready(tmp_path, messages):
+    """The RESTORE request (lazy_pages, the bundle its work directory:
+    where criu lazy-pages listens) waits in the daemon until C{ready}
+    fired: CRIU connects to criu lazy-pages as the restore begins."""
+    from twisted.internet.task import deferLater
+
+    session, criu = _lazy_session(tmp_path, messages)
+    try:
+        assert session.options["lazy_pages"] is True
+        work = session.options["work_dir_fd"]
+        assert os.path.samestat(os.fstat(work), os.stat(tmp_path / "bundle"))
+        ready = Deferred()
+        started = session.start(ready=ready)
+        from twisted.internet.defer import ensureDeferred
+
+        restored = ensureDeferred(started)
+        await deferLater(reactor, 0.05, lambda: None)
+        assert _nothing_yet(criu) and not restored.called
+        ready.callback(None)
+        await deferLater(reactor, 0.05, lambda: None)
+        request = messages.Request.FromString(criu.recv(65536))
+        assert messages.enum_name("criu_req_type", request.type) == "RESTORE"
+        assert request.opts.lazy_pages
+        answer = messages.Response(type=request.type, success=True)
+        answer.restore.pid = 4321
+        criu.send(answer.SerializeToString())
+        assert await restored == 4321
+    finally:
+        criu.close()
+        session.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lazy_restore_whose_fetcher_failed_is_never_asked(tmp_path, messages):
+    """C{ready} failed (criu lazy-pages did not start): no request, and
+    CRIU's socket closed, so that the CRIU conmon started ends."""
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.task import deferLater
+
+    from twistedock.errors import InternalError
+
+    session, criu = _lazy_session(tmp_path, messages)
+    try:
+        ready = Deferred()
+        restored = ensureDeferred(session.start(ready=ready))
+        ready.errback(InternalError("criu lazy-pages failed (status 1)"))
+        with pytest.raises(InternalError, match="lazy-pages failed"):
+            await restored
+        await deferLater(reactor, 0.05, lambda: None)
+        assert criu.recv(65536) == b""
+    finally:
+        criu.close()
+        session.close()
 
 
 def test_restored_state_is_runc_s():

@@ -38,7 +38,8 @@ then is the container exited, as after any checkpoint.  If the pages are
 not all fetched, CRIU is killed and the container runs on, here, its
 partial checkpoint removed.  A daemon restoring such a checkpoint fetches
 the pages through a page source (C{POST .../page-source}) given before the
-start.
+start; the restore goes over CRIU's RPC (C{lazy_pages}) when a plain one
+would, else through C{runc restore --lazy-pages}.
 """
 
 import json
@@ -106,25 +107,28 @@ class RestorePlan:
     metadata: Optional[dict] = None
     #: The L{CriuDriver}, when restores may go over CRIU's RPC.
     rpc: object = None
+    #: Where the pages of a lazy checkpoint come from (None: all on disk).
+    pages: Optional[PageFetch] = None
 
     def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
         """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
         in a thread), or None: runc restores it (L{CriuDriver.restore_session})."""
         if not self.over_rpc(terminal):
             return None
-        return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now)
+        return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now,
+                                        lazy_pages=self.pages is not None)
 
     def over_rpc(self, terminal: bool) -> bool:
         """Whether this restore may go over CRIU's RPC (given runc's state
         of a stopped container to go back into: kept after a dump over the
         RPC, or prepared, L{ContainerBackend.prepare_restore}): the RPC
-        available, the checkpoint's pages all on disk, no terminal, runc's
-        descriptors file and the dump's cgroup mounts beside the images (a
-        dump over the RPC: blocking, two stats)."""
-        return (self.rpc is not None and self.rpc.available() and self.pages is None and not terminal
+        available, no terminal, runc's descriptors file and the dump's
+        cgroup mounts beside the images (a dump over the RPC: blocking, two
+        stats).  A lazy checkpoint's too: CRIU is then asked for
+        C{lazy_pages} and finds C{criu lazy-pages} (L{prepare}) by its
+        socket in the work directory, the bundle, as under runc."""
+        return (self.rpc is not None and self.rpc.available() and not terminal
                 and all(os.path.exists(os.path.join(self.directory, name)) for name in (DESCRIPTORS, CGROUP_MOUNTS)))
-    #: Where the pages of a lazy checkpoint come from (None: all on disk).
-    pages: Optional[PageFetch] = None
 
     async def prepare(self, bundle: str) -> None:
         """Before conmon restores: the lazy pages' fetcher started, and the

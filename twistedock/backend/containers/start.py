@@ -111,7 +111,7 @@ class StartMixin:
             raise InternalError(str(e))
         # runc's state for a restore over CRIU's RPC, made (when it is not
         # there) while the network comes up.
-        preparing = None
+        preparing = fetching = None
         if restore is not None:
             preparing = ensureDeferred(self._restore_state(c, restore, bundle, paths["MergedDir"]))
         try:
@@ -124,7 +124,11 @@ class StartMixin:
             if restore is not None:
                 # A restored process runs at once: its network first.
                 await self._network_ready(c)
-                await restore.prepare(bundle)
+                # A lazy checkpoint's fetcher (C{criu lazy-pages}) starts
+                # meanwhile: a restore over the RPC needs it only once its
+                # request is sent (L{RestoreSession.start}), after conmon
+                # started CRIU; runc's restore at once.
+                fetching = ensureDeferred(restore.prepare(bundle))
             session = None
             if preparing is not None and await preparing:
                 stale_runtime = True
@@ -141,6 +145,8 @@ class StartMixin:
                     await self.runtime.delete(c.id, force=True)
                 except DockerError:
                     pass
+            if fetching is not None and session is None:
+                await fetching
             arguments = restore.create_arguments() if restore is not None else {}
             if session is not None:
                 arguments.update(session.conmon_options())
@@ -161,7 +167,7 @@ class StartMixin:
                 created.addErrback(_released, session)
                 # conmon runs CRIU (our shim as its runtime): its questions
                 # are answered while conmon waits for it.
-                restored = ensureDeferred(session.start())
+                restored = ensureDeferred(session.start(ready=fetching))
                 try:
                     await restored
                 except DockerError:
@@ -183,8 +189,9 @@ class StartMixin:
             await self._failed_start(c, failed.error)
             raise failed.error
         except DockerError as e:
-            if preparing is not None:
-                await settled(preparing)
+            for pending in (preparing, fetching):
+                if pending is not None:
+                    await settled(pending)
             if restore is not None:
                 restore.abort()
                 e = restore.failed(e, bundle)
@@ -192,8 +199,9 @@ class StartMixin:
             await self._failed_start(c, e)
             raise e
         except OSError as e:
-            if preparing is not None:
-                await settled(preparing)
+            for pending in (preparing, fetching):
+                if pending is not None:
+                    await settled(pending)
             if restore is not None:
                 restore.abort()
             await self._failed_start(c, e)

@@ -4,9 +4,12 @@ C{criu lazy-pages} through a loopback listener joined to the hijacked API
 connection the migration opened (the page source).
 
 Before the restore, L{PageFetch.start} listens on loopback and starts
-C{criu lazy-pages} in the restore's work directory (conmon runs
-C{runc restore} with the bundle as its work path, where CRIU's restore finds
-the lazy-pages socket); after it, L{PageFetch.watch} waits for
+C{criu lazy-pages} in the restore's work directory, the bundle, where the
+restore's CRIU finds its C{lazy-pages.socket}: over CRIU's RPC (C{lazy_pages},
+the bundle its C{work_dir_fd}) the request is sent once C{criu lazy-pages} is
+ready, conmon having started CRIU meanwhile; through runc (conmon runs
+C{runc restore --lazy-pages} with the bundle as its work path) it is started
+first.  After the restore, L{PageFetch.watch} waits for
 C{criu lazy-pages} to end: with success every page arrived; with anything
 else the restored copy is killed, since the source still holds the process
 and will run it again.

@@ -19,7 +19,7 @@ import json
 import os
 from typing import Optional
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from ...logs import Logger
 from . import criuopts, rootfs
@@ -113,12 +113,14 @@ class CriuDriver:
             pass
 
     def restore_session(self, criu: str, container_id: str, images_dir: str, bundle: str, root: str,
-                        terminal: bool, now: str) -> Optional["RestoreSession"]:
+                        terminal: bool, now: str, lazy_pages: bool = False) -> Optional["RestoreSession"]:
         """A restore over the RPC of the container's last dump, prepared
         (blocking: call it in a thread), or None when runc must restore it:
         the RPC unavailable, a terminal (CRIU hands its pty master to
         runc's console socket), runc's state of the dumped run not kept, no
-        runc descriptors file."""
+        runc descriptors file.  C{lazy_pages}: the dump left its pages
+        behind, CRIU hands each restored task's userfaultfd to the
+        C{criu lazy-pages} listening in C{bundle} (the work directory)."""
         if not self.available() or terminal:
             return None
         if not os.path.exists(os.path.join(images_dir, criuopts.DESCRIPTORS)):
@@ -139,7 +141,8 @@ class CriuDriver:
         # state's are the same, a prepared state's are runc create's.
         state["external_descriptors"] = [str(d) for d in descriptors] if isinstance(descriptors, list) else []
         cgroup_mounts = [m["key"] for m in _dumped_cgroup_mounts(images_dir, state)]
-        return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now)
+        return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now,
+                              lazy_pages=lazy_pages)
 
     def worker(self, criu: str, files=None, path: Optional[str] = None) -> CriuWorker:
         """A new C{criu swrk} worker (spawned now)."""
@@ -279,7 +282,7 @@ class RestoreSession:
     """
 
     def __init__(self, driver: "CriuDriver", criu: str, container_id: str, state: dict, images_dir: str,
-                 bundle: str, root: str, cgroup_mounts, now: str) -> None:
+                 bundle: str, root: str, cgroup_mounts, now: str, lazy_pages: bool = False) -> None:
         self.driver = driver
         self.container_id = container_id
         self.state = state
@@ -299,7 +302,7 @@ class RestoreSession:
             self.options = criuopts.restore_options(
                 state, cgroup_mounts, images_dir_fd=images, work_dir_fd=work, root=root,
                 netns_fd=NETNS_FD if netns is not None else None, tcp_established=True, file_locks=True,
-                masked_source=driver.masked_source(),
+                masked_source=driver.masked_source(), lazy_pages=lazy_pages,
             )
         except BaseException:
             self.close()
@@ -333,11 +336,18 @@ class RestoreSession:
             "extra_env": {"TWISTEDOCK_CRIU": self.driver.criu_binary, "TWISTEDOCK_CRIU_FD": str(SWRK_FD)},
         }
 
-    async def start(self) -> int:
+    async def start(self, ready: Optional[Deferred] = None) -> int:
+        """C{ready}, when given, fires once CRIU may be asked (a lazy
+        restore's C{criu lazy-pages} listening: CRIU connects to it as the
+        restore begins); until then CRIU, started by conmon meanwhile,
+        waits for the request (its failure ends CRIU: no request, the
+        socket closed)."""
         request = self.driver.messages.request("RESTORE", **self.options)
         # (It waits in the socket until conmon has started CRIU; our copy of
         # CRIU's end goes once conmon holds it: L{release_peer}.)
         try:
+            if ready is not None:
+                await ready
             answer = await self.worker.call(request, self._notified)
             if self._written is not None:
                 await self._written

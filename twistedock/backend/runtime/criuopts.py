@@ -254,7 +254,7 @@ def own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int, work_dir_fd: int,
                     root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool,
-                    masked_source: Optional[str] = None) -> dict:
+                    masked_source: Optional[str] = None, lazy_pages: bool = False) -> dict:
     """C{criu_opts} fields for restoring the container runc described in
     C{state} (runc 1.1's C{Restore}): its bind mounts back from their
     sources, the cgroup v1 mounts from this host's hierarchies, the masked
@@ -262,7 +262,11 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
     the dump named them external), its devices; its network namespace joined through
     the inherited C{netns_fd}; its pipes (descriptors.json) inherited
     from CRIU's own stdio; the restored tree a sibling of CRIU (so a child
-    of conmon, which runs CRIU)."""
+    of conmon, which runs CRIU).  C{lazy_pages}: the pages left out of the
+    images come from C{criu lazy-pages}, which CRIU finds by its socket
+    (C{lazy-pages.socket}) in the work directory (C{work_dir_fd}), as
+    runc's restore with C{--lazy-pages} asks (no page server options:
+    the lazy-pages daemon has them)."""
     config = state["config"]
     rootfs = config["rootfs"]
     ext_mnt = []
@@ -297,7 +301,7 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
         "empty_ns": 0,
         "orphan_pts_master": True,
         "auto_dedup": False,
-        "lazy_pages": False,
+        "lazy_pages": lazy_pages,
         "ext_mnt": ext_mnt,
     }
     chosen = config_file(config)
