@@ -16,7 +16,7 @@ import time
 import pytest
 
 from twistedock.backend import precopy
-from twistedock.backend.checkpoints import install_diff, unpack_checkpoint_export, write_checkpoint_export
+from twistedock.backend.checkpointtar import install_diff, unpack_checkpoint_export, write_checkpoint_export
 from twistedock.errors import InvalidParameter
 
 MANIFEST = {"Version": 1, "Checkpoint": "cp1"}
