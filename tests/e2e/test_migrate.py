@@ -136,6 +136,16 @@ class Paused:
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, err
 
+    def go_on_without(self, daemon, timeout=120):
+        """C{daemon} killed (SIGKILL) while the tool waits, then the tool
+        let go on: its exit status, output and errors."""
+        try:
+            daemon.signal(signal.SIGKILL)
+            daemon.wait_exit(10)
+            return self.go_on(timeout)
+        finally:
+            self.close()
+
     def kill(self):
         self.proc.kill()
         self.proc.communicate(timeout=30)

@@ -87,12 +87,7 @@ def test_lazy_source_killed_before_pages(pair):
     counter(a, "src")
     last = wait_numbers(a, "src", 3)[-1]
     paused = Paused(a, b, "src", "pages", "--lazy")
-    try:
-        a.signal(signal.SIGKILL)
-        a.wait_exit(10)
-        code, out, err = paused.go_on()
-    finally:
-        paused.close()
+    code, out, err = paused.go_on_without(a)
     assert code == 1, (out, err)
     # The target's copy was removed; the source's process runs again (the
     # guard killed CRIU when the daemon died), kept by the daemon's return.
@@ -110,12 +105,7 @@ def test_plain_source_killed_after_checkpoint_keeps_it(pair):
     counter(a, "kept")
     wait_numbers(a, "kept", 3)
     paused = Paused(a, b, "kept", "export")
-    try:
-        a.signal(signal.SIGKILL)
-        a.wait_exit(10)
-        code, out, err = paused.go_on()
-    finally:
-        paused.close()
+    code, out, err = paused.go_on_without(a)
     assert code == 1, (out, err)
     assert b.docker("inspect", "kept", check=False).returncode != 0
     # Stopped on the source with its checkpoint intact: it restores.
@@ -179,12 +169,7 @@ def test_target_killed_before_restore(pair, mode):
     counter(a, "half")
     last = wait_numbers(a, "half", 3)[-1]
     paused = Paused(a, b, "half", "restore", *(["--lazy"] if mode == "lazy" else []))
-    try:
-        b.signal(signal.SIGKILL)
-        b.wait_exit(10)
-        code, out, err = paused.go_on()
-    finally:
-        paused.close()
+    code, out, err = paused.go_on_without(b)
     assert code == 1, (out, err)
     assert "runs on the source again" in out, (out, err)
     assert_runs_on(a, "half", last)
