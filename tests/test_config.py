@@ -202,15 +202,3 @@ def test_log_driver_and_options(tmp_path):
     with pytest.raises(ConfigError) as e:
         merge({}, set(), {"log-opts": {"max-file": 3}}, "/d.json")
     assert "log-opts must be a map of strings" in str(e.value)
-
-
-def test_the_daemons_gil_switch_interval():
-    """1 ms unless TWISTEDOCK_SWITCH_INTERVAL says otherwise (0 or less:
-    Python's own; nonsense: the default)."""
-    from twistedock.tap import SWITCH_INTERVAL, switch_interval
-
-    assert switch_interval({}) == SWITCH_INTERVAL == 0.001
-    assert switch_interval({"TWISTEDOCK_SWITCH_INTERVAL": "0.0005"}) == 0.0005
-    assert switch_interval({"TWISTEDOCK_SWITCH_INTERVAL": "0"}) == 0.0
-    assert switch_interval({"TWISTEDOCK_SWITCH_INTERVAL": "-1"}) == 0.0
-    assert switch_interval({"TWISTEDOCK_SWITCH_INTERVAL": "fast"}) == SWITCH_INTERVAL

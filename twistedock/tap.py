@@ -12,23 +12,7 @@ from twisted.python import usage
 from . import __version__, systemd, versions
 from .config import DEFAULT_CONFIG_FILE, ConfigError, DaemonConfig, merge, parse_pool, read_config_file
 from .listeners import check_addresses
-
-#: The daemon's GIL switch interval, seconds (Python's default is 5 ms):
-#: a pool thread doing Python work (json, directory walks) keeps the GIL
-#: that long whenever the reactor thread wants it back, and each request is
-#: answered on the reactor. C{TWISTEDOCK_SWITCH_INTERVAL} (seconds) sets
-#: another, 0 keeps Python's.
-SWITCH_INTERVAL = 0.001
-
-
-def switch_interval(environ=os.environ) -> float:
-    """The switch interval the daemon sets (0: Python's own)."""
-    try:
-        value = float(environ.get("TWISTEDOCK_SWITCH_INTERVAL", SWITCH_INTERVAL))
-    except ValueError:
-        return SWITCH_INTERVAL
-    return value if value > 0 else 0.0
-
+from .responsive import make_responsive
 
 BOOLEAN_FLAGS = ("debug", "experimental", "tls", "tlsverify", "live-restore", "ip-forward", "userland-proxy",
                  "iptables", "icc", "criu-rpc", "lazy-pages-sysctl")
@@ -226,9 +210,7 @@ def makeService(options: Options):
 
     from .daemon import Daemon
 
-    interval = switch_interval()
-    if interval:
-        sys.setswitchinterval(interval)
+    make_responsive(reactor)
     # Read before anything starts: runc and conmon must not inherit it.
     notify_socket = systemd.take_notify_socket()
     try:
