@@ -339,8 +339,10 @@ def leaks(daemon: OwnDaemon, pinger: Pinger, containers: int, rounds: int, threa
 
 def stall_sites(log_path: str, top: int = 8) -> List[str]:
     """The stall monitor's lines in the daemon's log: the innermost frame
-    of each stall's stack, with their count and total milliseconds."""
+    of each stall's stack, with their count and total milliseconds; then
+    the other threads' busy frames seen during stalls, the same way."""
     sites: dict = {}
+    others: dict = {}
     try:
         with open(log_path, errors="replace") as f:
             lines = f.read().splitlines()
@@ -354,15 +356,24 @@ def stall_sites(log_path: str, top: int = 8) -> List[str]:
         except (IndexError, ValueError):
             continue
         stack = []
-        for follow in lines[i + 1:i + 1 + 8]:
-            if not follow.startswith("\t") or "other threads busy" in follow:  # (twistd's continuation lines)
+        for follow in lines[i + 1:i + 1 + 10]:
+            if not follow.startswith("\t"):  # (twistd's continuation lines)
+                break
+            if "other threads busy at:" in follow:
+                for site in follow.split("other threads busy at:")[1].split(";"):
+                    site = site.strip().rsplit(" (", 1)[0]
+                    if site and site != "none":
+                        count, total = others.get(site, (0, 0.0))
+                        others[site] = (count + 1, total + ms)
                 break
             stack.append(follow.strip())
         key = stack[-1] if stack else "?"
         count, total = sites.get(key, (0, 0.0))
         sites[key] = (count + 1, total + ms)
     ordered = sorted(sites.items(), key=lambda kv: -kv[1][1])[:top]
-    return ["%d stalls, %.0f ms: %s" % (c, t, k) for k, (c, t) in ordered]
+    busy = sorted(others.items(), key=lambda kv: -kv[1][1])[:top]
+    return (["%d stalls, %.0f ms: %s" % (c, t, k) for k, (c, t) in ordered]
+            + ["other threads busy in %d stalls (%.0f ms): %s" % (c, t, k) for k, (c, t) in busy])
 
 
 def main() -> int:
