@@ -826,7 +826,7 @@ async def test_start_with_a_checkpoint(tmp_path):
 
     runs = []
 
-    async def fake_run(container, restore=None, stale_runtime=False):
+    async def fake_run(container, restore=None, stale_runtime=False, prepared=False):
         runs.append(restore)
         container.state.running = True
 
@@ -925,12 +925,13 @@ async def test_prepare_restore_makes_runc_s_state_once(tmp_path):
     # A start uses it (stale runtime: reused by the RPC restore) and takes the mark.
     runs = []
 
-    async def fake_run(container, restore=None, stale_runtime=False):
-        runs.append(stale_runtime)
+    async def fake_run(container, restore=None, stale_runtime=False, prepared=False):
+        runs.append((stale_runtime, prepared))
 
     backend._run = fake_run
     await backend.start("web")
-    assert runs == [True] and not os.path.exists(c.path_of("restore-prepared"))
+    # (Its network namespace too: kept from the preparation.)
+    assert runs == [(True, True)] and not os.path.exists(c.path_of("restore-prepared"))
 
 
 @pytest_twisted.ensureDeferred

@@ -56,11 +56,12 @@ class StartMixin:
             # dump over CRIU's RPC), or made ahead of a restore
             # (L{prepare_restore}): gone before runc creates or restores,
             # reused by a restore over the RPC.
-            stale_runtime = False
+            stale_runtime = prepared = False
             for mark in (CHECKPOINTED_MARK, PREPARED_MARK):
                 try:
                     os.unlink(c.path_of(mark))
                     stale_runtime = True
+                    prepared = prepared or mark == PREPARED_MARK
                 except FileNotFoundError:
                     pass
             # dockerd's ResetRestartManager: a manual start counts afresh.
@@ -69,7 +70,7 @@ class StartMixin:
             c.restart_count = 0
             c.manually_stopped = False
             try:
-                await self._run(c, restore=restore, stale_runtime=stale_runtime)
+                await self._run(c, restore=restore, stale_runtime=stale_runtime, prepared=prepared)
             except Exception:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
@@ -86,13 +87,15 @@ class StartMixin:
         except Exception as e:
             log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
 
-    async def _run(self, c: Container, restore=None, stale_runtime: bool = False) -> None:
+    async def _run(self, c: Container, restore=None, stale_runtime: bool = False, prepared: bool = False) -> None:
         """Set up and start one run; on failure leave the container exited.
         With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
         checkpoint instead of creating the container afresh: through runc,
         or, when the plan allows it, through CRIU's RPC with CRIU run by
         conmon (L{CriuDriver.restore_session}).  C{stale_runtime}: runc may
-        still know the previous run (kept after a checkpoint)."""
+        still know the previous run (kept after a checkpoint).
+        C{prepared}: L{prepare_restore} made this run's runc state and
+        network namespace."""
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
@@ -102,7 +105,7 @@ class StartMixin:
             _check_log_driver(c)
             self._check_network(c)
             self.check_joins(c)
-            await self._prepare_bundle(c, paths, bundle, restore)
+            await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
         except DockerError as e:
             await self._failed_start(c, e)
             raise
@@ -325,11 +328,15 @@ class StartMixin:
 
     async def _bare_netns_up(self, c: Container) -> None:
         """Only the run's network namespace, where the spec names one (no
-        endpoint, no port): what C{runc create} joins."""
+        endpoint, no port): what C{runc create} joins.  Off the bridge
+        networks, the namespace the run will have (its loopback up),
+        kept for the start (L{network_up} with C{prepared})."""
         path = self.joined_netns(c) if self.networks is not None else None
         if path and path == self.netns_path(c):
             await self.networks.driver.remove_netns(path)
             await self.networks.driver.create_netns(path)
+            if not self._bridged(c):
+                await self.networks.driver.loopback_up(path)
 
     async def _bare_netns_down(self, c: Container) -> None:
         if self.networks is not None and self._bridged(c):
@@ -345,15 +352,16 @@ class StartMixin:
             raise _NetworkFailed(e)
 
     async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str, restore=None,
-                              bare_network: bool = False) -> None:
+                              bare_network: bool = False, prepared: bool = False) -> None:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made (adjusted by C{restore} to restore a checkpoint).
-        C{bare_network}: its network namespace only (L{prepare_restore})."""
+        C{bare_network}: its network namespace only (L{prepare_restore});
+        C{prepared}: as L{network_up}'s."""
         # The network set up (netavark) while the root filesystem is mounted.
         if bare_network:
             network = ensureDeferred(self._bare_netns_up(c)).addCallback(lambda _: [])
         else:
-            network = ensureDeferred(self.network_up(c))
+            network = ensureDeferred(self.network_up(c, prepared))
         try:
             await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
             await self.run_in_thread(
