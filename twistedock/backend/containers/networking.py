@@ -138,7 +138,7 @@ class NetworkingMixin:
             return []
         joins = self._joins(c) if self._bridged(c) else []
         path = self.netns_path(c)
-        if prepared and not self._bridged(c) and await self.run_in_thread(os.path.ismount, path):
+        if prepared and await self.run_in_thread(self.network_kept, c):
             return []
         await self.network_down(c)
         await self.networks.driver.create_netns(path)
@@ -171,6 +171,15 @@ class NetworkingMixin:
         hostname = c.config.get("Hostname") or c.id[:12]
         return ["%s:%s" % (hostname, address) for _, ep in pairs
                 for address in (ep["IPAddress"], ep.get("GlobalIPv6Address")) if address]
+
+    def network_kept(self, c: Container) -> bool:
+        """(Blocking, small.)  Whether L{network_up} with C{prepared} leaves
+        the run's network as it is now: no namespace of the daemon's, or
+        the one a restore's preparation made off the bridges, still
+        mounted (a daemon restart sweeps it away)."""
+        if not self._sandboxed(c):
+            return True
+        return not self._bridged(c) and os.path.ismount(self.netns_path(c))
 
     async def _configure(self, c: Container, path: str, pairs, upstream) -> None:
         """netavark's setup of the reserved endpoints, then 127.0.0.11

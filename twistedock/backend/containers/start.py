@@ -5,7 +5,9 @@ conmon, a checkpoint restored instead when asked, as moby's daemon/start.go.
 
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional
+
+import attr
 
 from twisted.internet.defer import ensureDeferred
 
@@ -95,35 +97,39 @@ class StartMixin:
         conmon (L{CriuDriver.restore_session}).  C{stale_runtime}: runc may
         still know the previous run (kept after a checkpoint).
         C{prepared}: L{prepare_restore} made this run's runc state and
-        network namespace."""
+        network namespace (a restore's conmon and CRIU are then started
+        before its bundle is made: L{_restorer_ahead})."""
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
         # (A checkpointed run's root filesystem, still mounted, is reused.)
         self._kept_rootfs.discard(c.id)
+        early = None
         try:
             _check_log_driver(c)
             self._check_network(c)
             self.check_joins(c)
+            if restore is not None and prepared:
+                early = await self._restorer_ahead(c, restore, bundle, paths["MergedDir"])
             await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
         except DockerError as e:
+            _abandon(early)
             await self._failed_start(c, e)
             raise
         except OSError as e:
+            _abandon(early)
             await self._failed_start(c, e)
             raise InternalError(str(e))
         # runc's state for a restore over CRIU's RPC, made (when it is not
         # there) while the network comes up.
         preparing = fetching = None
-        if restore is not None:
+        if restore is not None and early is None:
             preparing = ensureDeferred(self._restore_state(c, restore, bundle, paths["MergedDir"]))
         try:
-            await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
-            run = Run(self.reactor.seconds())
-            self._runs[c.id] = run
-            logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
-            log_path = c.log_path if logged else "/dev/null"
-            await self.intend_start(c)
+            if early is None:
+                run = await self._begin_run(c)
+            else:
+                run = early.run
             if restore is not None:
                 # A restored process runs at once: its network first.
                 await self._network_ready(c)
@@ -132,42 +138,29 @@ class StartMixin:
                 # request is sent (L{RestoreSession.start}), after conmon
                 # started CRIU; runc's restore at once.
                 fetching = ensureDeferred(restore.prepare(bundle))
-            session = None
-            if preparing is not None and await preparing:
-                stale_runtime = True
-            if restore is not None and stale_runtime:
-                try:
-                    session = await self.run_in_thread(
-                        restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty,
-                        golang.rfc3339_nano(self.now()),
-                    )
-                except (OSError, ValueError, KeyError) as e:
-                    log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
-            if stale_runtime and session is None:
-                try:
-                    await self.runtime.delete(c.id, force=True)
-                except DockerError:
-                    pass
-            if fetching is not None and session is None:
-                await fetching
-            arguments = restore.create_arguments() if restore is not None else {}
+            if early is not None:
+                session, created = early.session, early.created
+            else:
+                session = None
+                if preparing is not None and await preparing:
+                    stale_runtime = True
+                if restore is not None and stale_runtime:
+                    try:
+                        session = await self.run_in_thread(
+                            restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty,
+                            golang.rfc3339_nano(self.now()),
+                        )
+                    except (OSError, ValueError, KeyError) as e:
+                        log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
+                if stale_runtime and session is None:
+                    try:
+                        await self.runtime.delete(c.id, force=True)
+                    except DockerError:
+                        pass
+                if fetching is not None and session is None:
+                    await fetching
+                created = self._create(c, bundle, restore, session)
             if session is not None:
-                arguments.update(session.conmon_options())
-            created = ensureDeferred(self.runtime.create(
-                c.id,
-                bundle,
-                log_path=log_path,
-                exit_dir=self.exit_dir,
-                socket_dir=self.socket_dir,
-                terminal=c.tty,
-                stdin=bool(c.config.get("OpenStdin")),
-                leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
-                socket_name=c.id[:12],
-                **arguments,
-            ))
-            if session is not None:
-                # A conmon that could not be spawned leaves CRIU's end to us.
-                created.addErrback(_released, session)
                 # conmon runs CRIU (our shim as its runtime): its questions
                 # are answered while conmon waits for it.
                 restored = ensureDeferred(session.start(ready=fetching))
@@ -187,11 +180,13 @@ class StartMixin:
                 await self.runtime.start(c.id)
         except _NetworkFailed as failed:
             # The network's error as it is, not the runtime's translation.
+            _abandon(early)
             if preparing is not None:
                 await settled(preparing)
             await self._failed_start(c, failed.error)
             raise failed.error
         except DockerError as e:
+            _abandon(early)
             for pending in (preparing, fetching):
                 if pending is not None:
                     await settled(pending)
@@ -202,6 +197,7 @@ class StartMixin:
             await self._failed_start(c, e)
             raise e
         except OSError as e:
+            _abandon(early)
             for pending in (preparing, fetching):
                 if pending is not None:
                     await settled(pending)
@@ -231,6 +227,69 @@ class StartMixin:
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
+
+    async def _begin_run(self, c: Container) -> Run:
+        """The run registered and the start's intent marked, before conmon."""
+        await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
+        run = Run(self.reactor.seconds())
+        self._runs[c.id] = run
+        await self.intend_start(c)
+        return run
+
+    def _create(self, c: Container, bundle: str, restore, session):
+        """conmon spawned to create the run's container, or to restore it
+        (through runc, or as CRIU's parent with C{session}): a Deferred
+        firing with its pid (L{Runtime.create})."""
+        logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
+        arguments = restore.create_arguments() if restore is not None else {}
+        if session is not None:
+            arguments.update(session.conmon_options())
+        created = ensureDeferred(self.runtime.create(
+            c.id,
+            bundle,
+            log_path=c.log_path if logged else "/dev/null",
+            exit_dir=self.exit_dir,
+            socket_dir=self.socket_dir,
+            terminal=c.tty,
+            stdin=bool(c.config.get("OpenStdin")),
+            leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
+            socket_name=c.id[:12],
+            **arguments,
+        ))
+        if session is not None:
+            # A conmon that could not be spawned leaves CRIU's end to us.
+            created.addErrback(_released, session)
+        return created
+
+    async def _restorer_ahead(self, c: Container, restore, bundle: str, root: str) -> Optional["_Ahead"]:
+        """(A start from a checkpoint of a container L{prepare_restore}
+        prepared.)  conmon, and through it CRIU, started before the run's
+        bundle is made, when the restore goes over CRIU's RPC into the
+        prepared state and network (L{network_kept}): their start (some
+        10 ms of execs and loading) overlaps the root filesystem's mount,
+        the /etc files and the spec, and CRIU waits for its request
+        (L{RestoreSession.start}) until they are done.  None: made after
+        the bundle, as any start."""
+        try:
+            session = await self.run_in_thread(self._session_ahead, c, restore, bundle, root,
+                                               golang.rfc3339_nano(self.now()))
+        except (OSError, ValueError, KeyError) as e:
+            log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
+            return None
+        if session is None:
+            return None
+        try:
+            run = await self._begin_run(c)
+        except BaseException:
+            session.close()
+            raise
+        return _Ahead(run, session, self._create(c, bundle, restore, session))
+
+    def _session_ahead(self, c: Container, restore, bundle: str, root: str, now: str):
+        """(In a thread.)  L{_restorer_ahead}'s restore session, or None."""
+        if not self.network_kept(c) or self._restore_state_ready(c, restore, root) is not True:
+            return None
+        return restore.rpc_session(c.id, bundle, root, c.tty, now)
 
     # -- runc's state for a restore over CRIU's RPC ----------------------------
 
@@ -449,6 +508,25 @@ class StartMixin:
         # What the failed call may have left (a runc container runc delete
         # did not take, a conmon, the mount, the bundle) gone too.
         await self.reconcile_one(c, "start")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class _Ahead:
+    """A restore's conmon and CRIU started before its bundle was made
+    (L{StartMixin._restorer_ahead})."""
+
+    run: Run
+    session: object
+    created: object
+
+
+def _abandon(ahead: Optional[_Ahead]) -> None:
+    """A restore started ahead given up before (or after) its request:
+    CRIU's socket closed, which ends CRIU and then conmon (what they leave
+    goes with the failed start's clean-up); conmon's failure swallowed."""
+    if ahead is not None:
+        ahead.session.close()
+        ahead.created.addErrback(lambda f: None)
 
 
 class _NetworkFailed(Exception):
