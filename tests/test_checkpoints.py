@@ -1188,7 +1188,10 @@ class _AheadPlan:
         return {}
 
     async def prepare(self, bundle):
-        pass
+        self.steps.append("prepare")
+
+    def prime(self):
+        self.steps.append("prime")
 
     def adjust_spec(self, spec, bundle):
         pass
@@ -1233,12 +1236,13 @@ def test_a_prepared_restore_starts_conmon_and_criu_before_its_bundle(tmp_path):
     world, c = _ahead_world(tmp_path / "a", steps)
     plan = _AheadPlan(steps)
     run(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
-    assert steps == ["conmon", "bundle", "request"]
+    # (The kernel's wait before a cgroup migration begun with them.)
+    assert steps == ["conmon", "prime", "bundle", "prepare", "request"]
     assert c.state.running and plan.closed
     del steps[:]
     world, c = _ahead_world(tmp_path / "b", steps)
     run(world.backend._run(c, restore=_AheadPlan(steps), stale_runtime=True, prepared=False))
-    assert steps == ["bundle", "conmon", "request"]
+    assert steps == ["bundle", "prepare", "conmon", "request"]
 
 
 def test_a_restore_started_ahead_is_given_up_when_its_bundle_fails(tmp_path):
@@ -1256,5 +1260,5 @@ def test_a_restore_started_ahead_is_given_up_when_its_bundle_fails(tmp_path):
     world.backend._prepare_bundle = broken
     error = failure_of(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
     assert "no bundle" in str(error)
-    assert steps == ["conmon", "bundle"] and plan.closed
+    assert steps == ["conmon", "prime", "bundle"] and plan.closed
     assert not c.state.running

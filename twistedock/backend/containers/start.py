@@ -283,7 +283,12 @@ class StartMixin:
         except BaseException:
             session.close()
             raise
-        return _Ahead(run, session, self._create(c, bundle, restore, session))
+        created = self._create(c, bundle, restore, session)
+        # The kernel's wait before CRIU places the restored task (some 15
+        # ms from now) runs while conmon and CRIU start: begun by
+        # RestorePlan.prepare, after the bundle, it would come too late.
+        restore.prime()
+        return _Ahead(run, session, created)
 
     def _session_ahead(self, c: Container, restore, bundle: str, root: str, now: str):
         """(In a thread.)  L{_restorer_ahead}'s restore session, or None."""
