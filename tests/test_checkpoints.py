@@ -826,7 +826,7 @@ async def test_start_with_a_checkpoint(tmp_path):
 
     runs = []
 
-    async def fake_run(container, restore=None, stale_runtime=False):
+    async def fake_run(container, restore=None, stale_runtime=False, prepared=False):
         runs.append(restore)
         container.state.running = True
 
@@ -925,12 +925,13 @@ async def test_prepare_restore_makes_runc_s_state_once(tmp_path):
     # A start uses it (stale runtime: reused by the RPC restore) and takes the mark.
     runs = []
 
-    async def fake_run(container, restore=None, stale_runtime=False):
-        runs.append(stale_runtime)
+    async def fake_run(container, restore=None, stale_runtime=False, prepared=False):
+        runs.append((stale_runtime, prepared))
 
     backend._run = fake_run
     await backend.start("web")
-    assert runs == [True] and not os.path.exists(c.path_of("restore-prepared"))
+    # (Its network namespace too: kept from the preparation.)
+    assert runs == [(True, True)] and not os.path.exists(c.path_of("restore-prepared"))
 
 
 @pytest_twisted.ensureDeferred
@@ -1158,3 +1159,106 @@ def test_criu_feature_probe_cache(tmp_path):
     assert prepare_kdat_cache(cache, mountinfo=str(mountinfo)) == (
         "%s is not a tmpfs: CRIU probes the kernel at every checkpoint and restore" % (run,)
     )
+
+
+class _AheadPlan:
+    """A restore plan over CRIU's RPC whose session records when CRIU is
+    asked (the order of a start's steps in C{steps})."""
+
+    def __init__(self, steps):
+        self.steps = steps
+        self.closed = []
+
+    def rpc_session(self, container_id, bundle, root, terminal, now):
+        plan = self
+
+        class Session:
+            def conmon_options(self):
+                return {}
+
+            async def start(self, ready=None):
+                plan.steps.append("request")
+
+            def close(self):
+                plan.closed.append(True)
+
+        return Session()
+
+    def create_arguments(self):
+        return {}
+
+    async def prepare(self, bundle):
+        self.steps.append("prepare")
+
+    def prime(self):
+        self.steps.append("prime")
+
+    def adjust_spec(self, spec, bundle):
+        pass
+
+    def started(self, kill):
+        pass
+
+    def abort(self):
+        pass
+
+    def failed(self, error, bundle):
+        return error
+
+
+def _ahead_world(tmp_path, steps):
+    from .fake_runtime import World
+
+    world = World(tmp_path)
+    c = world.backend.get(world.create("web"))
+    world.backend._restore_state_ready = lambda c, plan, root: True
+    real_create, real_bundle = world.runtime.create, world.backend._prepare_bundle
+
+    async def create(*args, **kwargs):
+        steps.append("conmon")
+        return await real_create(*args, **kwargs)
+
+    async def prepare_bundle(*args, **kwargs):
+        steps.append("bundle")
+        return await real_bundle(*args, **kwargs)
+
+    world.runtime.create = create
+    world.backend._prepare_bundle = prepare_bundle
+    return world, c
+
+
+def test_a_prepared_restore_starts_conmon_and_criu_before_its_bundle(tmp_path):
+    """conmon (and CRIU under it) spawned first, CRIU's request sent once
+    the bundle is made; unprepared, the bundle first, as any start."""
+    from .fake_runtime import run
+
+    steps = []
+    world, c = _ahead_world(tmp_path / "a", steps)
+    plan = _AheadPlan(steps)
+    run(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
+    # (The kernel's wait before a cgroup migration begun with them.)
+    assert steps == ["conmon", "prime", "bundle", "prepare", "request"]
+    assert c.state.running and plan.closed
+    del steps[:]
+    world, c = _ahead_world(tmp_path / "b", steps)
+    run(world.backend._run(c, restore=_AheadPlan(steps), stale_runtime=True, prepared=False))
+    assert steps == ["bundle", "prepare", "conmon", "request"]
+
+
+def test_a_restore_started_ahead_is_given_up_when_its_bundle_fails(tmp_path):
+    """CRIU's socket closed (CRIU, then conmon, end), the start failed."""
+    from .fake_runtime import failure_of
+
+    steps = []
+    world, c = _ahead_world(tmp_path, steps)
+    plan = _AheadPlan(steps)
+
+    async def broken(*args, **kwargs):
+        steps.append("bundle")
+        raise InternalError("no bundle")
+
+    world.backend._prepare_bundle = broken
+    error = failure_of(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
+    assert "no bundle" in str(error)
+    assert steps == ["conmon", "prime", "bundle"] and plan.closed
+    assert not c.state.running

@@ -61,6 +61,28 @@ def test_none_and_host_make_no_endpoint(world):
         assert list(settings(world, mode)["Networks"]) == [mode]
 
 
+def test_a_prepared_restore_keeps_the_namespace_it_made(world, monkeypatch):
+    """A run off the bridges whose namespace L{prepare_restore} made (its
+    loopback up) takes it as it is; one on a bridge, or whose namespace is
+    gone (a sweep after a daemon restart), gets its namespace made."""
+    quiet = world.backend.get(world.create("quiet", {"NetworkMode": "none"}))
+    web = world.backend.get(world.create("web"))
+    mounted = []
+    monkeypatch.setattr(os.path, "ismount", lambda path: path in mounted)
+    netns = world.backend.netns_path(quiet)
+    mounted.append(netns)
+    mounted.append(world.backend.netns_path(web))
+    assert run(world.backend.network_up(quiet, prepared=True)) == []
+    assert world.backend.networks.driver.calls == []
+    run(world.backend.network_up(web, prepared=True))
+    assert calls(world)[:2] == ["remove_netns", "create_netns"]
+    del world.backend.networks.driver.calls[:]
+    mounted.remove(netns)
+    run(world.backend.network_up(quiet, prepared=True))
+    assert world.backend.networks.driver.calls == [
+        ("remove_netns", netns), ("create_netns", netns), ("loopback_up", netns)]
+
+
 def test_none_runs_in_a_namespace_of_the_daemons_with_loopback_up(world):
     """As dockerd's sandbox: runc joins it (CRIU then leaves it out of a
     checkpoint, as external), inspect names it, the run's end removes it."""

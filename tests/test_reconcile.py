@@ -231,14 +231,31 @@ def full_disk(monkeypatch):
     full = [False]
     real = backend_module.write_atomic
 
-    def write(path, data, mode=0o644):
+    def write(path, data, mode=0o644, durable=True):
         if full[0]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, mode)
+        return real(path, data, mode, durable)
 
     monkeypatch.setattr(backend_module, "write_atomic", write)
     monkeypatch.setattr(reconcile, "write_atomic", write)
     return full
+
+
+def test_the_mark_of_a_start_is_not_synced(world, monkeypatch):
+    """The starting mark lies on every start's path: written, not fsynced
+    (what it tells of is gone after a power loss anyway)."""
+    real = reconcile.write_atomic
+    written = []
+
+    def write(path, data, mode=0o644, durable=True):
+        written.append((os.path.basename(path), durable))
+        return real(path, data, mode, durable)
+
+    monkeypatch.setattr(reconcile, "write_atomic", write)
+    world.create("web")
+    run(world.backend.start("web"))
+    assert (reconcile.STARTING_MARK, False) in written
+    assert (reconcile.STARTING_MARK, True) not in written
 
 
 def test_a_create_on_a_full_disk_leaves_nothing(world, full_disk):

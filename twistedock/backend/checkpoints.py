@@ -137,10 +137,8 @@ class RestorePlan:
         """Before conmon restores: the lazy pages' fetcher started, and the
         bundle marked (L{LAZY_PENDING_MARK}) until every page arrived; the
         kernel's wait before a first cgroup migration begun meanwhile
-        (L{criudriver.prime_cgroup_migration})."""
-        prime = getattr(self.rpc, "prime_cgroups", None)
-        if prime is not None:
-            prime()
+        (L{prime})."""
+        self.prime()
         if self.pages is not None:
             mark = os.path.join(bundle, LAZY_PENDING_MARK)
             _touch(mark)
@@ -152,6 +150,14 @@ class RestorePlan:
 
             self.pages.done.addCallback(arrived)
             await self.pages.start(self.criu, self.directory, bundle)
+
+    def prime(self) -> None:
+        """The kernel's wait before a first cgroup migration begun now, to
+        be over when CRIU's restored task is placed
+        (L{criudriver.prime_cgroup_migration})."""
+        prime = getattr(self.rpc, "prime_cgroups", None)
+        if prime is not None:
+            prime()
 
     def started(self, kill) -> None:
         """The restore succeeded: C{kill()} it if its pages stop arriving."""

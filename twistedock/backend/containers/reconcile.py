@@ -7,7 +7,7 @@ records when the daemon starts (L{ReconcileMixin.reconcile_before} before the
 running containers are recovered, L{ReconcileMixin.reconcile_after} after).
 
 A start writes its intent first (L{STARTING_MARK} in the container's
-directory, fsynced, before conmon runs C{runc create}), so that recovery knows
+directory, before conmon runs C{runc create}), so that recovery knows
 a runc container may exist although the record does not say running.
 """
 
@@ -149,9 +149,14 @@ class ReconcileMixin:
     # -- the intent of a start ---------------------------------------------
 
     async def intend_start(self, c: Container) -> None:
-        """Persist that a start is under way, before C{runc create}."""
+        """Mark that a start is under way, before C{runc create}.  Not
+        synced: the mark speaks of processes, which a power loss ends
+        together with runc's knowledge of them, while a crash of the
+        daemon alone loses nothing written (it is in the page cache); and
+        it lies on the path of every start and restore (two fsyncs: 3-7
+        ms measured here)."""
         try:
-            await self.run_in_thread(write_atomic, c.path_of(STARTING_MARK), b"", 0o600)
+            await self.run_in_thread(write_atomic, c.path_of(STARTING_MARK), b"", 0o600, False)
         except OSError as e:
             raise save_error(c, e)
 

@@ -5,7 +5,9 @@ conmon, a checkpoint restored instead when asked, as moby's daemon/start.go.
 
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional
+
+import attr
 
 from twisted.internet.defer import ensureDeferred
 
@@ -56,11 +58,12 @@ class StartMixin:
             # dump over CRIU's RPC), or made ahead of a restore
             # (L{prepare_restore}): gone before runc creates or restores,
             # reused by a restore over the RPC.
-            stale_runtime = False
+            stale_runtime = prepared = False
             for mark in (CHECKPOINTED_MARK, PREPARED_MARK):
                 try:
                     os.unlink(c.path_of(mark))
                     stale_runtime = True
+                    prepared = prepared or mark == PREPARED_MARK
                 except FileNotFoundError:
                     pass
             # dockerd's ResetRestartManager: a manual start counts afresh.
@@ -69,7 +72,7 @@ class StartMixin:
             c.restart_count = 0
             c.manually_stopped = False
             try:
-                await self._run(c, restore=restore, stale_runtime=stale_runtime)
+                await self._run(c, restore=restore, stale_runtime=stale_runtime, prepared=prepared)
             except Exception:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
@@ -86,41 +89,47 @@ class StartMixin:
         except Exception as e:
             log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
 
-    async def _run(self, c: Container, restore=None, stale_runtime: bool = False) -> None:
+    async def _run(self, c: Container, restore=None, stale_runtime: bool = False, prepared: bool = False) -> None:
         """Set up and start one run; on failure leave the container exited.
         With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
         checkpoint instead of creating the container afresh: through runc,
         or, when the plan allows it, through CRIU's RPC with CRIU run by
         conmon (L{CriuDriver.restore_session}).  C{stale_runtime}: runc may
-        still know the previous run (kept after a checkpoint)."""
+        still know the previous run (kept after a checkpoint).
+        C{prepared}: L{prepare_restore} made this run's runc state and
+        network namespace (a restore's conmon and CRIU are then started
+        before its bundle is made: L{_restorer_ahead})."""
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
         # (A checkpointed run's root filesystem, still mounted, is reused.)
         self._kept_rootfs.discard(c.id)
+        early = None
         try:
             _check_log_driver(c)
             self._check_network(c)
             self.check_joins(c)
-            await self._prepare_bundle(c, paths, bundle, restore)
+            if restore is not None and prepared:
+                early = await self._restorer_ahead(c, restore, bundle, paths["MergedDir"])
+            await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
         except DockerError as e:
+            _abandon(early)
             await self._failed_start(c, e)
             raise
         except OSError as e:
+            _abandon(early)
             await self._failed_start(c, e)
             raise InternalError(str(e))
         # runc's state for a restore over CRIU's RPC, made (when it is not
         # there) while the network comes up.
         preparing = fetching = None
-        if restore is not None:
+        if restore is not None and early is None:
             preparing = ensureDeferred(self._restore_state(c, restore, bundle, paths["MergedDir"]))
         try:
-            await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
-            run = Run(self.reactor.seconds())
-            self._runs[c.id] = run
-            logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
-            log_path = c.log_path if logged else "/dev/null"
-            await self.intend_start(c)
+            if early is None:
+                run = await self._begin_run(c)
+            else:
+                run = early.run
             if restore is not None:
                 # A restored process runs at once: its network first.
                 await self._network_ready(c)
@@ -129,42 +138,29 @@ class StartMixin:
                 # request is sent (L{RestoreSession.start}), after conmon
                 # started CRIU; runc's restore at once.
                 fetching = ensureDeferred(restore.prepare(bundle))
-            session = None
-            if preparing is not None and await preparing:
-                stale_runtime = True
-            if restore is not None and stale_runtime:
-                try:
-                    session = await self.run_in_thread(
-                        restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty,
-                        golang.rfc3339_nano(self.now()),
-                    )
-                except (OSError, ValueError, KeyError) as e:
-                    log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
-            if stale_runtime and session is None:
-                try:
-                    await self.runtime.delete(c.id, force=True)
-                except DockerError:
-                    pass
-            if fetching is not None and session is None:
-                await fetching
-            arguments = restore.create_arguments() if restore is not None else {}
+            if early is not None:
+                session, created = early.session, early.created
+            else:
+                session = None
+                if preparing is not None and await preparing:
+                    stale_runtime = True
+                if restore is not None and stale_runtime:
+                    try:
+                        session = await self.run_in_thread(
+                            restore.rpc_session, c.id, bundle, paths["MergedDir"], c.tty,
+                            golang.rfc3339_nano(self.now()),
+                        )
+                    except (OSError, ValueError, KeyError) as e:
+                        log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
+                if stale_runtime and session is None:
+                    try:
+                        await self.runtime.delete(c.id, force=True)
+                    except DockerError:
+                        pass
+                if fetching is not None and session is None:
+                    await fetching
+                created = self._create(c, bundle, restore, session)
             if session is not None:
-                arguments.update(session.conmon_options())
-            created = ensureDeferred(self.runtime.create(
-                c.id,
-                bundle,
-                log_path=log_path,
-                exit_dir=self.exit_dir,
-                socket_dir=self.socket_dir,
-                terminal=c.tty,
-                stdin=bool(c.config.get("OpenStdin")),
-                leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
-                socket_name=c.id[:12],
-                **arguments,
-            ))
-            if session is not None:
-                # A conmon that could not be spawned leaves CRIU's end to us.
-                created.addErrback(_released, session)
                 # conmon runs CRIU (our shim as its runtime): its questions
                 # are answered while conmon waits for it.
                 restored = ensureDeferred(session.start(ready=fetching))
@@ -184,11 +180,13 @@ class StartMixin:
                 await self.runtime.start(c.id)
         except _NetworkFailed as failed:
             # The network's error as it is, not the runtime's translation.
+            _abandon(early)
             if preparing is not None:
                 await settled(preparing)
             await self._failed_start(c, failed.error)
             raise failed.error
         except DockerError as e:
+            _abandon(early)
             for pending in (preparing, fetching):
                 if pending is not None:
                     await settled(pending)
@@ -199,6 +197,7 @@ class StartMixin:
             await self._failed_start(c, e)
             raise e
         except OSError as e:
+            _abandon(early)
             for pending in (preparing, fetching):
                 if pending is not None:
                     await settled(pending)
@@ -228,6 +227,74 @@ class StartMixin:
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
+
+    async def _begin_run(self, c: Container) -> Run:
+        """The run registered and the start's intent marked, before conmon."""
+        await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
+        run = Run(self.reactor.seconds())
+        self._runs[c.id] = run
+        await self.intend_start(c)
+        return run
+
+    def _create(self, c: Container, bundle: str, restore, session):
+        """conmon spawned to create the run's container, or to restore it
+        (through runc, or as CRIU's parent with C{session}): a Deferred
+        firing with its pid (L{Runtime.create})."""
+        logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
+        arguments = restore.create_arguments() if restore is not None else {}
+        if session is not None:
+            arguments.update(session.conmon_options())
+        created = ensureDeferred(self.runtime.create(
+            c.id,
+            bundle,
+            log_path=c.log_path if logged else "/dev/null",
+            exit_dir=self.exit_dir,
+            socket_dir=self.socket_dir,
+            terminal=c.tty,
+            stdin=bool(c.config.get("OpenStdin")),
+            leave_stdin_open=bool(c.config.get("OpenStdin")) and not _closes_stdin(c),
+            socket_name=c.id[:12],
+            **arguments,
+        ))
+        if session is not None:
+            # A conmon that could not be spawned leaves CRIU's end to us.
+            created.addErrback(_released, session)
+        return created
+
+    async def _restorer_ahead(self, c: Container, restore, bundle: str, root: str) -> Optional["_Ahead"]:
+        """(A start from a checkpoint of a container L{prepare_restore}
+        prepared.)  conmon, and through it CRIU, started before the run's
+        bundle is made, when the restore goes over CRIU's RPC into the
+        prepared state and network (L{network_kept}): their start (some
+        10 ms of execs and loading) overlaps the root filesystem's mount,
+        the /etc files and the spec, and CRIU waits for its request
+        (L{RestoreSession.start}) until they are done.  None: made after
+        the bundle, as any start."""
+        try:
+            session = await self.run_in_thread(self._session_ahead, c, restore, bundle, root,
+                                               golang.rfc3339_nano(self.now()))
+        except (OSError, ValueError, KeyError) as e:
+            log.warn("restoring {id} through runc: {e}", id=c.short_id, e=e)
+            return None
+        if session is None:
+            return None
+        try:
+            run = await self._begin_run(c)
+        except BaseException:
+            session.close()
+            raise
+        created = self._create(c, bundle, restore, session)
+        # The kernel's wait before CRIU places the restored task (some 15
+        # ms from now) runs while conmon and CRIU start: begun by
+        # RestorePlan.prepare, after the bundle, it would come too late.
+        restore.prime()
+        return _Ahead(run, session, created)
+
+    def _session_ahead(self, c: Container, restore, bundle: str, root: str, now: str):
+        """(In a thread.)  L{_restorer_ahead}'s restore session, or None."""
+        if not self.network_kept(c) or self._restore_state_ready(c, restore, root) is not True:
+            return None
+        return restore.rpc_session(c.id, bundle, root, c.tty, now)
 
     # -- runc's state for a restore over CRIU's RPC ----------------------------
 
@@ -325,11 +392,15 @@ class StartMixin:
 
     async def _bare_netns_up(self, c: Container) -> None:
         """Only the run's network namespace, where the spec names one (no
-        endpoint, no port): what C{runc create} joins."""
+        endpoint, no port): what C{runc create} joins.  Off the bridge
+        networks, the namespace the run will have (its loopback up),
+        kept for the start (L{network_up} with C{prepared})."""
         path = self.joined_netns(c) if self.networks is not None else None
         if path and path == self.netns_path(c):
             await self.networks.driver.remove_netns(path)
             await self.networks.driver.create_netns(path)
+            if not self._bridged(c):
+                await self.networks.driver.loopback_up(path)
 
     async def _bare_netns_down(self, c: Container) -> None:
         if self.networks is not None and self._bridged(c):
@@ -345,15 +416,16 @@ class StartMixin:
             raise _NetworkFailed(e)
 
     async def _prepare_bundle(self, c: Container, paths: Dict[str, str], bundle: str, restore=None,
-                              bare_network: bool = False) -> None:
+                              bare_network: bool = False, prepared: bool = False) -> None:
         """The run's root filesystem mounted, its /etc files written, its
         OCI bundle made (adjusted by C{restore} to restore a checkpoint).
-        C{bare_network}: its network namespace only (L{prepare_restore})."""
+        C{bare_network}: its network namespace only (L{prepare_restore});
+        C{prepared}: as L{network_up}'s."""
         # The network set up (netavark) while the root filesystem is mounted.
         if bare_network:
             network = ensureDeferred(self._bare_netns_up(c)).addCallback(lambda _: [])
         else:
-            network = ensureDeferred(self.network_up(c))
+            network = ensureDeferred(self.network_up(c, prepared))
         try:
             await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
             await self.run_in_thread(
@@ -441,6 +513,25 @@ class StartMixin:
         # What the failed call may have left (a runc container runc delete
         # did not take, a conmon, the mount, the bundle) gone too.
         await self.reconcile_one(c, "start")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class _Ahead:
+    """A restore's conmon and CRIU started before its bundle was made
+    (L{StartMixin._restorer_ahead})."""
+
+    run: Run
+    session: object
+    created: object
+
+
+def _abandon(ahead: Optional[_Ahead]) -> None:
+    """A restore started ahead given up before (or after) its request:
+    CRIU's socket closed, which ends CRIU and then conmon (what they leave
+    goes with the failed start's clean-up); conmon's failure swallowed."""
+    if ahead is not None:
+        ahead.session.close()
+        ahead.created.addErrback(lambda f: None)
 
 
 class _NetworkFailed(Exception):
