@@ -48,9 +48,9 @@ CHUNK_PAGES = 64
 #: carries.  Measured across the two namespaces over TLS (256 MiB, the
 #: ticker's random faults, shared 2-core machine at load 8 to 12, faults of
 #: the first second after the restore, two runs each): 8 x 1 MiB, median
-#: 56-255 ms a fault, up to 0.47 s; 8 x 512 KiB, 54-131 ms; 4 x 256 KiB,
-#: 11-15 ms, up to 63 ms; copy done 3.5-14 s after the restore in all three
-#: (the load's noise hid any difference).
+#: 56-255 ms a fault, up to 0.31 s; 8 x 512 KiB, 6-131 ms, up to 0.27 s;
+#: 4 x 256 KiB, 11-15 ms, up to 63 ms; copy done 3.5-14 s after the restore
+#: in all three (the load's noise hid any difference).
 IN_FLIGHT = 4
 #: Bytes fetched ahead and not yet asked for, at most.
 WINDOW = 64 * 1024 * 1024
