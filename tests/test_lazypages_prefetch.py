@@ -234,4 +234,7 @@ def test_unasked_bytes_from_the_source_end_the_connection():
 
 
 def test_default_sizes():
-    assert prefetch.CHUNK_PAGES * PAGE_SIZE * prefetch.IN_FLIGHT <= prefetch.WINDOW
+    ahead = prefetch.CHUNK_PAGES * PAGE_SIZE * prefetch.IN_FLIGHT
+    assert ahead <= prefetch.WINDOW
+    # A fault's request waits behind the prefetches in flight: at most 1 MiB.
+    assert ahead <= 1024 * 1024

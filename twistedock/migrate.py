@@ -389,10 +389,10 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
         ], consumeErrors=True)
         await _pause("restore", args.pause_before)
         # A page connection that already ended (the source gone) would
-        # leave the restore waiting for pages that never come.
-        from twisted.internet import reactor
-
-        await deferLater(reactor, 0.01)
+        # leave the restore waiting for pages that never come.  Its end,
+        # already read, ended its pump as it started (no wait needed); one
+        # that ends later is the target's to see: its restore refuses a
+        # page source gone, and kills a copy whose pages stop coming.
         if stopped:
             raise MigrationError("the page connection ended before the restore")
         await target(target.client.checkpoints.start, new_id, checkpoint)

@@ -39,16 +39,19 @@ from .relay import Joint
 log = Logger()
 
 PAGE_SIZE = 4096
-#: Pages per prefetch request (1 MiB).
-CHUNK_PAGES = 256
+#: Pages per prefetch request (256 KiB).
+CHUNK_PAGES = 64
 #: Prefetch requests in flight at once.  The source answers in order, so a
-#: fault's request waits behind them: fewer keep faults quick, more keep the
-#: connection busy.  Measured across the two namespaces over TLS (256 MiB,
-#: shared 2-core machine at load 3 to 9, several runs each, criu lazy-pages
-#: niced): 16 in flight, copy done 5.8-8.6 s after the restore, the process's
-#: longest pause after it 0.5-1.0 s; 8, 4.6-9.4 s and 0.2-0.7 s; 4, 4.6-5.8 s
-#: and 0.2-0.25 s (4 without the nice: 10-17 s).
-IN_FLIGHT = 8
+#: fault's request waits behind every byte of them still on its way (three
+#: relays, TLS: some 50-90 MiB/s here): their total bounds a fault's wait,
+#: and 1 MiB is still more than a round trip of the pipeline (1-7 ms)
+#: carries.  Measured across the two namespaces over TLS (256 MiB, the
+#: ticker's random faults, shared 2-core machine at load 8 to 12, faults of
+#: the first second after the restore, two runs each): 8 x 1 MiB, median
+#: 56-255 ms a fault, up to 0.31 s; 8 x 512 KiB, 6-131 ms, up to 0.27 s;
+#: 4 x 256 KiB, 11-15 ms, up to 63 ms; copy done 3.5-14 s after the restore
+#: in all three (the load's noise hid any difference).
+IN_FLIGHT = 4
 #: Bytes fetched ahead and not yet asked for, at most.
 WINDOW = 64 * 1024 * 1024
 
