@@ -147,7 +147,7 @@ class StartMixin:
                     pass
             if fetching is not None and session is None:
                 await fetching
-            arguments = restore.create_arguments() if restore is not None else {}
+            arguments = restore.create_arguments(bundle) if restore is not None else {}
             if session is not None:
                 arguments.update(session.conmon_options())
             created = ensureDeferred(self.runtime.create(
