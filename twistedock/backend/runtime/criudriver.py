@@ -48,6 +48,10 @@ class CriuDriver:
         #: util-linux's nsenter, which starts a dump's CRIU in the
         #: container's network namespace (see L{_dump_plan}), or "".
         self.nsenter = shutil.which("nsenter") or ""
+        #: Whether the host's cgroups are v2's unified hierarchy (read at the
+        #: first dump: the daemon's mount table, which grows with its
+        #: containers, read once).
+        self._unified: Optional[bool] = None
         self.run_in_thread = run_in_thread
         self.enabled = enabled
         self._messages = messages
@@ -173,16 +177,23 @@ class CriuDriver:
         froze = []
         try:
             state, lock, netns = await self.run_in_thread(self._dump_plan, container_id, extra_options)
-            # (Spawned now: its exec and loading overlap the options made.)
-            worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
-            if on_worker is not None:
-                on_worker(worker)
             images = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             work = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            options = await self.run_in_thread(
+            # The options made in a thread while the worker is spawned here,
+            # its exec and loading overlapping them.
+            making = self.run_in_thread(
                 self._dump_options, state, lock, netns is not None, images_dir, images, work, leave_running,
                 tcp_established, file_locks,
             )
+            try:
+                worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
+                if on_worker is not None:
+                    on_worker(worker)
+            except BaseException:
+                # (The thread's files written before the directory may go.)
+                await making.addErrback(lambda f: None)
+                raise
+            options = await making
             options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
             freezer = options.get("freeze_cgroup")
@@ -234,10 +245,12 @@ class CriuDriver:
     def _dump_options(self, state: dict, lock: str, net_left_out: bool, images_dir: str, images_fd: int,
                       work_fd: int, leave_running: bool, tcp_established: bool, file_locks: bool) -> dict:
         """(In a thread.)"""
+        if self._unified is None:
+            self._unified = criuopts.unified_cgroups()
         options = criuopts.dump_options(
             state, leave_running=leave_running, tcp_established=tcp_established, file_locks=file_locks,
-            images_dir_fd=images_fd, work_dir_fd=work_fd, masked_dirs=self.masked_source() is not None,
-            net_left_out=net_left_out,
+            images_dir_fd=images_fd, work_dir_fd=work_fd, unified=self._unified,
+            masked_dirs=self.masked_source() is not None, net_left_out=net_left_out,
         )
         options["network_lock"] = self._messages.enum("criu_network_lock_method", lock)
         options["manage_cgroups_mode"] = self._messages.enum("criu_cg_mode", "IGNORE")
