@@ -2,13 +2,14 @@
 Checkpoints taken by the daemon itself over CRIU's RPC (L{criurpc}),
 instead of through C{runc checkpoint}.
 
-A dump: the C{criu swrk} worker is spawned first, so that its exec and
-loading overlap the rest of the preparation (runc's state read, the
-options made, the images and work directories opened); then one
-C{DUMP} request with the options runc would give (L{criuopts}), the
-notifications answered.  The images are what runc's would be, with
-runc's C{descriptors.json} beside them, so C{runc restore} (conmon's
-restore mode) restores them.
+A dump: runc's state read and the network lock chosen (which say
+whether the C{criu swrk} worker starts in the container's network
+namespace, L{criuopts.NET_LEFT_OUT}), then the worker spawned while the
+options are made in a thread, so that its exec and loading overlap
+them; then one C{DUMP} request with the options runc would give
+(L{criuopts}), the notifications answered.  The images are what runc's
+would be, with runc's C{descriptors.json} beside them, so C{runc
+restore} (conmon's restore mode) restores them.
 
 When the RPC is unavailable (no protobuf, no rpc descriptor installed,
 or turned off with C{--criu-rpc=false}), L{CriuDriver.available} says
