@@ -1105,6 +1105,32 @@ def test_a_restore_through_runc_maps_the_masked_directories(tmp_path):
     assert (tmp_path / RESTORE_CONFIG).read_text() == "manage-cgroups=ignore\n"
 
 
+def test_a_restore_through_runc_joins_a_network_namespace_left_out(tmp_path):
+    """Images without a network namespace (CRIU dumped from inside it):
+    runc runs CRIU through a script of the bundle's that enters the
+    container's; an error when the container has none."""
+    from twistedock.backend.checkpoints import CRIU_IN_NETNS, RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.runtime.criuopts import NET_LEFT_OUT
+
+    images, bundle = tmp_path / "images", tmp_path / "bundle"
+    images.mkdir()
+    bundle.mkdir()
+    plan = RestorePlan(str(images), "/usr/sbin/criu")
+    spec = {"linux": {"namespaces": [{"type": "mount"}, {"type": "network", "path": "/run/td/net ns"}]}}
+    plan.adjust_spec(spec, str(bundle))
+    assert not (bundle / CRIU_IN_NETNS).exists()
+    assert plan.create_arguments(str(bundle))["runtime_args"] == ["--criu=/usr/sbin/criu"]
+    (images / NET_LEFT_OUT).write_text("")
+    plan.adjust_spec(spec, str(bundle))
+    assert (bundle / RESTORE_CONFIG).read_text() == "manage-cgroups=ignore\n"
+    script = (bundle / CRIU_IN_NETNS).read_text()
+    assert "exec nsenter --net='/run/td/net ns' -- /usr/sbin/criu \"$@\"" in script
+    assert os.access(bundle / CRIU_IN_NETNS, os.X_OK)
+    assert plan.create_arguments(str(bundle))["runtime_args"] == ["--criu=" + str(bundle / CRIU_IN_NETNS)]
+    with pytest.raises(InternalError):
+        plan.adjust_spec({"linux": {"namespaces": [{"type": "network"}]}}, str(bundle))
+
+
 def test_install_kdat_cache_replaces_atomically(tmp_path):
     from twistedock.backend.runtime.criu import install_kdat_cache
 

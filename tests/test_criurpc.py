@@ -312,6 +312,48 @@ def test_dump_options_as_runc_makes_them(tmp_path):
     ]
 
 
+def test_a_network_namespace_left_out_is_joined_back(tmp_path):
+    """CRIU run in the container's joined network namespace: the dump names
+    it external no more, the restore joins the container's by its path
+    (no descriptor to inherit for it), and refuses a container without one."""
+    state = _state(tmp_path, os.getpid())
+    assert criuopts.joined_netns(state) == str(tmp_path / "netns")
+    options = criuopts.dump_options(
+        state, leave_running=False, tcp_established=True, file_locks=True, images_dir_fd=9, work_dir_fd=10,
+        unified=True, net_left_out=True,
+    )
+    assert "external" not in options
+    options = criuopts.restore_options(state, [], images_dir_fd=9, work_dir_fd=10, root="/r", netns_fd=None,
+                                       tcp_established=True, file_locks=True, net_left_out=True)
+    assert options["join_ns"] == [{"ns": "net", "ns_file": str(tmp_path / "netns")}]
+    assert {"key": "extRootNetNS", "fd": 7} not in options["inherit_fd"]
+    state["config"]["namespaces"] = [{"type": "NEWNET", "path": ""}]
+    assert criuopts.joined_netns(state) is None
+    with pytest.raises(ValueError):
+        criuopts.restore_options(state, [], images_dir_fd=9, work_dir_fd=10, root="/r", netns_fd=None,
+                                 tcp_established=True, file_locks=True, net_left_out=True)
+
+
+@pytest.mark.parametrize("connections,extra,nsenter,entered", [
+    (False, None, "/usr/bin/nsenter", True),
+    (True, None, "/usr/bin/nsenter", False),  # a lock to take: CRIU outside
+    (False, {"lazy_pages": True}, "/usr/bin/nsenter", False),  # a page server to reach
+    (False, None, "", False),
+])
+def test_where_a_dump_s_criu_runs(tmp_path, monkeypatch, connections, extra, nsenter, entered):
+    from twistedock.backend.runtime.criudriver import CriuDriver
+
+    state = _state(tmp_path, 7)
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(criuopts, "has_tcp_connections", lambda pid: connections)
+    driver = CriuDriver(reactor, None, str(tmp_path), None, messages=object())
+    driver.nsenter = nsenter
+    _, lock, netns = driver._dump_plan("c1", extra)
+    assert lock == ("NFTABLES" if connections else "SKIP")
+    assert netns == (str(tmp_path / "netns") if entered else None)
+
+
 def test_masked_directories_external_when_the_restores_know_their_source(tmp_path):
     """A masked directory's tmpfs (runc's empty read-only one) named
     external, unless the container names a CRIU configuration of its own
@@ -377,6 +419,33 @@ def test_tcp_connections_decide_the_lock():
     # an unreadable table means "lock".
     assert criuopts.has_tcp_connections(2 ** 22 + 12345) is True
     assert isinstance(criuopts.has_tcp_connections(os.getpid()), bool)
+
+
+def _fake_net(tmp_path, tcp_inuse: str, tw: str = "0", tcp6_inuse: str = "0") -> str:
+    net = tmp_path / "proc" / "7" / "net"
+    net.mkdir(parents=True)
+    (net / "sockstat").write_text("sockets: used 3\nTCP: inuse %s orphan 0 tw %s alloc 1 mem 0\n" % (tcp_inuse, tw))
+    (net / "sockstat6").write_text("TCP6: inuse %s\nUDP6: inuse 0\n" % (tcp6_inuse,))
+    header = "  sl  local_address rem_address   st tx_queue rx_queue\n"
+    (net / "tcp").write_text(header + "   0: 0100007F:1F90 0100007F:C350 01 00000000:00000000\n")
+    (net / "tcp6").write_text(header + "   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 0\n")
+    return str(tmp_path / "proc")
+
+
+@pytest.mark.parametrize("counts,expected", [
+    (("0", "0", "0"), False),  # nothing counted: the tables are not read
+    (("1", "0", "0"), True),  # a socket counted: the tables say (an established one)
+    (("0", "1", "0"), True),  # a TIME_WAIT: the tables say
+    (("0", "0", "1"), True),
+])
+def test_socket_counters_spare_reading_the_tables(tmp_path, counts, expected):
+    assert criuopts.has_tcp_connections(7, _fake_net(tmp_path, *counts)) is expected
+
+
+def test_unreadable_counters_read_the_tables(tmp_path):
+    proc = _fake_net(tmp_path, "0")
+    os.unlink(os.path.join(proc, "7", "net", "sockstat6"))
+    assert criuopts.has_tcp_connections(7, proc) is True
 
 
 def test_restore_options_as_runc_makes_them(tmp_path):

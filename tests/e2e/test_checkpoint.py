@@ -140,6 +140,15 @@ def assert_continues(after, last):
     assert after == list(range(after[0], after[0] + len(after))), after[:20]
 
 
+def assert_in_its_network_namespace(daemon, name):
+    """The restored process is in the container's network namespace (the
+    daemon's, SandboxKey), not in CRIU's or the host's."""
+    settings = daemon.docker_json("inspect", name, format="{{json .NetworkSettings}}")
+    pid = state(daemon, name)["Pid"]
+    assert os.stat("/proc/%d/ns/net" % (pid,)).st_ino == os.stat(settings["SandboxKey"]).st_ino
+    assert os.stat("/proc/%d/ns/net" % (pid,)).st_ino != os.stat("/proc/self/ns/net").st_ino
+
+
 def checkpoint_and_restore(daemon, name, *create_options, start_options=()):
     """Checkpoint (the container stops), check it exited as dockerd says,
     restore; the numbers logged after the restore and the last before."""
@@ -257,6 +266,7 @@ def test_dump_over_criu_rpc_then_runc_knows_the_restored_container(daemon):
     name = counter(daemon, "ck-rpc")
     after, last = checkpoint_and_restore(daemon, name)
     assert_continues(after, last)
+    assert_in_its_network_namespace(daemon, name)
     document = _checkpoint_document(daemon, name)
     assert document["CRIU"]["RPC"] is ("--criu-rpc=false" not in criu_args("criu"))
     cid = daemon.docker_json("inspect", name, format="{{json .Id}}")
@@ -305,6 +315,9 @@ def test_tty_container(daemon):
     name = counter(daemon, "ck-tty", "-t")
     after, last = checkpoint_and_restore(daemon, name)
     assert_continues(after, last)
+    # (Dumped over the RPC from inside its network namespace, which the
+    # images then leave out; restored by runc, whose CRIU enters it.)
+    assert_in_its_network_namespace(daemon, name)
     assert daemon.docker_json("inspect", name, format="{{json .Config.Tty}}") is True
     daemon.docker("rm", "-f", name)
 

@@ -191,7 +191,13 @@ class RestorePlan:
         there crashes CRIU 4.1 (the lock's method comes from the dump),
         but the source of the masked directories a dump over the RPC named
         external (L{criuopts.MASKED_DIR_KEY}): the daemon's empty read-only
-        tmpfs."""
+        tmpfs.  Images without a network namespace (L{criuopts.NET_LEFT_OUT})
+        get runc's CRIU run in the container's (L{CRIU_IN_NETNS}, written
+        here)."""
+        join = self._net_to_join(spec)
+        if join is not None:
+            write_atomic(os.path.join(bundle, CRIU_IN_NETNS), criu_in_netns(self.criu, join).encode(), mode=0o700,
+                         durable=False)
         annotations = spec.setdefault("annotations", {})
         if "org.criu.config" in annotations:
             return
@@ -204,14 +210,54 @@ class RestorePlan:
         write_atomic(path, text.encode(), mode=0o600, durable=False)
         annotations["org.criu.config"] = path
 
-    def create_arguments(self) -> dict:
+    def _net_to_join(self, spec: dict) -> Optional[str]:
+        """The network namespace a runc restore joins (the spec's path) when
+        the images hold none (L{criuopts.NET_LEFT_OUT}), else None; an error
+        when the container has none to join (the restored process would
+        stay in CRIU's, the host's)."""
+        if not self.net_left_out():
+            return None
+        for ns in (spec.get("linux") or {}).get("namespaces") or []:
+            if ns.get("type") == "network" and ns.get("path"):
+                return ns["path"]
+        raise InternalError("the checkpoint %s holds no network namespace, and the container has none to join"
+                            % (self.directory,))
+
+    def net_left_out(self) -> bool:
+        """Whether the images hold no network namespace (blocking, a stat)."""
+        return os.path.exists(os.path.join(self.directory, criuopts.NET_LEFT_OUT))
+
+    def create_arguments(self, bundle: str = "") -> dict:
         """Keyword arguments for L{Runtime.create}: conmon's restore mode,
-        runc told where CRIU is, and the options of the checkpoint."""
+        runc told where CRIU is (L{CRIU_IN_NETNS} in C{bundle} when the
+        images hold no network namespace), and the options of the
+        checkpoint."""
+        criu = self.criu
+        if bundle and self.net_left_out():
+            criu = os.path.join(bundle, CRIU_IN_NETNS)
         return {
             "restore_from": self.directory,
             "restore_options": list(self.options) + (["--lazy-pages"] if self.pages is not None else []),
-            "runtime_args": ["--criu=" + self.criu],
+            "runtime_args": ["--criu=" + criu],
         }
+
+
+#: The CRIU runc runs, in the bundle, to restore images without a network
+#: namespace (L{criuopts.NET_LEFT_OUT}): CRIU in the container's namespace,
+#: where it leaves the restored process (runc asks CRIU for an empty one,
+#: C{empty_ns}, which CRIU makes only when the images hold one, and a
+#: C{join-ns} beside it is refused; runc itself in the container's would
+#: take it for the host's and refuse its net.* sysctls).
+CRIU_IN_NETNS = "criu-in-netns"
+
+
+def criu_in_netns(criu: str, netns: str) -> str:
+    """The script L{CRIU_IN_NETNS}: C{criu} in the namespace at C{netns}."""
+    import shlex
+
+    return ("#!/bin/sh\n# runc's CRIU (twistedock): in the container's network namespace, for the\n"
+            "# restore of images that hold none.\n"
+            'exec nsenter --net=%s -- %s "$@"\n' % (shlex.quote(netns), shlex.quote(criu)))
 
 
 def _is_dir(path: str) -> bool:
@@ -465,12 +511,18 @@ class CheckpointBackend:
                 self.containers.mark_checkpointed(c, True)
             c.manually_stopped = True
         exited = self.containers.wait_exit_code(c) if exit else None
+        # Written while the dump begins (it says nothing the dump decides),
+        # not while the process is frozen.
+        metadata = self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         try:
             if over_rpc:
                 await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)
             else:
                 await self._runc_checkpoint(args, name, work)
+            await metadata
         except BaseException:
+            # (Settled before the dump's directory goes.)
+            await metadata.addErrback(lambda _: None)
             if exit:
                 self.containers.mark_checkpointed(c, False)
                 c.manually_stopped = was_stopped_by_user
@@ -480,7 +532,6 @@ class CheckpointBackend:
             # or killed it with nobody to report its end.
             await self.containers.reconcile_one(c, "checkpoint")
             raise
-        await self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         if final:
             await self._thread(publish_dump, directory, final)
             # Complete and durable: its export may begin while the

@@ -241,7 +241,7 @@ class StartMixin:
         (through runc, or as CRIU's parent with C{session}): a Deferred
         firing with its pid (L{Runtime.create})."""
         logged = (c.host_config.get("LogConfig") or {}).get("Type") != "none"
-        arguments = restore.create_arguments() if restore is not None else {}
+        arguments = restore.create_arguments(bundle) if restore is not None else {}
         if session is not None:
             arguments.update(session.conmon_options())
         created = ensureDeferred(self.runtime.create(

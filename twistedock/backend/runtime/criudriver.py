@@ -2,13 +2,14 @@
 Checkpoints taken by the daemon itself over CRIU's RPC (L{criurpc}),
 instead of through C{runc checkpoint}.
 
-A dump: the C{criu swrk} worker is spawned first, so that its exec and
-loading overlap the rest of the preparation (runc's state read, the
-options made, the images and work directories opened); then one
-C{DUMP} request with the options runc would give (L{criuopts}), the
-notifications answered.  The images are what runc's would be, with
-runc's C{descriptors.json} beside them, so C{runc restore} (conmon's
-restore mode) restores them.
+A dump: runc's state read and the network lock chosen (which say
+whether the C{criu swrk} worker starts in the container's network
+namespace, L{criuopts.NET_LEFT_OUT}), then the worker spawned while the
+options are made in a thread, so that its exec and loading overlap
+them; then one C{DUMP} request with the options runc would give
+(L{criuopts}), the notifications answered.  The images are what runc's
+would be, with runc's C{descriptors.json} beside them, so C{runc
+restore} (conmon's restore mode) restores them.
 
 When the RPC is unavailable (no protobuf, no rpc descriptor installed,
 or turned off with C{--criu-rpc=false}), L{CriuDriver.available} says
@@ -17,6 +18,7 @@ why and the checkpoint backend falls back to C{runc checkpoint}.
 
 import json
 import os
+import shutil
 from typing import Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -44,6 +46,13 @@ class CriuDriver:
         #: Where the restore's conmon runtime (L{SHIM}) is written.
         self.shim_dir = shim_dir or os.path.join(os.path.dirname(os.path.abspath(state_root)), "criu")
         self.criu_binary = ""
+        #: util-linux's nsenter, which starts a dump's CRIU in the
+        #: container's network namespace (see L{_dump_plan}), or "".
+        self.nsenter = shutil.which("nsenter") or ""
+        #: Whether the host's cgroups are v2's unified hierarchy (read at the
+        #: first dump: the daemon's mount table, which grows with its
+        #: containers, read once).
+        self._unified: Optional[bool] = None
         self.run_in_thread = run_in_thread
         self.enabled = enabled
         self._messages = messages
@@ -144,9 +153,9 @@ class CriuDriver:
         return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now,
                               lazy_pages=lazy_pages)
 
-    def worker(self, criu: str, files=None, path: Optional[str] = None) -> CriuWorker:
+    def worker(self, criu: str, files=None, path: Optional[str] = None, prefix=()) -> CriuWorker:
         """A new C{criu swrk} worker (spawned now)."""
-        return CriuWorker(self.reactor, criu, self._messages, files=files, path=path)
+        return CriuWorker(self.reactor, criu, self._messages, files=files, path=path, prefix=prefix)
 
     async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
                    leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
@@ -163,19 +172,29 @@ class CriuDriver:
         # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
         # socket's peer): they stay open here until it answered.  No working
         # directory: the worker is spawned (posix_spawn), not forked.
-        worker = self.worker(criu)
-        if on_worker is not None:
-            on_worker(worker)
+        worker = None
         images = work = -1
         freezer = None
         froze = []
         try:
+            state, lock, netns = await self.run_in_thread(self._dump_plan, container_id, extra_options)
             images = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             work = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            options = await self.run_in_thread(
-                self._dump_options, container_id, images_dir, images, work, leave_running, tcp_established,
-                file_locks,
+            # The options made in a thread while the worker is spawned here,
+            # its exec and loading overlapping them.
+            making = self.run_in_thread(
+                self._dump_options, state, lock, netns is not None, images_dir, images, work, leave_running,
+                tcp_established, file_locks,
             )
+            try:
+                worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
+                if on_worker is not None:
+                    on_worker(worker)
+            except BaseException:
+                # (The thread's files written before the directory may go.)
+                await making.addErrback(lambda f: None)
+                raise
+            options = await making
             options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
             freezer = options.get("freeze_cgroup")
@@ -191,7 +210,8 @@ class CriuDriver:
 
             await worker.call(request, notified)
         except BaseException:
-            worker.kill()
+            if worker is not None:
+                worker.kill()
             if any(froze):
                 await self.run_in_thread(thaw, freezer)
             raise
@@ -203,20 +223,35 @@ class CriuDriver:
             for fd in (images, work):
                 if fd >= 0:
                     os.close(fd)
-            ensureDeferred(finished(worker)).addErrback(lambda f: None)
+            if worker is not None:
+                ensureDeferred(finished(worker)).addErrback(lambda f: None)
 
-    def _dump_options(self, container_id: str, images_dir: str, images_fd: int, work_fd: int,
-                      leave_running: bool, tcp_established: bool, file_locks: bool) -> dict:
-        """(In a thread.)"""
+    def _dump_plan(self, container_id: str, extra_options: Optional[dict]):
+        """(In a thread.)  runc's state of the container, the network lock
+        its dump needs (none without a TCP connection to preserve), and the
+        network namespace CRIU runs in, or None (see L{criuopts.NET_LEFT_OUT}):
+        the container's joined one, when nothing needs CRIU outside it (no
+        connection to lock, no page server to reach) and C{nsenter} is
+        there."""
         try:
             state = criuopts.read_state(self.state_root, container_id)
         except (OSError, ValueError) as e:
             raise CriuError("cannot read runc's state of %s: %s" % (container_id, e))
-        pid = int(state["init_process_pid"])
-        lock = "NFTABLES" if criuopts.has_tcp_connections(pid) else "SKIP"
+        lock = "NFTABLES" if criuopts.has_tcp_connections(int(state["init_process_pid"])) else "SKIP"
+        netns = criuopts.joined_netns(state)
+        if lock != "SKIP" or extra_options or not self.nsenter:
+            netns = None
+        return state, lock, netns
+
+    def _dump_options(self, state: dict, lock: str, net_left_out: bool, images_dir: str, images_fd: int,
+                      work_fd: int, leave_running: bool, tcp_established: bool, file_locks: bool) -> dict:
+        """(In a thread.)"""
+        if self._unified is None:
+            self._unified = criuopts.unified_cgroups()
         options = criuopts.dump_options(
             state, leave_running=leave_running, tcp_established=tcp_established, file_locks=file_locks,
-            images_dir_fd=images_fd, work_dir_fd=work_fd, masked_dirs=self.masked_source() is not None,
+            images_dir_fd=images_fd, work_dir_fd=work_fd, unified=self._unified,
+            masked_dirs=self.masked_source() is not None, net_left_out=net_left_out,
         )
         options["network_lock"] = self._messages.enum("criu_network_lock_method", lock)
         options["manage_cgroups_mode"] = self._messages.enum("criu_cg_mode", "IGNORE")
@@ -224,6 +259,9 @@ class CriuDriver:
         places = [m["key"] for m in options["ext_mnt"] if m["key"].startswith("/sys/fs/cgroup/")]
         with open(os.path.join(images_dir, CGROUP_MOUNTS), "w") as f:
             json.dump(places, f)
+        if net_left_out:
+            with open(os.path.join(images_dir, criuopts.NET_LEFT_OUT), "w"):
+                pass
         return options
 
 
@@ -295,14 +333,15 @@ class RestoreSession:
             images = self._open(images_dir, os.O_RDONLY | os.O_DIRECTORY)
             work = self._open(bundle, os.O_RDONLY | os.O_DIRECTORY)
             netns = None
+            net_left_out = os.path.exists(os.path.join(images_dir, criuopts.NET_LEFT_OUT))
             for ns in state["config"].get("namespaces") or []:
-                if ns.get("type") == "NEWNET" and ns.get("path"):
+                if ns.get("type") == "NEWNET" and ns.get("path") and not net_left_out:
                     netns = self._open(ns["path"], os.O_RDONLY)
             self.netns = netns
             self.options = criuopts.restore_options(
                 state, cgroup_mounts, images_dir_fd=images, work_dir_fd=work, root=root,
                 netns_fd=NETNS_FD if netns is not None else None, tcp_established=True, file_locks=True,
-                masked_source=driver.masked_source(), lazy_pages=lazy_pages,
+                masked_source=driver.masked_source(), lazy_pages=lazy_pages, net_left_out=net_left_out,
             )
         except BaseException:
             self.close()
@@ -552,8 +591,11 @@ def _read(path: str) -> str:
 
 def freeze(path: str, timeout: float = FREEZE_TIMEOUT) -> bool:
     """Freeze the cgroup at C{path} and wait until it is (blocking: in a
-    thread), looking every millisecond; False when it already was (a
-    paused container: it is left as it is)."""
+    thread), looking after 0.1 ms, then less and less often, up to every
+    millisecond (a small process is frozen within a fraction of a
+    millisecond, and every moment waited here is a moment it is frozen
+    for nothing); False when it already was (a paused container: it is
+    left as it is)."""
     import time
 
     control, frozen, thawed, is_frozen = _freezer_files(path)
@@ -562,11 +604,13 @@ def freeze(path: str, timeout: float = FREEZE_TIMEOUT) -> bool:
     with open(control, "w") as f:
         f.write(frozen)
     deadline = time.monotonic() + timeout
+    pause = 0.0001
     while not is_frozen():
         if time.monotonic() > deadline:
             thaw(path)
             raise CriuError("cannot freeze %s in %.0f s" % (path, timeout))
-        time.sleep(0.001)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.001)
     return True
 
 

@@ -36,6 +36,18 @@ RUNC_CONFIG_FILE = "/etc/criu/runc.conf"
 #: CRIU's key for an external namespace (runc's criuNsToKey).
 EXTERNAL_NS_KEYS = {"NEWNET": ("net", "extRootNetNS"), "NEWPID": ("pid", "extRootPidNS")}
 
+#: A marker beside the images of a dump CRIU made from inside the
+#: container's network namespace (a joined one, runc's C{path}): CRIU
+#: shares it then and leaves it out of the images, instead of naming it
+#: external and dumping it anyway: its sysfs mounted, its conntrack table
+#: listed twice (CRIU 4.1 asks for the connections where it means the
+#: expectations), each a walk of the host-wide hash table, 10-12 ms here
+#: with 262144 buckets: about 23 ms with the process frozen, for images a
+#: restore into an external namespace ignores.  The restore joins the
+#: container's namespace instead (C{join_ns}, L{restore_options}; under
+#: runc, CRIU started inside it, C{checkpoints.CRIU_IN_NETNS}).
+NET_LEFT_OUT = "net-left-out"
+
 #: The external mount key of a masked directory's empty read-only tmpfs
 #: (its source at the restore: an empty read-only tmpfs of the daemon's).
 MASKED_DIR_KEY = "twistedock-masked-dir"
@@ -135,12 +147,20 @@ def masks_externally(config: dict) -> bool:
     return "org.criu.config" not in annotations(config.get("labels") or [])
 
 
-def has_tcp_connections(pid: int) -> bool:
+def has_tcp_connections(pid: int, proc: str = "/proc") -> bool:
     """Whether the network namespace of C{pid} has a TCP socket other
-    than a listening one (state 0A), whose connection a lock protects."""
+    than a listening one (state 0A), whose connection a lock protects.
+
+    The namespace's socket counters first (C{sockstat}: per namespace,
+    read in microseconds): none in use and none in TIME_WAIT, no
+    connection.  Else its tables, which the kernel prints by walking
+    the host-wide hash of established sockets (4 ms a table here, 10-30
+    ms on a loaded machine, before the freeze)."""
+    if _no_tcp_sockets(pid, proc):
+        return False
     for name in ("tcp", "tcp6"):
         try:
-            with open("/proc/%d/net/%s" % (pid, name), "r") as f:
+            with open("%s/%d/net/%s" % (proc, pid, name), "r") as f:
                 next(f, None)
                 for line in f:
                     fields = line.split()
@@ -152,14 +172,47 @@ def has_tcp_connections(pid: int) -> bool:
     return False
 
 
+def _no_tcp_sockets(pid: int, proc: str) -> bool:
+    """Whether C{pid}'s network namespace counts no TCP socket in use
+    (listening or not, IPv4 or IPv6) and none in TIME_WAIT, by its
+    C{sockstat} and C{sockstat6} ("TCP: inuse 0 orphan 0 tw 0 ...",
+    "TCP6: inuse 0"); False when unsure (a file unreadable, a count
+    missing)."""
+    counts = {}
+    for name in ("sockstat", "sockstat6"):
+        try:
+            with open("%s/%d/net/%s" % (proc, pid, name), "r") as f:
+                for line in f:
+                    label, _, rest = line.partition(":")
+                    if label in ("TCP", "TCP6"):
+                        fields = rest.split()
+                        for key, value in zip(fields[::2], fields[1::2]):
+                            counts["%s %s" % (label, key)] = value
+        except OSError:
+            return False
+    wanted = ("TCP inuse", "TCP tw", "TCP6 inuse")
+    return all(counts.get(key) == "0" for key in wanted)
+
+
+def joined_netns(state: dict) -> Optional[str]:
+    """The path of the network namespace runc joined for the container
+    (C{config.namespaces}), or None (its own, or the host's)."""
+    for ns in state["config"].get("namespaces") or []:
+        if ns.get("type") == "NEWNET" and ns.get("path"):
+            return ns["path"]
+    return None
+
+
 def dump_options(state: dict, *, leave_running: bool, tcp_established: bool, file_locks: bool,
                  images_dir_fd: int, work_dir_fd: int, unified: Optional[bool] = None,
-                 network_lock: str = "NFTABLES", masked_dirs: bool = False) -> dict:
+                 network_lock: str = "NFTABLES", masked_dirs: bool = False, net_left_out: bool = False) -> dict:
     """C{criu_opts} fields (see L{criurpc.set_options}) for the dump of
     the container runc described in C{state}; C{network_lock} is the name
     of the lock method (C{NFTABLES}, C{IPTABLES}, C{SKIP}), turned into its
     number by the caller's messages; C{masked_dirs}: the masked
-    directories' tmpfs mounts external (L{MASKED_DIR_KEY})."""
+    directories' tmpfs mounts external (L{MASKED_DIR_KEY}); C{net_left_out}:
+    CRIU runs in the container's network namespace (L{NET_LEFT_OUT}), which
+    is then not named external."""
     config = state["config"]
     rootfs = config["rootfs"]
     pid = int(state["init_process_pid"])
@@ -189,7 +242,7 @@ def dump_options(state: dict, *, leave_running: bool, tcp_established: bool, fil
     namespaces = {ns.get("type"): ns.get("path") or "" for ns in config.get("namespaces") or []}
     for kind, (name, key) in EXTERNAL_NS_KEYS.items():
         path = namespaces.get(kind)
-        if path:
+        if path and not (kind == "NEWNET" and net_left_out):
             external.append("%s[%d]:%s" % (name, os.stat(path).st_ino, key))
     if external:
         options["external"] = external
@@ -254,7 +307,8 @@ def own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int, work_dir_fd: int,
                     root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool,
-                    masked_source: Optional[str] = None, lazy_pages: bool = False) -> dict:
+                    masked_source: Optional[str] = None, lazy_pages: bool = False,
+                    net_left_out: bool = False) -> dict:
     """C{criu_opts} fields for restoring the container runc described in
     C{state} (runc 1.1's C{Restore}): its bind mounts back from their
     sources, the cgroup v1 mounts from this host's hierarchies, the masked
@@ -266,7 +320,9 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
     images come from C{criu lazy-pages}, which CRIU finds by its socket
     (C{lazy-pages.socket}) in the work directory (C{work_dir_fd}), as
     runc's restore with C{--lazy-pages} asks (no page server options:
-    the lazy-pages daemon has them)."""
+    the lazy-pages daemon has them).  C{net_left_out}: the images hold no
+    network namespace (L{NET_LEFT_OUT}): the restored tree joins the
+    container's by its path."""
     config = state["config"]
     rootfs = config["rootfs"]
     ext_mnt = []
@@ -311,9 +367,13 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
     join = []
     for ns in config.get("namespaces") or []:
         kind, path = ns.get("type"), ns.get("path") or ""
+        if kind == "NEWNET" and net_left_out and not path:
+            raise ValueError("the checkpoint holds no network namespace, and the container has none to join")
         if not path:
             continue
-        if kind == "NEWNET":
+        if kind == "NEWNET" and net_left_out:
+            join.append({"ns": "net", "ns_file": path})
+        elif kind == "NEWNET":
             if netns_fd is not None:
                 inherit.append({"key": EXTERNAL_NS_KEYS[kind][1], "fd": netns_fd})
         elif kind == "NEWPID":

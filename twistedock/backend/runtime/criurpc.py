@@ -283,7 +283,8 @@ class CriuWorker:
     """One C{criu swrk} process and our end of its socket (see the module).
 
     It is spawned at once, with C{files} (child fd -> our fd) passed
-    beside its socket at fd 3; or, with C{spawn} false, not at all: another
+    beside its socket at fd 3, through C{prefix} when given (a command
+    that execs the rest: C{nsenter --net=PATH --}); or, with C{spawn} false, not at all: another
     process runs C{criu swrk} on L{peer} (conmon, for a restore).  L{call}
     gives it a request and fires with CRIU's answer (a C{criu_resp}) or
     fails with L{CriuError}.  The descriptors a request names
@@ -294,7 +295,7 @@ class CriuWorker:
 
     def __init__(self, reactor, criu: str, messages: Messages, *, files: Optional[Dict[int, int]] = None,
                  env: Optional[Dict[str, str]] = None, path: Optional[str] = None,
-                 spawn: bool = True) -> None:
+                 spawn: bool = True, prefix: Sequence[str] = ()) -> None:
         self.reactor = reactor
         self.criu = criu
         self.messages = messages
@@ -316,9 +317,9 @@ class CriuWorker:
             for child, parent in (files or {}).items():
                 child_fds[child] = parent
             environment = dict(os.environ if env is None else env)
+            argv = list(prefix) + [criu, "swrk", str(WORKER_FD)]
             self.transport = reactor.spawnProcess(
-                self.process, criu, [criu, "swrk", str(WORKER_FD)], env=environment, path=path,
-                childFDs=child_fds,
+                self.process, argv[0], argv, env=environment, path=path, childFDs=child_fds,
             )
         except OSError as e:
             ours.close()
