@@ -1211,7 +1211,7 @@ class _AheadPlan:
 
         return Session()
 
-    def create_arguments(self):
+    def create_arguments(self, bundle=""):
         return {}
 
     async def prepare(self, bundle):
