@@ -991,7 +991,8 @@ async def test_a_start_prepares_runc_s_state_for_an_rpc_restore(tmp_path):
     lazy = RestorePlan(str(images), "/opt/criu", rpc=rpc, pages=object())
     assert lazy.rpc_session(c.id, "/b", root, False, "now") == "session"
     assert plan.rpc_session(c.id, "/b", root, False, "now") == "session"
-    assert [kwargs for _, kwargs in asked] == [{"lazy_pages": True}, {"lazy_pages": False}]
+    assert [kwargs for _, kwargs in asked] == [{"lazy_pages": True, "tmpfs_sources": {}},
+                                               {"lazy_pages": False, "tmpfs_sources": {}}]
     assert asked[0][0] == ("/opt/criu", c.id, str(images), "/b", root, False, "now")
 
 
@@ -1210,7 +1211,7 @@ class _AheadPlan:
 
         return Session()
 
-    def create_arguments(self):
+    def create_arguments(self, bundle=""):
         return {}
 
     async def prepare(self, bundle):
@@ -1230,6 +1231,9 @@ class _AheadPlan:
 
     def failed(self, error, bundle):
         return error
+
+    def release(self):
+        pass
 
 
 def _ahead_world(tmp_path, steps):

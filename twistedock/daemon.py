@@ -356,6 +356,8 @@ class Daemon(MultiService):
             await self.images.load()
             await self.volumes.load()
             await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._load_networks)
+            # The tmpfs sources of restores a crash interrupted, unmounted.
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.sweep_tmpfs)
             await self.containers.load()
         except CancelledError:
             return
@@ -397,8 +399,8 @@ class Daemon(MultiService):
         except Exception:
             log.failure("releasing the networks' bridges")
         await self.registry.close()
-        # The empty tmpfs restores bind on masked directories (restored
-        # containers keep their own binds of it).
+        # The empty tmpfs restores bind on masked directories, and the
+        # sources of tmpfs mounts (restored containers keep their own binds).
         await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.release)
         self.events.close()
 

@@ -289,6 +289,88 @@ def test_dump_over_criu_rpc_then_runc_knows_the_restored_container(daemon):
     daemon.docker("rm", name)
 
 
+def _tmpfs_record(daemon, name, checkpoint="cp1"):
+    """The places of the tmpfs mounts the dump named external."""
+    cid = daemon.docker_json("inspect", name, format="{{json .Id}}")
+    path = os.path.join(daemon.data_root, "containers", cid, "checkpoints", checkpoint, "tmpfs-mounts.json")
+    try:
+        with open(path) as f:
+            return [record["mountpoint"] for record in json.load(f)]
+    except FileNotFoundError:
+        return []
+
+
+#: The tmpfs mounts of a default container (/sys/fs/cgroup: cgroup v1).
+TMPFS_PLACES = ("/dev", "/dev/shm", "/sys/fs/cgroup")
+
+
+def _mounts(daemon, name):
+    """The container's tmpfs mounts at L{TMPFS_PLACES}: {place: (source,
+    options but the access-time ones)}."""
+    found = {}
+    for line in daemon.docker("exec", name, "cat", "/proc/mounts").stdout.splitlines():
+        source, place, fstype, options = line.split()[:4]
+        if place in TMPFS_PLACES and fstype == "tmpfs":
+            kept = [o for o in options.split(",") if not o.endswith("atime")]
+            found[place] = (source, kept)
+    return found
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_a_file_written_into_dev_shm_survives_the_restore(daemon):
+    """A tmpfs holding a file with content is CRIU's to save (tar): not
+    named external, its file there after the restore."""
+    name = counter(daemon, "ck-shm-file")
+    daemon.docker("exec", name, "sh", "-c", "echo kept > /dev/shm/f")
+    wait_numbers(daemon, name, 5)
+    daemon.docker("checkpoint", "create", name, "cp1")
+    places = _tmpfs_record(daemon, name)
+    assert "/dev/shm" not in places
+    if _checkpoint_document(daemon, name)["CRIU"]["RPC"]:
+        assert "/dev" in places
+    logged = numbers(daemon, name)
+    daemon.docker("start", "--checkpoint", "cp1", name)
+    assert_continues(restored_numbers(daemon, name, len(logged)), logged[-1])
+    assert daemon.docker("exec", name, "cat", "/dev/shm/f").stdout == "kept\n"
+    daemon.docker("rm", "-f", name)
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_restored_tmpfs_mounts_are_the_ones_runc_made(daemon):
+    """/dev, /dev/shm and (cgroup v1) /sys/fs/cgroup named external by the
+    dump over the RPC and made again by the restore: the same entries
+    (device nodes that work), the same mount options (the size asked
+    for), /dev/shm writable; the daemon's own mounts of them gone
+    afterwards."""
+    name = counter(daemon, "ck-devs", "--shm-size", "8m")
+    wait_numbers(daemon, name, 5)
+    script = ("ls -lnA /dev | grep -v -e ' pts$' -e ' mqueue$'; echo; ls -A1 /sys/fs/cgroup; "
+              "ls -lnA /sys/fs/cgroup | grep '^l'; true")
+    listed = daemon.docker("exec", name, "sh", "-c", script).stdout
+    mounts = _mounts(daemon, name)
+    assert mounts["/dev/shm"][1].count("size=8192k") == 1
+    daemon.docker("checkpoint", "create", name, "cp1")
+    if _checkpoint_document(daemon, name)["CRIU"]["RPC"]:
+        assert sorted(_tmpfs_record(daemon, name)) == sorted(mounts)
+    logged = numbers(daemon, name)
+    daemon.docker("start", "--checkpoint", "cp1", name)
+    assert_continues(restored_numbers(daemon, name, len(logged)), logged[-1])
+    assert daemon.docker("exec", name, "sh", "-c", script).stdout == listed
+    assert _mounts(daemon, name) == mounts
+    assert daemon.docker("exec", name, "sh", "-c", "head -c 3 /dev/zero | wc -c; echo x > /dev/null; "
+                         "echo w > /dev/shm/w; cat /dev/shm/w").stdout.split() == ["3", "w"]
+    sources = os.path.join(daemon.exec_root, "criu", "tmpfs") + "/"
+
+    def released():
+        with open("/proc/self/mountinfo") as f:
+            return not any(line.split()[4].startswith(sources) for line in f)
+
+    wait_for(released, 10, interval=0.1, what="the restore's tmpfs sources unmounted")
+    daemon.docker("rm", "-f", name)
+
+
 @pytest.fixture(scope="module")
 def runc_daemon(module_daemons, tmp_path_factory, criu):
     """A daemon checkpointing through runc (--criu-rpc=false)."""

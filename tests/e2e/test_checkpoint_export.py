@@ -264,3 +264,40 @@ def test_an_imported_tty_checkpoint_restores_through_runc(pair):
     assert b.docker("exec", "tty-here", "echo", "in").stdout == "in\n"
     b.docker("rm", "-f", "tty-here")
     a.docker("rm", "-f", "tty-travel")
+
+
+@pytest.fixture(scope="module")
+def runc_target(module_daemons, tmp_path_factory, criu):  # noqa: F811
+    """A daemon restoring through runc (--criu-rpc=false)."""
+    d = module_daemons.start("--experimental", "--criu-path", criu, "--criu-rpc=false")
+    _import_busybox(d, tmp_path_factory)
+    yield d
+    _remove_all(d)
+
+
+@pytest.mark.route("POST", "/containers/checkpoints/import")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_tmpfs_mounts_named_external_restore_through_runc(pair, runc_target):
+    """A dump over the RPC named its tmpfs mounts external (/dev...): a
+    daemon restoring through runc makes them again and maps them in its
+    CRIU configuration file."""
+    a, _ = pair
+    if not _over_rpc():
+        pytest.skip("the dump goes through runc: its tmpfs mounts are tarred")
+    a.docker("rm", "-f", "to-runc", check=False)
+    counter(a, "to-runc")
+    wait_numbers(a, "to-runc", 5)
+    a.docker("checkpoint", "create", "to-runc", "cp1")
+    last = numbers(a, "to-runc")[-1]
+    body = export(a, "to-runc", "cp1")
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert "checkpoint/tmpfs-mounts.json" in tar.getnames()
+    answer = import_(runc_target, body, "from-rpc")
+    assert answer.status == 201, answer
+    cid = answer.json()["Id"]
+    runc_target.docker("start", "--checkpoint", "cp1", "from-rpc")
+    assert_continues(wait_numbers(runc_target, "from-rpc", 5), last)
+    assert not _conmon_runtime(runc_target, cid).endswith("/criu-swrk")
+    assert runc_target.docker("exec", "from-rpc", "sh", "-c", "head -c 2 /dev/zero | wc -c").stdout.strip() == "2"
+    runc_target.docker("rm", "-f", "from-rpc")
+    a.docker("rm", "-f", "to-runc")

@@ -65,7 +65,7 @@ from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
-from .runtime import criuopts
+from .runtime import criuopts, tmpfsmounts
 from .runtime.criu import Criu
 from .checkpointtar import (
     EXPORT_CHECKPOINT, EXPORT_FILES, EXPORT_RECORD, EXPORT_ROOTFS, EXPORT_VERSION, install_diff, install_import,
@@ -112,6 +112,8 @@ class RestorePlan:
     rpc: object = None
     #: Where the pages of a lazy checkpoint come from (None: all on disk).
     pages: Optional[PageFetch] = None
+    #: The tmpfs sources made for this restore, once made (L{tmpfs_sources}).
+    made: list = attr.Factory(list)
 
     def rpc_session(self, container_id: str, bundle: str, root: str, terminal: bool, now: str):
         """A restore over CRIU's RPC of this checkpoint, prepared (blocking:
@@ -119,7 +121,31 @@ class RestorePlan:
         if not self.over_rpc(terminal):
             return None
         return self.rpc.restore_session(self.criu, container_id, self.directory, bundle, root, terminal, now,
-                                        lazy_pages=self.pages is not None)
+                                        lazy_pages=self.pages is not None, tmpfs_sources=self.tmpfs_sources())
+
+    def tmpfs_sources(self) -> dict:
+        """(Blocking.)  The daemon's tmpfs mounts standing for the ones the
+        dump named external (L{tmpfsmounts}), made at the first call, for
+        whichever restores (over the RPC, or runc's through the CRIU
+        configuration file); released by L{release}.  An error when the
+        images name some and no driver can make them."""
+        if not self.made:
+            if not os.path.exists(os.path.join(self.directory, tmpfsmounts.RECORD)):
+                self.made.append({})
+            elif self.rpc is None:
+                raise InternalError("the checkpoint %s names tmpfs mounts external, and this daemon cannot "
+                                    "make them" % (self.directory,))
+            else:
+                self.made.append(self.rpc.tmpfs_sources(self.directory))
+        return self.made[0]
+
+    def release(self) -> None:
+        """The restore is over (done or failed): L{tmpfs_sources} detached
+        (the restored container keeps its own mounts of them)."""
+        if self.made and self.made[0]:
+            sources = self.made.pop()
+            self.rpc.run_in_thread(self.rpc.release_tmpfs, sources).addErrback(
+                lambda f: log.failure("releasing a restore's tmpfs sources", f))
 
     def over_rpc(self, terminal: bool) -> bool:
         """Whether this restore may go over CRIU's RPC (given runc's state
@@ -191,15 +217,19 @@ class RestorePlan:
         there crashes CRIU 4.1 (the lock's method comes from the dump),
         but the source of the masked directories a dump over the RPC named
         external (L{criuopts.MASKED_DIR_KEY}): the daemon's empty read-only
-        tmpfs.  Images without a network namespace (L{criuopts.NET_LEFT_OUT})
-        get runc's CRIU run in the container's (L{CRIU_IN_NETNS}, written
-        here)."""
+        tmpfs, and those of its tmpfs mounts (L{tmpfs_sources}).  Images
+        without a network namespace (L{criuopts.NET_LEFT_OUT}) get runc's
+        CRIU run in the container's (L{CRIU_IN_NETNS}, written here)."""
         join = self._net_to_join(spec)
         if join is not None:
             write_atomic(os.path.join(bundle, CRIU_IN_NETNS), criu_in_netns(self.criu, join).encode(), mode=0o700,
                          durable=False)
         annotations = spec.setdefault("annotations", {})
         if "org.criu.config" in annotations:
+            if os.path.exists(os.path.join(self.directory, tmpfsmounts.RECORD)):
+                raise InternalError("the checkpoint %s names tmpfs mounts external, and the container's own "
+                                    "CRIU configuration (org.criu.config) leaves no place to map them"
+                                    % (self.directory,))
             return
         path = os.path.join(bundle, RESTORE_CONFIG)
         text = "manage-cgroups=ignore\n"
@@ -207,6 +237,8 @@ class RestorePlan:
         source = masked() if masked is not None else None
         if source:
             text += "ext-mount-map=%s:%s\n" % (criuopts.MASKED_DIR_KEY, source)
+        for key, tmpfs in sorted(self.tmpfs_sources().items()):
+            text += "ext-mount-map=%s:%s\n" % (key, tmpfs)
         write_atomic(path, text.encode(), mode=0o600, durable=False)
         annotations["org.criu.config"] = path
 
@@ -553,9 +585,12 @@ class CheckpointBackend:
                              exit: bool) -> None:
         """The dump runc would make, made over CRIU's RPC (L{CriuDriver})."""
         try:
+            # (A terminal's container restores through runc, with its
+            # console bound on /dev: its tmpfs mounts stay CRIU's to tar.)
             await rpc.dump(
                 criu, c.id, directory, work, leave_running=not exit,
                 tcp_established="--tcp-established" in RUNC_OPTIONS, file_locks="--file-locks" in RUNC_OPTIONS,
+                tmpfs_external=not c.tty,
             )
         except DockerError as e:
             raise _dump_failed(name, str(e), work)

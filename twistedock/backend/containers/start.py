@@ -79,6 +79,9 @@ class StartMixin:
                 if c.host_config.get("AutoRemove"):
                     await self._remove(c, volumes=True)
                 raise
+            finally:
+                if restore is not None:
+                    restore.release()
 
     async def _start_logged(self, c: Container) -> None:
         try:

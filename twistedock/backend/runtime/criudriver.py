@@ -24,7 +24,7 @@ from typing import Optional
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from ...logs import Logger
-from . import criuopts, rootfs
+from . import criuopts, rootfs, tmpfsmounts
 from .driver import process_dead
 from .criurpc import CriuError, CriuWorker, Messages, NotifyHandler, RpcUnavailable, finished, load_messages
 
@@ -114,22 +114,45 @@ class CriuDriver:
         return self.masked_path
 
     def release(self) -> None:
-        """L{masked_source} unmounted (the daemon stops; blocking)."""
+        """L{masked_source} unmounted, and the tmpfs sources of restores
+        (the daemon stops; blocking)."""
         try:
             rootfs.unmount(self.masked_path)
             os.rmdir(self.masked_path)
         except OSError:
             pass
+        self.sweep_tmpfs()
+
+    @property
+    def tmpfs_base(self) -> str:
+        return os.path.join(self.shim_dir, "tmpfs")
+
+    def tmpfs_sources(self, images_dir: str) -> dict:
+        """A new tmpfs of the daemon's for each tmpfs mount the dump in
+        C{images_dir} named external, its content made again: {key: path}
+        (L{tmpfsmounts.make_sources}; blocking)."""
+        return tmpfsmounts.make_sources(images_dir, self.tmpfs_base)
+
+    def release_tmpfs(self, sources: dict) -> None:
+        """L{tmpfs_sources}'s mounts detached once CRIU bound them (blocking)."""
+        tmpfsmounts.release(sources.values())
+
+    def sweep_tmpfs(self) -> None:
+        """The tmpfs sources a crash left, unmounted (blocking)."""
+        tmpfsmounts.sweep(self.tmpfs_base)
 
     def restore_session(self, criu: str, container_id: str, images_dir: str, bundle: str, root: str,
-                        terminal: bool, now: str, lazy_pages: bool = False) -> Optional["RestoreSession"]:
+                        terminal: bool, now: str, lazy_pages: bool = False,
+                        tmpfs_sources: Optional[dict] = None) -> Optional["RestoreSession"]:
         """A restore over the RPC of the container's last dump, prepared
         (blocking: call it in a thread), or None when runc must restore it:
         the RPC unavailable, a terminal (CRIU hands its pty master to
         runc's console socket), runc's state of the dumped run not kept, no
         runc descriptors file.  C{lazy_pages}: the dump left its pages
         behind, CRIU hands each restored task's userfaultfd to the
-        C{criu lazy-pages} listening in C{bundle} (the work directory)."""
+        C{criu lazy-pages} listening in C{bundle} (the work directory).
+        C{tmpfs_sources}: L{tmpfs_sources} of the images (the caller's to
+        release)."""
         if not self.available() or terminal:
             return None
         if not os.path.exists(os.path.join(images_dir, criuopts.DESCRIPTORS)):
@@ -151,7 +174,7 @@ class CriuDriver:
         state["external_descriptors"] = [str(d) for d in descriptors] if isinstance(descriptors, list) else []
         cgroup_mounts = [m["key"] for m in _dumped_cgroup_mounts(images_dir, state)]
         return RestoreSession(self, criu, container_id, state, images_dir, bundle, root, cgroup_mounts, now,
-                              lazy_pages=lazy_pages)
+                              lazy_pages=lazy_pages, tmpfs_sources=tmpfs_sources)
 
     def worker(self, criu: str, files=None, path: Optional[str] = None, prefix=()) -> CriuWorker:
         """A new C{criu swrk} worker (spawned now)."""
@@ -160,7 +183,7 @@ class CriuDriver:
     async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
                    leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
                    extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None,
-                   on_worker=None) -> None:
+                   on_worker=None, tmpfs_external: bool = False) -> None:
         """Dump the container into C{images_dir} (CRIU's log in
         C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer.
 
@@ -168,7 +191,31 @@ class CriuDriver:
         C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
         CRIU's notifications ("network-lock", "post-dump", "status-ready"...)
         before they are answered; C{on_worker(worker)} is told of the
-        C{criu swrk} process once it is spawned (a lazy dump's guard)."""
+        C{criu swrk} process once it is spawned (a lazy dump's guard).
+        C{tmpfs_external}: the tmpfs mounts a listing makes again named
+        external (L{tmpfsmounts}: for images the daemon restores, not a
+        lazy dump's); if one of them changed before the freeze (seen with
+        the tasks frozen, at C{post-dump}), CRIU gives the dump up and
+        resumes them, and it is taken again with CRIU's tar."""
+        changed = []
+        try:
+            await self._dump(criu, container_id, images_dir, work_dir, leave_running, tcp_established,
+                             file_locks, extra_options, notify, on_worker, tmpfs_external and not extra_options,
+                             changed)
+        except Exception:
+            if not changed:
+                raise
+            log.info("tmpfs {places} of {id} changed before the freeze: dumped again with CRIU's tar",
+                     places=", ".join(changed), id=container_id[:12])
+            await self.run_in_thread(_forget_images, images_dir)
+            await self._dump(criu, container_id, images_dir, work_dir, leave_running, tcp_established,
+                             file_locks, extra_options, notify, on_worker, False, [])
+
+    async def _dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, leave_running: bool,
+                    tcp_established: bool, file_locks: bool, extra_options: Optional[dict],
+                    notify: Optional[NotifyHandler], on_worker, tmpfs: bool, changed: list) -> None:
+        """One dump (see L{dump}); C{changed} told the places of the
+        external tmpfs mounts found changed at C{post-dump}."""
         # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
         # socket's peer): they stay open here until it answered.  No working
         # directory: the worker is spawned (posix_spawn), not forked.
@@ -184,7 +231,7 @@ class CriuDriver:
             # its exec and loading overlapping them.
             making = self.run_in_thread(
                 self._dump_options, state, lock, netns is not None, images_dir, images, work, leave_running,
-                tcp_established, file_locks,
+                tcp_established, file_locks, tmpfs,
             )
             try:
                 worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
@@ -194,7 +241,7 @@ class CriuDriver:
                 # (The thread's files written before the directory may go.)
                 await making.addErrback(lambda f: None)
                 raise
-            options = await making
+            options, records = await making
             options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
             freezer = options.get("freeze_cgroup")
@@ -206,6 +253,16 @@ class CriuDriver:
                     # millisecond) it goes straight on.  Right before
                     # CRIU's own freeze: the downtime starts no earlier.
                     return self.run_in_thread(freeze, freezer).addCallback(froze.append)
+                if script == "post-dump" and records:
+                    # (The tasks frozen still.)
+                    return self.run_in_thread(tmpfsmounts.changed, options["pid"], records).addCallback(
+                        unchanged, script, pid)
+                return notify(script, pid) if notify is not None else None
+
+            def unchanged(places, script: str, pid: int):
+                if places:
+                    changed.extend(places)
+                    raise CriuError("changed before the freeze: " + ", ".join(places))
                 return notify(script, pid) if notify is not None else None
 
             await worker.call(request, notified)
@@ -244,8 +301,9 @@ class CriuDriver:
         return state, lock, netns
 
     def _dump_options(self, state: dict, lock: str, net_left_out: bool, images_dir: str, images_fd: int,
-                      work_fd: int, leave_running: bool, tcp_established: bool, file_locks: bool) -> dict:
-        """(In a thread.)"""
+                      work_fd: int, leave_running: bool, tcp_established: bool, file_locks: bool, tmpfs: bool):
+        """(In a thread.)  The options, and the records of the tmpfs mounts
+        named external (L{tmpfsmounts.plan}; C{tmpfs} false: none)."""
         if self._unified is None:
             self._unified = criuopts.unified_cgroups()
         options = criuopts.dump_options(
@@ -262,7 +320,13 @@ class CriuDriver:
         if net_left_out:
             with open(os.path.join(images_dir, criuopts.NET_LEFT_OUT), "w"):
                 pass
-        return options
+        records = []
+        if tmpfs and criuopts.masks_externally(state["config"]):
+            records = tmpfsmounts.plan(options["pid"], [m["key"] for m in options["ext_mnt"]])
+        if records:
+            tmpfsmounts.write_record(images_dir, records)
+            options["ext_mnt"] += tmpfsmounts.names_external(records)
+        return options, records
 
 
 # -- restores ----------------------------------------------------------------------
@@ -320,7 +384,8 @@ class RestoreSession:
     """
 
     def __init__(self, driver: "CriuDriver", criu: str, container_id: str, state: dict, images_dir: str,
-                 bundle: str, root: str, cgroup_mounts, now: str, lazy_pages: bool = False) -> None:
+                 bundle: str, root: str, cgroup_mounts, now: str, lazy_pages: bool = False,
+                 tmpfs_sources: Optional[dict] = None) -> None:
         self.driver = driver
         self.container_id = container_id
         self.state = state
@@ -342,6 +407,7 @@ class RestoreSession:
                 state, cgroup_mounts, images_dir_fd=images, work_dir_fd=work, root=root,
                 netns_fd=NETNS_FD if netns is not None else None, tcp_established=True, file_locks=True,
                 masked_source=driver.masked_source(), lazy_pages=lazy_pages, net_left_out=net_left_out,
+                tmpfs_sources=tmpfs_sources,
             )
         except BaseException:
             self.close()
@@ -568,6 +634,14 @@ def _dumped_cgroup_mounts(images_dir: str, state: dict):
 
 #: The cgroup v1 mounts of a dump, beside its images (for the restore).
 CGROUP_MOUNTS = "cgroup-mounts.json"
+
+
+def _forget_images(images_dir: str) -> None:
+    """(Blocking.)  What a dump given up wrote that the next would not
+    overwrite: CRIU's images and the tmpfs record."""
+    for name in os.listdir(images_dir):
+        if name.endswith(".img") or name == tmpfsmounts.RECORD:
+            os.unlink(os.path.join(images_dir, name))
 
 
 #: How long a freezer cgroup may take to freeze.

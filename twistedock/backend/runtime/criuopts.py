@@ -17,7 +17,9 @@ the empty read-only tmpfs runc mounts on each masked directory
 not a tmpfs CRIU tars at the dump and untars at the restore (~5 ms each
 way each): the restore binds the daemon's own empty read-only tmpfs
 there (L{rootfs.mount_empty_readonly}), which the container sees as
-runc's (tmpfs, ro, root 1777, empty).
+runc's (tmpfs, ro, root 1777, empty); the other tmpfs mounts, when a
+listing can make them again, likewise (L{tmpfsmounts}, chosen by the
+driver: L{restore_options} maps them).
 
 Blocking (reads state.json and /proc): call it in a thread.
 """
@@ -26,6 +28,8 @@ import json
 import os
 import stat
 from typing import Dict, List, Optional
+
+from . import tmpfsmounts
 
 #: What runc names the descriptors file in a checkpoint's images.
 DESCRIPTORS = "descriptors.json"
@@ -308,7 +312,7 @@ def own_cgroup(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
 def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int, work_dir_fd: int,
                     root: str, netns_fd: Optional[int], tcp_established: bool, file_locks: bool,
                     masked_source: Optional[str] = None, lazy_pages: bool = False,
-                    net_left_out: bool = False) -> dict:
+                    net_left_out: bool = False, tmpfs_sources: Optional[Dict[str, str]] = None) -> dict:
     """C{criu_opts} fields for restoring the container runc described in
     C{state} (runc 1.1's C{Restore}): its bind mounts back from their
     sources, the cgroup v1 mounts from this host's hierarchies, the masked
@@ -322,7 +326,8 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
     runc's restore with C{--lazy-pages} asks (no page server options:
     the lazy-pages daemon has them).  C{net_left_out}: the images hold no
     network namespace (L{NET_LEFT_OUT}): the restored tree joins the
-    container's by its path."""
+    container's by its path.  C{tmpfs_sources}: the daemon's tmpfs for
+    each tmpfs the dump named external, by key (L{tmpfsmounts})."""
     config = state["config"]
     rootfs = config["rootfs"]
     ext_mnt = []
@@ -340,6 +345,7 @@ def restore_options(state: dict, cgroup_mounts: List[str], *, images_dir_fd: int
         if device.get("path"):
             path = _relative_destination(rootfs, device["path"])
             ext_mnt.append({"key": path, "val": device["path"]})
+    ext_mnt += tmpfsmounts.restore_mounts(tmpfs_sources)
     options = {
         "images_dir_fd": images_dir_fd,
         "work_dir_fd": work_dir_fd,

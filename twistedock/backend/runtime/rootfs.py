@@ -19,7 +19,7 @@ from .interfaces import IOverlayMounts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -83,6 +83,20 @@ def mount_shm(target: str, size: int) -> None:
                     ("mode=1777,size=%d" % size).encode()),
         "mounting the container's /dev/shm",
     )
+
+
+def mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    """mount(2), an OSError naming C{target} when it fails."""
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()),
+           "mounting %s on %s" % (fstype, target))
+
+
+def detach(target: str) -> None:
+    """The mount at C{target} detached (MNT_DETACH); nothing when none is."""
+    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(code, "unmounting %s: %s" % (target, os.strerror(code)))
 
 
 def mount_empty_readonly(target: str) -> None:
