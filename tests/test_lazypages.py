@@ -166,11 +166,12 @@ def run_guard(tmp_path, stand_in, timeout=30, itself=False, netns=None, wait=Tru
     os.makedirs(os.path.dirname(path))
     pid = stand_in.criu if itself else stand_in.runc.pid
     proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(pid), str(timeout)]
-                            + (["criu"] if itself else []) + (["--net=" + netns] if netns else []))
-    deadline = time.monotonic() + 10
-    while wait and not os.path.exists(path):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+                            + (["criu"] if itself else []) + (["--net=" + netns] if netns else []),
+                            stdout=subprocess.PIPE)
+    if wait:
+        # It says when it listens (the daemon waits for that to connect).
+        assert proc.stdout.readline() == b"listening\n"
+        assert os.path.exists(path)
     return proc, path
 
 

@@ -86,6 +86,8 @@ class LazyDump(ProcessProtocol):
         self._out: List[bytes] = []
         self._err: List[bytes] = []
         self._timer = None
+        #: The guard's process, once spawned.
+        self.guard: Optional[_Guard] = None
 
     # -- runc ------------------------------------------------------------
 
@@ -107,8 +109,9 @@ class LazyDump(ProcessProtocol):
             raise InternalError("cannot run %s: %s" % (argv[0], e.strerror or e))
         guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(self.transport.pid),
                  str(self.connect_timeout + 30)]
+        self.guard = _Guard()
         try:
-            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+            self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self.abort("cannot start the page server's guard: %s" % (e,))
 
@@ -160,6 +163,9 @@ class LazyDump(ProcessProtocol):
         self._cancel_timer()
         joint = self.joint = Joint(stream, self.watcher.feed)
         try:
+            # (A dump quicker than the guard's start would find no socket.)
+            if self.guard is not None:
+                await self.guard.listening
             await UNIXClientEndpoint(self.reactor, self.guard_socket, timeout=10).connect(joint_factory(joint))
         except Exception as e:
             self.abort("cannot reach CRIU's page server: %s" % (e,))
@@ -230,8 +236,9 @@ class LazyRpcDump(LazyDump):
         self.worker = worker
         guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(worker.pid),
                  str(self.connect_timeout + 30), "criu"] + (["--net=" + netns] if netns else [])
+        self.guard = _Guard()
         try:
-            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+            self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self.abort("cannot start the page server's guard: %s" % (e,))
 
@@ -266,8 +273,22 @@ class LazyRpcDump(LazyDump):
         return [pid] + child_pids(pid)
 
 
-class _Quiet(ProcessProtocol):
-    """The guard's protocol: it says nothing and is not waited for."""
+class _Guard(ProcessProtocol):
+    """The guard's protocol: L{listening} fires once the guard listens on
+    its socket (it says so on its output), or fails if it ended first;
+    its end is not waited for."""
+
+    def __init__(self) -> None:
+        self.listening: Deferred = Deferred()
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == 1 and not self.listening.called:
+            self.listening.callback(None)
+
+    def processEnded(self, reason) -> None:
+        if not self.listening.called:
+            self.listening.errback(InternalError("the page server's guard ended with status %d"
+                                                 % (exit_status(reason),)))

@@ -163,6 +163,11 @@ def main(argv) -> int:
     listener.bind(path)
     os.chmod(path, 0o600)
     listener.listen(1)
+    # (The daemon waits for this before it connects.)
+    try:
+        os.write(1, b"listening\n")
+    except OSError:
+        pass
     # Waiting for the daemon's connection: given up after TIMEOUT, or as
     # soon as the daemon that started this guard is gone.
     parent = os.getppid()
