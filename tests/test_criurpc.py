@@ -334,24 +334,93 @@ def test_a_network_namespace_left_out_is_joined_back(tmp_path):
                                  tcp_established=True, file_locks=True, net_left_out=True)
 
 
-@pytest.mark.parametrize("connections,extra,nsenter,entered", [
-    (False, None, "/usr/bin/nsenter", True),
-    (True, None, "/usr/bin/nsenter", False),  # a lock to take: CRIU outside
-    (False, {"lazy_pages": True}, "/usr/bin/nsenter", False),  # a page server to reach
-    (False, None, "", False),
+LAZY = {"lazy_pages": True, "ps": {"port": 4321}, "config_file": "/w/lazy-pages.conf"}
+
+
+@pytest.mark.parametrize("connections,extra,nsenter,port_free,entered", [
+    (False, None, "/usr/bin/nsenter", False, True),
+    (True, None, "/usr/bin/nsenter", True, False),  # a lock to take: CRIU outside
+    (False, LAZY, "/usr/bin/nsenter", True, True),  # a page server on the namespace's loopback
+    (False, LAZY, "/usr/bin/nsenter", False, False),  # its port taken there, or loopback down
+    (True, LAZY, "/usr/bin/nsenter", True, False),
+    (False, dict(LAZY, ps={}), "/usr/bin/nsenter", True, False),  # no port said
+    (False, {"lazy_pages": True, "tcp_skip_in_flight": True}, "/usr/bin/nsenter", True, False),
+    (False, None, "", True, False),
 ])
-def test_where_a_dump_s_criu_runs(tmp_path, monkeypatch, connections, extra, nsenter, entered):
+def test_where_a_dump_s_criu_runs(tmp_path, monkeypatch, connections, extra, nsenter, port_free, entered):
+    from twistedock.backend.runtime import criudriver
     from twistedock.backend.runtime.criudriver import CriuDriver
 
     state = _state(tmp_path, 7)
     (tmp_path / "c1").mkdir()
     (tmp_path / "c1" / "state.json").write_text(json.dumps(state))
     monkeypatch.setattr(criuopts, "has_tcp_connections", lambda pid: connections)
+    asked = []
+    monkeypatch.setattr(criudriver, "loopback_port_free", lambda path, port: asked.append((path, port)) or port_free)
     driver = CriuDriver(reactor, None, str(tmp_path), None, messages=object())
     driver.nsenter = nsenter
     _, lock, netns = driver._dump_plan("c1", extra)
     assert lock == ("NFTABLES" if connections else "SKIP")
     assert netns == (str(tmp_path / "netns") if entered else None)
+    if entered and extra:
+        assert asked == [(str(tmp_path / "netns"), 4321)]
+
+
+@pytest.fixture
+def namespace():
+    """A network namespace of a sleeping process's (its path in /proc),
+    with C{lo_up} bringing its loopback up."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    path = "/proc/%d/ns/net" % (proc.pid,)
+    deadline = time.monotonic() + 10
+    while os.stat(path).st_ino == os.stat("/proc/self/ns/net").st_ino:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def lo_up():
+        subprocess.run(["nsenter", "--net=" + path, "ip", "link", "set", "lo", "up"], check=True)
+
+    yield path, lo_up
+    proc.kill()
+    proc.wait()
+
+
+def test_a_port_free_on_a_namespace_s_loopback(namespace):
+    """Free only where a page server there can listen and be reached:
+    loopback up, the port not taken in that namespace (whatever holds it
+    in ours); never a pool thread left in it."""
+    import subprocess
+
+    from twistedock.backend.runtime.criudriver import loopback_port_free
+
+    path, lo_up = namespace
+    ours_ns = os.stat("/proc/thread-self/ns/net").st_ino
+    ours = socket.socket()
+    ours.bind(("127.0.0.1", 0))
+    ours.listen(1)
+    port = ours.getsockname()[1]
+    try:
+        assert not loopback_port_free(path, port)  # its loopback down
+        lo_up()
+        assert loopback_port_free(path, port)  # taken in ours, free in its
+        holder = subprocess.Popen(["nsenter", "--net=" + path, sys.executable, "-c",
+                                   "import socket,sys,time; s=socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1])));"
+                                   "s.listen(1); print(1, flush=True); time.sleep(60)", str(port)],
+                                  stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline().strip() == b"1"
+            assert not loopback_port_free(path, port)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert not loopback_port_free("/nonexistent/netns", port)
+        assert os.stat("/proc/thread-self/ns/net").st_ino == ours_ns
+    finally:
+        ours.close()
 
 
 def test_masked_directories_external_when_the_restores_know_their_source(tmp_path):

@@ -21,7 +21,10 @@ from twistedock.backend.checkpoints import RestorePlan
 from twistedock.backend.lazypages import guard, sysctl
 from twistedock.backend.lazypages.dump import GUARD, LazyDump, child_pids
 from twistedock.backend.lazypages.protocol import IOV, PS_IOV_FLUSH, PS_IOV_GET, RequestWatcher
+from twistedock.backend.runtime.criudriver import in_netns
 from twistedock.routers.checkpoint import decode_create_options
+
+from .test_criurpc import namespace  # noqa: F401  (the fixture)
 
 
 def request(command, pages=1, address=0x1000):
@@ -101,7 +104,7 @@ class StandIn:
     what the guard kills; and a page server on loopback that answers each
     request with a page."""
 
-    def __init__(self):
+    def __init__(self, netns=None):
         self.runc = subprocess.Popen([sys.executable, "-c",
                                       "import subprocess,sys,time; p=subprocess.Popen(['sleep','60']); "
                                       "time.sleep(60)"])
@@ -110,12 +113,19 @@ class StandIn:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         self.criu = child_pids(self.runc.pid)[0]
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(1)
+        # (With C{netns}: on that namespace's loopback, as CRIU's page
+        # server dumping from inside a container's.)
+        self.server = in_netns(netns, self._listener) if netns else self._listener()
         self.port = self.server.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def _listener():
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        return server
 
     def _serve(self):
         connection, _ = self.server.accept()
@@ -149,31 +159,38 @@ class StandIn:
         self.server.close()
 
 
-def run_guard(tmp_path, stand_in, timeout=30, itself=False):
-    """The guard; C{itself}: told CRIU's own pid (a dump over the RPC)."""
+def run_guard(tmp_path, stand_in, timeout=30, itself=False, netns=None, wait=True):
+    """The guard; C{itself}: told CRIU's own pid (a dump over the RPC);
+    C{netns}: the network namespace where CRIU's page server listens."""
     path = str(tmp_path / "g" / "guard.sock")
     os.makedirs(os.path.dirname(path))
     pid = stand_in.criu if itself else stand_in.runc.pid
     proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(pid), str(timeout)]
-                            + (["criu"] if itself else []))
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+                            + (["criu"] if itself else []) + (["--net=" + netns] if netns else []),
+                            stdout=subprocess.PIPE)
+    if wait:
+        # It says when it listens (the daemon waits for that to connect).
+        assert proc.stdout.readline() == b"listening\n"
+        assert os.path.exists(path)
     return proc, path
+
+
+def fetch_all(path):
+    """A client that gets a page, then says it has them all."""
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    client.sendall(request(PS_IOV_GET))
+    assert len(client.recv(8192)) > 0
+    client.sendall(request(PS_IOV_FLUSH, 0, 0))
+    time.sleep(0.2)
+    client.close()
 
 
 def test_guard_spares_criu_after_the_flush(tmp_path):
     stand_in = StandIn()
     try:
         proc, path = run_guard(tmp_path, stand_in)
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(path)
-        client.sendall(request(PS_IOV_GET))
-        assert len(client.recv(8192)) > 0
-        client.sendall(request(PS_IOV_FLUSH, 0, 0))
-        time.sleep(0.2)
-        client.close()
+        fetch_all(path)
         assert proc.wait(10) == 0
         assert stand_in.criu_alive()
         assert not os.path.exists(os.path.dirname(path))
@@ -208,6 +225,34 @@ def test_guard_kills_criu_when_no_client_comes(tmp_path):
     stand_in = StandIn()
     try:
         proc, path = run_guard(tmp_path, stand_in, timeout=0.5)
+        assert proc.wait(10) == 1
+        deadline = time.monotonic() + 5
+        while stand_in.criu_alive():
+            assert time.monotonic() < deadline, "CRIU was not killed"
+            time.sleep(0.02)
+    finally:
+        stand_in.close()
+
+
+def test_guard_reaches_the_page_server_in_the_container_s_namespace(tmp_path, namespace):  # noqa: F811
+    """CRIU dumped from inside the container's network namespace: its page
+    server listens on that loopback, which the guard joins to connect."""
+    path, lo_up = namespace
+    lo_up()
+    stand_in = StandIn(netns=path)
+    try:
+        proc, socket_path = run_guard(tmp_path, stand_in, itself=True, netns=path)
+        fetch_all(socket_path)
+        assert proc.wait(10) == 0
+        assert stand_in.criu_alive()
+    finally:
+        stand_in.close()
+
+
+def test_guard_kills_criu_when_it_cannot_join_the_namespace(tmp_path):
+    stand_in = StandIn()
+    try:
+        proc, _ = run_guard(tmp_path, stand_in, itself=True, netns=str(tmp_path / "no-such-netns"), wait=False)
         assert proc.wait(10) == 1
         deadline = time.monotonic() + 5
         while stand_in.criu_alive():

@@ -18,6 +18,7 @@ from .conftest import REPO_ROOT, wait_for
 from .test_checkpoint import (  # noqa: F401  (the criu fixture)
     LOOP,
     _import_busybox,
+    assert_in_its_network_namespace,
     criu,
     numbers,
     state,
@@ -48,9 +49,9 @@ def run_migrate(*args, timeout=120):
     )
 
 
-def counter(daemon, name):
+def counter(daemon, name, *options):
     daemon.docker("rm", "-f", name, check=False)
-    daemon.docker("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", LOOP)
+    daemon.docker("run", "-d", "--name", name, "--network", "none", *options, "busybox", "sh", "-c", LOOP)
 
 
 @pytest.fixture
@@ -71,10 +72,16 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
 @pytest.mark.route("POST", "/containers/checkpoints/import")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")
 @pytest.mark.route("DELETE", "/containers/{name:.*}")
-@pytest.mark.parametrize("options", [(), ("--export-with-checkpoint",)])
-def test_migrate_moves_a_running_counter(pair, options):
+@pytest.mark.parametrize("options,run_options", [
+    ((), ()),
+    (("--export-with-checkpoint",), ()),
+    (("--lazy",), ()),
+    # (A terminal: the target's restore goes through runc.)
+    (("--lazy",), ("-t",)),
+])
+def test_migrate_moves_a_running_counter(pair, options, run_options):
     a, b = pair
-    counter(a, "mover")
+    counter(a, "mover", *run_options)
     wait_numbers(a, "mover", 5)
     before = numbers(a, "mover")[-1]
     result = run_migrate(a.host, b.host, "mover", "--json", *options)
@@ -91,6 +98,9 @@ def test_migrate_moves_a_running_counter(pair, options):
     after = wait_numbers(b, "mover", 5)
     assert before - 1 <= after[0] <= before + 100, (before, after[:5])
     assert after == list(range(after[0], after[0] + len(after)))
+    # (Dumped from inside it, lazily too, which the images left out: the
+    # restore joined it.)
+    assert_in_its_network_namespace(b, "mover")
     b.docker("rm", "-f", "mover")
 
 

@@ -72,6 +72,11 @@ def test_lazy_tool_dropped_before_restore(pair):
     last = wait_numbers(a, "drop", 3)[-1]
     paused = Paused(a, b, "drop", "restore", "--lazy")
     try:
+        # Dumped over the RPC from inside its network namespace: the page
+        # server listens there, the images leave the namespace out.
+        cid = a.docker_json("inspect", "drop", format="{{json .Id}}")
+        directory = os.path.join(a.data_root, "containers", cid, "checkpoints")
+        assert [c for c in os.listdir(directory) if os.path.exists(os.path.join(directory, c, "net-left-out"))]
         # Frozen on the source, its pages relayed: the tool's connections go.
         paused.kill()
     finally:

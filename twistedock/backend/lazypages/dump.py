@@ -3,6 +3,12 @@ The source's side: a lazy dump (over CRIU's RPC, L{LazyRpcDump}, or
 C{runc checkpoint --lazy-pages}, L{LazyDump}), CRIU's page server on
 loopback, and the one API connection allowed to fetch the pages through it.
 
+Over the RPC, CRIU dumps from inside the container's network namespace
+when it can (no TCP connection to lock, the port free on that namespace's
+loopback: L{CriuDriver._dump_plan}), which the images then leave out
+(L{criuopts.NET_LEFT_OUT}): its page server listens on that loopback, the
+guard joins the namespace to reach it.
+
 CRIU reports (runc's status descriptor, or the RPC's C{status-ready}
 notification) once the images (everything but the pages left behind) are
 written: the checkpoint can then be exported while
@@ -43,8 +49,11 @@ STATUS_FD = 3
 CONNECT_TIMEOUT = 60.0
 #: CRIU's configuration for a lazy dump: runc passes the page server's port
 #: but, for lazy pages, CRIU ignores its address and would listen on every
-#: interface; a configuration file (read before the RPC options) binds it
-#: to loopback, where only this daemon's relay reaches it.
+#: interface (INADDR_ANY); a configuration file (read before the RPC
+#: options, and again after them) binds it to loopback, where only this
+#: daemon's guard reaches it: the daemon's loopback, or the container's
+#: when CRIU dumps from inside its network namespace (not its bridge
+#: address, which other containers on the bridge reach).
 CRIU_CONFIG = "address 127.0.0.1\n"
 
 
@@ -77,6 +86,8 @@ class LazyDump(ProcessProtocol):
         self._out: List[bytes] = []
         self._err: List[bytes] = []
         self._timer = None
+        #: The guard's process, once spawned.
+        self.guard: Optional[_Guard] = None
 
     # -- runc ------------------------------------------------------------
 
@@ -98,8 +109,9 @@ class LazyDump(ProcessProtocol):
             raise InternalError("cannot run %s: %s" % (argv[0], e.strerror or e))
         guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(self.transport.pid),
                  str(self.connect_timeout + 30)]
+        self.guard = _Guard()
         try:
-            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+            self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self.abort("cannot start the page server's guard: %s" % (e,))
 
@@ -151,6 +163,9 @@ class LazyDump(ProcessProtocol):
         self._cancel_timer()
         joint = self.joint = Joint(stream, self.watcher.feed)
         try:
+            # (A dump quicker than the guard's start would find no socket.)
+            if self.guard is not None:
+                await self.guard.listening
             await UNIXClientEndpoint(self.reactor, self.guard_socket, timeout=10).connect(joint_factory(joint))
         except Exception as e:
             self.abort("cannot reach CRIU's page server: %s" % (e,))
@@ -210,16 +225,20 @@ class LazyRpcDump(LazyDump):
 
         d = ensureDeferred(rpc.dump(
             criu, container_id, image_path, work_path, leave_running=False, extra_options=options,
-            notify=notified, on_worker=lambda worker: self._spawned(worker, env),
+            notify=notified, on_worker=lambda worker, netns: self._spawned(worker, env, netns),
         ))
         d.addCallbacks(lambda _: self._finished(0), self._failed)
 
-    def _spawned(self, worker, env: dict) -> None:
+    def _spawned(self, worker, env: dict, netns: Optional[str]) -> None:
+        """The guard started beside the worker; C{netns}: the container's
+        network namespace, where CRIU dumps from and so listens (the
+        guard joins it to connect), or None (the daemon's)."""
         self.worker = worker
         guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(worker.pid),
-                 str(self.connect_timeout + 30), "criu"]
+                 str(self.connect_timeout + 30), "criu"] + (["--net=" + netns] if netns else [])
+        self.guard = _Guard()
         try:
-            self.reactor.spawnProcess(_Quiet(), guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+            self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self.abort("cannot start the page server's guard: %s" % (e,))
 
@@ -254,8 +273,22 @@ class LazyRpcDump(LazyDump):
         return [pid] + child_pids(pid)
 
 
-class _Quiet(ProcessProtocol):
-    """The guard's protocol: it says nothing and is not waited for."""
+class _Guard(ProcessProtocol):
+    """The guard's protocol: L{listening} fires once the guard listens on
+    its socket (it says so on its output), or fails if it ended first;
+    its end is not waited for."""
+
+    def __init__(self) -> None:
+        self.listening: Deferred = Deferred()
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == 1 and not self.listening.called:
+            self.listening.callback(None)
+
+    def processEnded(self, reason) -> None:
+        if not self.listening.called:
+            self.listening.errback(InternalError("the page server's guard ended with status %d"
+                                                 % (exit_status(reason),)))

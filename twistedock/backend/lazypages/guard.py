@@ -11,10 +11,13 @@ sides.  The guard outlives the daemon: when the daemon's side ends without
 the client's final flush (see L{protocol}), or never comes, it kills CRIU
 instead, which leaves the process running again on the source, untouched.
 
-    python -m twistedock.backend.lazypages.guard SOCKET PORT RUNC_PID TIMEOUT [criu]
+    python -m twistedock.backend.lazypages.guard SOCKET PORT RUNC_PID TIMEOUT [criu] [--net=PATH]
 
 (With C{criu}, RUNC_PID is CRIU's own pid: the daemon's C{criu swrk},
-which dumps in its own process; else CRIU is runc's child.)
+which dumps in its own process; else CRIU is runc's child.  With
+C{--net=PATH}, CRIU dumps from inside the container's network namespace
+bound at PATH, whose loopback its page server listens on: the guard
+joins that namespace before it connects.)
 
 Only the standard library: it starts in milliseconds, during the dump.
 """
@@ -55,6 +58,25 @@ def kill_criu(runc_pid: int, itself: bool = False) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+#: The network namespace flag of setns(2).
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(path: str) -> None:
+    """This process (one thread) moved into the network namespace bound at
+    C{path} (setns(2) through libc: Python 3.11 has no C{os.setns})."""
+    import ctypes  # (Only here: the guard's start stays quick without it.)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, "setns into %s: %s" % (path, os.strerror(error)))
+    finally:
+        os.close(fd)
 
 
 def connect_page_server(port: int, deadline: float) -> socket.socket:
@@ -117,8 +139,17 @@ def relay(daemon: socket.socket, criu: socket.socket) -> bool:
 
 def main(argv) -> int:
     path, port, runc_pid, timeout = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
-    itself = argv[4:5] == ["criu"]
+    itself = "criu" in argv[4:]
+    netns = [a[len("--net="):] for a in argv[4:] if a.startswith("--net=")]
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if netns:
+        # (Before anything else: a namespace that cannot be joined is a
+        # page server that cannot be reached, and the dump is given up.)
+        try:
+            enter_netns(netns[0])
+        except OSError:
+            kill_criu(runc_pid, itself)
+            return 1
     # Not the daemon's process group: what ends the daemon's group does not end this.
     try:
         os.setsid()
@@ -132,6 +163,11 @@ def main(argv) -> int:
     listener.bind(path)
     os.chmod(path, 0o600)
     listener.listen(1)
+    # (The daemon waits for this before it connects.)
+    try:
+        os.write(1, b"listening\n")
+    except OSError:
+        pass
     # Waiting for the daemon's connection: given up after TIMEOUT, or as
     # soon as the daemon that started this guard is gone.
     parent = os.getppid()

@@ -190,8 +190,10 @@ class CriuDriver:
         C{extra_options} are more C{criu_opts} fields (e.g. C{lazy_pages},
         C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
         CRIU's notifications ("network-lock", "post-dump", "status-ready"...)
-        before they are answered; C{on_worker(worker)} is told of the
-        C{criu swrk} process once it is spawned (a lazy dump's guard).
+        before they are answered; C{on_worker(worker, netns)} is told of the
+        C{criu swrk} process once it is spawned, and of the network
+        namespace it runs in or None (a lazy dump's guard, which reaches
+        the page server there).
         C{tmpfs_external}: the tmpfs mounts a listing makes again named
         external (L{tmpfsmounts}: for images the daemon restores, not a
         lazy dump's); if one of them changed before the freeze (seen with
@@ -236,7 +238,7 @@ class CriuDriver:
             try:
                 worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
                 if on_worker is not None:
-                    on_worker(worker)
+                    on_worker(worker, netns)
             except BaseException:
                 # (The thread's files written before the directory may go.)
                 await making.addErrback(lambda f: None)
@@ -288,7 +290,8 @@ class CriuDriver:
         its dump needs (none without a TCP connection to preserve), and the
         network namespace CRIU runs in, or None (see L{criuopts.NET_LEFT_OUT}):
         the container's joined one, when nothing needs CRIU outside it (no
-        connection to lock, no page server to reach) and C{nsenter} is
+        connection to lock, no option but a lazy dump's page server that
+        can listen there: L{_page_server_fits}) and C{nsenter} is
         there."""
         try:
             state = criuopts.read_state(self.state_root, container_id)
@@ -296,7 +299,7 @@ class CriuDriver:
             raise CriuError("cannot read runc's state of %s: %s" % (container_id, e))
         lock = "NFTABLES" if criuopts.has_tcp_connections(int(state["init_process_pid"])) else "SKIP"
         netns = criuopts.joined_netns(state)
-        if lock != "SKIP" or extra_options or not self.nsenter:
+        if lock != "SKIP" or not self.nsenter or not netns or not _page_server_fits(netns, extra_options):
             netns = None
         return state, lock, netns
 
@@ -327,6 +330,26 @@ class CriuDriver:
             tmpfsmounts.write_record(images_dir, records)
             options["ext_mnt"] += tmpfsmounts.names_external(records)
         return options, records
+
+
+#: The C{criu_opts} of a lazy dump (L{lazypages.dump.LazyRpcDump}): the
+#: page server's port, and the configuration file that binds it to
+#: loopback (in lazy mode CRIU 4.1 takes no address over the RPC).
+LAZY_DUMP_OPTIONS = frozenset(("lazy_pages", "ps", "config_file"))
+
+
+def _page_server_fits(netns: str, extra_options: Optional[dict]) -> bool:
+    """(Blocking.)  Whether a dump with C{extra_options} may run in the
+    network namespace at C{netns}: with none, or with only a lazy dump's
+    (L{LAZY_DUMP_OPTIONS}) whose page server can listen on that
+    namespace's loopback: up, its port free (L{loopback_port_free});
+    else it stays in the daemon's, where the port was chosen free."""
+    if not extra_options:
+        return True
+    if set(extra_options) - LAZY_DUMP_OPTIONS:
+        return False
+    port = (extra_options.get("ps") or {}).get("port")
+    return bool(port) and loopback_port_free(netns, port)
 
 
 # -- restores ----------------------------------------------------------------------
@@ -562,44 +585,92 @@ def prime_cgroup_migration(proc_cgroup: str = "/proc/self/cgroup", root: str = "
 CLONE_NEWNET = 0x40000000
 
 
-def loopback_up(pid: int) -> None:
-    """(Blocking.)  The loopback of C{pid}'s network namespace up, as it was
-    dumped (a namespace made empty has it down), set from a thread of its
-    own that enters the namespace (and ends there: no pool thread is ever
-    left in a container's namespace)."""
+def in_netns(path: str, work):
+    """(Blocking.)  C{work()} run in a thread of its own that enters the
+    network namespace at C{path} first (and ends there: no pool thread is
+    ever left in a container's namespace); its result, or its error."""
     import threading
 
-    errors = []
+    outcome = []
 
     def run() -> None:
         try:
-            _loopback_up(pid)
+            _enter_netns(path)
+            outcome.append((True, work()))
         except BaseException as e:
-            errors.append(e)
+            outcome.append((False, e))
 
-    thread = threading.Thread(target=run, name="loopback-up")
+    thread = threading.Thread(target=run, name="in-netns")
     thread.start()
     thread.join()
-    if errors:
-        raise errors[0]
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
 
 
-def _loopback_up(pid: int) -> None:
+def _enter_netns(path: str) -> None:
     import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into the network namespace %s" % (path,))
+    finally:
+        os.close(target)
+
+
+def loopback_up(pid: int) -> None:
+    """(Blocking.)  The loopback of C{pid}'s network namespace up, as it was
+    dumped (a namespace made empty has it down), set from inside it
+    (L{in_netns})."""
+    in_netns("/proc/%d/ns/net" % (pid,), _loopback_up)
+
+
+def loopback_port_free(path: str, port: int) -> bool:
+    """(Blocking.)  Whether a server can listen on 127.0.0.1:C{port} in the
+    network namespace at C{path} and be reached there: its loopback up and
+    the port bindable as CRIU's page server binds it (C{SO_REUSEADDR}),
+    tried from inside it (L{in_netns}); False when the namespace cannot be
+    entered.  (A bind, not a read of the namespace's socket tables, which
+    the kernel prints by walking the host-wide hash: milliseconds.)"""
+    import socket
+
+    def try_bind() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if not _loopback_flags(s) & IFF_UP:
+                return False
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    try:
+        return in_netns(path, try_bind)
+    except OSError:
+        return False
+
+
+def _loopback_flags(s) -> int:
+    """The interface flags of this namespace's C{lo}, asked through the
+    socket C{s}."""
+    import fcntl
+    import struct
+
+    request = struct.pack("16sH14x", b"lo", 0)
+    return struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request))[1]
+
+
+def _loopback_up() -> None:
     import fcntl
     import socket
     import struct
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    target = os.open("/proc/%d/ns/net" % (pid,), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns into the restored network namespace")
-    finally:
-        os.close(target)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, request))[1]
+        flags = _loopback_flags(s)
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
