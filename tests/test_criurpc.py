@@ -172,9 +172,11 @@ FAKE_CRIU = textwrap.dedent(
     if not ok:
         resp.cr_errno = 5
         resp.cr_errmsg = "it did not work"
-    sk.send(resp.SerializeToString())
-    with open(os.environ["FAKE_SEEN"], "w") as f:
+    # (What it saw is there, whole, before the daemon has the answer.)
+    with open(os.environ["FAKE_SEEN"] + ".tmp", "w") as f:
         json.dump(seen, f)
+    os.rename(os.environ["FAKE_SEEN"] + ".tmp", os.environ["FAKE_SEEN"])
+    sk.send(resp.SerializeToString())
     sk.recv(10)  # until the daemon closes its end
     """
 )
