@@ -261,3 +261,47 @@ def test_a_record_read_back_makes_a_tmpfs_and_nothing_else(change):
     change(record)
     with pytest.raises(ValueError):
         tmpfsmounts.check(record)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lazy_dump_whose_tmpfs_changed_is_given_up_not_served(tmp_path, monkeypatch, fake_criu, messages):
+    """A lazy dump's CRIU would serve its pages after a failed post-dump:
+    it is killed before it hears the answer, the dump fails (asked once,
+    not again with the tar), the tmpfs mounts were named external."""
+    from twistedock.backend.runtime.criudriver import CriuDriver
+    from twistedock.errors import DockerError
+
+    from .test_criurpc import _state
+
+    worker, told = fake_criu
+    state = _state(tmp_path, os.getpid())
+    state["cgroup_paths"] = {}
+    state["config"]["labels"] = ["bundle=/run/x"]
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(state))
+    images, work = tmp_path / "images", tmp_path / "work"
+    images.mkdir()
+    work.mkdir()
+    record = {"key": tmpfsmounts.key(0), "mountpoint": "/dev/shm", "entries": []}
+    monkeypatch.setattr(criuopts, "has_tcp_connections", lambda pid: False)
+    monkeypatch.setattr(tmpfsmounts, "plan", lambda pid, external: [record])
+    monkeypatch.setattr(tmpfsmounts, "changed", lambda pid, records: ["/dev/shm"])
+    driver = CriuDriver(reactor, None, str(tmp_path), lambda f, *a: maybeDeferred(f, *a), messages=messages)
+    driver.nsenter = ""
+    driver.masked_source = lambda: None
+    requests, workers = [], []
+
+    def spawned(criu, files=None, path=None, prefix=()):
+        w = worker(FAKE_NOTIFY="post-dump")
+        call = w.call
+        w.call = lambda request, notify: (requests.append(request), call(request, notify))[1]
+        kill = w.kill
+        w.kill = lambda: (workers.append("killed"), kill())[1]
+        return w
+
+    driver.worker = spawned
+    with pytest.raises(DockerError, match="/dev/shm changed"):
+        await driver.dump("/opt/criu", "c1", str(images), str(work), leave_running=False, tmpfs_external=True,
+                          extra_options={"lazy_pages": True})
+    assert len(requests) == 1 and "killed" in workers
+    assert ("/dev/shm", record["key"]) in [(m.key, m.val) for m in requests[0].opts.ext_mnt]

@@ -699,7 +699,8 @@ class CheckpointBackend:
 
         try:
             if over_rpc:
-                dump.start(rpc, criu, c.id, directory, work, config, env)
+                # (A terminal's container keeps CRIU's tar: see _dump_over_rpc.)
+                dump.start(rpc, criu, c.id, directory, work, config, env, tmpfs_external=not c.tty)
             else:
                 dump.spawn(argv, env)
             await dump.ready

@@ -214,8 +214,9 @@ class LazyRpcDump(LazyDump):
         self._problem = ""
 
     def start(self, rpc, criu: str, container_id: str, image_path: str, work_path: str, config: str,
-              env: dict) -> None:
-        """Spawn the worker and its guard, and send the dump request."""
+              env: dict, tmpfs_external: bool = False) -> None:
+        """Spawn the worker and its guard, and send the dump request
+        (C{tmpfs_external}: see L{CriuDriver.dump})."""
         options = {"lazy_pages": True, "ps": {"port": self.port}, "config_file": config}
 
         def notified(script: str, pid: int):
@@ -226,6 +227,7 @@ class LazyRpcDump(LazyDump):
         d = ensureDeferred(rpc.dump(
             criu, container_id, image_path, work_path, leave_running=False, extra_options=options,
             notify=notified, on_worker=lambda worker, netns: self._spawned(worker, env, netns),
+            tmpfs_external=tmpfs_external,
         ))
         d.addCallbacks(lambda _: self._finished(0), self._failed)
 

@@ -195,18 +195,26 @@ class CriuDriver:
         namespace it runs in or None (a lazy dump's guard, which reaches
         the page server there).
         C{tmpfs_external}: the tmpfs mounts a listing makes again named
-        external (L{tmpfsmounts}: for images the daemon restores, not a
-        lazy dump's); if one of them changed before the freeze (seen with
-        the tasks frozen, at C{post-dump}), CRIU gives the dump up and
-        resumes them, and it is taken again with CRIU's tar."""
+        external (L{tmpfsmounts}: for images the daemon restores); if one
+        of them changed before the freeze (seen with the tasks frozen, at
+        C{post-dump}), CRIU gives the dump up and resumes them, and it is
+        taken again with CRIU's tar.  A lazy dump's CRIU would serve its
+        pages all the same after a failed C{post-dump}: it is killed there
+        instead (the tasks, frozen and dumped, are thawed and run on) and
+        the dump fails, to be asked again (its page server and guard are
+        the caller's, made once)."""
+        lazy = bool(extra_options and extra_options.get("lazy_pages"))
+        tmpfs = tmpfs_external and (lazy or not extra_options)
         changed = []
         try:
             await self._dump(criu, container_id, images_dir, work_dir, leave_running, tcp_established,
-                             file_locks, extra_options, notify, on_worker, tmpfs_external and not extra_options,
-                             changed)
+                             file_locks, extra_options, notify, on_worker, tmpfs, changed)
         except Exception:
             if not changed:
                 raise
+            if lazy:
+                raise CriuError("tmpfs %s changed while the checkpoint began: it was given up and the "
+                                "container runs on; ask again" % (", ".join(changed),))
             log.info("tmpfs {places} of {id} changed before the freeze: dumped again with CRIU's tar",
                      places=", ".join(changed), id=container_id[:12])
             await self.run_in_thread(_forget_images, images_dir)
@@ -264,6 +272,9 @@ class CriuDriver:
             def unchanged(places, script: str, pid: int):
                 if places:
                     changed.extend(places)
+                    if extra_options and extra_options.get("lazy_pages"):
+                        # (Before it hears the answer: see L{dump}.)
+                        worker.kill()
                     raise CriuError("changed before the freeze: " + ", ".join(places))
                 return notify(script, pid) if notify is not None else None
 
