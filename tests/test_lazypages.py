@@ -198,6 +198,14 @@ def test_guard_spares_criu_after_the_flush(tmp_path):
         stand_in.close()
 
 
+def _wait_killed(stand_in) -> None:
+    """Until the stand-in CRIU is dead (5 s at most)."""
+    deadline = time.monotonic() + 5
+    while stand_in.criu_alive():
+        assert time.monotonic() < deadline, "CRIU was not killed"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("itself", [False, True])
 def test_guard_kills_criu_when_the_client_goes_early(tmp_path, itself):
     # itself: over CRIU's RPC, the dump runs in the criu swrk process (that
@@ -211,10 +219,7 @@ def test_guard_kills_criu_when_the_client_goes_early(tmp_path, itself):
         client.recv(8192)
         client.close()
         assert proc.wait(10) == 1
-        deadline = time.monotonic() + 5
-        while stand_in.criu_alive():
-            assert time.monotonic() < deadline, "CRIU was not killed"
-            time.sleep(0.02)
+        _wait_killed(stand_in)
         if itself:
             assert stand_in.runc.poll() is None
     finally:
@@ -226,10 +231,7 @@ def test_guard_kills_criu_when_no_client_comes(tmp_path):
     try:
         proc, path = run_guard(tmp_path, stand_in, timeout=0.5)
         assert proc.wait(10) == 1
-        deadline = time.monotonic() + 5
-        while stand_in.criu_alive():
-            assert time.monotonic() < deadline, "CRIU was not killed"
-            time.sleep(0.02)
+        _wait_killed(stand_in)
     finally:
         stand_in.close()
 
@@ -254,10 +256,7 @@ def test_guard_kills_criu_when_it_cannot_join_the_namespace(tmp_path):
     try:
         proc, _ = run_guard(tmp_path, stand_in, itself=True, netns=str(tmp_path / "no-such-netns"), wait=False)
         assert proc.wait(10) == 1
-        deadline = time.monotonic() + 5
-        while stand_in.criu_alive():
-            assert time.monotonic() < deadline, "CRIU was not killed"
-            time.sleep(0.02)
+        _wait_killed(stand_in)
     finally:
         stand_in.close()
 

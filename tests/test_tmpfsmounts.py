@@ -194,17 +194,13 @@ def test_a_runc_restore_is_told_the_sources_in_its_configuration(tmp_path):
         other.adjust_spec({"annotations": {"org.criu.config": "/etc/mine.conf"}}, str(tmp_path))
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_tmpfs_changed_before_the_freeze_is_dumped_again_with_tar(tmp_path, monkeypatch, fake_criu,
-                                                                           messages):
-    """At post-dump (tasks frozen) a listed tmpfs is found changed: the
-    answer fails, CRIU gives the dump up, and it is taken again with no
-    tmpfs external (CRIU tars it), its record gone."""
+def _driver_whose_shm_changes(tmp_path, monkeypatch, messages, checks):
+    """A driver dumping a container "c1" whose /dev/shm is named external
+    and found changed at post-dump (each check appended to C{checks})."""
     from twistedock.backend.runtime.criudriver import CriuDriver
 
     from .test_criurpc import _state
 
-    worker, told = fake_criu
     state = _state(tmp_path, os.getpid())
     state["cgroup_paths"] = {}
     state["config"]["labels"] = ["bundle=/run/x"]
@@ -216,11 +212,22 @@ async def test_a_tmpfs_changed_before_the_freeze_is_dumped_again_with_tar(tmp_pa
     record = {"key": tmpfsmounts.key(0), "mountpoint": "/dev/shm", "entries": []}
     monkeypatch.setattr(criuopts, "has_tcp_connections", lambda pid: False)
     monkeypatch.setattr(tmpfsmounts, "plan", lambda pid, external: [record])
-    checks = []
     monkeypatch.setattr(tmpfsmounts, "changed", lambda pid, records: checks.append(records) or ["/dev/shm"])
     driver = CriuDriver(reactor, None, str(tmp_path), lambda f, *a: maybeDeferred(f, *a), messages=messages)
     driver.nsenter = ""
     driver.masked_source = lambda: None
+    return driver, images, work, record
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tmpfs_changed_before_the_freeze_is_dumped_again_with_tar(tmp_path, monkeypatch, fake_criu,
+                                                                           messages):
+    """At post-dump (tasks frozen) a listed tmpfs is found changed: the
+    answer fails, CRIU gives the dump up, and it is taken again with no
+    tmpfs external (CRIU tars it), its record gone."""
+    worker, told = fake_criu
+    checks = []
+    driver, images, work, record = _driver_whose_shm_changes(tmp_path, monkeypatch, messages, checks)
     requests = []
 
     def spawned(criu, files=None, path=None, prefix=()):
@@ -268,27 +275,10 @@ async def test_a_lazy_dump_whose_tmpfs_changed_is_given_up_not_served(tmp_path, 
     """A lazy dump's CRIU would serve its pages after a failed post-dump:
     it is killed before it hears the answer, the dump fails (asked once,
     not again with the tar), the tmpfs mounts were named external."""
-    from twistedock.backend.runtime.criudriver import CriuDriver
     from twistedock.errors import DockerError
 
-    from .test_criurpc import _state
-
     worker, told = fake_criu
-    state = _state(tmp_path, os.getpid())
-    state["cgroup_paths"] = {}
-    state["config"]["labels"] = ["bundle=/run/x"]
-    (tmp_path / "c1").mkdir()
-    (tmp_path / "c1" / "state.json").write_text(json.dumps(state))
-    images, work = tmp_path / "images", tmp_path / "work"
-    images.mkdir()
-    work.mkdir()
-    record = {"key": tmpfsmounts.key(0), "mountpoint": "/dev/shm", "entries": []}
-    monkeypatch.setattr(criuopts, "has_tcp_connections", lambda pid: False)
-    monkeypatch.setattr(tmpfsmounts, "plan", lambda pid, external: [record])
-    monkeypatch.setattr(tmpfsmounts, "changed", lambda pid, records: ["/dev/shm"])
-    driver = CriuDriver(reactor, None, str(tmp_path), lambda f, *a: maybeDeferred(f, *a), messages=messages)
-    driver.nsenter = ""
-    driver.masked_source = lambda: None
+    driver, images, work, record = _driver_whose_shm_changes(tmp_path, monkeypatch, messages, [])
     requests, workers = [], []
 
     def spawned(criu, files=None, path=None, prefix=()):

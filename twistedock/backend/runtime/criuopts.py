@@ -86,32 +86,12 @@ def unified_cgroups() -> bool:
     """Whether the host is in cgroup v2 unified mode."""
     found = ""
     try:
-        for fields in _mountinfo("/proc/self/mountinfo"):
+        for fields in tmpfsmounts.read_mountinfo("/proc/self/mountinfo"):
             if fields["mountpoint"] == "/sys/fs/cgroup":
                 found = fields["fstype"]
     except OSError:
         return False
     return found == "cgroup2"
-
-
-def _mountinfo(path: str):
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            parts = line.split()
-            try:
-                dash = parts.index("-")
-            except ValueError:
-                continue
-            yield {
-                "root": _unescape(parts[3]),
-                "mountpoint": _unescape(parts[4]),
-                "fstype": parts[dash + 1],
-                "source": parts[dash + 2] if len(parts) > dash + 2 else "",
-            }
-
-
-def _unescape(text: str) -> str:
-    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def _relative_destination(rootfs: str, destination: str) -> str:
@@ -128,7 +108,7 @@ def cgroup_binds(pid: int, destination: str) -> List[str]:
     found = []
     prefix = destination.rstrip("/") + "/"
     try:
-        for fields in _mountinfo("/proc/%d/mountinfo" % (pid,)):
+        for fields in tmpfsmounts.mountinfo(pid):
             if fields["fstype"] in ("cgroup", "cgroup2") and fields["mountpoint"].startswith(prefix):
                 found.append(fields["mountpoint"])
     except OSError:
@@ -139,7 +119,7 @@ def cgroup_binds(pid: int, destination: str) -> List[str]:
 def tmpfs_mounts(pid: int) -> set:
     """The mount points of the tmpfs mounts C{pid} sees (in its root)."""
     try:
-        return {f["mountpoint"] for f in _mountinfo("/proc/%d/mountinfo" % (pid,)) if f["fstype"] == "tmpfs"}
+        return {f["mountpoint"] for f in tmpfsmounts.mountinfo(pid) if f["fstype"] == "tmpfs"}
     except OSError:
         return set()
 

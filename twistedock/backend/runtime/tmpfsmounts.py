@@ -75,8 +75,13 @@ def mountinfo(pid: int) -> List[dict]:
     """The mounts C{pid} sees, in its root: id, parent, mountpoint, root,
     per-mount options, optional fields (sharing), fstype, source, super
     options."""
+    return read_mountinfo("/proc/%d/mountinfo" % (pid,))
+
+
+def read_mountinfo(path: str) -> List[dict]:
+    """A C{mountinfo} file's mounts (see L{mountinfo})."""
     found = []
-    with open("/proc/%d/mountinfo" % (pid,), "r", encoding="utf-8", errors="replace") as f:
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
         for line in f:
             parts = line.split()
             try:
