@@ -1089,7 +1089,7 @@ async def test_criu_probe_cache_seeded_from_a_private_tmpfs(tmp_path):
 def test_a_restore_through_runc_maps_the_masked_directories(tmp_path):
     """runc's CRIU told (the bundle's configuration file) where the
     masked directories a dump named external come from."""
-    from twistedock.backend.checkpoints import RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.restoreplan import RESTORE_CONFIG, RestorePlan
     from twistedock.backend.runtime.criuopts import MASKED_DIR_KEY
 
     class Driver:
@@ -1110,7 +1110,7 @@ def test_a_restore_through_runc_joins_a_network_namespace_left_out(tmp_path):
     """Images without a network namespace (CRIU dumped from inside it):
     runc runs CRIU through a script of the bundle's that enters the
     container's; an error when the container has none."""
-    from twistedock.backend.checkpoints import CRIU_IN_NETNS, RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.restoreplan import CRIU_IN_NETNS, RESTORE_CONFIG, RestorePlan
     from twistedock.backend.runtime.criuopts import NET_LEFT_OUT
 
     images, bundle = tmp_path / "images", tmp_path / "bundle"

@@ -165,7 +165,7 @@ def test_the_restore_maps_each_key_to_its_source(tmp_path):
 
 
 def test_a_runc_restore_is_told_the_sources_in_its_configuration(tmp_path):
-    from twistedock.backend.checkpoints import RESTORE_CONFIG, RestorePlan
+    from twistedock.backend.restoreplan import RESTORE_CONFIG, RestorePlan
     from twistedock.errors import InternalError
 
     images = tmp_path / "images"

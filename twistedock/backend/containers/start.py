@@ -94,7 +94,7 @@ class StartMixin:
 
     async def _run(self, c: Container, restore=None, stale_runtime: bool = False, prepared: bool = False) -> None:
         """Set up and start one run; on failure leave the container exited.
-        With C{restore} (a L{checkpoints.RestorePlan}) conmon restores the
+        With C{restore} (a L{restoreplan.RestorePlan}) conmon restores the
         checkpoint instead of creating the container afresh: through runc,
         or, when the plan allows it, through CRIU's RPC with CRIU run by
         conmon (L{CriuDriver.restore_session}).  C{stale_runtime}: runc may

@@ -49,7 +49,7 @@ EXTERNAL_NS_KEYS = {"NEWNET": ("net", "extRootNetNS"), "NEWPID": ("pid", "extRoo
 #: with 262144 buckets: about 23 ms with the process frozen, for images a
 #: restore into an external namespace ignores.  The restore joins the
 #: container's namespace instead (C{join_ns}, L{restore_options}; under
-#: runc, CRIU started inside it, C{checkpoints.CRIU_IN_NETNS}).
+#: runc, CRIU started inside it, C{restoreplan.CRIU_IN_NETNS}).
 NET_LEFT_OUT = "net-left-out"
 
 #: The external mount key of a masked directory's empty read-only tmpfs
