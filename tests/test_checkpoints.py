@@ -504,6 +504,23 @@ def test_an_export_waits_for_a_checkpoint_that_never_comes_at_most_a_while(fake)
     assert isinstance(failure_of(ensureDeferred(backend.export("web", "cp2"))), NotFound)
 
 
+@pytest.mark.route("POST", "/containers/{name}/checkpoints/{checkpoint}/page-source")
+def test_a_page_source_may_come_before_the_checkpoint_of_a_prepared_import(fake):
+    """A migration joins the target's page source before the freeze: for a
+    container a prepared import made, the checkpoint may be still to come
+    (its restore checks that its pages were left behind); for any other
+    container it must be there."""
+    from twistedock.backend.containers.defaults import IMPORT_PENDING_MARK
+
+    backend, containers = fake
+    c = containers.add("web", running=False)
+    assert isinstance(failure_of(ensureDeferred(backend.page_source("web", "cp1"))), NotFound)
+    with open(c.path_of(IMPORT_PENDING_MARK), "w"):
+        pass
+    assert callable(result_of(ensureDeferred(backend.page_source("web", "cp1"))))
+    assert isinstance(failure_of(ensureDeferred(backend.page_source("web", "../cp1"))), NotFound)
+
+
 def test_checkpoint_leaving_it_running(fake):
     backend, containers = fake
     c = containers.add("web")
@@ -1227,7 +1244,7 @@ class _AheadPlan:
         pass
 
     def abort(self):
-        pass
+        self.steps.append("abort")
 
     def failed(self, error, bundle):
         return error
@@ -1266,8 +1283,9 @@ def test_a_prepared_restore_starts_conmon_and_criu_before_its_bundle(tmp_path):
     world, c = _ahead_world(tmp_path / "a", steps)
     plan = _AheadPlan(steps)
     run(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
-    # (The kernel's wait before a cgroup migration begun with them.)
-    assert steps == ["conmon", "prime", "bundle", "prepare", "request"]
+    # (The kernel's wait before a cgroup migration, and a lazy
+    # checkpoint's fetcher, begun with them: RestorePlan.prepare.)
+    assert steps == ["conmon", "prepare", "bundle", "request"]
     assert c.state.running and plan.closed
     del steps[:]
     world, c = _ahead_world(tmp_path / "b", steps)
@@ -1276,7 +1294,8 @@ def test_a_prepared_restore_starts_conmon_and_criu_before_its_bundle(tmp_path):
 
 
 def test_a_restore_started_ahead_is_given_up_when_its_bundle_fails(tmp_path):
-    """CRIU's socket closed (CRIU, then conmon, end), the start failed."""
+    """CRIU's socket closed (CRIU, then conmon, end), the fetcher begun
+    with them stopped, the start failed."""
     from .fake_runtime import failure_of
 
     steps = []
@@ -1290,5 +1309,5 @@ def test_a_restore_started_ahead_is_given_up_when_its_bundle_fails(tmp_path):
     world.backend._prepare_bundle = broken
     error = failure_of(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
     assert "no bundle" in str(error)
-    assert steps == ["conmon", "prime", "bundle"] and plan.closed
+    assert steps == ["conmon", "prepare", "bundle", "abort"] and plan.closed
     assert not c.state.running

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+import pytest_twisted
 
 from twistedock.backend.checkpoints import RestorePlan
 from twistedock.backend.lazypages import guard, sysctl
@@ -87,6 +88,63 @@ def test_restore_plan_with_a_page_source_restores_lazily():
     plan = RestorePlan("/cp", "/criu", ["--tcp-established"], {"LazyPages": True}, pages=Pages())
     assert plan.create_arguments()["restore_options"] == ["--tcp-established", "--lazy-pages"]
     assert RestorePlan("/cp", "/criu", ["--file-locks"]).create_arguments()["restore_options"] == ["--file-locks"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_fetch_spawns_criu_lazy_pages_with_no_working_directory(tmp_path):
+    """C{criu lazy-pages} goes into its --work-dir itself: spawned through
+    the daemon's spawner (a child given a working directory would be a
+    fork of the whole daemon), ready once it writes its status fd, killed
+    by an abort."""
+    from twisted.internet import reactor
+
+    from twistedock.backend.lazypages.restore import STATUS_FD, PageFetch
+
+    class Stream:
+        lost = False
+
+        def __init__(self):
+            from twisted.internet.defer import Deferred
+
+            self.closed = Deferred()
+
+        def close(self):
+            if not self.closed.called:
+                self.closed.callback(None)
+
+    class Transport:
+        pid = None
+        signals = []
+
+        def closeStdin(self):
+            pass
+
+        def signalProcess(self, name):
+            self.signals.append(name)
+
+    spawned = []
+
+    async def spawn_process(protocol, executable, argv, env, child_fds):
+        spawned.append((executable, argv, child_fds))
+        protocol.makeConnection(Transport())
+        reactor.callLater(0, protocol.childDataReceived, STATUS_FD, b"\0")
+
+    work = tmp_path / "bundle"
+    work.mkdir()
+    (work / "lazy-pages.socket").write_bytes(b"")
+    fetch = PageFetch(reactor, Stream(), None, spawn_process)
+    await fetch.start("/opt/criu", str(tmp_path), str(work))
+    try:
+        [(executable, argv, child_fds)] = spawned
+        assert executable == "/opt/criu" and argv[:2] == ["/opt/criu", "lazy-pages"]
+        assert argv[argv.index("--work-dir") + 1] == str(work)
+        assert argv[argv.index("--images-dir") + 1] == str(tmp_path)
+        assert child_fds == {0: "w", 1: "r", 2: "r", STATUS_FD: "r"}
+        # (A socket left by an earlier restore would be CRIU's to trip on.)
+        assert not (work / "lazy-pages.socket").exists()
+    finally:
+        fetch.abort()
+    assert Transport.signals == [signal.SIGKILL]
 
 
 def test_lazy_dump_argv():

@@ -338,13 +338,33 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     await _pause("prepare", args.pause_before)
     preparing = time.monotonic()
     new_id = await _prepare(source, target, args, cid, cname, checkpoint)
+    # The target's page source joined before the freeze (the checkpoint it
+    # is for comes with the import).
+    try:
+        fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
+    except BaseException as e:
+        _say("failed before the checkpoint: %s" % (e,))
+        await _remove_target(target, new_id)
+        raise MigrationError("%s; nothing was done (the container runs on %s)" % (e, args.source))
+    sessions = [fetching]
     await _pause("checkpoint", args.pause_before)
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s, pages left behind (lazy)" % (cname, cid[:12], args.source))
+    creating = defer.ensureDeferred(
+        source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True))
+    exporting: Optional[defer.Deferred] = None
+    if args.pause_before not in ("export", "import"):
+        # The export asked for with the checkpoint: the source answers it
+        # as soon as the images are written (the test hook's steps, when
+        # asked for, come one after the other).
+        exporting = defer.ensureDeferred(source(source.client.checkpoints.export, cid, checkpoint, wait=True))
     try:
-        await source(source.client.checkpoints.create, cid, checkpoint, exit=True, lazy_pages=True)
+        await creating
     except BaseException as e:
         _say("failed: %s" % (e,))
+        if exporting is not None:
+            exporting.addErrback(lambda _: None)
+        fetching.close()
         await _remove_target(target, new_id)
         raise
     checkpointed = time.monotonic()
@@ -353,7 +373,6 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
     # page connection ends before the target has them all.
     moved = 0
     relay = None
-    sessions = []
     counted = [0, 0]
     try:
         # The source's page server is joined while the images travel.
@@ -361,7 +380,9 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
         serving.addCallback(lambda session: (sessions.append(session), session)[1])
         try:
             await _pause("export", args.pause_before)
-            relayed = _Counted(await source(source.client.checkpoints.export, cid, checkpoint))
+            if exporting is None:
+                exporting = defer.ensureDeferred(source(source.client.checkpoints.export, cid, checkpoint))
+            relayed = _Counted(await exporting)
             try:
                 await _pause("import", args.pause_before)
                 await target(target.client.checkpoints.import_into, new_id, relayed)
@@ -378,8 +399,6 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
                 served = None
         if served is None:
             await serving
-        fetching = await target(target.client.checkpoints.page_source, new_id, checkpoint)
-        sessions.append(fetching)
         for session in (served, fetching):
             no_delay(session.protocol.transport)
         stopped: list = []

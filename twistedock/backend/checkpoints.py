@@ -441,6 +441,9 @@ class CheckpointBackend:
             except (DockerError, OSError) as e:
                 raise InternalError("cannot checkpoint container %s: %s" % (name, e))
             self.in_progress += 1
+            # (An export asked for with it waits for its images: L{export}.)
+            key = (c.id, checkpoint_id)
+            self.publishing.setdefault(key, [])
             try:
                 await self._lazy_dump(c, name, checkpoint_id, directory, final, criu, answered)
             except BaseException:
@@ -449,6 +452,7 @@ class CheckpointBackend:
                 raise
             finally:
                 self.in_progress -= 1
+                self._published(key, False)
 
     async def _lazy_dump(self, c: Container, name: str, checkpoint_id: str, directory: str, final: str,
                          criu: str, answered: Deferred) -> None:
@@ -506,6 +510,7 @@ class CheckpointBackend:
             raise
         self.lazy_dumps[key] = dump
         self.containers.log_event(c, "checkpoint")
+        self._published(key, True)
         answered.callback(None)
         try:
             code = await dump.ended
@@ -540,19 +545,28 @@ class CheckpointBackend:
 
     async def page_source(self, name: str, checkpoint_id: str):
         """The function that keeps a hijacked connection as the page source
-        of C{name}'s next restore from lazy checkpoint C{checkpoint_id}."""
+        of C{name}'s next restore from lazy checkpoint C{checkpoint_id}.
+        The checkpoint may be still to come, for a container a prepared
+        import made (a migration joins the page source before the freeze;
+        the restore checks the checkpoint's pages are left behind)."""
         c = self.containers.get(name)
         path = os.path.join(self.default_dir(c), checkpoint_id)
-        metadata = await self._thread(read_metadata, path) if VALID_NAME.match(checkpoint_id or "") else None
+        valid = bool(VALID_NAME.match(checkpoint_id or ""))
+        metadata = await self._thread(read_metadata, path) if valid else None
         if metadata is None:
-            raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
-        if not metadata.get("LazyPages"):
+            coming = valid and await self._thread(os.path.exists, c.path_of(IMPORT_PENDING_MARK))
+            if not coming:
+                raise NotFound("checkpoint %s does not exist for container %s" % (checkpoint_id, name))
+        elif not metadata.get("LazyPages"):
             raise InvalidParameter("checkpoint %s holds all its pages" % (checkpoint_id,))
         if c.state.running:
             raise Conflict("container %s is already running" % (name,))
 
         async def keep(stream) -> None:
-            self.store.add_page_source(c.id, checkpoint_id, PageFetch(self.reactor, stream, self._thread))
+            spawner = getattr(self.runtime, "spawner", None)
+            fetch = PageFetch(self.reactor, stream, self._thread,
+                              spawner.spawn_process if spawner is not None else None)
+            self.store.add_page_source(c.id, checkpoint_id, fetch)
             await stream.closed
 
         return keep

@@ -113,19 +113,24 @@ class StartMixin:
             self._check_network(c)
             self.check_joins(c)
             if restore is not None and prepared:
+                # (Its session made in a thread while another mounts the
+                # root filesystem.)
                 early = await self._restorer_ahead(c, restore, bundle, paths["MergedDir"])
-            await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
+                await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
+            else:
+                await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
         except DockerError as e:
-            _abandon(early)
+            await _abandon_before_request(early, restore)
             await self._failed_start(c, e)
             raise
         except OSError as e:
-            _abandon(early)
+            await _abandon_before_request(early, restore)
             await self._failed_start(c, e)
             raise InternalError(str(e))
         # runc's state for a restore over CRIU's RPC, made (when it is not
         # there) while the network comes up.
-        preparing = fetching = None
+        preparing = None
+        fetching = early.fetching if early is not None else None
         if restore is not None and early is None:
             preparing = ensureDeferred(self._restore_state(c, restore, bundle, paths["MergedDir"]))
         try:
@@ -137,10 +142,12 @@ class StartMixin:
                 # A restored process runs at once: its network first.
                 await self._network_ready(c)
                 # A lazy checkpoint's fetcher (C{criu lazy-pages}) starts
-                # meanwhile: a restore over the RPC needs it only once its
-                # request is sent (L{RestoreSession.start}), after conmon
-                # started CRIU; runc's restore at once.
-                fetching = ensureDeferred(restore.prepare(bundle))
+                # meanwhile (with conmon, when they started ahead): a
+                # restore over the RPC needs it only once its request is
+                # sent (L{RestoreSession.start}), after conmon started
+                # CRIU; runc's restore at once.
+                if fetching is None:
+                    fetching = ensureDeferred(restore.prepare(bundle))
             if early is not None:
                 session, created = early.session, early.created
             else:
@@ -186,6 +193,9 @@ class StartMixin:
             _abandon(early)
             if preparing is not None:
                 await settled(preparing)
+            if fetching is not None:
+                await settled(fetching)
+                restore.abort()
             await self._failed_start(c, failed.error)
             raise failed.error
         except DockerError as e:
@@ -288,10 +298,11 @@ class StartMixin:
             raise
         created = self._create(c, bundle, restore, session)
         # The kernel's wait before CRIU places the restored task (some 15
-        # ms from now) runs while conmon and CRIU start: begun by
-        # RestorePlan.prepare, after the bundle, it would come too late.
-        restore.prime()
-        return _Ahead(run, session, created)
+        # ms from now) begins, and a lazy checkpoint's C{criu lazy-pages}
+        # starts, while conmon and CRIU start and the bundle is made
+        # (RestorePlan.prepare): after the bundle they would come too late.
+        fetching = ensureDeferred(restore.prepare(bundle))
+        return _Ahead(run, session, created, fetching)
 
     def _session_ahead(self, c: Container, restore, bundle: str, root: str, now: str):
         """(In a thread.)  L{_restorer_ahead}'s restore session, or None."""
@@ -526,6 +537,8 @@ class _Ahead:
     run: Run
     session: object
     created: object
+    #: L{RestorePlan.prepare}, begun with them.
+    fetching: object
 
 
 def _abandon(ahead: Optional[_Ahead]) -> None:
@@ -535,6 +548,15 @@ def _abandon(ahead: Optional[_Ahead]) -> None:
     if ahead is not None:
         ahead.session.close()
         ahead.created.addErrback(lambda f: None)
+
+
+async def _abandon_before_request(ahead: Optional[_Ahead], restore) -> None:
+    """L{_abandon}, the bundle not made: the fetcher started with them
+    stopped too (once its start is over)."""
+    if ahead is not None:
+        _abandon(ahead)
+        await settled(ahead.fetching)
+        restore.abort()
 
 
 class _NetworkFailed(Exception):

@@ -81,10 +81,13 @@ class PageFetch:
     """A page source (a hijacked stream to the source's page server) and
     the C{criu lazy-pages} that reads from it."""
 
-    def __init__(self, reactor, stream, run_in_thread=None) -> None:
+    def __init__(self, reactor, stream, run_in_thread=None, spawn_process=None) -> None:
         self.reactor = reactor
         self.stream = stream
         self.run_in_thread = run_in_thread
+        #: C{spawn_process(protocol, executable, argv, env, child_fds)}, a
+        #: Deferred (L{spawn.Spawner.spawn_process}); else the reactor's.
+        self.spawn_process = spawn_process
         #: Fetches every page ahead once the restore is done (L{prefetch}).
         self.joint = PrefetchJoint(stream)
         # The source gone, CRIU's lazy-pages must see its page server go.
@@ -125,11 +128,16 @@ class PageFetch:
             "-o", LOG_NAME, "-v2",
         ]
         process = self._process = _LazyPagesProcess()
+        # No working directory given: CRIU goes into its --work-dir itself,
+        # and a child spawned with one is a fork of the whole daemon
+        # (Twisted's posix_spawn takes none), some 10 ms of page tables
+        # copied on the reactor thread inside the downtime.
+        child_fds = {0: "w", 1: "r", 2: "r", STATUS_FD: "r"}
         try:
-            self.reactor.spawnProcess(
-                process, criu, argv, env=dict(os.environ), path=work_dir,
-                childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
-            )
+            if self.spawn_process is not None:
+                await self.spawn_process(process, criu, argv, dict(os.environ), child_fds)
+            else:
+                self.reactor.spawnProcess(process, criu, argv, env=dict(os.environ), childFDs=child_fds)
         except OSError as e:
             self.abort()
             raise InternalError("cannot run %s: %s" % (criu, e.strerror or e))
