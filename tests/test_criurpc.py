@@ -368,6 +368,55 @@ def test_where_a_dump_s_criu_runs(tmp_path, monkeypatch, connections, extra, nse
         assert asked == [(str(tmp_path / "netns"), 4321)]
 
 
+@pytest.mark.parametrize("helper_fails", [False, True])
+def test_a_dump_s_request_waits_for_what_on_worker_starts(tmp_path, helper_fails):
+    """A lazy dump's guard (a Python interpreter's start) kept out of the
+    freeze: the request, which begins it, waits for the Deferred
+    C{on_worker} returned; its failure fails the dump, the worker killed
+    and never asked."""
+    from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+
+    from twistedock.backend.runtime.criudriver import CriuDriver
+
+    class Messages:
+        def request(self, kind, **options):
+            return (kind, options)
+
+    class Worker:
+        pid = 99
+        transport = None
+        asked = []
+        killed = []
+
+        def call(self, request, notify):
+            self.asked.append(request[0])
+            return succeed(None)
+
+        def kill(self):
+            self.killed.append(True)
+
+        def close(self):
+            pass
+
+    driver = CriuDriver(reactor, None, str(tmp_path), lambda f, *a: maybeDeferred(f, *a), messages=Messages())
+    driver._dump_plan = lambda container_id, extra: ({}, "SKIP", None)
+    driver._dump_options = lambda *args: ({"pid": 7}, [])
+    driver.worker = lambda criu, prefix=(): Worker()
+    started = Deferred()
+    d = ensureDeferred(driver.dump("/criu", "c1", str(tmp_path), str(tmp_path), leave_running=False,
+                                   on_worker=lambda worker, netns: started))
+    assert Worker.asked == [] and not d.called
+    if helper_fails:
+        started.errback(RuntimeError("the guard ended"))
+        failure = []
+        d.addErrback(failure.append)
+        assert failure and failure[0].check(RuntimeError)
+        assert Worker.asked == [] and Worker.killed == [True]
+    else:
+        started.callback(None)
+        assert d.called and Worker.asked == ["DUMP"] and Worker.killed == []
+
+
 @pytest.fixture
 def namespace():
     """A network namespace of a sleeping process's (its path in /proc),

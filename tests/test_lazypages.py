@@ -20,7 +20,7 @@ import pytest_twisted
 
 from twistedock.backend.checkpoints import RestorePlan
 from twistedock.backend.lazypages import guard, sysctl
-from twistedock.backend.lazypages.dump import GUARD, LazyDump, child_pids
+from twistedock.backend.lazypages.dump import GUARD_COMMAND, LazyDump, child_pids
 from twistedock.backend.lazypages.protocol import IOV, PS_IOV_FLUSH, PS_IOV_GET, RequestWatcher
 from twistedock.backend.runtime.criudriver import in_netns
 from twistedock.routers.checkpoint import decode_create_options
@@ -223,7 +223,7 @@ def run_guard(tmp_path, stand_in, timeout=30, itself=False, netns=None, wait=Tru
     path = str(tmp_path / "g" / "guard.sock")
     os.makedirs(os.path.dirname(path))
     pid = stand_in.criu if itself else stand_in.runc.pid
-    proc = subprocess.Popen([sys.executable, GUARD, path, str(stand_in.port), str(pid), str(timeout)]
+    proc = subprocess.Popen(list(GUARD_COMMAND) + [path, str(stand_in.port), str(pid), str(timeout)]
                             + (["criu"] if itself else []) + (["--net=" + netns] if netns else []),
                             stdout=subprocess.PIPE)
     if wait:

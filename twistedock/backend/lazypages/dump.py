@@ -31,6 +31,7 @@ from typing import List, Optional
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 from ...errors import Conflict, InternalError
 from ...logs import Logger
@@ -42,6 +43,10 @@ from .relay import Joint, joint_factory
 log = Logger()
 
 GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+#: How the guard is run: isolated and without site (the standard library
+#: only), an interpreter that starts in some 20 ms of CPU instead of 50-70
+#: with an installation's site-packages.
+GUARD_COMMAND = (sys.executable, "-I", "-S", GUARD)
 
 #: runc's --status-fd in the child.
 STATUS_FD = 3
@@ -107,8 +112,8 @@ class LazyDump(ProcessProtocol):
             )
         except OSError as e:
             raise InternalError("cannot run %s: %s" % (argv[0], e.strerror or e))
-        guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(self.transport.pid),
-                 str(self.connect_timeout + 30)]
+        guard = list(GUARD_COMMAND) + [self.guard_socket, str(self.port), str(self.transport.pid),
+                                       str(self.connect_timeout + 30)]
         self.guard = _Guard()
         try:
             self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
@@ -231,18 +236,34 @@ class LazyRpcDump(LazyDump):
         ))
         d.addCallbacks(lambda _: self._finished(0), self._failed)
 
-    def _spawned(self, worker, env: dict, netns: Optional[str]) -> None:
+    def _spawned(self, worker, env: dict, netns: Optional[str]) -> Optional[Deferred]:
         """The guard started beside the worker; C{netns}: the container's
         network namespace, where CRIU dumps from and so listens (the
-        guard joins it to connect), or None (the daemon's)."""
+        guard joins it to connect), or None (the daemon's).  A Deferred
+        firing once the guard listens: the dump's request (and so the
+        freeze) waits for it, the interpreter's start kept out of the
+        downtime (on two cores it took one from CRIU's dump)."""
         self.worker = worker
-        guard = [sys.executable, GUARD, self.guard_socket, str(self.port), str(worker.pid),
-                 str(self.connect_timeout + 30), "criu"] + (["--net=" + netns] if netns else [])
+        guard = list(GUARD_COMMAND) + [self.guard_socket, str(self.port), str(worker.pid),
+                                       str(self.connect_timeout + 30), "criu"] + (["--net=" + netns] if netns else [])
         self.guard = _Guard()
         try:
             self.reactor.spawnProcess(self.guard, guard[0], guard, env=env, childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self.abort("cannot start the page server's guard: %s" % (e,))
+            return None
+        ready: Deferred = Deferred()
+
+        def passed(result):
+            # (A guard that failed fails the dump: nobody serves its pages.)
+            if isinstance(result, Failure):
+                ready.errback(result)
+                return None
+            ready.callback(None)
+            return result
+
+        self.guard.listening.addBoth(passed)
+        return ready
 
     def _images_written(self) -> None:
         if not self.ready.called:

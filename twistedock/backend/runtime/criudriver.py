@@ -193,7 +193,8 @@ class CriuDriver:
         before they are answered; C{on_worker(worker, netns)} is told of the
         C{criu swrk} process once it is spawned, and of the network
         namespace it runs in or None (a lazy dump's guard, which reaches
-        the page server there).
+        the page server there); the request waits for the Deferred it may
+        return (its failure fails the dump).
         C{tmpfs_external}: the tmpfs mounts a listing makes again named
         external (L{tmpfsmounts}: for images the daemon restores); if one
         of them changed before the freeze (seen with the tasks frozen, at
@@ -243,15 +244,23 @@ class CriuDriver:
                 self._dump_options, state, lock, netns is not None, images_dir, images, work, leave_running,
                 tcp_established, file_locks, tmpfs,
             )
+            helper = None
             try:
                 worker = self.worker(criu, prefix=[self.nsenter, "--net=" + netns, "--"] if netns else ())
                 if on_worker is not None:
-                    on_worker(worker, netns)
+                    helper = on_worker(worker, netns)
             except BaseException:
                 # (The thread's files written before the directory may go.)
                 await making.addErrback(lambda f: None)
                 raise
-            options, records = await making
+            try:
+                options, records = await making
+            except BaseException:
+                if helper is not None:
+                    helper.addErrback(lambda f: None)
+                raise
+            if helper is not None:
+                await helper
             options.update(extra_options or {})
             request = self._messages.request("DUMP", **options)
             freezer = options.get("freeze_cgroup")
