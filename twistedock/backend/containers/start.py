@@ -113,12 +113,8 @@ class StartMixin:
             self._check_network(c)
             self.check_joins(c)
             if restore is not None and prepared:
-                # (Its session made in a thread while another mounts the
-                # root filesystem.)
                 early = await self._restorer_ahead(c, restore, bundle, paths["MergedDir"])
-                await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
-            else:
-                await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
+            await self._prepare_bundle(c, paths, bundle, restore, prepared=prepared)
         except DockerError as e:
             await _abandon_before_request(early, restore)
             await self._failed_start(c, e)
