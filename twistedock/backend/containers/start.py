@@ -437,10 +437,8 @@ class StartMixin:
         else:
             network = ensureDeferred(self.network_up(c, prepared))
         try:
-            await self.run_in_thread(rootfs.make_init_layer, self.init_layer(c))
-            await self.run_in_thread(
-                self.mounts.mount, self.layer_dirs(c), paths["UpperDir"], paths["WorkDir"], paths["MergedDir"]
-            )
+            # (One trip to a thread: each is a wait for a core on a busy host.)
+            await self.run_in_thread(_mount_rootfs, self.mounts, self.init_layer(c), self.layer_dirs(c), paths)
         except BaseException:
             await settled(network)
             raise
@@ -462,9 +460,8 @@ class StartMixin:
             )
         files = c.network_paths()
         shm = await self.ipc_up(c)
-        await self.run_in_thread(_create_bind_sources, hc)
+        inputs = await self.run_in_thread(_bind_sources_and_inputs, c.config, hc, paths["MergedDir"])
         volumes = await self.mount_volumes(c)
-        inputs = await self.run_in_thread(spec.gather_inputs, c.config, hc, {}, paths["MergedDir"])
         oci = spec.build_spec(
             container_id=c.id,
             config=c.config,
@@ -619,6 +616,20 @@ def _unlink_if_there(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _mount_rootfs(mounts, init_layer: str, layer_dirs, paths: Dict[str, str]) -> None:
+    """(In a thread.)  The init layer made (when it is not there) and the
+    run's root filesystem mounted."""
+    rootfs.make_init_layer(init_layer)
+    mounts.mount(layer_dirs, paths["UpperDir"], paths["WorkDir"], paths["MergedDir"])
+
+
+def _bind_sources_and_inputs(config: dict, host_config: dict, root: str) -> dict:
+    """(In a thread.)  L{_create_bind_sources}, then what the spec reads
+    from the root filesystem (L{spec.gather_inputs})."""
+    _create_bind_sources(host_config)
+    return spec.gather_inputs(config, host_config, {}, root)
 
 
 def _create_bind_sources(host_config: dict) -> None:
