@@ -100,6 +100,8 @@ class MemoryCheckpoints:
     def __init__(self):
         self.checkpoints = {}
         self.calls = []
+        #: What create returns (twistedock's C{"Frozen"}).
+        self.timing = None
 
     async def list(self, name, directory):
         self.calls.append(("list", name, directory))
@@ -111,6 +113,7 @@ class MemoryCheckpoints:
     async def create(self, name, options):
         self.calls.append(("create", name, options))
         self.checkpoints.setdefault((name, options["CheckpointDir"]), []).append(options["CheckpointID"])
+        return self.timing
 
     async def delete(self, name, checkpoint_id, directory):
         self.calls.append(("delete", name, checkpoint_id, directory))
@@ -141,9 +144,13 @@ class MemoryCheckpoints:
 
 
 class RestoringContainers(MemoryContainerBackend):
+    #: What a start from a checkpoint returns (twistedock's C{"Resumed"}).
+    timing = None
+
     async def start(self, name, checkpoint="", checkpoint_dir=""):
         self.calls.append(("start", name, checkpoint, checkpoint_dir))
         await super().start(name)
+        return self.timing if checkpoint else None
 
 
 def checkpoint_api(experimental=True):
@@ -265,6 +272,37 @@ def test_start_with_a_checkpoint_goes_to_the_backend():
     api.containers.containers["web"]["Running"] = False
     api.request("POST", "/v1.41/containers/web/start")
     assert api.containers.calls[-1] == ("start", "web", "", "")
+
+
+@pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_answers_say_how_long_a_process_was_frozen_and_has_run_again():
+    """twistedock's checkpoint answer says how long its process had been
+    frozen, a restore's how long the restored process had run (a
+    migration's downtime measured at both ends, no clock shared); nothing
+    when the backend does not know (a dump or restore through runc)."""
+    import time
+
+    from twistedock.client import checkpoints as client_checkpoints
+    from twistedock.routers import checkpoint as checkpoint_router
+    from twistedock.routers import container as container_router
+
+    assert client_checkpoints.FROZEN_HEADER == checkpoint_router.FROZEN_HEADER
+    assert client_checkpoints.RESUMED_HEADER == container_router.RESUMED_HEADER
+    api, backend = checkpoint_api()
+    result_of(ensureDeferred(api.containers.create("web", {}, {}, {}, "1.41")))
+    answer = api.request("POST", "/v1.41/containers/web/checkpoints", json_body={"CheckpointID": "cp1"})
+    assert answer.code == 201 and answer.header("X-Twistedock-Frozen-For") is None
+    backend.timing = {"Frozen": time.monotonic() - 0.25}
+    answer = api.request("POST", "/v1.41/containers/web/checkpoints", json_body={"CheckpointID": "cp2"})
+    assert answer.code == 201 and 0.25 <= float(answer.header("X-Twistedock-Frozen-For")) < 5
+    api.containers.containers["web"]["Running"] = False
+    api.containers.timing = {"Resumed": time.monotonic() - 0.5}
+    answer = api.request("POST", "/v1.41/containers/web/start?checkpoint=cp2")
+    assert answer.code == 204 and 0.5 <= float(answer.header("X-Twistedock-Running-For")) < 5
+    api.containers.containers["web"]["Running"] = False
+    answer = api.request("POST", "/v1.41/containers/web/start")
+    assert answer.code == 204 and answer.header("X-Twistedock-Running-For") is None
 
 
 def test_router_without_a_backend_says_so():
@@ -1217,6 +1255,8 @@ class _AheadPlan:
         plan = self
 
         class Session:
+            resumed = 12.5
+
             def conmon_options(self):
                 return {}
 
@@ -1282,7 +1322,8 @@ def test_a_prepared_restore_starts_conmon_and_criu_before_its_bundle(tmp_path):
     steps = []
     world, c = _ahead_world(tmp_path / "a", steps)
     plan = _AheadPlan(steps)
-    run(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True))
+    # (When the restored tasks ran again, as CRIU's post-resume told.)
+    assert run(world.backend._run(c, restore=plan, stale_runtime=True, prepared=True)) == 12.5
     # (The kernel's wait before a cgroup migration, and a lazy
     # checkpoint's fetcher, begun with them: RestorePlan.prepare.)
     assert steps == ["conmon", "prepare", "bundle", "request"]

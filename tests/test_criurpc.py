@@ -373,7 +373,7 @@ def test_a_dump_s_request_waits_for_what_on_worker_starts(tmp_path, helper_fails
     """A lazy dump's guard (a Python interpreter's start) kept out of the
     freeze: the request, which begins it, waits for the Deferred
     C{on_worker} returned; its failure fails the dump, the worker killed
-    and never asked."""
+    and never asked.  The freeze's time is told (C{timing})."""
     from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 
     from twistedock.backend.runtime.criudriver import CriuDriver
@@ -390,6 +390,7 @@ def test_a_dump_s_request_waits_for_what_on_worker_starts(tmp_path, helper_fails
 
         def call(self, request, notify):
             self.asked.append(request[0])
+            notify("pre-dump", 7)
             return succeed(None)
 
         def kill(self):
@@ -403,8 +404,9 @@ def test_a_dump_s_request_waits_for_what_on_worker_starts(tmp_path, helper_fails
     driver._dump_options = lambda *args: ({"pid": 7}, [])
     driver.worker = lambda criu, prefix=(): Worker()
     started = Deferred()
+    timing = {}
     d = ensureDeferred(driver.dump("/criu", "c1", str(tmp_path), str(tmp_path), leave_running=False,
-                                   on_worker=lambda worker, netns: started))
+                                   on_worker=lambda worker, netns: started, timing=timing))
     assert Worker.asked == [] and not d.called
     if helper_fails:
         started.errback(RuntimeError("the guard ended"))
@@ -413,8 +415,11 @@ def test_a_dump_s_request_waits_for_what_on_worker_starts(tmp_path, helper_fails
         assert failure and failure[0].check(RuntimeError)
         assert Worker.asked == [] and Worker.killed == [True]
     else:
+        before = time.monotonic()
         started.callback(None)
         assert d.called and Worker.asked == ["DUMP"] and Worker.killed == []
+        # (When CRIU froze the tasks: its pre-dump, for the answer's header.)
+        assert before <= timing["Frozen"] <= time.monotonic()
 
 
 @pytest.fixture
@@ -667,6 +672,15 @@ async def test_a_lazy_restore_is_asked_once_its_fetcher_is_ready(tmp_path, messa
         request = messages.Request.FromString(criu.recv(65536))
         assert messages.enum_name("criu_req_type", request.type) == "RESTORE"
         assert request.opts.lazy_pages
+        # CRIU's post-resume: when the restored tasks ran again is noted.
+        assert session.resumed is None
+        before = time.monotonic()
+        notify = messages.Response(type=messages.enum("criu_req_type", "NOTIFY"), success=True)
+        notify.notify.script = "post-resume"
+        criu.send(notify.SerializeToString())
+        await deferLater(reactor, 0.05, lambda: None)
+        assert messages.enum_name("criu_req_type", messages.Request.FromString(criu.recv(65536)).type) == "NOTIFY"
+        assert before <= session.resumed <= time.monotonic()
         answer = messages.Response(type=request.type, success=True)
         answer.restore.pid = 4321
         criu.send(answer.SerializeToString())

@@ -57,3 +57,18 @@ def test_open_page_connections_relay_until_one_ends():
     target.body.queue.end()
     assert stopped == [1, 0] and relay.called
     assert counted == [6, 3]
+
+
+def test_the_downtime_the_daemons_measured_and_the_tool_s_span():
+    """From the checkpoint's request (10.0) to the restore's answer (10.5):
+    the span; less what the daemons say was before the freeze and after
+    the resume, when both say; kept inside the span whatever they say."""
+    assert migrate._downtime(10.0, 10.2, None, 10.5, 0.01) == {"Downtime": 0.5, "Span": 0.5, "Measured": False}
+    assert migrate._downtime(10.0, 10.2, 0.15, 10.5, None)["Measured"] is False
+    figures = migrate._downtime(10.0, 10.2, 0.15, 10.5, 0.05)
+    assert figures["Measured"] and abs(figures["Downtime"] - 0.4) < 1e-9 and figures["Span"] == 0.5
+    # (A daemon's figures beyond the tool's own times are cut to them.)
+    assert migrate._downtime(10.0, 10.2, 9.0, 10.5, 9.0) == {"Downtime": 0.0, "Span": 0.5, "Measured": True}
+    assert migrate._downtime(10.0, 10.2, 9.0, 10.5, 0.0)["Downtime"] == 0.5
+    assert "as the daemons measured it" in migrate._downtime_text(figures)
+    assert migrate._downtime_text(migrate._downtime(10.0, 10.2, None, 10.5, None)).startswith("downtime: 500 ms from")

@@ -6,6 +6,7 @@ longer has it; and a target killed in the middle of a migration leaves the
 container running on the source.
 """
 
+import json
 import os
 import re
 import signal
@@ -90,6 +91,16 @@ def test_migrate_moves_a_running_counter(pair, options, run_options):
     moved = re.search(r"bytes moved: (\d+)", result.stdout)
     assert downtime and moved, result.stdout
     assert int(moved.group(1)) > 0
+    # The downtime the daemons measured (the freeze, the restored process
+    # running again: restores over CRIU's RPC), inside the tool's span from
+    # the checkpoint's request to the restore's answer; a terminal's
+    # restore (runc's) says nothing, and the span stands.
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["Measured"] is ("-t" not in run_options), figures
+    assert 0 < figures["Downtime"] <= figures["Span"], figures
+    if figures["Measured"]:
+        assert figures["Downtime"] < figures["Span"] and "as the daemons measured it" in result.stdout
+    assert int(downtime.group(1)) == round(figures["Downtime"] * 1000), (result.stdout, figures)
     # The source no longer has it; the target runs it, counting on.
     gone = a.docker("container", "inspect", "mover", check=False)
     assert gone.returncode != 0 and "No such" in gone.stderr

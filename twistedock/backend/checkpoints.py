@@ -243,13 +243,17 @@ class CheckpointBackend:
 
     # -- create --------------------------------------------------------------
 
-    async def create(self, name: str, options: dict) -> None:
+    async def create(self, name: str, options: dict) -> dict:
+        """(See L{ICheckpointBackend.create}: C{"Frozen"} is told for a
+        dump over CRIU's RPC.)"""
+        timing: dict = {}
         # A client that goes away does not stop a checkpoint half-way: runc
         # and CRIU go on, and so must the bookkeeping.
         if options.get("LazyPages"):
-            await self._create_lazy(name, options)
-            return
-        await shield(ensureDeferred(self._create(name, options)), what="checkpoint of %s" % (name,))
+            await self._create_lazy(name, options, timing)
+            return timing
+        await shield(ensureDeferred(self._create(name, options, timing)), what="checkpoint of %s" % (name,))
+        return timing
 
     def _check_running(self, c, name: str) -> None:
         """(Under the container's lock.)  C{c} is still there and runs."""
@@ -258,7 +262,7 @@ class CheckpointBackend:
         if not c.state.running or c.state.restarting:
             raise InternalError("Container %s not running" % (name,))
 
-    async def _create(self, name: str, options: dict) -> None:
+    async def _create(self, name: str, options: dict, timing: dict) -> None:
         c = self.containers.get(name)
         async with self.containers.lock(c):
             self._check_running(c, name)
@@ -285,7 +289,7 @@ class CheckpointBackend:
                 self.publishing.setdefault(key, [])
             try:
                 await self._checkpoint(
-                    c, name, checkpoint_id, directory, exit=bool(options.get("Exit")), final=final
+                    c, name, checkpoint_id, directory, exit=bool(options.get("Exit")), final=final, timing=timing
                 )
             except BaseException:
                 await self._thread(shutil.rmtree, directory, True)
@@ -303,7 +307,8 @@ class CheckpointBackend:
                 waiting.callback(published)
 
     async def _checkpoint(
-        self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool, final: str = ""
+        self, c: Container, name: str, checkpoint_id: str, directory: str, exit: bool, final: str = "",
+        timing: Optional[dict] = None,
     ) -> None:
         try:
             criu = await self.criu.require("checkpoint")
@@ -333,7 +338,7 @@ class CheckpointBackend:
         metadata = self._thread(self._write_metadata, c, checkpoint_id, directory, exit, criu, over_rpc)
         try:
             if over_rpc:
-                await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit)
+                await self._dump_over_rpc(rpc, criu, c, name, directory, work, exit, timing)
             else:
                 await self._runc_checkpoint(args, name, work)
             await metadata
@@ -367,7 +372,7 @@ class CheckpointBackend:
             raise _dump_failed(name, message, work)
 
     async def _dump_over_rpc(self, rpc, criu: str, c: Container, name: str, directory: str, work: str,
-                             exit: bool) -> None:
+                             exit: bool, timing: Optional[dict] = None) -> None:
         """The dump runc would make, made over CRIU's RPC (L{CriuDriver})."""
         try:
             # (A terminal's container restores through runc, with its
@@ -375,7 +380,7 @@ class CheckpointBackend:
             await rpc.dump(
                 criu, c.id, directory, work, leave_running=not exit,
                 tcp_established="--tcp-established" in RUNC_OPTIONS, file_locks="--file-locks" in RUNC_OPTIONS,
-                tmpfs_external=not c.tty,
+                tmpfs_external=not c.tty, timing=timing,
             )
         except DockerError as e:
             raise _dump_failed(name, str(e), work)
@@ -399,7 +404,7 @@ class CheckpointBackend:
 
     # -- lazy checkpoints ----------------------------------------------------
 
-    async def _create_lazy(self, name: str, options: dict) -> None:
+    async def _create_lazy(self, name: str, options: dict, timing: dict) -> None:
         """Answer once the images are written; the pages are served after."""
         answered: Deferred = Deferred()
 
@@ -409,10 +414,10 @@ class CheckpointBackend:
             else:
                 log.failure("lazy checkpoint of {name}", failure, name=name)
 
-        ensureDeferred(self._lazy_checkpoint(name, options, answered)).addErrback(failed)
+        ensureDeferred(self._lazy_checkpoint(name, options, answered, timing)).addErrback(failed)
         await answered
 
-    async def _lazy_checkpoint(self, name: str, options: dict, answered: Deferred) -> None:
+    async def _lazy_checkpoint(self, name: str, options: dict, answered: Deferred, timing: dict) -> None:
         c = self.containers.get(name)
         async with self.containers.lock(c):
             self._check_running(c, name)
@@ -445,7 +450,7 @@ class CheckpointBackend:
             key = (c.id, checkpoint_id)
             self.publishing.setdefault(key, [])
             try:
-                await self._lazy_dump(c, name, checkpoint_id, directory, final, criu, answered)
+                await self._lazy_dump(c, name, checkpoint_id, directory, final, criu, answered, timing)
             except BaseException:
                 await self._thread(shutil.rmtree, directory, True)
                 await self._thread(shutil.rmtree, final, True)
@@ -455,7 +460,7 @@ class CheckpointBackend:
                 self._published(key, False)
 
     async def _lazy_dump(self, c: Container, name: str, checkpoint_id: str, directory: str, final: str,
-                         criu: str, answered: Deferred) -> None:
+                         criu: str, answered: Deferred, timing: dict) -> None:
         work = self._work_dir(c)
         await self._thread(_fresh_dir, work)
         config = os.path.join(work, "lazy-pages.conf")
@@ -489,7 +494,7 @@ class CheckpointBackend:
         try:
             if over_rpc:
                 # (A terminal's container keeps CRIU's tar: see _dump_over_rpc.)
-                dump.start(rpc, criu, c.id, directory, work, config, env, tmpfs_external=not c.tty)
+                dump.start(rpc, criu, c.id, directory, work, config, env, tmpfs_external=not c.tty, timing=timing)
             else:
                 dump.spawn(argv, env)
             await dump.ready

@@ -203,10 +203,12 @@ class DockerClient:
         except ValueError:
             raise DockerClientError("%s %s: not JSON: %r" % (method, path, text[:200]))
 
-    async def call(self, method: str, path: str, params=None, json=None, body=None, headers=None) -> None:
-        """A request whose answer has no body worth reading."""
+    async def call(self, method: str, path: str, params=None, json=None, body=None, headers=None):
+        """A request whose answer has no body worth reading: the answer's
+        headers (Twisted's C{Headers})."""
         response = await self.request(method, path, params, json=json, body=body, headers=headers)
         await content(response)
+        return response.headers
 
     async def stream(self, method: str, path: str, params=None, json=None, body=None, headers=None) -> BodyStream:
         """The answer's body as a L{BodyStream}, read as it comes."""

@@ -6,6 +6,20 @@ from typing import Optional
 from .api import segment
 from .errors import DockerClientError
 
+#: twistedock's headers (see its routers): on a checkpoint's answer, the
+#: seconds its process had been frozen; on a restore's, the seconds the
+#: restored process had run.
+FROZEN_HEADER = "X-Twistedock-Frozen-For"
+RESUMED_HEADER = "X-Twistedock-Running-For"
+
+
+def _seconds(headers, name: str) -> Optional[float]:
+    values = headers.getRawHeaders(name) if headers is not None else None
+    try:
+        return float(values[0]) if values else None
+    except ValueError:
+        return None
+
 
 class Checkpoints:
     def __init__(self, client) -> None:
@@ -15,16 +29,18 @@ class Checkpoints:
         return "/containers/%s/checkpoints" % (segment(container),) + "".join("/" + segment(p) for p in rest)
 
     async def create(self, container, checkpoint: str, exit: bool = True,
-                     checkpoint_dir: Optional[str] = None, lazy_pages: bool = False) -> None:
+                     checkpoint_dir: Optional[str] = None, lazy_pages: bool = False) -> Optional[float]:
         """Checkpoint a running container (stopping it, with C{exit}).  With
         C{lazy_pages} (twistedock only) the answer comes once the images
-        are written, the pages left to be fetched (L{pages})."""
+        are written, the pages left to be fetched (L{pages}).  The seconds
+        the process had been frozen when the daemon answered, when it says
+        (twistedock, a dump over CRIU's RPC), else None."""
         body = {"CheckpointID": checkpoint, "Exit": exit}
         if lazy_pages:
             body["LazyPages"] = True
         if checkpoint_dir:
             body["CheckpointDir"] = checkpoint_dir
-        await self.client.call("POST", self._path(container), json=body)
+        return _seconds(await self.client.call("POST", self._path(container), json=body), FROZEN_HEADER)
 
     async def list(self, container, checkpoint_dir: Optional[str] = None) -> list:
         """The checkpoints' names."""
@@ -34,9 +50,13 @@ class Checkpoints:
     async def delete(self, container, checkpoint: str, checkpoint_dir: Optional[str] = None) -> None:
         await self.client.call("DELETE", self._path(container, checkpoint), {"dir": checkpoint_dir})
 
-    async def start(self, container, checkpoint: str, checkpoint_dir: Optional[str] = None) -> None:
-        """Restore the container from C{checkpoint}."""
-        await self.client.containers.start(container, checkpoint=checkpoint, checkpoint_dir=checkpoint_dir)
+    async def start(self, container, checkpoint: str, checkpoint_dir: Optional[str] = None) -> Optional[float]:
+        """Restore the container from C{checkpoint}.  The seconds the
+        restored process had run when the daemon answered, when it says
+        (twistedock, a restore over CRIU's RPC), else None."""
+        headers = await self.client.call("POST", "/containers/%s/start" % (segment(container),),
+                                         {"checkpoint": checkpoint, "checkpoint-dir": checkpoint_dir})
+        return _seconds(headers, RESUMED_HEADER)
 
     async def export(self, container, checkpoint: str, prepare: bool = False, wait: bool = False):
         """The checkpoint, the container's record and its filesystem

@@ -20,6 +20,10 @@ from ..server.routing import route
 from ..streams import RAW
 from . import Router
 
+#: On a checkpoint's answer (twistedock only): the seconds since its
+#: process was frozen (a dump over CRIU's RPC).
+FROZEN_HEADER = "X-Twistedock-Frozen-For"
+
 ROUTES = (
     route("GET", "/containers/{name:.*}/checkpoints", "get_container_checkpoints", experimental=True),
     route("POST", "/containers/{name:.*}/checkpoints", "post_container_checkpoint", experimental=True),
@@ -70,7 +74,9 @@ class ICheckpointBackend(Interface):
 
     def create(name, options):
         """Checkpoint C{name}: C{options} has CheckpointID, CheckpointDir
-        and Exit (stop the container once checkpointed)."""
+        and Exit (stop the container once checkpointed).  May return
+        C{{"Frozen": t}}: when (C{time.monotonic}) the process was frozen
+        (L{FROZEN_HEADER})."""
 
     def delete(name, checkpoint_id, directory):
         """Remove a checkpoint."""
@@ -145,7 +151,8 @@ class CheckpointRouter(Router):
     async def post_container_checkpoint(self, req: APIRequest) -> None:
         backend = self._backend()
         options = decode_create_options(req.body(), req.header("Content-Type") or "")
-        await backend.create(req.vars["name"], options)
+        timing = await backend.create(req.vars["name"], options)
+        req.set_elapsed(FROZEN_HEADER, (timing or {}).get("Frozen"))
         req.write_status(201)
 
     async def delete_container_checkpoint(self, req: APIRequest) -> None:

@@ -14,6 +14,10 @@ from ..server.routing import route
 from ..streams import MULTIPLEXED, RAW, StdWriter
 from . import Router, types
 
+#: On the answer to a start from a checkpoint (twistedock only): the
+#: seconds since the restored process runs again (a restore over CRIU's RPC).
+RESUMED_HEADER = "X-Twistedock-Running-For"
+
 ROUTES = (
     route("HEAD", "/containers/{name:.*}/archive", "head_containers_archive"),
     route("GET", "/containers/json", "get_containers_json"),
@@ -151,7 +155,9 @@ class IContainerBackend(Interface):
 
     def start(name, checkpoint="", checkpoint_dir=""):
         """Start a created or stopped container (NotModified if running);
-        with C{checkpoint}, restore it from that checkpoint."""
+        with C{checkpoint}, restore it from that checkpoint (and maybe
+        return C{{"Resumed": t}}: when, C{time.monotonic}, the restored
+        process ran again, L{RESUMED_HEADER})."""
 
     def stop(name, signal, timeout):
         """Stop: the stop signal, then SIGKILL after C{timeout} seconds."""
@@ -363,9 +369,10 @@ class ContainerRouter(Router):
         checkpoint = req.query("checkpoint") or ""
         if checkpoint:
             # Restore from a checkpoint (experimental, as in dockerd).
-            await self.backend.start(
+            timing = await self.backend.start(
                 req.vars["name"], checkpoint=checkpoint, checkpoint_dir=req.query("checkpoint-dir") or ""
             )
+            req.set_elapsed(RESUMED_HEADER, (timing or {}).get("Resumed"))
         else:
             await self.backend.start(req.vars["name"])
         req.write_status(204)

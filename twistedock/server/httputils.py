@@ -5,6 +5,7 @@ reads them, filters, and the JSON, empty and streamed answers a handler gives.
 """
 
 import json
+import time
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -244,6 +245,15 @@ class APIRequest:
 
     def set_header(self, name: str, value: str) -> None:
         set_header(self.request, name, value)
+
+    def set_elapsed(self, name: str, since: Optional[float]) -> None:
+        """Header C{name}: the seconds since C{since} (C{time.monotonic}),
+        when given: how long a restored process has run, or a dumped one
+        been frozen, when the answer is written (twistedock only: a
+        migration's downtime measured from both ends without a shared
+        clock)."""
+        if since is not None:
+            self.set_header(name, "%.6f" % (max(0.0, time.monotonic() - since),))
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         data = encode_json(obj)

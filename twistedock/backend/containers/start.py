@@ -38,7 +38,9 @@ class StartMixin:
     #: (L{prepare_restore}), about as long as runc restore or less.
     prepare_restore_at_start = True
 
-    async def start(self, ref, checkpoint: str = "", checkpoint_dir: str = "") -> None:
+    async def start(self, ref, checkpoint: str = "", checkpoint_dir: str = "") -> Optional[dict]:
+        """(See L{IContainerBackend.start}: C{"Resumed"} is told for a
+        restore over CRIU's RPC.)"""
         if checkpoint and self.checkpoints is None:
             raise InvalidParameter("checkpoint is only supported in experimental mode")
         c = self.get(ref)
@@ -72,7 +74,7 @@ class StartMixin:
             c.restart_count = 0
             c.manually_stopped = False
             try:
-                await self._run(c, restore=restore, stale_runtime=stale_runtime, prepared=prepared)
+                resumed = await self._run(c, restore=restore, stale_runtime=stale_runtime, prepared=prepared)
             except Exception:
                 # As dockerd: a --rm container that cannot start is removed
                 # (docker run waits for that).
@@ -82,6 +84,7 @@ class StartMixin:
             finally:
                 if restore is not None:
                     restore.release()
+        return {"Resumed": resumed} if resumed is not None else None
 
     async def _start_logged(self, c: Container) -> None:
         try:
@@ -92,7 +95,8 @@ class StartMixin:
         except Exception as e:
             log.error("cannot restart container {id}: {e}", id=c.short_id, e=e)
 
-    async def _run(self, c: Container, restore=None, stale_runtime: bool = False, prepared: bool = False) -> None:
+    async def _run(self, c: Container, restore=None, stale_runtime: bool = False,
+                   prepared: bool = False) -> Optional[float]:
         """Set up and start one run; on failure leave the container exited.
         With C{restore} (a L{restoreplan.RestorePlan}) conmon restores the
         checkpoint instead of creating the container afresh: through runc,
@@ -101,7 +105,8 @@ class StartMixin:
         still know the previous run (kept after a checkpoint).
         C{prepared}: L{prepare_restore} made this run's runc state and
         network namespace (a restore's conmon and CRIU are then started
-        before its bundle is made: L{_restorer_ahead})."""
+        before its bundle is made: L{_restorer_ahead}).  A restore over
+        CRIU's RPC returns when (C{time.monotonic}) its tasks ran again."""
         self.images.get(c.image_id)  # (its image must still be here)
         paths = self.overlay(c)
         bundle = self.bundle(c)
@@ -125,7 +130,7 @@ class StartMixin:
             raise InternalError(str(e))
         # runc's state for a restore over CRIU's RPC, made (when it is not
         # there) while the network comes up.
-        preparing = None
+        preparing = session = None
         fetching = early.fetching if early is not None else None
         if restore is not None and early is None:
             preparing = ensureDeferred(self._restore_state(c, restore, bundle, paths["MergedDir"]))
@@ -236,6 +241,7 @@ class StartMixin:
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
+        return session.resumed if session is not None else None
 
     async def _begin_run(self, c: Container) -> Run:
         """The run registered and the start's intent marked, before conmon."""

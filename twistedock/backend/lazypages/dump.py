@@ -219,9 +219,9 @@ class LazyRpcDump(LazyDump):
         self._problem = ""
 
     def start(self, rpc, criu: str, container_id: str, image_path: str, work_path: str, config: str,
-              env: dict, tmpfs_external: bool = False) -> None:
+              env: dict, tmpfs_external: bool = False, timing: Optional[dict] = None) -> None:
         """Spawn the worker and its guard, and send the dump request
-        (C{tmpfs_external}: see L{CriuDriver.dump})."""
+        (C{tmpfs_external}, C{timing}: see L{CriuDriver.dump})."""
         options = {"lazy_pages": True, "ps": {"port": self.port}, "config_file": config}
 
         def notified(script: str, pid: int):
@@ -232,7 +232,7 @@ class LazyRpcDump(LazyDump):
         d = ensureDeferred(rpc.dump(
             criu, container_id, image_path, work_path, leave_running=False, extra_options=options,
             notify=notified, on_worker=lambda worker, netns: self._spawned(worker, env, netns),
-            tmpfs_external=tmpfs_external,
+            tmpfs_external=tmpfs_external, timing=timing,
         ))
         d.addCallbacks(lambda _: self._finished(0), self._failed)
 

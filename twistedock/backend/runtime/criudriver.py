@@ -19,6 +19,7 @@ why and the checkpoint backend falls back to C{runc checkpoint}.
 import json
 import os
 import shutil
+import time
 from typing import Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -183,9 +184,11 @@ class CriuDriver:
     async def dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, *,
                    leave_running: bool, tcp_established: bool = True, file_locks: bool = True,
                    extra_options: Optional[dict] = None, notify: Optional[NotifyHandler] = None,
-                   on_worker=None, tmpfs_external: bool = False) -> None:
+                   on_worker=None, tmpfs_external: bool = False, timing: Optional[dict] = None) -> None:
         """Dump the container into C{images_dir} (CRIU's log in
         C{work_dir/dump.log}); raises L{CriuError} with CRIU's answer.
+        C{timing}, when given, gets C{"Frozen"}: when (C{time.monotonic})
+        the tasks were frozen (CRIU's C{pre-dump}).
 
         C{extra_options} are more C{criu_opts} fields (e.g. C{lazy_pages},
         C{ps}: a page server), set over runc's; C{notify(script, pid)} hears
@@ -209,7 +212,7 @@ class CriuDriver:
         changed = []
         try:
             await self._dump(criu, container_id, images_dir, work_dir, leave_running, tcp_established,
-                             file_locks, extra_options, notify, on_worker, tmpfs, changed)
+                             file_locks, extra_options, notify, on_worker, tmpfs, changed, timing)
         except Exception:
             if not changed:
                 raise
@@ -220,11 +223,12 @@ class CriuDriver:
                      places=", ".join(changed), id=container_id[:12])
             await self.run_in_thread(_forget_images, images_dir)
             await self._dump(criu, container_id, images_dir, work_dir, leave_running, tcp_established,
-                             file_locks, extra_options, notify, on_worker, False, [])
+                             file_locks, extra_options, notify, on_worker, False, [], timing)
 
     async def _dump(self, criu: str, container_id: str, images_dir: str, work_dir: str, leave_running: bool,
                     tcp_established: bool, file_locks: bool, extra_options: Optional[dict],
-                    notify: Optional[NotifyHandler], on_worker, tmpfs: bool, changed: list) -> None:
+                    notify: Optional[NotifyHandler], on_worker, tmpfs: bool, changed: list,
+                    timing: Optional[dict] = None) -> None:
         """One dump (see L{dump}); C{changed} told the places of the
         external tmpfs mounts found changed at C{post-dump}."""
         # CRIU opens the directories through /proc/<our pid>/fd/<fd> (the
@@ -266,6 +270,8 @@ class CriuDriver:
             freezer = options.get("freeze_cgroup")
 
             def notified(script: str, pid: int):
+                if script == "pre-dump" and timing is not None:
+                    timing["Frozen"] = time.monotonic()
                 if script == "pre-dump" and freezer:
                     # CRIU freezes a thawed cgroup itself, then sleeps 100 ms
                     # before looking again; frozen here (looked at every
@@ -467,6 +473,9 @@ class RestoreSession:
             self.options["empty_ns"] = CLONE_NEWNET
         self.shim = driver.shim(criu)
         self._written = None
+        #: When (C{time.monotonic}) the restored tasks ran again (CRIU's
+        #: C{post-resume}), once they did.
+        self.resumed: Optional[float] = None
 
     def _open(self, path: str, flags: int) -> int:
         fd = os.open(path, flags | os.O_CLOEXEC)
@@ -521,6 +530,8 @@ class RestoreSession:
             self.pid = pid
             self._written = self.driver.run_in_thread(self._restored, pid)
             return None
+        if script == "post-resume":
+            self.resumed = time.monotonic()
         if script == "post-resume" and self._written is not None:
             written, self._written = self._written, None
             return written
@@ -761,7 +772,6 @@ def freeze(path: str, timeout: float = FREEZE_TIMEOUT) -> bool:
     millisecond, and every moment waited here is a moment it is frozen
     for nothing); False when it already was (a paused container: it is
     left as it is)."""
-    import time
 
     control, frozen, thawed, is_frozen = _freezer_files(path)
     if is_frozen():
