@@ -31,7 +31,7 @@ from twistedock.backend.containers import Run as _Run
 from twistedock.backend.runtime.criu import Criu, CriuStatus, find_criu
 from twistedock.backend.runtime.rootfs import OverlayMounts
 from twistedock.backend.events import EventLog
-from twistedock.errors import InternalError, InvalidParameter, NotFound
+from twistedock.errors import DockerError, InternalError, InvalidParameter, NotFound
 from twistedock.routers.checkpoint import ICheckpointBackend, decode_create_options
 from twistedock.server.middleware import APIConfig
 from twistedock.server.root import APIResource, compose
@@ -528,6 +528,18 @@ def test_an_export_waiting_for_a_failed_checkpoint_is_not_found(fake):
     created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "Exit": True}))
     containers.runtime.pending.pop().callback((b"", b"criu failed", 1))
     assert isinstance(failure_of(created), InternalError)
+    assert isinstance(failure_of(exported), NotFound)
+    assert backend.publishing == {}
+
+
+def test_an_export_waiting_for_a_refused_checkpoint_is_not_found_at_once(fake):
+    """Refused before it began (here: a lazy checkpoint that would not stop
+    the container), the checkpoint's waiting export answers at once."""
+    backend, containers = fake
+    containers.add("web")
+    exported = ensureDeferred(backend.export("web", "cp1", wait=True))
+    created = ensureDeferred(backend.create("web", {"CheckpointID": "cp1", "CheckpointDir": "", "LazyPages": True}))
+    assert isinstance(failure_of(created), DockerError)
     assert isinstance(failure_of(exported), NotFound)
     assert backend.publishing == {}
 

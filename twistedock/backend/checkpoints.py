@@ -247,12 +247,23 @@ class CheckpointBackend:
         """(See L{ICheckpointBackend.create}: C{"Frozen"} is told for a
         dump over CRIU's RPC.)"""
         timing: dict = {}
-        # A client that goes away does not stop a checkpoint half-way: runc
-        # and CRIU go on, and so must the bookkeeping.
-        if options.get("LazyPages"):
-            await self._create_lazy(name, options, timing)
-            return timing
-        await shield(ensureDeferred(self._create(name, options, timing)), what="checkpoint of %s" % (name,))
+        try:
+            # A client that goes away does not stop a checkpoint half-way:
+            # runc and CRIU go on, and so must the bookkeeping.
+            if options.get("LazyPages"):
+                await self._create_lazy(name, options, timing)
+            else:
+                await shield(ensureDeferred(self._create(name, options, timing)), what="checkpoint of %s" % (name,))
+        except BaseException:
+            # An export asked for with it is answered now (not found), also
+            # when the checkpoint was refused before it began.
+            try:
+                c = self.containers.get(name)
+            except DockerError:
+                c = None
+            if c is not None:
+                self._published((c.id, options.get("CheckpointID") or ""), False)
+            raise
         return timing
 
     def _check_running(self, c, name: str) -> None:
