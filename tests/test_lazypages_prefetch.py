@@ -6,7 +6,7 @@ import struct
 
 from twistedock.backend.lazypages import prefetch
 from twistedock.backend.lazypages.prefetch import (
-    ANSWER_CMD, HEAD_PAGES, IMG_COMMON_MAGIC, PAGE_SIZE, PAGEMAP_MAGIC, PE_LAZY, PE_PRESENT, PrefetchJoint,
+    ANSWER_CMD, IMG_COMMON_MAGIC, PAGE_SIZE, PAGEMAP_MAGIC, PE_LAZY, PE_PRESENT, PrefetchJoint,
     lazy_ranges, pagemap_lazy_ranges,
 )
 from twistedock.backend.lazypages.protocol import IOV, PS_IOV_FLUSH, PS_IOV_GET
@@ -166,31 +166,6 @@ def test_prefetch_answers_from_what_came_and_in_order():
     for a in answers:
         check(a)
     assert joint.passed == 1
-
-
-def test_the_small_ranges_are_asked_for_as_soon_as_criu_connects():
-    """While the restore goes on: a process's stack, data and heap, what it
-    faults first when it runs again, answered here, not a round trip each;
-    the bulk waits for the restore's end, without them."""
-    runs = [(1, 0x4a2000, 5), (1, 0x7f0000000000, 1021), (1, 0x7fff0000, 3), (7, 0x10000, 40)]
-    source, joint = joint_for(runs, chunk_pages=64, in_flight=2)
-    joint.head_start()
-    assert source.requests == [(PS_IOV_GET, 1, 0x4a2000, 5), (PS_IOV_GET, 1, 0x7fff0000, 3)]
-    source.deliver()
-    ask(joint, 1, 0x4a3000, 1)
-    ask(joint, 1, 0x7fff1000, 2)
-    answers = joint.transport.answers()
-    assert [a[:3] for a in answers] == [(1, 0x4a3000, 1), (1, 0x7fff1000, 2)]
-    for a in answers:
-        check(a)
-    assert joint.passed == 0 and joint.hits == 2 and len(source.requests) == 2
-    joint.start_prefetch()
-    assert source.requests[2:] == [(PS_IOV_GET, 1, 0x7f0000000000, 64), (PS_IOV_GET, 1, 0x7f0000040000, 64)]
-    # At most HEAD_PAGES of them.
-    many = [(1, 0x100000 * (n + 1), 16) for n in range(20)]
-    source, joint = joint_for(many)
-    joint.head_start()
-    assert len(source.requests) == HEAD_PAGES // 16 and all(r[3] == 16 for r in source.requests)
 
 
 def test_short_answers_are_asked_again_and_chunks_dropped_once_served():

@@ -11,8 +11,7 @@ kept frozen all that time.
 
 So the daemon, which sits between C{criu lazy-pages} and the source, asks
 the source itself for every lazy page as soon as the restore is done
-(L{PrefetchJoint.start_prefetch}; the small ranges, which the process
-touches first, as soon as C{criu lazy-pages} connects: L{HEAD_RANGE_PAGES}): the ranges come from the checkpoint's
+(L{PrefetchJoint.start_prefetch}): the ranges come from the checkpoint's
 pagemap images (entries flagged C{PE_LAZY}, the ones C{criu lazy-pages}
 fetches too), in requests of L{CHUNK_PAGES}, a few in flight
 (L{IN_FLIGHT}), the answers kept until asked for (at most L{WINDOW} bytes
@@ -55,15 +54,6 @@ CHUNK_PAGES = 64
 IN_FLIGHT = 4
 #: Bytes fetched ahead and not yet asked for, at most.
 WINDOW = 64 * 1024 * 1024
-#: Ranges of at most this many pages (a process's stack, data and heap:
-#: what it touches first when it runs again) are asked for as soon as
-#: C{criu lazy-pages} connects, while the restore goes on, up to
-#: L{HEAD_PAGES} of them; the rest once the restore is done.  Each of those
-#: first faults was otherwise a round trip through the relays (1-3 ms)
-#: after the process ran again: the ticker of C{benchmarks/migrate.py}
-#: faults five such pages before its first line.
-HEAD_RANGE_PAGES = 16
-HEAD_PAGES = 256
 
 #: CRIU's image heads and pagemap flags (criu/include/magic.h, pagemap.h).
 IMG_COMMON_MAGIC = 0x54564319
@@ -200,8 +190,7 @@ class PrefetchJoint(Joint):
     source's page server (the stream) that fetches ahead (see the module).
 
     C{ranges}: L{lazy_ranges} of the checkpoint.  Until L{start_prefetch}
-    it only passes requests on (and their answers back), but for the small
-    ranges asked for once CRIU connected (L{head_start})."""
+    it only passes requests on (and their answers back)."""
 
     def __init__(self, stream, ranges=(), *, chunk_pages: int = CHUNK_PAGES, in_flight: int = IN_FLIGHT,
                  window: int = WINDOW) -> None:
@@ -395,29 +384,9 @@ class PrefetchJoint(Joint):
 
     # -- the prefetch --
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.head_start()
-
     def add_ranges(self, ranges) -> None:
         """More lazy ranges (L{lazy_ranges}) to fetch ahead."""
         self._ranges.extend(ranges)
-
-    def head_start(self) -> None:
-        """CRIU connected, the restore under way: the small ranges asked
-        for now (L{HEAD_RANGE_PAGES}), the bulk left for L{start_prefetch}
-        (its traffic would take the CPU the restore needs)."""
-        if self._failed or self._closed:
-            return
-        taken, total = [], 0
-        for ident, vaddr, pages in self._ranges:
-            if pages <= HEAD_RANGE_PAGES and total + pages <= HEAD_PAGES:
-                taken.append((ident, vaddr, pages))
-                total += pages
-        for item in taken:
-            self._ranges.remove(item)
-            if (item[0], item[1]) not in self._chunks:
-                self._request(*item)
 
     def start_prefetch(self) -> None:
         """The restore is done: fetch every lazy page ahead from now on."""
@@ -436,19 +405,15 @@ class PrefetchJoint(Joint):
                 self._ranges.appendleft((ident, vaddr + take * PAGE_SIZE, pages - take))
             if (ident, vaddr) in self._chunks:
                 continue
-            self._request(ident, vaddr, take)
-
-    def _request(self, ident: int, vaddr: int, pages: int) -> None:
-        """C{pages} from C{vaddr} asked of the source, to be held as a chunk."""
-        chunk = _Chunk(ident, vaddr, pages)
-        delivered = self._delivered.get(ident)
-        if delivered:
-            chunk.served = sum(1 for i in range(pages) if vaddr + i * PAGE_SIZE in delivered)
-        bisect.insort(self._starts.setdefault(ident, []), vaddr)
-        self._chunks[(ident, vaddr)] = chunk
-        self._in_flight += 1
-        self._sent.append(("prefetch", chunk))
-        self.stream.write_raw(IOV.pack(PS_IOV_GET, pages, vaddr, ident))
+            chunk = _Chunk(ident, vaddr, take)
+            delivered = self._delivered.get(ident)
+            if delivered:
+                chunk.served = sum(1 for i in range(take) if vaddr + i * PAGE_SIZE in delivered)
+            bisect.insort(self._starts.setdefault(ident, []), vaddr)
+            self._chunks[(ident, vaddr)] = chunk
+            self._in_flight += 1
+            self._sent.append(("prefetch", chunk))
+            self.stream.write_raw(IOV.pack(PS_IOV_GET, take, vaddr, ident))
 
     def _fail(self, why: str) -> None:
         log.warn("page connection given up: {why}", why=why)
