@@ -206,6 +206,10 @@ def test_target_killed_mid_migration_leaves_the_source_running(pair):
     )[len(logged):]
     assert logged[-1] - 1 <= after[0] <= logged[-1] + 2, (logged[-1], after[:5])
     a.docker("rm", "-f", "survivor")
+    # The killed target's next start removes the container it prepared,
+    # runc's state and cgroups with it.
+    b.start()
+    assert b.docker("inspect", "survivor", check=False).returncode != 0
 
 
 @pytest.mark.route("GET", "/containers/{name}/checkpoints/{checkpoint}/export")
