@@ -14,8 +14,10 @@ The downtime is the longest gap between two successive lines around the
 move, the source's and the target's merged (the clock is the one kernel's;
 lines still in the stdout pipe at the freeze travel in the checkpoint, CRIU
 keeping a pipe's contents, and show in the target's log): resolution about 1 ms (the writing period), reported as measured (the
-period included).  The tool's own figure (checkpoint start to restored
-start, ``Downtime`` of its ``--json``) is printed beside it.
+period included).  The tool's own figure (``Downtime`` of its ``--json``:
+the freeze to the restored process running, as the daemons measured it, or
+its span from the checkpoint's request to the restore's answer when they do
+not say) is printed beside it.
 
 Measured for both workloads, plain (stop and copy) and lazy (post-copy), on
 the same host (two daemons on unix sockets) and across two network
