@@ -254,9 +254,10 @@ class CheckpointBackend:
                 await self._create_lazy(name, options, timing)
             else:
                 await shield(ensureDeferred(self._create(name, options, timing)), what="checkpoint of %s" % (name,))
-        except BaseException:
+        except DockerError:
             # An export asked for with it is answered now (not found), also
-            # when the checkpoint was refused before it began.
+            # when the checkpoint was refused before it began.  (Not when
+            # the client went away: the checkpoint goes on, and publishes.)
             try:
                 c = self.containers.get(name)
             except DockerError:
