@@ -59,13 +59,13 @@ from ..logs import Logger
 from ..routers.checkpoint import ICheckpointBackend
 from .. import golang
 from .containers import CHECKPOINTED_MARK, Container
-from .containers.defaults import IMPORT_PENDING_MARK
+from .containers.defaults import IMPORT_PENDING_MARK, mark
 from .runtime import runc_message
 from .lazypages import sysctl
 from .lazypages.dump import CRIU_CONFIG, LazyDump, LazyRpcDump, free_loopback_port
 from .lazypages.restore import PageFetch
 from .runtime.criu import Criu
-from .restoreplan import RestorePlan, criu_log_errors, mark
+from .restoreplan import RestorePlan, criu_log_errors
 from .checkpointtar import (
     EXPORT_CHECKPOINT, EXPORT_FILES, EXPORT_RECORD, EXPORT_ROOTFS, EXPORT_VERSION, install_diff, install_import,
     unpack_checkpoint_export, write_checkpoint_export,

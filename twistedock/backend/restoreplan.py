@@ -13,7 +13,7 @@ import attr
 from ..atomic import write_atomic
 from ..errors import DockerError, InternalError
 from ..logs import Logger
-from .containers.defaults import LAZY_PENDING_MARK
+from .containers.defaults import LAZY_PENDING_MARK, mark, unmark
 from .lazypages.restore import PageFetch
 from .runtime import criuopts, tmpfsmounts
 from .runtime.criudriver import CGROUP_MOUNTS
@@ -232,17 +232,3 @@ def criu_log_errors(path: str, limit: int = 3) -> str:
     # the first errors are the cause, the later ones its consequences.
     cleaned = [re.sub(r"^\(\s*[\d.]+\)\s*(\d+:\s*)?", "", line) for line in errors[:limit]]
     return "; ".join(cleaned)
-
-
-def mark(path: str) -> None:
-    """An empty marker file at C{path} (blocking)."""
-    with open(path, "w"):
-        pass
-
-
-def unmark(path: str) -> None:
-    """The marker at C{path} gone, if it was there (blocking)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

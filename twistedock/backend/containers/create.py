@@ -16,6 +16,7 @@ from .defaults import (
     HOST_CONFIG_DEFAULTS,
     IMPORT_PENDING_MARK,
     LOG_DRIVERS,
+    mark,
 )
 from .health import for_api
 from .record import Container
@@ -85,7 +86,7 @@ class CreateMixin:
                 raise
         try:
             if import_pending:
-                await self.run_in_thread(_touch, c.path_of(IMPORT_PENDING_MARK))
+                await self.run_in_thread(mark, c.path_of(IMPORT_PENDING_MARK))
             await self.save(c)
         except BaseException:
             # (The disk full: nothing of it is left.)
@@ -143,8 +144,3 @@ class CreateMixin:
             if "/" + candidate not in self.names:
                 return candidate
         return random_name() + os.urandom(3).hex()
-
-
-def _touch(path: str) -> None:
-    with open(path, "w"):
-        pass

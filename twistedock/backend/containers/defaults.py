@@ -1,6 +1,8 @@
 """What a container gets when its creator says nothing, and the values
 the container backend accepts."""
 
+import os
+
 from ..images.config import empty_container_config
 
 DEFAULT_STOP_TIMEOUT = 10
@@ -146,3 +148,17 @@ LAZY_PENDING_MARK = "lazy-pages-pending"
 #: the container (the migration never reached its restore); a start from a
 #: checkpoint removes it once the restored run is recorded.
 IMPORT_PENDING_MARK = "import-pending"
+
+
+def mark(path: str) -> None:
+    """An empty marker file at C{path} (blocking)."""
+    with open(path, "w"):
+        pass
+
+
+def unmark(path: str) -> None:
+    """The file at C{path} gone, if it was there (blocking)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -18,7 +18,7 @@ from ...logs import Logger
 from .. import spec
 from ..runtime import rootfs
 from ..runtime.criudriver import restorable_state
-from .defaults import CHECKPOINTED_MARK, IMPORT_PENDING_MARK, PREPARED_MARK
+from .defaults import CHECKPOINTED_MARK, IMPORT_PENDING_MARK, PREPARED_MARK, mark, unmark
 from .attach import _closes_stdin
 from .monitor import Run
 from .networking import settled
@@ -237,7 +237,7 @@ class StartMixin:
         if restore is not None:
             # A prepared import restored: no longer to be removed at the
             # next daemon start (recorded running first, then unmarked).
-            await self.run_in_thread(_unlink_if_there, c.path_of(IMPORT_PENDING_MARK))
+            await self.run_in_thread(unmark, c.path_of(IMPORT_PENDING_MARK))
         await self.clear_intent(c)
         self.log_event(c, "start")
         self._watch(c)
@@ -245,7 +245,7 @@ class StartMixin:
 
     async def _begin_run(self, c: Container) -> Run:
         """The run registered and the start's intent marked, before conmon."""
-        await self.run_in_thread(_unlink_if_there, os.path.join(self.exit_dir, c.id))
+        await self.run_in_thread(unmark, os.path.join(self.exit_dir, c.id))
         run = Run(self.reactor.seconds())
         self._runs[c.id] = run
         await self.intend_start(c)
@@ -360,7 +360,7 @@ class StartMixin:
                 await self.unmount_run(c)
                 await self._bare_netns_down(c)
             if made:
-                await self.run_in_thread(_touch, c.path_of(PREPARED_MARK))
+                await self.run_in_thread(mark, c.path_of(PREPARED_MARK))
             return made
 
     def _restore_state_ready(self, c: Container, plan, root: str):
@@ -610,18 +610,6 @@ def _check_log_driver(c: Container) -> None:
 def _released(failure, session):
     session.release_peer()
     return failure
-
-
-def _touch(path: str) -> None:
-    with open(path, "w"):
-        pass
-
-
-def _unlink_if_there(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _mount_rootfs(mounts, init_layer: str, layer_dirs, paths: Dict[str, str]) -> None:
