@@ -213,62 +213,116 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
     frozen = time.monotonic()
     _say("checkpointing %s (%s) on %s" % (cname, cid[:12], args.source))
     creating = defer.ensureDeferred(source(source.client.checkpoints.create, cid, checkpoint, exit=True))
+    # (When its answer came: with the export asked for with it, it may be
+    # read after the restore.)
+    answered: list = []
+    creating.addCallback(lambda result: (answered.append(time.monotonic()), result)[1])
     checkpoint_done = _settled(creating)
-    moving: Optional[defer.Deferred] = None
     if args.export_with_checkpoint:
-        # The checkpoint and its export asked for at once: the source
-        # answers the export as soon as the checkpoint is complete, while
-        # it still records the container's exit.
-        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
+        return await _plain_with_export(source, target, args, cid, cname, checkpoint, new_id, creating,
+                                        answered, checkpoint_done, preparing, frozen)
     try:
         frozen_for = await creating
     except BaseException as e:
         # Not checkpointed: it still runs on the source; the prepared
         # container goes.
         _say("failed: %s" % (e,))
-        if moving is not None:
-            moving.addErrback(lambda _: None)
-            moving.cancel()
         await _remove_target(target, new_id)
         raise
-    checkpointed = time.monotonic()
-    if moving is None:
-        moving = defer.ensureDeferred(_move(source, target, args, cid, checkpoint, new_id, checkpoint_done))
+    checkpointed = answered[0]
     # From here the container is stopped on the source, its checkpoint kept.
-    relayed: Optional[_Counted] = None
     try:
-        relayed = await moving
+        relayed = await _move(source, target, args, cid, checkpoint, new_id, checkpoint_done)
         imported = time.monotonic()
         await _pause("restore", args.pause_before)
         running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
         restored = time.monotonic()
-        state = await target(target.client.containers.inspect, new_id)
-        if not state["State"].get("Running"):
-            raise MigrationError("the restored container is not running on %s" % (args.target,))
+        await _check_running(target, args, new_id)
     except BaseException as e:
         await _recover(source, target, cid, new_id, checkpoint, args, e)
         raise
     await _remove_source(source, cid, args)
-    # (The export overlaps the end of the checkpoint: what is left of it
-    # once the checkpoint answered.)
-    exported = max(relayed.ended or imported, checkpointed)
-    moved = relayed.bytes
+    return _plain_figures(args, cname, new_id, relayed, preparing, frozen, checkpointed, frozen_for, imported,
+                          restored, running_for)
+
+
+async def _plain_with_export(source, target, args, cid: str, cname: str, checkpoint: str, new_id: str,
+                             creating, answered: list, checkpoint_done, preparing: float,
+                             frozen: float) -> dict:
+    """(The default.)  The export asked for together with the checkpoint:
+    the source answers it once the checkpoint is complete and the container
+    recorded as checkpointed there (never restarted), and the restore
+    follows the import without waiting for the checkpoint's own answer,
+    which comes once the source has also recorded the container's exit."""
+    try:
+        relayed = await _move(source, target, args, cid, checkpoint, new_id, checkpoint_done)
+    except BaseException as e:
+        try:
+            await creating
+        except BaseException as refused:
+            # Not checkpointed (or its answer lost with the source): the
+            # prepared container goes; the source has the container,
+            # running, or checkpointed if it got that far.
+            _say("failed: %s" % (refused,))
+            await _remove_target(target, new_id)
+            raise
+        await _recover(source, target, cid, new_id, checkpoint, args, e)
+        raise
+    imported = time.monotonic()
+    try:
+        await _pause("restore", args.pause_before)
+        running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
+        restored = time.monotonic()
+        await _check_running(target, args, new_id)
+    except BaseException as e:
+        await checkpoint_done
+        await _recover(source, target, cid, new_id, checkpoint, args, e)
+        raise
+    frozen_for: Optional[float] = None
+    checkpointed = restored
+    try:
+        frozen_for = await creating
+        checkpointed = answered[0]
+    except BaseException as e:
+        # (Its export came: it was complete, and the container recorded
+        # as checkpointed there.)
+        _say("warning: the source's answer to the checkpoint was lost (%s); the container runs on %s" % (
+            e, args.target))
+    await _remove_source(source, cid, args)
+    return _plain_figures(args, cname, new_id, relayed, preparing, frozen, checkpointed, frozen_for, imported,
+                          restored, running_for)
+
+
+async def _check_running(target, args, new_id: str) -> None:
+    state = await target(target.client.containers.inspect, new_id)
+    if not state["State"].get("Running"):
+        raise MigrationError("the restored container is not running on %s" % (args.target,))
+
+
+def _plain_figures(args, cname: str, new_id: str, relayed: "_Counted", preparing: float, frozen: float,
+                   checkpointed: float, frozen_for: Optional[float], imported: float, restored: float,
+                   running_for: Optional[float]) -> dict:
+    # (With the export asked for with the checkpoint, the checkpoint's
+    # answer may come after the import, even after the restore: the
+    # export's split is then from the freeze.)
+    begun = min(checkpointed, imported)
+    exported = max(relayed.ended or imported, begun)
     figures = {
         "Id": new_id,
         **_downtime(frozen, checkpointed, frozen_for, restored, running_for),
         "Prepare": frozen - preparing,
         "Checkpoint": checkpointed - frozen,
-        "Transfer": imported - checkpointed,
-        "Export": exported - checkpointed,
+        "Transfer": imported - begun,
+        "Export": exported - begun,
         "Restore": restored - imported,
-        "Bytes": moved,
+        "Bytes": relayed.bytes,
     }
     _say("%s runs on %s as %s" % (cname, args.target, new_id[:12]))
     _say("%s (checkpoint %.0f ms, export %.0f ms, import %.0f ms, restore %.0f ms); "
          "prepared before it in %.0f ms" % (
              _downtime_text(figures), figures["Checkpoint"] * 1000, figures["Export"] * 1000,
              (imported - exported) * 1000, figures["Restore"] * 1000, figures["Prepare"] * 1000))
-    _say("bytes moved: %d (%.1f MiB)" % (moved, moved / 1048576.0))
+    _say("bytes moved: %d (%.1f MiB)" % (relayed.bytes, relayed.bytes / 1048576.0))
     return figures
 
 
@@ -576,10 +630,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-established", action="store_true",
                    help="keep established TCP connections (the daemons always checkpoint them; "
                         "the container's address must be the same on the target)")
-    p.add_argument("--export-with-checkpoint", action="store_true",
-                   help="plain: ask for the export together with the checkpoint (the source streams it while "
-                        "it records the container's exit); on a loaded machine the two compete and the "
-                        "checkpoint grows by more than the export it hides")
+    p.add_argument("--export-with-checkpoint", action=argparse.BooleanOptionalAction, default=True,
+                   help="plain: ask for the export together with the checkpoint, and restore once it is "
+                        "imported, while the source still records the container's exit (the default); "
+                        "--no-export-with-checkpoint asks for it once the checkpoint answered")
     p.add_argument("--keep-source", action="store_true",
                    help="keep the (exited, checkpointed) container on the source")
     p.add_argument("--tls", action="store_true", help="use TLS for tcp:// hosts")

@@ -75,7 +75,7 @@ def pair(daemons, tmp_path_factory, criu):  # noqa: F811
 @pytest.mark.route("DELETE", "/containers/{name:.*}")
 @pytest.mark.parametrize("options,run_options", [
     ((), ()),
-    (("--export-with-checkpoint",), ()),
+    (("--no-export-with-checkpoint",), ()),
     (("--lazy",), ()),
     # (A terminal: the target's restore goes through runc.)
     (("--lazy",), ("-t",)),

@@ -122,6 +122,29 @@ def test_plain_source_killed_after_checkpoint_keeps_it(pair):
     assert_runs_on(a, "kept", last)
 
 
+@pytest.mark.route("POST", "/containers/{name:.*}/start")
+def test_plain_source_killed_before_restore_leaves_one_copy(pair):
+    """The checkpoint exported and imported (the restore does not wait for
+    the checkpoint's own answer), the source killed then: the container
+    runs on the target; the source, back, has it stopped with its
+    checkpoint (recorded checkpointed before its export began), never
+    restarted by its restart policy."""
+    a, b = pair
+    counter(a, "once", "--restart", "always")
+    last = wait_numbers(a, "once", 3)[-1]
+    paused = Paused(a, b, "once", "restore")
+    code, out, err = paused.go_on_without(a)
+    assert code == 0, (out, err)
+    assert "could not be removed from the source" in out, (out, err)
+    assert_runs_on(b, "once", last)
+    a.start()
+    assert any(c.startswith("migrate-") for c in checkpoints(a, "once"))
+    assert state(a, "once")["Status"] == "exited"
+    # (A restart policy would have started it as the daemon came back.)
+    assert a.docker("inspect", "--format", "{{.RestartCount}}", "once").stdout.strip() == "0"
+    assert not running(a, "once")
+
+
 @pytest.mark.route("POST", "/containers/checkpoints/import")
 def test_plain_tool_dropped_before_import_keeps_the_checkpoint(pair):
     a, b = pair

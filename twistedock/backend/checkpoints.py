@@ -368,13 +368,19 @@ class CheckpointBackend:
             raise
         if final:
             await self._thread(publish_dump, directory, final)
+        if exit:
+            # Recorded as checkpointed (never restarted: manually stopped)
+            # before any export begins: a migration's target restores
+            # what it imported without waiting for this answer, and a
+            # crash here must not bring a second copy back.
+            await self._thread(mark, c.path_of(CHECKPOINTED_MARK))
+            await self.containers.save(c)
+        if final:
             # Complete and durable: its export may begin while the
             # container's exit is recorded.
             self._published((c.id, checkpoint_id), True)
         await self._thread(shutil.rmtree, work, True)
         if exit:
-            await self._thread(mark, c.path_of(CHECKPOINTED_MARK))
-            await self.containers.save(c)
             await self._finish_checkpointed_run(c, exited)
 
     async def _runc_checkpoint(self, args: List[str], name: str, work: str) -> None:
