@@ -376,7 +376,7 @@ class CheckpointBackend:
             await self._thread(mark, c.path_of(CHECKPOINTED_MARK))
             await self.containers.save(c)
         if final:
-            # Complete and durable: its export may begin while the
+            # Complete: its export may begin while the
             # container's exit is recorded.
             self._published((c.id, checkpoint_id), True)
         await self._thread(shutil.rmtree, work, True)
@@ -835,7 +835,9 @@ def dump_dir(final: str) -> str:
 
 
 def publish_dump(directory: str, final: str) -> None:
-    """The complete dump renamed to its checkpoint's name, durably."""
+    """The complete dump renamed to its checkpoint's name, the rename made
+    durable.  (CRIU's images are its own writes, not synced: they
+    survive the daemon's end, not a power loss.)"""
     os.rename(directory, final)
     fsync_dir(os.path.dirname(final))
 
