@@ -824,3 +824,24 @@ def test_the_loopback_of_an_empty_network_namespace_brought_up():
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_daemon_s_start_writes_the_restores_runtime_once(tmp_path):
+    """L{CriuDriver.ready}, as the daemon starts: the restore's conmon
+    runtime (the shim) written then, not in the first restore's downtime,
+    and left as it is when it is already right; none without the RPC."""
+    from twistedock.backend.runtime.criudriver import SHIM, CriuDriver
+
+    driver = CriuDriver(reactor, None, str(tmp_path / "runc"), None, messages=object(),
+                        shim_dir=str(tmp_path / "criu"))
+    driver.ready()
+    shim = tmp_path / "criu" / "criu-swrk"
+    assert shim.read_text() == SHIM and os.access(str(shim), os.X_OK)
+    written = shim.stat().st_ino
+    driver.ready()
+    assert driver.shim("/usr/sbin/criu") == str(shim)
+    assert shim.stat().st_ino == written and driver.criu_binary == "/usr/sbin/criu"
+
+    off = CriuDriver(reactor, None, str(tmp_path / "runc2"), None, enabled=False, shim_dir=str(tmp_path / "off"))
+    off.ready()
+    assert not (tmp_path / "off").exists()

@@ -356,8 +356,9 @@ class Daemon(MultiService):
             await self.images.load()
             await self.volumes.load()
             await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._load_networks)
-            # The tmpfs sources of restores a crash interrupted, unmounted.
-            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.sweep_tmpfs)
+            # The tmpfs sources of restores a crash interrupted, unmounted;
+            # the restores' conmon runtime written.
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.ready)
             await self.containers.load()
         except CancelledError:
             return

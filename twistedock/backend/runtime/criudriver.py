@@ -81,6 +81,17 @@ class CriuDriver:
     def shim(self, criu: str) -> str:
         """The path of L{SHIM}, written once (blocking, small)."""
         self.criu_binary = criu
+        return self._write_shim()
+
+    def ready(self) -> None:
+        """(Blocking, as the daemon starts.)  The tmpfs sources of restores a
+        crash interrupted unmounted (L{sweep_tmpfs}); L{SHIM} written, so
+        that the first restore's downtime does not count its synced write."""
+        self.sweep_tmpfs()
+        if self.available():
+            self._write_shim()
+
+    def _write_shim(self) -> str:
         path = os.path.join(self.shim_dir, "criu-swrk")
         try:
             with open(path) as f:
