@@ -303,8 +303,9 @@ def _plain_figures(args, cname: str, new_id: str, relayed: "_Counted", preparing
                    checkpointed: float, frozen_for: Optional[float], imported: float, restored: float,
                    running_for: Optional[float]) -> dict:
     # (With the export asked for with the checkpoint, the checkpoint's
-    # answer may come after the import, even after the restore: the
-    # export's split is then from the freeze.)
+    # answer may come after the import, even after the restore: export and
+    # transfer are counted from the answer, or from the import's end when
+    # that came first, then nothing of them is left.)
     begun = min(checkpointed, imported)
     exported = max(relayed.ended or imported, begun)
     figures = {
