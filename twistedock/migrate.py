@@ -294,6 +294,7 @@ async def _plain_with_export(source, target, args, cid: str, cname: str, checkpo
 
 
 async def _check_running(target, args, new_id: str) -> None:
+    """The restored container reported running by the target."""
     state = await target(target.client.containers.inspect, new_id)
     if not state["State"].get("Running"):
         raise MigrationError("the restored container is not running on %s" % (args.target,))
@@ -470,9 +471,7 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
             raise MigrationError("the page connection ended before the restore")
         running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
         restored = time.monotonic()
-        state = await target(target.client.containers.inspect, new_id)
-        if not state["State"].get("Running"):
-            raise MigrationError("the restored container is not running on %s" % (args.target,))
+        await _check_running(target, args, new_id)
         await _pause("copy", args.pause_before)
         try:
             await relay
