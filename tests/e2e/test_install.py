@@ -4,6 +4,7 @@ environment), into a temporary environment, bindir and unit directory, so
 that nothing of this machine's installation changes.  The daemon then runs
 from that environment alone: no PYTHONPATH, not from the checkout."""
 
+import grp
 import os
 import shutil
 import signal
@@ -47,9 +48,24 @@ def installed(tmp_path_factory):
     assert os.access(DEBIAN_PYTHON, os.X_OK), "this test needs Debian's python3 at %s" % DEBIAN_PYTHON
     base = tmp_path_factory.mktemp("install")
     paths = {"base": base, "venv": base / "venv", "bin": base / "bin", "units": base / "units"}
-    paths["install"] = run_install(paths)
-    yield paths
-    shutil.rmtree(base, ignore_errors=True)
+    # (--service makes the docker group where there is none: removed
+    # after, as this machine had it.)
+    had_group = _group_exists("docker")
+    try:
+        paths["install"] = run_install(paths)
+        yield paths
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if not had_group and _group_exists("docker"):
+            subprocess.run(["groupdel", "docker"], check=False, capture_output=True)
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def venv_python(installed, code: str) -> str:
