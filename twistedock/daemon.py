@@ -39,6 +39,7 @@ from .backend.runtime import ExitWatcher, LogReader, Runtime
 from .backend.lazypages import sysctl as pipe_sysctl
 from .backend.runtime.criu import Criu
 from .backend.runtime.criudriver import CriuDriver
+from .backend.runtime import perfhooks
 from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
@@ -359,6 +360,10 @@ class Daemon(MultiService):
             # The tmpfs sources of restores a crash interrupted, unmounted;
             # the restores' conmon runtime written.
             await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.ready)
+            if self.config.experimental:
+                # A process's first checkpoint does not wait, frozen, for
+                # the kernel's scheduler hooks (perfhooks).
+                await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), perfhooks.hold)
             await self.containers.load()
         except CancelledError:
             return

@@ -181,6 +181,26 @@ def test_checkpoint_then_restore_continues_the_counter(daemon):
     daemon.docker("rm", name)
 
 
+def _perf_events(daemon) -> int:
+    fds = "/proc/%d/fd" % (daemon.proc.pid,)
+    kinds = []
+    for n in os.listdir(fds):
+        try:
+            kinds.append(os.readlink(os.path.join(fds, n)))
+        except OSError:
+            pass
+    return kinds.count("anon_inode:[perf_event]")
+
+
+def test_an_experimental_daemon_holds_a_perf_event(daemon, default_daemon):
+    """One perf event bound to the daemon keeps the kernel's scheduler
+    hooks on, so that CRIU's breakpoint in a process's first dump does not
+    wait for them (runtime/perfhooks.py); a daemon that never checkpoints
+    holds none."""
+    assert _perf_events(daemon) == 1
+    assert _perf_events(default_daemon) == 0
+
+
 @pytest.mark.route("POST", "/containers/{name:.*}/checkpoints")
 @pytest.mark.route("POST", "/containers/{name:.*}/start")
 def test_a_restored_container_checkpoints_and_restores_again(daemon):
