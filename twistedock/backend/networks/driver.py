@@ -25,6 +25,7 @@ from ...atomic import write_atomic
 from ...errors import InternalError
 from ...logs import Logger
 from ..runtime.processes import Collect
+from ..runtime.rootfs import detach
 from ..spawn import Spawner
 
 NSENTER = "/usr/bin/nsenter"
@@ -183,10 +184,11 @@ class Netavark:
             raise InternalError("cannot bring loopback up: %s" % _message(out, err))
 
     async def remove_netns(self, path: str) -> None:
-        if not os.path.exists(path):
-            return
-        await self._run(["/bin/umount", path])
-        _remove(path)
+        """The namespace bound at C{path} let go: its bind mount detached,
+        as C{ip netns delete} does, and the file removed (in a thread, no
+        process: a checkpointed container's exit is recorded while its
+        migration's target imports and restores)."""
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _unbind_netns, path)
 
     async def isolate(self, netns: str, interface: str, bridge: str) -> None:
         """The host end of the container's C{interface} made an isolated
@@ -311,6 +313,17 @@ def _mount_point(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a"):
         pass
+
+
+def _unbind_netns(path: str) -> None:
+    """(Blocking.)  L{Netavark.remove_netns}'s work."""
+    if not os.path.exists(path):
+        return
+    try:
+        detach(path)
+    except OSError as e:
+        log.warn("network namespace {path}: {e}", path=path, e=e)
+    _remove(path)
 
 
 def _remove(path: str) -> None:
