@@ -235,16 +235,18 @@ def ms(values: List[float]) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 rounds and 2 migrations per workload")
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--migrations", type=int, default=4)
+    p.add_argument("--quick", action="store_true", help="3 rounds and 2 migrations per workload (unless given)")
+    p.add_argument("--rounds", type=int, default=None, help="default 10")
+    p.add_argument("--migrations", type=int, default=None, help="default 4")
     p.add_argument("--criu", default="")
     p.add_argument("--runc", default=shutil.which("runc") or "/usr/sbin/runc")
     p.add_argument("--workloads", default="small,256MiB")
     p.add_argument("--daemon-args", default="", help="more twistd dockerd flags, e.g. --criu-rpc=false")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.migrations = 3, 2
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 10
+    if args.migrations is None:
+        args.migrations = 2 if args.quick else 4
     ExperimentalDaemon.extra = args.daemon_args.split()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
