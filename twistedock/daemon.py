@@ -40,7 +40,6 @@ from .backend.lazypages import sysctl as pipe_sysctl
 from .backend.runtime.criu import Criu
 from .backend.runtime.criudriver import CriuDriver
 from .backend.runtime import perfhooks
-from .backend.runtime.driver import chdir_launcher
 from .backend.runtime.rootfs import OverlayMounts
 from .backend.swarm import InactiveCluster
 from .backend.system import SystemBackend, SystemSettings
@@ -361,9 +360,7 @@ class Daemon(MultiService):
             # The tmpfs sources of restores a crash interrupted, unmounted;
             # the restores' conmon runtime written.
             await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.criu_rpc.ready)
-            # (Whether env -C starts conmon in a bundle: found once, as the
-            # daemon starts, not by the first start, on the reactor.)
-            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), chdir_launcher)
+            await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.runtime.ready)
             if self.config.experimental:
                 # A process's first checkpoint does not wait, frozen, for
                 # the kernel's scheduler hooks (perfhooks).

@@ -57,7 +57,19 @@ def _load_libc():
     return libc
 
 
+def _has_addchdir(libc) -> bool:
+    """Whether libc can start a child in a working directory of its own
+    (C{posix_spawn_file_actions_addchdir_np}: glibc 2.29 on)."""
+    try:
+        libc.posix_spawn_file_actions_addchdir_np.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        return True
+    except AttributeError:
+        return False
+
+
 _libc = _load_libc()
+#: Whether L{Spawner.spawn_process} takes a working directory (C{path}).
+CAN_CHDIR = _libc is not None and _has_addchdir(_libc)
 
 
 def _sigset(signals: Sequence[int]):
@@ -80,16 +92,20 @@ def _file_actions(fdmap: Dict[int, int]) -> list:
     return _process._getFileActions(fd_state, fdmap, doClose=_CLOSE, doDup2=_DUP2)
 
 
-def _spawn(executable: bytes, argv: Sequence[bytes], envp: Sequence[bytes], fdmap: Dict[int, int]) -> int:
+def _spawn(executable: bytes, argv: Sequence[bytes], envp: Sequence[bytes], fdmap: Dict[int, int],
+           path: Optional[bytes] = None) -> int:
     """posix_spawnp through libc (in a thread: the file actions computed
-    here, O(open fds), and the GIL released while the child starts): its
-    pid; OSError if it could not be started."""
+    here, O(open fds), and the GIL released while the child starts), in
+    the working directory C{path} when given: its pid; OSError if it could
+    not be started."""
     actions = _file_actions(fdmap)
     file_actions = ctypes.create_string_buffer(_OPAQUE)
     attributes = ctypes.create_string_buffer(_OPAQUE)
     _libc.posix_spawn_file_actions_init(file_actions)
     _libc.posix_spawnattr_init(attributes)
     try:
+        if path is not None:
+            _libc.posix_spawn_file_actions_addchdir_np(file_actions, path)
         for action in actions:
             if action[0] == _DUP2:
                 _libc.posix_spawn_file_actions_adddup2(file_actions, action[1], action[2])
@@ -165,13 +181,17 @@ class Spawner:
             self.pool = None
 
     def spawn_process(self, proto, executable: str, args: Sequence[str], env: Dict[str, str],
-                      child_fds: Optional[dict] = None):
+                      child_fds: Optional[dict] = None, path: Optional[str] = None):
         """As C{reactor.spawnProcess(proto, executable, args, env,
-        childFDs=child_fds)} (no working directory, no uid/gid): a Deferred
-        firing with the process transport, or failing with the OSError of a
-        child that could not be started."""
+        childFDs=child_fds, path=path)} (no uid/gid; C{path} only where
+        L{CAN_CHDIR}): a Deferred firing with the process transport, or
+        failing with the OSError of a child that could not be started."""
         if not self.usable:
-            return succeed(self.reactor.spawnProcess(proto, executable, list(args), env=env, childFDs=child_fds))
+            where = {"path": path} if path is not None else {}
+            return succeed(self.reactor.spawnProcess(proto, executable, list(args), env=env, childFDs=child_fds,
+                                                     **where))
+        if path is not None and not CAN_CHDIR:
+            raise ValueError("this libc cannot start a child in a working directory")
         child_fds = dict(child_fds) if child_fds is not None else {0: "w", 1: "r", 2: "r"}
         fdmap: Dict[int, int] = {}  # the child's fd -> ours
         helpers: Dict[int, int] = {}  # the child's fd -> our end of its pipe
@@ -201,7 +221,8 @@ class Spawner:
                 os.close(fd)
             return failure
 
-        spawned = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, fdmap)
+        spawned = deferToThreadPool(self.reactor, self._pool(), _spawn, os.fsencode(executable), argv, envp, fdmap,
+                                    os.fsencode(path) if path is not None else None)
         spawned.addCallbacks(started, failed)
         # The caller may cancel what it awaits (a client gone): the child,
         # started or about to be, is wired and reaped all the same, as one

@@ -29,7 +29,7 @@ from .conmon import (
     write_ctl,
 )
 from .interfaces import IRuntime
-from ..spawn import Spawner
+from ..spawn import CAN_CHDIR, Spawner
 from .processes import Collect, read_int, resolve_binary, unlink
 from .runc import runc_error, runc_message, shim_task_message
 
@@ -96,6 +96,13 @@ class Runtime:
         #: runc started from a thread (the reactor neither waits nor holds the GIL).
         self.spawner = Spawner(reactor)
 
+    def ready(self) -> None:
+        """(Blocking, as the daemon starts.)  How conmon will be started in
+        a bundle found now, not by the first container's start on the
+        reactor: env -C's check, where the spawner cannot chdir."""
+        if not (self.spawner.usable and CAN_CHDIR):
+            chdir_launcher()
+
     # -- conmon --------------------------------------------------------
 
     def conmon_args(
@@ -154,17 +161,22 @@ class Runtime:
         # directory Twisted forks the daemon (its page tables copied on the
         # reactor thread: ~10 ms a start on a 80 MB daemon), without one it
         # uses posix_spawn: so the bundle becomes conmon's working directory
-        # through env -C, which then execs conmon (the same process).
-        executable, argv, path = self.conmon, list(args), None
+        # through the spawner's posix_spawn (glibc's addchdir), or else
+        # through env -C, which then execs conmon (the same process: an
+        # exec more, about 1 ms).
+        executable, argv, path, spawned_in = self.conmon, list(args), None, None
         if not protocol.exec_mode:
-            launcher = chdir_launcher()
-            if launcher:
-                executable, argv = launcher[0], list(launcher) + [bundle, "--"] + argv
+            if self.spawner.usable and CAN_CHDIR:
+                spawned_in = bundle
             else:
-                path = bundle
+                launcher = chdir_launcher()
+                if launcher:
+                    executable, argv = launcher[0], list(launcher) + [bundle, "--"] + argv
+                else:
+                    path = bundle
         try:
             if path is None:
-                await self.spawner.spawn_process(protocol, executable, argv, env, child_fds)
+                await self.spawner.spawn_process(protocol, executable, argv, env, child_fds, path=spawned_in)
             else:
                 self.reactor.spawnProcess(protocol, executable, argv, env=env, path=path, childFDs=child_fds)
         except OSError as e:
