@@ -163,9 +163,7 @@ def test_another_reactor_gets_its_own_spawnprocess():
 @pytest_twisted.ensureDeferred
 async def test_a_child_started_in_a_working_directory(spawner, tmp_path):
     """(conmon runs in its bundle: posix_spawn's addchdir, no env -C.)"""
-    from twistedock.backend import spawn
-
-    if not spawn.CAN_CHDIR:
+    if not spawner.can_chdir:
         pytest.skip("this libc has no posix_spawn_file_actions_addchdir_np")
     collect = Collect(None)
     await spawner.spawn_process(collect, "pwd", ["pwd"], ENV, path=str(tmp_path))
@@ -177,9 +175,7 @@ async def test_a_child_started_in_a_working_directory(spawner, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_missing_working_directory_is_an_error(spawner, tmp_path):
-    from twistedock.backend import spawn
-
-    if not spawn.CAN_CHDIR:
+    if not spawner.can_chdir:
         pytest.skip("this libc has no posix_spawn_file_actions_addchdir_np")
     with pytest.raises(OSError):
         await spawner.spawn_process(Collect(None), "pwd", ["pwd"], ENV, path=str(tmp_path / "gone"))

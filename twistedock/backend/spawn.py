@@ -168,6 +168,12 @@ class Spawner:
     def usable(self) -> bool:
         return _libc is not None and isinstance(self.reactor, PosixReactorBase) and hasattr(_process, "_getFileActions")
 
+    @property
+    def can_chdir(self) -> bool:
+        """Whether L{spawn_process} starts a child in a working directory
+        (C{path}) without forking the daemon: glibc's addchdir."""
+        return self.usable and CAN_CHDIR
+
     def _pool(self) -> ThreadPool:
         if self.pool is None:
             self.pool = ThreadPool(1, self.threads, name="spawn")

@@ -29,7 +29,7 @@ from .conmon import (
     write_ctl,
 )
 from .interfaces import IRuntime
-from ..spawn import CAN_CHDIR, Spawner
+from ..spawn import Spawner
 from .processes import Collect, read_int, resolve_binary, unlink
 from .runc import runc_error, runc_message, shim_task_message
 
@@ -100,7 +100,7 @@ class Runtime:
         """(Blocking, as the daemon starts.)  How conmon will be started in
         a bundle found now, not by the first container's start on the
         reactor: env -C's check, where the spawner cannot chdir."""
-        if not (self.spawner.usable and CAN_CHDIR):
+        if not self.spawner.can_chdir:
             chdir_launcher()
 
     # -- conmon --------------------------------------------------------
@@ -166,7 +166,7 @@ class Runtime:
         # exec more, about 1 ms).
         executable, argv, path, spawned_in = self.conmon, list(args), None, None
         if not protocol.exec_mode:
-            if self.spawner.usable and CAN_CHDIR:
+            if self.spawner.can_chdir:
                 spawned_in = bundle
             else:
                 launcher = chdir_launcher()
