@@ -235,9 +235,7 @@ async def _migrate_plain(source, target, args, cid: str, cname: str) -> dict:
         relayed = await _move(source, target, args, cid, checkpoint, new_id, checkpoint_done)
         imported = time.monotonic()
         await _pause("restore", args.pause_before)
-        running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
-        restored = time.monotonic()
-        await _check_running(target, args, new_id)
+        running_for, restored = await _restore(target, args, new_id, checkpoint)
     except BaseException as e:
         await _recover(source, target, cid, new_id, checkpoint, args, e)
         raise
@@ -271,9 +269,7 @@ async def _plain_with_export(source, target, args, cid: str, cname: str, checkpo
     imported = time.monotonic()
     try:
         await _pause("restore", args.pause_before)
-        running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
-        restored = time.monotonic()
-        await _check_running(target, args, new_id)
+        running_for, restored = await _restore(target, args, new_id, checkpoint)
     except BaseException as e:
         await checkpoint_done
         await _recover(source, target, cid, new_id, checkpoint, args, e)
@@ -293,11 +289,16 @@ async def _plain_with_export(source, target, args, cid: str, cname: str, checkpo
                           restored, running_for)
 
 
-async def _check_running(target, args, new_id: str) -> None:
-    """The restored container reported running by the target."""
+async def _restore(target, args, new_id: str, checkpoint: str):
+    """C{start --checkpoint} on the target, and the restored container
+    reported running there: the start's answer (what the daemon says the
+    process ran before it) and when it came."""
+    running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
+    restored = time.monotonic()
     state = await target(target.client.containers.inspect, new_id)
     if not state["State"].get("Running"):
         raise MigrationError("the restored container is not running on %s" % (args.target,))
+    return running_for, restored
 
 
 def _plain_figures(args, cname: str, new_id: str, relayed: "_Counted", preparing: float, frozen: float,
@@ -469,9 +470,7 @@ async def _migrate_lazy(source, target, args, cid: str, cname: str, name: str) -
         # page source gone, and kills a copy whose pages stop coming.
         if stopped:
             raise MigrationError("the page connection ended before the restore")
-        running_for = await target(target.client.checkpoints.start, new_id, checkpoint)
-        restored = time.monotonic()
-        await _check_running(target, args, new_id)
+        running_for, restored = await _restore(target, args, new_id, checkpoint)
         await _pause("copy", args.pause_before)
         try:
             await relay
